@@ -1,0 +1,89 @@
+//! Which core is this? The one thing the object model needs from below.
+//!
+//! The fast path of every EBB call reads the current core's translation table through
+//! this binding, so it must cost what a thread-local read costs and no more:
+//! - with feature `std`, a `const`-initialised `thread_local!` (one `fs:`-relative load
+//!   on x86-64 Linux, no lazy-initialisation check);
+//! - without it, the platform defines `__sesa_ebb_current` (a per-CPU variable on the
+//!   native kernel) and the linker resolves it; a missing definition is a link error,
+//!   not a silent fallback.
+
+use core::cell::Cell;
+
+use crate::table::{CoreTable, Slot};
+
+/// The per-thread (per-core) binding: the translation table's slots, cached here so the
+/// hit path needs no pointer chase through the table itself.
+#[derive(Clone, Copy)]
+pub(crate) struct Binding {
+    pub(crate) slots: *const Slot,
+    pub(crate) len: usize,
+    pub(crate) table: *const CoreTable,
+}
+
+impl Binding {
+    pub(crate) const NONE: Binding = Binding {
+        slots: core::ptr::null(),
+        len: 0,
+        table: core::ptr::null(),
+    };
+}
+
+/// Storage for one core's binding. Platforms without `std` define one per core and
+/// return it from `__sesa_ebb_current`.
+pub struct CurrentCore(Cell<Binding>);
+
+impl CurrentCore {
+    /// An unbound core.
+    pub const fn new() -> Self {
+        CurrentCore(Cell::new(Binding::NONE))
+    }
+}
+
+impl Default for CurrentCore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(all(feature = "std", not(feature = "shuttle")))]
+std::thread_local! {
+    static CURRENT: CurrentCore = const { CurrentCore::new() };
+}
+
+#[cfg(feature = "shuttle")]
+shuttle::thread_local! {
+    static CURRENT: CurrentCore = CurrentCore::new();
+}
+
+#[cfg(feature = "std")]
+#[inline(always)]
+pub(crate) fn get() -> Binding {
+    CURRENT.with(|c| c.0.get())
+}
+
+#[cfg(feature = "std")]
+pub(crate) fn set(binding: Binding) {
+    CURRENT.with(|c| c.0.set(binding))
+}
+
+#[cfg(not(feature = "std"))]
+unsafe extern "Rust" {
+    /// Defined by the native platform: the calling CPU's binding, valid for the life of
+    /// the kernel and touched only by that CPU.
+    fn __sesa_ebb_current() -> &'static CurrentCore;
+}
+
+#[cfg(not(feature = "std"))]
+#[inline(always)]
+pub(crate) fn get() -> Binding {
+    // SAFETY: the platform's contract for `__sesa_ebb_current` (see its declaration):
+    // it returns the calling CPU's own binding, which lives as long as the kernel.
+    unsafe { __sesa_ebb_current() }.0.get()
+}
+
+#[cfg(not(feature = "std"))]
+pub(crate) fn set(binding: Binding) {
+    // SAFETY: as in `get`.
+    unsafe { __sesa_ebb_current() }.0.set(binding)
+}

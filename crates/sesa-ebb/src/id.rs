@@ -1,0 +1,115 @@
+//! Names: [`CoreId`] for a location inside a node, [`EbbId`] for an EBB.
+
+use core::fmt;
+use core::num::{NonZeroU32, NonZeroU64};
+
+/// A core of a node: the location at which events run and reps live.
+///
+/// Core ids are dense, `0..cores`, fixed for the life of a node.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct CoreId(u32);
+
+impl CoreId {
+    /// The core with this index.
+    pub const fn new(index: u32) -> Self {
+        CoreId(index)
+    }
+
+    /// The core's index, usable to index per-core arrays.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The raw number.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for CoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "core {}", self.0)
+    }
+}
+
+/// The name of an EBB on a node.
+///
+/// An id is an *index* (the EBB's slot in every core's translation table and in the
+/// node's id map) and a *generation* (how many EBBs held that index before). The index of
+/// a destroyed EBB is reused only after every core has dropped its reps, and always with
+/// a new generation, so a stale [`EbbRef`](crate::EbbRef) can never reach the new EBB's
+/// reps: its full id no longer matches anything.
+///
+/// Layout of the raw `u64`: generation in the high 32 bits (never 0), index in the low 32.
+/// A raw value of 0 therefore never names an EBB, which is what an empty table slot holds.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EbbId(NonZeroU64);
+
+impl EbbId {
+    /// The id with this index and generation.
+    pub const fn from_parts(index: u32, generation: NonZeroU32) -> Self {
+        let raw = ((generation.get() as u64) << 32) | index as u64;
+        match NonZeroU64::new(raw) {
+            Some(raw) => EbbId(raw),
+            // The generation is non-zero, so the raw value is too.
+            None => unreachable!(),
+        }
+    }
+
+    /// Rebuilds an id from [`EbbId::raw`]; `None` for a value no id has (generation 0).
+    pub const fn from_raw(raw: u64) -> Option<Self> {
+        if raw >> 32 == 0 {
+            return None;
+        }
+        match NonZeroU64::new(raw) {
+            Some(raw) => Some(EbbId(raw)),
+            None => None,
+        }
+    }
+
+    /// The slot this EBB occupies in translation tables and the id map.
+    #[inline(always)]
+    pub const fn index(self) -> u32 {
+        self.0.get() as u32
+    }
+
+    /// How many EBBs held this index before this one, plus one.
+    pub const fn generation(self) -> u32 {
+        (self.0.get() >> 32) as u32
+    }
+
+    /// The id as one number (stable: usable on the wire and in logs).
+    #[inline(always)]
+    pub const fn raw(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Debug for EbbId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ebb#{}.{}", self.index(), self.generation())
+    }
+}
+
+impl fmt::Display for EbbId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_round_trip() {
+        let g = NonZeroU32::new(7).unwrap();
+        let id = EbbId::from_parts(42, g);
+        assert_eq!(id.index(), 42);
+        assert_eq!(id.generation(), 7);
+        assert_eq!(EbbId::from_raw(id.raw()), Some(id));
+        assert_eq!(EbbId::from_raw(42), None, "generation 0 is never an id");
+        assert_eq!(EbbId::from_raw(0), None);
+        assert_eq!(alloc::format!("{id}"), "ebb#42.7");
+    }
+}

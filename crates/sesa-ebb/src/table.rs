@@ -1,0 +1,289 @@
+//! The per-core translation table: `EbbId index -> this core's rep`.
+//!
+//! # Who touches what
+//! A table belongs to exactly one core and is touched only by the thread bound to that
+//! core (a [`CoreBinding`] is `!Send`), so it needs no atomics and no locks:
+//! - the **hit path** ([`lookup`]) reads `slots[index]` through the pointer cached in the
+//!   thread's binding and compares the slot's tag with the full id;
+//! - the **miss path** ([`miss`]) asks the node's id map for the root, runs the EBB's
+//!   miss handler (user code, which may itself miss), then installs the result;
+//! - **reclamation** ([`CoreTable::reclaim`]) clears the slots of destroyed EBBs and drops
+//!   their reps, only at a quiescent point (between events).
+//!
+//! Invariant (kept on in release builds): a slot is either empty (tag 0) or holds the rep
+//! of the live-or-dying EBB whose *full* id is the tag. The id map reuses an index only
+//! after every core has cleared it, so installing never overwrites another EBB's rep.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::any::TypeId;
+use core::cell::{Cell, UnsafeCell};
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use crate::current::{self, Binding};
+use crate::root::{Erased, MissContext, Owner};
+use crate::{CoreId, EbbError, EbbId, EbbNode};
+
+/// One entry of a translation table. `repr(C)` and 16 bytes: tag and rep share a cache
+/// line, so a hit touches one line of the table.
+#[repr(C)]
+pub(crate) struct Slot {
+    /// The raw id of the EBB whose rep this is, or 0 if the slot is empty.
+    pub(crate) tag: u64,
+    pub(crate) rep: *const (),
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot {
+        tag: 0,
+        rep: core::ptr::null(),
+    };
+}
+
+/// The hit path: this core's rep for `id`, if it has one.
+#[inline(always)]
+pub(crate) fn lookup(id: EbbId) -> Option<NonNull<()>> {
+    let binding = current::get();
+    let index = id.index() as usize;
+    if index < binding.len {
+        // SAFETY: `slots` points to `len` initialised slots owned by this thread's table
+        // (the binding is updated whenever the table reallocates, and only this thread
+        // touches the table); `index < len`.
+        let slot = unsafe { &*binding.slots.add(index) };
+        if slot.tag == id.raw() {
+            // A non-zero tag always comes with a non-null rep.
+            return NonNull::new(slot.rep as *mut ());
+        }
+    }
+    None
+}
+
+/// The miss path: runs the EBB's miss handler on this core and caches what it installs.
+#[cold]
+#[inline(never)]
+pub(crate) fn miss(
+    id: EbbId,
+    rep_type: TypeId,
+    rep_name: &'static str,
+) -> Result<NonNull<()>, EbbError> {
+    let binding = current::get();
+    if binding.table.is_null() {
+        return Err(EbbError::NotOnCore);
+    }
+    // SAFETY: a non-null `table` in the binding points to the table of the
+    // `CoreBinding` that set it, which clears the binding before it drops the table.
+    let table = unsafe { &*binding.table };
+    table.miss(id, rep_type, rep_name)
+}
+
+/// The translation table of one core of one node.
+pub(crate) struct CoreTable {
+    node: Arc<EbbNode>,
+    core: CoreId,
+    slots: UnsafeCell<Vec<Slot>>,
+    /// Parallel to `slots`: how to drop each installed rep. Kept apart so the hit path's
+    /// slots stay 16 bytes.
+    owners: UnsafeCell<Vec<Option<Owner>>>,
+    /// The newest destruction this core has processed (see `map`'s protocol).
+    acked: Cell<u64>,
+}
+
+impl CoreTable {
+    fn binding(&self) -> Binding {
+        // SAFETY: only the owning thread touches `slots`, and not re-entrantly here.
+        let slots = unsafe { &*self.slots.get() };
+        Binding {
+            slots: slots.as_ptr(),
+            len: slots.len(),
+            table: self,
+        }
+    }
+
+    fn miss(
+        &self,
+        id: EbbId,
+        rep_type: TypeId,
+        rep_name: &'static str,
+    ) -> Result<NonNull<()>, EbbError> {
+        let live = self.node.map.live(id)?;
+        if live.rep_type != rep_type {
+            return Err(EbbError::TypeMismatch {
+                id,
+                requested: rep_name,
+                actual: live.root.rep_type_name(),
+            });
+        }
+        let cx = MissContext {
+            id,
+            core: self.core,
+            node: &self.node,
+        };
+        // The map lock is not held here: the handler is user code and may miss again.
+        let erased = live
+            .root
+            .miss_erased(&cx)
+            .map_err(|source| EbbError::MissRefused {
+                id,
+                core: self.core,
+                source,
+            })?;
+        Ok(self.install(id, erased))
+    }
+
+    fn install(&self, id: EbbId, erased: Erased) -> NonNull<()> {
+        // A nested access (the handler touching this same EBB) may have installed a rep
+        // already; the first install wins and ours is dropped, as in a race between cores.
+        if let Some(rep) = lookup(id) {
+            erased.owner.release();
+            return rep;
+        }
+        let index = id.index() as usize;
+        {
+            // SAFETY: only this thread touches the table, and no reference into `slots`
+            // or `owners` is live: the hit path copies what it needs and lets go.
+            let (slots, owners) = unsafe { (&mut *self.slots.get(), &mut *self.owners.get()) };
+            if index >= slots.len() {
+                let len = (index + 1).next_power_of_two().max(64);
+                slots.resize_with(len, || Slot::EMPTY);
+                owners.resize_with(len, || None);
+            }
+            assert_eq!(
+                slots[index].tag, 0,
+                "translation table invariant broken: {id} installs over another EBB's rep"
+            );
+            slots[index] = Slot {
+                tag: id.raw(),
+                rep: erased.ptr.as_ptr(),
+            };
+            owners[index] = Some(erased.owner);
+        }
+        current::set(self.binding());
+        erased.ptr
+    }
+
+    /// Processes destructions this core has not seen: clears their slots and drops their
+    /// reps here. Returns how many reps were dropped.
+    ///
+    /// # Safety
+    /// Must be called at a quiescent point of this core: no rep borrowed through
+    /// [`EbbRef::with`](crate::EbbRef::with) may be live on this thread.
+    pub(crate) unsafe fn reclaim(&self) -> usize {
+        if self.node.map.epoch() == self.acked.get() {
+            return 0;
+        }
+        let (work, mark) = self.node.map.acknowledge(self.acked.get());
+        self.acked.set(mark);
+        let mut dropped = Vec::new();
+        {
+            // SAFETY: only this thread touches the table; no reference into it is live.
+            let (slots, owners) = unsafe { (&mut *self.slots.get(), &mut *self.owners.get()) };
+            for item in &work {
+                let index = item.id.index() as usize;
+                if index < slots.len() && slots[index].tag == item.id.raw() {
+                    slots[index] = Slot::EMPTY;
+                    dropped.extend(owners[index].take());
+                }
+            }
+        }
+        // Every slot is cleared before any rep's `Drop` (user code) runs: a drop may touch
+        // a new EBB that already reuses one of these indices.
+        let count = dropped.len();
+        for owner in dropped {
+            owner.release();
+        }
+        // Roots of EBBs this core finished last go after their reps (a root may own data
+        // its reps point into).
+        let roots: Vec<_> = work.into_iter().filter_map(|w| w.root).collect();
+        drop(roots);
+        count
+    }
+
+    /// Drops every rep this core holds, for unbinding. Reps whose `Drop` misses on other
+    /// EBBs get those installed again; a few passes empty the table.
+    fn clear(&self) {
+        for _ in 0..16 {
+            let dropped: Vec<Owner> = {
+                // SAFETY: only this thread touches the table; no reference into it is live.
+                let (slots, owners) = unsafe { (&mut *self.slots.get(), &mut *self.owners.get()) };
+                slots.iter_mut().for_each(|s| *s = Slot::EMPTY);
+                owners.iter_mut().filter_map(Option::take).collect()
+            };
+            if dropped.is_empty() {
+                return;
+            }
+            dropped.into_iter().for_each(Owner::release);
+        }
+    }
+}
+
+/// This thread's claim on one core of a node: while it lives, EBB accesses on this thread
+/// use that core's translation table.
+///
+/// Not `Send`: a core's table must only ever be used by one thread, which is what lets
+/// the hit path go without atomics. Dropping the binding drops every rep the core holds
+/// (on this thread) and frees the core for another binding.
+pub struct CoreBinding {
+    table: alloc::boxed::Box<CoreTable>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl CoreBinding {
+    pub(crate) fn new(node: Arc<EbbNode>, core: CoreId) -> Result<Self, EbbError> {
+        if !current::get().table.is_null() {
+            return Err(EbbError::Bind {
+                core,
+                why: "this thread is already bound to a core",
+            });
+        }
+        node.claim_core(core)?;
+        let table = alloc::boxed::Box::new(CoreTable {
+            node,
+            core,
+            slots: UnsafeCell::new(Vec::new()),
+            owners: UnsafeCell::new(Vec::new()),
+            acked: Cell::new(0),
+        });
+        current::set(table.binding());
+        Ok(CoreBinding {
+            table,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// The core this binding claims.
+    pub fn core(&self) -> CoreId {
+        self.table.core
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Arc<EbbNode> {
+        &self.table.node
+    }
+}
+
+impl Drop for CoreBinding {
+    fn drop(&mut self) {
+        self.table.clear();
+        current::set(Binding::NONE);
+        self.table.node.release_core(self.table.core);
+    }
+}
+
+/// The current core's table, if this thread is bound.
+pub(crate) fn current_table<'a>() -> Option<&'a CoreTable> {
+    let binding = current::get();
+    // SAFETY: as in `miss`: the binding's table outlives the binding. The returned
+    // reference is only used within the caller's call frame on this thread.
+    (!binding.table.is_null()).then(|| unsafe { &*binding.table })
+}
+
+impl CoreTable {
+    pub(crate) fn node(&self) -> &Arc<EbbNode> {
+        &self.node
+    }
+
+    pub(crate) fn core(&self) -> CoreId {
+        self.core
+    }
+}
