@@ -52,8 +52,9 @@ pub(crate) fn lookup(id: EbbId) -> Option<NonNull<()>> {
         // touches the table); `index < len`.
         let slot = unsafe { &*binding.slots.add(index) };
         if slot.tag == id.raw() {
-            // A non-zero tag always comes with a non-null rep.
-            return NonNull::new(slot.rep as *mut ());
+            // SAFETY: a slot's tag is non-zero (it equals an id) only while `rep` holds
+            // the non-null pointer `install` stored with it.
+            return Some(unsafe { NonNull::new_unchecked(slot.rep as *mut ()) });
         }
     }
     None

@@ -9,9 +9,10 @@ pub struct Config {
     /// Pin core `i`'s thread to the `i`-th CPU the process may use (wrapping around), so
     /// a core's state stays in one CPU's caches.
     pub pin_threads: bool,
-    /// How many rounds an idle core polls its inbox (and idle handlers) before parking.
-    /// Spinning answers a cross-core event in well under a microsecond; waking a parked
-    /// thread costs tens of microseconds. 0 parks at once.
+    /// How many consecutive empty polls of its inbox (each also running the idle
+    /// handlers, and yielding to the core's other tasks in between) an idle core makes
+    /// before it parks. A polling core answers a cross-core event in well under a
+    /// microsecond; waking a parked thread costs tens of microseconds. 0 parks at once.
     pub idle_spins: u32,
     /// How many shipped events a core runs before letting its other tasks and I/O run.
     pub events_per_turn: usize,

@@ -6,12 +6,11 @@
 //! - the **inbox task**, which runs events shipped from other cores (calling
 //!   `sesa_ebb::quiesce` before each, which is where destroyed EBBs are reclaimed);
 //! - the core's **tasks** (`spawn_local` futures), which tokio polls;
-//! - the **before-park hook**, which tokio calls when nothing is runnable: it spins on
-//!   the inbox and runs the idle handlers for `idle_spins` rounds before letting the
-//!   thread park in tokio's driver (epoll plus timers).
-//!
-//! Waking the inbox task from the hook is a same-thread wake, which tokio turns into a
-//! local run-queue push (no syscall), so a spinning core answers in sub-microsecond time.
+//! - the **idle policy**: an idle inbox task keeps yielding for `idle_spins` rounds
+//!   (running the idle handlers each round) before it arms the inbox and lets the thread
+//!   park in tokio's driver (epoll plus timers); see `InboxTask`;
+//! - the **before-park hook**, which tokio calls when nothing is runnable: the final,
+//!   race-free check before the thread sleeps.
 //!
 //! # Shutdown
 //! `stop` (or the main future finishing, or a signal) sets `stopping`, refuses further
@@ -296,6 +295,7 @@ fn core_thread(
         tokio::task::spawn_local(InboxTask {
             core: this.clone(),
             stopped: stopped.clone(),
+            empty_rounds: 0,
         });
         if let Some(signals) = signals {
             tokio::task::spawn_local(signals.watch(shared.clone()));
@@ -316,13 +316,14 @@ fn core_thread(
     Ok(())
 }
 
-/// tokio's before-park hook: spin on the inbox and run idle handlers before parking.
+/// tokio's before-park hook: the last look before the thread sleeps. The inbox task
+/// has already spun (see `InboxTask`); this runs the idle handlers once more and makes
+/// the race-free commit to `IDLE` (or resumes if an event slipped in).
 fn before_park() {
     let current = CURRENT.with(|c| c.borrow().clone());
     let Some(core) = current else { return };
     let inbox = core.inbox();
-    let spins = core.shared.config.idle_spins;
-    if inbox.idle(spins, || core.run_idle_handlers()) == Idle::Resume {
+    if core.run_idle_handlers() || inbox.idle(0, || false) == Idle::Resume {
         // A same-thread wake: tokio pushes the inbox task on this core's run queue and
         // does not park.
         inbox.wake();
@@ -459,17 +460,32 @@ impl Platform for HostedCore {
     }
 }
 
-/// Runs the events other cores ship to this one.
+/// Runs the events other cores ship to this one, and carries the idle policy.
+///
+/// # Idle policy
+/// When its inbox is empty the task does not sleep at once: it *yields* (wakes itself
+/// and returns `Pending`), so tokio runs the core's other ready tasks and comes back to
+/// it, and it keeps the inbox `ACTIVE` meanwhile, so senders push without any wake-up
+/// call. Each empty round also runs the idle handlers. After `idle_spins` consecutive
+/// empty rounds in which no handler found work it arms the inbox (`IDLE`: senders now
+/// wake it) and really waits; if nothing else is runnable tokio then calls the
+/// before-park hook and parks the thread.
+///
+/// Spinning here rather than in the before-park hook matters: work that the hook
+/// schedules makes tokio poll its driver (an `epoll_wait` syscall) before running it,
+/// while a task that finds the event itself runs it straight away.
 struct InboxTask {
     core: Rc<HostedCore>,
     stopped: Rc<StopSignal>,
+    empty_rounds: u32,
 }
 
 impl Future for InboxTask {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let core = &self.core;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let core = &this.core;
         let inbox = core.inbox();
         let budget = core.shared.config.events_per_turn;
         loop {
@@ -492,14 +508,26 @@ impl Future for InboxTask {
                 while let Some(event) = inbox.pop() {
                     drop(event);
                 }
-                self.stopped.fire();
+                this.stopped.fire();
                 return Poll::Ready(());
+            }
+            if ran > 0 {
+                this.empty_rounds = 0;
             }
             if ran == budget {
                 // Let this core's other tasks and I/O run, then come back.
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
+            if core.run_idle_handlers() {
+                this.empty_rounds = 0;
+            }
+            if this.empty_rounds < core.shared.config.idle_spins {
+                this.empty_rounds += 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            this.empty_rounds = 0;
             if inbox.arm(cx.waker()) {
                 return Poll::Pending;
             }

@@ -321,3 +321,34 @@ fn shipping_to_a_missing_core_hands_the_event_back() {
     });
     assert!(ok);
 }
+
+/// Re-runs this test binary as a child whose runtime panics in an event, and checks what
+/// the panic report on stderr says.
+#[test]
+fn a_panic_is_reported_with_its_core_and_location() {
+    if std::env::var_os("SESA_PANIC_CHILD").is_some() {
+        run(2, || async {
+            let result = spawn_on(C1, || panic!("reported boom")).await;
+            assert!(matches!(result, Err(EventError::Panicked { .. })));
+        });
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_panic_is_reported_with_its_core_and_location",
+            "--nocapture",
+        ])
+        .env("SESA_PANIC_CHILD", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("sesa: event panicked"))
+        .unwrap_or_else(|| panic!("no report in:\n{stderr}"));
+    assert!(line.contains("on core 1"), "{line}");
+    assert!(line.contains("runtime_events.rs:"), "{line}");
+    assert!(line.ends_with("reported boom"), "{line}");
+}

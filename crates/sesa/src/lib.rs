@@ -1,0 +1,12 @@
+//! # sesa: the command
+//!
+//! The top layer: the `sesa` binary (`src/main.rs`) runs applications and benchmarks on
+//! the hosted runtime. Today it is the node itself; with the executive it becomes the
+//! *frontend* that launches nodes and makes them look like one local process.
+//!
+//! The library half holds what the binary runs, so tests and `cargo bench` reach the
+//! same code: [`bench`] (the micro-benchmarks behind `sesa bench micro`).
+
+#![forbid(unsafe_code)]
+
+pub mod bench;

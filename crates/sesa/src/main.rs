@@ -1,0 +1,132 @@
+//! The `sesa` command.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sesa::bench::{MicroConfig, micro};
+use sesa_hosted::{Config, Exit, Runtime};
+
+/// sesa: a distributed library OS of Elastic Building Blocks.
+#[derive(Parser)]
+#[command(name = "sesa", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs an application.
+    Run {
+        #[command(subcommand)]
+        app: App,
+    },
+    /// Runs benchmarks.
+    Bench {
+        #[command(subcommand)]
+        suite: Suite,
+    },
+}
+
+#[derive(Subcommand)]
+enum App {
+    /// The paper's distributed counter: every core increments one counter EBB K times,
+    /// then the total is printed as `total=<n>` (n = cores x K, exactly).
+    Counter {
+        /// Increments per core.
+        #[arg(long, default_value_t = 1_000_000)]
+        incs: u64,
+        /// Cores to run on (default: all the process may use).
+        #[arg(long)]
+        cores: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Suite {
+    /// EBB call, miss, counter and cross-core spawn costs, against their baselines.
+    Micro {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Cores (default: all the process may use).
+        #[arg(long)]
+        cores: Option<usize>,
+        /// Tiny sizes (a smoke run; the figures mean nothing).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sesa: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn all_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run {
+            app: App::Counter { incs, cores },
+        } => {
+            let runtime = Runtime::new(Config {
+                cores,
+                handle_signals: true,
+                ..Config::default()
+            })?;
+            let cores = runtime.cores();
+            let started = std::time::Instant::now();
+            let exit = runtime.run(move || sesa_apps::counter::count_on_all_cores(incs))?;
+            match exit {
+                Exit::Completed(total) => {
+                    let total = total.context("the counter failed")?;
+                    println!("total={total}");
+                    eprintln!(
+                        "counter: {cores} cores x {incs} increments in {:.1} ms",
+                        started.elapsed().as_secs_f64() * 1e3
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => {
+                    eprintln!("sesa: stopped before the count finished");
+                    Ok(ExitCode::from(u8::try_from(other.code()).unwrap_or(1)))
+                }
+            }
+        }
+        Command::Bench {
+            suite: Suite::Micro { json, cores, quick },
+        } => {
+            let cores = cores.unwrap_or_else(all_cores);
+            let config = if quick {
+                MicroConfig::quick(cores)
+            } else {
+                MicroConfig::full(cores)
+            };
+            let report = micro(&config)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The `sesa` command as a user runs it.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn sesa() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sesa"))
+}
+
+#[test]
+fn run_counter_prints_the_exact_total() {
+    for cores in ["1", "2", "3"] {
+        let out = sesa()
+            .args(["run", "counter", "--incs", "100000", "--cores", cores])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let expected = format!("total={}\n", 100_000 * cores.parse::<u64>().unwrap());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    }
+}
+
+#[test]
+fn run_counter_uses_every_core_by_default() {
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    let out = sesa()
+        .args(["run", "counter", "--incs", "1000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("total={}\n", cores * 1000)
+    );
+}
+
+#[test]
+fn sigint_stops_every_core_cleanly() {
+    // A count that would take hours: the signal must end it.
+    let child = sesa()
+        .args(["run", "counter", "--incs", "1000000000000", "--cores", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: sending a signal to our own child, whose pid we hold.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert!(out.stdout.is_empty(), "no total for an interrupted count");
+}
+
+#[test]
+fn bench_micro_json_has_every_figure() {
+    let out = sesa()
+        .args(["bench", "micro", "--json", "--quick", "--cores", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in [
+        "ebb_call_ns",
+        "direct_call_ns",
+        "counter_ebb_mops",
+        "counter_atomic_mops",
+        "counter_mutex_mops",
+        "miss_ns",
+        "spawn_rtt_p50_ns",
+        "spawn_rtt_p99_ns",
+        "spawn_mops",
+    ] {
+        let v = report[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{field} missing"));
+        assert!(v.is_finite() && v > 0.0, "{field} = {v}");
+    }
+    assert_eq!(report["cores"], 2);
+}
+
+#[test]
+fn bad_arguments_are_a_usage_error() {
+    let out = sesa()
+        .args(["run", "counter", "--incs", "lots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value"));
+}
