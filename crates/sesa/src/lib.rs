@@ -5,7 +5,7 @@
 //! *frontend* that launches nodes and makes them look like one local process.
 //!
 //! The library half holds what the binary runs, so tests and `cargo bench` reach the
-//! same code: [`bench`] (the micro-benchmarks behind `sesa bench micro`).
+//! same code: [`bench`](mod@bench) (the micro-benchmarks behind `sesa bench micro`).
 
 #![forbid(unsafe_code)]
 

@@ -94,7 +94,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             let cores = runtime.cores();
             let started = std::time::Instant::now();
-            let exit = runtime.run(move || sesa_apps::counter::count_on_all_cores(incs))?;
+            let exit = runtime.run(move || async move {
+                // Printed once every core runs and signals are handled.
+                eprintln!("counter: counting on {} cores", sesa_event::cores());
+                sesa_apps::counter::count_on_all_cores(incs).await
+            })?;
             match exit {
                 Exit::Completed(total) => {
                     let total = total.context("the counter failed")?;

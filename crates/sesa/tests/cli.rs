@@ -1,5 +1,6 @@
 //! The `sesa` command as a user runs it.
 
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,13 +38,17 @@ fn run_counter_uses_every_core_by_default() {
 #[test]
 fn sigint_stops_every_core_cleanly() {
     // A count that would take hours: the signal must end it.
-    let child = sesa()
+    let mut child = sesa()
         .args(["run", "counter", "--incs", "1000000000000", "--cores", "2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait until every core runs (and SIGINT is handled) before interrupting.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("counter: counting on 2 cores"), "{line}");
     // SAFETY: sending a signal to our own child, whose pid we hold.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let started = Instant::now();
@@ -54,6 +59,9 @@ fn sigint_stops_every_core_cleanly() {
         started.elapsed()
     );
     assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("stopped before the count finished"), "{rest}");
     assert!(out.stdout.is_empty(), "no total for an interrupted count");
 }
 
