@@ -14,20 +14,34 @@ use crate::table::{CoreTable, Slot};
 
 /// The per-thread (per-core) binding: the translation table's slots, cached here so the
 /// hit path needs no pointer chase through the table itself.
+///
+/// `slots` always points to `mask + 1` initialised slots, a power of two: the hit path
+/// indexes with `index & mask` and needs no bounds check. An index beyond the table lands
+/// on a slot whose tag cannot match (tags hold the full index), which is a miss.
 #[derive(Clone, Copy)]
 pub(crate) struct Binding {
     pub(crate) slots: *const Slot,
-    pub(crate) len: usize,
+    pub(crate) mask: usize,
     pub(crate) table: *const CoreTable,
 }
 
 impl Binding {
+    /// An unbound thread: one empty slot, so every lookup misses.
     pub(crate) const NONE: Binding = Binding {
-        slots: core::ptr::null(),
-        len: 0,
+        slots: &EMPTY_TABLE.0,
+        mask: 0,
         table: core::ptr::null(),
     };
 }
+
+/// The one-slot table of unbound threads and of cores that have no rep yet.
+pub(crate) struct EmptyTable(pub(crate) Slot);
+
+// SAFETY: the empty table is never written (installs go to a core's own table), and its
+// slot holds no pointer to anything (tag 0, null rep).
+unsafe impl Sync for EmptyTable {}
+
+pub(crate) static EMPTY_TABLE: EmptyTable = EmptyTable(Slot::EMPTY);
 
 /// Storage for one core's binding. Platforms without `std` define one per core and
 /// return it from `__sesa_ebb_current`.

@@ -35,27 +35,26 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    const EMPTY: Slot = Slot {
+    pub(crate) const EMPTY: Slot = Slot {
         tag: 0,
         rep: core::ptr::null(),
     };
 }
 
-/// The hit path: this core's rep for `id`, if it has one.
+/// The hit path: this core's rep for `id`, if it has one. One slot load and one
+/// compare-and-branch.
 #[inline(always)]
 pub(crate) fn lookup(id: EbbId) -> Option<NonNull<()>> {
     let binding = current::get();
-    let index = id.index() as usize;
-    if index < binding.len {
-        // SAFETY: `slots` points to `len` initialised slots owned by this thread's table
-        // (the binding is updated whenever the table reallocates, and only this thread
-        // touches the table); `index < len`.
-        let slot = unsafe { &*binding.slots.add(index) };
-        if slot.tag == id.raw() {
-            // SAFETY: a slot's tag is non-zero (it equals an id) only while `rep` holds
-            // the non-null pointer `install` stored with it.
-            return Some(unsafe { NonNull::new_unchecked(slot.rep as *mut ()) });
-        }
+    let index = id.index() as usize & binding.mask;
+    // SAFETY: `slots` points to `mask + 1` initialised slots (this thread's table, or the
+    // static empty one); the binding is updated whenever the table reallocates, and only
+    // this thread touches the table. `index <= mask`.
+    let slot = unsafe { &*binding.slots.add(index) };
+    if slot.tag == id.raw() {
+        // SAFETY: a slot's tag is non-zero (it equals an id) only while `rep` holds the
+        // non-null pointer `install` stored with it.
+        return Some(unsafe { NonNull::new_unchecked(slot.rep as *mut ()) });
     }
     None
 }
@@ -94,10 +93,17 @@ impl CoreTable {
     fn binding(&self) -> Binding {
         // SAFETY: only the owning thread touches `slots`, and not re-entrantly here.
         let slots = unsafe { &*self.slots.get() };
-        Binding {
-            slots: slots.as_ptr(),
-            len: slots.len(),
-            table: self,
+        debug_assert!(slots.is_empty() || slots.len().is_power_of_two());
+        match slots.len() {
+            0 => Binding {
+                table: self,
+                ..Binding::NONE
+            },
+            len => Binding {
+                slots: slots.as_ptr(),
+                mask: len - 1,
+                table: self,
+            },
         }
     }
 
@@ -145,6 +151,7 @@ impl CoreTable {
             // or `owners` is live: the hit path copies what it needs and lets go.
             let (slots, owners) = unsafe { (&mut *self.slots.get(), &mut *self.owners.get()) };
             if index >= slots.len() {
+                // Always a power of two: the hit path masks instead of bounds-checking.
                 let len = (index + 1).next_power_of_two().max(64);
                 slots.resize_with(len, || Slot::EMPTY);
                 owners.resize_with(len, || None);
