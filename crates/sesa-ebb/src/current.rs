@@ -12,8 +12,15 @@ use core::cell::Cell;
 
 use crate::table::{CoreTable, Slot};
 
-/// The per-thread (per-core) binding: the translation table's slots, cached here so the
-/// hit path needs no pointer chase through the table itself.
+/// How many table slots live inside the per-thread binding itself (8 KiB). An id whose
+/// index is below this is looked up at a fixed offset from the thread pointer, so its hit
+/// path has the same chain of dependent loads as a plain thread-local pointer. The first
+/// ids of a node (its system EBBs) get these; higher indices use the heap table.
+pub(crate) const INLINE_SLOTS: usize = 512;
+
+/// The heap part of the per-thread (per-core) binding: the translation table's slots for
+/// indices from [`INLINE_SLOTS`] up, cached here so the hit path needs no pointer chase
+/// through the table itself.
 ///
 /// `slots` always points to `mask + 1` initialised slots, a power of two: the hit path
 /// indexes with `index & mask` and needs no bounds check. An index beyond the table lands
@@ -43,14 +50,32 @@ unsafe impl Sync for EmptyTable {}
 
 pub(crate) static EMPTY_TABLE: EmptyTable = EmptyTable(Slot::EMPTY);
 
+/// A table slot kept inside the binding (see [`INLINE_SLOTS`]).
+pub(crate) struct InlineSlot {
+    pub(crate) tag: Cell<u64>,
+    pub(crate) rep: Cell<*const ()>,
+}
+
 /// Storage for one core's binding. Platforms without `std` define one per core and
-/// return it from `__sesa_ebb_current`.
-pub struct CurrentCore(Cell<Binding>);
+/// return it from `__sesa_ebb_current`. All zeroes when unbound (so it costs no space in
+/// an executable's data).
+pub struct CurrentCore {
+    pub(crate) binding: Cell<Binding>,
+    pub(crate) inline: [InlineSlot; INLINE_SLOTS],
+}
 
 impl CurrentCore {
     /// An unbound core.
     pub const fn new() -> Self {
-        CurrentCore(Cell::new(Binding::NONE))
+        CurrentCore {
+            binding: Cell::new(Binding::NONE),
+            inline: [const {
+                InlineSlot {
+                    tag: Cell::new(0),
+                    rep: Cell::new(core::ptr::null()),
+                }
+            }; INLINE_SLOTS],
+        }
     }
 }
 
@@ -72,13 +97,8 @@ shuttle::thread_local! {
 
 #[cfg(feature = "std")]
 #[inline(always)]
-pub(crate) fn get() -> Binding {
-    CURRENT.with(|c| c.0.get())
-}
-
-#[cfg(feature = "std")]
-pub(crate) fn set(binding: Binding) {
-    CURRENT.with(|c| c.0.set(binding))
+pub(crate) fn with<R>(f: impl FnOnce(&CurrentCore) -> R) -> R {
+    CURRENT.with(f)
 }
 
 #[cfg(not(feature = "std"))]
@@ -90,14 +110,17 @@ unsafe extern "Rust" {
 
 #[cfg(not(feature = "std"))]
 #[inline(always)]
-pub(crate) fn get() -> Binding {
+pub(crate) fn with<R>(f: impl FnOnce(&CurrentCore) -> R) -> R {
     // SAFETY: the platform's contract for `__sesa_ebb_current` (see its declaration):
     // it returns the calling CPU's own binding, which lives as long as the kernel.
-    unsafe { __sesa_ebb_current() }.0.get()
+    f(unsafe { __sesa_ebb_current() })
 }
 
-#[cfg(not(feature = "std"))]
+#[inline(always)]
+pub(crate) fn get() -> Binding {
+    with(|c| c.binding.get())
+}
+
 pub(crate) fn set(binding: Binding) {
-    // SAFETY: as in `get`.
-    unsafe { __sesa_ebb_current() }.0.set(binding)
+    with(|c| c.binding.set(binding))
 }

@@ -11,8 +11,8 @@
 //!   node's id map ([`EbbNode`]) gives it an [`EbbId`] at once, locally, with no round trip.
 //! - Clients hold an [`EbbRef<T>`]: a `Copy` name, valid on every core. Calling through it
 //!   on a core ([`EbbRef::with`]) looks the id up in *that core's* translation table: on a
-//!   hit, one dependent load and two predictable branches more than reaching an object
-//!   through a thread-local pointer (measured: +0.27 ns a call, see `docs/benchmarks.md`).
+//!   hit, about what reaching an object through a thread-local pointer costs, plus two
+//!   predictable branches (measured in `docs/benchmarks.md`).
 //! - The first access on a core **misses**, and the EBB's own handler ([`EbbRoot::miss`])
 //!   decides what that core gets: a new local rep, an existing shared one, a forwarding
 //!   rep, or a refusal the caller sees as an error. What it installs is cached, so each

@@ -40,9 +40,9 @@ impl<T: 'static> EbbRef<T> {
     /// Calls `f` with this core's rep, creating it through the EBB's miss handler on the
     /// first access at this core.
     ///
-    /// On a hit this costs, beyond calling `f` on a plain reference: reading the core's
-    /// table bounds from a thread-local, one slot load, and two predictable branches (the
-    /// bounds check and the tag compare). `docs/benchmarks.md` has the measured cost.
+    /// On a hit this costs, beyond calling `f` on a plain reference: one slot load from the
+    /// core's thread-local binding and two predictable branches (inline or heap part, and
+    /// the tag compare). `docs/benchmarks.md` has the measured cost.
     ///
     /// # Why a closure
     /// The rep is lent for the duration of `f` only. `f` must accept a reference of *any*

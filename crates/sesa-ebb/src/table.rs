@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use core::any::TypeId;
 use core::cell::{Cell, UnsafeCell};
 use core::marker::PhantomData;
-use core::ptr::NonNull;
+use core::ptr::{self, NonNull};
 
 use crate::current::{self, Binding};
 use crate::root::{Erased, MissContext, Owner};
@@ -42,21 +42,29 @@ impl Slot {
 }
 
 /// The hit path: this core's rep for `id`, if it has one. One slot load and one
-/// compare-and-branch.
+/// compare-and-branch (plus one predictable branch choosing the inline or heap part).
 #[inline(always)]
 pub(crate) fn lookup(id: EbbId) -> Option<NonNull<()>> {
-    let binding = current::get();
-    let index = id.index() as usize & binding.mask;
-    // SAFETY: `slots` points to `mask + 1` initialised slots (this thread's table, or the
-    // static empty one); the binding is updated whenever the table reallocates, and only
-    // this thread touches the table. `index <= mask`.
-    let slot = unsafe { &*binding.slots.add(index) };
-    if slot.tag == id.raw() {
-        // SAFETY: a slot's tag is non-zero (it equals an id) only while `rep` holds the
-        // non-null pointer `install` stored with it.
-        return Some(unsafe { NonNull::new_unchecked(slot.rep as *mut ()) });
-    }
-    None
+    current::with(|cur| {
+        let index = id.index() as usize;
+        let (tag, rep) = match cur.inline.get(index) {
+            Some(slot) => (slot.tag.get(), slot.rep.get()),
+            None => {
+                let binding = cur.binding.get();
+                // SAFETY: `slots` points to `mask + 1` initialised slots (this thread's
+                // heap table, or the static empty one); the binding is updated whenever
+                // the table reallocates, and only this thread touches the table.
+                let slot = unsafe { &*binding.slots.add(index & binding.mask) };
+                (slot.tag, slot.rep)
+            }
+        };
+        if tag == id.raw() {
+            // SAFETY: a slot's tag is non-zero (it equals an id) only while `rep` holds
+            // the non-null pointer `install` stored with it.
+            return Some(unsafe { NonNull::new_unchecked(rep as *mut ()) });
+        }
+        None
+    })
 }
 
 /// The miss path: runs the EBB's miss handler on this core and caches what it installs.
@@ -146,28 +154,66 @@ impl CoreTable {
             return rep;
         }
         let index = id.index() as usize;
+        self.set_slot(index, id.raw(), erased.ptr.as_ptr());
         {
-            // SAFETY: only this thread touches the table, and no reference into `slots`
-            // or `owners` is live: the hit path copies what it needs and lets go.
-            let (slots, owners) = unsafe { (&mut *self.slots.get(), &mut *self.owners.get()) };
-            if index >= slots.len() {
-                // Always a power of two: the hit path masks instead of bounds-checking.
-                let len = (index + 1).next_power_of_two().max(64);
-                slots.resize_with(len, || Slot::EMPTY);
-                owners.resize_with(len, || None);
+            // SAFETY: only this thread touches the table, and no reference into `owners`
+            // is live.
+            let owners = unsafe { &mut *self.owners.get() };
+            if index >= owners.len() {
+                owners.resize_with((index + 1).next_power_of_two().max(64), || None);
             }
-            assert_eq!(
-                slots[index].tag, 0,
-                "translation table invariant broken: {id} installs over another EBB's rep"
-            );
-            slots[index] = Slot {
-                tag: id.raw(),
-                rep: erased.ptr.as_ptr(),
-            };
             owners[index] = Some(erased.owner);
         }
-        current::set(self.binding());
         erased.ptr
+    }
+
+    /// This core's slot `index`: its tag (0 if empty) and rep.
+    fn slot(&self, index: usize) -> (u64, *const ()) {
+        current::with(|cur| match cur.inline.get(index) {
+            Some(slot) => (slot.tag.get(), slot.rep.get()),
+            None => {
+                // SAFETY: only this thread touches the table; no reference into it is live.
+                let slots = unsafe { &*self.slots.get() };
+                slots
+                    .get(index)
+                    .map_or((0, ptr::null()), |s| (s.tag, s.rep))
+            }
+        })
+    }
+
+    /// Writes slot `index`: installs `(tag, rep)`, or empties it with `(0, null)`.
+    fn set_slot(&self, index: usize, tag: u64, rep: *const ()) {
+        let installing = tag != 0;
+        if installing {
+            assert_eq!(
+                self.slot(index).0,
+                0,
+                "translation table invariant broken: ebb {tag:#x} installs over another EBB's rep"
+            );
+        }
+        let inline = current::with(|cur| match cur.inline.get(index) {
+            Some(slot) => {
+                slot.tag.set(tag);
+                slot.rep.set(rep);
+                true
+            }
+            None => false,
+        });
+        if inline {
+            return;
+        }
+        // SAFETY: only this thread touches the table, and no reference into `slots` is
+        // live: the hit path copies what it needs and lets go.
+        let slots = unsafe { &mut *self.slots.get() };
+        if index >= slots.len() {
+            if !installing {
+                return;
+            }
+            // Always a power of two: the hit path masks instead of bounds-checking.
+            slots.resize_with((index + 1).next_power_of_two().max(64), || Slot::EMPTY);
+        }
+        slots[index] = Slot { tag, rep };
+        current::set(self.binding());
     }
 
     /// Processes destructions this core has not seen: clears their slots and drops their
@@ -183,15 +229,13 @@ impl CoreTable {
         let (work, mark) = self.node.map.acknowledge(self.acked.get());
         self.acked.set(mark);
         let mut dropped = Vec::new();
-        {
-            // SAFETY: only this thread touches the table; no reference into it is live.
-            let (slots, owners) = unsafe { (&mut *self.slots.get(), &mut *self.owners.get()) };
-            for item in &work {
-                let index = item.id.index() as usize;
-                if index < slots.len() && slots[index].tag == item.id.raw() {
-                    slots[index] = Slot::EMPTY;
-                    dropped.extend(owners[index].take());
-                }
+        for item in &work {
+            let index = item.id.index() as usize;
+            if self.slot(index).0 == item.id.raw() {
+                self.set_slot(index, 0, ptr::null());
+                // SAFETY: only this thread touches the table; no reference into it is live.
+                let owners = unsafe { &mut *self.owners.get() };
+                dropped.extend(owners[index].take());
             }
         }
         // Every slot is cleared before any rep's `Drop` (user code) runs: a drop may touch
@@ -213,9 +257,18 @@ impl CoreTable {
         for _ in 0..16 {
             let dropped: Vec<Owner> = {
                 // SAFETY: only this thread touches the table; no reference into it is live.
-                let (slots, owners) = unsafe { (&mut *self.slots.get(), &mut *self.owners.get()) };
+                let owners = unsafe { &mut *self.owners.get() };
+                let dropped: Vec<Owner> = owners.iter_mut().filter_map(Option::take).collect();
+                current::with(|cur| {
+                    for slot in &cur.inline {
+                        slot.tag.set(0);
+                        slot.rep.set(ptr::null());
+                    }
+                });
+                // SAFETY: as above.
+                let slots = unsafe { &mut *self.slots.get() };
                 slots.iter_mut().for_each(|s| *s = Slot::EMPTY);
-                owners.iter_mut().filter_map(Option::take).collect()
+                dropped
             };
             if dropped.is_empty() {
                 return;

@@ -418,3 +418,51 @@ fn a_nested_miss_on_the_same_ebb_wins_and_the_outer_candidate_is_dropped() {
     assert_eq!(ebb.with(|v| *v), 1);
     assert_eq!(root.built.load(SeqCst), 2);
 }
+
+/// Ids past the slots kept inline in the core binding live in the heap part of the
+/// table; both parts serve, reclaim and reuse alike.
+#[test]
+fn many_ebbs_use_the_inline_and_heap_parts_of_the_table_alike() {
+    const N: u64 = 1_500;
+    let node = node(2);
+    let ebbs: Vec<_> = (0..N)
+        .map(|i| PerCore::create_on(&node, move |_| i).unwrap().0)
+        .collect();
+    assert!(
+        ebbs.iter().any(|e| e.id().index() >= 1024),
+        "reaches the heap part"
+    );
+    let ebbs = Arc::new(ebbs);
+    on_each_core(&node, |_| {
+        for (i, ebb) in ebbs.iter().enumerate() {
+            assert_eq!(ebb.with(|v| *v), i as u64);
+        }
+    });
+    for ebb in ebbs.iter() {
+        node.destroy(ebb.id()).unwrap();
+    }
+    on_each_core(&node, |_| {
+        // These threads are new bindings: the first ones dropped their reps when they
+        // unbound, so there is nothing left to drop, only destructions to acknowledge.
+        // SAFETY: no rep is borrowed.
+        assert_eq!(unsafe { sesa_ebb::quiesce() }, 0);
+        for ebb in ebbs.iter() {
+            assert!(ebb.try_with(|_| ()).is_err());
+        }
+    });
+    assert_eq!(node.dying_ebbs(), 0);
+    let again: Vec<_> = (0..N)
+        .map(|i| PerCore::create_on(&node, move |_| i + 10_000).unwrap().0)
+        .collect();
+    on_each_core(&node, |_| {
+        for (i, ebb) in again.iter().enumerate() {
+            assert_eq!(ebb.with(|v| *v), i as u64 + 10_000);
+        }
+        for old in ebbs.iter() {
+            assert!(
+                old.try_with(|_| ()).is_err(),
+                "a stale ref reached a reused index"
+            );
+        }
+    });
+}

@@ -17,6 +17,12 @@ use shuttle::thread;
 
 const ITERATIONS: usize = 2_000;
 
+/// Spawns a simulated core. Shuttle's default coroutine stacks are too small for a
+/// core's binding (which holds the first translation-table slots inline).
+fn spawn_core<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    thread::Builder::new().stack_size(1 << 20).spawn(f).unwrap()
+}
+
 #[test]
 fn racing_misses_build_one_node_rep_and_one_rep_per_core() {
     shuttle::check_random(
@@ -33,7 +39,7 @@ fn racing_misses_build_one_node_rep_and_one_rep_per_core() {
             let handles: Vec<_> = (0..3u32)
                 .map(|c| {
                     let node = node.clone();
-                    thread::spawn(move || {
+                    spawn_core(move || {
                         let _bound = node.bind(CoreId::new(c)).unwrap();
                         assert_eq!(per_core.with(|v| *v), c);
                         let addr = shared.with(|v| v as *const u32 as usize);
@@ -95,7 +101,7 @@ fn destroy_racing_with_accesses_never_reaches_a_reused_id_and_drops_each_rep_onc
             let cores: Vec<_> = (0..2u32)
                 .map(|c| {
                     let (node, published) = (node.clone(), published.clone());
-                    thread::spawn(move || {
+                    spawn_core(move || {
                         let _bound = node.bind(CoreId::new(c)).unwrap();
                         for _ in 0..3 {
                             // SAFETY: between events; nothing is borrowed.

@@ -232,46 +232,38 @@ fn inc_through_tls() {
     DIRECT.with(|d| d.get().inc())
 }
 
-#[inline(never)]
-fn ebb_call_ns(counter: Counter, calls: u64) -> f64 {
+/// Times `calls` calls of `call`; ns per call. Inlined into each caller, so every timed
+/// loop is compiled for its own `call`.
+#[inline(always)]
+fn ns_per_call(calls: u64, mut call: impl FnMut()) -> f64 {
     let calls = black_box(calls);
     let start = Instant::now();
     for _ in 0..calls {
-        inc_through_ebb(counter);
+        call();
     }
     start.elapsed().as_nanos() as f64 / calls as f64
+}
+
+#[inline(never)]
+fn ebb_call_ns(counter: Counter, calls: u64) -> f64 {
+    ns_per_call(calls, || inc_through_ebb(counter))
 }
 
 #[inline(never)]
 fn direct_call_ns(calls: u64) -> f64 {
     ensure_direct_rep();
-    let calls = black_box(calls);
-    let start = Instant::now();
-    for _ in 0..calls {
-        inc_through_tls();
-    }
-    start.elapsed().as_nanos() as f64 / calls as f64
+    ns_per_call(calls, inc_through_tls)
 }
 
 #[inline(never)]
 fn ebb_inline_ns(counter: Counter, calls: u64) -> f64 {
-    let calls = black_box(calls);
-    let start = Instant::now();
-    for _ in 0..calls {
-        counter.inc();
-    }
-    start.elapsed().as_nanos() as f64 / calls as f64
+    ns_per_call(calls, || counter.inc())
 }
 
 #[inline(never)]
 fn direct_inline_ns(calls: u64) -> f64 {
     ensure_direct_rep();
-    let calls = black_box(calls);
-    let start = Instant::now();
-    for _ in 0..calls {
-        DIRECT.with(|d| d.get().inc());
-    }
-    start.elapsed().as_nanos() as f64 / calls as f64
+    ns_per_call(calls, || DIRECT.with(|d| d.get().inc()))
 }
 
 /// The baseline rep: a `CounterRep` like the EBB's, reached through a thread-local

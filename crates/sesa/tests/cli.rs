@@ -35,22 +35,22 @@ fn run_counter_uses_every_core_by_default() {
     );
 }
 
-#[test]
-fn sigint_stops_every_core_cleanly() {
-    // A count that would take hours: the signal must end it.
+/// Starts a count that would take hours, waits until every core runs, sends `signal`,
+/// and checks the run stops cleanly with exit status 128 + signal and no total.
+fn interrupted_count_exits_cleanly(signal: i32) {
     let mut child = sesa()
         .args(["run", "counter", "--incs", "1000000000000", "--cores", "2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until every core runs (and SIGINT is handled) before interrupting.
+    // Wait until every core runs (and signals are handled) before interrupting.
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert!(line.starts_with("counter: counting on 2 cores"), "{line}");
     // SAFETY: sending a signal to our own child, whose pid we hold.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
     let started = Instant::now();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -58,11 +58,21 @@ fn sigint_stops_every_core_cleanly() {
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert_eq!(out.status.code(), Some(128 + signal), "{out:?}");
+    assert!(out.stdout.is_empty(), "no total for an interrupted count");
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("stopped before the count finished"), "{rest}");
-    assert!(out.stdout.is_empty(), "no total for an interrupted count");
+}
+
+#[test]
+fn sigint_stops_every_core_cleanly() {
+    interrupted_count_exits_cleanly(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_stops_every_core_cleanly() {
+    interrupted_count_exits_cleanly(libc::SIGTERM);
 }
 
 #[test]
