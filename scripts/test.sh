@@ -19,7 +19,7 @@ step "docs build without warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 step "the portable crates build without std"
-cargo build -p sesa-ebb -p sesa-event -p sesa-wire --locked --quiet
+cargo build -p sesa-ebb -p sesa-event -p sesa-wire -p sesa-exec --locked --quiet
 
 step "tests"
 cargo test --workspace --locked

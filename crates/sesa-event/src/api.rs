@@ -7,7 +7,7 @@ use core::task::Poll;
 use core::time::Duration;
 use sesa_ebb::{CoreId, EbbRef};
 
-use crate::join::{JoinHandle, pair};
+use crate::join::{JoinHandle, completion as pair};
 use crate::net::{Listener, Stream};
 use crate::platform::{IdleHandlerId, Platform, with_current};
 use crate::{EventError, Instant, ShipError};

@@ -28,19 +28,22 @@ struct Shared<T> {
 
 /// Completes a [`JoinHandle`]. Dropping it unsent fails the handle: with
 /// [`EventError::Panicked`] if the thread is unwinding, else [`EventError::Canceled`].
-pub(crate) struct Completer<T> {
+pub struct Completer<T> {
     shared: Option<Arc<Shared<T>>>,
     core: CoreId,
 }
 
-/// The result of an event, as a future. Dropping it does not cancel the event.
-#[must_use = "a JoinHandle does nothing unless awaited (the event runs anyway)"]
+/// The result of an event, as a future. Dropping it does not cancel the event (so it is
+/// fine to drop for fire-and-forget work).
 pub struct JoinHandle<T> {
     shared: Arc<Shared<T>>,
 }
 
-/// A linked completer and handle; `core` is where the event runs (for error reports).
-pub(crate) fn pair<T>(core: CoreId) -> (Completer<T>, JoinHandle<T>) {
+/// A [`JoinHandle`] completed by hand, for services that answer later (a reply from the
+/// network, say). `core` is where the work happens, for error reports. Complete it on
+/// the waiter's own core when you can (ship the completion there): the wake-up is then
+/// local.
+pub fn completion<T>(core: CoreId) -> (Completer<T>, JoinHandle<T>) {
     let shared = Arc::new(Shared {
         state: spin::Mutex::new(State::Waiting(None)),
     });
@@ -71,7 +74,7 @@ impl<T> JoinHandle<T> {
 
 impl<T> Completer<T> {
     /// Delivers the result and wakes the waiter.
-    pub(crate) fn complete(mut self, result: Result<T, EventError>) {
+    pub fn complete(mut self, result: Result<T, EventError>) {
         if let Some(shared) = self.shared.take() {
             finish(&shared, result);
         }

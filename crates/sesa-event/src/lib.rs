@@ -55,7 +55,7 @@ pub use api::{
 };
 pub use central::{Central, CentralRef, CentralRep};
 pub use error::{EventError, ShipError};
-pub use join::JoinHandle;
+pub use join::{Completer, JoinHandle, completion};
 pub use platform::{Event, IdleHandler, IdleHandlerId, LocalTask, Platform, enter};
 pub use sesa_ebb::CoreId;
 pub use time::Instant;

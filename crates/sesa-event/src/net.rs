@@ -127,6 +127,25 @@ impl Stream {
         Stream(inner)
     }
 
+    /// Polls a read into `buf`; `Ok(0)` is the end of the stream. For drivers that read
+    /// and write one stream from a single task.
+    pub fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<Result<usize, NetError>> {
+        self.0.poll_read(cx, buf)
+    }
+
+    /// Polls a write of some of `buf`.
+    pub fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<Result<usize, NetError>> {
+        self.0.poll_write(cx, buf)
+    }
+
     /// Reads into `buf`; `Ok(0)` is the end of the stream.
     ///
     /// # Errors

@@ -1,0 +1,21 @@
+//! # sesa-exec: the Scalable Elastic Executive
+//!
+//! What turns one node's cores into one application across many nodes (the paper's
+//! section 3 and figure 4). Portable: it is written against the platform seam
+//! (`sesa-event`) and the wire protocol (`sesa-wire`) only.
+//!
+//! Today it holds the [`messenger`]: authenticated connections between nodes and remote
+//! invocation of an EBB's rep at (node, core). Launching nodes, the global id map,
+//! membership and elastic grow and shrink build on it.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod messenger;
+
+pub use messenger::{
+    CallError, ConnectError, Messenger, MessengerConfig, MessengerRef, RemoteRep, Request,
+};
+pub use sesa_wire::{Identity, RemoteError, Secret};
