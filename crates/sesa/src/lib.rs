@@ -5,8 +5,10 @@
 //! *frontend* that launches nodes and makes them look like one local process.
 //!
 //! The library half holds what the binary runs, so tests and `cargo bench` reach the
-//! same code: [`bench`](mod@bench) (the micro-benchmarks behind `sesa bench micro`).
+//! same code: [`bench`](mod@bench) (the micro-benchmarks behind `sesa bench micro`) and
+//! [`bench_msg`] (the messenger's, behind `sesa bench msg`).
 
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_msg;

@@ -57,6 +57,15 @@ enum Suite {
         #[arg(long)]
         quick: bool,
     },
+    /// Remote invocation between two nodes, against a bare tokio TCP echo.
+    Msg {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Tiny sizes (a smoke run; the figures mean nothing).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -125,6 +134,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 MicroConfig::full(cores)
             };
             let report = micro(&config)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            suite: Suite::Msg { json, quick },
+        } => {
+            let config = if quick {
+                sesa::bench_msg::MsgConfig::quick()
+            } else {
+                sesa::bench_msg::MsgConfig::full()
+            };
+            let report = sesa::bench_msg::msg(&config)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -111,3 +111,26 @@ fn bad_arguments_are_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value"));
 }
+
+#[test]
+fn bench_msg_json_has_every_figure() {
+    let out = sesa()
+        .args(["bench", "msg", "--json", "--quick"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in [
+        "call_rtt_p50_us",
+        "call_rtt_p99_us",
+        "call_pipelined_kops",
+        "tokio_rtt_p50_us",
+        "tokio_rtt_p99_us",
+        "tokio_pipelined_kops",
+    ] {
+        let v = report[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{field} missing"));
+        assert!(v.is_finite() && v > 0.0, "{field} = {v}");
+    }
+}
