@@ -17,5 +17,6 @@ pub mod messenger;
 
 pub use messenger::{
     CallError, ConnectError, Messenger, MessengerConfig, MessengerRef, RemoteRep, Request,
+    ServiceFuture,
 };
 pub use sesa_wire::{Identity, RemoteError, Secret};

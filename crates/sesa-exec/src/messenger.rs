@@ -30,6 +30,7 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::future::{Future, poll_fn};
 use core::net::SocketAddr;
+use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
@@ -139,13 +140,27 @@ pub trait RemoteRep: 'static {
 }
 
 type Handler = Arc<dyn Fn(Identity, u16, Vec<u8>) -> Result<Vec<u8>, RemoteError> + Send + Sync>;
+
+/// The future an async service returns: built and polled on the serving core.
+pub type ServiceFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, RemoteError>>>>;
+
+type AsyncHandler = Arc<dyn Fn(Identity, u16, Vec<u8>) -> ServiceFuture + Send + Sync>;
+
+/// How calls to one EBB are served.
+#[derive(Clone)]
+enum Service {
+    /// By the rep on the named core, synchronously (`serve`).
+    Rep(Handler),
+    /// By a future started on the named core (`serve_async`), for work that waits.
+    Async(AsyncHandler),
+}
 type CallResult = Result<Vec<u8>, CallError>;
 
 /// The messenger's state on its home core.
 pub struct Messenger {
     config: MessengerConfig,
     peers: RefCell<BTreeMap<u32, Rc<Peer>>>,
-    handlers: RefCell<BTreeMap<u64, Handler>>,
+    handlers: RefCell<BTreeMap<u64, Service>>,
     this: RefCell<Option<MessengerRef>>,
 }
 
@@ -291,8 +306,17 @@ impl Messenger {
             let result = match handler {
                 None => Err(RemoteError::NoHandler),
                 Some(_) if core.index() >= sesa_event::cores() => Err(RemoteError::NoSuchCore),
-                Some(handler) => {
-                    match sesa_event::spawn_on(core, move || handler(from, method, payload)).await {
+                Some(service) => {
+                    let ran = match service {
+                        Service::Rep(handler) => {
+                            sesa_event::spawn_on(core, move || handler(from, method, payload)).await
+                        }
+                        Service::Async(handler) => {
+                            sesa_event::spawn_on_async(core, move || handler(from, method, payload))
+                                .await
+                        }
+                    };
+                    match ran {
                         Ok(result) => result,
                         Err(EventError::Panicked { .. }) => Err(RemoteError::Panicked),
                         Err(_) => Err(RemoteError::Stopping),
@@ -470,7 +494,31 @@ impl MessengerRef {
             }
         });
         self.home(move |m| {
-            m.handlers.borrow_mut().insert(ebb.id().raw(), handler);
+            m.handlers
+                .borrow_mut()
+                .insert(ebb.id().raw(), Service::Rep(handler));
+        })
+        .await
+    }
+
+    /// Serves remote calls to `ebb` with an async function, started on the core each call
+    /// names: for operations that wait (run an application, call other nodes). The
+    /// future cannot borrow a rep across its `.await`s; it reaches reps through their
+    /// `EbbRef`s as any event does.
+    ///
+    /// # Errors
+    /// The messenger could not be reached.
+    pub async fn serve_async<F, Fut>(self, ebb: EbbId, f: F) -> Result<(), EventError>
+    where
+        F: Fn(Identity, u16, Vec<u8>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<u8>, RemoteError>> + 'static,
+    {
+        let handler: AsyncHandler =
+            Arc::new(move |from, method, payload| Box::pin(f(from, method, payload)));
+        self.home(move |m| {
+            m.handlers
+                .borrow_mut()
+                .insert(ebb.raw(), Service::Async(handler));
         })
         .await
     }

@@ -12,3 +12,4 @@
 
 pub mod bench;
 pub mod bench_msg;
+pub mod cluster;

@@ -22,6 +22,21 @@ enum Command {
         #[command(subcommand)]
         app: App,
     },
+    /// Runs one node of an application (started by the frontend, or by hand to join one).
+    Node {
+        /// The frontend's address.
+        #[arg(long)]
+        join: std::net::SocketAddr,
+        /// The frontend's registry EBB id.
+        #[arg(long)]
+        registry: u64,
+        /// This node's id (1 and up).
+        #[arg(long)]
+        id: u32,
+        /// Cores (default: all the process may use).
+        #[arg(long)]
+        cores: Option<usize>,
+    },
     /// Runs benchmarks.
     Bench {
         #[command(subcommand)]
@@ -37,9 +52,13 @@ enum App {
         /// Increments per core.
         #[arg(long, default_value_t = 1_000_000)]
         incs: u64,
-        /// Cores to run on (default: all the process may use).
+        /// Cores to run on, per node (default: all the process may use).
         #[arg(long)]
         cores: Option<usize>,
+        /// Run on this many node processes (launched by this process, the frontend)
+        /// instead of in this process; the total is then nodes x cores x K.
+        #[arg(long)]
+        nodes: Option<u32>,
     },
 }
 
@@ -94,7 +113,54 @@ fn all_cores() -> usize {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run {
-            app: App::Counter { incs, cores },
+            app:
+                App::Counter {
+                    incs,
+                    cores,
+                    nodes: Some(nodes),
+                },
+        } => {
+            if nodes == 0 {
+                anyhow::bail!("--nodes must be at least 1");
+            }
+            match sesa::cluster::frontend_counter(nodes, cores, incs)? {
+                Exit::Completed(total) => {
+                    println!("total={}", total?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => {
+                    eprintln!("sesa: stopped before the count finished");
+                    Ok(ExitCode::from(u8::try_from(other.code()).unwrap_or(1)))
+                }
+            }
+        }
+        Command::Node {
+            join,
+            registry,
+            id,
+            cores,
+        } => {
+            let args = sesa::cluster::NodeArgs {
+                join,
+                registry,
+                id,
+                cores,
+            };
+            match sesa::cluster::node(args)? {
+                Exit::Completed(Err(e)) => {
+                    eprintln!("sesa node {id}: {e:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+                other => Ok(ExitCode::from(u8::try_from(other.code()).unwrap_or(1))),
+            }
+        }
+        Command::Run {
+            app:
+                App::Counter {
+                    incs,
+                    cores,
+                    nodes: None,
+                },
         } => {
             let runtime = Runtime::new(Config {
                 cores,

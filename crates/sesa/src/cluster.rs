@@ -1,0 +1,398 @@
+//! Many nodes as one application: the frontend, the node process, and local nodes.
+//!
+//! `sesa run counter --nodes N` makes the calling process the **frontend** (node 0): it
+//! listens for nodes, launches N node processes through a [`NodeProvider`], forwards
+//! their output prefixed by node, waits until each has registered, runs the application
+//! on every node by remote invocation, prints the result, and stops the nodes. The
+//! application therefore looks like one local process: one command, one output, one
+//! exit status, and Ctrl-C stops everything.
+//!
+//! A node (`sesa node --join ADDR --registry ID --id I`) reads the cluster secret (the
+//! `SESA_SECRET` variable, or the first line of its standard input), connects to the
+//! frontend, serves its control EBB, and registers. It stops when the frontend closes
+//! its standard input (normal shutdown), when the connection to the frontend is lost, or
+//! on SIGINT/SIGTERM. So a `kill -9` of the frontend leaves no node running.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use sesa_ebb::{CoreId, EbbId, NodeShared};
+use sesa_exec::{
+    Identity, Messenger, MessengerConfig, MessengerRef, RemoteError, RemoteRep, Request, Secret,
+};
+use sesa_hosted::{Config, Exit, Runtime};
+
+/// The registry's method: a node announces itself.
+const REGISTER: u16 = 1;
+/// The node control's method: run the counter application.
+const RUN_COUNTER: u16 = 1;
+/// The frontend's node id.
+const FRONTEND: u32 = 0;
+/// How long nodes have to start and register.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a node tells the frontend when it joins.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct Register {
+    node: u32,
+    generation: u64,
+    control: u64,
+    cores: u32,
+}
+
+/// The frontend's registry of joined nodes (a node-shared EBB, served remotely).
+#[derive(Default)]
+struct Registry {
+    nodes: Mutex<BTreeMap<u32, Register>>,
+}
+
+impl RemoteRep for Registry {
+    fn handle(&self, request: Request<'_>) -> Result<Vec<u8>, RemoteError> {
+        if request.method != REGISTER {
+            return Err(RemoteError::NoHandler);
+        }
+        let r: Register = postcard::from_bytes(request.payload)
+            .map_err(|_| RemoteError::Refused("malformed registration".into()))?;
+        if r.node != request.from.node {
+            return Err(RemoteError::Refused(
+                "a node may only register itself".into(),
+            ));
+        }
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(r.node, r);
+        Ok(Vec::new())
+    }
+}
+
+/// What the frontend asks of a node provider.
+pub struct NodeSpec {
+    /// The node's id (1..).
+    pub id: u32,
+    /// The frontend's address.
+    pub join: SocketAddr,
+    /// The frontend's registry EBB.
+    pub registry: EbbId,
+    /// Cores for the node (default: all of its machine).
+    pub cores: Option<usize>,
+    /// The cluster secret.
+    pub secret: Secret,
+}
+
+/// Starts nodes for an application: local processes today; QEMU/KVM nodes later.
+pub trait NodeProvider {
+    /// Starts one node; returns its process id (or another handle a user can find).
+    ///
+    /// # Errors
+    /// If the node cannot be started.
+    fn launch(&mut self, spec: &NodeSpec) -> anyhow::Result<u32>;
+    /// Whether any node has exited; `Some((id, status))` for the first one found.
+    fn exited(&mut self) -> Option<(u32, String)>;
+    /// Asks every node to stop (closes their standard input), waits up to `grace`, then
+    /// kills what is left.
+    fn stop_all(&mut self, grace: Duration);
+}
+
+/// Nodes as child processes of the frontend, running this same executable.
+#[derive(Default)]
+pub struct LocalProcesses {
+    children: Vec<(u32, Child, Option<ChildStdin>)>,
+}
+
+impl NodeProvider for LocalProcesses {
+    fn launch(&mut self, spec: &NodeSpec) -> anyhow::Result<u32> {
+        let exe = std::env::current_exe().context("finding the sesa executable")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["node", "--join", &spec.join.to_string()])
+            .args(["--registry", &spec.registry.raw().to_string()])
+            .args(["--id", &spec.id.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(cores) = spec.cores {
+            cmd.args(["--cores", &cores.to_string()]);
+        }
+        let mut child = cmd.spawn().context("starting a node process")?;
+        let pid = child.id();
+        let mut stdin = child.stdin.take().context("node stdin")?;
+        // The secret goes through the pipe, not the command line (which others can read).
+        writeln!(stdin, "{}", spec.secret.to_hex()).context("handing the node its secret")?;
+        let id = spec.id;
+        if let Some(out) = child.stdout.take() {
+            forward(out, move |line| println!("[node {id}] {line}"));
+        }
+        if let Some(err) = child.stderr.take() {
+            forward(err, move |line| eprintln!("[node {id}] {line}"));
+        }
+        self.children.push((id, child, Some(stdin)));
+        Ok(pid)
+    }
+
+    fn exited(&mut self) -> Option<(u32, String)> {
+        self.children
+            .iter_mut()
+            .find_map(|(id, child, _)| match child.try_wait() {
+                Ok(Some(status)) => Some((*id, status.to_string())),
+                _ => None,
+            })
+    }
+
+    fn stop_all(&mut self, grace: Duration) {
+        for (_, _, stdin) in &mut self.children {
+            drop(stdin.take());
+        }
+        let deadline = Instant::now() + grace;
+        for (id, child, _) in &mut self.children {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    _ => {
+                        eprintln!("sesa: node {id} did not stop in time: killing it");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for LocalProcesses {
+    fn drop(&mut self) {
+        self.stop_all(Duration::from_secs(3));
+    }
+}
+
+/// Copies a child's output line by line through `emit` (on its own thread).
+fn forward(stream: impl std::io::Read + Send + 'static, emit: impl Fn(&str) + Send + 'static) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            match line {
+                Ok(line) => emit(&line),
+                Err(_) => break,
+            }
+        }
+    });
+}
+
+/// Runs the counter on `nodes` local node processes and returns the total.
+///
+/// # Errors
+/// If a node fails to start, register, or count (a lost node fails the run).
+pub fn frontend_counter(
+    nodes: u32,
+    cores_per_node: Option<usize>,
+    incs: u64,
+) -> anyhow::Result<Exit<anyhow::Result<i64>>> {
+    let runtime = Runtime::new(Config {
+        cores: Some(1),
+        handle_signals: true,
+        ..Config::default()
+    })?;
+    Ok(runtime.run(move || async move {
+        let mut provider = LocalProcesses::default();
+        let result = coordinate(&mut provider, nodes, cores_per_node, incs).await;
+        // Orderly shutdown of the nodes whatever happened (they exit when their stdin
+        // closes); a signal to the frontend drops this future and `provider` with it.
+        provider.stop_all(Duration::from_secs(5));
+        result
+    })?)
+}
+
+async fn coordinate(
+    provider: &mut dyn NodeProvider,
+    nodes: u32,
+    cores: Option<usize>,
+    incs: u64,
+) -> anyhow::Result<i64> {
+    let mut bytes = [0u8; 32];
+    sesa_event::fill_random(&mut bytes);
+    let secret = Secret::from_bytes(bytes);
+    let me = Identity {
+        node: FRONTEND,
+        generation: 1,
+    };
+    let messenger = Messenger::create(MessengerConfig::new(me, secret.clone()))?;
+    let join = messenger.listen("127.0.0.1:0".parse()?).await?;
+    let (registry, registry_root) = NodeShared::create(Registry::default)?;
+    messenger.serve(registry).await?;
+    for id in 1..=nodes {
+        let spec = NodeSpec {
+            id,
+            join,
+            registry: registry.id(),
+            cores,
+            secret: secret.clone(),
+        };
+        let pid = provider.launch(&spec)?;
+        eprintln!("sesa: node {id} started (pid {pid})");
+    }
+    // Wait for every node to register (the registry's rep exists once one has).
+    let started = Instant::now();
+    let joined = loop {
+        let joined = registry_root
+            .rep()
+            .map(|r| r.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default();
+        if joined.len() == nodes as usize {
+            break joined;
+        }
+        if let Some((id, status)) = provider.exited() {
+            bail!("node {id} exited before joining ({status})");
+        }
+        if started.elapsed() > JOIN_TIMEOUT {
+            bail!(
+                "only {} of {nodes} nodes joined within {JOIN_TIMEOUT:?}",
+                joined.len()
+            );
+        }
+        sesa_event::sleep(Duration::from_millis(5)).await;
+    };
+    for r in joined.values() {
+        eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
+    }
+    let calls: Vec<_> = joined
+        .values()
+        .map(|r| {
+            let (node, control) = (r.node, r.control);
+            sesa_event::spawn_local(async move {
+                let control = EbbId::from_raw(control).context("bad control id")?;
+                let arg = postcard::to_allocvec(&incs)?;
+                let reply = messenger
+                    .call(node, CoreId::new(0), control, RUN_COUNTER, arg)
+                    .await
+                    .with_context(|| format!("node {node}"))?;
+                anyhow::Ok(postcard::from_bytes::<i64>(&reply)?)
+            })
+        })
+        .collect();
+    let mut total = 0i64;
+    for call in calls {
+        total += call.await??;
+    }
+    Ok(total)
+}
+
+/// Arguments of a node process.
+pub struct NodeArgs {
+    /// The frontend's address.
+    pub join: SocketAddr,
+    /// The frontend's registry EBB.
+    pub registry: u64,
+    /// This node's id.
+    pub id: u32,
+    /// Cores (default: all).
+    pub cores: Option<usize>,
+}
+
+/// Runs a node process until the frontend lets go of it.
+///
+/// # Errors
+/// If the secret is missing or the node cannot join.
+pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
+    let (secret, from_stdin) = match std::env::var("SESA_SECRET") {
+        Ok(hex) => (hex, false),
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the cluster secret from stdin")?;
+            (line.trim().to_owned(), true)
+        }
+    };
+    let secret = Secret::from_hex(&secret).context("the cluster secret must be 64 hex digits")?;
+    if args.id == FRONTEND {
+        bail!("node id {FRONTEND} is the frontend's");
+    }
+    let runtime = Runtime::new(Config {
+        cores: args.cores,
+        handle_signals: true,
+        ..Config::default()
+    })?;
+    Ok(runtime.run(move || async move {
+        let me = Identity {
+            node: args.id,
+            generation: 1,
+        };
+        let messenger = Messenger::create(MessengerConfig::new(me, secret))?;
+        messenger
+            .connect(args.join)
+            .await
+            .context("joining the frontend")?;
+        let (control, _) = NodeShared::create(|| ())?;
+        messenger
+            .serve_async(control.id(), |_from, method, payload| async move {
+                match method {
+                    RUN_COUNTER => {
+                        let incs: u64 = postcard::from_bytes(&payload)
+                            .map_err(|_| RemoteError::Refused("bad argument".into()))?;
+                        let total = sesa_apps::counter::count_on_all_cores(incs)
+                            .await
+                            .map_err(|e| RemoteError::Refused(e.to_string()))?;
+                        postcard::to_allocvec(&total)
+                            .map_err(|_| RemoteError::Refused("encoding".into()))
+                    }
+                    _ => Err(RemoteError::NoHandler),
+                }
+            })
+            .await?;
+        let registration = Register {
+            node: args.id,
+            generation: 1,
+            control: control.id().raw(),
+            cores: sesa_event::cores() as u32,
+        };
+        let registry = EbbId::from_raw(args.registry).context("bad registry id")?;
+        messenger
+            .call(
+                FRONTEND,
+                CoreId::new(0),
+                registry,
+                REGISTER,
+                postcard::to_allocvec(&registration)?,
+            )
+            .await
+            .context("registering with the frontend")?;
+        if from_stdin {
+            sesa_event::spawn_local(stop_when_stdin_closes());
+        }
+        watch_frontend(messenger).await
+    })?)
+}
+
+/// The frontend holds our stdin open; EOF means it is done with us (or died).
+async fn stop_when_stdin_closes() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    loop {
+        match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+    sesa_event::stop(0);
+}
+
+/// Returns (stopping the node with an error) when the frontend's connection is lost.
+async fn watch_frontend(messenger: MessengerRef) -> anyhow::Result<()> {
+    loop {
+        sesa_event::sleep(Duration::from_millis(200)).await;
+        let peers = messenger.peers().await?;
+        if !peers.iter().any(|p| p.node == FRONTEND) {
+            return Err(anyhow!("lost the connection to the frontend"));
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Many node processes as one application, including faults: kill -9 of the frontend or
+//! of a node, and Ctrl-C. Every test checks that no node process is left behind.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn sesa() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sesa"))
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn wait_until_gone(pids: &[u32], within: Duration) {
+    let deadline = Instant::now() + within;
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "node processes still running after {within:?}: {:?}",
+            pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A frontend running a count too long to finish; returns it once every node joined,
+/// with the node pids, and a channel of its remaining stderr lines.
+fn long_count(nodes: u32) -> (Child, Vec<u32>, mpsc::Receiver<String>) {
+    let mut child = sesa()
+        .args(["run", "counter", "--incs", "1000000000000", "--cores", "1"])
+        .args(["--nodes", &nodes.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut pids = Vec::new();
+    let mut joined = 0;
+    while joined < nodes {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the frontend went quiet before every node joined");
+        if let Some(rest) = line.strip_prefix("sesa: node ") {
+            if let Some(pid) = rest.split("(pid ").nth(1) {
+                pids.push(pid.trim_end_matches(')').parse().unwrap());
+            } else if rest.contains("joined") {
+                joined += 1;
+            }
+        }
+    }
+    (child, pids, rx)
+}
+
+/// Waits for `child` to exit, failing the test after `within`.
+fn wait_for_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the frontend did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: signalling a process this test started and whose pid it holds.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+#[test]
+fn counter_on_three_nodes_is_exact_and_leaves_nothing_running() {
+    let out = sesa()
+        .args([
+            "run", "counter", "--nodes", "3", "--incs", "100000", "--cores", "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "total=300000\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let pids: Vec<u32> = stderr
+        .lines()
+        .filter_map(|l| l.split("(pid ").nth(1))
+        .map(|p| p.trim_end_matches(')').parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3, "{stderr}");
+    wait_until_gone(&pids, Duration::from_secs(5));
+}
+
+#[test]
+fn kill_9_of_the_frontend_leaves_no_node_behind() {
+    let (mut frontend, pids, _rx) = long_count(2);
+    frontend.kill().unwrap(); // SIGKILL
+    frontend.wait().unwrap();
+    wait_until_gone(&pids, Duration::from_secs(5));
+}
+
+#[test]
+fn kill_9_of_a_node_fails_the_run_cleanly() {
+    let (mut frontend, pids, rx) = long_count(2);
+    signal(pids[0], libc::SIGKILL);
+    let status = wait_for_exit(&mut frontend, Duration::from_secs(15));
+    assert!(!status.success());
+    let said: Vec<String> = rx.try_iter().collect();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("node 1") && l.contains("lost")),
+        "{said:?}"
+    );
+    wait_until_gone(&pids, Duration::from_secs(5));
+}
+
+#[test]
+fn ctrl_c_at_the_frontend_stops_every_node() {
+    let (mut frontend, pids, _rx) = long_count(2);
+    signal(frontend.id(), libc::SIGINT);
+    let status = wait_for_exit(&mut frontend, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(130));
+    wait_until_gone(&pids, Duration::from_secs(5));
+}
