@@ -4,17 +4,20 @@
 //! section 3 and figure 4). Portable: it is written against the platform seam
 //! (`sesa-event`) and the wire protocol (`sesa-wire`) only.
 //!
-//! Today it holds the [`messenger`]: authenticated connections between nodes and remote
-//! invocation of an EBB's rep at (node, core). Launching nodes, the global id map,
-//! membership and elastic grow and shrink build on it.
+//! Today it holds the [`messenger`] (authenticated connections between nodes, and remote
+//! invocation of an EBB's rep at (node, core)) and the [`idmap`] (the global id map,
+//! partitioned and replicated over the nodes). Membership, failure detection and
+//! elastic grow and shrink build on them.
 
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
+pub mod idmap;
 pub mod messenger;
 
+pub use idmap::{GlobalIdError, GlobalIdMap, GlobalIds, IdMapError, Member, Versioned};
 pub use messenger::{
     CallError, ConnectError, Messenger, MessengerConfig, MessengerRef, RemoteRep, Request,
     ServiceFuture,

@@ -1,0 +1,461 @@
+//! The global id map: a cluster-wide `key -> bytes` map with `get`, `set` and `watch`,
+//! partitioned over the nodes, with replicas. It removes EbbRT's single point of
+//! failure, where the map lived on the frontend only.
+//!
+//! # Placement
+//! Each key lives on `replicas` nodes (default 2), chosen by rendezvous hashing: every
+//! member scores `xxh3(key, node)` and the highest scores win. The hash is stable across
+//! processes and builds. When a member leaves, only the keys it held move; every other
+//! key keeps its replicas.
+//!
+//! # Consistency
+//! Values carry versions; a replica keeps the highest. A writer first reads the newest
+//! version from the key's replicas, then writes `version + 1` to all of them (its node id
+//! in the low bits breaks ties between concurrent writers the same way everywhere). So
+//! replicas converge: last writer wins. A `set` succeeds when at least one live replica
+//! took it. A `get` asks every replica and returns the newest answer, so it survives the
+//! loss of all replicas but one. A value is only ever returned if some `set` wrote it.
+//!
+//! # Serving
+//! Each node's store is a node-shared EBB ([`IdMapStore`]) served by the messenger. A
+//! replica that is this node itself is reached directly, without a message.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::future::Future;
+use core::task::{Poll, Waker};
+use core::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sesa_ebb::{CoreId, EbbError, EbbId, EbbRef, NodeShared};
+use sesa_event::EventError;
+
+use crate::{CallError, MessengerRef, RemoteError};
+
+const GET: u16 = 1;
+const SET: u16 = 2;
+const WATCH: u16 = 3;
+
+/// How long a replica holds a `watch` before answering "no change" (the caller asks again).
+const WATCH_HOLD: Duration = Duration::from_secs(10);
+
+/// A value and its version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versioned {
+    /// Higher is newer.
+    pub version: u64,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// A member of the cluster, as the id map needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The node id.
+    pub node: u32,
+    /// The id of that node's [`IdMapStore`] EBB.
+    pub store: u64,
+}
+
+/// Why an id map operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdMapError {
+    /// No replica of the key answered.
+    #[error("no replica of key {key:#x} answered (last error: {last})")]
+    Unavailable {
+        /// The key.
+        key: u64,
+        /// What the last replica tried said.
+        last: CallError,
+    },
+    /// The cluster has no members.
+    #[error("the cluster has no members")]
+    NoMembers,
+    /// A replica sent something that is not a valid answer.
+    #[error("a replica sent a malformed answer")]
+    Malformed,
+    /// This node's own store could not be reached.
+    #[error(transparent)]
+    Ebb(#[from] EbbError),
+    /// The event layer failed.
+    #[error(transparent)]
+    Event(#[from] EventError),
+}
+
+/// One node's part of the map. Shared by the node's cores.
+#[derive(Default)]
+pub struct IdMapStore {
+    state: spin::Mutex<StoreState>,
+}
+
+#[derive(Default)]
+struct StoreState {
+    entries: BTreeMap<u64, Versioned>,
+    /// Waiting `watch`es: woken on every set.
+    watchers: Vec<Waker>,
+}
+
+impl IdMapStore {
+    fn get(&self, key: u64) -> Option<Versioned> {
+        self.state.lock().entries.get(&key).cloned()
+    }
+
+    /// Keeps the newer of what is stored and `value`; returns the stored version.
+    fn set(&self, key: u64, value: Versioned) -> u64 {
+        let woken = {
+            let mut state = self.state.lock();
+            let entry = state.entries.entry(key).or_insert(Versioned {
+                version: 0,
+                value: Vec::new(),
+            });
+            if value.version > entry.version {
+                *entry = value;
+            }
+            let version = entry.version;
+            (version, core::mem::take(&mut state.watchers))
+        };
+        for w in woken.1 {
+            w.wake();
+        }
+        woken.0
+    }
+
+    /// Completes when `key` has a version above `after`, or after `WATCH_HOLD`.
+    async fn watch(&self, key: u64, after: u64) -> Option<Versioned> {
+        let newer = core::future::poll_fn(|cx| {
+            let mut state = self.state.lock();
+            match state.entries.get(&key) {
+                Some(v) if v.version > after => Poll::Ready(v.clone()),
+                _ => {
+                    state.watchers.push(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        });
+        let mut newer = core::pin::pin!(newer);
+        let mut timeout = core::pin::pin!(sesa_event::sleep(WATCH_HOLD));
+        core::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = newer.as_mut().poll(cx) {
+                return Poll::Ready(Some(v));
+            }
+            timeout.as_mut().poll(cx).map(|()| None)
+        })
+        .await
+    }
+}
+
+/// The replicas of `key` among `members`, best first.
+pub fn replicas_of(key: u64, members: &[Member], replicas: usize) -> Vec<Member> {
+    let mut scored: Vec<(u64, Member)> = members
+        .iter()
+        .map(|m| {
+            let mut bytes = [0u8; 12];
+            bytes[..8].copy_from_slice(&key.to_le_bytes());
+            bytes[8..].copy_from_slice(&m.node.to_le_bytes());
+            (xxhash_rust::xxh3::xxh3_64(&bytes), *m)
+        })
+        .collect();
+    scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.node.cmp(&b.1.node)));
+    scored.into_iter().take(replicas).map(|(_, m)| m).collect()
+}
+
+/// A handle to the global id map from one node: `Copy`-free but cheap to clone, usable
+/// from any core of it.
+#[derive(Clone)]
+pub struct GlobalIdMap {
+    messenger: MessengerRef,
+    me: u32,
+    store: EbbRef<IdMapStore>,
+    members: Arc<spin::Mutex<Vec<Member>>>,
+    replicas: usize,
+}
+
+impl GlobalIdMap {
+    /// Creates this node's store and serves it. Give the returned map the cluster's
+    /// members (with this node's own [`Member`], from [`GlobalIdMap::member`]) before use.
+    ///
+    /// # Errors
+    /// Off a core, or the messenger cannot be reached.
+    pub async fn start(
+        messenger: MessengerRef,
+        me: u32,
+        replicas: usize,
+    ) -> Result<Self, IdMapError> {
+        let (store, _root) = NodeShared::create(IdMapStore::default)?;
+        messenger
+            .serve_async(store.id(), move |_from, method, payload| {
+                serve(store, method, payload)
+            })
+            .await?;
+        Ok(GlobalIdMap {
+            messenger,
+            me,
+            store,
+            members: Arc::new(spin::Mutex::new(Vec::new())),
+            replicas: replicas.max(1),
+        })
+    }
+
+    /// This node as a member (what other nodes need to reach its store).
+    pub fn member(&self) -> Member {
+        Member {
+            node: self.me,
+            store: self.store.id().raw(),
+        }
+    }
+
+    /// Replaces the membership view (this node included).
+    pub fn set_members(&self, members: Vec<Member>) {
+        *self.members.lock() = members;
+    }
+
+    fn replicas_of(&self, key: u64) -> Result<Vec<Member>, IdMapError> {
+        let members = self.members.lock().clone();
+        if members.is_empty() {
+            return Err(IdMapError::NoMembers);
+        }
+        Ok(replicas_of(key, &members, self.replicas))
+    }
+
+    async fn ask(
+        &self,
+        replica: Member,
+        method: u16,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, CallError> {
+        if replica.node == self.me {
+            // Ourselves: no message, straight to the store (still through its service,
+            // so local and remote answers are computed alike).
+            return serve(self.store, method, payload)
+                .await
+                .map_err(|error| CallError::Remote {
+                    node: self.me,
+                    error,
+                });
+        }
+        let store = EbbId::from_raw(replica.store).ok_or(CallError::Remote {
+            node: replica.node,
+            error: RemoteError::NoSuchEbb,
+        })?;
+        self.messenger
+            .call(replica.node, CoreId::new(0), store, method, payload)
+            .await
+    }
+
+    /// The newest value of `key` that any replica holds, or `None` if it was never set.
+    ///
+    /// # Errors
+    /// [`IdMapError::Unavailable`] if no replica answered.
+    pub async fn get(&self, key: u64) -> Result<Option<Versioned>, IdMapError> {
+        let replicas = self.replicas_of(key)?;
+        let arg = encode(&key);
+        let mut newest: Option<Versioned> = None;
+        let mut answered = false;
+        let mut last = None;
+        for replica in replicas {
+            match self.ask(replica, GET, arg.clone()).await {
+                Ok(bytes) => {
+                    answered = true;
+                    let got: Option<Versioned> = decode(&bytes)?;
+                    if let Some(v) = got
+                        && newest.as_ref().is_none_or(|n| v.version > n.version)
+                    {
+                        newest = Some(v);
+                    }
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        match (answered, last) {
+            (true, _) => Ok(newest),
+            (false, Some(last)) => Err(IdMapError::Unavailable { key, last }),
+            (false, None) => Err(IdMapError::NoMembers),
+        }
+    }
+
+    /// Sets `key` to `value` on its replicas; returns the version written.
+    ///
+    /// # Errors
+    /// [`IdMapError::Unavailable`] if no replica took it.
+    pub async fn set(&self, key: u64, value: Vec<u8>) -> Result<u64, IdMapError> {
+        let current = self.get(key).await?.map_or(0, |v| v.version);
+        // Above everything seen; the low 16 bits name the writer, so two writers that
+        // read the same version still order the same way on every replica.
+        let version = ((current >> 16) + 1) << 16 | u64::from(self.me & 0xffff);
+        let arg = encode(&(key, Versioned { version, value }));
+        let mut took = 0;
+        let mut last = None;
+        for replica in self.replicas_of(key)? {
+            match self.ask(replica, SET, arg.clone()).await {
+                Ok(_) => took += 1,
+                Err(e) => last = Some(e),
+            }
+        }
+        match (took, last) {
+            (0, Some(last)) => Err(IdMapError::Unavailable { key, last }),
+            (0, None) => Err(IdMapError::NoMembers),
+            _ => Ok(version),
+        }
+    }
+
+    /// Waits for a version of `key` above `after` and returns it. Moves to another
+    /// replica if the one it waits on is lost.
+    ///
+    /// # Errors
+    /// [`IdMapError::Unavailable`] if no replica can be reached.
+    pub async fn watch(&self, key: u64, after: u64) -> Result<Versioned, IdMapError> {
+        loop {
+            let mut last = None;
+            for replica in self.replicas_of(key)? {
+                match self.ask(replica, WATCH, encode(&(key, after))).await {
+                    Ok(bytes) => {
+                        if let Some(v) = decode::<Option<Versioned>>(&bytes)? {
+                            return Ok(v);
+                        }
+                        // Held the maximum time without a change: ask again.
+                        last = None;
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            if let Some(last) = last {
+                return Err(IdMapError::Unavailable { key, last });
+            }
+        }
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Encoding our own plain data into a Vec cannot fail.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, IdMapError> {
+    postcard::from_bytes(bytes).map_err(|_| IdMapError::Malformed)
+}
+
+/// A replica's side: the store's remote service.
+fn serve(
+    store: EbbRef<IdMapStore>,
+    method: u16,
+    payload: Vec<u8>,
+) -> core::pin::Pin<Box<dyn Future<Output = Result<Vec<u8>, RemoteError>>>> {
+    Box::pin(async move {
+        let bad = || RemoteError::Refused("malformed id map request".into());
+        // The rep is node-shared: an `Arc` of it can be held across the watch's awaits.
+        let root = store
+            .root::<NodeShared<IdMapStore>>()
+            .map_err(|_| RemoteError::NoSuchEbb)?;
+        let local = match root.rep() {
+            Some(rep) => rep,
+            None => {
+                store.try_with(|_| ()).map_err(|_| RemoteError::NoSuchEbb)?;
+                root.rep().ok_or(RemoteError::NoSuchEbb)?
+            }
+        };
+        match method {
+            GET => {
+                let key: u64 = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                Ok(encode(&local.get(key)))
+            }
+            SET => {
+                let (key, value): (u64, Versioned) =
+                    postcard::from_bytes(&payload).map_err(|_| bad())?;
+                Ok(encode(&local.set(key, value)))
+            }
+            WATCH => {
+                let (key, after): (u64, u64) = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                Ok(encode(&local.watch(key, after).await))
+            }
+            _ => Err(RemoteError::NoHandler),
+        }
+    })
+}
+
+/// Allocates cluster-wide ids with no round trip: each node (and each generation of it)
+/// owns its own id space.
+///
+/// Layout of an id: bit 63 set (a global id; node-local `EbbId`s never set it), bits
+/// 48-62 the node (15 bits), bits 32-47 the node's generation (16 bits, wrapping), bits
+/// 0-31 a counter. A restarted node comes back with a new generation, so it never
+/// reissues an id of its previous life.
+pub struct GlobalIds {
+    prefix: u64,
+    next: core::sync::atomic::AtomicU32,
+}
+
+/// Why a global id could not be allocated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GlobalIdError {
+    /// The node id does not fit the layout.
+    #[error("node id {0} does not fit in 15 bits")]
+    NodeTooLarge(u32),
+    /// This generation has used all 2^32 of its ids.
+    #[error("this node generation has allocated all of its 2^32 global ids")]
+    Exhausted,
+}
+
+impl GlobalIds {
+    /// The id space of `node` in `generation`.
+    ///
+    /// # Errors
+    /// [`GlobalIdError::NodeTooLarge`] for a node id of 2^15 or more.
+    pub fn new(node: u32, generation: u64) -> Result<Self, GlobalIdError> {
+        if node >= 1 << 15 {
+            return Err(GlobalIdError::NodeTooLarge(node));
+        }
+        let prefix = (1 << 63) | (u64::from(node) << 48) | ((generation & 0xffff) << 32);
+        Ok(GlobalIds {
+            prefix,
+            next: core::sync::atomic::AtomicU32::new(0),
+        })
+    }
+
+    /// A fresh id, from any core.
+    ///
+    /// # Errors
+    /// [`GlobalIdError::Exhausted`] after 2^32 ids.
+    pub fn allocate(&self) -> Result<u64, GlobalIdError> {
+        use core::sync::atomic::Ordering::Relaxed;
+        let n = self
+            .next
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_add(1))
+            .map_err(|_| GlobalIdError::Exhausted)?;
+        Ok(self.prefix | u64::from(n))
+    }
+
+    /// The node that allocated `id`, if it is a global id.
+    pub fn node_of(id: u64) -> Option<u32> {
+        (id >> 63 == 1).then_some(((id >> 48) & 0x7fff) as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_ids_are_unique_across_nodes_and_generations() {
+        let mut seen = alloc::collections::BTreeSet::new();
+        for (node, generation) in [(1, 1), (2, 1), (1, 2), (32767, 65535)] {
+            let ids = GlobalIds::new(node, generation).unwrap();
+            for _ in 0..1000 {
+                let id = ids.allocate().unwrap();
+                assert!(seen.insert(id), "{id:#x} issued twice");
+                assert_eq!(GlobalIds::node_of(id), Some(node));
+                assert!(sesa_ebb::EbbId::from_raw(id).is_some_and(|e| e.generation() >= 1 << 31));
+            }
+        }
+        assert_eq!(GlobalIds::node_of(5), None, "a local id is not global");
+        assert!(GlobalIds::new(1 << 15, 1).is_err());
+        let ids = GlobalIds::new(3, 1).unwrap();
+        ids.next
+            .store(u32::MAX, core::sync::atomic::Ordering::Relaxed);
+        assert_eq!(ids.allocate(), Err(GlobalIdError::Exhausted));
+    }
+}
