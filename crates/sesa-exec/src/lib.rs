@@ -15,9 +15,11 @@
 extern crate alloc;
 
 pub mod idmap;
+pub mod membership;
 pub mod messenger;
 
 pub use idmap::{GlobalIdError, GlobalIdMap, GlobalIds, IdMapError, Member, Versioned};
+pub use membership::{MemberEvent, Membership, MembershipConfig, MembershipRef, NodeIdentity};
 pub use messenger::{
     CallError, ConnectError, Messenger, MessengerConfig, MessengerRef, RemoteRep, Request,
     ServiceFuture,

@@ -38,8 +38,8 @@ use sesa_ebb::{CoreId, EbbError, EbbId, EbbRef};
 use sesa_event::net::{Listener, Stream};
 use sesa_event::{Central, CentralRef, CentralRep, EventError, JoinHandle};
 use sesa_wire::{
-    Auth, AuthError, Call, FrameDecoder, Handshake, Hello, Identity, Limits, MsgType, RemoteError,
-    Reply, Secret, WireError, encode,
+    Auth, AuthError, Call, FrameDecoder, Gossip, Handshake, Hello, Identity, Limits, MsgType,
+    RemoteError, Reply, Secret, WireError, encode,
 };
 
 /// How a node's messenger is set up.
@@ -162,7 +162,12 @@ pub struct Messenger {
     peers: RefCell<BTreeMap<u32, Rc<Peer>>>,
     handlers: RefCell<BTreeMap<u64, Service>>,
     this: RefCell<Option<MessengerRef>>,
+    /// Where membership datagrams go (the membership service, on this core).
+    gossip_sink: RefCell<Option<GossipSink>>,
 }
+
+/// Receives membership datagrams on the home core.
+pub type GossipSink = Rc<dyn Fn(Identity, &[u8])>;
 
 /// One connected, authenticated peer.
 struct Peer {
@@ -223,6 +228,7 @@ impl Messenger {
             peers: RefCell::new(BTreeMap::new()),
             handlers: RefCell::new(BTreeMap::new()),
             this: RefCell::new(None),
+            gossip_sink: RefCell::new(None),
         })?;
         Ok(MessengerRef(central))
     }
@@ -348,6 +354,31 @@ impl Messenger {
         });
     }
 
+    /// Sends a membership datagram to `node` if connected; `false` if not.
+    pub fn send_gossip(&self, node: u32, data: &[u8]) -> bool {
+        let Some(peer) = self.peer(node).filter(|p| !p.closed.get()) else {
+            return false;
+        };
+        let limits = self.config.limits;
+        peer.queue(|out| encode(MsgType::Gossip, &Gossip { data }, &limits, out))
+            .is_ok()
+    }
+
+    /// Routes incoming membership datagrams to `sink`.
+    pub fn set_gossip_sink(&self, sink: GossipSink) {
+        *self.gossip_sink.borrow_mut() = Some(sink);
+    }
+
+    /// This node's identity.
+    pub fn identity(&self) -> Identity {
+        self.config.me
+    }
+
+    /// Whether `node` is connected.
+    pub fn is_connected(&self, node: u32) -> bool {
+        self.peer(node).is_some_and(|p| !p.closed.get())
+    }
+
     fn complete(&self, peer: &Peer, reply: Reply<'_>) {
         let Some(done) = peer.pending.borrow_mut().remove(&reply.call_id) else {
             tracing::warn!(
@@ -383,7 +414,7 @@ impl Messenger {
 impl MessengerRef {
     /// Runs `f` on the messenger's state; only on its home core (the connection tasks
     /// live there), synchronously.
-    fn with_home<T>(self, f: impl FnOnce(&Messenger) -> T) -> Option<T> {
+    pub(crate) fn with_home<T>(self, f: impl FnOnce(&Messenger) -> T) -> Option<T> {
         self.0
             .ebb()
             .try_with(|rep| match rep {
@@ -521,6 +552,14 @@ impl MessengerRef {
                 .insert(ebb.raw(), Service::Async(handler));
         })
         .await
+    }
+
+    /// This node's identity and the messenger's home core.
+    ///
+    /// # Errors
+    /// The messenger could not be reached.
+    pub async fn identity_and_home(self) -> Result<(Identity, CoreId), EventError> {
+        self.home(|m| (m.config.me, m.config.home)).await
     }
 
     /// The nodes currently connected.
@@ -744,6 +783,16 @@ impl Connection {
                 MsgType::Reply => {
                     let reply: Reply<'_> = frame.decode()?;
                     self.this.with_home(|m| m.complete(peer, reply));
+                }
+                MsgType::Gossip => {
+                    let gossip: Gossip<'_> = frame.decode()?;
+                    let sink = self
+                        .this
+                        .with_home(|m| m.gossip_sink.borrow().clone())
+                        .flatten();
+                    if let Some(sink) = sink {
+                        sink(peer.identity, gossip.data);
+                    }
                 }
                 MsgType::Hello | MsgType::Auth => {
                     return Err(

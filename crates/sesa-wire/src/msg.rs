@@ -18,6 +18,8 @@ pub enum MsgType {
     Call = 3,
     /// [`Reply`]: the result of a [`Call`].
     Reply = 4,
+    /// [`Gossip`]: a membership protocol datagram.
+    Gossip = 5,
 }
 
 impl MsgType {
@@ -31,6 +33,7 @@ impl MsgType {
             2 => MsgType::Auth,
             3 => MsgType::Call,
             4 => MsgType::Reply,
+            5 => MsgType::Gossip,
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -79,6 +82,14 @@ pub struct Reply<'a> {
     /// The method's result, encoded by the EBB, or why there is none.
     #[serde(borrow)]
     pub result: Result<&'a serde_bytes::Bytes, RemoteError>,
+}
+
+/// A datagram of the membership protocol (SWIM), opaque to the messenger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gossip<'a> {
+    /// The membership protocol's bytes.
+    #[serde(borrow, with = "serde_bytes")]
+    pub data: &'a [u8],
 }
 
 /// Why a remote call produced no result.
