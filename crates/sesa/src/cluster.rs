@@ -28,10 +28,49 @@ use sesa_exec::{
 };
 use sesa_hosted::{Config, Exit, Runtime};
 
+use crate::offload::{OffloadClient, Stream};
+
 /// The registry's method: a node announces itself.
 const REGISTER: u16 = 1;
-/// The node control's method: run the counter application.
-const RUN_COUNTER: u16 = 1;
+/// The node control's method: run (this node's part of) an application.
+const RUN_APP: u16 = 1;
+
+/// An application the frontend can run on its nodes.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub enum App {
+    /// The distributed counter: every core of every node increments `incs` times.
+    Counter {
+        /// Increments per core.
+        incs: u64,
+    },
+    /// Prints files through the offloaded console: node `i` reads (through the offloaded
+    /// file system) and prints every file whose position `p` has `p % nodes == i - 1`.
+    Cat {
+        /// Paths, as the user gave them (relative to the frontend's directory).
+        files: Vec<String>,
+    },
+}
+
+/// What one node's part of an application produced.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+enum Outcome {
+    Counted(i64),
+    Printed { files: u32, failed: u32 },
+}
+
+/// The application's result, as the frontend reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppResult {
+    /// The counter's total over every node.
+    Total(i64),
+    /// How many files were printed, and how many could not be.
+    Printed {
+        /// Printed.
+        files: u32,
+        /// Refused or unreadable (each reported on stderr by its node).
+        failed: u32,
+    },
+}
 /// The frontend's node id.
 const FRONTEND: u32 = 0;
 /// How long nodes have to start and register.
@@ -46,10 +85,11 @@ struct Register {
     cores: u32,
 }
 
-/// The frontend's registry of joined nodes (a node-shared EBB, served remotely).
-#[derive(Default)]
+/// The frontend's registry of joined nodes (a node-shared EBB, served remotely). Its
+/// answer to a registration is the id of the offload service.
 struct Registry {
     nodes: Mutex<BTreeMap<u32, Register>>,
+    offload: u64,
 }
 
 impl RemoteRep for Registry {
@@ -68,7 +108,8 @@ impl RemoteRep for Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(r.node, r);
-        Ok(Vec::new())
+        postcard::to_allocvec(&self.offload)
+            .map_err(|_| RemoteError::Refused("encoding the reply".into()))
     }
 }
 
@@ -187,15 +228,25 @@ fn forward(stream: impl std::io::Read + Send + 'static, emit: impl Fn(&str) + Se
     });
 }
 
-/// Runs the counter on `nodes` local node processes and returns the total.
+/// How the frontend runs an application.
+pub struct FrontendConfig {
+    /// How many nodes to launch.
+    pub nodes: u32,
+    /// Cores per node (default: all of its machine).
+    pub cores_per_node: Option<usize>,
+    /// Directories the nodes may use through the offloaded file system.
+    pub grants: Vec<std::path::PathBuf>,
+}
+
+/// Runs `app` on local node processes, as their frontend.
 ///
 /// # Errors
-/// If a node fails to start, register, or count (a lost node fails the run).
-pub fn frontend_counter(
-    nodes: u32,
-    cores_per_node: Option<usize>,
-    incs: u64,
-) -> anyhow::Result<Exit<anyhow::Result<i64>>> {
+/// If a node fails to start, register, or run (a lost node fails the run).
+pub fn frontend(
+    config: FrontendConfig,
+    app: App,
+) -> anyhow::Result<Exit<anyhow::Result<AppResult>>> {
+    let grants = crate::offload::Grants::new(&config.grants)?;
     let runtime = Runtime::new(Config {
         cores: Some(1),
         handle_signals: true,
@@ -203,7 +254,7 @@ pub fn frontend_counter(
     })?;
     Ok(runtime.run(move || async move {
         let mut provider = LocalProcesses::default();
-        let result = coordinate(&mut provider, nodes, cores_per_node, incs).await;
+        let result = coordinate(&mut provider, &config, grants, app).await;
         // Orderly shutdown of the nodes whatever happened (they exit when their stdin
         // closes); a signal to the frontend drops this future and `provider` with it.
         provider.stop_all(Duration::from_secs(5));
@@ -213,10 +264,11 @@ pub fn frontend_counter(
 
 async fn coordinate(
     provider: &mut dyn NodeProvider,
-    nodes: u32,
-    cores: Option<usize>,
-    incs: u64,
-) -> anyhow::Result<i64> {
+    config: &FrontendConfig,
+    grants: crate::offload::Grants,
+    app: App,
+) -> anyhow::Result<AppResult> {
+    let (nodes, cores) = (config.nodes, config.cores_per_node);
     let mut bytes = [0u8; 32];
     sesa_event::fill_random(&mut bytes);
     let secret = Secret::from_bytes(bytes);
@@ -226,7 +278,20 @@ async fn coordinate(
     };
     let messenger = Messenger::create(MessengerConfig::new(me, secret.clone()))?;
     let join = messenger.listen("127.0.0.1:0".parse()?).await?;
-    let (registry, registry_root) = NodeShared::create(Registry::default)?;
+    // The offload service: console, files and environment, served on this core.
+    let (offload, _) = NodeShared::create(|| ())?;
+    let grants = std::sync::Arc::new(grants);
+    messenger
+        .serve_async(offload.id(), move |_from, method, payload| {
+            let grants = grants.clone();
+            async move { grants.serve(method, &payload) }
+        })
+        .await?;
+    let offload_id = offload.id().raw();
+    let (registry, registry_root) = NodeShared::create(move || Registry {
+        nodes: Mutex::new(BTreeMap::new()),
+        offload: offload_id,
+    })?;
     messenger.serve(registry).await?;
     for id in 1..=nodes {
         let spec = NodeSpec {
@@ -267,22 +332,89 @@ async fn coordinate(
         .values()
         .map(|r| {
             let (node, control) = (r.node, r.control);
+            let arg = postcard::to_allocvec(&(app.clone(), nodes));
             sesa_event::spawn_local(async move {
                 let control = EbbId::from_raw(control).context("bad control id")?;
-                let arg = postcard::to_allocvec(&incs)?;
                 let reply = messenger
-                    .call(node, CoreId::new(0), control, RUN_COUNTER, arg)
+                    .call(node, CoreId::new(0), control, RUN_APP, arg?)
                     .await
                     .with_context(|| format!("node {node}"))?;
-                anyhow::Ok(postcard::from_bytes::<i64>(&reply)?)
+                anyhow::Ok(postcard::from_bytes::<Outcome>(&reply)?)
             })
         })
         .collect();
-    let mut total = 0i64;
+    let mut result = match app {
+        App::Counter { .. } => AppResult::Total(0),
+        App::Cat { .. } => AppResult::Printed {
+            files: 0,
+            failed: 0,
+        },
+    };
     for call in calls {
-        total += call.await??;
+        match (&mut result, call.await??) {
+            (AppResult::Total(t), Outcome::Counted(n)) => *t += n,
+            (
+                AppResult::Printed { files, failed },
+                Outcome::Printed {
+                    files: f,
+                    failed: x,
+                },
+            ) => {
+                *files += f;
+                *failed += x;
+            }
+            (_, other) => bail!("a node answered {other:?} to {app:?}"),
+        }
     }
-    Ok(total)
+    Ok(result)
+}
+
+/// Runs this node's part of `app`.
+async fn run_part(
+    app: App,
+    nodes: u32,
+    me: u32,
+    offload: OffloadClient,
+) -> Result<Outcome, RemoteError> {
+    let refused = |e: &dyn std::fmt::Display| RemoteError::Refused(e.to_string());
+    match app {
+        App::Counter { incs } => sesa_apps::counter::count_on_all_cores(incs)
+            .await
+            .map(Outcome::Counted)
+            .map_err(|e| refused(&e)),
+        App::Cat { files } => {
+            let (mut printed, mut failed) = (0, 0);
+            let mine = files
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i as u32 % nodes == me - 1)
+                .map(|(_, f)| f);
+            for file in mine {
+                match offload.read(file).await {
+                    Ok(bytes) => {
+                        let text = String::from_utf8_lossy(&bytes);
+                        offload
+                            .print(Stream::Out, &text)
+                            .await
+                            .map_err(|e| refused(&e))?;
+                        printed += 1;
+                    }
+                    Err(e) => {
+                        let msg = format!("cat: {e}\n");
+                        offload
+                            .print(Stream::Err, &msg)
+                            .await
+                            .map_err(|e| refused(&e))?;
+                        failed += 1;
+                    }
+                }
+            }
+            Ok(Outcome::Printed {
+                files: printed,
+                failed,
+            })
+        }
+    }
 }
 
 /// Arguments of a node process.
@@ -332,19 +464,27 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
             .await
             .context("joining the frontend")?;
         let (control, _) = NodeShared::create(|| ())?;
+        // Filled in by the registration reply, before any application runs.
+        let offload_id = std::sync::Arc::new(std::sync::OnceLock::<u64>::new());
+        let known = offload_id.clone();
+        let me = args.id;
         messenger
-            .serve_async(control.id(), |_from, method, payload| async move {
-                match method {
-                    RUN_COUNTER => {
-                        let incs: u64 = postcard::from_bytes(&payload)
-                            .map_err(|_| RemoteError::Refused("bad argument".into()))?;
-                        let total = sesa_apps::counter::count_on_all_cores(incs)
-                            .await
-                            .map_err(|e| RemoteError::Refused(e.to_string()))?;
-                        postcard::to_allocvec(&total)
-                            .map_err(|_| RemoteError::Refused("encoding".into()))
+            .serve_async(control.id(), move |_from, method, payload| {
+                let offload_id = known.clone();
+                async move {
+                    if method != RUN_APP {
+                        return Err(RemoteError::NoHandler);
                     }
-                    _ => Err(RemoteError::NoHandler),
+                    let (app, nodes): (App, u32) = postcard::from_bytes(&payload)
+                        .map_err(|_| RemoteError::Refused("bad application request".into()))?;
+                    let service = offload_id
+                        .get()
+                        .and_then(|id| EbbId::from_raw(*id))
+                        .ok_or_else(|| RemoteError::Refused("not registered yet".into()))?;
+                    let offload = OffloadClient::new(messenger, FRONTEND, service);
+                    let outcome = run_part(app, nodes, me, offload).await?;
+                    postcard::to_allocvec(&outcome)
+                        .map_err(|_| RemoteError::Refused("encoding the result".into()))
                 }
             })
             .await?;
@@ -355,7 +495,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
             cores: sesa_event::cores() as u32,
         };
         let registry = EbbId::from_raw(args.registry).context("bad registry id")?;
-        messenger
+        let reply = messenger
             .call(
                 FRONTEND,
                 CoreId::new(0),
@@ -365,6 +505,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
             )
             .await
             .context("registering with the frontend")?;
+        let _ = offload_id.set(postcard::from_bytes(&reply).context("registration reply")?);
         if from_stdin {
             sesa_event::spawn_local(stop_when_stdin_closes());
         }

@@ -13,3 +13,4 @@
 pub mod bench;
 pub mod bench_msg;
 pub mod cluster;
+pub mod offload;

@@ -60,6 +60,22 @@ enum App {
         #[arg(long)]
         nodes: Option<u32>,
     },
+    /// Prints files from nodes: each node reads its share of the files through the
+    /// frontend's offloaded file system and prints them through its offloaded console.
+    Cat {
+        /// Node processes to run on.
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+        /// A directory the nodes may read and write (repeatable); nothing else is
+        /// reachable.
+        #[arg(long = "grant", value_name = "DIR")]
+        grants: Vec<std::path::PathBuf>,
+        /// Cores per node.
+        #[arg(long)]
+        cores: Option<usize>,
+        /// The files.
+        files: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,6 +120,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs `app` on `nodes` node processes with this process as their frontend.
+fn run_on_nodes(
+    nodes: u32,
+    cores: Option<usize>,
+    grants: Vec<std::path::PathBuf>,
+    app: sesa::cluster::App,
+) -> anyhow::Result<ExitCode> {
+    use sesa::cluster::{AppResult, FrontendConfig};
+    if nodes == 0 {
+        anyhow::bail!("--nodes must be at least 1");
+    }
+    let config = FrontendConfig {
+        nodes,
+        cores_per_node: cores,
+        grants,
+    };
+    match sesa::cluster::frontend(config, app)? {
+        Exit::Completed(result) => match result? {
+            AppResult::Total(total) => {
+                println!("total={total}");
+                Ok(ExitCode::SUCCESS)
+            }
+            AppResult::Printed { failed: 0, .. } => Ok(ExitCode::SUCCESS),
+            AppResult::Printed { failed, .. } => {
+                eprintln!("sesa: {failed} file(s) could not be printed");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        other => {
+            eprintln!("sesa: stopped before the application finished");
+            Ok(ExitCode::from(u8::try_from(other.code()).unwrap_or(1)))
+        }
+    }
+}
+
 fn all_cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -119,21 +170,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     cores,
                     nodes: Some(nodes),
                 },
-        } => {
-            if nodes == 0 {
-                anyhow::bail!("--nodes must be at least 1");
-            }
-            match sesa::cluster::frontend_counter(nodes, cores, incs)? {
-                Exit::Completed(total) => {
-                    println!("total={}", total?);
-                    Ok(ExitCode::SUCCESS)
-                }
-                other => {
-                    eprintln!("sesa: stopped before the count finished");
-                    Ok(ExitCode::from(u8::try_from(other.code()).unwrap_or(1)))
-                }
-            }
-        }
+        } => run_on_nodes(
+            nodes,
+            cores,
+            Vec::new(),
+            sesa::cluster::App::Counter { incs },
+        ),
+        Command::Run {
+            app:
+                App::Cat {
+                    nodes,
+                    grants,
+                    cores,
+                    files,
+                },
+        } => run_on_nodes(nodes, cores, grants, sesa::cluster::App::Cat { files }),
         Command::Node {
             join,
             registry,

@@ -139,3 +139,64 @@ fn ctrl_c_at_the_frontend_stops_every_node() {
     assert_eq!(status.code(), Some(130));
     wait_until_gone(&pids, Duration::from_secs(5));
 }
+
+/// A scratch directory with a granted part, a secret part, and a symlink from the one
+/// into the other.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sesa-offload-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("granted")).unwrap();
+    std::fs::create_dir_all(dir.join("secret")).unwrap();
+    std::fs::write(dir.join("granted/a.txt"), "alpha\n").unwrap();
+    std::fs::write(dir.join("granted/b.txt"), "beta\n").unwrap();
+    std::fs::write(dir.join("secret/s.txt"), "TOP SECRET\n").unwrap();
+    std::os::unix::fs::symlink("../secret/s.txt", dir.join("granted/link.txt")).unwrap();
+    dir
+}
+
+#[test]
+fn nodes_read_granted_files_and_print_through_the_frontend() {
+    let dir = scratch("ok");
+    let out = sesa()
+        .current_dir(&dir)
+        .args([
+            "run", "cat", "--nodes", "1", "--cores", "1", "--grant", "granted",
+        ])
+        .args(["granted/a.txt", "granted/b.txt"])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alpha\nbeta\n");
+}
+
+#[test]
+fn offloaded_files_are_confined_to_the_grants() {
+    let dir = scratch("confined");
+    let out = sesa()
+        .current_dir(&dir)
+        .args(["run", "cat", "--cores", "1", "--grant", "granted"])
+        .args([
+            "granted/link.txt",
+            "secret/s.txt",
+            "granted/../secret/s.txt",
+        ])
+        .output()
+        .unwrap();
+    let no_grant = sesa()
+        .current_dir(&dir)
+        .args(["run", "cat", "--cores", "1", "granted/a.txt"])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "nothing secret was printed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("outside the granted directories").count(),
+        3,
+        "{stderr}"
+    );
+    assert!(!no_grant.status.success());
+    assert!(String::from_utf8_lossy(&no_grant.stderr).contains("no directory was granted"));
+}
