@@ -21,7 +21,7 @@ pub mod messenger;
 pub use idmap::{GlobalIdError, GlobalIdMap, GlobalIds, IdMapError, Member, Versioned};
 pub use membership::{MemberEvent, Membership, MembershipConfig, MembershipRef, NodeIdentity};
 pub use messenger::{
-    CallError, ConnectError, Messenger, MessengerConfig, MessengerRef, RemoteRep, Request,
-    ServiceFuture,
+    CallError, ConnectError, Messenger, MessengerConfig, MessengerRef, MessengerStats, RemoteRep,
+    Request, ServiceFuture,
 };
 pub use sesa_wire::{Identity, RemoteError, Secret};

@@ -164,6 +164,24 @@ pub struct Messenger {
     this: RefCell<Option<MessengerRef>>,
     /// Where membership datagrams go (the membership service, on this core).
     gossip_sink: RefCell<Option<GossipSink>>,
+    stats: RefCell<MessengerStats>,
+}
+
+/// Counters of a node's messenger, since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MessengerStats {
+    /// Frames received from peers (after the handshake).
+    pub frames_in: u64,
+    /// Frames queued for peers.
+    pub frames_out: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Payload bytes queued.
+    pub bytes_out: u64,
+    /// Remote calls served.
+    pub calls_served: u64,
+    /// Connections refused (failed handshakes, bad frames).
+    pub refused: u64,
 }
 
 /// Receives membership datagrams on the home core.
@@ -229,8 +247,21 @@ impl Messenger {
             handlers: RefCell::new(BTreeMap::new()),
             this: RefCell::new(None),
             gossip_sink: RefCell::new(None),
+            stats: RefCell::new(MessengerStats::default()),
         })?;
         Ok(MessengerRef(central))
+    }
+
+    fn count_out(&self, bytes: usize) {
+        let mut st = self.stats.borrow_mut();
+        st.frames_out += 1;
+        st.bytes_out += bytes as u64;
+    }
+
+    fn count_in(&self, bytes: usize) {
+        let mut st = self.stats.borrow_mut();
+        st.frames_in += 1;
+        st.bytes_in += bytes as u64;
     }
 
     fn peer(&self, node: u32) -> Option<Rc<Peer>> {
@@ -292,8 +323,10 @@ impl Messenger {
             payload: &payload,
         };
         let limits = self.config.limits;
+        let size = call.payload.len();
         match peer.queue(|out| encode(MsgType::Call, &call, &limits, out)) {
             Ok(()) => {
+                self.count_out(size);
                 peer.pending.borrow_mut().insert(call_id, done);
             }
             Err(e) => (done.0)(Err(CallError::Wire(e))),
@@ -308,6 +341,8 @@ impl Messenger {
         let from = peer.identity;
         let peer = peer.clone();
         let limits = self.config.limits;
+        self.stats.borrow_mut().calls_served += 1;
+        let this = *self.this.borrow();
         sesa_event::spawn_local(async move {
             let result = match handler {
                 None => Err(RemoteError::NoHandler),
@@ -340,6 +375,9 @@ impl Messenger {
                     .map_err(Clone::clone),
             };
             let queued = peer.queue(|out| encode(MsgType::Reply, &reply, &limits, out));
+            if let Some(this) = this {
+                this.with_home(|m| m.count_out(result.as_ref().map_or(0, Vec::len)));
+            }
             if let Err(e) = queued {
                 // The result is too large for a frame: tell the caller rather than hang it.
                 tracing::warn!(error = %e, "reply does not fit in a frame");
@@ -360,13 +398,23 @@ impl Messenger {
             return false;
         };
         let limits = self.config.limits;
-        peer.queue(|out| encode(MsgType::Gossip, &Gossip { data }, &limits, out))
-            .is_ok()
+        let sent = peer
+            .queue(|out| encode(MsgType::Gossip, &Gossip { data }, &limits, out))
+            .is_ok();
+        if sent {
+            self.count_out(data.len());
+        }
+        sent
     }
 
     /// Routes incoming membership datagrams to `sink`.
     pub fn set_gossip_sink(&self, sink: GossipSink) {
         *self.gossip_sink.borrow_mut() = Some(sink);
+    }
+
+    /// The counters since this messenger started.
+    pub fn stats(&self) -> MessengerStats {
+        *self.stats.borrow()
     }
 
     /// This node's identity.
@@ -562,6 +610,14 @@ impl MessengerRef {
         self.home(|m| (m.config.me, m.config.home)).await
     }
 
+    /// The messenger's counters.
+    ///
+    /// # Errors
+    /// The messenger could not be reached.
+    pub async fn stats(self) -> Result<MessengerStats, EventError> {
+        self.home(|m| m.stats()).await
+    }
+
     /// The nodes currently connected.
     ///
     /// # Errors
@@ -605,6 +661,7 @@ async fn accept_loop(this: MessengerRef, listener: Listener, config: MessengerCo
                 }
                 Err(e) => {
                     tracing::warn!(%from, error = %e, "refused a connection");
+                    this.with_home(|m| m.stats.borrow_mut().refused += 1);
                     let _ = stream.shutdown().await;
                 }
             }
@@ -775,6 +832,8 @@ impl Connection {
     fn dispatch_buffered(&mut self) -> Result<(), ConnectError> {
         while let Some(frame) = self.decoder.next_frame()? {
             let peer = &self.peer;
+            let size = frame.payload.len();
+            self.this.with_home(|m| m.count_in(size));
             match frame.msg_type {
                 MsgType::Call => {
                     let call: Call<'_> = frame.decode()?;

@@ -34,6 +34,78 @@ use crate::offload::{OffloadClient, Stream};
 const REGISTER: u16 = 1;
 /// The node control's method: run (this node's part of) an application.
 const RUN_APP: u16 = 1;
+/// The node control's method: report this node's figures.
+const STATS: u16 = 2;
+/// The frontend admin service's method: report the application's state.
+const STATUS: u16 = 1;
+
+/// One node's figures, as `sesa status` shows them.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Node id (0 is the frontend).
+    pub node: u32,
+    /// Generation.
+    pub generation: u64,
+    /// Process id.
+    pub pid: u32,
+    /// Cores.
+    pub cores: u32,
+    /// Live EBBs on the node.
+    pub ebbs: usize,
+    /// Nodes it is connected to.
+    pub peers: Vec<u32>,
+    /// Its messenger's counters.
+    pub messages: sesa_exec::MessengerStats,
+    /// Milliseconds since it started.
+    pub uptime_ms: u64,
+    /// "up", or why its figures could not be read.
+    pub state: String,
+}
+
+/// What `sesa status` prints.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct AppStatus {
+    /// The application.
+    pub app: String,
+    /// The frontend (node 0) and every registered node.
+    pub nodes: Vec<NodeStatus>,
+}
+
+impl AppStatus {
+    /// A table for people.
+    pub fn table(&self) -> String {
+        let mut out = format!("application: {}\n", self.app);
+        out += "node  gen  pid      cores  ebbs  peers        frames in/out      rate in/out (/s)  state\n";
+        for n in &self.nodes {
+            let secs = (n.uptime_ms.max(1)) as f64 / 1e3;
+            let peers = n
+                .peers
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            out += &format!(
+                "{:<5} {:<4} {:<8} {:<6} {:<5} {:<12} {:>8}/{:<8} {:>8.0}/{:<8.0} {}\n",
+                n.node,
+                n.generation,
+                n.pid,
+                n.cores,
+                n.ebbs,
+                if peers.is_empty() {
+                    "-".to_owned()
+                } else {
+                    peers
+                },
+                n.messages.frames_in,
+                n.messages.frames_out,
+                n.messages.frames_in as f64 / secs,
+                n.messages.frames_out as f64 / secs,
+                n.state,
+            );
+        }
+        out
+    }
+}
 
 /// An application the frontend can run on its nodes.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -83,6 +155,7 @@ struct Register {
     generation: u64,
     control: u64,
     cores: u32,
+    pid: u32,
 }
 
 /// The frontend's registry of joined nodes (a node-shared EBB, served remotely). Its
@@ -293,6 +366,75 @@ async fn coordinate(
         offload: offload_id,
     })?;
     messenger.serve(registry).await?;
+    // The admin service behind `sesa status`.
+    let app_name = match &app {
+        App::Counter { .. } => "counter",
+        App::Cat { .. } => "cat",
+    };
+    let (admin, _) = NodeShared::create(|| ())?;
+    let started = Instant::now();
+    let registry_for_admin = registry_root.clone();
+    messenger
+        .serve_async(admin.id(), move |_from, method, _payload| {
+            let registry = registry_for_admin.clone();
+            async move {
+                if method != STATUS {
+                    return Err(RemoteError::NoHandler);
+                }
+                let mut frontend = local_status(messenger, FRONTEND, started).await;
+                frontend.pid = std::process::id();
+                let mut nodes = vec![frontend];
+                let registered: Vec<Register> = registry
+                    .rep()
+                    .map(|r| {
+                        r.nodes
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .values()
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for r in registered {
+                    let asked = match EbbId::from_raw(r.control) {
+                        Some(control) => messenger
+                            .call(r.node, CoreId::new(0), control, STATS, Vec::new())
+                            .await
+                            .ok(),
+                        None => None,
+                    };
+                    nodes.push(
+                        match asked.and_then(|b| postcard::from_bytes::<NodeStatus>(&b).ok()) {
+                            Some(n) => n,
+                            None => NodeStatus {
+                                node: r.node,
+                                generation: r.generation,
+                                pid: r.pid,
+                                cores: r.cores,
+                                ebbs: 0,
+                                peers: Vec::new(),
+                                messages: Default::default(),
+                                uptime_ms: 0,
+                                state: "unreachable".into(),
+                            },
+                        },
+                    );
+                }
+                postcard::to_allocvec(&AppStatus {
+                    app: app_name.into(),
+                    nodes,
+                })
+                .map_err(|_| RemoteError::Refused("encoding".into()))
+            }
+        })
+        .await?;
+    let _published = publish(&AppFile {
+        pid: std::process::id(),
+        app: app_name.into(),
+        addr: join,
+        secret: secret.to_hex(),
+        admin: admin.id().raw(),
+    })?;
     for id in 1..=nodes {
         let spec = NodeSpec {
             id,
@@ -367,6 +509,168 @@ async fn coordinate(
         }
     }
     Ok(result)
+}
+
+/// A messenger for `node`, connected to (and authenticated by) the frontend at `addr`.
+async fn join_frontend(
+    node: u32,
+    secret: Secret,
+    addr: SocketAddr,
+) -> anyhow::Result<MessengerRef> {
+    let me = Identity {
+        node,
+        generation: 1,
+    };
+    let messenger = Messenger::create(MessengerConfig::new(me, secret))?;
+    messenger
+        .connect(addr)
+        .await
+        .context("joining the frontend")?;
+    Ok(messenger)
+}
+
+/// This node's own figures.
+async fn local_status(messenger: MessengerRef, node: u32, started: Instant) -> NodeStatus {
+    let peers = messenger.peers().await.unwrap_or_default();
+    NodeStatus {
+        node,
+        generation: 1,
+        pid: std::process::id(),
+        cores: sesa_event::cores() as u32,
+        ebbs: sesa_ebb::EbbNode::current().map_or(0, |n| n.live_ebbs()),
+        peers: peers
+            .iter()
+            .map(|p| p.node)
+            .filter(|n| *n < ADMIN_FIRST)
+            .collect(),
+        messages: messenger.stats().await.unwrap_or_default(),
+        uptime_ms: started.elapsed().as_millis() as u64,
+        state: "up".into(),
+    }
+}
+
+/// Node ids from here up are for `sesa status` clients, not nodes.
+const ADMIN_FIRST: u32 = 0xFFFF_0000;
+
+/// What a running frontend publishes for `sesa status`: how to reach it. Written to a
+/// file only its user can read (it holds the cluster secret).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct AppFile {
+    pid: u32,
+    app: String,
+    addr: SocketAddr,
+    secret: String,
+    admin: u64,
+}
+
+/// Where application files live: `$XDG_RUNTIME_DIR/sesa`, else `/tmp/sesa-<uid>`.
+fn app_dir() -> std::path::PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir).join("sesa"),
+        None => {
+            let uid = std::fs::metadata("/proc/self").map_or(0, |m| {
+                use std::os::unix::fs::MetadataExt;
+                m.uid()
+            });
+            std::env::temp_dir().join(format!("sesa-{uid}"))
+        }
+    }
+}
+
+/// Removes the application file when the frontend ends.
+struct Published(std::path::PathBuf);
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn publish(file: &AppFile) -> anyhow::Result<Published> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = app_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    // The file holds the cluster secret: refuse a directory someone else could read or
+    // swap (in a shared /tmp another user could have created it first).
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(&dir)?;
+        let me = std::fs::metadata("/proc/self")?.uid();
+        anyhow::ensure!(
+            meta.is_dir() && meta.uid() == me && meta.mode() & 0o077 == 0,
+            "{} must be a directory owned by this user with mode 0700",
+            dir.display()
+        );
+    }
+    let path = dir.join(format!("{}.json", file.pid));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(&serde_json::to_vec(file)?)?;
+    Ok(Published(path))
+}
+
+/// The state of a running application: `sesa status`.
+///
+/// # Errors
+/// No application is running (for this user), or it cannot be reached.
+pub fn status(pid: Option<u32>) -> anyhow::Result<AppStatus> {
+    let dir = app_dir();
+    // A file whose frontend is gone (killed with -9) is stale: remove it.
+    let live = |path: &std::path::Path| {
+        let pid = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let _ = std::fs::remove_file(path);
+        }
+        alive
+    };
+    let file = match pid {
+        Some(pid) => dir.join(format!("{pid}.json")),
+        None => std::fs::read_dir(&dir)
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json") && live(&e.path()))
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+            .map(|e| e.path())
+            .context("no sesa application is running (none published in the runtime directory)")?,
+    };
+    let published: AppFile = serde_json::from_slice(
+        &std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
+    )?;
+    let secret = Secret::from_hex(&published.secret).context("a corrupt application file")?;
+    let runtime = Runtime::new(Config {
+        cores: Some(1),
+        pin_threads: false,
+        ..Config::default()
+    })?;
+    let exit = runtime.run(move || async move {
+        let node = ADMIN_FIRST + (std::process::id() & 0xffff);
+        let messenger = join_frontend(node, secret, published.addr).await?;
+        let admin = EbbId::from_raw(published.admin).context("bad admin id")?;
+        let reply = messenger
+            .call(FRONTEND, CoreId::new(0), admin, STATUS, Vec::new())
+            .await?;
+        messenger.disconnect_all().await?;
+        anyhow::Ok(postcard::from_bytes::<AppStatus>(&reply)?)
+    })?;
+    match exit {
+        Exit::Completed(status) => status,
+        other => bail!("stopped ({})", other.code()),
+    }
 }
 
 /// Runs this node's part of `app`.
@@ -454,15 +758,8 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
         ..Config::default()
     })?;
     Ok(runtime.run(move || async move {
-        let me = Identity {
-            node: args.id,
-            generation: 1,
-        };
-        let messenger = Messenger::create(MessengerConfig::new(me, secret))?;
-        messenger
-            .connect(args.join)
-            .await
-            .context("joining the frontend")?;
+        let messenger = join_frontend(args.id, secret, args.join).await?;
+        let started = Instant::now();
         let (control, _) = NodeShared::create(|| ())?;
         // Filled in by the registration reply, before any application runs.
         let offload_id = std::sync::Arc::new(std::sync::OnceLock::<u64>::new());
@@ -472,6 +769,11 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
             .serve_async(control.id(), move |_from, method, payload| {
                 let offload_id = known.clone();
                 async move {
+                    if method == STATS {
+                        let status = local_status(messenger, me, started).await;
+                        return postcard::to_allocvec(&status)
+                            .map_err(|_| RemoteError::Refused("encoding".into()));
+                    }
                     if method != RUN_APP {
                         return Err(RemoteError::NoHandler);
                     }
@@ -493,6 +795,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
             generation: 1,
             control: control.id().raw(),
             cores: sesa_event::cores() as u32,
+            pid: std::process::id(),
         };
         let registry = EbbId::from_raw(args.registry).context("bad registry id")?;
         let reply = messenger

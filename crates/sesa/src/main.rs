@@ -37,6 +37,15 @@ enum Command {
         #[arg(long)]
         cores: Option<usize>,
     },
+    /// Shows a running application: its nodes, cores, EBBs and messages.
+    Status {
+        /// The frontend's process id (default: the most recently started application).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs benchmarks.
     Bench {
         #[command(subcommand)]
@@ -185,6 +194,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     files,
                 },
         } => run_on_nodes(nodes, cores, grants, sesa::cluster::App::Cat { files }),
+        Command::Status { pid, json } => {
+            let status = sesa::cluster::status(pid)?;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                print!("{}", status.table());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Node {
             join,
             registry,

@@ -35,7 +35,18 @@ fn wait_until_gone(pids: &[u32], within: Duration) {
 /// A frontend running a count too long to finish; returns it once every node joined,
 /// with the node pids, and a channel of its remaining stderr lines.
 fn long_count(nodes: u32) -> (Child, Vec<u32>, mpsc::Receiver<String>) {
-    let mut child = sesa()
+    long_count_in(nodes, None)
+}
+
+fn long_count_in(
+    nodes: u32,
+    runtime_dir: Option<&std::path::Path>,
+) -> (Child, Vec<u32>, mpsc::Receiver<String>) {
+    let mut cmd = sesa();
+    if let Some(dir) = runtime_dir {
+        cmd.env("XDG_RUNTIME_DIR", dir);
+    }
+    let mut child = cmd
         .args(["run", "counter", "--incs", "1000000000000", "--cores", "1"])
         .args(["--nodes", &nodes.to_string()])
         .stdout(Stdio::piped())
@@ -199,4 +210,49 @@ fn offloaded_files_are_confined_to_the_grants() {
     );
     assert!(!no_grant.status.success());
     assert!(String::from_utf8_lossy(&no_grant.stderr).contains("no directory was granted"));
+}
+
+#[test]
+fn status_shows_every_node_of_a_running_application() {
+    let dir = std::env::temp_dir().join(format!("sesa-status-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut frontend, pids, _rx) = long_count_in(2, Some(&dir));
+    let out = sesa()
+        .env("XDG_RUNTIME_DIR", &dir)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["app"], "counter");
+    let nodes = status["nodes"].as_array().unwrap();
+    let ids: Vec<u64> = nodes.iter().map(|n| n["node"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [0, 1, 2]);
+    for n in nodes {
+        assert_eq!(n["state"], "up", "{n}");
+        assert!(n["cores"].as_u64().unwrap() >= 1);
+    }
+    let node_pids: Vec<u32> = nodes[1..]
+        .iter()
+        .map(|n| n["pid"].as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(node_pids, pids);
+    // The published file is private to its user.
+    let file = dir.join("sesa").join(format!("{}.json", frontend.id()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    signal(frontend.id(), libc::SIGINT);
+    wait_for_exit(&mut frontend, Duration::from_secs(15));
+    wait_until_gone(&pids, Duration::from_secs(5));
+    let after = sesa()
+        .env("XDG_RUNTIME_DIR", &dir)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(!after.status.success());
+    assert!(String::from_utf8_lossy(&after.stderr).contains("no sesa application is running"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
