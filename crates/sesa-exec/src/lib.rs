@@ -14,10 +14,12 @@
 
 extern crate alloc;
 
+pub mod departure;
 pub mod idmap;
 pub mod membership;
 pub mod messenger;
 
+pub use departure::Departures;
 pub use idmap::{GlobalIdError, GlobalIdMap, GlobalIds, IdMapError, Member, Versioned};
 pub use membership::{MemberEvent, Membership, MembershipConfig, MembershipRef, NodeIdentity};
 pub use messenger::{

@@ -13,7 +13,7 @@
 //! its standard input (normal shutdown), when the connection to the frontend is lost, or
 //! on SIGINT/SIGTERM. So a `kill -9` of the frontend leaves no node running.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -38,6 +38,24 @@ const RUN_APP: u16 = 1;
 const STATS: u16 = 2;
 /// The frontend admin service's method: report the application's state.
 const STATUS: u16 = 1;
+/// The frontend admin service's method: grow or shrink to a number of nodes.
+const SCALE: u16 = 2;
+/// The node control's method: leave the application (planned, with drain).
+const LEAVE: u16 = 3;
+
+/// A scale request between the admin service and the frontend's elastic loop.
+#[derive(Default)]
+struct ScaleState {
+    /// Whether the running application can scale (the elastic counter can).
+    accepting: bool,
+    /// The latest target, not yet picked up.
+    target: Option<u32>,
+    /// Requests made, and requests completed (the loop sets `served`).
+    requested: u64,
+    served: u64,
+    /// The outcome of the last completed request.
+    outcome: String,
+}
 
 /// One node's figures, as `sesa status` shows them.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -165,6 +183,21 @@ struct Registry {
     offload: u64,
 }
 
+/// Every node registered so far.
+fn registered(registry: &NodeShared<Registry>) -> Vec<Register> {
+    registry
+        .rep()
+        .map(|r| {
+            r.nodes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl RemoteRep for Registry {
     fn handle(&self, request: Request<'_>) -> Result<Vec<u8>, RemoteError> {
         if request.method != REGISTER {
@@ -187,6 +220,7 @@ impl RemoteRep for Registry {
 }
 
 /// What the frontend asks of a node provider.
+#[derive(Clone)]
 pub struct NodeSpec {
     /// The node's id (1..).
     pub id: u32,
@@ -209,6 +243,9 @@ pub trait NodeProvider {
     fn launch(&mut self, spec: &NodeSpec) -> anyhow::Result<u32>;
     /// Whether any node has exited; `Some((id, status))` for the first one found.
     fn exited(&mut self) -> Option<(u32, String)>;
+    /// Asks node `id` to stop (closes its standard input), waits up to `grace`, then
+    /// kills it.
+    fn stop_node(&mut self, id: u32, grace: Duration);
     /// Asks every node to stop (closes their standard input), waits up to `grace`, then
     /// kills what is left.
     fn stop_all(&mut self, grace: Duration);
@@ -250,12 +287,33 @@ impl NodeProvider for LocalProcesses {
     }
 
     fn exited(&mut self) -> Option<(u32, String)> {
-        self.children
+        // Each exit is reported once: the child is forgotten after.
+        let i = self
+            .children
             .iter_mut()
-            .find_map(|(id, child, _)| match child.try_wait() {
-                Ok(Some(status)) => Some((*id, status.to_string())),
-                _ => None,
-            })
+            .position(|(_, child, _)| matches!(child.try_wait(), Ok(Some(_))))?;
+        let (id, mut child, _) = self.children.remove(i);
+        let status = child
+            .wait()
+            .map_or_else(|e| e.to_string(), |s| s.to_string());
+        Some((id, status))
+    }
+
+    fn stop_node(&mut self, id: u32, grace: Duration) {
+        let Some(i) = self.children.iter().position(|(n, _, _)| *n == id) else {
+            return;
+        };
+        let (_, mut child, stdin) = self.children.remove(i);
+        drop(stdin);
+        let deadline = Instant::now() + grace;
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if matches!(child.try_wait(), Ok(None)) {
+            eprintln!("sesa: node {id} did not stop in time: killing it");
+            let _ = child.kill();
+        }
+        let _ = child.wait();
     }
 
     fn stop_all(&mut self, grace: Duration) {
@@ -374,28 +432,23 @@ async fn coordinate(
     let (admin, _) = NodeShared::create(|| ())?;
     let started = Instant::now();
     let registry_for_admin = registry_root.clone();
+    let scale = std::sync::Arc::new(Mutex::new(ScaleState::default()));
+    let scale_for_admin = scale.clone();
     messenger
-        .serve_async(admin.id(), move |_from, method, _payload| {
+        .serve_async(admin.id(), move |_from, method, payload| {
             let registry = registry_for_admin.clone();
+            let scale = scale_for_admin.clone();
             async move {
+                if method == SCALE {
+                    return serve_scale(&scale, &payload).await;
+                }
                 if method != STATUS {
                     return Err(RemoteError::NoHandler);
                 }
                 let mut frontend = local_status(messenger, FRONTEND, started).await;
                 frontend.pid = std::process::id();
                 let mut nodes = vec![frontend];
-                let registered: Vec<Register> = registry
-                    .rep()
-                    .map(|r| {
-                        r.nodes
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .values()
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for r in registered {
+                for r in registered(&registry) {
                     let asked = match EbbId::from_raw(r.control) {
                         Some(control) => messenger
                             .call(r.node, CoreId::new(0), control, STATS, Vec::new())
@@ -470,11 +523,29 @@ async fn coordinate(
     for r in joined.values() {
         eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
     }
+    if let App::Counter { incs } = app {
+        let spec = NodeSpec {
+            id: 0,
+            join,
+            registry: registry.id(),
+            cores,
+            secret: secret.clone(),
+        };
+        let cx = Elastic {
+            messenger,
+            provider,
+            registry: registry_root.clone(),
+            scale,
+            spec,
+        };
+        return elastic_counter(cx, incs, &joined).await;
+    }
     let calls: Vec<_> = joined
         .values()
         .map(|r| {
             let (node, control) = (r.node, r.control);
-            let arg = postcard::to_allocvec(&(app.clone(), nodes));
+            let arg =
+                postcard::to_allocvec(&(app.clone(), nodes, None::<crate::elastic::PoolAddress>));
             sesa_event::spawn_local(async move {
                 let control = EbbId::from_raw(control).context("bad control id")?;
                 let reply = messenger
@@ -509,6 +580,238 @@ async fn coordinate(
         }
     }
     Ok(result)
+}
+
+/// The admin side of `sesa scale`: hands the target to the elastic loop and waits until
+/// it is reached (or a minute has passed).
+async fn serve_scale(scale: &Mutex<ScaleState>, payload: &[u8]) -> Result<Vec<u8>, RemoteError> {
+    let target: u32 = postcard::from_bytes(payload)
+        .map_err(|_| RemoteError::Refused("bad scale request".into()))?;
+    if target == 0 {
+        return Err(RemoteError::Refused(
+            "an application needs at least 1 node".into(),
+        ));
+    }
+    let request = {
+        let mut s = scale.lock().unwrap_or_else(|p| p.into_inner());
+        if !s.accepting {
+            return Err(RemoteError::Refused(
+                "this application cannot scale now (the elastic counter can, while it counts)"
+                    .into(),
+            ));
+        }
+        s.target = Some(target);
+        s.requested += 1;
+        s.requested
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        {
+            let s = scale.lock().unwrap_or_else(|p| p.into_inner());
+            if s.served >= request {
+                return postcard::to_allocvec(&s.outcome)
+                    .map_err(|_| RemoteError::Refused("encoding".into()));
+            }
+            if !s.accepting {
+                return Err(RemoteError::Refused(
+                    "the application finished while scaling".into(),
+                ));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(RemoteError::Refused(
+                "scaling did not finish within a minute".into(),
+            ));
+        }
+        sesa_event::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What the elastic loop needs from the frontend's setup.
+struct Elastic<'a> {
+    messenger: MessengerRef,
+    provider: &'a mut dyn NodeProvider,
+    registry: std::sync::Arc<NodeShared<Registry>>,
+    scale: std::sync::Arc<Mutex<ScaleState>>,
+    spec: NodeSpec,
+}
+
+/// Runs the elastic counter to completion while nodes join, leave and crash.
+async fn elastic_counter(
+    cx: Elastic<'_>,
+    incs: u64,
+    first: &BTreeMap<u32, Register>,
+) -> anyhow::Result<AppResult> {
+    use crate::elastic::{PoolAddress, WorkPool};
+    let total: u64 = first.values().map(|r| u64::from(r.cores) * incs).sum();
+    let (pool, pool_root) = NodeShared::create(move || WorkPool::new(total))?;
+    cx.messenger.serve(pool).await?;
+    pool.try_with(|_| ()).map_err(|e| anyhow!("{e}"))?;
+    let work = pool_root.rep().context("the pool rep")?;
+    let address = PoolAddress {
+        node: FRONTEND,
+        pool: pool.id().raw(),
+    };
+    let mut started_app: BTreeSet<u32> = BTreeSet::new();
+    let mut running: BTreeMap<u32, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
+    let mut leaving: BTreeMap<u32, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
+    let mut live: BTreeSet<u32> = first.keys().copied().collect();
+    let mut launching: BTreeSet<u32> = BTreeSet::new();
+    let mut next_id = first.keys().max().copied().unwrap_or(0) + 1;
+    let mut pending: Option<(u64, u32, Instant)> = None;
+    cx.scale.lock().unwrap_or_else(|p| p.into_inner()).accepting = true;
+    let finish =
+        |cx: &Elastic<'_>| cx.scale.lock().unwrap_or_else(|p| p.into_inner()).accepting = false;
+    loop {
+        let registered = registered(&cx.registry);
+        // Start the count on every node that joined and has not started it.
+        let newcomers: Vec<&Register> = registered
+            .iter()
+            .filter(|r| !started_app.contains(&r.node))
+            .collect();
+        for r in newcomers {
+            started_app.insert(r.node);
+            launching.remove(&r.node);
+            live.insert(r.node);
+            if r.node > first.keys().max().copied().unwrap_or(0) {
+                eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
+            }
+            let (node, control, messenger) = (r.node, r.control, cx.messenger);
+            let arg = postcard::to_allocvec(&(App::Counter { incs }, 0u32, Some(address)))?;
+            running.insert(
+                node,
+                sesa_event::spawn_local(async move {
+                    let control = EbbId::from_raw(control).context("bad control id")?;
+                    messenger
+                        .call(node, CoreId::new(0), control, RUN_APP, arg)
+                        .await?;
+                    anyhow::Ok(())
+                }),
+            );
+        }
+        // Nodes whose part ended: done, left, or lost.
+        for (node, handle) in take_finished(&mut running) {
+            let outcome = handle.await;
+            let failed = !matches!(outcome, Ok(Ok(())));
+            if failed && !leaving.contains_key(&node) {
+                let back = work.requeue(node);
+                live.remove(&node);
+                let why = match outcome {
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(e) => e.to_string(),
+                    Ok(Ok(())) => String::new(),
+                };
+                eprintln!(
+                    "sesa: node {node} lost ({why}); {back} chunk(s) of its work go back to the pool"
+                );
+            }
+        }
+        // Planned leaves that completed: the node drained; stop its process.
+        for (node, h) in take_finished(&mut leaving) {
+            if let Ok(Err(e)) | Err(e) = h.await.map_err(anyhow::Error::from) {
+                eprintln!("sesa: node {node} left uncleanly: {e:#}");
+                work.requeue(node);
+            }
+            cx.provider.stop_node(node, Duration::from_secs(5));
+            live.remove(&node);
+            eprintln!("sesa: node {node} left");
+        }
+        while let Some((node, status)) = cx.provider.exited() {
+            if live.remove(&node) || launching.remove(&node) {
+                let back = work.requeue(node);
+                eprintln!(
+                    "sesa: node {node} exited ({status}); {back} chunk(s) go back to the pool"
+                );
+            }
+        }
+        // Scale requests.
+        let target = cx
+            .scale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .target
+            .take();
+        if let Some(target) = target {
+            let request = cx.scale.lock().unwrap_or_else(|p| p.into_inner()).requested;
+            let staying: Vec<u32> = live
+                .iter()
+                .copied()
+                .filter(|n| !leaving.contains_key(n))
+                .collect();
+            let have = staying.len() + launching.len();
+            for _ in have..target as usize {
+                let spec = NodeSpec {
+                    id: next_id,
+                    ..cx.spec.clone()
+                };
+                let pid = cx.provider.launch(&spec)?;
+                eprintln!("sesa: node {next_id} started (pid {pid})");
+                launching.insert(next_id);
+                next_id += 1;
+            }
+            for node in staying
+                .iter()
+                .rev()
+                .take(have.saturating_sub(target as usize))
+            {
+                let r = registered.iter().find(|r| r.node == *node).cloned();
+                let Some(r) = r else { continue };
+                let messenger = cx.messenger;
+                eprintln!("sesa: node {node} leaving");
+                leaving.insert(
+                    *node,
+                    sesa_event::spawn_local(async move {
+                        let control = EbbId::from_raw(r.control).context("bad control id")?;
+                        messenger
+                            .call(r.node, CoreId::new(0), control, LEAVE, Vec::new())
+                            .await?;
+                        anyhow::Ok(())
+                    }),
+                );
+            }
+            pending = Some((request, target, Instant::now()));
+        }
+        if let Some((request, target, since)) = pending {
+            let staying = live.iter().filter(|n| !leaving.contains_key(n)).count();
+            if launching.is_empty() && leaving.is_empty() && staying == target as usize {
+                let mut s = cx.scale.lock().unwrap_or_else(|p| p.into_inner());
+                s.served = request;
+                s.outcome = format!("{target} node(s) in {} ms", since.elapsed().as_millis());
+                pending = None;
+            }
+        }
+        if work.finished() {
+            break;
+        }
+        if live.is_empty() && launching.is_empty() {
+            finish(&cx);
+            bail!("every node was lost before the count finished");
+        }
+        sesa_event::sleep(Duration::from_millis(5)).await;
+    }
+    finish(&cx);
+    for (_, h) in running {
+        let _ = h.await;
+    }
+    for (node, h) in leaving {
+        let _ = h.await;
+        cx.provider.stop_node(node, Duration::from_secs(5));
+    }
+    Ok(AppResult::Total(work.tally()))
+}
+
+/// Removes and returns the tasks that have finished.
+fn take_finished<T>(
+    tasks: &mut BTreeMap<u32, sesa_event::JoinHandle<T>>,
+) -> Vec<(u32, sesa_event::JoinHandle<T>)> {
+    let done: Vec<u32> = tasks
+        .iter()
+        .filter(|(_, h)| h.is_finished())
+        .map(|(n, _)| *n)
+        .collect();
+    done.into_iter()
+        .filter_map(|n| tasks.remove(&n).map(|h| (n, h)))
+        .collect()
 }
 
 /// A messenger for `node`, connected to (and authenticated by) the frontend at `addr`.
@@ -618,11 +921,8 @@ fn publish(file: &AppFile) -> anyhow::Result<Published> {
     Ok(Published(path))
 }
 
-/// The state of a running application: `sesa status`.
-///
-/// # Errors
-/// No application is running (for this user), or it cannot be reached.
-pub fn status(pid: Option<u32>) -> anyhow::Result<AppStatus> {
+/// Calls the admin service of a running application (the newest, or frontend `pid`).
+fn admin_call(pid: Option<u32>, method: u16, payload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     let dir = app_dir();
     // A file whose frontend is gone (killed with -9) is stale: remove it.
     let live = |path: &std::path::Path| {
@@ -662,30 +962,82 @@ pub fn status(pid: Option<u32>) -> anyhow::Result<AppStatus> {
         let messenger = join_frontend(node, secret, published.addr).await?;
         let admin = EbbId::from_raw(published.admin).context("bad admin id")?;
         let reply = messenger
-            .call(FRONTEND, CoreId::new(0), admin, STATUS, Vec::new())
-            .await?;
+            .call(FRONTEND, CoreId::new(0), admin, method, payload)
+            .await;
         messenger.disconnect_all().await?;
-        anyhow::Ok(postcard::from_bytes::<AppStatus>(&reply)?)
+        anyhow::Ok(reply?)
     })?;
     match exit {
-        Exit::Completed(status) => status,
+        Exit::Completed(reply) => reply,
         other => bail!("stopped ({})", other.code()),
     }
 }
 
+/// The state of a running application: `sesa status`.
+///
+/// # Errors
+/// No application is running (for this user), or it cannot be reached.
+pub fn status(pid: Option<u32>) -> anyhow::Result<AppStatus> {
+    Ok(postcard::from_bytes(&admin_call(pid, STATUS, Vec::new())?)?)
+}
+
+/// Grows or shrinks a running application to `nodes` nodes: `sesa scale`. Returns when
+/// it is done, with what happened.
+///
+/// # Errors
+/// No application is running, it cannot scale, or scaling failed.
+pub fn scale(pid: Option<u32>, nodes: u32) -> anyhow::Result<String> {
+    let reply = admin_call(pid, SCALE, postcard::to_allocvec(&nodes)?)?;
+    Ok(postcard::from_bytes(&reply)?)
+}
+
 /// Runs this node's part of `app`.
-async fn run_part(
-    app: App,
+/// What a node's part of an application works with.
+struct Part {
     nodes: u32,
     me: u32,
     offload: OffloadClient,
-) -> Result<Outcome, RemoteError> {
+    pool: Option<crate::elastic::PoolAddress>,
+    leaving: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    departures: std::sync::Arc<sesa_exec::Departures>,
+}
+
+async fn run_part(app: App, part: Part) -> Result<Outcome, RemoteError> {
+    let Part {
+        nodes,
+        me,
+        offload,
+        pool,
+        leaving,
+        departures,
+    } = part;
     let refused = |e: &dyn std::fmt::Display| RemoteError::Refused(e.to_string());
     match app {
-        App::Counter { incs } => sesa_apps::counter::count_on_all_cores(incs)
-            .await
-            .map(Outcome::Counted)
-            .map_err(|e| refused(&e)),
+        App::Counter { incs } => match pool {
+            // Elastic: count chunks leased from the frontend's pool.
+            Some(pool) => {
+                let counting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+                let watched = counting.clone();
+                // The counter's departure event: wait until the chunk in hand is
+                // counted and reported, so no count is lost when this node leaves.
+                departures.on_departure(move || {
+                    let watched = watched.clone();
+                    async move {
+                        while watched.load(std::sync::atomic::Ordering::SeqCst) {
+                            sesa_event::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                });
+                let messenger = offload.messenger();
+                let result = crate::elastic::count_from_pool(messenger, pool, leaving).await;
+                counting.store(false, std::sync::atomic::Ordering::SeqCst);
+                result.map(Outcome::Counted).map_err(|e| refused(&e))
+            }
+            None => sesa_apps::counter::count_on_all_cores(incs)
+                .await
+                .map(Outcome::Counted)
+                .map_err(|e| refused(&e)),
+        },
         App::Cat { files } => {
             let (mut printed, mut failed) = (0, 0);
             let mine = files
@@ -765,10 +1117,24 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
         let offload_id = std::sync::Arc::new(std::sync::OnceLock::<u64>::new());
         let known = offload_id.clone();
         let me = args.id;
+        // Planned leave: set `leaving`, then the departure handlers drain this node.
+        let leaving = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let departures = std::sync::Arc::new(sesa_exec::Departures::new());
         messenger
             .serve_async(control.id(), move |_from, method, payload| {
                 let offload_id = known.clone();
+                let (leaving, departures) = (leaving.clone(), departures.clone());
                 async move {
+                    if method == LEAVE {
+                        leaving.store(true, std::sync::atomic::Ordering::SeqCst);
+                        departures.depart().await;
+                        // Stop once this reply is on its way.
+                        sesa_event::spawn_local(async {
+                            sesa_event::sleep(Duration::from_millis(100)).await;
+                            sesa_event::stop(0);
+                        });
+                        return Ok(Vec::new());
+                    }
                     if method == STATS {
                         let status = local_status(messenger, me, started).await;
                         return postcard::to_allocvec(&status)
@@ -777,14 +1143,23 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
                     if method != RUN_APP {
                         return Err(RemoteError::NoHandler);
                     }
-                    let (app, nodes): (App, u32) = postcard::from_bytes(&payload)
-                        .map_err(|_| RemoteError::Refused("bad application request".into()))?;
+                    let (app, nodes, pool): (App, u32, Option<crate::elastic::PoolAddress>) =
+                        postcard::from_bytes(&payload)
+                            .map_err(|_| RemoteError::Refused("bad application request".into()))?;
                     let service = offload_id
                         .get()
                         .and_then(|id| EbbId::from_raw(*id))
                         .ok_or_else(|| RemoteError::Refused("not registered yet".into()))?;
                     let offload = OffloadClient::new(messenger, FRONTEND, service);
-                    let outcome = run_part(app, nodes, me, offload).await?;
+                    let part = Part {
+                        nodes,
+                        me,
+                        offload,
+                        pool,
+                        leaving,
+                        departures,
+                    };
+                    let outcome = run_part(app, part).await?;
                     postcard::to_allocvec(&outcome)
                         .map_err(|_| RemoteError::Refused("encoding the result".into()))
                 }

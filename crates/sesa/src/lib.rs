@@ -13,4 +13,13 @@
 pub mod bench;
 pub mod bench_msg;
 pub mod cluster;
+pub mod elastic;
 pub mod offload;
+
+/// Encodes a service's reply (postcard); a failure becomes the caller's error.
+pub(crate) fn encode_reply<T: serde::Serialize + ?Sized>(
+    value: &T,
+) -> Result<Vec<u8>, sesa_exec::RemoteError> {
+    postcard::to_allocvec(value)
+        .map_err(|_| sesa_exec::RemoteError::Refused("encoding the reply".into()))
+}

@@ -46,6 +46,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Grows or shrinks a running application to a number of nodes (new nodes join and
+    /// take work; leaving nodes drain first). Waits until it is done.
+    Scale {
+        /// The number of nodes wanted.
+        #[arg(long)]
+        nodes: u32,
+        /// The frontend's process id (default: the most recently started application).
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// Runs benchmarks.
     Bench {
         #[command(subcommand)]
@@ -201,6 +211,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", status.table());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scale { nodes, pid } => {
+            let started = std::time::Instant::now();
+            let outcome = sesa::cluster::scale(pid, nodes)?;
+            println!(
+                "scaled to {outcome} (command took {} ms)",
+                started.elapsed().as_millis()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Node {

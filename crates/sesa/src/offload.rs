@@ -108,7 +108,6 @@ impl Grants {
     pub fn serve(&self, method: u16, payload: &[u8]) -> Result<Vec<u8>, RemoteError> {
         let bad = || RemoteError::Refused("malformed offload request".into());
         let io = |e: std::io::Error| RemoteError::Refused(e.to_string());
-        let out = |v: &dyn erased::Encode| v.encode();
         match method {
             PRINT => {
                 let (stream, text): (Stream, String) =
@@ -128,7 +127,7 @@ impl Grants {
                         "{path}: {len} bytes is over the {FILE_MAX}-byte offload limit"
                     )));
                 }
-                out(&std::fs::read(&real).map_err(io)?)
+                crate::encode_reply(&std::fs::read(&real).map_err(io)?)
             }
             WRITE => {
                 let (path, data): (String, Vec<u8>) =
@@ -145,7 +144,7 @@ impl Grants {
             STAT => {
                 let path: String = postcard::from_bytes(payload).map_err(|_| bad())?;
                 let m = std::fs::metadata(self.confine(&path, false)?).map_err(io)?;
-                out(&Stat {
+                crate::encode_reply(&Stat {
                     len: m.len(),
                     is_dir: m.is_dir(),
                 })
@@ -157,29 +156,13 @@ impl Grants {
                     .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
                     .collect();
                 names.sort();
-                out(&names)
+                crate::encode_reply(&names)
             }
             ENV => {
                 let name: String = postcard::from_bytes(payload).map_err(|_| bad())?;
-                out(&std::env::var(name).ok())
+                crate::encode_reply(&std::env::var(name).ok())
             }
             _ => Err(RemoteError::NoHandler),
-        }
-    }
-}
-
-mod erased {
-    //! Encoding any serialisable reply behind one function (keeps `serve` flat).
-    use sesa_exec::RemoteError;
-
-    pub trait Encode {
-        fn encode(&self) -> Result<Vec<u8>, RemoteError>;
-    }
-
-    impl<T: serde::Serialize> Encode for T {
-        fn encode(&self) -> Result<Vec<u8>, RemoteError> {
-            postcard::to_allocvec(self)
-                .map_err(|_| RemoteError::Refused("encoding the reply".into()))
         }
     }
 }
@@ -200,6 +183,11 @@ impl OffloadClient {
             frontend,
             service,
         }
+    }
+
+    /// The messenger it calls through.
+    pub fn messenger(self) -> MessengerRef {
+        self.messenger
     }
 
     async fn call<T: for<'a> Deserialize<'a>>(

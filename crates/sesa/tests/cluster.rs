@@ -35,11 +35,21 @@ fn wait_until_gone(pids: &[u32], within: Duration) {
 /// A frontend running a count too long to finish; returns it once every node joined,
 /// with the node pids, and a channel of its remaining stderr lines.
 fn long_count(nodes: u32) -> (Child, Vec<u32>, mpsc::Receiver<String>) {
-    long_count_in(nodes, None)
+    count_in(nodes, 1_000_000_000_000, None)
 }
 
 fn long_count_in(
     nodes: u32,
+    runtime_dir: Option<&std::path::Path>,
+) -> (Child, Vec<u32>, mpsc::Receiver<String>) {
+    count_in(nodes, 1_000_000_000_000, runtime_dir)
+}
+
+/// A frontend counting `incs` per core on `nodes` one-core nodes; returned once every
+/// node joined, with the node pids and the rest of its stderr.
+fn count_in(
+    nodes: u32,
+    incs: u64,
     runtime_dir: Option<&std::path::Path>,
 ) -> (Child, Vec<u32>, mpsc::Receiver<String>) {
     let mut cmd = sesa();
@@ -47,7 +57,14 @@ fn long_count_in(
         cmd.env("XDG_RUNTIME_DIR", dir);
     }
     let mut child = cmd
-        .args(["run", "counter", "--incs", "1000000000000", "--cores", "1"])
+        .args([
+            "run",
+            "counter",
+            "--incs",
+            &incs.to_string(),
+            "--cores",
+            "1",
+        ])
         .args(["--nodes", &nodes.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -127,19 +144,72 @@ fn kill_9_of_the_frontend_leaves_no_node_behind() {
     wait_until_gone(&pids, Duration::from_secs(5));
 }
 
+/// The pids of nodes the frontend reports starting, from its stderr lines.
+fn started_pids(lines: &[String]) -> Vec<u32> {
+    lines
+        .iter()
+        .filter_map(|l| l.split("(pid ").nth(1))
+        .map(|p| p.trim_end_matches(')').parse().unwrap())
+        .collect()
+}
+
 #[test]
-fn kill_9_of_a_node_fails_the_run_cleanly() {
-    let (mut frontend, pids, rx) = long_count(2);
+fn kill_9_of_a_node_mid_count_loses_no_count() {
+    let (mut frontend, pids, rx) = count_in(2, 30_000_000, None);
+    std::thread::sleep(Duration::from_millis(200));
     signal(pids[0], libc::SIGKILL);
-    let status = wait_for_exit(&mut frontend, Duration::from_secs(15));
-    assert!(!status.success());
+    let status = wait_for_exit(&mut frontend, Duration::from_secs(120));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut frontend.stdout.take().unwrap(), &mut out).unwrap();
     let said: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{said:?}");
+    assert_eq!(
+        out, "total=60000000\n",
+        "the lost node's chunks were counted again"
+    );
     assert!(
         said.iter()
-            .any(|l| l.contains("node 1") && l.contains("lost")),
+            .any(|l| l.contains("node 1") && (l.contains("lost") || l.contains("exited"))),
         "{said:?}"
     );
     wait_until_gone(&pids, Duration::from_secs(5));
+}
+
+#[test]
+fn scaling_out_and_in_while_counting_keeps_the_total_exact() {
+    let dir = std::env::temp_dir().join(format!("sesa-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut frontend, first, rx) = count_in(1, 60_000_000, Some(&dir));
+    let scale = |n: &str| {
+        let out = sesa()
+            .env("XDG_RUNTIME_DIR", &dir)
+            .args(["scale", "--nodes", n])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "scale to {n}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let grown = scale("3");
+    assert!(grown.starts_with("scaled to 3 node(s)"), "{grown}");
+    std::thread::sleep(Duration::from_millis(300));
+    let shrunk = scale("1");
+    assert!(shrunk.starts_with("scaled to 1 node(s)"), "{shrunk}");
+    let status = wait_for_exit(&mut frontend, Duration::from_secs(120));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut frontend.stdout.take().unwrap(), &mut out).unwrap();
+    let said: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{said:?}");
+    assert_eq!(out, "total=60000000\n");
+    assert_eq!(
+        said.iter().filter(|l| l.ends_with(" left")).count(),
+        2,
+        "{said:?}"
+    );
+    let mut pids = first;
+    pids.extend(started_pids(&said));
+    assert_eq!(pids.len(), 3, "{said:?}");
+    wait_until_gone(&pids, Duration::from_secs(5));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
