@@ -243,8 +243,8 @@ pub trait NodeProvider {
     fn launch(&mut self, spec: &NodeSpec) -> anyhow::Result<u32>;
     /// Whether any node has exited; `Some((id, status))` for the first one found.
     fn exited(&mut self) -> Option<(u32, String)>;
-    /// Asks node `id` to stop (closes its standard input), waits up to `grace`, then
-    /// kills it.
+    /// Asks node `id` to stop (closes its standard input) and returns at once; a node
+    /// still running `grace` later is killed by a later [`NodeProvider::exited`] call.
     fn stop_node(&mut self, id: u32, grace: Duration);
     /// Asks every node to stop (closes their standard input), waits up to `grace`, then
     /// kills what is left.
@@ -255,6 +255,8 @@ pub trait NodeProvider {
 #[derive(Default)]
 pub struct LocalProcesses {
     children: Vec<(u32, Child, Option<ChildStdin>)>,
+    /// Nodes asked to stop, with the moment to kill them if they have not.
+    stopping: Vec<(u32, Child, Instant)>,
 }
 
 impl NodeProvider for LocalProcesses {
@@ -287,6 +289,18 @@ impl NodeProvider for LocalProcesses {
     }
 
     fn exited(&mut self) -> Option<(u32, String)> {
+        // Reap nodes that were asked to stop; kill the ones past their grace.
+        self.stopping
+            .retain_mut(|(id, child, deadline)| match child.try_wait() {
+                Ok(None) if Instant::now() < *deadline => true,
+                Ok(None) => {
+                    eprintln!("sesa: node {id} did not stop in time: killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    false
+                }
+                _ => false,
+            });
         // Each exit is reported once: the child is forgotten after.
         let i = self
             .children
@@ -303,22 +317,18 @@ impl NodeProvider for LocalProcesses {
         let Some(i) = self.children.iter().position(|(n, _, _)| *n == id) else {
             return;
         };
-        let (_, mut child, stdin) = self.children.remove(i);
+        let (_, child, stdin) = self.children.remove(i);
+        // Closing stdin is the node's signal to stop; it is reaped by `exited`.
         drop(stdin);
-        let deadline = Instant::now() + grace;
-        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if matches!(child.try_wait(), Ok(None)) {
-            eprintln!("sesa: node {id} did not stop in time: killing it");
-            let _ = child.kill();
-        }
-        let _ = child.wait();
+        self.stopping.push((id, child, Instant::now() + grace));
     }
 
     fn stop_all(&mut self, grace: Duration) {
         for (_, _, stdin) in &mut self.children {
             drop(stdin.take());
+        }
+        for (id, child, _) in self.stopping.drain(..) {
+            self.children.push((id, child, None));
         }
         let deadline = Instant::now() + grace;
         for (id, child, _) in &mut self.children {
