@@ -642,7 +642,15 @@ impl MessengerRef {
     }
 }
 
+/// Frame limits before authentication: `Hello` and `Auth` are under 100 bytes.
+const HANDSHAKE_LIMITS: Limits = Limits { frame_max: 1024 };
+
+/// At most this many connections may be in their handshake at once; more are refused,
+/// so a flood of unauthenticated connections cannot exhaust the node.
+const HANDSHAKES_MAX: usize = 128;
+
 async fn accept_loop(this: MessengerRef, listener: Listener, config: MessengerConfig) {
+    let in_handshake = Rc::new(Cell::new(0usize));
     loop {
         let (mut stream, from) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -652,10 +660,19 @@ async fn accept_loop(this: MessengerRef, listener: Listener, config: MessengerCo
                 continue;
             }
         };
+        if in_handshake.get() >= HANDSHAKES_MAX {
+            tracing::warn!(%from, "refused a connection: {HANDSHAKES_MAX} handshakes already in progress");
+            this.with_home(|m| m.stats.borrow_mut().refused += 1);
+            continue;
+        }
+        in_handshake.set(in_handshake.get() + 1);
         let _ = stream.set_nodelay(true);
         let config = config.clone();
+        let counted = in_handshake.clone();
         sesa_event::spawn_local(async move {
-            match handshake(&mut stream, &config).await {
+            let result = handshake(&mut stream, &config).await;
+            counted.set(counted.get() - 1);
+            match result {
                 Ok((peer, decoder)) => {
                     this.with_home(move |m| m.adopt(peer, stream, decoder));
                 }
@@ -678,7 +695,9 @@ async fn handshake(
     let mut nonce = [0u8; 32];
     sesa_event::fill_random(&mut nonce);
     let mut hs = Handshake::new(config.me, nonce, config.secret.clone());
-    let mut decoder = FrameDecoder::new(config.limits);
+    // Until the peer is authenticated it may only send the two small handshake frames:
+    // an unauthenticated peer cannot make this node buffer a large frame.
+    let mut decoder = FrameDecoder::new(HANDSHAKE_LIMITS);
     let deadline = sesa_event::now() + config.handshake_timeout;
     let exchange = async {
         let mut out = Vec::new();
@@ -693,6 +712,7 @@ async fn handshake(
         Ok::<_, ConnectError>(hs.on_auth(&auth)?)
     };
     let peer = with_deadline(exchange, deadline).await?;
+    decoder.set_limits(config.limits);
     Ok((peer, decoder))
 }
 

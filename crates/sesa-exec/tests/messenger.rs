@@ -217,14 +217,23 @@ fn garbage_and_oversize_frames_close_that_connection_only() {
         b"GET / HTTP/1.1\r\n\r\n".to_vec(),
         // A valid header announcing a 4 GiB Hello.
         [b"SESA".as_slice(), &[1, 0, 1, 0], &u32::MAX.to_le_bytes()].concat(),
+        // A 4 KiB Hello: within the normal frame limit, but not before authentication.
+        [b"SESA".as_slice(), &[1, 0, 1, 0], &4096u32.to_le_bytes()].concat(),
     ] {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let sent = std::time::Instant::now();
         s.write_all(&garbage).unwrap();
-        // The node sends its Hello, then closes on the bad frame.
+        // The node sends its Hello, then closes on the bad frame at once: it neither
+        // waits for the announced payload nor for the handshake timeout (5 s).
         let mut sink = Vec::new();
         let closed = s.read_to_end(&mut sink);
         assert!(closed.is_ok(), "the node closed the connection: {closed:?}");
+        assert!(
+            sent.elapsed() < Duration::from_secs(3),
+            "closed only after {:?}",
+            sent.elapsed()
+        );
     }
     // The node is still up and serves a real peer.
     let client = node(move || async move {

@@ -199,6 +199,12 @@ impl FrameDecoder {
         }))
     }
 
+    /// Changes the limits from the next frame on (a connection uses tight limits until
+    /// the peer is authenticated).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// Bytes buffered but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.pos
