@@ -105,6 +105,18 @@ impl MembershipConfig {
         });
         MembershipConfig { swim }
     }
+
+    /// For nodes sharing an oversubscribed machine (several spinning node processes on
+    /// a few CPUs): probe every 300 ms, 150 ms to answer, down after 1.5 s of suspicion,
+    /// so a node that is only slow to be scheduled is not declared down. A hung node is
+    /// detected in about 2 s; a crashed one at once by its connection reset.
+    pub fn tolerant_local() -> Self {
+        let mut config = Self::fast_local();
+        config.swim.probe_period = Duration::from_millis(300);
+        config.swim.probe_rtt = Duration::from_millis(150);
+        config.swim.suspect_to_down_after = Duration::from_millis(1500);
+        config
+    }
 }
 
 type Swim = Foca<NodeIdentity, PostcardCodec, SmallRng, NoCustomBroadcast>;
@@ -119,6 +131,8 @@ pub struct Membership {
     listeners: RefCell<Vec<Listener>>,
     /// The service's own handle, for the tasks it spawns (set by `start`).
     this: Cell<Option<MembershipRef>>,
+    /// Members being dialed, so a burst of datagrams opens one connection, not many.
+    dialing: RefCell<alloc::collections::BTreeSet<u32>>,
 }
 
 /// What foca asked for during one call, acted on after it returns (so foca is never
@@ -187,6 +201,7 @@ impl Membership {
             active: RefCell::new(BTreeMap::new()),
             listeners: RefCell::new(Vec::new()),
             this: Cell::new(None),
+            dialing: RefCell::new(alloc::collections::BTreeSet::new()),
         })
         .map_err(EventError::from)?;
         let this = MembershipRef(central);
@@ -257,8 +272,11 @@ impl Membership {
             // Sent; or ourselves; or a higher-id member, which dials us.
             return;
         }
-        // A lower-id member we are not connected to: dial it, then deliver.
-        let messenger = self.messenger;
+        // A lower-id member we are not connected to: dial it (once), then deliver.
+        if !self.dialing.borrow_mut().insert(to.node) {
+            return;
+        }
+        let (messenger, this) = (self.messenger, self.this());
         sesa_event::spawn_local(async move {
             match messenger.connect(to.addr).await {
                 Ok(_) => {
@@ -266,6 +284,7 @@ impl Membership {
                 }
                 Err(e) => tracing::debug!(node = to.node, error = %e, "cannot reach member"),
             }
+            this.with_home(|m| m.dialing.borrow_mut().remove(&to.node));
         });
     }
 }

@@ -24,7 +24,8 @@ use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use sesa_ebb::{CoreId, EbbId, NodeShared};
 use sesa_exec::{
-    Identity, Messenger, MessengerConfig, MessengerRef, RemoteError, RemoteRep, Request, Secret,
+    Identity, MemberEvent, Membership, MembershipConfig, Messenger, MessengerConfig, MessengerRef,
+    NodeIdentity, RemoteError, RemoteRep, Request, Secret,
 };
 use sesa_hosted::{Config, Exit, Runtime};
 
@@ -419,6 +420,21 @@ async fn coordinate(
     };
     let messenger = Messenger::create(MessengerConfig::new(me, secret.clone()))?;
     let join = messenger.listen("127.0.0.1:0".parse()?).await?;
+    // SWIM membership: the frontend learns of a hung or crashed node within a second,
+    // even when its TCP connection stays open (a node stopped with SIGSTOP).
+    let members = Membership::start(messenger, join, MembershipConfig::tolerant_local()).await?;
+    let down = std::sync::Arc::new(Mutex::new(Vec::<u32>::new()));
+    let noted = down.clone();
+    members
+        .subscribe(move |event| {
+            if let MemberEvent::Down(id) = event {
+                noted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(id.node);
+            }
+        })
+        .await?;
     // The offload service: console, files and environment, served on this core.
     let (offload, _) = NodeShared::create(|| ())?;
     let grants = std::sync::Arc::new(grants);
@@ -547,6 +563,7 @@ async fn coordinate(
             registry: registry_root.clone(),
             scale,
             spec,
+            down,
         };
         return elastic_counter(cx, incs, &joined).await;
     }
@@ -644,6 +661,8 @@ struct Elastic<'a> {
     registry: std::sync::Arc<NodeShared<Registry>>,
     scale: std::sync::Arc<Mutex<ScaleState>>,
     spec: NodeSpec,
+    /// Members SWIM declared down since the last look.
+    down: std::sync::Arc<Mutex<Vec<u32>>>,
 }
 
 /// Runs the elastic counter to completion while nodes join, leave and crash.
@@ -732,6 +751,19 @@ async fn elastic_counter(
                 eprintln!(
                     "sesa: node {node} exited ({status}); {back} chunk(s) go back to the pool"
                 );
+            }
+        }
+        // Nodes SWIM declared down (crashed, or hung with their connection still open):
+        // their work goes back, and their process is stopped. If one was only frozen
+        // and resumes, its late reports are ignored (it no longer holds the leases).
+        let declared: Vec<u32> =
+            std::mem::take(&mut *cx.down.lock().unwrap_or_else(|p| p.into_inner()));
+        for node in declared {
+            if live.remove(&node) && !leaving.contains_key(&node) {
+                let back = work.requeue(node);
+                eprintln!("sesa: node {node} declared down; {back} chunk(s) go back to the pool");
+                running.remove(&node);
+                cx.provider.stop_node(node, Duration::from_secs(2));
             }
         }
         // Scale requests.
@@ -1121,6 +1153,17 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
     })?;
     Ok(runtime.run(move || async move {
         let messenger = join_frontend(args.id, secret, args.join).await?;
+        // Listen too, so other members can reach this node, and join the SWIM membership
+        // through the frontend.
+        let addr = messenger.listen("127.0.0.1:0".parse()?).await?;
+        let members =
+            Membership::start(messenger, addr, MembershipConfig::tolerant_local()).await?;
+        let frontend = NodeIdentity {
+            node: FRONTEND,
+            generation: 1,
+            addr: args.join,
+        };
+        members.announce(frontend).await?;
         let started = Instant::now();
         let (control, _) = NodeShared::create(|| ())?;
         // Filled in by the registration reply, before any application runs.
