@@ -38,7 +38,7 @@ use sesa_ebb::{CoreId, EbbError, EbbId, EbbRef};
 use sesa_event::net::{Listener, Stream};
 use sesa_event::{Central, CentralRef, CentralRep, EventError, JoinHandle};
 use sesa_wire::{
-    Auth, AuthError, Call, FrameDecoder, Gossip, Handshake, Hello, Identity, Limits, MsgType,
+    Auth, AuthError, Call, Data, FrameDecoder, Gossip, Handshake, Hello, Identity, Limits, MsgType,
     RemoteError, Reply, Secret, WireError, encode,
 };
 
@@ -55,7 +55,16 @@ pub struct MessengerConfig {
     pub handshake_timeout: Duration,
     /// The core the messenger's state lives on.
     pub home: CoreId,
+    /// The largest call argument accepted from a peer (data shipping reassembles up to
+    /// this many bytes per transfer; default 256 MiB).
+    pub transfer_max: u64,
 }
+
+/// Chunks of a large call argument are at most this big.
+const CHUNK: usize = 1 << 20;
+
+/// At most this many large calls may be arriving from one peer at once.
+const TRANSFERS_MAX: usize = 16;
 
 impl MessengerConfig {
     /// Defaults: 16 MiB frames, a 5 s handshake timeout, home on core 0.
@@ -66,6 +75,7 @@ impl MessengerConfig {
             limits: Limits::default(),
             handshake_timeout: Duration::from_secs(5),
             home: CoreId::new(0),
+            transfer_max: 256 << 20,
         }
     }
 }
@@ -197,6 +207,19 @@ struct Peer {
     pending: RefCell<BTreeMap<u64, Completion>>,
     next_call: Cell<u64>,
     closed: Cell<bool>,
+    /// Large calls being reassembled, by transfer id.
+    incoming: RefCell<BTreeMap<u64, Incoming>>,
+}
+
+/// A large call's argument, arriving in chunks.
+struct Incoming {
+    ebb: u64,
+    core: u32,
+    method: u16,
+    total: u64,
+    buf: Vec<u8>,
+    /// Over the size limit: already answered; its chunks are dropped as they come.
+    refused: bool,
 }
 
 /// Completes a call on the core that made it.
@@ -288,6 +311,7 @@ impl Messenger {
             pending: RefCell::new(BTreeMap::new()),
             next_call: Cell::new(1),
             closed: Cell::new(false),
+            incoming: RefCell::new(BTreeMap::new()),
         });
         self.peers.borrow_mut().insert(identity.node, peer.clone());
         tracing::info!(
@@ -315,6 +339,35 @@ impl Messenger {
         };
         let call_id = peer.next_call.get();
         peer.next_call.set(call_id + 1);
+        if payload.len() > CHUNK {
+            // Data shipping: the argument goes in chunks the peer reassembles.
+            let limits = self.config.limits;
+            let total = payload.len() as u64;
+            let mut queued = Ok(());
+            for (i, chunk) in payload.chunks(CHUNK).enumerate() {
+                let data = Data {
+                    transfer: call_id,
+                    ebb: ebb.raw(),
+                    core: core.get(),
+                    method,
+                    total,
+                    offset: (i * CHUNK) as u64,
+                    chunk,
+                };
+                queued = peer.queue(|out| encode(MsgType::Data, &data, &limits, out));
+                if queued.is_err() {
+                    break;
+                }
+                self.count_out(chunk.len());
+            }
+            match queued {
+                Ok(()) => {
+                    peer.pending.borrow_mut().insert(call_id, done);
+                }
+                Err(e) => (done.0)(Err(CallError::Wire(e))),
+            }
+            return;
+        }
         let call = Call {
             call_id,
             ebb: ebb.raw(),
@@ -756,6 +809,80 @@ async fn with_deadline<T>(
     .await
 }
 
+/// Adds a chunk to its transfer; returns the whole call when it is complete.
+///
+/// # Errors
+/// A chunk out of order, or more transfers at once than allowed: the peer is not
+/// following the protocol and its connection is closed. A transfer above
+/// `transfer_max` is refused with a reply instead.
+fn receive_chunk(
+    peer: &Rc<Peer>,
+    data: Data<'_>,
+    transfer_max: u64,
+) -> Result<Option<(u64, Incoming)>, ConnectError> {
+    let mut incoming = peer.incoming.borrow_mut();
+    if data.offset == 0 {
+        if data.total > transfer_max {
+            // Answer now; chunks still to come for it are ignored below.
+            drop(incoming);
+            let reply = Reply {
+                call_id: data.transfer,
+                result: Err(RemoteError::Refused(alloc::format!(
+                    "a {}-byte argument exceeds this node's limit of {transfer_max} bytes",
+                    data.total
+                ))),
+            };
+            let _ = peer.queue(|out| encode(MsgType::Reply, &reply, &Limits::default(), out));
+            let refused = Incoming {
+                ebb: data.ebb,
+                core: data.core,
+                method: data.method,
+                total: data.total,
+                buf: Vec::new(),
+                refused: true,
+            };
+            peer.incoming.borrow_mut().insert(data.transfer, refused);
+            return Ok(None);
+        }
+        if incoming.len() >= TRANSFERS_MAX {
+            return Err(AuthError::OutOfOrder("too many large calls at once").into());
+        }
+        incoming.insert(
+            data.transfer,
+            Incoming {
+                ebb: data.ebb,
+                core: data.core,
+                method: data.method,
+                total: data.total,
+                buf: Vec::with_capacity(data.total.min(CHUNK as u64 * 4) as usize),
+                refused: false,
+            },
+        );
+    }
+    let Some(transfer) = incoming.get_mut(&data.transfer) else {
+        return Err(AuthError::OutOfOrder("a chunk of an unknown transfer").into());
+    };
+    if transfer.refused {
+        // Drop its chunks; forget it after the last one.
+        if data.offset + data.chunk.len() as u64 >= data.total {
+            incoming.remove(&data.transfer);
+        }
+        return Ok(None);
+    }
+    if data.offset != transfer.buf.len() as u64
+        || data.total != transfer.total
+        || data.offset + data.chunk.len() as u64 > transfer.total
+    {
+        return Err(AuthError::OutOfOrder("a chunk out of order").into());
+    }
+    transfer.buf.extend_from_slice(data.chunk);
+    if transfer.buf.len() as u64 == transfer.total {
+        let done = incoming.remove(&data.transfer);
+        return Ok(done.map(|t| (data.transfer, t)));
+    }
+    Ok(None)
+}
+
 /// Drives one authenticated connection: reads and dispatches frames, writes batches.
 struct Connection {
     this: MessengerRef,
@@ -862,6 +989,22 @@ impl Connection {
                 MsgType::Reply => {
                     let reply: Reply<'_> = frame.decode()?;
                     self.this.with_home(|m| m.complete(peer, reply));
+                }
+                MsgType::Data => {
+                    let data: Data<'_> = frame.decode()?;
+                    let transfer_max = self.this.with_home(|m| m.config.transfer_max).unwrap_or(0);
+                    if let Some(call) = receive_chunk(peer, data, transfer_max)? {
+                        self.this.with_home(|m| {
+                            let whole = Call {
+                                call_id: call.0,
+                                ebb: call.1.ebb,
+                                core: call.1.core,
+                                method: call.1.method,
+                                payload: &call.1.buf,
+                            };
+                            m.serve(peer, whole)
+                        });
+                    }
                 }
                 MsgType::Gossip => {
                     let gossip: Gossip<'_> = frame.decode()?;

@@ -57,6 +57,18 @@ struct EchoRep {
 impl RemoteRep for EchoRep {
     fn handle(&self, request: Request<'_>) -> Result<Vec<u8>, RemoteError> {
         match request.method {
+            // A digest of a (possibly huge) argument: its length and a checksum.
+            2 => {
+                let sum = request
+                    .payload
+                    .iter()
+                    .fold(0u64, |s, b| s.wrapping_mul(31).wrapping_add(u64::from(*b)));
+                Ok([
+                    (request.payload.len() as u64).to_le_bytes(),
+                    sum.to_le_bytes(),
+                ]
+                .concat())
+            }
             1 => {
                 let mut out = request.payload.to_vec();
                 out.push(self.core.get() as u8);
@@ -78,9 +90,13 @@ struct EchoServer {
 
 impl EchoServer {
     fn start() -> Self {
+        Self::with_transfer_max(256 << 20)
+    }
+
+    fn with_transfer_max(transfer_max: u64) -> Self {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop, stop_rx) = mpsc::channel();
-        let thread = echo_server(ready_tx, stop_rx);
+        let thread = echo_server(ready_tx, stop_rx, transfer_max);
         let (addr, ebb) = ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         EchoServer {
             addr,
@@ -102,10 +118,15 @@ impl EchoServer {
 fn echo_server(
     ready: mpsc::Sender<(SocketAddr, u64)>,
     stop: mpsc::Receiver<()>,
+    transfer_max: u64,
 ) -> std::thread::JoinHandle<Vec<u32>> {
     let stop = Arc::new(std::sync::Mutex::new(stop));
     node(move || async move {
-        let messenger = Messenger::create(MessengerConfig::new(me(1), secret())).unwrap();
+        let config = MessengerConfig {
+            transfer_max,
+            ..MessengerConfig::new(me(1), secret())
+        };
+        let messenger = Messenger::create(config).unwrap();
         let addr = messenger
             .listen("127.0.0.1:0".parse().unwrap())
             .await
@@ -374,4 +395,65 @@ fn a_stopping_peer_says_so() {
         1,
         "the call reached the rep on core 1 via a miss"
     );
+}
+
+fn digest(payload: &[u8]) -> Vec<u8> {
+    let sum = payload
+        .iter()
+        .fold(0u64, |s, b| s.wrapping_mul(31).wrapping_add(u64::from(*b)));
+    [(payload.len() as u64).to_le_bytes(), sum.to_le_bytes()].concat()
+}
+
+#[test]
+fn a_large_argument_is_shipped_in_chunks_and_arrives_whole() {
+    let server = EchoServer::start();
+    let (addr, ebb) = (server.addr, server.ebb);
+    // 40 MiB: more than two frame limits' worth, sent as 1 MiB chunks.
+    let payload: Vec<u8> = (0..40u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let expected = digest(&payload);
+    let client = node(move || async move {
+        let messenger = connected_client(addr).await;
+        let ebb = sesa_ebb::EbbId::from_raw(ebb).unwrap();
+        let big = messenger.call(1, CoreId::new(1), ebb, 2, payload).await;
+        // The connection still serves ordinary calls afterwards.
+        let small = messenger
+            .call(1, CoreId::new(0), ebb, 2, vec![1, 2, 3])
+            .await;
+        (big, small)
+    });
+    let (big, small) = client.join().unwrap();
+    server.finish();
+    assert_eq!(big.unwrap(), expected);
+    assert_eq!(small.unwrap(), digest(&[1, 2, 3]));
+}
+
+#[test]
+fn an_argument_over_the_peers_limit_is_refused_with_a_reply() {
+    let server = EchoServer::with_transfer_max(8 << 20);
+    let (addr, ebb) = (server.addr, server.ebb);
+    let client = node(move || async move {
+        let messenger = connected_client(addr).await;
+        let ebb = sesa_ebb::EbbId::from_raw(ebb).unwrap();
+        let over = messenger
+            .call(1, CoreId::new(0), ebb, 2, vec![7; 10 << 20])
+            .await;
+        let under = messenger
+            .call(1, CoreId::new(0), ebb, 2, vec![7; 4 << 20])
+            .await;
+        (over, under)
+    });
+    let (over, under) = client.join().unwrap();
+    server.finish();
+    match over {
+        Err(CallError::Remote {
+            error: RemoteError::Refused(why),
+            ..
+        }) => {
+            assert!(why.contains("exceeds"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(under.unwrap(), digest(&[7; 4 << 20]));
 }

@@ -52,7 +52,7 @@ mod msg;
 
 pub use frame::{FrameDecoder, HEADER_LEN, Header, Limits, MAGIC, VERSION, encode};
 pub use handshake::{AuthError, Handshake, Identity, Secret};
-pub use msg::{Auth, Call, Gossip, Hello, MsgType, RemoteError, Reply};
+pub use msg::{Auth, Call, Data, Gossip, Hello, MsgType, RemoteError, Reply};
 
 /// Why bytes from a peer were rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

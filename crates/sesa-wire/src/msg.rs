@@ -20,6 +20,8 @@ pub enum MsgType {
     Reply = 4,
     /// [`Gossip`]: a membership protocol datagram.
     Gossip = 5,
+    /// [`Data`]: one chunk of a call whose argument is too large for one frame.
+    Data = 6,
 }
 
 impl MsgType {
@@ -34,6 +36,7 @@ impl MsgType {
             3 => MsgType::Call,
             4 => MsgType::Reply,
             5 => MsgType::Gossip,
+            6 => MsgType::Data,
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -82,6 +85,28 @@ pub struct Reply<'a> {
     /// The method's result, encoded by the EBB, or why there is none.
     #[serde(borrow)]
     pub result: Result<&'a serde_bytes::Bytes, RemoteError>,
+}
+
+/// One chunk of a large call (data shipping): the chunks of a transfer arrive in order,
+/// and when `offset + chunk.len() == total` the receiver runs the call with the whole
+/// payload and answers with a [`Reply`] for `transfer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Data<'a> {
+    /// The transfer (the call id its reply will carry).
+    pub transfer: u64,
+    /// The target EBB.
+    pub ebb: u64,
+    /// The core whose rep handles it.
+    pub core: u32,
+    /// The method.
+    pub method: u16,
+    /// The payload's total size.
+    pub total: u64,
+    /// Where this chunk starts.
+    pub offset: u64,
+    /// The bytes.
+    #[serde(borrow, with = "serde_bytes")]
+    pub chunk: &'a [u8],
 }
 
 /// A datagram of the membership protocol (SWIM), opaque to the messenger.
