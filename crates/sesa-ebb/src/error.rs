@@ -53,6 +53,12 @@ pub enum EbbError {
         /// The node's configured limit (`NodeConfig::ebbs_max`).
         limit: usize,
     },
+    /// A static id that does not exist or was already claimed.
+    #[error("static EBB index {index} is out of range or already claimed")]
+    StaticIdUnavailable {
+        /// The index.
+        index: u32,
+    },
     /// A core index outside the node, or a core that is already bound to a thread.
     #[error("cannot bind {core}: {why}")]
     Bind {

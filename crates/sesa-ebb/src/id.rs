@@ -56,6 +56,14 @@ impl EbbId {
         }
     }
 
+    /// The id of the static EBB at `index` (see [`EbbNode::create_static`]): the same on
+    /// every node, known without asking anyone.
+    ///
+    /// [`EbbNode::create_static`]: crate::EbbNode::create_static
+    pub const fn static_id(index: u32) -> Self {
+        Self::from_parts(index, NonZeroU32::MIN)
+    }
+
     /// Rebuilds an id from [`EbbId::raw`]; `None` for a value no id has (generation 0).
     pub const fn from_raw(raw: u64) -> Option<Self> {
         if raw >> 32 == 0 {

@@ -87,6 +87,7 @@ pub mod templates;
 pub use current::CurrentCore;
 pub use error::{EbbError, MissError};
 pub use id::{CoreId, EbbId};
+pub use map::STATIC_INDICES;
 pub use node::{EbbNode, NodeConfig};
 pub use reference::EbbRef;
 pub use root::{EbbRoot, Install, MissContext};

@@ -34,6 +34,11 @@ use crate::root::ErasedRoot;
 use crate::sync::{AtomicU64, Mutex, Ordering};
 use crate::{EbbError, EbbId};
 
+/// Indices below this are *static*: `insert` never hands them out; `insert_static`
+/// claims one for a system EBB whose id must be known in advance (the same on every
+/// node), as EbbRT's static ids were.
+pub const STATIC_INDICES: u32 = 16;
+
 pub(crate) struct LocalIdMap {
     inner: Mutex<Inner>,
     /// The `seq` of the newest destruction (0: none yet).
@@ -87,7 +92,13 @@ impl LocalIdMap {
     pub(crate) fn new(limit: usize) -> Self {
         LocalIdMap {
             inner: Mutex::new(Inner {
-                entries: Vec::new(),
+                // Static indices exist from the start but are never on the free list.
+                entries: (0..STATIC_INDICES)
+                    .map(|_| Entry {
+                        generation: NonZeroU32::MIN,
+                        state: State::Free,
+                    })
+                    .collect(),
                 free: Vec::new(),
                 dying: VecDeque::new(),
                 next_seq: 1,
@@ -101,9 +112,10 @@ impl LocalIdMap {
     /// Allocates an id for `root`. Node-local: no round trip to anyone.
     pub(crate) fn insert(&self, live: Live) -> Result<EbbId, EbbError> {
         let mut inner = self.inner.lock();
-        // Count every index not yet back on the free list, so the limit also bounds
-        // memory held by destroyed-but-not-yet-reclaimed EBBs.
-        let in_use = inner.entries.len() - inner.free.len();
+        // Count every dynamic index not yet back on the free list, so the limit also
+        // bounds memory held by destroyed-but-not-yet-reclaimed EBBs. (Static indices are
+        // a fixed handful and do not count.)
+        let in_use = inner.entries.len() - STATIC_INDICES as usize - inner.free.len();
         if in_use >= self.limit {
             return Err(EbbError::IdsExhausted { limit: self.limit });
         }
@@ -128,6 +140,23 @@ impl LocalIdMap {
         let id = EbbId::from_parts(index, entry.generation);
         inner.live += 1;
         Ok(id)
+    }
+
+    /// Claims static index `index` for `root`: its id is `(index, generation 1)`. A static
+    /// index is claimed once for the node's life (destroying it retires the index).
+    pub(crate) fn insert_static(&self, index: u32, live: Live) -> Result<EbbId, EbbError> {
+        let mut inner = self.inner.lock();
+        let entry = inner
+            .entries
+            .get_mut(index as usize)
+            .filter(|_| index < STATIC_INDICES)
+            .ok_or(EbbError::StaticIdUnavailable { index })?;
+        if entry.generation != NonZeroU32::MIN || !matches!(entry.state, State::Free) {
+            return Err(EbbError::StaticIdUnavailable { index });
+        }
+        entry.state = State::Live(live);
+        inner.live += 1;
+        Ok(EbbId::from_parts(index, NonZeroU32::MIN))
     }
 
     /// The root of a live EBB whose reps are of type `rep_type`.
@@ -231,6 +260,11 @@ impl Inner {
             State::Dying(live) => live,
             _ => unreachable!("only a dying entry is freed"),
         };
+        if id.index() < STATIC_INDICES {
+            // A static id names one EBB for the node's life: never reuse it.
+            entry.state = State::Retired;
+            return live.root;
+        }
         match entry.generation.checked_add(1) {
             Some(next) => {
                 entry.generation = next;

@@ -119,6 +119,28 @@ impl EbbNode {
         Ok(EbbRef::new_checked(id))
     }
 
+    /// Creates a *static* EBB: its id is [`EbbId::static_id`]`(index)`, the same on every
+    /// node, so other nodes can address it without being told (a system service such as
+    /// a frontend's registry). `index` must be below
+    /// [`STATIC_INDICES`](crate::STATIC_INDICES) and unclaimed on this node.
+    ///
+    /// # Errors
+    /// [`EbbError::StaticIdUnavailable`].
+    pub fn create_static<R: EbbRoot>(
+        &self,
+        index: u32,
+        root: Arc<R>,
+    ) -> Result<EbbRef<R::Rep>, EbbError> {
+        let id = self.map.insert_static(
+            index,
+            Live {
+                root,
+                rep_type: TypeId::of::<R::Rep>(),
+            },
+        )?;
+        Ok(EbbRef::new_checked(id))
+    }
+
     /// A typed reference to the live EBB `id`, checked against the type it was created
     /// with.
     ///

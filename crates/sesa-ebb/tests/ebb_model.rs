@@ -466,3 +466,42 @@ fn many_ebbs_use_the_inline_and_heap_parts_of_the_table_alike() {
         }
     });
 }
+
+#[test]
+fn static_ids_are_known_in_advance_claimed_once_and_never_reused() {
+    use sesa_ebb::{EbbId, STATIC_INDICES};
+    let node = node(1);
+    let _bound = node.bind(CoreId::new(0)).unwrap();
+    let root = Arc::new(NodeShared::new(|| 42u32));
+    let ebb = node.create_static(3, root.clone()).unwrap();
+    assert_eq!(
+        ebb.id(),
+        EbbId::static_id(3),
+        "the id is known without asking"
+    );
+    assert_eq!(ebb.with(|v| *v), 42);
+    let again = node.create_static(3, Arc::new(NodeShared::new(|| 0u32)));
+    assert!(matches!(
+        again,
+        Err(EbbError::StaticIdUnavailable { index: 3 })
+    ));
+    let out_of_range = node.create_static(STATIC_INDICES, Arc::new(NodeShared::new(|| 0u32)));
+    assert!(matches!(
+        out_of_range,
+        Err(EbbError::StaticIdUnavailable { .. })
+    ));
+    // Dynamic ids never land on static indices.
+    for _ in 0..40 {
+        let (e, _) = PerCore::create(|_| 0u8).unwrap();
+        assert!(e.id().index() >= STATIC_INDICES);
+    }
+    // Destroyed, a static index is retired: neither claimable again nor reused.
+    ebb.destroy().unwrap();
+    // SAFETY: no rep is borrowed.
+    unsafe { sesa_ebb::quiesce() };
+    assert!(
+        node.create_static(3, Arc::new(NodeShared::new(|| 0u32)))
+            .is_err()
+    );
+    assert!(ebb.try_with(|_| ()).is_err());
+}

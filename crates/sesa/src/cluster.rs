@@ -33,6 +33,11 @@ use crate::offload::{OffloadClient, Stream};
 
 /// The registry's method: a node announces itself.
 const REGISTER: u16 = 1;
+/// The registry's method: a node arriving by hand (`sesa node --join`) asks for an id.
+const JOIN: u16 = 2;
+/// The registry is a static EBB at this index on the frontend: a node knows its id
+/// (`EbbId::static_id(1)`) without being told.
+const REGISTRY_INDEX: u32 = 1;
 /// The node control's method: run (this node's part of) an application.
 const RUN_APP: u16 = 1;
 /// The node control's method: report this node's figures.
@@ -182,6 +187,8 @@ struct Register {
 struct Registry {
     nodes: Mutex<BTreeMap<u32, Register>>,
     offload: u64,
+    /// The next node id to hand out (shared with the elastic loop's launches).
+    next_id: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Every node registered so far.
@@ -201,6 +208,15 @@ fn registered(registry: &NodeShared<Registry>) -> Vec<Register> {
 
 impl RemoteRep for Registry {
     fn handle(&self, request: Request<'_>) -> Result<Vec<u8>, RemoteError> {
+        if request.method == JOIN {
+            let id = self
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if id >= ADMIN_FIRST {
+                return Err(RemoteError::Refused("out of node ids".into()));
+            }
+            return crate::encode_reply(&id);
+        }
         if request.method != REGISTER {
             return Err(RemoteError::NoHandler);
         }
@@ -445,10 +461,15 @@ async fn coordinate(
         })
         .await?;
     let offload_id = offload.id().raw();
-    let (registry, registry_root) = NodeShared::create(move || Registry {
+    let next_id = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(nodes + 1));
+    let ids = next_id.clone();
+    let registry_root = std::sync::Arc::new(NodeShared::new(move || Registry {
         nodes: Mutex::new(BTreeMap::new()),
         offload: offload_id,
-    })?;
+        next_id: ids.clone(),
+    }));
+    let registry =
+        sesa_ebb::EbbNode::current()?.create_static(REGISTRY_INDEX, registry_root.clone())?;
     messenger.serve(registry).await?;
     // The admin service behind `sesa status`.
     let app_name = match &app {
@@ -564,6 +585,7 @@ async fn coordinate(
             scale,
             spec,
             down,
+            next_id,
         };
         return elastic_counter(cx, incs, &joined).await;
     }
@@ -663,6 +685,8 @@ struct Elastic<'a> {
     spec: NodeSpec,
     /// Members SWIM declared down since the last look.
     down: std::sync::Arc<Mutex<Vec<u32>>>,
+    /// Node ids to hand out (shared with the registry's `JOIN`).
+    next_id: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Runs the elastic counter to completion while nodes join, leave and crash.
@@ -686,7 +710,9 @@ async fn elastic_counter(
     let mut leaving: BTreeMap<u32, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
     let mut live: BTreeSet<u32> = first.keys().copied().collect();
     let mut launching: BTreeSet<u32> = BTreeSet::new();
-    let mut next_id = first.keys().max().copied().unwrap_or(0) + 1;
+    // Nodes this frontend launched (the others joined by hand and are asked to leave at
+    // the end).
+    let mut launched: BTreeSet<u32> = first.keys().copied().collect();
     let mut pending: Option<(u64, u32, Instant)> = None;
     cx.scale.lock().unwrap_or_else(|p| p.into_inner()).accepting = true;
     let finish =
@@ -782,14 +808,15 @@ async fn elastic_counter(
                 .collect();
             let have = staying.len() + launching.len();
             for _ in have..target as usize {
+                let id = cx.next_id.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let spec = NodeSpec {
-                    id: next_id,
+                    id,
                     ..cx.spec.clone()
                 };
                 let pid = cx.provider.launch(&spec)?;
-                eprintln!("sesa: node {next_id} started (pid {pid})");
-                launching.insert(next_id);
-                next_id += 1;
+                eprintln!("sesa: node {id} started (pid {pid})");
+                launching.insert(id);
+                launched.insert(id);
             }
             for node in staying
                 .iter()
@@ -834,6 +861,19 @@ async fn elastic_counter(
     finish(&cx);
     for (_, h) in running {
         let _ = h.await;
+    }
+    // Nodes that joined by hand are not our processes: ask them to leave cleanly.
+    for r in registered(&cx.registry) {
+        if !launched.contains(&r.node)
+            && live.contains(&r.node)
+            && !leaving.contains_key(&r.node)
+            && let Some(control) = EbbId::from_raw(r.control)
+        {
+            let _ = cx
+                .messenger
+                .call(r.node, CoreId::new(0), control, LEAVE, Vec::new())
+                .await;
+        }
     }
     for (node, h) in leaving {
         let _ = h.await;
@@ -994,25 +1034,7 @@ fn admin_call(pid: Option<u32>, method: u16, payload: Vec<u8>) -> anyhow::Result
         &std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
     )?;
     let secret = Secret::from_hex(&published.secret).context("a corrupt application file")?;
-    let runtime = Runtime::new(Config {
-        cores: Some(1),
-        pin_threads: false,
-        ..Config::default()
-    })?;
-    let exit = runtime.run(move || async move {
-        let node = ADMIN_FIRST + (std::process::id() & 0xffff);
-        let messenger = join_frontend(node, secret, published.addr).await?;
-        let admin = EbbId::from_raw(published.admin).context("bad admin id")?;
-        let reply = messenger
-            .call(FRONTEND, CoreId::new(0), admin, method, payload)
-            .await;
-        messenger.disconnect_all().await?;
-        anyhow::Ok(reply?)
-    })?;
-    match exit {
-        Exit::Completed(reply) => reply,
-        other => bail!("stopped ({})", other.code()),
-    }
+    call_frontend_once(secret, published.addr, published.admin, method, payload)
 }
 
 /// The state of a running application: `sesa status`.
@@ -1119,10 +1141,10 @@ async fn run_part(app: App, part: Part) -> Result<Outcome, RemoteError> {
 pub struct NodeArgs {
     /// The frontend's address.
     pub join: SocketAddr,
-    /// The frontend's registry EBB.
-    pub registry: u64,
-    /// This node's id.
-    pub id: u32,
+    /// The frontend's registry EBB (default: its static id).
+    pub registry: Option<u64>,
+    /// This node's id (default: one the frontend assigns).
+    pub id: Option<u32>,
     /// Cores (default: all).
     pub cores: Option<usize>,
 }
@@ -1143,16 +1165,21 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
         }
     };
     let secret = Secret::from_hex(&secret).context("the cluster secret must be 64 hex digits")?;
-    if args.id == FRONTEND {
-        bail!("node id {FRONTEND} is the frontend's");
-    }
+    let registry_id = args
+        .registry
+        .unwrap_or(EbbId::static_id(REGISTRY_INDEX).raw());
+    let id = match args.id {
+        Some(FRONTEND) => bail!("node id {FRONTEND} is the frontend's"),
+        Some(id) => id,
+        None => ask_for_an_id(&secret, args.join, registry_id)?,
+    };
     let runtime = Runtime::new(Config {
         cores: args.cores,
         handle_signals: true,
         ..Config::default()
     })?;
     Ok(runtime.run(move || async move {
-        let messenger = join_frontend(args.id, secret, args.join).await?;
+        let messenger = join_frontend(id, secret, args.join).await?;
         // Listen too, so other members can reach this node, and join the SWIM membership
         // through the frontend.
         let addr = messenger.listen("127.0.0.1:0".parse()?).await?;
@@ -1169,7 +1196,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
         // Filled in by the registration reply, before any application runs.
         let offload_id = std::sync::Arc::new(std::sync::OnceLock::<u64>::new());
         let known = offload_id.clone();
-        let me = args.id;
+        let me = id;
         // Planned leave: set `leaving`, then the departure handlers drain this node.
         let leaving = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let departures = std::sync::Arc::new(sesa_exec::Departures::new());
@@ -1219,13 +1246,13 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
             })
             .await?;
         let registration = Register {
-            node: args.id,
+            node: id,
             generation: 1,
             control: control.id().raw(),
             cores: sesa_event::cores() as u32,
             pid: std::process::id(),
         };
-        let registry = EbbId::from_raw(args.registry).context("bad registry id")?;
+        let registry = EbbId::from_raw(registry_id).context("bad registry id")?;
         let reply = messenger
             .call(
                 FRONTEND,
@@ -1242,6 +1269,43 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
         }
         watch_frontend(messenger).await
     })?)
+}
+
+/// A node arriving by hand has no id yet: it asks the frontend's registry for one.
+fn ask_for_an_id(secret: &Secret, join: SocketAddr, registry: u64) -> anyhow::Result<u32> {
+    let reply = call_frontend_once(secret.clone(), join, registry, JOIN, Vec::new())?;
+    Ok(postcard::from_bytes(&reply)?)
+}
+
+/// Makes one call to a service of the frontend at `addr`, from a short-lived runtime,
+/// authenticated under a provisional admin identity (for `sesa status`, `sesa scale`, and
+/// nodes asking for an id).
+fn call_frontend_once(
+    secret: Secret,
+    addr: SocketAddr,
+    service: u64,
+    method: u16,
+    payload: Vec<u8>,
+) -> anyhow::Result<Vec<u8>> {
+    let runtime = Runtime::new(Config {
+        cores: Some(1),
+        pin_threads: false,
+        ..Config::default()
+    })?;
+    let exit = runtime.run(move || async move {
+        let provisional = ADMIN_FIRST + (std::process::id() & 0xffff);
+        let messenger = join_frontend(provisional, secret, addr).await?;
+        let service = EbbId::from_raw(service).context("bad service id")?;
+        let reply = messenger
+            .call(FRONTEND, CoreId::new(0), service, method, payload)
+            .await;
+        messenger.disconnect_all().await?;
+        anyhow::Ok(reply?)
+    })?;
+    match exit {
+        Exit::Completed(reply) => reply,
+        other => bail!("stopped ({})", other.code()),
+    }
 }
 
 /// The frontend holds our stdin open; EOF means it is done with us (or died).

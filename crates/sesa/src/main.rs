@@ -27,12 +27,12 @@ enum Command {
         /// The frontend's address.
         #[arg(long)]
         join: std::net::SocketAddr,
-        /// The frontend's registry EBB id.
+        /// The frontend's registry EBB id (default: its well-known static id).
         #[arg(long)]
-        registry: u64,
-        /// This node's id (1 and up).
+        registry: Option<u64>,
+        /// This node's id, 1 and up (default: the frontend assigns one).
         #[arg(long)]
-        id: u32,
+        id: Option<u32>,
         /// Cores (default: all the process may use).
         #[arg(long)]
         cores: Option<usize>,
@@ -236,6 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             match sesa::cluster::node(args)? {
                 Exit::Completed(Err(e)) => {
+                    let id = id.map_or_else(|| "(joining)".to_owned(), |i| i.to_string());
                     eprintln!("sesa node {id}: {e:#}");
                     Ok(ExitCode::FAILURE)
                 }

@@ -154,6 +154,18 @@ fn kill_9_of_the_frontend_leaves_no_node_behind() {
     wait_until_gone(&pids, Duration::from_secs(5));
 }
 
+/// Waits for a counting frontend to finish, checks it succeeded with `total`, and
+/// returns what it said on stderr.
+fn finished_with(mut frontend: Child, rx: &mpsc::Receiver<String>, total: u64) -> Vec<String> {
+    let status = wait_for_exit(&mut frontend, Duration::from_secs(120));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut frontend.stdout.take().unwrap(), &mut out).unwrap();
+    let said: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{said:?}");
+    assert_eq!(out, format!("total={total}\n"), "{said:?}");
+    said
+}
+
 /// The pids of nodes the frontend reports starting, from its stderr lines.
 fn started_pids(lines: &[String]) -> Vec<u32> {
     lines
@@ -199,7 +211,7 @@ fn scaling_out_and_in_while_counting_keeps_the_total_exact() {
     let _serial = one_at_a_time();
     let dir = std::env::temp_dir().join(format!("sesa-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (mut frontend, first, rx) = count_in(1, 60_000_000, Some(&dir));
+    let (frontend, first, rx) = count_in(1, 60_000_000, Some(&dir));
     let scale = |n: &str| {
         let out = sesa()
             .env("XDG_RUNTIME_DIR", &dir)
@@ -214,12 +226,7 @@ fn scaling_out_and_in_while_counting_keeps_the_total_exact() {
     std::thread::sleep(Duration::from_millis(300));
     let shrunk = scale("1");
     assert!(shrunk.starts_with("scaled to 1 node(s)"), "{shrunk}");
-    let status = wait_for_exit(&mut frontend, Duration::from_secs(120));
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut frontend.stdout.take().unwrap(), &mut out).unwrap();
-    let said: Vec<String> = rx.try_iter().collect();
-    assert!(status.success(), "{said:?}");
-    assert_eq!(out, "total=60000000\n");
+    let said = finished_with(frontend, &rx, 60_000_000);
     assert_eq!(
         said.iter().filter(|l| l.ends_with(" left")).count(),
         2,
@@ -362,4 +369,40 @@ fn a_frozen_node_is_declared_down_and_its_work_redone() {
     );
     // The frozen process was killed, not left behind.
     wait_until_gone(&pids, Duration::from_secs(10));
+}
+
+#[test]
+fn a_node_joins_by_hand_takes_work_and_is_let_go_cleanly() {
+    let _serial = one_at_a_time();
+    let dir = std::env::temp_dir().join(format!("sesa-join-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (frontend, pids, rx) = count_in(1, 60_000_000, Some(&dir));
+    // What a user on another machine would need: the address and the secret.
+    let file = dir.join("sesa").join(format!("{}.json", frontend.id()));
+    let published: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let hand = sesa()
+        .args([
+            "node",
+            "--join",
+            published["addr"].as_str().unwrap(),
+            "--cores",
+            "1",
+        ])
+        .env("SESA_SECRET", published["secret"].as_str().unwrap())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = finished_with(frontend, &rx, 60_000_000);
+    assert!(said.iter().any(|l| l.contains("node 2 joined")), "{said:?}");
+    let mut hand = hand;
+    let hand_status = wait_for_exit(&mut hand, Duration::from_secs(10));
+    assert!(
+        hand_status.success(),
+        "the hand-joined node was let go cleanly"
+    );
+    wait_until_gone(&pids, Duration::from_secs(5));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
