@@ -94,6 +94,12 @@ pub use root::{EbbRoot, Install, MissContext};
 pub use table::CoreBinding;
 pub use templates::{NodeShared, PerCore};
 
+/// How many reps the calling thread's core holds (0 off a core). For statistics: it walks
+/// the core's table.
+pub fn reps_on_this_core() -> usize {
+    table::current_table().map_or(0, |t| t.reps())
+}
+
 /// The core the calling thread is bound to, if any.
 pub fn current_core() -> Option<CoreId> {
     table::current_table().map(|t| t.core())

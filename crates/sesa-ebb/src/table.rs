@@ -347,4 +347,11 @@ impl CoreTable {
     pub(crate) fn core(&self) -> CoreId {
         self.core
     }
+
+    /// How many reps this core holds.
+    pub(crate) fn reps(&self) -> usize {
+        // SAFETY: only this thread touches the table; no reference into it is live.
+        let owners = unsafe { &*self.owners.get() };
+        owners.iter().filter(|o| o.is_some()).count()
+    }
 }

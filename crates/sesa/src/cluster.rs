@@ -76,6 +76,8 @@ pub struct NodeStatus {
     pub cores: u32,
     /// Live EBBs on the node.
     pub ebbs: usize,
+    /// Reps on all its cores.
+    pub reps: usize,
     /// Nodes it is connected to.
     pub peers: Vec<u32>,
     /// Its messenger's counters.
@@ -99,7 +101,7 @@ impl AppStatus {
     /// A table for people.
     pub fn table(&self) -> String {
         let mut out = format!("application: {}\n", self.app);
-        out += "node  gen  pid      cores  ebbs  peers        frames in/out      rate in/out (/s)  state\n";
+        out += "node  gen  pid      cores  ebbs  reps  peers        frames in/out      rate in/out (/s)  state\n";
         for n in &self.nodes {
             let secs = (n.uptime_ms.max(1)) as f64 / 1e3;
             let peers = n
@@ -109,12 +111,13 @@ impl AppStatus {
                 .collect::<Vec<_>>()
                 .join(",");
             out += &format!(
-                "{:<5} {:<4} {:<8} {:<6} {:<5} {:<12} {:>8}/{:<8} {:>8.0}/{:<8.0} {}\n",
+                "{:<5} {:<4} {:<8} {:<6} {:<5} {:<5} {:<12} {:>8}/{:<8} {:>8.0}/{:<8.0} {}\n",
                 n.node,
                 n.generation,
                 n.pid,
                 n.cores,
                 n.ebbs,
+                n.reps,
                 if peers.is_empty() {
                     "-".to_owned()
                 } else {
@@ -512,6 +515,7 @@ async fn coordinate(
                                 pid: r.pid,
                                 cores: r.cores,
                                 ebbs: 0,
+                                reps: 0,
                                 peers: Vec::new(),
                                 messages: Default::default(),
                                 uptime_ms: 0,
@@ -923,6 +927,11 @@ async fn local_status(messenger: MessengerRef, node: u32, started: Instant) -> N
         pid: std::process::id(),
         cores: sesa_event::cores() as u32,
         ebbs: sesa_ebb::EbbNode::current().map_or(0, |n| n.live_ebbs()),
+        reps: sesa_event::on_all_cores(|_| sesa_ebb::reps_on_this_core())
+            .await
+            .into_iter()
+            .map(|r| r.unwrap_or(0))
+            .sum(),
         peers: peers
             .iter()
             .map(|p| p.node)

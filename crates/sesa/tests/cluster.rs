@@ -332,6 +332,8 @@ fn status_shows_every_node_of_a_running_application() {
     for n in nodes {
         assert_eq!(n["state"], "up", "{n}");
         assert!(n["cores"].as_u64().unwrap() >= 1);
+        // Every node holds reps: its messenger's and membership's, at least.
+        assert!(n["reps"].as_u64().unwrap() >= 1, "{n}");
     }
     let node_pids: Vec<u32> = nodes[1..]
         .iter()
