@@ -1,17 +1,26 @@
 //! Many nodes as one application: the frontend, the node process, and local nodes.
 //!
-//! `sesa run counter --nodes N` makes the calling process the **frontend** (node 0): it
+//! `sesa run <app> --nodes N` makes the calling process the **frontend** (node 0). It
 //! listens for nodes, launches N node processes through a [`NodeProvider`], forwards
 //! their output prefixed by node, waits until each has registered, runs the application
-//! on every node by remote invocation, prints the result, and stops the nodes. The
+//! on the nodes by remote invocation, prints the result, and stops the nodes. The
 //! application therefore looks like one local process: one command, one output, one
-//! exit status, and Ctrl-C stops everything.
+//! exit status, and Ctrl-C stops everything. The frontend also serves the nodes'
+//! offloaded console, files and environment ([`crate::offload`]), and answers
+//! `sesa status` and `sesa scale` through its admin service.
 //!
-//! A node (`sesa node --join ADDR --registry ID --id I`) reads the cluster secret (the
-//! `SESA_SECRET` variable, or the first line of its standard input), connects to the
-//! frontend, serves its control EBB, and registers. It stops when the frontend closes
-//! its standard input (normal shutdown), when the connection to the frontend is lost, or
-//! on SIGINT/SIGTERM. So a `kill -9` of the frontend leaves no node running.
+//! The counter runs **elastically** ([`crate::elastic`]): nodes lease chunks of the
+//! work. Nodes can join (`sesa scale`, or `sesa node --join` by hand) and leave (planned,
+//! with drain), and a node can crash (kill -9) or hang (SIGSTOP, detected by SWIM
+//! membership), all without changing the total.
+//!
+//! A node (`sesa node --join ADDR`) reads the cluster secret (the `SESA_SECRET`
+//! variable, or the first line of its standard input), connects to the frontend, joins
+//! the SWIM membership, serves its control EBB, and registers with the frontend's
+//! registry. The registry is static EBB 1, so a node needs no id from anyone; a node
+//! without `--id` gets one from the registry. It stops when the frontend closes its
+//! standard input (normal shutdown), asks it to leave, or is lost, and on SIGINT/SIGTERM.
+//! So a `kill -9` of the frontend leaves no node running.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
