@@ -79,6 +79,19 @@ impl<R: 'static> CentralRef<R> {
         self.0
     }
 
+    /// Runs `f` on the rep synchronously if the caller is on the home core; `None` on any
+    /// other core (or if the EBB was destroyed). For code that knows it runs at home,
+    /// such as the tasks a central service spawns there.
+    pub fn with_home<T>(self, f: impl FnOnce(&R) -> T) -> Option<T> {
+        self.0
+            .try_with(|rep| match rep {
+                CentralRep::Home(rep) => Some(f(rep)),
+                CentralRep::Forward { .. } => None,
+            })
+            .ok()
+            .flatten()
+    }
+
     /// Runs `f` on the rep: directly on the home core, shipped there from any other.
     ///
     /// # Errors

@@ -32,7 +32,7 @@ use foca::{Config, Foca, NoCustomBroadcast, Notification, PostcardCodec, Timer};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::{Deserialize, Serialize};
-use sesa_event::{Central, CentralRef, CentralRep, EventError};
+use sesa_event::{Central, CentralRef, EventError};
 
 use crate::MessengerRef;
 
@@ -292,14 +292,7 @@ impl Membership {
 impl MembershipRef {
     /// Runs `f` on the service's state; only on its home core, synchronously.
     fn with_home<T>(self, f: impl FnOnce(&Membership) -> T) -> Option<T> {
-        self.0
-            .ebb()
-            .try_with(|rep| match rep {
-                CentralRep::Home(m) => Some(f(m)),
-                CentralRep::Forward { .. } => None,
-            })
-            .ok()
-            .flatten()
+        self.0.with_home(f)
     }
 
     /// Joins the cluster that `seed` belongs to (any live member will do).

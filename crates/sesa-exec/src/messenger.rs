@@ -36,7 +36,7 @@ use core::time::Duration;
 
 use sesa_ebb::{CoreId, EbbError, EbbId, EbbRef};
 use sesa_event::net::{Listener, Stream};
-use sesa_event::{Central, CentralRef, CentralRep, EventError, JoinHandle};
+use sesa_event::{Central, CentralRef, EventError, JoinHandle};
 use sesa_wire::{
     Auth, AuthError, Call, Data, FrameDecoder, Gossip, Handshake, Hello, Identity, Limits, MsgType,
     RemoteError, Reply, Secret, WireError, encode,
@@ -516,14 +516,7 @@ impl MessengerRef {
     /// Runs `f` on the messenger's state; only on its home core (the connection tasks
     /// live there), synchronously.
     pub(crate) fn with_home<T>(self, f: impl FnOnce(&Messenger) -> T) -> Option<T> {
-        self.0
-            .ebb()
-            .try_with(|rep| match rep {
-                CentralRep::Home(m) => Some(f(m)),
-                CentralRep::Forward { .. } => None,
-            })
-            .ok()
-            .flatten()
+        self.0.with_home(f)
     }
 
     async fn home<T: Send + 'static>(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sesa_exec::idmap::replicas_of;
 use sesa_exec::{GlobalIdMap, Identity, Member, Messenger, MessengerConfig, Secret};
-use sesa_hosted::{Config, Exit, Runtime};
+mod common;
 
 const NODES: u32 = 3;
 const KEYS: u64 = 40;
@@ -50,98 +50,87 @@ fn run_node(
     announce: mpsc::Sender<(u32, SocketAddr, Member)>,
     roster: Arc<Mutex<Option<Roster>>>,
 ) -> std::thread::JoinHandle<Report> {
-    std::thread::spawn(move || {
-        let config = Config {
-            pin_threads: false,
-            idle_spins: 50,
-            ..Config::with_cores(1)
+    common::node_thread(1, move || async move {
+        let me = Identity {
+            node: id,
+            generation: 1,
         };
-        let exit = Runtime::new(config).unwrap().run(move || async move {
-            let me = Identity {
-                node: id,
-                generation: 1,
-            };
-            let messenger =
-                Messenger::create(MessengerConfig::new(me, Secret::from_bytes([9; 32]))).unwrap();
-            let addr = messenger
-                .listen("127.0.0.1:0".parse().unwrap())
-                .await
-                .unwrap();
-            let map = GlobalIdMap::start(messenger, id, 2).await.unwrap();
-            announce.send((id, addr, map.member())).unwrap();
-            let roster = loop {
-                if let Some(r) = roster.lock().unwrap().clone() {
-                    break r;
-                }
-                sesa_event::sleep(Duration::from_millis(2)).await;
-            };
-            // One connection per pair: the higher id dials the lower.
-            for (peer, addr, _) in &roster {
-                if *peer < id {
-                    messenger.connect(*addr).await.unwrap();
-                }
+        let messenger =
+            Messenger::create(MessengerConfig::new(me, Secret::from_bytes([9; 32]))).unwrap();
+        let addr = messenger
+            .listen("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let map = GlobalIdMap::start(messenger, id, 2).await.unwrap();
+        announce.send((id, addr, map.member())).unwrap();
+        let roster = loop {
+            if let Some(r) = roster.lock().unwrap().clone() {
+                break r;
             }
-            while messenger.peers().await.unwrap().len() < NODES as usize - 1 {
-                sesa_event::sleep(Duration::from_millis(2)).await;
+            sesa_event::sleep(Duration::from_millis(2)).await;
+        };
+        // One connection per pair: the higher id dials the lower.
+        for (peer, addr, _) in &roster {
+            if *peer < id {
+                messenger.connect(*addr).await.unwrap();
             }
-            map.set_members(roster.iter().map(|(_, _, m)| *m).collect());
-            barrier(&phases.meshed, NODES as usize).await;
+        }
+        while messenger.peers().await.unwrap().len() < NODES as usize - 1 {
+            sesa_event::sleep(Duration::from_millis(2)).await;
+        }
+        map.set_members(roster.iter().map(|(_, _, m)| *m).collect());
+        barrier(&phases.meshed, NODES as usize).await;
 
-            if id == 1 {
-                for key in 0..KEYS {
-                    map.set(key, value_of(key)).await.unwrap();
-                }
+        if id == 1 {
+            for key in 0..KEYS {
+                map.set(key, value_of(key)).await.unwrap();
             }
-            barrier(&phases.written, NODES as usize).await;
-            let mut read_everything = true;
+        }
+        barrier(&phases.written, NODES as usize).await;
+        let mut read_everything = true;
+        for key in 0..KEYS {
+            let got = map.get(key).await.unwrap();
+            read_everything &= got.map(|v| v.value) == Some(value_of(key));
+        }
+        let never_written = map.get(1_000_000).await.unwrap().is_none();
+
+        // Node 3 watches a key that node 2 then sets.
+        let watched = if id == 3 {
+            let watcher = map.clone();
+            let watch = sesa_event::spawn_local(async move { watcher.watch(500, 0).await });
+            barrier(&phases.watching, NODES as usize).await;
+            Some(watch.await.unwrap().unwrap().value)
+        } else {
+            barrier(&phases.watching, NODES as usize).await;
+            if id == 2 {
+                // Give the watch time to be waiting on its replica.
+                sesa_event::sleep(Duration::from_millis(50)).await;
+                map.set(500, b"hello".to_vec()).await.unwrap();
+            }
+            None
+        };
+        barrier(&phases.checked, NODES as usize).await;
+
+        // Node 1 leaves; the others must still read every key from the survivors.
+        let after_loss = if id == 1 {
+            None
+        } else {
+            while messenger.peers().await.unwrap().iter().any(|p| p.node == 1) {
+                sesa_event::sleep(Duration::from_millis(2)).await;
+            }
+            let mut all = true;
             for key in 0..KEYS {
                 let got = map.get(key).await.unwrap();
-                read_everything &= got.map(|v| v.value) == Some(value_of(key));
+                all &= got.map(|v| v.value) == Some(value_of(key));
             }
-            let never_written = map.get(1_000_000).await.unwrap().is_none();
-
-            // Node 3 watches a key that node 2 then sets.
-            let watched = if id == 3 {
-                let watcher = map.clone();
-                let watch = sesa_event::spawn_local(async move { watcher.watch(500, 0).await });
-                barrier(&phases.watching, NODES as usize).await;
-                Some(watch.await.unwrap().unwrap().value)
-            } else {
-                barrier(&phases.watching, NODES as usize).await;
-                if id == 2 {
-                    // Give the watch time to be waiting on its replica.
-                    sesa_event::sleep(Duration::from_millis(50)).await;
-                    map.set(500, b"hello".to_vec()).await.unwrap();
-                }
-                None
-            };
-            barrier(&phases.checked, NODES as usize).await;
-
-            // Node 1 leaves; the others must still read every key from the survivors.
-            let after_loss = if id == 1 {
-                None
-            } else {
-                while messenger.peers().await.unwrap().iter().any(|p| p.node == 1) {
-                    sesa_event::sleep(Duration::from_millis(2)).await;
-                }
-                let mut all = true;
-                for key in 0..KEYS {
-                    let got = map.get(key).await.unwrap();
-                    all &= got.map(|v| v.value) == Some(value_of(key));
-                }
-                barrier(&phases.done, NODES as usize - 1).await;
-                Some(all)
-            };
-            Report {
-                read_everything,
-                watched,
-                never_written,
-                after_loss,
-            }
-        });
-        match exit.unwrap() {
-            Exit::Completed(r) => r,
-            other => panic!("node {id} stopped with {}", other.code()),
+            barrier(&phases.done, NODES as usize - 1).await;
+            Some(all)
+        };
+        Report {
+            read_everything,
+            watched,
+            never_written,
+            after_loss,
         }
     })
 }

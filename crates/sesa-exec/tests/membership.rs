@@ -10,7 +10,7 @@ use sesa_exec::{
     Identity, MemberEvent, Membership, MembershipConfig, Messenger, MessengerConfig, NodeIdentity,
     Secret,
 };
-use sesa_hosted::{Config, Exit, Runtime};
+mod common;
 
 #[derive(Default)]
 struct Shared {
@@ -28,112 +28,101 @@ struct Seen {
 }
 
 fn start_node(id: u32, generation: u64, shared: Arc<Shared>) -> std::thread::JoinHandle<Seen> {
-    std::thread::spawn(move || {
-        let config = Config {
-            pin_threads: false,
-            idle_spins: 50,
-            ..Config::with_cores(1)
+    common::node_thread(1, move || async move {
+        let me = Identity {
+            node: id,
+            generation,
         };
-        let exit = Runtime::new(config).unwrap().run(move || async move {
-            let me = Identity {
-                node: id,
+        let messenger =
+            Messenger::create(MessengerConfig::new(me, Secret::from_bytes([8; 32]))).unwrap();
+        let addr = messenger
+            .listen("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let members = Membership::start(messenger, addr, MembershipConfig::fast_local())
+            .await
+            .unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let log = events.clone();
+        members
+            .subscribe(move |e| log.lock().unwrap().push(e))
+            .await
+            .unwrap();
+        if id == 1 {
+            *shared.seed.lock().unwrap() = Some(NodeIdentity {
+                node: 1,
                 generation,
-            };
-            let messenger =
-                Messenger::create(MessengerConfig::new(me, Secret::from_bytes([8; 32]))).unwrap();
-            let addr = messenger
-                .listen("127.0.0.1:0".parse().unwrap())
-                .await
-                .unwrap();
-            let members = Membership::start(messenger, addr, MembershipConfig::fast_local())
-                .await
-                .unwrap();
-            let events = Arc::new(Mutex::new(Vec::new()));
-            let log = events.clone();
-            members
-                .subscribe(move |e| log.lock().unwrap().push(e))
-                .await
-                .unwrap();
-            if id == 1 {
-                *shared.seed.lock().unwrap() = Some(NodeIdentity {
-                    node: 1,
-                    generation,
-                    addr,
-                });
-            } else {
-                let seed = loop {
-                    if let Some(seed) = *shared.seed.lock().unwrap() {
-                        break seed;
-                    }
-                    sesa_event::sleep(Duration::from_millis(2)).await;
-                };
-                members.announce(seed).await.unwrap();
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while members.members().await.unwrap().len() < 3 {
-                assert!(Instant::now() < deadline, "node {id} never saw all three");
-                sesa_event::sleep(Duration::from_millis(5)).await;
-            }
-            if generation > 1 {
-                // The restarted node: stay until the others have seen us again.
-                shared.node3_back.fetch_add(1, SeqCst);
-                while !shared.finish.load(SeqCst) {
-                    sesa_event::sleep(Duration::from_millis(5)).await;
+                addr,
+            });
+        } else {
+            let seed = loop {
+                if let Some(seed) = *shared.seed.lock().unwrap() {
+                    break seed;
                 }
-                return Seen {
-                    detection: None,
-                    saw_restart: true,
-                    events: vec![],
-                };
-            }
-            shared.all_up.fetch_add(1, SeqCst);
-            while shared.all_up.load(SeqCst) < 3 {
                 sesa_event::sleep(Duration::from_millis(2)).await;
-            }
-            if id == 3 {
-                // Leave abruptly: the runtime stops and the kernel closes the sockets.
-                *shared.stopped_at.lock().unwrap() = Some(Instant::now());
-                return Seen {
-                    detection: None,
-                    saw_restart: false,
-                    events: vec![],
-                };
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while members.members().await.unwrap().iter().any(|m| m.node == 3) {
-                assert!(
-                    Instant::now() < deadline,
-                    "node {id} never declared node 3 down"
-                );
-                sesa_event::sleep(Duration::from_millis(1)).await;
-            }
-            let detection = shared.stopped_at.lock().unwrap().map(|t| t.elapsed());
-            // Wait for node 3's next life.
-            let deadline = Instant::now() + Duration::from_secs(15);
-            let saw_restart = loop {
-                let now = members.members().await.unwrap();
-                if now.iter().any(|m| m.node == 3 && m.generation == 2) {
-                    break true;
-                }
-                if Instant::now() > deadline {
-                    break false;
-                }
-                sesa_event::sleep(Duration::from_millis(5)).await;
             };
+            members.announce(seed).await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while members.members().await.unwrap().len() < 3 {
+            assert!(Instant::now() < deadline, "node {id} never saw all three");
+            sesa_event::sleep(Duration::from_millis(5)).await;
+        }
+        if generation > 1 {
+            // The restarted node: stay until the others have seen us again.
             shared.node3_back.fetch_add(1, SeqCst);
             while !shared.finish.load(SeqCst) {
                 sesa_event::sleep(Duration::from_millis(5)).await;
             }
-            let events = events.lock().unwrap().clone();
-            Seen {
-                detection,
-                saw_restart,
-                events,
+            return Seen {
+                detection: None,
+                saw_restart: true,
+                events: vec![],
+            };
+        }
+        shared.all_up.fetch_add(1, SeqCst);
+        while shared.all_up.load(SeqCst) < 3 {
+            sesa_event::sleep(Duration::from_millis(2)).await;
+        }
+        if id == 3 {
+            // Leave abruptly: the runtime stops and the kernel closes the sockets.
+            *shared.stopped_at.lock().unwrap() = Some(Instant::now());
+            return Seen {
+                detection: None,
+                saw_restart: false,
+                events: vec![],
+            };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while members.members().await.unwrap().iter().any(|m| m.node == 3) {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} never declared node 3 down"
+            );
+            sesa_event::sleep(Duration::from_millis(1)).await;
+        }
+        let detection = shared.stopped_at.lock().unwrap().map(|t| t.elapsed());
+        // Wait for node 3's next life.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let saw_restart = loop {
+            let now = members.members().await.unwrap();
+            if now.iter().any(|m| m.node == 3 && m.generation == 2) {
+                break true;
             }
-        });
-        match exit.unwrap() {
-            Exit::Completed(seen) => seen,
-            other => panic!("node {id} stopped with {}", other.code()),
+            if Instant::now() > deadline {
+                break false;
+            }
+            sesa_event::sleep(Duration::from_millis(5)).await;
+        };
+        shared.node3_back.fetch_add(1, SeqCst);
+        while !shared.finish.load(SeqCst) {
+            sesa_event::sleep(Duration::from_millis(5)).await;
+        }
+        let events = events.lock().unwrap().clone();
+        Seen {
+            detection,
+            saw_restart,
+            events,
         }
     })
 }

@@ -14,6 +14,8 @@ use sesa_exec::{
 };
 use sesa_hosted::{Config, Exit, Runtime};
 
+mod common;
+
 fn secret() -> Secret {
     Secret::from_bytes([42; 32])
 }
@@ -29,17 +31,7 @@ fn me(node: u32) -> Identity {
 fn node<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>(
     main: impl FnOnce() -> Fut + Send + 'static,
 ) -> std::thread::JoinHandle<T> {
-    std::thread::spawn(move || {
-        let config = Config {
-            pin_threads: false,
-            idle_spins: 100,
-            ..Config::with_cores(2)
-        };
-        match Runtime::new(config).unwrap().run(main).unwrap() {
-            Exit::Completed(v) => v,
-            other => panic!("node stopped with {}", other.code()),
-        }
-    })
+    common::node_thread(2, main)
 }
 
 /// A messenger for node 2, connected to the node at `addr`.
