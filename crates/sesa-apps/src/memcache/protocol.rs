@@ -1,0 +1,380 @@
+//! Parsing the memcached text protocol (memcached 1.6's commands, limits and error
+//! replies), without I/O.
+//!
+//! The connection layer appends what it reads to a buffer and calls [`parse`] until it
+//! answers [`Parsed::Incomplete`]. Each call handles one command: it returns the command
+//! and how many bytes it used, or the error reply memcached would send. Pipelined
+//! requests are simply consecutive calls on the same buffer.
+//!
+//! # Limits (all explicit, all enforced before buffering)
+//! - Keys: at most [`Limits::key_max`] bytes (250), with no control characters or spaces.
+//! - Values: at most [`Limits::item_max`] bytes (default 1 MiB). A larger `set` is
+//!   answered `SERVER_ERROR object too large for cache`, and its data is *skipped*, not
+//!   buffered: [`Parsed::Error::skip`] says how many more bytes to drop.
+//! - A command line: at most [`Limits::line_max`] bytes (default 64 KiB, room for large
+//!   multi-gets). A longer line is answered `CLIENT_ERROR line too long`, and the
+//!   connection should be closed (the rest of the stream cannot be trusted).
+
+/// Bounds on what a client may send.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Longest key (memcached's is 250).
+    pub key_max: usize,
+    /// Largest value accepted.
+    pub item_max: usize,
+    /// Longest command line.
+    pub line_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            key_max: 250,
+            item_max: 1 << 20,
+            line_max: 64 << 10,
+        }
+    }
+}
+
+/// How a storage command treats an existing item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreMode {
+    /// Store unconditionally.
+    Set,
+    /// Store only if absent.
+    Add,
+    /// Store only if present.
+    Replace,
+    /// Add the data after the existing value.
+    Append,
+    /// Add the data before the existing value.
+    Prepend,
+    /// Store only if the item's cas value still matches.
+    Cas(u64),
+}
+
+/// A parsed command, borrowing keys and data from the input buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `get`/`gets` (with cas values when `cas`).
+    Get {
+        /// The keys, in request order.
+        keys: Vec<&'a [u8]>,
+        /// `gets`: include cas values.
+        cas: bool,
+    },
+    /// `gat`/`gats`: get and touch.
+    Gat {
+        /// The new expiry.
+        exptime: i64,
+        /// The keys.
+        keys: Vec<&'a [u8]>,
+        /// `gats`: include cas values.
+        cas: bool,
+    },
+    /// `set`, `add`, `replace`, `append`, `prepend`, `cas`.
+    Store {
+        /// Which.
+        mode: StoreMode,
+        /// The key.
+        key: &'a [u8],
+        /// Opaque client flags.
+        flags: u32,
+        /// Expiry (0: never; negative: already expired; relative seconds up to 30 days,
+        /// else a Unix time).
+        exptime: i64,
+        /// The value.
+        data: &'a [u8],
+        /// Do not reply.
+        noreply: bool,
+    },
+    /// `delete`.
+    Delete {
+        /// The key.
+        key: &'a [u8],
+        /// Do not reply.
+        noreply: bool,
+    },
+    /// `incr`/`decr`.
+    Arith {
+        /// `incr` (else `decr`).
+        incr: bool,
+        /// The key.
+        key: &'a [u8],
+        /// By how much.
+        delta: u64,
+        /// Do not reply.
+        noreply: bool,
+    },
+    /// `touch`.
+    Touch {
+        /// The key.
+        key: &'a [u8],
+        /// The new expiry.
+        exptime: i64,
+        /// Do not reply.
+        noreply: bool,
+    },
+    /// `flush_all [delay]`.
+    FlushAll {
+        /// Seconds from now (0: now).
+        delay: i64,
+        /// Do not reply.
+        noreply: bool,
+    },
+    /// `stats [group]`.
+    Stats {
+        /// The arguments (none: general stats).
+        args: Vec<&'a [u8]>,
+    },
+    /// `version`.
+    Version,
+    /// `verbosity <level>`.
+    Verbosity {
+        /// Do not reply.
+        noreply: bool,
+    },
+    /// `quit`: close the connection.
+    Quit,
+}
+
+/// The outcome of parsing one command from the front of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A command, and the bytes it used.
+    Command(Command<'a>, usize),
+    /// The buffer holds no complete command yet: read more.
+    Incomplete,
+    /// A bad command: send `reply`, drop `consumed` bytes now and `skip` more as they
+    /// arrive (the data block of a value that was refused), then go on, unless `close`.
+    Error {
+        /// The full reply line, `\r\n` included.
+        reply: &'static [u8],
+        /// Bytes of the buffer this error used.
+        consumed: usize,
+        /// Bytes still to discard beyond the buffer.
+        skip: usize,
+        /// Whether the connection must be closed.
+        close: bool,
+    },
+}
+
+/// `ERROR`: an unknown command.
+pub const ERROR: &[u8] = b"ERROR\r\n";
+const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
+const BAD_DATA: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
+const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
+const LINE_TOO_LONG: &[u8] = b"CLIENT_ERROR line too long\r\n";
+const BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
+
+fn error(reply: &'static [u8], consumed: usize) -> Parsed<'static> {
+    Parsed::Error {
+        reply,
+        consumed,
+        skip: 0,
+        close: false,
+    }
+}
+
+/// Parses the command at the front of `buf`.
+pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
+    let Some(nl) = buf
+        .iter()
+        .take(limits.line_max + 2)
+        .position(|b| *b == b'\n')
+    else {
+        if buf.len() > limits.line_max {
+            return Parsed::Error {
+                reply: LINE_TOO_LONG,
+                consumed: buf.len(),
+                skip: 0,
+                close: true,
+            };
+        }
+        return Parsed::Incomplete;
+    };
+    let line_end = nl + 1;
+    let line = &buf[..nl];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > limits.line_max {
+        return Parsed::Error {
+            reply: LINE_TOO_LONG,
+            consumed: line_end,
+            skip: 0,
+            close: true,
+        };
+    }
+    let tokens: Vec<&[u8]> = line
+        .split(|b| *b == b' ')
+        .filter(|t| !t.is_empty())
+        .collect();
+    let Some((&name, args)) = tokens.split_first() else {
+        return error(ERROR, line_end);
+    };
+    let key_ok = |k: &[u8]| k.len() <= limits.key_max && k.iter().all(|b| *b > b' ' && *b != 0x7f);
+    let (args, noreply) = match args.split_last() {
+        Some((&b"noreply", rest)) => (rest, true),
+        _ => (args, false),
+    };
+    let command = match name {
+        b"get" | b"gets" => {
+            if args.is_empty() || noreply || !args.iter().all(|k| key_ok(k)) {
+                return error(BAD_FORMAT, line_end);
+            }
+            Command::Get {
+                keys: args.to_vec(),
+                cas: name == b"gets",
+            }
+        }
+        b"gat" | b"gats" => {
+            let (Some((t, keys)), false) = (args.split_first(), noreply) else {
+                return error(BAD_FORMAT, line_end);
+            };
+            match number::<i64>(t) {
+                Some(exptime) if !keys.is_empty() && keys.iter().all(|k| key_ok(k)) => {
+                    Command::Gat {
+                        exptime,
+                        keys: keys.to_vec(),
+                        cas: name == b"gats",
+                    }
+                }
+                _ => return error(BAD_FORMAT, line_end),
+            }
+        }
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
+            return parse_store(name, args, noreply, buf, line_end, limits, &key_ok);
+        }
+        b"delete" => match args {
+            [key] if key_ok(key) => Command::Delete { key, noreply },
+            // memcached still accepts a trailing "0" time argument.
+            [key, b"0"] if key_ok(key) => Command::Delete { key, noreply },
+            _ => return error(BAD_FORMAT, line_end),
+        },
+        b"incr" | b"decr" => match args {
+            [key, delta] if key_ok(key) => match number::<u64>(delta) {
+                Some(delta) => Command::Arith {
+                    incr: name == b"incr",
+                    key,
+                    delta,
+                    noreply,
+                },
+                None => return error(BAD_DELTA, line_end),
+            },
+            _ => return error(BAD_FORMAT, line_end),
+        },
+        b"touch" => match args {
+            [key, t] if key_ok(key) => match number::<i64>(t) {
+                Some(exptime) => Command::Touch {
+                    key,
+                    exptime,
+                    noreply,
+                },
+                None => return error(BAD_FORMAT, line_end),
+            },
+            _ => return error(BAD_FORMAT, line_end),
+        },
+        b"flush_all" => match args {
+            [] => Command::FlushAll { delay: 0, noreply },
+            [d] => match number::<i64>(d) {
+                Some(delay) => Command::FlushAll { delay, noreply },
+                None => return error(BAD_FORMAT, line_end),
+            },
+            _ => return error(BAD_FORMAT, line_end),
+        },
+        b"stats" if !noreply => Command::Stats {
+            args: args.to_vec(),
+        },
+        b"version" if args.is_empty() && !noreply => Command::Version,
+        b"verbosity" => match args {
+            [level] if number::<u32>(level).is_some() => Command::Verbosity { noreply },
+            _ => return error(BAD_FORMAT, line_end),
+        },
+        b"quit" if args.is_empty() => Command::Quit,
+        _ => return error(ERROR, line_end),
+    };
+    Parsed::Command(command, line_end)
+}
+
+/// A storage command: its line is parsed; its data block follows.
+fn parse_store<'a>(
+    name: &[u8],
+    args: &[&'a [u8]],
+    noreply: bool,
+    buf: &'a [u8],
+    line_end: usize,
+    limits: &Limits,
+    key_ok: &dyn Fn(&[u8]) -> bool,
+) -> Parsed<'a> {
+    let want = if name == b"cas" { 5 } else { 4 };
+    if args.len() != want || !key_ok(args[0]) {
+        return error(BAD_FORMAT, line_end);
+    }
+    let (Some(flags), Some(exptime), Some(bytes)) = (
+        number::<u32>(args[1]),
+        number::<i64>(args[2]),
+        number::<usize>(args[3]),
+    ) else {
+        return error(BAD_FORMAT, line_end);
+    };
+    let mode = match name {
+        b"set" => StoreMode::Set,
+        b"add" => StoreMode::Add,
+        b"replace" => StoreMode::Replace,
+        b"append" => StoreMode::Append,
+        b"prepend" => StoreMode::Prepend,
+        _ => match number::<u64>(args[4]) {
+            Some(cas) => StoreMode::Cas(cas),
+            None => return error(BAD_FORMAT, line_end),
+        },
+    };
+    if bytes > limits.item_max {
+        // Refuse without buffering: the data (and its \r\n) is skipped as it arrives.
+        let data = bytes.saturating_add(2);
+        let here = data.min(buf.len() - line_end);
+        return Parsed::Error {
+            reply: TOO_LARGE,
+            consumed: line_end + here,
+            skip: data - here,
+            close: false,
+        };
+    }
+    let end = line_end + bytes + 2;
+    if buf.len() < end {
+        return Parsed::Incomplete;
+    }
+    if &buf[end - 2..end] != b"\r\n" {
+        return error(BAD_DATA, end);
+    }
+    Parsed::Command(
+        Command::Store {
+            mode,
+            key: args[0],
+            flags,
+            exptime,
+            data: &buf[line_end..end - 2],
+            noreply,
+        },
+        end,
+    )
+}
+
+/// A decimal number token (no sign for unsigned types; at most 20 digits).
+fn number<T: core::str::FromStr>(token: &[u8]) -> Option<T> {
+    if token.is_empty() || token.len() > 20 {
+        return None;
+    }
+    core::str::from_utf8(token).ok()?.parse().ok()
+}
+
+/// Appends a `VALUE` line and its data block for a retrieval reply.
+pub fn write_value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {
+    out.extend_from_slice(b"VALUE ");
+    out.extend_from_slice(key);
+    out.extend_from_slice(format!(" {flags} {}", data.len()).as_bytes());
+    if let Some(cas) = cas {
+        out.extend_from_slice(format!(" {cas}").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
