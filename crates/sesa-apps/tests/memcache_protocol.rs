@@ -268,24 +268,29 @@ fn a_line_too_long_closes_the_connection() {
 const PIPELINE: &[u8] =
     b"set a 1 0 3\r\nxyz\r\nget a b\r\nbogus\r\nincr n 5 noreply\r\ngets a\r\ndelete a\r\n";
 
-fn run(buf: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut at = 0;
+/// Parses every complete command from `buf[*at..]`, advancing `at`, describing each.
+fn drain(buf: &[u8], at: &mut usize, seen: &mut Vec<String>) {
     loop {
-        match parse(&buf[at..], &limits()) {
+        match parse(&buf[*at..], &limits()) {
             Parsed::Command(c, used) => {
-                out.push(format!("{c:?}"));
-                at += used;
+                seen.push(format!("{c:?}"));
+                *at += used;
             }
             Parsed::Error {
                 reply, consumed, ..
             } => {
-                out.push(String::from_utf8_lossy(reply).into_owned());
-                at += consumed;
+                seen.push(String::from_utf8_lossy(reply).into_owned());
+                *at += consumed;
             }
-            Parsed::Incomplete => return out,
+            Parsed::Incomplete => return,
         }
     }
+}
+
+fn run(buf: &[u8]) -> Vec<String> {
+    let mut seen = Vec::new();
+    drain(buf, &mut 0, &mut seen);
+    seen
 }
 
 #[test]
