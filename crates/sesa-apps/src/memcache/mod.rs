@@ -1,6 +1,7 @@
-//! The memcached text protocol, for the data store (issue 4): the parser and the reply
-//! encoding, sans-IO. The store and the server come next; this module is what turns
-//! untrusted bytes from clients into commands, so it is built to never panic and to
-//! bound every allocation (see [`protocol`]).
+//! The data store's building blocks (issue 4), sans-IO. [`protocol`] turns untrusted
+//! bytes from clients into commands; it is built to never panic and to bound every
+//! allocation. [`store`] is one partition of items with memcached's semantics. The
+//! server, with its per-core partitions, replication and elasticity, comes next.
 
 pub mod protocol;
+pub mod store;

@@ -1,0 +1,317 @@
+//! One partition of the data store: items with memcached's semantics, sans-IO.
+//!
+//! Each core of a node will own one partition (the hash table EBB's per-core rep). So a
+//! partition needs no locks and takes the time as an argument: the hosted server passes
+//! the clock, and the simulator will pass its virtual one.
+//!
+//! # Semantics (memcached 1.6's)
+//! - Expiry: 0 never expires; a negative time is already expired; up to 30 days it is
+//!   relative to now; anything larger is an absolute Unix time.
+//! - `cas` values are unique per partition and change on every modification.
+//! - `incr` wraps around at 2^64; `decr` stops at 0; both need a decimal value.
+//! - Memory: every item costs its key, its value and a fixed overhead. When a store
+//!   would exceed the limit, least recently used items are evicted first. An item that
+//!   cannot fit even in an empty partition is refused.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::protocol::StoreMode;
+
+/// Bytes counted per item beyond its key and value (bookkeeping).
+pub const ITEM_OVERHEAD: usize = 48;
+
+/// Relative expiry times are at most this many seconds (memcached's 30 days); larger
+/// values are absolute Unix times.
+pub const RELATIVE_MAX: i64 = 60 * 60 * 24 * 30;
+
+/// A stored item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    /// The value.
+    pub value: Vec<u8>,
+    /// The client's opaque flags.
+    pub flags: u32,
+    /// Unix time at which it expires (`None`: never).
+    pub expires_at: Option<u64>,
+    /// Its cas value.
+    pub cas: u64,
+}
+
+/// What a storage command did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// `STORED`.
+    Stored,
+    /// `NOT_STORED` (add of a present key, replace/append/prepend of an absent one).
+    NotStored,
+    /// `EXISTS` (cas of a modified item).
+    Exists,
+    /// `NOT_FOUND` (cas of an absent item).
+    NotFound,
+    /// `SERVER_ERROR out of memory storing object`: larger than the whole partition.
+    TooLarge,
+}
+
+/// Why `incr`/`decr` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArithError {
+    /// `NOT_FOUND`.
+    NotFound,
+    /// `CLIENT_ERROR cannot increment or decrement non-numeric value`.
+    NonNumeric,
+}
+
+/// Counters a partition keeps (summed over partitions for `stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// Items present.
+    pub items: u64,
+    /// Bytes counted against the limit.
+    pub bytes: u64,
+    /// Retrievals that found the item.
+    pub hits: u64,
+    /// Retrievals that did not.
+    pub misses: u64,
+    /// Items evicted to make room.
+    pub evictions: u64,
+}
+
+struct Entry {
+    item: Item,
+    /// The entry's position in the LRU order.
+    touched: u64,
+    /// When it was stored (a delayed `flush_all` invalidates what was stored before it).
+    stored_at: u64,
+}
+
+/// One partition.
+pub struct Partition {
+    items: HashMap<Vec<u8>, Entry>,
+    /// LRU order: `touched` tick -> key.
+    lru: BTreeMap<u64, Vec<u8>>,
+    tick: u64,
+    next_cas: u64,
+    bytes: usize,
+    limit: usize,
+    /// Items stored at or before this time are invalid (`flush_all`).
+    flushed_before: Option<u64>,
+    stats: PartitionStats,
+}
+
+fn cost(key: &[u8], value: &[u8]) -> usize {
+    key.len() + value.len() + ITEM_OVERHEAD
+}
+
+/// When an item with `exptime` stored at `now` expires (`Some(0)`: already).
+pub fn expiry(exptime: i64, now: u64) -> Option<u64> {
+    match exptime {
+        0 => None,
+        t if t < 0 => Some(0),
+        t if t <= RELATIVE_MAX => Some(now.saturating_add(t as u64)),
+        t => Some(t as u64),
+    }
+}
+
+impl Partition {
+    /// An empty partition holding at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Partition {
+            items: HashMap::new(),
+            lru: BTreeMap::new(),
+            tick: 0,
+            next_cas: 1,
+            bytes: 0,
+            limit,
+            flushed_before: None,
+            stats: PartitionStats::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> PartitionStats {
+        PartitionStats {
+            items: self.items.len() as u64,
+            bytes: self.bytes as u64,
+            ..self.stats
+        }
+    }
+
+    fn live(&self, entry: &Entry, now: u64) -> bool {
+        let expired = entry.item.expires_at.is_some_and(|t| t <= now);
+        let flushed = self
+            .flushed_before
+            .is_some_and(|f| f <= now && entry.stored_at <= f);
+        !expired && !flushed
+    }
+
+    /// The live item under `key`, marking it recently used.
+    pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Item> {
+        self.purge_if_dead(key, now);
+        match self.items.get_mut(key) {
+            Some(entry) => {
+                self.stats.hits += 1;
+                self.tick += 1;
+                self.lru.remove(&entry.touched);
+                entry.touched = self.tick;
+                self.lru.insert(self.tick, key.to_vec());
+                Some(&entry.item)
+            }
+            None => {
+                self.stats.misses += 1;
+                None
+            }
+        }
+    }
+
+    fn purge_if_dead(&mut self, key: &[u8], now: u64) {
+        let dead = self.items.get(key).is_some_and(|e| !self.live(e, now));
+        if dead {
+            self.remove(key);
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<Item> {
+        let entry = self.items.remove(key)?;
+        self.lru.remove(&entry.touched);
+        self.bytes -= cost(key, &entry.item.value);
+        Some(entry.item)
+    }
+
+    /// A storage command.
+    pub fn store(
+        &mut self,
+        mode: StoreMode,
+        key: &[u8],
+        flags: u32,
+        exptime: i64,
+        data: &[u8],
+        now: u64,
+    ) -> Stored {
+        self.purge_if_dead(key, now);
+        let existing = self.items.get(key).map(|e| &e.item);
+        let value = match (mode, existing) {
+            (StoreMode::Add, Some(_)) | (StoreMode::Replace, None) => return Stored::NotStored,
+            (StoreMode::Append | StoreMode::Prepend, None) => return Stored::NotStored,
+            (StoreMode::Cas(_), None) => return Stored::NotFound,
+            (StoreMode::Cas(cas), Some(item)) if item.cas != cas => return Stored::Exists,
+            (StoreMode::Append, Some(item)) => [item.value.as_slice(), data].concat(),
+            (StoreMode::Prepend, Some(item)) => [data, item.value.as_slice()].concat(),
+            _ => data.to_vec(),
+        };
+        // Append and prepend keep the item's flags and expiry, as memcached does.
+        let (flags, expires_at) = match (mode, existing) {
+            (StoreMode::Append | StoreMode::Prepend, Some(item)) => (item.flags, item.expires_at),
+            _ => (flags, expiry(exptime, now)),
+        };
+        if cost(key, &value) > self.limit {
+            return Stored::TooLarge;
+        }
+        self.remove(key);
+        self.make_room(cost(key, &value));
+        self.insert(
+            key,
+            Item {
+                value,
+                flags,
+                expires_at,
+                cas: 0,
+            },
+            now,
+        );
+        Stored::Stored
+    }
+
+    fn insert(&mut self, key: &[u8], mut item: Item, now: u64) {
+        item.cas = self.next_cas;
+        self.next_cas += 1;
+        self.tick += 1;
+        self.bytes += cost(key, &item.value);
+        self.lru.insert(self.tick, key.to_vec());
+        self.items.insert(
+            key.to_vec(),
+            Entry {
+                item,
+                touched: self.tick,
+                stored_at: now,
+            },
+        );
+    }
+
+    /// Evicts least recently used items until `needed` more bytes fit.
+    fn make_room(&mut self, needed: usize) {
+        while self.bytes + needed > self.limit {
+            let Some((_, key)) = self.lru.pop_first() else {
+                return;
+            };
+            if let Some(entry) = self.items.remove(&key) {
+                self.bytes -= cost(&key, &entry.item.value);
+                self.stats.evictions += 1;
+            }
+        }
+    }
+
+    /// `delete`: whether the key was there.
+    pub fn delete(&mut self, key: &[u8], now: u64) -> bool {
+        self.purge_if_dead(key, now);
+        self.remove(key).is_some()
+    }
+
+    /// `incr`/`decr`: the new value.
+    ///
+    /// # Errors
+    /// [`ArithError::NotFound`], or [`ArithError::NonNumeric`] if the value is not a
+    /// decimal number of at most 20 digits.
+    pub fn arith(
+        &mut self,
+        key: &[u8],
+        incr: bool,
+        delta: u64,
+        now: u64,
+    ) -> Result<u64, ArithError> {
+        self.purge_if_dead(key, now);
+        let entry = self.items.get(key).ok_or(ArithError::NotFound)?;
+        let text = std::str::from_utf8(&entry.item.value).map_err(|_| ArithError::NonNumeric)?;
+        let current: u64 = text
+            .trim_end()
+            .parse()
+            .map_err(|_| ArithError::NonNumeric)?;
+        let next = if incr {
+            current.wrapping_add(delta)
+        } else {
+            current.saturating_sub(delta)
+        };
+        let Some(old) = self.remove(key) else {
+            return Err(ArithError::NotFound);
+        };
+        let value = next.to_string().into_bytes();
+        self.make_room(cost(key, &value));
+        self.insert(key, Item { value, ..old }, now);
+        Ok(next)
+    }
+
+    /// `touch`: whether the key was there.
+    pub fn touch(&mut self, key: &[u8], exptime: i64, now: u64) -> bool {
+        self.purge_if_dead(key, now);
+        match self.items.get_mut(key) {
+            Some(entry) => {
+                entry.item.expires_at = expiry(exptime, now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `flush_all [delay]`: every item present at `now + delay` becomes invalid then.
+    pub fn flush_all(&mut self, delay: i64, now: u64) {
+        let at = now.saturating_add(delay.max(0) as u64);
+        if delay <= 0 {
+            let keys: Vec<Vec<u8>> = self.items.keys().cloned().collect();
+            for k in keys {
+                self.remove(&k);
+            }
+            self.flushed_before = None;
+        } else {
+            self.flushed_before = Some(at);
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! A data store partition: memcached's item semantics, expiry, cas, arithmetic, the
+//! memory limit with LRU eviction, and a model check against a plain map.
+
+use proptest::prelude::*;
+use sesa_apps::memcache::protocol::StoreMode;
+use sesa_apps::memcache::store::{ArithError, ITEM_OVERHEAD, Partition, Stored, expiry};
+
+const NOW: u64 = 1_700_000_000;
+
+fn value(p: &mut Partition, key: &[u8], now: u64) -> Option<Vec<u8>> {
+    p.get(key, now).map(|i| i.value.clone())
+}
+
+#[test]
+fn storage_modes_follow_memcached() {
+    let mut p = Partition::new(1 << 20);
+    assert_eq!(
+        p.store(StoreMode::Replace, b"k", 0, 0, b"x", NOW),
+        Stored::NotStored
+    );
+    assert_eq!(
+        p.store(StoreMode::Append, b"k", 0, 0, b"x", NOW),
+        Stored::NotStored
+    );
+    assert_eq!(
+        p.store(StoreMode::Add, b"k", 3, 0, b"mid", NOW),
+        Stored::Stored
+    );
+    assert_eq!(
+        p.store(StoreMode::Add, b"k", 0, 0, b"again", NOW),
+        Stored::NotStored
+    );
+    assert_eq!(
+        p.store(StoreMode::Append, b"k", 9, 0, b">>", NOW),
+        Stored::Stored
+    );
+    assert_eq!(
+        p.store(StoreMode::Prepend, b"k", 9, 0, b"<<", NOW),
+        Stored::Stored
+    );
+    let item = p.get(b"k", NOW).unwrap().clone();
+    assert_eq!(item.value, b"<<mid>>");
+    assert_eq!(item.flags, 3, "append and prepend keep the flags");
+    assert_eq!(
+        p.store(StoreMode::Replace, b"k", 1, 0, b"new", NOW),
+        Stored::Stored
+    );
+    assert_eq!(value(&mut p, b"k", NOW).unwrap(), b"new");
+}
+
+#[test]
+fn cas_values_change_on_every_write() {
+    let mut p = Partition::new(1 << 20);
+    assert_eq!(
+        p.store(StoreMode::Cas(1), b"k", 0, 0, b"x", NOW),
+        Stored::NotFound
+    );
+    p.store(StoreMode::Set, b"k", 0, 0, b"a", NOW);
+    let cas = p.get(b"k", NOW).unwrap().cas;
+    assert_eq!(
+        p.store(StoreMode::Cas(cas + 1), b"k", 0, 0, b"b", NOW),
+        Stored::Exists
+    );
+    assert_eq!(
+        p.store(StoreMode::Cas(cas), b"k", 0, 0, b"b", NOW),
+        Stored::Stored
+    );
+    let after = p.get(b"k", NOW).unwrap().cas;
+    assert_ne!(after, cas);
+    assert_eq!(
+        p.store(StoreMode::Cas(cas), b"k", 0, 0, b"c", NOW),
+        Stored::Exists,
+        "stale cas"
+    );
+}
+
+#[test]
+fn expiry_relative_absolute_negative_and_touch() {
+    assert_eq!(expiry(0, NOW), None);
+    assert_eq!(expiry(-1, NOW), Some(0));
+    assert_eq!(expiry(100, NOW), Some(NOW + 100));
+    assert_eq!(
+        expiry(60 * 60 * 24 * 30 + 1, NOW),
+        Some(60 * 60 * 24 * 30 + 1),
+        "absolute"
+    );
+    let mut p = Partition::new(1 << 20);
+    p.store(StoreMode::Set, b"short", 0, 10, b"v", NOW);
+    p.store(StoreMode::Set, b"gone", 0, -1, b"v", NOW);
+    p.store(StoreMode::Set, b"abs", 0, (NOW + 5) as i64, b"v", NOW);
+    assert!(
+        p.get(b"gone", NOW).is_none(),
+        "negative expiry: already expired"
+    );
+    assert!(p.get(b"short", NOW + 9).is_some());
+    assert!(p.get(b"short", NOW + 10).is_none());
+    assert!(p.get(b"abs", NOW + 4).is_some());
+    assert!(p.get(b"abs", NOW + 5).is_none());
+    p.store(StoreMode::Set, b"t", 0, 10, b"v", NOW);
+    assert!(p.touch(b"t", 100, NOW + 5));
+    assert!(p.get(b"t", NOW + 50).is_some(), "touch extended it");
+    assert!(!p.touch(b"missing", 1, NOW));
+}
+
+#[test]
+fn incr_wraps_decr_stops_at_zero_and_both_need_numbers() {
+    let mut p = Partition::new(1 << 20);
+    assert_eq!(p.arith(b"n", true, 1, NOW), Err(ArithError::NotFound));
+    p.store(StoreMode::Set, b"n", 0, 0, b"18446744073709551615", NOW);
+    assert_eq!(p.arith(b"n", true, 2, NOW), Ok(1), "wraps at 2^64");
+    assert_eq!(p.arith(b"n", false, 5, NOW), Ok(0), "stops at zero");
+    assert_eq!(value(&mut p, b"n", NOW).unwrap(), b"0");
+    p.store(StoreMode::Set, b"s", 0, 0, b"abc", NOW);
+    assert_eq!(p.arith(b"s", true, 1, NOW), Err(ArithError::NonNumeric));
+}
+
+#[test]
+fn flush_all_now_and_later() {
+    let mut p = Partition::new(1 << 20);
+    p.store(StoreMode::Set, b"a", 0, 0, b"1", NOW);
+    p.flush_all(0, NOW);
+    assert!(p.get(b"a", NOW).is_none());
+    p.store(StoreMode::Set, b"b", 0, 0, b"2", NOW);
+    p.flush_all(10, NOW);
+    assert!(
+        p.get(b"b", NOW + 9).is_some(),
+        "still there before the delay"
+    );
+    assert!(p.get(b"b", NOW + 10).is_none(), "flushed at the delay");
+    p.store(StoreMode::Set, b"c", 0, 0, b"3", NOW + 11);
+    assert!(
+        p.get(b"c", NOW + 12).is_some(),
+        "stored after the flush: valid"
+    );
+}
+
+#[test]
+fn the_memory_limit_evicts_least_recently_used_first() {
+    let item = 10 + ITEM_OVERHEAD; // a 1-byte key and a 9-byte value
+    let mut p = Partition::new(item * 3);
+    for k in [b"a", b"b", b"c"] {
+        assert_eq!(
+            p.store(StoreMode::Set, k, 0, 0, b"123456789", NOW),
+            Stored::Stored
+        );
+    }
+    assert!(
+        p.get(b"a", NOW).is_some(),
+        "a is now the most recently used"
+    );
+    p.store(StoreMode::Set, b"d", 0, 0, b"123456789", NOW);
+    assert!(p.get(b"b", NOW).is_none(), "b was the least recently used");
+    assert!(p.get(b"a", NOW).is_some() && p.get(b"c", NOW).is_some() && p.get(b"d", NOW).is_some());
+    let s = p.stats();
+    assert_eq!((s.items, s.evictions), (3, 1));
+    assert!(s.bytes as usize <= item * 3);
+    let huge = vec![0u8; item * 4];
+    assert_eq!(
+        p.store(StoreMode::Set, b"h", 0, 0, &huge, NOW),
+        Stored::TooLarge
+    );
+}
+
+#[test]
+fn stats_count_hits_and_misses() {
+    let mut p = Partition::new(1 << 20);
+    p.store(StoreMode::Set, b"k", 0, 0, b"v", NOW);
+    p.get(b"k", NOW);
+    p.get(b"nope", NOW);
+    assert_eq!((p.stats().hits, p.stats().misses), (1, 1));
+    assert!(p.delete(b"k", NOW));
+    assert!(!p.delete(b"k", NOW));
+    assert_eq!(p.stats().items, 0);
+    assert_eq!(p.stats().bytes, 0);
+}
+
+proptest! {
+    /// With no expiry and room for everything, a partition behaves like a map.
+    #[test]
+    fn a_partition_is_a_map_when_nothing_expires_or_evicts(
+        ops in proptest::collection::vec((0u8..4, 0u8..6, proptest::collection::vec(any::<u8>(), 0..8)), 0..200)
+    ) {
+        let mut p = Partition::new(1 << 30);
+        let mut model = std::collections::BTreeMap::new();
+        for (op, k, v) in ops {
+            let key = [b'k', k];
+            match op {
+                0 => {
+                    p.store(StoreMode::Set, &key, 0, 0, &v, NOW);
+                    model.insert(key, v);
+                }
+                1 => {
+                    let added = p.store(StoreMode::Add, &key, 0, 0, &v, NOW) == Stored::Stored;
+                    prop_assert_eq!(added, !model.contains_key(&key));
+                    model.entry(key).or_insert(v);
+                }
+                2 => {
+                    prop_assert_eq!(p.delete(&key, NOW), model.remove(&key).is_some());
+                }
+                _ => {
+                    let got = p.get(&key, NOW).map(|i| i.value.clone());
+                    prop_assert_eq!(got.as_ref(), model.get(&key));
+                }
+            }
+        }
+        prop_assert_eq!(p.stats().items as usize, model.len());
+    }
+}
