@@ -186,6 +186,20 @@ fn other_commands() {
     );
     assert_eq!(command(b"version\r\n"), Command::Version);
     assert_eq!(
+        command(b"version foo bar\r\n"),
+        Command::Version,
+        "as memcached 1.6"
+    );
+    assert_eq!(
+        command(b"verbosity noreply\r\n"),
+        Command::Verbosity { noreply: true }
+    );
+    assert_eq!(
+        reply(b"verbosity\r\n").0,
+        "CLIENT_ERROR bad command line format\r\n"
+    );
+    assert_eq!(reply(b"verbosity foo bar my\r\n").0, "ERROR\r\n");
+    assert_eq!(
         command(b"verbosity 1\r\n"),
         Command::Verbosity { noreply: false }
     );

@@ -57,6 +57,12 @@ pub fn now() -> Instant {
     on_core(|p| p.now())
 }
 
+/// Seconds since the Unix epoch, from the platform's wall clock.
+#[track_caller]
+pub fn unix_time() -> u64 {
+    on_core(|p| p.unix_time())
+}
+
 /// Runs `future` on this core, concurrently with the caller.
 #[track_caller]
 pub fn spawn_local<F>(future: F) -> JoinHandle<F::Output>

@@ -48,6 +48,9 @@ pub trait Platform {
     fn cores(&self) -> usize;
     /// The monotonic clock.
     fn now(&self) -> Instant;
+    /// Seconds since the Unix epoch on the wall clock (for protocols that speak absolute
+    /// times, like memcached's expiry); the simulator gives a virtual one.
+    fn unix_time(&self) -> u64;
     /// Starts `task` on this core.
     fn spawn_local(&self, task: LocalTask);
     /// Sends `event` to `core`'s inbox.

@@ -393,6 +393,12 @@ impl Platform for HostedCore {
         Instant::from_nanos(self.shared.epoch.elapsed().as_nanos() as u64)
     }
 
+    fn unix_time(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
     fn spawn_local(&self, task: LocalTask) {
         drop(tokio::task::spawn_local(task));
     }

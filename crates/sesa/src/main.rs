@@ -22,6 +22,24 @@ enum Command {
         #[command(subcommand)]
         app: App,
     },
+    /// Runs the memcached-compatible data store (one node for now).
+    Kv {
+        /// The first node's port.
+        #[arg(long, default_value_t = 11211)]
+        port: u16,
+        /// Cores (default: all the process may use).
+        #[arg(long)]
+        cores: Option<usize>,
+        /// Memory for items, in MiB (like memcached's -m).
+        #[arg(short = 'm', long = "memory", default_value_t = 64)]
+        memory_mb: usize,
+        /// Largest item, in bytes (like memcached's -I; default 1 MiB).
+        #[arg(long, default_value_t = 1 << 20)]
+        item_max: usize,
+        /// Nodes (the multi-node store is not built yet: only 1 works).
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+    },
     /// Runs one node of an application (started by the frontend, or by hand to join one).
     Node {
         /// The frontend's address.
@@ -212,6 +230,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", status.table());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Kv {
+            port,
+            cores,
+            memory_mb,
+            item_max,
+            nodes,
+        } => {
+            if nodes != 1 {
+                anyhow::bail!(
+                    "the multi-node data store is not built yet (issue 4): run with --nodes 1"
+                );
+            }
+            let config = sesa_apps::memcache::server::KvConfig {
+                limits: sesa_apps::memcache::protocol::Limits {
+                    item_max,
+                    ..Default::default()
+                },
+                memory_bytes: memory_mb.saturating_mul(1 << 20),
+            };
+            let runtime = Runtime::new(Config {
+                cores,
+                handle_signals: true,
+                ..Config::default()
+            })?;
+            let exit = runtime.run(move || async move {
+                let kv = sesa_apps::memcache::server::Kv::create(&config)?;
+                let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+                let listener =
+                    sesa_event::tcp_listen(addr).with_context(|| format!("listening on {addr}"))?;
+                println!("node 0 listening on {}", listener.local_addr()?);
+                sesa_apps::memcache::server::serve(kv, listener).await;
+                anyhow::Ok(())
+            })?;
+            match exit {
+                Exit::Completed(result) => result.map(|()| ExitCode::SUCCESS),
+                other => Ok(ExitCode::from(u8::try_from(other.code()).unwrap_or(1))),
+            }
         }
         Command::Scale { nodes, pid } => {
             let started = std::time::Instant::now();

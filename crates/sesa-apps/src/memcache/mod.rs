@@ -4,4 +4,5 @@
 //! server, with its per-core partitions, replication and elasticity, comes next.
 
 pub mod protocol;
+pub mod server;
 pub mod store;

@@ -284,10 +284,14 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         b"stats" if !noreply => Command::Stats {
             args: args.to_vec(),
         },
-        b"version" if args.is_empty() && !noreply => Command::Version,
+        // memcached 1.6 answers `version` whatever follows it.
+        b"version" => Command::Version,
         b"verbosity" => match args {
+            // With noreply memcached sends nothing, not even for a bad level.
+            [] | [_] if noreply => Command::Verbosity { noreply },
             [level] if number::<u32>(level).is_some() => Command::Verbosity { noreply },
-            _ => return error(BAD_FORMAT, line_end),
+            [_] | [] => return error(BAD_FORMAT, line_end),
+            _ => return error(ERROR, line_end),
         },
         b"quit" if args.is_empty() => Command::Quit,
         _ => return error(ERROR, line_end),

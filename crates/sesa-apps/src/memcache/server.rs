@@ -1,0 +1,485 @@
+//! A memcached server on one node: the keyspace partitioned over the node's cores.
+//!
+//! The hash table is an EBB whose per-core reps are the partitions (the paper's
+//! section 4.4, partitioned within a node): each key belongs to one core, chosen by a hash
+//! of the key, and a command runs on that core, shipped there from the connection's
+//! core when needed. A partition is touched only by its own core, so it takes no locks.
+//!
+//! Connections are served on the core that accepted them. Everything a read brought in
+//! is parsed and executed in order (pipelining), and its replies leave in one write.
+//! Bad input gets memcached's error replies; a line too long closes the connection.
+//!
+//! Still to come (issue 4): replication across nodes, elasticity, per-core listeners,
+//! the meta commands.
+
+use core::cell::RefCell;
+use std::collections::BTreeMap;
+
+use sesa_ebb::{CoreId, EbbError, EbbRef, EbbRoot, Install, MissContext, MissError};
+use sesa_event::net::{Listener, Stream};
+use sesa_event::{EventError, spawn_on};
+
+use super::protocol::{self, Command, Limits, Parsed, StoreMode};
+use super::store::{ArithError, Partition, PartitionStats, Stored};
+
+/// How a node's store is set up.
+#[derive(Clone, Debug)]
+pub struct KvConfig {
+    /// Protocol limits.
+    pub limits: Limits,
+    /// Memory for items on the whole node, split evenly over its cores.
+    pub memory_bytes: usize,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig {
+            limits: Limits::default(),
+            memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A core's partition.
+pub struct PartitionRep(RefCell<Partition>);
+
+struct Partitions {
+    per_core: usize,
+}
+
+impl EbbRoot for Partitions {
+    type Rep = PartitionRep;
+    fn miss(&self, _cx: &MissContext<'_>) -> Result<Install<PartitionRep>, MissError> {
+        Ok(Install::local(Box::new(PartitionRep(RefCell::new(
+            Partition::new(self.per_core),
+        )))))
+    }
+}
+
+/// The reply to `version`: the memcached protocol level implemented, then sesa's own.
+pub const VERSION_LINE: &str = concat!("VERSION 1.6.0 sesa-", env!("CARGO_PKG_VERSION"), "\r\n");
+
+/// A node's store: `Copy`, usable from any core.
+#[derive(Clone, Copy)]
+pub struct Kv {
+    parts: EbbRef<PartitionRep>,
+    limits: Limits,
+}
+
+/// One key's command, owned so it can be shipped to the key's core.
+enum Op {
+    Get {
+        key: Vec<u8>,
+        cas: bool,
+        touch: Option<i64>,
+    },
+    Store {
+        mode: StoreMode,
+        key: Vec<u8>,
+        flags: u32,
+        exptime: i64,
+        data: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    Arith {
+        incr: bool,
+        key: Vec<u8>,
+        delta: u64,
+    },
+    Touch {
+        key: Vec<u8>,
+        exptime: i64,
+    },
+}
+
+/// FNV-1a: a key's core within this node (stable, cheap).
+fn owner(key: &[u8], cores: usize) -> CoreId {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in key {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
+    }
+    CoreId::new((h % cores as u64) as u32)
+}
+
+impl Kv {
+    /// Creates the store on the current node.
+    ///
+    /// # Errors
+    /// Off a core, or out of EBB ids.
+    pub fn create(config: &KvConfig) -> Result<Kv, EbbError> {
+        let node = sesa_ebb::EbbNode::current()?;
+        let per_core = (config.memory_bytes / node.cores()).max(1);
+        let parts = node.create(Partitions { per_core })?;
+        Ok(Kv {
+            parts,
+            limits: config.limits,
+        })
+    }
+
+    /// Runs `op` on this core's partition; the reply bytes.
+    fn apply_here(self, op: Op) -> Vec<u8> {
+        let now = sesa_event::unix_time();
+        self.parts.with(|rep| {
+            let mut p = rep.0.borrow_mut();
+            let mut out = Vec::new();
+            match op {
+                Op::Get { key, cas, touch } => {
+                    if let Some(t) = touch {
+                        p.touch(&key, t, now);
+                    }
+                    if let Some(item) = p.get(&key, now) {
+                        protocol::write_value(
+                            &mut out,
+                            &key,
+                            item.flags,
+                            &item.value,
+                            cas.then_some(item.cas),
+                        );
+                    }
+                }
+                Op::Store {
+                    mode,
+                    key,
+                    flags,
+                    exptime,
+                    data,
+                } => {
+                    out.extend_from_slice(match p.store(mode, &key, flags, exptime, &data, now) {
+                        Stored::Stored => b"STORED\r\n".as_slice(),
+                        Stored::NotStored => b"NOT_STORED\r\n",
+                        Stored::Exists => b"EXISTS\r\n",
+                        Stored::NotFound => b"NOT_FOUND\r\n",
+                        Stored::TooLarge => b"SERVER_ERROR out of memory storing object\r\n",
+                    });
+                }
+                Op::Delete { key } => out.extend_from_slice(if p.delete(&key, now) {
+                    b"DELETED\r\n".as_slice()
+                } else {
+                    b"NOT_FOUND\r\n"
+                }),
+                Op::Arith { incr, key, delta } => match p.arith(&key, incr, delta, now) {
+                    Ok(v) => out.extend_from_slice(format!("{v}\r\n").as_bytes()),
+                    Err(ArithError::NotFound) => out.extend_from_slice(b"NOT_FOUND\r\n"),
+                    Err(ArithError::NonNumeric) => out.extend_from_slice(
+                        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+                    ),
+                },
+                Op::Touch { key, exptime } => {
+                    out.extend_from_slice(if p.touch(&key, exptime, now) {
+                        b"TOUCHED\r\n".as_slice()
+                    } else {
+                        b"NOT_FOUND\r\n"
+                    })
+                }
+            }
+            out
+        })
+    }
+
+    /// Runs `op` on the core that owns `key`.
+    async fn apply(self, key: &[u8], op: Op) -> Result<Vec<u8>, EventError> {
+        let core = owner(key, sesa_event::cores());
+        if core == sesa_event::current_core() {
+            return Ok(self.apply_here(op));
+        }
+        spawn_on(core, move || self.apply_here(op)).await
+    }
+
+    /// Runs `f` on every core's partition, in core order.
+    async fn each_partition<T: Send + 'static>(
+        self,
+        f: impl Fn(&mut Partition, u64) -> T + Send + Sync + 'static,
+    ) -> Result<Vec<T>, EventError> {
+        let f = std::sync::Arc::new(f);
+        let mut out = Vec::new();
+        for r in sesa_event::on_all_cores(move |_| {
+            let now = sesa_event::unix_time();
+            self.parts.with(|rep| f(&mut rep.0.borrow_mut(), now))
+        })
+        .await
+        {
+            out.push(r?);
+        }
+        Ok(out)
+    }
+
+    /// The counters summed over every partition.
+    ///
+    /// # Errors
+    /// A core failed.
+    pub async fn stats(self) -> Result<PartitionStats, EventError> {
+        let all = self.each_partition(|p, _| p.stats()).await?;
+        Ok(all
+            .into_iter()
+            .fold(PartitionStats::default(), |a, s| PartitionStats {
+                items: a.items + s.items,
+                bytes: a.bytes + s.bytes,
+                hits: a.hits + s.hits,
+                misses: a.misses + s.misses,
+                evictions: a.evictions + s.evictions,
+            }))
+    }
+
+    /// Executes one command; appends its reply to `out` (nothing for `noreply`). Returns
+    /// `false` for `quit`.
+    ///
+    /// # Errors
+    /// A core failed.
+    pub async fn execute(
+        self,
+        command: Command<'_>,
+        out: &mut Vec<u8>,
+        conns: &Counters,
+    ) -> Result<bool, EventError> {
+        match command {
+            Command::Get { keys, cas } => self.get(&keys, cas, None, out).await?,
+            Command::Gat { exptime, keys, cas } => self.get(&keys, cas, Some(exptime), out).await?,
+            Command::Store {
+                mode,
+                key,
+                flags,
+                exptime,
+                data,
+                noreply,
+            } => {
+                let op = Op::Store {
+                    mode,
+                    key: key.to_vec(),
+                    flags,
+                    exptime,
+                    data: data.to_vec(),
+                };
+                let reply = self.apply(key, op).await?;
+                if !noreply {
+                    out.extend_from_slice(&reply);
+                }
+            }
+            Command::Delete { key, noreply } => {
+                let reply = self.apply(key, Op::Delete { key: key.to_vec() }).await?;
+                if !noreply {
+                    out.extend_from_slice(&reply);
+                }
+            }
+            Command::Arith {
+                incr,
+                key,
+                delta,
+                noreply,
+            } => {
+                let reply = self
+                    .apply(
+                        key,
+                        Op::Arith {
+                            incr,
+                            key: key.to_vec(),
+                            delta,
+                        },
+                    )
+                    .await?;
+                if !noreply {
+                    out.extend_from_slice(&reply);
+                }
+            }
+            Command::Touch {
+                key,
+                exptime,
+                noreply,
+            } => {
+                let reply = self
+                    .apply(
+                        key,
+                        Op::Touch {
+                            key: key.to_vec(),
+                            exptime,
+                        },
+                    )
+                    .await?;
+                if !noreply {
+                    out.extend_from_slice(&reply);
+                }
+            }
+            Command::FlushAll { delay, noreply } => {
+                self.each_partition(move |p, now| p.flush_all(delay, now))
+                    .await?;
+                if !noreply {
+                    out.extend_from_slice(b"OK\r\n");
+                }
+            }
+            Command::Stats { args } => {
+                if args.is_empty() {
+                    self.write_stats(out, conns).await?;
+                } else {
+                    // Sub-groups (items, slabs, ...) are not kept: an empty group.
+                    out.extend_from_slice(b"END\r\n");
+                }
+            }
+            Command::Version => out.extend_from_slice(
+                concat!("VERSION sesa-", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes(),
+            ),
+            Command::Verbosity { noreply } => {
+                if !noreply {
+                    out.extend_from_slice(b"OK\r\n");
+                }
+            }
+            Command::Quit => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    async fn get(
+        self,
+        keys: &[&[u8]],
+        cas: bool,
+        touch: Option<i64>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EventError> {
+        // Start every key's lookup on its core, then write the values in request order.
+        let lookups: Vec<_> = keys
+            .iter()
+            .map(|key| {
+                let core = owner(key, sesa_event::cores());
+                let op = Op::Get {
+                    key: key.to_vec(),
+                    cas,
+                    touch,
+                };
+                if core == sesa_event::current_core() {
+                    Err(self.apply_here(op))
+                } else {
+                    Ok(spawn_on(core, move || self.apply_here(op)))
+                }
+            })
+            .collect();
+        for lookup in lookups {
+            match lookup {
+                Err(here) => out.extend_from_slice(&here),
+                Ok(shipped) => out.extend_from_slice(&shipped.await?),
+            }
+        }
+        out.extend_from_slice(b"END\r\n");
+        Ok(())
+    }
+
+    async fn write_stats(self, out: &mut Vec<u8>, conns: &Counters) -> Result<(), EventError> {
+        let s = self.stats().await?;
+        let c = conns.snapshot();
+        let lines: BTreeMap<&str, String> = [
+            ("pid", std::process::id().to_string()),
+            ("time", sesa_event::unix_time().to_string()),
+            ("version", format!("sesa-{}", env!("CARGO_PKG_VERSION"))),
+            ("threads", sesa_event::cores().to_string()),
+            ("curr_items", s.items.to_string()),
+            ("bytes", s.bytes.to_string()),
+            ("get_hits", s.hits.to_string()),
+            ("get_misses", s.misses.to_string()),
+            ("evictions", s.evictions.to_string()),
+            ("curr_connections", c.0.to_string()),
+            ("total_connections", c.1.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        for (k, v) in lines {
+            out.extend_from_slice(format!("STAT {k} {v}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"END\r\n");
+        Ok(())
+    }
+}
+
+/// Connection counters of a server (read by `stats`).
+#[derive(Default)]
+pub struct Counters {
+    current: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.current.load(Relaxed), self.total.load(Relaxed))
+    }
+}
+
+/// Serves memcached clients on `listener` until the runtime stops.
+pub async fn serve(kv: Kv, listener: Listener) {
+    let counters = std::rc::Rc::new(Counters::default());
+    loop {
+        let Ok((stream, _peer)) = listener.accept().await else {
+            sesa_event::sleep(core::time::Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let counters = counters.clone();
+        sesa_event::spawn_local(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            counters.current.fetch_add(1, Relaxed);
+            counters.total.fetch_add(1, Relaxed);
+            // A client's reset or bad input ends only its own connection.
+            let _ = connection(kv, stream, &counters).await;
+            counters.current.fetch_sub(1, Relaxed);
+        });
+    }
+}
+
+/// Serves one client.
+async fn connection(
+    kv: Kv,
+    mut stream: Stream,
+    counters: &Counters,
+) -> Result<(), sesa_event::net::NetError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+    let mut read = vec![0u8; 16 << 10];
+    let mut out = Vec::with_capacity(16 << 10);
+    let mut skip = 0usize;
+    loop {
+        let n = stream.read(&mut read).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut fresh = &read[..n];
+        // Drop what remains of a refused value first.
+        let dropped = skip.min(fresh.len());
+        skip -= dropped;
+        fresh = &fresh[dropped..];
+        buf.extend_from_slice(fresh);
+        let mut at = 0;
+        let mut keep_open = true;
+        while keep_open {
+            match protocol::parse(&buf[at..], &kv.limits) {
+                Parsed::Incomplete => break,
+                Parsed::Command(command, used) => {
+                    at += used;
+                    keep_open = kv
+                        .execute(command, &mut out, counters)
+                        .await
+                        .unwrap_or_else(|_| {
+                            out.extend_from_slice(b"SERVER_ERROR the node is stopping\r\n");
+                            false
+                        });
+                }
+                Parsed::Error {
+                    reply,
+                    consumed,
+                    skip: more,
+                    close,
+                } => {
+                    out.extend_from_slice(reply);
+                    at += consumed;
+                    skip += more;
+                    keep_open = !close;
+                }
+            }
+        }
+        buf.drain(..at);
+        // Everything this read produced leaves in one write.
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        if !keep_open {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The memcached server on one 2-core node, spoken to by a plain TCP client as any
+//! memcached client would.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use sesa_apps::memcache::protocol::Limits;
+use sesa_apps::memcache::server::{Kv, KvConfig, serve};
+use sesa_hosted::{Config, Exit, Runtime};
+
+/// Starts a node serving memcached; returns its address and a handle that stops it.
+fn server(config: KvConfig) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let done = Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    let thread = std::thread::spawn(move || {
+        let rt = Runtime::new(Config {
+            pin_threads: false,
+            idle_spins: 100,
+            ..Config::with_cores(2)
+        })
+        .unwrap();
+        let exit = rt.run(move || async move {
+            let kv = Kv::create(&config).unwrap();
+            let listener = sesa_event::tcp_listen("127.0.0.1:0".parse().unwrap()).unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            sesa_event::spawn_local(serve(kv, listener));
+            while !stop.load(SeqCst) {
+                sesa_event::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(matches!(exit, Ok(Exit::Completed(()))));
+    });
+    (
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        done,
+        thread,
+    )
+}
+
+struct Client(TcpStream);
+
+impl Client {
+    fn new(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client(s)
+    }
+
+    /// Sends `request` and reads exactly the bytes of `expected`.
+    fn expect(&mut self, request: &[u8], expected: &[u8]) {
+        self.0.write_all(request).unwrap();
+        let mut got = vec![0u8; expected.len()];
+        self.0.read_exact(&mut got).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(expected),
+            "after {:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+
+    /// Runs `expect` over each (request, reply) pair in order.
+    fn script(&mut self, pairs: &[(&[u8], &[u8])]) {
+        for (request, reply) in pairs {
+            self.expect(request, reply);
+        }
+    }
+
+    /// Sends `request` and reads one reply ending with `END\r\n`.
+    fn until_end(&mut self, request: &[u8]) -> String {
+        self.0.write_all(request).unwrap();
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"END\r\n") {
+            self.0.read_exact(&mut byte).unwrap();
+            got.push(byte[0]);
+        }
+        String::from_utf8(got).unwrap()
+    }
+}
+
+#[test]
+fn memcached_commands_work_over_tcp() {
+    let (addr, stop, thread) = server(KvConfig::default());
+    let mut c = Client::new(addr);
+    c.script(&[
+        (b"get nothing\r\n", b"END\r\n"),
+        (b"set k 7 0 5\r\nhello\r\n", b"STORED\r\n"),
+        (b"get k\r\n", b"VALUE k 7 5\r\nhello\r\nEND\r\n"),
+        (b"add k 0 0 1\r\nx\r\n", b"NOT_STORED\r\n"),
+        (b"replace nope 0 0 1\r\nx\r\n", b"NOT_STORED\r\n"),
+        (b"append k 0 0 2\r\n!!\r\n", b"STORED\r\n"),
+        (b"prepend k 0 0 2\r\n<<\r\n", b"STORED\r\n"),
+        (b"get k\r\n", b"VALUE k 7 9\r\n<<hello!!\r\nEND\r\n"),
+    ]);
+    // gets / cas
+    let gets = c.until_end(b"gets k\r\n");
+    let cas: u64 = gets
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    c.expect(
+        format!("cas k 0 0 1 {}\r\nz\r\n", cas + 1000).as_bytes(),
+        b"EXISTS\r\n",
+    );
+    c.expect(
+        format!("cas k 0 0 1 {cas}\r\nz\r\n").as_bytes(),
+        b"STORED\r\n",
+    );
+    c.script(&[
+        (b"cas nope 0 0 1 1\r\nz\r\n", b"NOT_FOUND\r\n"),
+        // incr / decr
+        (b"set n 0 0 2\r\n10\r\n", b"STORED\r\n"),
+        (b"incr n 5\r\n", b"15\r\n"),
+        (b"decr n 100\r\n", b"0\r\n"),
+        (
+            b"incr k 1\r\n",
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+        (b"incr nope 1\r\n", b"NOT_FOUND\r\n"),
+        // touch / gat / delete; the cas above stored flags 0.
+        (b"touch k 100\r\n", b"TOUCHED\r\n"),
+        (b"gat 100 k\r\n", b"VALUE k 0 1\r\nz\r\nEND\r\n"),
+        (b"delete k\r\n", b"DELETED\r\n"),
+        (b"delete k\r\n", b"NOT_FOUND\r\n"),
+        // an already expired item
+        (b"set e 0 -1 1\r\nx\r\n", b"STORED\r\n"),
+        (b"get e\r\n", b"END\r\n"),
+        // errors, and the connection goes on
+        (b"bogus\r\n", b"ERROR\r\n"),
+        (b"get\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+        (
+            b"version\r\n",
+            concat!("VERSION sesa-", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes(),
+        ),
+        (b"verbosity 1\r\n", b"OK\r\n"),
+        (b"flush_all\r\n", b"OK\r\n"),
+        (b"get n\r\n", b"END\r\n"),
+    ]);
+    stop.store(true, SeqCst);
+    thread.join().unwrap();
+}
+
+#[test]
+fn many_keys_spread_over_cores_and_multi_get_keeps_request_order() {
+    let (addr, stop, thread) = server(KvConfig::default());
+    let mut c = Client::new(addr);
+    // Pipelined: 200 sets in one write, with noreply except the last.
+    let mut batch = Vec::new();
+    for i in 0..200 {
+        let v = format!("v{i}");
+        let noreply = if i == 199 { "" } else { " noreply" };
+        batch.extend_from_slice(
+            format!("set key{i} {i} 0 {}{noreply}\r\n{v}\r\n", v.len()).as_bytes(),
+        );
+    }
+    c.expect(&batch, b"STORED\r\n");
+    let keys: Vec<String> = (0..200).rev().map(|i| format!("key{i}")).collect();
+    let reply = c.until_end(format!("get {}\r\n", keys.join(" ")).as_bytes());
+    let values: Vec<&str> = reply
+        .lines()
+        .filter(|l| !l.starts_with("VALUE") && *l != "END")
+        .collect();
+    let expected: Vec<String> = (0..200).rev().map(|i| format!("v{i}")).collect();
+    assert_eq!(values, expected);
+    let stats = c.until_end(b"stats\r\n");
+    assert!(stats.contains("STAT curr_items 200\r\n"), "{stats}");
+    assert!(stats.contains("STAT threads 2\r\n"), "{stats}");
+    assert!(stats.contains("STAT curr_connections 1\r\n"), "{stats}");
+    c.expect(b"quit\r\n", b"");
+    let mut rest = Vec::new();
+    assert_eq!(
+        c.0.read_to_end(&mut rest).unwrap(),
+        0,
+        "quit closes the connection"
+    );
+    stop.store(true, SeqCst);
+    thread.join().unwrap();
+}
+
+#[test]
+fn an_oversize_value_is_refused_and_its_data_skipped_across_reads() {
+    let config = KvConfig {
+        limits: Limits {
+            item_max: 1024,
+            ..Limits::default()
+        },
+        ..KvConfig::default()
+    };
+    let (addr, stop, thread) = server(config);
+    let mut c = Client::new(addr);
+    c.0.write_all(b"set big 0 0 5000\r\n").unwrap();
+    c.0.write_all(&[b'x'; 2000]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    c.0.write_all(&[b'x'; 3000]).unwrap();
+    // The data's \r\n, then a real command: it must be parsed as a command, not data.
+    c.expect(
+        b"\r\nget big\r\n",
+        b"SERVER_ERROR object too large for cache\r\nEND\r\n",
+    );
+    c.expect(b"set ok 0 0 2\r\nhi\r\n", b"STORED\r\n");
+    stop.store(true, SeqCst);
+    thread.join().unwrap();
+}
