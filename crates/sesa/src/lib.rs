@@ -6,11 +6,13 @@
 //!
 //! The library half holds what the binary runs, so tests and `cargo bench` reach the
 //! same code: [`bench`](mod@bench) (the micro-benchmarks behind `sesa bench micro`) and
-//! [`bench_msg`] (the messenger's, behind `sesa bench msg`).
+//! [`bench_msg`] (the messenger's, behind `sesa bench msg`) and [`bench_kv`] (the memcached
+//! load generator behind `sesa bench kv`).
 
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_kv;
 pub mod bench_msg;
 pub mod cluster;
 pub mod elastic;

@@ -39,6 +39,10 @@ enum Command {
         /// Nodes (the multi-node store is not built yet: only 1 works).
         #[arg(long, default_value_t = 1)]
         nodes: u32,
+        /// Empty polls an idle core makes before it sleeps (0: sleep at once; more
+        /// spends CPU to answer sooner).
+        #[arg(long)]
+        idle_spins: Option<u32>,
     },
     /// Runs one node of an application (started by the frontend, or by hand to join one).
     Node {
@@ -128,6 +132,49 @@ enum Suite {
         /// Tiny sizes (a smoke run; the figures mean nothing).
         #[arg(long)]
         quick: bool,
+    },
+    /// The data store under a memcached load, optionally against memcached itself
+    /// (same load, same core count, interleaved runs).
+    Kv {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Tiny sizes (a smoke run; the figures mean nothing).
+        #[arg(long)]
+        quick: bool,
+        /// Also run this server under the same load (only `memcached`, from PATH).
+        #[arg(long, value_parser = ["memcached"])]
+        against: Option<String>,
+        /// Client connections (one thread each).
+        #[arg(long)]
+        connections: Option<usize>,
+        /// Pipeline depths, comma-separated (default 1,16).
+        #[arg(long, value_delimiter = ',')]
+        pipeline: Vec<usize>,
+        /// Distinct keys, all preloaded.
+        #[arg(long)]
+        keys: Option<usize>,
+        /// Key length in bytes (default 32).
+        #[arg(long)]
+        key_size: Option<usize>,
+        /// Value length in bytes (default 64).
+        #[arg(long)]
+        value_size: Option<usize>,
+        /// Gets, percent (default 90; the rest are sets).
+        #[arg(long)]
+        get_percent: Option<u32>,
+        /// Seconds per measured run.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Interleaved runs per server and depth (figures are medians).
+        #[arg(long)]
+        runs: Option<usize>,
+        /// Server cores (default 1).
+        #[arg(long)]
+        server_cores: Option<usize>,
+        /// Passed to `sesa kv --idle-spins`.
+        #[arg(long)]
+        idle_spins: Option<u32>,
     },
     /// Remote invocation between two nodes, against a bare tokio TCP echo.
     Msg {
@@ -237,6 +284,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             memory_mb,
             item_max,
             nodes,
+            idle_spins,
         } => {
             if nodes != 1 {
                 anyhow::bail!(
@@ -250,10 +298,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 memory_bytes: memory_mb.saturating_mul(1 << 20),
             };
+            let defaults = Config::default();
             let runtime = Runtime::new(Config {
                 cores,
                 handle_signals: true,
-                ..Config::default()
+                idle_spins: idle_spins.unwrap_or(defaults.idle_spins),
+                ..defaults
             })?;
             let exit = runtime.run(move || async move {
                 let kv = sesa_apps::memcache::server::Kv::create(&config)?;
@@ -345,12 +395,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 MicroConfig::full(cores)
             };
             let report = micro(&config)?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", report.table());
-            }
-            Ok(ExitCode::SUCCESS)
+            print_report(json, &report, || report.table())
         }
         Command::Bench {
             suite: Suite::Msg { json, quick },
@@ -361,12 +406,65 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 sesa::bench_msg::MsgConfig::full()
             };
             let report = sesa::bench_msg::msg(&config)?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
+            print_report(json, &report, || report.table())
+        }
+        Command::Bench {
+            suite:
+                Suite::Kv {
+                    json,
+                    quick,
+                    against,
+                    connections,
+                    pipeline,
+                    keys,
+                    key_size,
+                    value_size,
+                    get_percent,
+                    seconds,
+                    runs,
+                    server_cores,
+                    idle_spins,
+                },
+        } => {
+            use sesa::bench_kv::KvBenchConfig;
+            let base = if quick {
+                KvBenchConfig::quick()
             } else {
-                print!("{}", report.table());
-            }
-            Ok(ExitCode::SUCCESS)
+                KvBenchConfig::full()
+            };
+            let config = KvBenchConfig {
+                connections: connections.unwrap_or(base.connections),
+                pipelines: if pipeline.is_empty() {
+                    base.pipelines
+                } else {
+                    pipeline
+                },
+                keys: keys.unwrap_or(base.keys),
+                key_size: key_size.unwrap_or(base.key_size),
+                value_size: value_size.unwrap_or(base.value_size),
+                get_percent: get_percent.unwrap_or(base.get_percent).min(100),
+                seconds: seconds.unwrap_or(base.seconds).clamp(0.05, 600.0),
+                runs: runs.unwrap_or(base.runs),
+                server_cores: server_cores.unwrap_or(base.server_cores),
+                against_memcached: against.is_some(),
+                idle_spins,
+            };
+            let report = sesa::bench_kv::kv(&config)?;
+            print_report(json, &report, || report.table())
         }
     }
+}
+
+/// Prints a benchmark's report as one JSON object or as its table.
+fn print_report<T: serde::Serialize>(
+    json: bool,
+    report: &T,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print!("{}", table());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -83,22 +83,20 @@ fn bench_micro_json_has_every_figure() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for field in [
-        "ebb_call_ns",
-        "direct_call_ns",
-        "counter_ebb_mops",
-        "counter_atomic_mops",
-        "counter_mutex_mops",
-        "miss_ns",
-        "spawn_rtt_p50_ns",
-        "spawn_rtt_p99_ns",
-        "spawn_mops",
-    ] {
-        let v = report[field]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{field} missing"));
-        assert!(v.is_finite() && v > 0.0, "{field} = {v}");
-    }
+    assert_positive(
+        &report,
+        &[
+            "ebb_call_ns",
+            "direct_call_ns",
+            "counter_ebb_mops",
+            "counter_atomic_mops",
+            "counter_mutex_mops",
+            "miss_ns",
+            "spawn_rtt_p50_ns",
+            "spawn_rtt_p99_ns",
+            "spawn_mops",
+        ],
+    );
     assert_eq!(report["cores"], 2);
 }
 
@@ -120,17 +118,89 @@ fn bench_msg_json_has_every_figure() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for field in [
-        "call_rtt_p50_us",
-        "call_rtt_p99_us",
-        "call_pipelined_kops",
-        "tokio_rtt_p50_us",
-        "tokio_rtt_p99_us",
-        "tokio_pipelined_kops",
-    ] {
+    assert_positive(
+        &report,
+        &[
+            "call_rtt_p50_us",
+            "call_rtt_p99_us",
+            "call_pipelined_kops",
+            "tokio_rtt_p50_us",
+            "tokio_rtt_p99_us",
+            "tokio_pipelined_kops",
+        ],
+    );
+}
+
+/// Asserts every named field of `report` is a finite number above zero.
+fn assert_positive(report: &serde_json::Value, fields: &[&str]) {
+    for field in fields {
         let v = report[field]
             .as_f64()
-            .unwrap_or_else(|| panic!("{field} missing"));
+            .unwrap_or_else(|| panic!("{field} missing in {report}"));
         assert!(v.is_finite() && v > 0.0, "{field} = {v}");
     }
+}
+
+#[test]
+fn bench_kv_json_has_every_figure_per_depth() {
+    let out = sesa()
+        .args(["bench", "kv", "--json", "--quick", "--pipeline", "1,4"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["sesa"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, depth) in rows.iter().zip([1, 4]) {
+        assert_eq!(row["pipeline"], depth);
+        assert_positive(
+            row,
+            &["kops", "p50_us", "p99_us", "p999_us", "cpu_us_per_req"],
+        );
+    }
+    // Without --against there is nothing to compare with.
+    assert_eq!(report["memcached"], serde_json::json!([]));
+    assert_eq!(report["ratios"], serde_json::json!([]));
+}
+
+#[test]
+fn kv_serves_memcached_clients_and_refuses_several_nodes_loudly() {
+    let mut child = sesa()
+        .args(["kv", "--port", "0", "--cores", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .strip_prefix("node 0 listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim()
+        .to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    use std::io::Write;
+    conn.write_all(b"set a 1 0 2\r\nhi\r\nget a\r\n").unwrap();
+    let want = b"STORED\r\nVALUE a 1 2\r\nhi\r\nEND\r\n";
+    let mut got = vec![0; want.len()];
+    conn.read_exact(&mut got).unwrap();
+    assert_eq!(got, want);
+    // SIGTERM stops it cleanly.
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert!(status.code().is_some(), "{status:?}");
+
+    let out = sesa()
+        .args(["kv", "--nodes", "2", "--port", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not built yet"),
+        "{out:?}"
+    );
 }

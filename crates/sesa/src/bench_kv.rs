@@ -1,0 +1,525 @@
+//! `sesa bench kv`: a memcached load generator, and the data store against memcached
+//! under it in the same run.
+//!
+//! The load: `connections` client threads, each with its own TCP connection, send
+//! `pipeline` requests in one write and read their replies before sending the next
+//! batch; keys are `key_size` bytes drawn uniformly from `keys` keys (all preloaded, so
+//! gets hit), values `value_size` bytes, `get_percent`% gets and the rest sets. Every
+//! run is bounded by `seconds`.
+//!
+//! The figures per server and pipeline depth (medians over `runs` interleaved runs:
+//! sesa, memcached, sesa, memcached...):
+//! - `kops`: thousands of requests answered per second;
+//! - `p50_us` / `p99_us` / `p999_us`: request latency (send of its batch to its reply);
+//! - `cpu_us_per_req`: the server process's CPU time (user + system, from
+//!   `/proc/<pid>/stat`) over the measured window divided by the requests answered.
+//!   This is the figure that resists a noisy shared machine: the load generator's own
+//!   CPU use and the neighbours' do not enter it.
+//!
+//! The servers run as child processes on 127.0.0.1 with the same core count
+//! (`sesa kv --cores C`, `memcached -t C`) and are stopped by PID when the run ends.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use serde::Serialize;
+
+/// The load and the runs.
+#[derive(Clone, Debug)]
+pub struct KvBenchConfig {
+    /// Client connections (one thread each).
+    pub connections: usize,
+    /// Pipeline depths to measure.
+    pub pipelines: Vec<usize>,
+    /// Distinct keys (all preloaded).
+    pub keys: usize,
+    /// Key length, bytes.
+    pub key_size: usize,
+    /// Value length, bytes.
+    pub value_size: usize,
+    /// Share of gets, percent; the rest are sets.
+    pub get_percent: u32,
+    /// Length of one measured run.
+    pub seconds: f64,
+    /// Interleaved runs per server and depth; figures are their medians.
+    pub runs: usize,
+    /// Server cores (`sesa kv --cores`, `memcached -t`).
+    pub server_cores: usize,
+    /// Also run memcached (from PATH) under the same load.
+    pub against_memcached: bool,
+    /// `sesa kv --idle-spins` (default: the runtime's).
+    pub idle_spins: Option<u32>,
+}
+
+impl KvBenchConfig {
+    /// The published load: 32-byte keys, 64-byte values, 90% gets, pipeline 1 and 16.
+    pub fn full() -> Self {
+        KvBenchConfig {
+            connections: 4,
+            pipelines: vec![1, 16],
+            keys: 100_000,
+            key_size: 32,
+            value_size: 64,
+            get_percent: 90,
+            seconds: 3.0,
+            runs: 3,
+            server_cores: 1,
+            against_memcached: false,
+            idle_spins: None,
+        }
+    }
+
+    /// A smoke run (the figures mean nothing).
+    pub fn quick() -> Self {
+        KvBenchConfig {
+            keys: 1_000,
+            seconds: 0.3,
+            runs: 1,
+            ..Self::full()
+        }
+    }
+}
+
+/// One server at one pipeline depth.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct KvFigures {
+    /// Pipeline depth.
+    pub pipeline: usize,
+    /// Thousands of requests answered per second.
+    pub kops: f64,
+    /// Median request latency, µs.
+    pub p50_us: f64,
+    /// 99th percentile request latency, µs.
+    pub p99_us: f64,
+    /// 99.9th percentile request latency, µs.
+    pub p999_us: f64,
+    /// Server CPU (user + system) per request answered, µs.
+    pub cpu_us_per_req: f64,
+}
+
+/// sesa's figures over memcached's at one depth (above 1 is better for sesa in every
+/// field: throughput and requests per CPU-second are sesa/memcached, latency is
+/// memcached/sesa).
+#[derive(Clone, Debug, Serialize)]
+pub struct KvRatios {
+    /// Pipeline depth.
+    pub pipeline: usize,
+    /// Throughput, sesa / memcached.
+    pub kops: f64,
+    /// p99 latency, memcached / sesa.
+    pub p99: f64,
+    /// Requests per server CPU-second, sesa / memcached.
+    pub reqs_per_cpu_second: f64,
+}
+
+/// What `sesa bench kv --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct KvReport {
+    /// The load, for the record.
+    pub load: String,
+    /// sesa's figures, one per depth.
+    pub sesa: Vec<KvFigures>,
+    /// memcached's (empty without `--against memcached`).
+    pub memcached: Vec<KvFigures>,
+    /// Ratios (empty without `--against memcached`).
+    pub ratios: Vec<KvRatios>,
+}
+
+impl KvReport {
+    /// A human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = format!("load: {}\n", self.load);
+        out += "server     depth      kops    p50 µs    p99 µs  p99.9 µs  cpu µs/req\n";
+        for (name, rows) in [("sesa", &self.sesa), ("memcached", &self.memcached)] {
+            for f in rows {
+                out += &format!(
+                    "{name:<10} {:>5} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.2}\n",
+                    f.pipeline, f.kops, f.p50_us, f.p99_us, f.p999_us, f.cpu_us_per_req
+                );
+            }
+        }
+        for r in &self.ratios {
+            out += &format!(
+                "depth {:>2}: throughput {:.2}x, p99 {:.2}x, requests per CPU-second {:.2}x \
+                 (sesa over memcached)\n",
+                r.pipeline, r.kops, r.p99, r.reqs_per_cpu_second
+            );
+        }
+        out
+    }
+}
+
+/// A server child process, killed (by its PID) and reaped when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(mut command: Command, addr: SocketAddr) -> anyhow::Result<Server> {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {command:?}"))?;
+        let mut server = Server { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            if let Some(status) = server.child.try_wait()? {
+                bail!("{command:?} exited early: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("{command:?} did not listen on {addr} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    /// The process's CPU time so far (user + system), in seconds.
+    fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // The command name (field 2) may hold spaces; the fields after it are plain.
+        let rest = stat
+            .rsplit_once(')')
+            .ok_or_else(|| anyhow!("unreadable /proc stat"))?
+            .1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after ')'
+        // (which ends field 2), counted in clock ticks. Linux exports USER_HZ = 100 to
+        // user space on every architecture sesa runs on (x86-64, aarch64).
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        Ok(ticks as f64 / 100.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound and released; the server binds it next).
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn start_sesa(config: &KvBenchConfig) -> anyhow::Result<Server> {
+    let addr = free_port()?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args([
+        "kv",
+        "--port",
+        &addr.port().to_string(),
+        "--cores",
+        &config.server_cores.to_string(),
+        "-m",
+        "1024",
+    ]);
+    if let Some(spins) = config.idle_spins {
+        command.args(["--idle-spins", &spins.to_string()]);
+    }
+    Server::start(command, addr)
+}
+
+fn start_memcached(config: &KvBenchConfig) -> anyhow::Result<Server> {
+    let addr = free_port()?;
+    let mut command = Command::new("memcached");
+    command.args([
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &addr.port().to_string(),
+        "-U",
+        "0",
+        "-t",
+        &config.server_cores.to_string(),
+        "-m",
+        "1024",
+        // Needed when run as root (memcached refuses root without it); ignored otherwise.
+        "-u",
+        "nobody",
+    ]);
+    Server::start(command, addr)
+        .context("memcached is needed for --against memcached (Debian: apt-get install memcached)")
+}
+
+/// The key with index `i`: `key_size` bytes (more if `i` needs more digits), distinct
+/// for distinct `i`.
+fn key(i: usize, key_size: usize) -> Vec<u8> {
+    format!("k{i:0>width$}", width = key_size.saturating_sub(1)).into_bytes()
+}
+
+/// xorshift64*: a fast, seeded, good-enough key chooser for load generation.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Reads one reply line (through `\r\n`) from `buf` at `*at`, reading more as needed.
+fn line(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    at: &mut usize,
+) -> anyhow::Result<std::ops::Range<usize>> {
+    loop {
+        if let Some(end) = buf[*at..].windows(2).position(|w| w == b"\r\n") {
+            let range = *at..*at + end;
+            *at += end + 2;
+            return Ok(range);
+        }
+        if *at > 0 {
+            buf.drain(..*at);
+            *at = 0;
+        }
+        let old = buf.len();
+        buf.resize(old + 64 * 1024, 0);
+        let n = stream.read(&mut buf[old..])?;
+        buf.truncate(old + n);
+        if n == 0 {
+            bail!("the server closed the connection");
+        }
+    }
+}
+
+/// Appends `set <key> 0 0 <len>` and the value to `request`.
+fn push_set(request: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    request.extend_from_slice(b"set ");
+    request.extend_from_slice(key);
+    request.extend_from_slice(format!(" 0 0 {}\r\n", value.len()).as_bytes());
+    request.extend_from_slice(value);
+    request.extend_from_slice(b"\r\n");
+}
+
+/// What one client connection measured.
+struct ClientResult {
+    latencies_ns: Vec<u32>,
+    answered: u64,
+}
+
+/// One connection's load loop until `stop`.
+fn client(
+    addr: SocketAddr,
+    config: &KvBenchConfig,
+    pipeline: usize,
+    seed: u64,
+    stop: &AtomicBool,
+) -> anyhow::Result<ClientResult> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let value = vec![b'v'; config.value_size];
+    let mut rng = Rng(seed | 1);
+    let mut request = Vec::new();
+    let mut is_get = Vec::with_capacity(pipeline);
+    let mut buf = Vec::new();
+    let mut at = 0;
+    let mut result = ClientResult {
+        latencies_ns: Vec::new(),
+        answered: 0,
+    };
+    while !stop.load(Relaxed) {
+        request.clear();
+        is_get.clear();
+        for _ in 0..pipeline {
+            let r = rng.next();
+            let k = key((r >> 8) as usize % config.keys, config.key_size);
+            if (r % 100) < u64::from(config.get_percent) {
+                request.extend_from_slice(b"get ");
+                request.extend_from_slice(&k);
+                request.extend_from_slice(b"\r\n");
+                is_get.push(true);
+            } else {
+                push_set(&mut request, &k, &value);
+                is_get.push(false);
+            }
+        }
+        let sent = Instant::now();
+        stream.write_all(&request)?;
+        for &get in &is_get {
+            if get {
+                // VALUE <key> <flags> <bytes>, the data, END; or END alone on a miss.
+                let first = line(&mut stream, &mut buf, &mut at)?;
+                if buf[first.clone()].starts_with(b"VALUE ") {
+                    line(&mut stream, &mut buf, &mut at)?;
+                    let end = line(&mut stream, &mut buf, &mut at)?;
+                    if &buf[end.clone()] != b"END" {
+                        bail!("unexpected reply {:?}", String::from_utf8_lossy(&buf[end]));
+                    }
+                } else if &buf[first.clone()] != b"END" {
+                    bail!(
+                        "unexpected reply {:?}",
+                        String::from_utf8_lossy(&buf[first])
+                    );
+                }
+            } else {
+                let reply = line(&mut stream, &mut buf, &mut at)?;
+                if &buf[reply.clone()] != b"STORED" {
+                    bail!(
+                        "unexpected reply {:?}",
+                        String::from_utf8_lossy(&buf[reply])
+                    );
+                }
+            }
+            let ns = sent.elapsed().as_nanos();
+            result
+                .latencies_ns
+                .push(u32::try_from(ns).unwrap_or(u32::MAX));
+            result.answered += 1;
+        }
+    }
+    Ok(result)
+}
+
+/// Sets every key once, pipelined, so the measured gets hit.
+fn preload(addr: SocketAddr, config: &KvBenchConfig) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let value = vec![b'v'; config.value_size];
+    let (mut buf, mut at) = (Vec::new(), 0);
+    for chunk in (0..config.keys).collect::<Vec<_>>().chunks(256) {
+        let mut request = Vec::new();
+        for &i in chunk {
+            push_set(&mut request, &key(i, config.key_size), &value);
+        }
+        stream.write_all(&request)?;
+        for _ in chunk {
+            let reply = line(&mut stream, &mut buf, &mut at)?;
+            if &buf[reply.clone()] != b"STORED" {
+                bail!("preload: {:?}", String::from_utf8_lossy(&buf[reply]));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One measured run against `server`.
+fn run(server: &Server, config: &KvBenchConfig, pipeline: usize) -> anyhow::Result<KvFigures> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = server.cpu_seconds()?;
+    let started = Instant::now();
+    let threads: Vec<_> = (0..config.connections)
+        .map(|c| {
+            let (stop, config, addr) = (stop.clone(), config.clone(), server.addr);
+            std::thread::spawn(move || client(addr, &config, pipeline, 0x9e37 + c as u64, &stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(config.seconds));
+    stop.store(true, Relaxed);
+    let mut latencies = Vec::new();
+    let mut answered = 0;
+    for thread in threads {
+        let result = thread
+            .join()
+            .map_err(|_| anyhow!("a client thread panicked"))??;
+        latencies.extend(result.latencies_ns);
+        answered += result.answered;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = server.cpu_seconds()? - cpu_before;
+    if answered == 0 {
+        bail!("no request was answered in {elapsed:.1} s");
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize] as f64 / 1e3;
+    Ok(KvFigures {
+        pipeline,
+        kops: answered as f64 / elapsed / 1e3,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        p999_us: pct(0.999),
+        cpu_us_per_req: cpu * 1e6 / answered as f64,
+    })
+}
+
+/// Field-wise medians of several runs.
+fn median(runs: &[KvFigures]) -> KvFigures {
+    let med = |f: fn(&KvFigures) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    KvFigures {
+        pipeline: runs[0].pipeline,
+        kops: med(|f| f.kops),
+        p50_us: med(|f| f.p50_us),
+        p99_us: med(|f| f.p99_us),
+        p999_us: med(|f| f.p999_us),
+        cpu_us_per_req: med(|f| f.cpu_us_per_req),
+    }
+}
+
+/// Runs the benchmark.
+///
+/// # Errors
+/// If a server does not start (memcached missing with `against_memcached`), or a
+/// request fails or gets an unexpected reply.
+pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
+    if config.connections == 0 || config.keys == 0 || config.runs == 0 {
+        bail!("connections, keys and runs must be at least 1");
+    }
+    if !(1..=250).contains(&config.key_size) {
+        bail!("key size must be 1 to 250 bytes (memcached's limit)");
+    }
+    let sesa = start_sesa(config)?;
+    preload(sesa.addr, config)?;
+    let memcached = if config.against_memcached {
+        let server = start_memcached(config)?;
+        preload(server.addr, config)?;
+        Some(server)
+    } else {
+        None
+    };
+    let mut report = KvReport {
+        load: format!(
+            "{} connections, {}-byte keys ({} of them), {}-byte values, {}% get, {} s x {} \
+             runs, {} server core(s)",
+            config.connections,
+            config.key_size,
+            config.keys,
+            config.value_size,
+            config.get_percent,
+            config.seconds,
+            config.runs,
+            config.server_cores
+        ),
+        sesa: Vec::new(),
+        memcached: Vec::new(),
+        ratios: Vec::new(),
+    };
+    for &pipeline in &config.pipelines {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..config.runs {
+            ours.push(run(&sesa, config, pipeline)?);
+            if let Some(server) = &memcached {
+                theirs.push(run(server, config, pipeline)?);
+            }
+        }
+        let ours = median(&ours);
+        if !theirs.is_empty() {
+            let theirs = median(&theirs);
+            report.ratios.push(KvRatios {
+                pipeline,
+                kops: ours.kops / theirs.kops,
+                p99: theirs.p99_us / ours.p99_us,
+                reqs_per_cpu_second: theirs.cpu_us_per_req / ours.cpu_us_per_req,
+            });
+            report.memcached.push(theirs);
+        }
+        report.sesa.push(ours);
+    }
+    Ok(report)
+}
