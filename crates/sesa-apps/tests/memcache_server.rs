@@ -8,11 +8,20 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use sesa_apps::memcache::protocol::Limits;
-use sesa_apps::memcache::server::{Kv, KvConfig, serve};
+use sesa_apps::memcache::server::{Kv, KvConfig, serve, serve_every_core};
 use sesa_hosted::{Config, Exit, Runtime};
 
-/// Starts a node serving memcached; returns its address and a handle that stops it.
+/// Starts a 2-core node serving memcached on core 0; returns its address and a handle
+/// that stops it.
 fn server(config: KvConfig) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    server_on(config, false)
+}
+
+/// As [`server`], listening on every core if `every_core`.
+fn server_on(
+    config: KvConfig,
+    every_core: bool,
+) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
     let done = Arc::new(AtomicBool::new(false));
     let stop = done.clone();
@@ -25,9 +34,15 @@ fn server(config: KvConfig) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHa
         .unwrap();
         let exit = rt.run(move || async move {
             let kv = Kv::create(&config).unwrap();
-            let listener = sesa_event::tcp_listen("127.0.0.1:0".parse().unwrap()).unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            sesa_event::spawn_local(serve(kv, listener));
+            let any_port = "127.0.0.1:0".parse().unwrap();
+            if every_core {
+                tx.send(serve_every_core(kv, any_port).await.unwrap())
+                    .unwrap();
+            } else {
+                let listener = sesa_event::tcp_listen(any_port).unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                sesa_event::spawn_local(serve(kv, listener));
+            }
             while !stop.load(SeqCst) {
                 sesa_event::sleep(Duration::from_millis(5)).await;
             }
@@ -208,6 +223,50 @@ fn an_oversize_value_is_refused_and_its_data_skipped_across_reads() {
         b"SERVER_ERROR object too large for cache\r\nEND\r\n",
     );
     c.expect(b"set ok 0 0 2\r\nhi\r\n", b"STORED\r\n");
+    stop.store(true, SeqCst);
+    thread.join().unwrap();
+}
+
+#[test]
+fn every_core_accepts_connections_and_all_see_one_store() {
+    let (addr, stop, thread) = server_on(KvConfig::default(), true);
+    // The kernel spreads connections by a hash of their addresses: with 32 of them, the
+    // chance that all land on one of two cores is 2 in 2^32.
+    let mut clients: Vec<Client> = (0..32).map(|_| Client::new(addr)).collect();
+    // The cores accept asynchronously: ask until all 32 are counted (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let per_core = loop {
+        let stats = clients[0].until_end(b"stats\r\n");
+        let per_core: Vec<u64> = stats
+            .lines()
+            .find_map(|l| l.strip_prefix("STAT sesa_connections_per_core "))
+            .unwrap_or_else(|| panic!("no per-core line in {stats}"))
+            .split(',')
+            .map(|n| n.parse().unwrap())
+            .collect();
+        if per_core.iter().sum::<u64>() == 32 || std::time::Instant::now() > deadline {
+            break per_core;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(per_core.len(), 2);
+    assert_eq!(per_core.iter().sum::<u64>(), 32, "{per_core:?}");
+    assert!(per_core.iter().all(|&n| n > 0), "{per_core:?}");
+    // Whichever core a client is served on, it sees every other client's writes.
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.expect(
+            format!("set k{i} 0 0 1\r\n{}\r\n", i % 10).as_bytes(),
+            b"STORED\r\n",
+        );
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let j = (i + 7) % 32;
+        c.expect(
+            format!("get k{j}\r\n").as_bytes(),
+            format!("VALUE k{j} 0 1\r\n{}\r\nEND\r\n", j % 10).as_bytes(),
+        );
+    }
+    drop(clients);
     stop.store(true, SeqCst);
     thread.join().unwrap();
 }

@@ -254,6 +254,19 @@ pub fn tcp_listen(addr: core::net::SocketAddr) -> Result<Listener, EventError> {
         .map_err(EventError::Net)
 }
 
+/// Listens for TCP connections on `addr` on this core, sharing the address with the
+/// other cores' shared listeners: each gets a share of the connections (see
+/// [`Net::listen_shared`](crate::net::Net::listen_shared)). This is how a server accepts
+/// on every core without a core that hands connections out.
+///
+/// # Errors
+/// The platform's error, e.g. the address is in use by a listener that does not share.
+pub fn tcp_listen_shared(addr: core::net::SocketAddr) -> Result<Listener, EventError> {
+    platform(|p| p.net().listen_shared(addr))?
+        .map(Listener::new)
+        .map_err(EventError::Net)
+}
+
 /// Connects to `addr` over TCP, through the platform's network.
 ///
 /// # Errors

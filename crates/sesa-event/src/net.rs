@@ -87,6 +87,14 @@ pub trait Net {
     /// # Errors
     /// The platform's error, e.g. [`NetError::AddrInUse`].
     fn listen(&self, addr: SocketAddr) -> Result<Box<dyn TcpListener>, NetError>;
+    /// Binds and listens on `addr` so that every shared listener of this node on the
+    /// same address (typically one per core) takes a share of the incoming connections,
+    /// spread by the platform. Binding port 0 picks a port; the other cores then bind
+    /// the address the first one got.
+    ///
+    /// # Errors
+    /// As [`listen`](Net::listen).
+    fn listen_shared(&self, addr: SocketAddr) -> Result<Box<dyn TcpListener>, NetError>;
     /// Connects to `addr`.
     fn connect(&self, addr: SocketAddr) -> Connecting;
 }

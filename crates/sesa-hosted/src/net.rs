@@ -33,6 +33,24 @@ impl Net for HostedNet {
         Ok(Box::new(HostedListener(listener)))
     }
 
+    fn listen_shared(&self, addr: SocketAddr) -> Result<Box<dyn TcpListener>, NetError> {
+        // SO_REUSEPORT: the kernel spreads incoming connections over every socket
+        // bound to the address by the same user, by a hash of the connection's
+        // addresses. The cores then accept independently: no core hands connections
+        // out, and a connection lives on the core whose loop accepted it.
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(net_error)?;
+        socket.set_reuseaddr(true).map_err(net_error)?;
+        socket.set_reuseport(true).map_err(net_error)?;
+        socket.bind(addr).map_err(net_error)?;
+        let listener = socket.listen(1024).map_err(net_error)?;
+        Ok(Box::new(HostedListener(listener)))
+    }
+
     fn connect(&self, addr: SocketAddr) -> Connecting {
         Box::pin(async move {
             let stream = tokio::net::TcpStream::connect(addr)

@@ -308,10 +308,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let exit = runtime.run(move || async move {
                 let kv = sesa_apps::memcache::server::Kv::create(&config)?;
                 let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-                let listener =
-                    sesa_event::tcp_listen(addr).with_context(|| format!("listening on {addr}"))?;
-                println!("node 0 listening on {}", listener.local_addr()?);
-                sesa_apps::memcache::server::serve(kv, listener).await;
+                let addr = sesa_apps::memcache::server::serve_every_core(kv, addr)
+                    .await
+                    .with_context(|| format!("listening on {addr}"))?;
+                println!("node 0 listening on {addr}");
+                // The cores serve until a signal stops the runtime.
+                std::future::pending::<()>().await;
                 anyhow::Ok(())
             })?;
             match exit {

@@ -5,12 +5,13 @@
 //! of the key, and a command runs on that core, shipped there from the connection's
 //! core when needed. A partition is touched only by its own core, so it takes no locks.
 //!
-//! Connections are served on the core that accepted them. Everything a read brought in
+//! [`serve_every_core`] listens on every core (shared listeners, spread by the platform);
+//! connections are served on the core that accepted them. Everything a read brought in
 //! is parsed and executed in order (pipelining), and its replies leave in one write.
 //! Bad input gets memcached's error replies; a line too long closes the connection.
 //!
-//! Still to come (issue 4): replication across nodes, elasticity, per-core listeners,
-//! the meta commands.
+//! Still to come (issue 4): partitioning and replication across nodes, elasticity, the
+//! meta commands.
 
 use core::cell::RefCell;
 use std::collections::BTreeMap;
@@ -18,6 +19,9 @@ use std::collections::BTreeMap;
 use sesa_ebb::{CoreId, EbbError, EbbRef, EbbRoot, Install, MissContext, MissError};
 use sesa_event::net::{Listener, Stream};
 use sesa_event::{EventError, spawn_on};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::protocol::{self, Command, Limits, Parsed, StoreMode};
 use super::store::{ArithError, Partition, PartitionStats, Stored};
@@ -377,6 +381,7 @@ impl Kv {
             ("evictions", s.evictions.to_string()),
             ("curr_connections", c.0.to_string()),
             ("total_connections", c.1.to_string()),
+            ("sesa_connections_per_core", conns.per_core()),
         ]
         .into_iter()
         .collect();
@@ -388,42 +393,135 @@ impl Kv {
     }
 }
 
-/// Connection counters of a server (read by `stats`).
-#[derive(Default)]
+/// Connection counters of a server, shared by its cores (read by `stats`; touched once
+/// per connection, never per request).
 pub struct Counters {
-    current: std::sync::atomic::AtomicU64,
-    total: std::sync::atomic::AtomicU64,
+    current: AtomicU64,
+    total: AtomicU64,
+    /// Open connections by the core serving them.
+    per_core: Vec<AtomicU64>,
 }
 
 impl Counters {
+    /// Zeroed counters for a node of `cores` cores.
+    pub fn new(cores: usize) -> Self {
+        Counters {
+            current: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            per_core: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
     fn snapshot(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
         (self.current.load(Relaxed), self.total.load(Relaxed))
+    }
+
+    /// Open connections per core, as `3,5` (core 0 first).
+    fn per_core(&self) -> String {
+        let counts: Vec<String> = self
+            .per_core
+            .iter()
+            .map(|c| c.load(Relaxed).to_string())
+            .collect();
+        counts.join(",")
+    }
+
+    fn opened(&self) {
+        self.current.fetch_add(1, Relaxed);
+        self.total.fetch_add(1, Relaxed);
+        if let Some(c) = self.per_core.get(sesa_event::current_core().index()) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn closed(&self) {
+        self.current.fetch_sub(1, Relaxed);
+        if let Some(c) = self.per_core.get(sesa_event::current_core().index()) {
+            c.fetch_sub(1, Relaxed);
+        }
     }
 }
 
-/// Serves memcached clients on `listener` until the runtime stops.
+/// Serves memcached clients on `listener` until the runtime stops, on this core only.
 pub async fn serve(kv: Kv, listener: Listener) {
-    let counters = std::rc::Rc::new(Counters::default());
+    serve_with(kv, listener, Arc::new(Counters::new(sesa_event::cores()))).await;
+}
+
+/// Listens on `addr` on every core of the node (shared listeners: the platform spreads
+/// the connections) and serves memcached clients there until the runtime stops.
+/// Returns the address listened on (the port picked, if `addr`'s was 0) once every
+/// core listens.
+///
+/// # Errors
+/// If a core cannot listen (the address is in use, say); the cores already listening
+/// go on serving.
+pub async fn serve_every_core(kv: Kv, addr: SocketAddr) -> Result<SocketAddr, EventError> {
+    let counters = Arc::new(Counters::new(sesa_event::cores()));
+    let here = sesa_event::current_core();
+    let first = sesa_event::tcp_listen_shared(addr)?;
+    let addr = first.local_addr().map_err(EventError::Net)?;
+    sesa_event::spawn_local(serve_with(kv, first, counters.clone()));
+    let others: Vec<_> = (0..sesa_event::cores() as u32)
+        .map(CoreId::new)
+        .filter(|&core| core != here)
+        .map(|core| {
+            let counters = counters.clone();
+            spawn_on(core, move || {
+                let listener = sesa_event::tcp_listen_shared(addr)?;
+                sesa_event::spawn_local(serve_with(kv, listener, counters));
+                Ok::<(), EventError>(())
+            })
+        })
+        .collect();
+    for other in others {
+        other.await??;
+    }
+    Ok(addr)
+}
+
+async fn serve_with(kv: Kv, listener: Listener, counters: Arc<Counters>) {
     loop {
-        let Ok((stream, _peer)) = listener.accept().await else {
-            sesa_event::sleep(core::time::Duration::from_millis(10)).await;
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Out of descriptors, typically: back off rather than spin, and say so.
+                log_accept_error(&e);
+                sesa_event::sleep(core::time::Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let counters = counters.clone();
         sesa_event::spawn_local(async move {
-            use std::sync::atomic::Ordering::Relaxed;
-            counters.current.fetch_add(1, Relaxed);
-            counters.total.fetch_add(1, Relaxed);
+            counters.opened();
             // A client's reset or bad input ends only its own connection.
             let _ = connection(kv, stream, &counters).await;
-            counters.current.fetch_sub(1, Relaxed);
+            counters.closed();
         });
     }
 }
 
-/// Serves one client.
+/// Reports a failed accept on stderr, at most once a second per core, so that a flood of
+/// failures (out of descriptors) cannot become a flood of lines.
+fn log_accept_error(e: &sesa_event::net::NetError) {
+    thread_local! {
+        static LAST: core::cell::Cell<Option<std::time::Instant>> = const { core::cell::Cell::new(None) };
+    }
+    LAST.with(|last| {
+        let now = std::time::Instant::now();
+        if last
+            .get()
+            .is_none_or(|t| now.duration_since(t).as_secs() >= 1)
+        {
+            last.set(Some(now));
+            eprintln!(
+                "sesa kv: accepting a connection on core {}: {e}",
+                sesa_event::current_core()
+            );
+        }
+    });
+}
+
 async fn connection(
     kv: Kv,
     mut stream: Stream,
