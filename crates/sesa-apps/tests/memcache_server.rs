@@ -270,3 +270,49 @@ fn every_core_accepts_connections_and_all_see_one_store() {
     stop.store(true, SeqCst);
     thread.join().unwrap();
 }
+
+#[test]
+fn stats_groups_answer_as_memcached_does() {
+    let config = KvConfig {
+        memory_bytes: 8 << 20,
+        ..KvConfig::default()
+    };
+    let (addr, stop, thread) = server(config);
+    let mut c = Client::new(addr);
+    c.script(&[
+        (b"set a 0 0 1\r\nx\r\n", b"STORED\r\n"),
+        (b"get a\r\n", b"VALUE a 0 1\r\nx\r\nEND\r\n"),
+        (b"get b\r\n", b"END\r\n"),
+    ]);
+    let stat = |c: &mut Client, request: &[u8], name: &str| -> String {
+        let all = c.until_end(request);
+        all.lines()
+            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {all}"))
+            .to_owned()
+    };
+    assert_eq!(stat(&mut c, b"stats\r\n", "get_hits"), "1");
+    assert_eq!(stat(&mut c, b"stats\r\n", "get_misses"), "1");
+    assert_eq!(stat(&mut c, b"stats\r\n", "total_connections"), "1");
+    c.expect(b"stats reset\r\n", b"RESET\r\n");
+    assert_eq!(stat(&mut c, b"stats\r\n", "get_hits"), "0");
+    assert_eq!(stat(&mut c, b"stats\r\n", "get_misses"), "0");
+    assert_eq!(stat(&mut c, b"stats\r\n", "total_connections"), "0");
+    // Items are not statistics: the reset keeps them.
+    assert_eq!(stat(&mut c, b"stats\r\n", "curr_items"), "1");
+    assert_eq!(
+        stat(&mut c, b"stats settings\r\n", "maxbytes"),
+        (8 << 20).to_string()
+    );
+    assert_eq!(
+        stat(&mut c, b"stats settings\r\n", "item_size_max"),
+        (1 << 20).to_string()
+    );
+    c.script(&[
+        (b"stats items\r\n", b"END\r\n"),
+        (b"stats no_such_group\r\n", b"ERROR\r\n"),
+        (b"get a\r\n", b"VALUE a 0 1\r\nx\r\nEND\r\n"),
+    ]);
+    stop.store(true, SeqCst);
+    thread.join().unwrap();
+}

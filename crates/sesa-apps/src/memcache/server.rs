@@ -311,14 +311,21 @@ impl Kv {
                     out.extend_from_slice(b"OK\r\n");
                 }
             }
-            Command::Stats { args } => {
-                if args.is_empty() {
-                    self.write_stats(out, conns).await?;
-                } else {
-                    // Sub-groups (items, slabs, ...) are not kept: an empty group.
-                    out.extend_from_slice(b"END\r\n");
+            Command::Stats { args } => match args.first().copied() {
+                None => self.write_stats(out, conns).await?,
+                Some(b"reset") => {
+                    self.each_partition(|p, _| p.reset_stats()).await?;
+                    conns.total.store(0, Relaxed);
+                    out.extend_from_slice(b"RESET\r\n");
                 }
-            }
+                Some(b"settings") => self.write_settings(out).await?,
+                // memcached's per-slab-class groups: sesa has no slab classes (items
+                // live in per-core partitions), so each group is empty, as memcached's
+                // own is before its first item.
+                Some(b"items" | b"slabs" | b"sizes") => out.extend_from_slice(b"END\r\n"),
+                // What memcached answers to a group it does not know.
+                Some(_) => out.extend_from_slice(b"ERROR\r\n"),
+            },
             Command::Version => out.extend_from_slice(
                 concat!("VERSION sesa-", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes(),
             ),
@@ -366,6 +373,21 @@ impl Kv {
         Ok(())
     }
 
+    async fn write_settings(self, out: &mut Vec<u8>) -> Result<(), EventError> {
+        let limits = self.each_partition(|p, _| p.limit()).await?;
+        let lines = [
+            ("maxbytes", limits.iter().sum::<usize>().to_string()),
+            ("item_size_max", self.limits.item_max.to_string()),
+            ("num_threads", sesa_event::cores().to_string()),
+            ("evictions", "on".to_owned()),
+            ("cas_enabled", "yes".to_owned()),
+            ("flush_enabled", "yes".to_owned()),
+            ("binding_protocol", "ascii".to_owned()),
+        ];
+        write_stat_lines(out, lines);
+        Ok(())
+    }
+
     async fn write_stats(self, out: &mut Vec<u8>, conns: &Counters) -> Result<(), EventError> {
         let s = self.stats().await?;
         let c = conns.snapshot();
@@ -385,12 +407,17 @@ impl Kv {
         ]
         .into_iter()
         .collect();
-        for (k, v) in lines {
-            out.extend_from_slice(format!("STAT {k} {v}\r\n").as_bytes());
-        }
-        out.extend_from_slice(b"END\r\n");
+        write_stat_lines(out, lines);
         Ok(())
     }
+}
+
+/// Appends `STAT <name> <value>` lines and the closing `END`.
+fn write_stat_lines<'a>(out: &mut Vec<u8>, lines: impl IntoIterator<Item = (&'a str, String)>) {
+    for (k, v) in lines {
+        out.extend_from_slice(format!("STAT {k} {v}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"END\r\n");
 }
 
 /// Connection counters of a server, shared by its cores (read by `stats`; touched once

@@ -136,6 +136,16 @@ impl Partition {
         }
     }
 
+    /// Zeroes the hit, miss and eviction counters (`stats reset`).
+    pub fn reset_stats(&mut self) {
+        self.stats = PartitionStats::default();
+    }
+
+    /// The most bytes the partition holds.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     fn live(&self, entry: &Entry, now: u64) -> bool {
         let expired = entry.item.expires_at.is_some_and(|t| t <= now);
         let flushed = self
