@@ -78,6 +78,22 @@ impl Client {
         );
     }
 
+    /// Reads up to and including the next `\r\n`.
+    fn until_line(&mut self) -> String {
+        self.read_until(b"\r\n")
+    }
+
+    /// Reads until what was read ends with `suffix`.
+    fn read_until(&mut self, suffix: &[u8]) -> String {
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(suffix) {
+            self.0.read_exact(&mut byte).unwrap();
+            got.push(byte[0]);
+        }
+        String::from_utf8(got).unwrap()
+    }
+
     /// Runs `expect` over each (request, reply) pair in order.
     fn script(&mut self, pairs: &[(&[u8], &[u8])]) {
         for (request, reply) in pairs {
@@ -88,13 +104,7 @@ impl Client {
     /// Sends `request` and reads one reply ending with `END\r\n`.
     fn until_end(&mut self, request: &[u8]) -> String {
         self.0.write_all(request).unwrap();
-        let mut got = Vec::new();
-        let mut byte = [0u8; 1];
-        while !got.ends_with(b"END\r\n") {
-            self.0.read_exact(&mut byte).unwrap();
-            got.push(byte[0]);
-        }
-        String::from_utf8(got).unwrap()
+        self.read_until(b"END\r\n")
     }
 }
 
@@ -313,6 +323,51 @@ fn stats_groups_answer_as_memcached_does() {
         (b"stats no_such_group\r\n", b"ERROR\r\n"),
         (b"get a\r\n", b"VALUE a 0 1\r\nx\r\nEND\r\n"),
     ]);
+    stop.store(true, SeqCst);
+    thread.join().unwrap();
+}
+
+#[test]
+fn connections_over_the_limit_are_told_and_closed() {
+    let config = KvConfig {
+        max_connections: 3,
+        ..KvConfig::default()
+    };
+    let (addr, stop, thread) = server_on(config, true);
+    let mut open: Vec<Client> = (0..3).map(|_| Client::new(addr)).collect();
+    for c in &mut open {
+        c.expect(b"version\r\n", b"VERSION sesa-");
+        c.until_line();
+    }
+    // The fourth is refused with memcached's words, then closed.
+    let mut extra = Client::new(addr);
+    let mut got = Vec::new();
+    extra.0.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"ERROR Too many open connections\r\n");
+    assert_eq!(
+        open[0]
+            .until_end(b"stats settings\r\n")
+            .lines()
+            .find(|l| l.starts_with("STAT maxconns ")),
+        Some("STAT maxconns 3")
+    );
+    // Once one closes, a new client is served again (the server notices the close
+    // asynchronously: retry, bounded).
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = Client::new(addr);
+        c.0.write_all(b"get x\r\n").unwrap();
+        let mut reply = [0u8; 5];
+        c.0.read_exact(&mut reply).unwrap();
+        if &reply == b"END\r\n" {
+            break;
+        }
+        assert_eq!(&reply, b"ERROR", "neither served nor refused");
+        assert!(std::time::Instant::now() < deadline, "never served again");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(open);
     stop.store(true, SeqCst);
     thread.join().unwrap();
 }

@@ -36,6 +36,9 @@ enum Command {
         /// Largest item, in bytes (like memcached's -I; default 1 MiB).
         #[arg(long, default_value_t = 1 << 20)]
         item_max: usize,
+        /// Open client connections allowed (like memcached's -c).
+        #[arg(short = 'c', long, default_value_t = 1024)]
+        max_connections: u64,
         /// Nodes (the multi-node store is not built yet: only 1 works).
         #[arg(long, default_value_t = 1)]
         nodes: u32,
@@ -283,6 +286,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cores,
             memory_mb,
             item_max,
+            max_connections,
             nodes,
             idle_spins,
         } => {
@@ -297,6 +301,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 },
                 memory_bytes: memory_mb.saturating_mul(1 << 20),
+                max_connections,
             };
             let defaults = Config::default();
             let runtime = Runtime::new(Config {

@@ -33,6 +33,9 @@ pub struct KvConfig {
     pub limits: Limits,
     /// Memory for items on the whole node, split evenly over its cores.
     pub memory_bytes: usize,
+    /// Open client connections allowed on the node (memcached's `-c`, default 1024);
+    /// one more is told `ERROR Too many open connections` and closed, as memcached does.
+    pub max_connections: u64,
 }
 
 impl Default for KvConfig {
@@ -40,6 +43,7 @@ impl Default for KvConfig {
         KvConfig {
             limits: Limits::default(),
             memory_bytes: 64 << 20,
+            max_connections: 1024,
         }
     }
 }
@@ -68,6 +72,7 @@ pub const VERSION_LINE: &str = concat!("VERSION 1.6.0 sesa-", env!("CARGO_PKG_VE
 pub struct Kv {
     parts: EbbRef<PartitionRep>,
     limits: Limits,
+    max_connections: u64,
 }
 
 /// One key's command, owned so it can be shipped to the key's core.
@@ -119,6 +124,7 @@ impl Kv {
         Ok(Kv {
             parts,
             limits: config.limits,
+            max_connections: config.max_connections,
         })
     }
 
@@ -378,6 +384,7 @@ impl Kv {
         let lines = [
             ("maxbytes", limits.iter().sum::<usize>().to_string()),
             ("item_size_max", self.limits.item_max.to_string()),
+            ("maxconns", self.max_connections.to_string()),
             ("num_threads", sesa_event::cores().to_string()),
             ("evictions", "on".to_owned()),
             ("cas_enabled", "yes".to_owned()),
@@ -453,12 +460,22 @@ impl Counters {
         counts.join(",")
     }
 
-    fn opened(&self) {
-        self.current.fetch_add(1, Relaxed);
+    /// Counts a new connection if fewer than `max` are open; `false` if the limit is
+    /// reached (nothing counted). The check and the count are one atomic step, so
+    /// cores accepting at once cannot overshoot the limit together.
+    fn open(&self, max: u64) -> bool {
+        if self
+            .current
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_err()
+        {
+            return false;
+        }
         self.total.fetch_add(1, Relaxed);
         if let Some(c) = self.per_core.get(sesa_event::current_core().index()) {
             c.fetch_add(1, Relaxed);
         }
+        true
     }
 
     fn closed(&self) {
@@ -512,7 +529,7 @@ async fn serve_with(kv: Kv, listener: Listener, counters: Arc<Counters>) {
             Ok((stream, _peer)) => stream,
             Err(e) => {
                 // Out of descriptors, typically: back off rather than spin, and say so.
-                log_accept_error(&e);
+                log_rate_limited(format_args!("sesa kv: accepting a connection: {e}"));
                 sesa_event::sleep(core::time::Duration::from_millis(10)).await;
                 continue;
             }
@@ -520,7 +537,17 @@ async fn serve_with(kv: Kv, listener: Listener, counters: Arc<Counters>) {
         let _ = stream.set_nodelay(true);
         let counters = counters.clone();
         sesa_event::spawn_local(async move {
-            counters.opened();
+            if !counters.open(kv.max_connections) {
+                log_rate_limited(format_args!(
+                    "sesa kv: refusing a connection: {} are open (the limit)",
+                    kv.max_connections
+                ));
+                let mut stream = stream;
+                let _ = stream
+                    .write_all(b"ERROR Too many open connections\r\n")
+                    .await;
+                return;
+            }
             // A client's reset or bad input ends only its own connection.
             let _ = connection(kv, stream, &counters).await;
             counters.closed();
@@ -528,9 +555,10 @@ async fn serve_with(kv: Kv, listener: Listener, counters: Arc<Counters>) {
     }
 }
 
-/// Reports a failed accept on stderr, at most once a second per core, so that a flood of
-/// failures (out of descriptors) cannot become a flood of lines.
-fn log_accept_error(e: &sesa_event::net::NetError) {
+/// Reports a problem with accepting connections on stderr, at most once a second per
+/// core, so that a flood of them (out of descriptors, a client opening connections in a
+/// loop) cannot become a flood of lines.
+fn log_rate_limited(message: core::fmt::Arguments<'_>) {
     thread_local! {
         static LAST: core::cell::Cell<Option<std::time::Instant>> = const { core::cell::Cell::new(None) };
     }
@@ -541,10 +569,7 @@ fn log_accept_error(e: &sesa_event::net::NetError) {
             .is_none_or(|t| now.duration_since(t).as_secs() >= 1)
         {
             last.set(Some(now));
-            eprintln!(
-                "sesa kv: accepting a connection on core {}: {e}",
-                sesa_event::current_core()
-            );
+            eprintln!("{message} (core {})", sesa_event::current_core());
         }
     });
 }
