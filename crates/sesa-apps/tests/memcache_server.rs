@@ -371,3 +371,32 @@ fn connections_over_the_limit_are_told_and_closed() {
     stop.store(true, SeqCst);
     thread.join().unwrap();
 }
+
+#[test]
+fn a_pipeline_over_both_cores_is_answered_in_request_order() {
+    let (addr, stop, thread) = server(KvConfig::default());
+    let mut c = Client::new(addr);
+    // One write of 100 keys' worth of dependent commands (their keys fall on both
+    // cores, so some run here and some are shipped), with a whole-store command in the
+    // middle; the replies must come back exactly in request order.
+    let (mut request, mut expected) = (String::new(), String::new());
+    for i in 0..100 {
+        let v = i % 10;
+        request += &format!(
+            "set n{i} 0 0 1\r\n{v}\r\nincr n{i} 1\r\nget n{i}\r\n\
+             delete n{i} noreply\r\nget n{i}\r\n"
+        );
+        let w = (v + 1).to_string();
+        expected += &format!(
+            "STORED\r\n{w}\r\nVALUE n{i} 0 {}\r\n{w}\r\nEND\r\nEND\r\n",
+            w.len()
+        );
+        if i == 50 {
+            request += "set x 0 0 1\r\ny\r\nflush_all\r\nget x\r\n";
+            expected += "STORED\r\nOK\r\nEND\r\n";
+        }
+    }
+    c.expect(request.as_bytes(), expected.as_bytes());
+    stop.store(true, SeqCst);
+    thread.join().unwrap();
+}

@@ -188,13 +188,19 @@ impl Kv {
         })
     }
 
-    /// Runs `op` on the core that owns `key`.
-    async fn apply(self, key: &[u8], op: Op) -> Result<Vec<u8>, EventError> {
+    /// Starts `op` on the core that owns `key`: runs it now if that is this core,
+    /// else ships it there. Its reply joins `replies` in request order (or is dropped
+    /// if not `keep`, for noreply).
+    fn start(self, key: &[u8], op: Op, keep: bool, replies: &mut Replies) {
         let core = owner(key, sesa_event::cores());
         if core == sesa_event::current_core() {
-            return Ok(self.apply_here(op));
+            let reply = self.apply_here(op);
+            if keep {
+                replies.tail.extend_from_slice(&reply);
+            }
+        } else {
+            replies.ship(spawn_on(core, move || self.apply_here(op)), keep);
         }
-        spawn_on(core, move || self.apply_here(op)).await
     }
 
     /// Runs `f` on every core's partition, in core order.
@@ -232,20 +238,36 @@ impl Kv {
             }))
     }
 
-    /// Executes one command; appends its reply to `out` (nothing for `noreply`). Returns
+    /// Starts one command; its reply joins `replies` (nothing for `noreply`). Returns
     /// `false` for `quit`.
+    ///
+    /// A command on one key is started on the key's core and not waited for, so that
+    /// pipelined requests for keys on different cores overlap. A command on the whole
+    /// store (`flush_all`, `stats`) first waits for the ones before it.
     ///
     /// # Errors
     /// A core failed.
-    pub async fn execute(
+    async fn execute(
         self,
         command: Command<'_>,
-        out: &mut Vec<u8>,
+        replies: &mut Replies,
         conns: &Counters,
     ) -> Result<bool, EventError> {
+        let on_one_key = matches!(
+            command,
+            Command::Get { .. }
+                | Command::Gat { .. }
+                | Command::Store { .. }
+                | Command::Delete { .. }
+                | Command::Arith { .. }
+                | Command::Touch { .. }
+        );
+        if !on_one_key {
+            replies.settle().await?;
+        }
         match command {
-            Command::Get { keys, cas } => self.get(&keys, cas, None, out).await?,
-            Command::Gat { exptime, keys, cas } => self.get(&keys, cas, Some(exptime), out).await?,
+            Command::Get { keys, cas } => self.get(&keys, cas, None, replies),
+            Command::Gat { exptime, keys, cas } => self.get(&keys, cas, Some(exptime), replies),
             Command::Store {
                 mode,
                 key,
@@ -261,16 +283,10 @@ impl Kv {
                     exptime,
                     data: data.to_vec(),
                 };
-                let reply = self.apply(key, op).await?;
-                if !noreply {
-                    out.extend_from_slice(&reply);
-                }
+                self.start(key, op, !noreply, replies);
             }
             Command::Delete { key, noreply } => {
-                let reply = self.apply(key, Op::Delete { key: key.to_vec() }).await?;
-                if !noreply {
-                    out.extend_from_slice(&reply);
-                }
+                self.start(key, Op::Delete { key: key.to_vec() }, !noreply, replies);
             }
             Command::Arith {
                 incr,
@@ -278,66 +294,52 @@ impl Kv {
                 delta,
                 noreply,
             } => {
-                let reply = self
-                    .apply(
-                        key,
-                        Op::Arith {
-                            incr,
-                            key: key.to_vec(),
-                            delta,
-                        },
-                    )
-                    .await?;
-                if !noreply {
-                    out.extend_from_slice(&reply);
-                }
+                let op = Op::Arith {
+                    incr,
+                    key: key.to_vec(),
+                    delta,
+                };
+                self.start(key, op, !noreply, replies);
             }
             Command::Touch {
                 key,
                 exptime,
                 noreply,
             } => {
-                let reply = self
-                    .apply(
-                        key,
-                        Op::Touch {
-                            key: key.to_vec(),
-                            exptime,
-                        },
-                    )
-                    .await?;
-                if !noreply {
-                    out.extend_from_slice(&reply);
-                }
+                let op = Op::Touch {
+                    key: key.to_vec(),
+                    exptime,
+                };
+                self.start(key, op, !noreply, replies);
             }
             Command::FlushAll { delay, noreply } => {
                 self.each_partition(move |p, now| p.flush_all(delay, now))
                     .await?;
                 if !noreply {
-                    out.extend_from_slice(b"OK\r\n");
+                    replies.tail.extend_from_slice(b"OK\r\n");
                 }
             }
             Command::Stats { args } => match args.first().copied() {
-                None => self.write_stats(out, conns).await?,
+                None => self.write_stats(&mut replies.tail, conns).await?,
                 Some(b"reset") => {
                     self.each_partition(|p, _| p.reset_stats()).await?;
                     conns.total.store(0, Relaxed);
-                    out.extend_from_slice(b"RESET\r\n");
+                    replies.tail.extend_from_slice(b"RESET\r\n");
                 }
-                Some(b"settings") => self.write_settings(out).await?,
+                Some(b"settings") => self.write_settings(&mut replies.tail).await?,
                 // memcached's per-slab-class groups: sesa has no slab classes (items
                 // live in per-core partitions), so each group is empty, as memcached's
                 // own is before its first item.
-                Some(b"items" | b"slabs" | b"sizes") => out.extend_from_slice(b"END\r\n"),
+                Some(b"items" | b"slabs" | b"sizes") => replies.tail.extend_from_slice(b"END\r\n"),
                 // What memcached answers to a group it does not know.
-                Some(_) => out.extend_from_slice(b"ERROR\r\n"),
+                Some(_) => replies.tail.extend_from_slice(b"ERROR\r\n"),
             },
-            Command::Version => out.extend_from_slice(
+            Command::Version => replies.tail.extend_from_slice(
                 concat!("VERSION sesa-", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes(),
             ),
             Command::Verbosity { noreply } => {
                 if !noreply {
-                    out.extend_from_slice(b"OK\r\n");
+                    replies.tail.extend_from_slice(b"OK\r\n");
                 }
             }
             Command::Quit => return Ok(false),
@@ -345,38 +347,17 @@ impl Kv {
         Ok(true)
     }
 
-    async fn get(
-        self,
-        keys: &[&[u8]],
-        cas: bool,
-        touch: Option<i64>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), EventError> {
-        // Start every key's lookup on its core, then write the values in request order.
-        let lookups: Vec<_> = keys
-            .iter()
-            .map(|key| {
-                let core = owner(key, sesa_event::cores());
-                let op = Op::Get {
-                    key: key.to_vec(),
-                    cas,
-                    touch,
-                };
-                if core == sesa_event::current_core() {
-                    Err(self.apply_here(op))
-                } else {
-                    Ok(spawn_on(core, move || self.apply_here(op)))
-                }
-            })
-            .collect();
-        for lookup in lookups {
-            match lookup {
-                Err(here) => out.extend_from_slice(&here),
-                Ok(shipped) => out.extend_from_slice(&shipped.await?),
-            }
+    /// Starts every key's lookup on its core; the values follow in request order.
+    fn get(self, keys: &[&[u8]], cas: bool, touch: Option<i64>, replies: &mut Replies) {
+        for key in keys {
+            let op = Op::Get {
+                key: key.to_vec(),
+                cas,
+                touch,
+            };
+            self.start(key, op, true, replies);
         }
-        out.extend_from_slice(b"END\r\n");
-        Ok(())
+        replies.tail.extend_from_slice(b"END\r\n");
     }
 
     async fn write_settings(self, out: &mut Vec<u8>) -> Result<(), EventError> {
@@ -419,6 +400,69 @@ impl Kv {
     }
 }
 
+/// A connection's replies to the requests of one read, in request order: some ready,
+/// some still being computed on other cores.
+///
+/// Order is kept without waiting: requests on different keys may run at once on
+/// different cores, and requests on one key all go to that key's core, whose inbox runs
+/// them first in, first out.
+#[derive(Default)]
+struct Replies {
+    /// Replies before `tail`, in order.
+    pieces: Vec<Piece>,
+    /// Ready bytes after every piece.
+    tail: Vec<u8>,
+}
+
+enum Piece {
+    Ready(Vec<u8>),
+    Shipped {
+        reply: sesa_event::JoinHandle<Vec<u8>>,
+        /// `false` for noreply: wait for it (to keep order) and drop it.
+        keep: bool,
+    },
+}
+
+impl Replies {
+    fn ship(&mut self, reply: sesa_event::JoinHandle<Vec<u8>>, keep: bool) {
+        if !self.tail.is_empty() {
+            self.pieces
+                .push(Piece::Ready(core::mem::take(&mut self.tail)));
+        }
+        self.pieces.push(Piece::Shipped { reply, keep });
+    }
+
+    /// Waits for every shipped reply, leaving all of them ready in `tail`. On an error
+    /// nothing is left: a partial reply stream would be out of order.
+    async fn settle(&mut self) -> Result<(), EventError> {
+        if self.pieces.is_empty() {
+            return Ok(());
+        }
+        let mut all = Vec::with_capacity(self.tail.len());
+        for piece in core::mem::take(&mut self.pieces) {
+            match piece {
+                Piece::Ready(bytes) => all.extend_from_slice(&bytes),
+                Piece::Shipped { reply, keep } => {
+                    let bytes = match reply.await {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            // What follows must not be sent without what came before.
+                            self.tail.clear();
+                            return Err(e);
+                        }
+                    };
+                    if keep {
+                        all.extend_from_slice(&bytes);
+                    }
+                }
+            }
+        }
+        all.extend_from_slice(&self.tail);
+        self.tail = all;
+        Ok(())
+    }
+}
+
 /// Appends `STAT <name> <value>` lines and the closing `END`.
 fn write_stat_lines<'a>(out: &mut Vec<u8>, lines: impl IntoIterator<Item = (&'a str, String)>) {
     for (k, v) in lines {
@@ -429,7 +473,7 @@ fn write_stat_lines<'a>(out: &mut Vec<u8>, lines: impl IntoIterator<Item = (&'a 
 
 /// Connection counters of a server, shared by its cores (read by `stats`; touched once
 /// per connection, never per request).
-pub struct Counters {
+struct Counters {
     current: AtomicU64,
     total: AtomicU64,
     /// Open connections by the core serving them.
@@ -438,7 +482,7 @@ pub struct Counters {
 
 impl Counters {
     /// Zeroed counters for a node of `cores` cores.
-    pub fn new(cores: usize) -> Self {
+    fn new(cores: usize) -> Self {
         Counters {
             current: AtomicU64::new(0),
             total: AtomicU64::new(0),
@@ -574,6 +618,9 @@ fn log_rate_limited(message: core::fmt::Arguments<'_>) {
     });
 }
 
+/// The reply when a core cannot answer because the node is stopping.
+const STOPPING: &[u8] = b"SERVER_ERROR the node is stopping\r\n";
+
 async fn connection(
     kv: Kv,
     mut stream: Stream,
@@ -581,7 +628,7 @@ async fn connection(
 ) -> Result<(), sesa_event::net::NetError> {
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut read = vec![0u8; 16 << 10];
-    let mut out = Vec::with_capacity(16 << 10);
+    let mut replies = Replies::default();
     let mut skip = 0usize;
     loop {
         let n = stream.read(&mut read).await?;
@@ -601,13 +648,13 @@ async fn connection(
                 Parsed::Incomplete => break,
                 Parsed::Command(command, used) => {
                     at += used;
-                    keep_open = kv
-                        .execute(command, &mut out, counters)
-                        .await
-                        .unwrap_or_else(|_| {
-                            out.extend_from_slice(b"SERVER_ERROR the node is stopping\r\n");
+                    keep_open = match kv.execute(command, &mut replies, counters).await {
+                        Ok(open) => open,
+                        Err(_) => {
+                            replies.tail.extend_from_slice(STOPPING);
                             false
-                        });
+                        }
+                    };
                 }
                 Parsed::Error {
                     reply,
@@ -615,7 +662,7 @@ async fn connection(
                     skip: more,
                     close,
                 } => {
-                    out.extend_from_slice(reply);
+                    replies.tail.extend_from_slice(reply);
                     at += consumed;
                     skip += more;
                     keep_open = !close;
@@ -623,10 +670,14 @@ async fn connection(
             }
         }
         buf.drain(..at);
+        if replies.settle().await.is_err() {
+            replies.tail.extend_from_slice(STOPPING);
+            keep_open = false;
+        }
         // Everything this read produced leaves in one write.
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
+        if !replies.tail.is_empty() {
+            stream.write_all(&replies.tail).await?;
+            replies.tail.clear();
         }
         if !keep_open {
             return Ok(());
