@@ -7,7 +7,9 @@
 //! requests are simply consecutive calls on the same buffer.
 //!
 //! # Limits (all explicit, all enforced before buffering)
-//! - Keys: at most [`Limits::key_max`] bytes (250), with no control characters or spaces.
+//! - Keys: at most [`Limits::key_max`] bytes (250), with no spaces, NUL or CR. Other
+//!   control characters are accepted, as memcached 1.6 accepts them (memaslap sends
+//!   them); the protocol's "no control characters" is advice to clients.
 //! - Values: at most [`Limits::item_max`] bytes (default 1 MiB). A larger `set` is
 //!   answered `SERVER_ERROR object too large for cache`, and its data is *skipped*, not
 //!   buffered: [`Parsed::Error::skip`] says how many more bytes to drop.
@@ -211,7 +213,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let Some((&name, args)) = tokens.split_first() else {
         return error(ERROR, line_end);
     };
-    let key_ok = |k: &[u8]| k.len() <= limits.key_max && k.iter().all(|b| *b > b' ' && *b != 0x7f);
+    // memcached 1.6 splits a line at spaces only, and takes every other byte into the
+    // key (tools such as memaslap put control characters in theirs). NUL cuts its C
+    // string short, and a CR would corrupt the `VALUE` line echoing the key: refused.
+    let key_ok =
+        |k: &[u8]| k.len() <= limits.key_max && !k.iter().any(|b| matches!(b, 0 | b'\r' | b'\n'));
     let (args, noreply) = match args.split_last() {
         Some((&b"noreply", rest)) => (rest, true),
         _ => (args, false),
