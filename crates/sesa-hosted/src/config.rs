@@ -6,8 +6,10 @@ pub struct Config {
     /// How many cores (event loops, one thread each). `None`: as many as the process may
     /// run on (`std::thread::available_parallelism`).
     pub cores: Option<usize>,
-    /// Pin core `i`'s thread to the `i`-th CPU the process may use (wrapping around), so
-    /// a core's state stays in one CPU's caches.
+    /// Pin core `i`'s thread to the `i`-th CPU the process may use, so a core's state
+    /// stays in one CPU's caches. Applies only when the node has exactly as many cores
+    /// as the process may use CPUs; a smaller or larger node is left to the kernel's
+    /// scheduler (pinning it would pile nodes and neighbours onto the same CPUs).
     pub pin_threads: bool,
     /// How many consecutive empty polls of its inbox (each also running the idle
     /// handlers, and yielding to the core's other tasks in between) an idle core makes
