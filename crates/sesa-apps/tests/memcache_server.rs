@@ -11,17 +11,34 @@ use sesa_apps::memcache::protocol::Limits;
 use sesa_apps::memcache::server::{Kv, KvConfig, serve, serve_every_core};
 use sesa_hosted::{Config, Exit, Runtime};
 
-/// Starts a 2-core node serving memcached on core 0; returns its address and a handle
-/// that stops it.
-fn server(config: KvConfig) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+/// A 2-core node serving memcached, on a thread of the test; stopped and joined when
+/// dropped.
+struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let joined = thread.join();
+            // Report the node's failure, unless the test is failing already.
+            if !std::thread::panicking() {
+                joined.unwrap();
+            }
+        }
+    }
+}
+
+/// Starts a node serving memcached on core 0.
+fn server(config: KvConfig) -> Server {
     server_on(config, false)
 }
 
 /// As [`server`], listening on every core if `every_core`.
-fn server_on(
-    config: KvConfig,
-    every_core: bool,
-) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+fn server_on(config: KvConfig, every_core: bool) -> Server {
     let (tx, rx) = mpsc::channel();
     let done = Arc::new(AtomicBool::new(false));
     let stop = done.clone();
@@ -49,11 +66,11 @@ fn server_on(
         });
         assert!(matches!(exit, Ok(Exit::Completed(()))));
     });
-    (
-        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
-        done,
-        thread,
-    )
+    Server {
+        addr: rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        stop: done,
+        thread: Some(thread),
+    }
 }
 
 struct Client(TcpStream);
@@ -110,7 +127,8 @@ impl Client {
 
 #[test]
 fn memcached_commands_work_over_tcp() {
-    let (addr, stop, thread) = server(KvConfig::default());
+    let server = server(KvConfig::default());
+    let addr = server.addr;
     let mut c = Client::new(addr);
     c.script(&[
         (b"get nothing\r\n", b"END\r\n"),
@@ -171,13 +189,12 @@ fn memcached_commands_work_over_tcp() {
         (b"flush_all\r\n", b"OK\r\n"),
         (b"get n\r\n", b"END\r\n"),
     ]);
-    stop.store(true, SeqCst);
-    thread.join().unwrap();
 }
 
 #[test]
 fn many_keys_spread_over_cores_and_multi_get_keeps_request_order() {
-    let (addr, stop, thread) = server(KvConfig::default());
+    let server = server(KvConfig::default());
+    let addr = server.addr;
     let mut c = Client::new(addr);
     // Pipelined: 200 sets in one write, with noreply except the last.
     let mut batch = Vec::new();
@@ -208,8 +225,6 @@ fn many_keys_spread_over_cores_and_multi_get_keeps_request_order() {
         0,
         "quit closes the connection"
     );
-    stop.store(true, SeqCst);
-    thread.join().unwrap();
 }
 
 #[test]
@@ -221,7 +236,8 @@ fn an_oversize_value_is_refused_and_its_data_skipped_across_reads() {
         },
         ..KvConfig::default()
     };
-    let (addr, stop, thread) = server(config);
+    let server = server(config);
+    let addr = server.addr;
     let mut c = Client::new(addr);
     c.0.write_all(b"set big 0 0 5000\r\n").unwrap();
     c.0.write_all(&[b'x'; 2000]).unwrap();
@@ -233,13 +249,12 @@ fn an_oversize_value_is_refused_and_its_data_skipped_across_reads() {
         b"SERVER_ERROR object too large for cache\r\nEND\r\n",
     );
     c.expect(b"set ok 0 0 2\r\nhi\r\n", b"STORED\r\n");
-    stop.store(true, SeqCst);
-    thread.join().unwrap();
 }
 
 #[test]
 fn every_core_accepts_connections_and_all_see_one_store() {
-    let (addr, stop, thread) = server_on(KvConfig::default(), true);
+    let server = server_on(KvConfig::default(), true);
+    let addr = server.addr;
     // The kernel spreads connections by a hash of their addresses: with 32 of them, the
     // chance that all land on one of two cores is 2 in 2^32.
     let mut clients: Vec<Client> = (0..32).map(|_| Client::new(addr)).collect();
@@ -277,8 +292,6 @@ fn every_core_accepts_connections_and_all_see_one_store() {
         );
     }
     drop(clients);
-    stop.store(true, SeqCst);
-    thread.join().unwrap();
 }
 
 #[test]
@@ -287,7 +300,8 @@ fn stats_groups_answer_as_memcached_does() {
         memory_bytes: 8 << 20,
         ..KvConfig::default()
     };
-    let (addr, stop, thread) = server(config);
+    let server = server(config);
+    let addr = server.addr;
     let mut c = Client::new(addr);
     c.script(&[
         (b"set a 0 0 1\r\nx\r\n", b"STORED\r\n"),
@@ -323,8 +337,6 @@ fn stats_groups_answer_as_memcached_does() {
         (b"stats no_such_group\r\n", b"ERROR\r\n"),
         (b"get a\r\n", b"VALUE a 0 1\r\nx\r\nEND\r\n"),
     ]);
-    stop.store(true, SeqCst);
-    thread.join().unwrap();
 }
 
 #[test]
@@ -333,7 +345,8 @@ fn connections_over_the_limit_are_told_and_closed() {
         max_connections: 3,
         ..KvConfig::default()
     };
-    let (addr, stop, thread) = server_on(config, true);
+    let server = server_on(config, true);
+    let addr = server.addr;
     let mut open: Vec<Client> = (0..3).map(|_| Client::new(addr)).collect();
     for c in &mut open {
         c.expect(b"version\r\n", b"VERSION sesa-");
@@ -368,13 +381,12 @@ fn connections_over_the_limit_are_told_and_closed() {
         std::thread::sleep(Duration::from_millis(10));
     }
     drop(open);
-    stop.store(true, SeqCst);
-    thread.join().unwrap();
 }
 
 #[test]
 fn a_pipeline_over_both_cores_is_answered_in_request_order() {
-    let (addr, stop, thread) = server(KvConfig::default());
+    let server = server(KvConfig::default());
+    let addr = server.addr;
     let mut c = Client::new(addr);
     // One write of 100 keys' worth of dependent commands (their keys fall on both
     // cores, so some run here and some are shipped), with a whole-store command in the
@@ -397,6 +409,4 @@ fn a_pipeline_over_both_cores_is_answered_in_request_order() {
         }
     }
     c.expect(request.as_bytes(), expected.as_bytes());
-    stop.store(true, SeqCst);
-    thread.join().unwrap();
 }

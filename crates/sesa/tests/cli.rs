@@ -77,12 +77,7 @@ fn sigterm_stops_every_core_cleanly() {
 
 #[test]
 fn bench_micro_json_has_every_figure() {
-    let out = sesa()
-        .args(["bench", "micro", "--json", "--quick", "--cores", "2"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = bench_json(&["micro", "--cores", "2"]);
     assert_positive(
         &report,
         &[
@@ -112,12 +107,7 @@ fn bad_arguments_are_a_usage_error() {
 
 #[test]
 fn bench_msg_json_has_every_figure() {
-    let out = sesa()
-        .args(["bench", "msg", "--json", "--quick"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = bench_json(&["msg"]);
     assert_positive(
         &report,
         &[
@@ -129,6 +119,18 @@ fn bench_msg_json_has_every_figure() {
             "tokio_pipelined_kops",
         ],
     );
+}
+
+/// Runs `sesa bench <args> --json --quick`; its report.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = sesa()
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--quick"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Asserts every named field of `report` is a finite number above zero.
@@ -143,12 +145,7 @@ fn assert_positive(report: &serde_json::Value, fields: &[&str]) {
 
 #[test]
 fn bench_kv_json_has_every_figure_per_depth() {
-    let out = sesa()
-        .args(["bench", "kv", "--json", "--quick", "--pipeline", "1,4"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = bench_json(&["kv", "--pipeline", "1,4"]);
     let rows = report["sesa"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     for (row, depth) in rows.iter().zip([1, 4]) {
