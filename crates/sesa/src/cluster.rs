@@ -869,6 +869,16 @@ async fn elastic_counter(
             finish(&cx);
             bail!("every node was lost before the count finished");
         }
+        // Nodes end their part only when every chunk is counted or they leave; if none
+        // is counting, none will, and waiting would hang the application.
+        if running.is_empty() && launching.is_empty() && leaving.is_empty() {
+            let (done, chunks) = work.progress();
+            finish(&cx);
+            bail!(
+                "no node is counting, yet {} of {chunks} chunk(s) are not counted",
+                chunks - done
+            );
+        }
         sesa_event::sleep(Duration::from_millis(5)).await;
     }
     finish(&cx);
@@ -1217,6 +1227,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
         let me = id;
         // Planned leave: set `leaving`, then the departure handlers drain this node.
         let leaving = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let let_go = leaving.clone();
         let departures = std::sync::Arc::new(sesa_exec::Departures::new());
         messenger
             .serve_async(control.id(), move |_from, method, payload| {
@@ -1285,7 +1296,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
         if from_stdin {
             sesa_event::spawn_local(stop_when_stdin_closes());
         }
-        watch_frontend(messenger).await
+        watch_frontend(messenger, &let_go).await
     })?)
 }
 
@@ -1340,12 +1351,20 @@ async fn stop_when_stdin_closes() {
     sesa_event::stop(0);
 }
 
-/// Returns (stopping the node with an error) when the frontend's connection is lost.
-async fn watch_frontend(messenger: MessengerRef) -> anyhow::Result<()> {
+/// Returns when the frontend's connection is lost: an error (the node stops with it),
+/// unless the frontend had already let this node go (`LEAVE`), in which case the
+/// frontend may well exit before this node's own delayed stop.
+async fn watch_frontend(
+    messenger: MessengerRef,
+    let_go: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<()> {
     loop {
         sesa_event::sleep(Duration::from_millis(200)).await;
         let peers = messenger.peers().await?;
         if !peers.iter().any(|p| p.node == FRONTEND) {
+            if let_go.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(());
+            }
             return Err(anyhow!("lost the connection to the frontend"));
         }
     }

@@ -10,6 +10,9 @@
 //! - A node leaving on purpose gets a departure event: it stops leasing, finishes and
 //!   reports its chunk (its counter's state moves to the frontend), then stops.
 //! - A crashed node's leased chunks go back to the pool.
+//! - A node finds no chunk free while others are still leased: it waits and asks
+//!   again, and ends only when every chunk is counted. (A leaseholder may yet be
+//!   declared down, and its chunks must then find a taker.)
 //!
 //! So the total is exact in all three cases.
 
@@ -27,6 +30,26 @@ pub const REPORT: u16 = 2;
 
 /// Increments per chunk: a few milliseconds of counting per core.
 const CHUNK: u64 = 1 << 22;
+
+/// How long a node waits before asking again when every chunk left is leased.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The pool's answer to [`TAKE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Lease {
+    /// Count `size` increments and report them as chunk `chunk`.
+    Chunk {
+        /// The chunk's index.
+        chunk: u64,
+        /// Its increments.
+        size: u64,
+    },
+    /// Every chunk left is leased to some node: ask again later, for the leaseholder
+    /// may be lost and its chunk given back.
+    Wait,
+    /// Every chunk is counted.
+    Done,
+}
 
 /// The frontend's pool of counting work (a node-shared EBB, served remotely).
 pub struct WorkPool {
@@ -109,11 +132,15 @@ impl RemoteRep for WorkPool {
                         s.next - 1
                     })
                 });
-                let lease = chunk.map(|c| {
-                    s.leases.insert(c, request.from.node);
-                    let size = CHUNK.min(s.total - c * CHUNK);
-                    (c, size)
-                });
+                let lease = match chunk {
+                    Some(c) => {
+                        s.leases.insert(c, request.from.node);
+                        let size = CHUNK.min(s.total - c * CHUNK);
+                        Lease::Chunk { chunk: c, size }
+                    }
+                    None if s.leases.is_empty() => Lease::Done,
+                    None => Lease::Wait,
+                };
                 crate::encode_reply(&lease)
             }
             REPORT => {
@@ -141,8 +168,8 @@ pub struct PoolAddress {
     pub pool: u64,
 }
 
-/// A node's side: leases and counts chunks until the pool is empty or `leaving` is set
-/// (checked between chunks). Returns how many increments this node counted.
+/// A node's side: leases and counts chunks until every chunk is counted or `leaving`
+/// is set (checked between chunks). Returns how many increments this node counted.
 ///
 /// # Errors
 /// The frontend cannot be reached, or a core fails.
@@ -158,11 +185,15 @@ pub async fn count_from_pool(
         let lease = messenger
             .call(pool.node, CoreId::new(0), id, TAKE, Vec::new())
             .await?;
-        let Some((chunk, size)): Option<(u64, u64)> =
-            postcard::from_bytes(&lease).map_err(|_| refused(&"malformed lease"))?
-        else {
-            break;
-        };
+        let (chunk, size) =
+            match postcard::from_bytes(&lease).map_err(|_| refused(&"malformed lease"))? {
+                Lease::Chunk { chunk, size } => (chunk, size),
+                Lease::Wait => {
+                    sesa_event::sleep(RETRY).await;
+                    continue;
+                }
+                Lease::Done => break,
+            };
         let before = counter.try_val().map_err(|e| refused(&e))?;
         count_on_every_core(counter, size)
             .await
@@ -213,4 +244,83 @@ async fn count_on_every_core(
         h.await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sesa_exec::Identity;
+
+    fn call(pool: &WorkPool, node: u32, method: u16, payload: &[u8]) -> Vec<u8> {
+        let from = Identity {
+            node,
+            generation: 1,
+        };
+        pool.handle(Request {
+            from,
+            method,
+            payload,
+        })
+        .unwrap()
+    }
+
+    fn take(pool: &WorkPool, node: u32) -> Lease {
+        postcard::from_bytes(&call(pool, node, TAKE, &[])).unwrap()
+    }
+
+    fn report(pool: &WorkPool, node: u32, chunk: u64, counted: i64) {
+        call(
+            pool,
+            node,
+            REPORT,
+            &postcard::to_allocvec(&(chunk, counted)).unwrap(),
+        );
+    }
+
+    /// The frozen-node case: node 2 runs out of free chunks while node 1 still holds one.
+    /// Node 2 must wait, not end, so it can take node 1's chunk once node 1 is declared
+    /// down.
+    #[test]
+    fn a_node_waits_while_another_holds_the_last_chunk_then_takes_it_back() {
+        let pool = WorkPool::new(CHUNK + 5);
+        let Lease::Chunk { chunk: first, size } = take(&pool, 1) else {
+            panic!("no first chunk")
+        };
+        assert_eq!(size, CHUNK);
+        let Lease::Chunk { chunk: last, size } = take(&pool, 2) else {
+            panic!("no second chunk")
+        };
+        assert_eq!(size, 5);
+        report(&pool, 2, last, 5);
+        assert_eq!(take(&pool, 2), Lease::Wait);
+        assert!(!pool.finished());
+
+        assert_eq!(pool.requeue(1), 1);
+        assert_eq!(
+            take(&pool, 2),
+            Lease::Chunk {
+                chunk: first,
+                size: CHUNK
+            }
+        );
+        // Node 1 wakes up and reports the chunk it lost: ignored.
+        report(&pool, 1, first, CHUNK as i64);
+        assert_eq!(pool.tally(), 5);
+        report(&pool, 2, first, CHUNK as i64);
+        assert!(pool.finished());
+        assert_eq!(pool.tally(), CHUNK as i64 + 5);
+        assert_eq!(take(&pool, 2), Lease::Done);
+    }
+
+    #[test]
+    fn a_chunk_reported_twice_counts_once() {
+        let pool = WorkPool::new(3);
+        let Lease::Chunk { chunk, .. } = take(&pool, 1) else {
+            panic!("no chunk")
+        };
+        report(&pool, 1, chunk, 3);
+        report(&pool, 1, chunk, 3);
+        assert_eq!(pool.tally(), 3);
+        assert_eq!(pool.progress(), (1, 1));
+    }
 }

@@ -13,9 +13,50 @@ fn sesa() -> Command {
 /// The tests here each run several node processes that poll their inboxes; run them one
 /// at a time so they do not starve one another on small machines (failure detection
 /// must see slowness from faults, not from the test harness).
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+///
+/// The guard also stops, if the test fails, every process it started (see [`Serial`]).
+fn one_at_a_time() -> Serial {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+    Serial {
+        _lock: LOCK.lock().unwrap_or_else(|p| p.into_inner()),
+    }
+}
+
+/// The processes the running test started: its frontends and the nodes they reported.
+static STARTED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Notes a process the running test started.
+fn started(pid: u32) {
+    STARTED.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+}
+
+/// Holds the one-test-at-a-time lock. When a test panics, it kills (SIGCONT, then
+/// SIGKILL, for a frozen node) every sesa process the test started and that still runs,
+/// so one failure cannot leave a cluster running and starve the tests after it. A test
+/// that passes has already checked that nothing is left.
+struct Serial {
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        let pids = std::mem::take(&mut *STARTED.lock().unwrap_or_else(|p| p.into_inner()));
+        if !std::thread::panicking() {
+            return;
+        }
+        for pid in pids {
+            // Only a live process that is still a sesa (a pid may have been reused).
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(4).any(|w| w == b"sesa"));
+            if alive(pid) && ours {
+                // SAFETY: signalling a process this test started (checked above).
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGCONT);
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+            }
+        }
+    }
 }
 
 /// Whether `pid` is a live process (a zombie counts as gone).
@@ -78,6 +119,7 @@ fn count_in(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    started(child.id());
     let (tx, rx) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -95,7 +137,9 @@ fn count_in(
             .expect("the frontend went quiet before every node joined");
         if let Some(rest) = line.strip_prefix("sesa: node ") {
             if let Some(pid) = rest.split("(pid ").nth(1) {
-                pids.push(pid.trim_end_matches(')').parse().unwrap());
+                let pid = pid.trim_end_matches(')').parse().unwrap();
+                started(pid);
+                pids.push(pid);
             } else if rest.contains("joined") {
                 joined += 1;
             }
@@ -397,13 +441,16 @@ fn a_node_joins_by_hand_takes_work_and_is_let_go_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    started(hand.id());
     let said = finished_with(frontend, &rx, 60_000_000);
     assert!(said.iter().any(|l| l.contains("node 2 joined")), "{said:?}");
     let mut hand = hand;
     let hand_status = wait_for_exit(&mut hand, Duration::from_secs(10));
+    let mut hand_said = String::new();
+    std::io::Read::read_to_string(&mut hand.stderr.take().unwrap(), &mut hand_said).unwrap();
     assert!(
         hand_status.success(),
-        "the hand-joined node was let go cleanly"
+        "the hand-joined node was not let go cleanly ({hand_status}): {hand_said}\nfrontend: {said:?}"
     );
     wait_until_gone(&pids, Duration::from_secs(5));
     std::fs::remove_dir_all(&dir).unwrap();
