@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use sesa_apps::memcache::protocol::StoreMode;
-use sesa_apps::memcache::store::{ArithError, ITEM_OVERHEAD, Partition, Stored, expiry};
+use sesa_apps::memcache::store::{ArithError, ITEM_OVERHEAD, Item, Partition, Stored, expiry};
 
 const NOW: u64 = 1_700_000_000;
 
@@ -205,4 +205,30 @@ proptest! {
         }
         prop_assert_eq!(p.stats().items as usize, model.len());
     }
+}
+
+#[test]
+fn a_replica_copy_keeps_its_cas_refuses_older_copies_and_later_writes_go_above_it() {
+    let mut p = Partition::new(1 << 20);
+    let copy = |value: &[u8], cas| Item {
+        value: value.to_vec(),
+        flags: 3,
+        expires_at: None,
+        cas,
+    };
+    assert!(p.import(b"k", Some(copy(b"new", 500)), NOW));
+    assert_eq!(p.get(b"k", NOW).unwrap().cas, 500);
+    // An older copy arriving late does not undo the newer one.
+    assert!(!p.import(b"k", Some(copy(b"old", 400)), NOW));
+    assert_eq!(p.get(b"k", NOW).unwrap().value, b"new");
+    // A write here (after a failover, say) gets a cas above every copy received.
+    assert_eq!(
+        p.store(StoreMode::Set, b"k", 0, 0, b"mine", NOW),
+        Stored::Stored
+    );
+    assert!(p.get(b"k", NOW).unwrap().cas > 500);
+    // `None` removes.
+    assert!(p.import(b"k", None, NOW));
+    assert!(!p.holds(b"k", NOW));
+    assert_eq!(p.keys(NOW), Vec::<Vec<u8>>::new());
 }

@@ -48,7 +48,7 @@ const JOIN: u16 = 2;
 /// (`EbbId::static_id(1)`) without being told.
 const REGISTRY_INDEX: u32 = 1;
 /// The node control's method: run (this node's part of) an application.
-const RUN_APP: u16 = 1;
+pub(crate) const RUN_APP: u16 = 1;
 /// The node control's method: report this node's figures.
 const STATS: u16 = 2;
 /// The frontend admin service's method: report the application's state.
@@ -56,20 +56,20 @@ const STATUS: u16 = 1;
 /// The frontend admin service's method: grow or shrink to a number of nodes.
 const SCALE: u16 = 2;
 /// The node control's method: leave the application (planned, with drain).
-const LEAVE: u16 = 3;
+pub(crate) const LEAVE: u16 = 3;
 
 /// A scale request between the admin service and the frontend's elastic loop.
 #[derive(Default)]
-struct ScaleState {
-    /// Whether the running application can scale (the elastic counter can).
-    accepting: bool,
+pub(crate) struct ScaleState {
+    /// Whether the running application can scale (the elastic counter and the store can).
+    pub(crate) accepting: bool,
     /// The latest target, not yet picked up.
-    target: Option<u32>,
+    pub(crate) target: Option<u32>,
     /// Requests made, and requests completed (the loop sets `served`).
-    requested: u64,
-    served: u64,
+    pub(crate) requested: u64,
+    pub(crate) served: u64,
     /// The outcome of the last completed request.
-    outcome: String,
+    pub(crate) outcome: String,
 }
 
 /// One node's figures, as `sesa status` shows them.
@@ -157,13 +157,40 @@ pub enum App {
         /// Paths, as the user gave them (relative to the frontend's directory).
         files: Vec<String>,
     },
+    /// The memcached-compatible data store: every node serves clients on its own port
+    /// and the nodes hold the keys together (see `sesa_apps::memcache::cluster`). It
+    /// runs until the frontend is stopped.
+    Kv(KvSettings),
+}
+
+/// How the data store runs on each node.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct KvSettings {
+    /// Node `i` listens on `port + i - 1` (0: every node picks a free port).
+    pub port: u16,
+    /// Memory for items per node, in bytes.
+    pub memory_bytes: usize,
+    /// Largest item, in bytes.
+    pub item_max: usize,
+    /// Client connections per node.
+    pub max_connections: u64,
+    /// Owners per key.
+    pub replicas: u32,
 }
 
 /// What one node's part of an application produced.
 #[derive(Serialize, Deserialize, Debug, Clone)]
-enum Outcome {
+pub(crate) enum Outcome {
     Counted(i64),
-    Printed { files: u32, failed: u32 },
+    Printed {
+        files: u32,
+        failed: u32,
+    },
+    /// The store serves clients on `port`; `member` is the node in a view.
+    Serving {
+        port: u16,
+        member: sesa_apps::memcache::cluster::Member,
+    },
 }
 
 /// The application's result, as the frontend reports it.
@@ -180,23 +207,23 @@ pub enum AppResult {
     },
 }
 /// The frontend's node id.
-const FRONTEND: u32 = 0;
+pub(crate) const FRONTEND: u32 = 0;
 /// How long nodes have to start and register.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a node tells the frontend when it joins.
 #[derive(Serialize, Deserialize, Debug, Clone)]
-struct Register {
-    node: u32,
+pub(crate) struct Register {
+    pub(crate) node: u32,
     generation: u64,
-    control: u64,
-    cores: u32,
+    pub(crate) control: u64,
+    pub(crate) cores: u32,
     pid: u32,
 }
 
 /// The frontend's registry of joined nodes (a node-shared EBB, served remotely). Its
 /// answer to a registration is the id of the offload service.
-struct Registry {
+pub(crate) struct Registry {
     nodes: Mutex<BTreeMap<u32, Register>>,
     offload: u64,
     /// The next node id to hand out (shared with the elastic loop's launches).
@@ -204,7 +231,7 @@ struct Registry {
 }
 
 /// Every node registered so far.
-fn registered(registry: &NodeShared<Registry>) -> Vec<Register> {
+pub(crate) fn registered(registry: &NodeShared<Registry>) -> Vec<Register> {
     registry
         .rep()
         .map(|r| {
@@ -487,6 +514,7 @@ async fn coordinate(
     let app_name = match &app {
         App::Counter { .. } => "counter",
         App::Cat { .. } => "cat",
+        App::Kv(_) => "kv",
     };
     let (admin, _) = NodeShared::create(|| ())?;
     let started = Instant::now();
@@ -583,7 +611,7 @@ async fn coordinate(
     for r in joined.values() {
         eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
     }
-    if let App::Counter { incs } = app {
+    if matches!(app, App::Counter { .. } | App::Kv(_)) {
         let spec = NodeSpec {
             id: 0,
             join,
@@ -600,7 +628,11 @@ async fn coordinate(
             down,
             next_id,
         };
-        return elastic_counter(cx, incs, &joined).await;
+        return match app {
+            App::Kv(settings) => crate::kv::frontend(cx, settings, &joined).await,
+            App::Counter { incs } => elastic_counter(cx, incs, &joined).await,
+            App::Cat { .. } => unreachable!("matched above"),
+        };
     }
     let calls: Vec<_> = joined
         .values()
@@ -624,6 +656,7 @@ async fn coordinate(
             files: 0,
             failed: 0,
         },
+        App::Kv(_) => bail!("the data store runs through its own loop"),
     };
     for call in calls {
         match (&mut result, call.await??) {
@@ -689,17 +722,38 @@ async fn serve_scale(scale: &Mutex<ScaleState>, payload: &[u8]) -> Result<Vec<u8
     }
 }
 
-/// What the elastic loop needs from the frontend's setup.
-struct Elastic<'a> {
-    messenger: MessengerRef,
-    provider: &'a mut dyn NodeProvider,
-    registry: std::sync::Arc<NodeShared<Registry>>,
-    scale: std::sync::Arc<Mutex<ScaleState>>,
-    spec: NodeSpec,
+/// What the elastic loops (the counter's, the store's) need from the frontend's setup.
+pub(crate) struct Elastic<'a> {
+    pub(crate) messenger: MessengerRef,
+    pub(crate) provider: &'a mut dyn NodeProvider,
+    pub(crate) registry: std::sync::Arc<NodeShared<Registry>>,
+    pub(crate) scale: std::sync::Arc<Mutex<ScaleState>>,
+    pub(crate) spec: NodeSpec,
     /// Members SWIM declared down since the last look.
-    down: std::sync::Arc<Mutex<Vec<u32>>>,
+    pub(crate) down: std::sync::Arc<Mutex<Vec<u32>>>,
     /// Node ids to hand out (shared with the registry's `JOIN`).
-    next_id: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    pub(crate) next_id: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Elastic<'_> {
+    /// The latest scale request not yet picked up: (target nodes, request number).
+    pub(crate) fn take_scale_request(&self) -> Option<(u32, u64)> {
+        let mut s = self.scale.lock().unwrap_or_else(|p| p.into_inner());
+        let target = s.target.take()?;
+        Some((target, s.requested))
+    }
+
+    /// Completes scale requests up to `request`, with what `sesa scale` prints.
+    pub(crate) fn scale_served(&self, request: u64, outcome: String) {
+        let mut s = self.scale.lock().unwrap_or_else(|p| p.into_inner());
+        s.served = request;
+        s.outcome = outcome;
+    }
+
+    /// Nodes SWIM declared down since the last look.
+    pub(crate) fn take_down(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.down.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Runs the elastic counter to completion while nodes join, leave and crash.
@@ -795,9 +849,7 @@ async fn elastic_counter(
         // Nodes SWIM declared down (crashed, or hung with their connection still open):
         // their work goes back, and their process is stopped. If one was only frozen
         // and resumes, its late reports are ignored (it no longer holds the leases).
-        let declared: Vec<u32> =
-            std::mem::take(&mut *cx.down.lock().unwrap_or_else(|p| p.into_inner()));
-        for node in declared {
+        for node in cx.take_down() {
             if live.remove(&node) && !leaving.contains_key(&node) {
                 let back = work.requeue(node);
                 eprintln!("sesa: node {node} declared down; {back} chunk(s) go back to the pool");
@@ -806,14 +858,7 @@ async fn elastic_counter(
             }
         }
         // Scale requests.
-        let target = cx
-            .scale
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .target
-            .take();
-        if let Some(target) = target {
-            let request = cx.scale.lock().unwrap_or_else(|p| p.into_inner()).requested;
+        if let Some((target, request)) = cx.take_scale_request() {
             let staying: Vec<u32> = live
                 .iter()
                 .copied()
@@ -856,9 +901,8 @@ async fn elastic_counter(
         if let Some((request, target, since)) = pending {
             let staying = live.iter().filter(|n| !leaving.contains_key(n)).count();
             if launching.is_empty() && leaving.is_empty() && staying == target as usize {
-                let mut s = cx.scale.lock().unwrap_or_else(|p| p.into_inner());
-                s.served = request;
-                s.outcome = format!("{target} node(s) in {} ms", since.elapsed().as_millis());
+                let took = since.elapsed().as_millis();
+                cx.scale_served(request, format!("{target} node(s) in {took} ms"));
                 pending = None;
             }
         }
@@ -1130,6 +1174,13 @@ async fn run_part(app: App, part: Part) -> Result<Outcome, RemoteError> {
                 .map(Outcome::Counted)
                 .map_err(|e| refused(&e)),
         },
+        App::Kv(settings) => {
+            let messenger = offload.messenger();
+            let (port, member) = crate::kv::start_on_node(messenger, me, &settings)
+                .await
+                .map_err(|e| refused(&format_args!("{e:#}")))?;
+            Ok(Outcome::Serving { port, member })
+        }
         App::Cat { files } => {
             let (mut printed, mut failed) = (0, 0);
             let mine = files

@@ -16,6 +16,7 @@ pub mod bench_kv;
 pub mod bench_msg;
 pub mod cluster;
 pub mod elastic;
+pub mod kv;
 pub mod offload;
 
 /// Encodes a service's reply (postcard); a failure becomes the caller's error.

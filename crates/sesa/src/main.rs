@@ -22,7 +22,8 @@ enum Command {
         #[command(subcommand)]
         app: App,
     },
-    /// Runs the memcached-compatible data store (one node for now).
+    /// Runs the memcached-compatible data store: on one node in this process, or on an
+    /// elastic cluster of `--nodes` local node processes (this process is the frontend).
     Kv {
         /// The first node's port.
         #[arg(long, default_value_t = 11211)]
@@ -39,9 +40,13 @@ enum Command {
         /// Open client connections allowed (like memcached's -c).
         #[arg(short = 'c', long, default_value_t = 1024)]
         max_connections: u64,
-        /// Nodes (the multi-node store is not built yet: only 1 works).
+        /// Nodes; node i listens on port + i - 1. More than 1 runs them as processes
+        /// under this one, which prints `node <id> listening on 127.0.0.1:<port>` per node.
         #[arg(long, default_value_t = 1)]
         nodes: u32,
+        /// Owners of each key on a cluster (a primary and its replicas).
+        #[arg(long, default_value_t = 2)]
+        replicas: u32,
         /// Empty polls an idle core makes before it sleeps (0: sleep at once; more
         /// spends CPU to answer sooner).
         #[arg(long)]
@@ -223,6 +228,8 @@ fn run_on_nodes(
         cores_per_node: cores,
         grants,
     };
+    // The store serves until it is stopped: that is its normal end.
+    let serves = matches!(app, sesa::cluster::App::Kv(_));
     match sesa::cluster::frontend(config, app)? {
         Exit::Completed(result) => match result? {
             AppResult::Total(total) => {
@@ -235,6 +242,10 @@ fn run_on_nodes(
                 Ok(ExitCode::FAILURE)
             }
         },
+        other if serves => {
+            eprintln!("sesa: the store and its nodes stopped");
+            Ok(ExitCode::from(u8::try_from(other.code()).unwrap_or(1)))
+        }
         other => {
             eprintln!("sesa: stopped before the application finished");
             Ok(ExitCode::from(u8::try_from(other.code()).unwrap_or(1)))
@@ -288,12 +299,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             item_max,
             max_connections,
             nodes,
+            replicas,
             idle_spins,
         } => {
-            if nodes != 1 {
-                anyhow::bail!(
-                    "the multi-node data store is not built yet (issue 4): run with --nodes 1"
-                );
+            if nodes == 0 || replicas == 0 {
+                anyhow::bail!("--nodes and --replicas must be at least 1");
+            }
+            if nodes > 1 {
+                let settings = sesa::cluster::KvSettings {
+                    port,
+                    memory_bytes: memory_mb.saturating_mul(1 << 20),
+                    item_max,
+                    max_connections,
+                    replicas,
+                };
+                return run_on_nodes(nodes, cores, Vec::new(), sesa::cluster::App::Kv(settings));
             }
             let config = sesa_apps::memcache::server::KvConfig {
                 limits: sesa_apps::memcache::protocol::Limits {

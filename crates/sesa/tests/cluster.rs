@@ -1,10 +1,14 @@
 //! Many node processes as one application, including faults: kill -9 of the frontend or
 //! of a node, and Ctrl-C. Every test checks that no node process is left behind.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::alive;
 
 fn sesa() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sesa"))
@@ -56,16 +60,6 @@ impl Drop for Serial {
                 }
             }
         }
-    }
-}
-
-/// Whether `pid` is a live process (a zombie counts as gone).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
     }
 }
 

@@ -39,7 +39,7 @@ impl Default for Limits {
 }
 
 /// How a storage command treats an existing item.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StoreMode {
     /// Store unconditionally.
     Set,

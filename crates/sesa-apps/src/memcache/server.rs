@@ -10,8 +10,10 @@
 //! is parsed and executed in order (pipelining), and its replies leave in one write.
 //! Bad input gets memcached's error replies; a line too long closes the connection.
 //!
-//! Still to come (issue 4): partitioning and replication across nodes, elasticity, the
-//! meta commands.
+//! On a node that is one of many, [`super::cluster`] adds the layer above: a command on
+//! a key whose primary is another node is shipped there, and writes are replicated.
+//!
+//! Still to come (issue 4): the meta commands.
 
 use core::cell::RefCell;
 use std::collections::BTreeMap;
@@ -73,10 +75,13 @@ pub struct Kv {
     parts: EbbRef<PartitionRep>,
     limits: Limits,
     max_connections: u64,
+    /// The cluster this node's store is part of (`None`: a single node).
+    cluster: Option<&'static super::cluster::Node>,
 }
 
-/// One key's command, owned so it can be shipped to the key's core.
-enum Op {
+/// One key's command, owned so it can be shipped to the key's core or to another node.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Op {
     Get {
         key: Vec<u8>,
         cas: bool,
@@ -103,8 +108,25 @@ enum Op {
     },
 }
 
-/// FNV-1a: a key's core within this node (stable, cheap).
-fn owner(key: &[u8], cores: usize) -> CoreId {
+impl Op {
+    pub(crate) fn key(&self) -> &[u8] {
+        match self {
+            Op::Get { key, .. }
+            | Op::Store { key, .. }
+            | Op::Delete { key }
+            | Op::Arith { key, .. }
+            | Op::Touch { key, .. } => key,
+        }
+    }
+
+    /// Whether it may change the item (and so must reach the replicas).
+    pub(crate) fn writes(&self) -> bool {
+        !matches!(self, Op::Get { touch: None, .. })
+    }
+}
+
+/// FNV-1a: a key's core within a node of `cores` cores (stable, cheap).
+pub(crate) fn owner(key: &[u8], cores: usize) -> CoreId {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in key {
         h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
@@ -125,11 +147,26 @@ impl Kv {
             parts,
             limits: config.limits,
             max_connections: config.max_connections,
+            cluster: None,
         })
     }
 
+    /// This store as a member of `cluster` (see [`super::cluster`]).
+    pub(crate) fn in_cluster(self, cluster: &'static super::cluster::Node) -> Kv {
+        Kv {
+            cluster: Some(cluster),
+            ..self
+        }
+    }
+
+    /// Runs `f` on this core's partition (which must be `key`'s core).
+    pub(crate) fn with_partition<T>(self, f: impl FnOnce(&mut Partition, u64) -> T) -> T {
+        let now = sesa_event::unix_time();
+        self.parts.with(|rep| f(&mut rep.0.borrow_mut(), now))
+    }
+
     /// Runs `op` on this core's partition; the reply bytes.
-    fn apply_here(self, op: Op) -> Vec<u8> {
+    pub(crate) fn apply_here(self, op: Op) -> Vec<u8> {
         let now = sesa_event::unix_time();
         self.parts.with(|rep| {
             let mut p = rep.0.borrow_mut();
@@ -192,6 +229,11 @@ impl Kv {
     /// else ships it there. Its reply joins `replies` in request order (or is dropped
     /// if not `keep`, for noreply).
     fn start(self, key: &[u8], op: Op, keep: bool, replies: &mut Replies) {
+        if let Some(cluster) = self.cluster {
+            // Wherever the key lives in the cluster (maybe here), with its replicas.
+            replies.ship(sesa_event::spawn_local(cluster.execute(op)), keep);
+            return;
+        }
         let core = owner(key, sesa_event::cores());
         if core == sesa_event::current_core() {
             let reply = self.apply_here(op);
@@ -204,7 +246,7 @@ impl Kv {
     }
 
     /// Runs `f` on every core's partition, in core order.
-    async fn each_partition<T: Send + 'static>(
+    pub(crate) async fn each_partition<T: Send + 'static>(
         self,
         f: impl Fn(&mut Partition, u64) -> T + Send + Sync + 'static,
     ) -> Result<Vec<T>, EventError> {
@@ -313,10 +355,17 @@ impl Kv {
                 self.start(key, op, !noreply, replies);
             }
             Command::FlushAll { delay, noreply } => {
-                self.each_partition(move |p, now| p.flush_all(delay, now))
-                    .await?;
+                let reply = match self.cluster {
+                    // Every node's items, as a client of one memcached would expect.
+                    Some(cluster) => cluster.flush_all(delay).await,
+                    None => {
+                        self.each_partition(move |p, now| p.flush_all(delay, now))
+                            .await?;
+                        b"OK\r\n".to_vec()
+                    }
+                };
                 if !noreply {
-                    replies.tail.extend_from_slice(b"OK\r\n");
+                    replies.tail.extend_from_slice(&reply);
                 }
             }
             Command::Stats { args } => match args.first().copied() {

@@ -299,6 +299,56 @@ impl Partition {
         Ok(next)
     }
 
+    /// A copy of the live item under `key` (for replication), without marking it used
+    /// or counting a hit.
+    pub fn export(&mut self, key: &[u8], now: u64) -> Option<Item> {
+        self.purge_if_dead(key, now);
+        self.items.get(key).map(|e| e.item.clone())
+    }
+
+    /// Whether a live item is under `key` (no hit or miss counted).
+    pub fn holds(&mut self, key: &[u8], now: u64) -> bool {
+        self.purge_if_dead(key, now);
+        self.items.contains_key(key)
+    }
+
+    /// The live keys (for moving them when the cluster changes).
+    pub fn keys(&self, now: u64) -> Vec<Vec<u8>> {
+        self.items
+            .iter()
+            .filter(|(_, e)| self.live(e, now))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Installs a replica's copy of `key` from its primary: `Some` replaces the item
+    /// unless the one here is newer (a higher cas), `None` removes it. The item keeps the
+    /// primary's cas, and this partition's next cas moves past it, so a write made here
+    /// later (after a failover) always carries a higher cas than any copy it received.
+    /// Returns whether the copy was installed.
+    pub fn import(&mut self, key: &[u8], item: Option<Item>, now: u64) -> bool {
+        self.purge_if_dead(key, now);
+        let Some(item) = item else {
+            return self.remove(key).is_some();
+        };
+        self.next_cas = self.next_cas.max(item.cas.saturating_add(1));
+        if self.items.get(key).is_some_and(|e| e.item.cas > item.cas) {
+            return false;
+        }
+        let needed = cost(key, &item.value);
+        if needed > self.limit {
+            return false;
+        }
+        self.remove(key);
+        self.make_room(needed);
+        let cas = item.cas;
+        self.insert(key, item, now);
+        if let Some(e) = self.items.get_mut(key) {
+            e.item.cas = cas;
+        }
+        true
+    }
+
     /// `touch`: whether the key was there.
     pub fn touch(&mut self, key: &[u8], exptime: i64, now: u64) -> bool {
         self.purge_if_dead(key, now);

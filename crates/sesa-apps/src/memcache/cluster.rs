@@ -1,0 +1,735 @@
+//! Many nodes as one store: the paper's partitioned hash table (section 4.4), across
+//! nodes as well as cores.
+//!
+//! # Placement
+//! A [`View`] lists the store's nodes under an epoch. Each key has `R` owners (default
+//! 2), the top `R` nodes by rendezvous hashing (xxh3 of the key, seeded by the node id):
+//! the first is the key's **primary**, the others its replicas. Inside a node the key
+//! belongs to one core ([`super::server`]'s per-core partitions), so a request for a key
+//! travels to exactly one (node, core) and runs there without locks.
+//!
+//! # Requests
+//! Any node answers any key. The node a client talks to ships the command to the key's
+//! primary (function shipping through the messenger, straight to the key's core), unless
+//! it is the primary itself. The primary applies it, then sends the item's new state to
+//! the replicas and waits for them before it answers, so an acknowledged write is on
+//! every live owner. Copies carry the primary's cas, and a partition never installs a
+//! copy older than the one it holds; a new primary's own writes get higher cas values
+//! than every copy it was sent ([`super::store::Partition::import`]).
+//!
+//! # Changes
+//! The frontend owns membership: when a node joins, is asked to leave, or is lost
+//! (`kill -9`, or declared down by SWIM) it sends every node the next view. Each node
+//! then, for every key it holds, pushes the item to the key's new owners that were not
+//! owners before (only the first surviving old owner does, so each copy moves once) and
+//! drops the keys it no longer owns. About `1/(n+1)` of the keys move on a join; on a
+//! loss, the keys that lost a replica get a new one. Until the frontend says every node
+//! is done ([`SETTLE`]), a primary that lacks a key asks the key's previous owners for it
+//! first (pull on miss), so no request sees a key "missing" because it is still moving.
+//! A request that finds its primary gone waits for the next view and is routed again.
+//!
+//! # Limits
+//! - Concurrent writes to one key during a change may resolve by cas order (last writer
+//!   wins) rather than arrival order.
+//! - A `delete` made at a key's new primary while the key is still moving can be undone
+//!   by the older copy arriving after it (no tombstones yet).
+//! - Losing a second owner of a key before its replacement copy is made loses the key
+//!   (R=2 tolerates one failure at a time).
+
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sesa_ebb::{CoreId, EbbId};
+use sesa_event::EventError;
+use sesa_exec::{CallError, MessengerRef, RemoteError};
+
+use super::server::{Kv, Op, owner};
+use super::store::Item;
+
+/// The store service's method: run a client's command here as the key's primary.
+pub const EXEC: u16 = 1;
+/// Install copies of items sent by their primary or by a rebalance.
+pub const PUT: u16 = 2;
+/// The item under a key (for a new primary that lacks it while keys move).
+pub const FETCH: u16 = 3;
+/// Install a new view (from the frontend); starts this node's rebalance.
+pub const VIEW: u16 = 4;
+/// This node's rebalance progress.
+pub const PROGRESS: u16 = 5;
+/// Every node has rebalanced to the given epoch: stop pulling on a miss.
+pub const SETTLE: u16 = 6;
+/// `flush_all` on this node's partitions.
+pub const FLUSH: u16 = 7;
+
+/// How many times a request may be shipped on (a node with an older view forwards it).
+const MAX_HOPS: u8 = 4;
+/// Items per copy message when keys move.
+const BATCH: usize = 128;
+/// How long a request waits for the frontend's next view when its primary is lost.
+const VIEW_WAIT: Duration = Duration::from_secs(5);
+/// How long a node waits for the membership layer to connect it to a new view's nodes.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// A node of the store, as the view names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The node id.
+    pub node: u32,
+    /// Its store service (an EBB id, for the messenger).
+    pub service: u64,
+    /// Its cores (a key's core there is the key's hash modulo this).
+    pub cores: u32,
+}
+
+/// The store's nodes at one epoch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    /// Increases with every change; 0 is "no view yet".
+    pub epoch: u64,
+    /// The nodes.
+    pub members: Vec<Member>,
+    /// Owners per key (capped by the number of nodes).
+    pub replicas: u32,
+}
+
+impl View {
+    /// The owners of `key`, primary first.
+    pub fn owners(&self, key: &[u8]) -> Vec<Member> {
+        let mut scored: Vec<(u64, Member)> = self
+            .members
+            .iter()
+            .map(|m| {
+                let score = xxhash_rust::xxh3::xxh3_64_with_seed(key, u64::from(m.node));
+                (score, *m)
+            })
+            .collect();
+        scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.node.cmp(&b.1.node)));
+        scored
+            .into_iter()
+            .take(self.replicas.max(1) as usize)
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    /// Whether `node` is in this view.
+    pub fn has(&self, node: u32) -> bool {
+        self.members.iter().any(|m| m.node == node)
+    }
+}
+
+/// A node's progress in moving keys to the newest view.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The view being moved to.
+    pub epoch: u64,
+    /// Keys looked at so far.
+    pub keys_seen: u64,
+    /// Copies sent to new owners.
+    pub copies_sent: u64,
+    /// Keys dropped (no longer owned here).
+    pub keys_dropped: u64,
+    /// Whether this node is done.
+    pub done: bool,
+    /// Copies that could not be sent (their keys are kept here).
+    pub failures: u64,
+}
+
+/// An item on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Copy {
+    key: Vec<u8>,
+    /// `None`: the key is gone.
+    item: Option<WireItem>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct WireItem {
+    value: Vec<u8>,
+    flags: u32,
+    expires_at: Option<u64>,
+    cas: u64,
+}
+
+impl From<Item> for WireItem {
+    fn from(i: Item) -> Self {
+        WireItem {
+            value: i.value,
+            flags: i.flags,
+            expires_at: i.expires_at,
+            cas: i.cas,
+        }
+    }
+}
+
+impl From<WireItem> for Item {
+    fn from(i: WireItem) -> Self {
+        Item {
+            value: i.value,
+            flags: i.flags,
+            expires_at: i.expires_at,
+            cas: i.cas,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Views {
+    current: View,
+    /// The view before `current`, while keys still move (until [`SETTLE`]).
+    previous: Option<View>,
+}
+
+/// This node's part of the store.
+pub struct Node {
+    me: u32,
+    messenger: MessengerRef,
+    /// The node's partitions (its own `Kv`, without the cluster layer).
+    kv: Kv,
+    service: EbbId,
+    views: RwLock<Views>,
+    progress: Mutex<Progress>,
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, RemoteError> {
+    postcard::to_allocvec(value).map_err(|_| RemoteError::Refused("encoding".into()))
+}
+
+fn server_error(why: impl core::fmt::Display) -> Vec<u8> {
+    format!("SERVER_ERROR {why}\r\n").into_bytes()
+}
+
+impl Node {
+    /// Makes `kv` (this node's partitions) a member of a cluster store and serves the
+    /// store's messages. Returns the node (it lives as long as the process) and the
+    /// `Kv` to serve clients with, which routes every command through the cluster.
+    /// Until the frontend sends the first view, commands wait for it.
+    ///
+    /// # Errors
+    /// Off a core, out of EBB ids, or the messenger cannot be reached.
+    pub async fn start(messenger: MessengerRef, kv: Kv) -> Result<(&'static Node, Kv), EventError> {
+        let (service, _) = sesa_ebb::NodeShared::create(|| ())?;
+        let (me, _) = messenger.identity_and_home().await?;
+        // One per node process, for the life of the process: the store's requests run
+        // on every core and need it without reference counting per request.
+        let node: &'static Node = Box::leak(Box::new(Node {
+            me: me.node,
+            messenger,
+            kv,
+            service: service.id(),
+            views: RwLock::new(Views::default()),
+            progress: Mutex::new(Progress::default()),
+        }));
+        messenger
+            .serve_async(service.id(), move |_from, method, payload| {
+                node.serve(method, payload)
+            })
+            .await?;
+        Ok((node, kv.in_cluster(node)))
+    }
+
+    /// This node in a view.
+    pub fn member(&self) -> Member {
+        Member {
+            node: self.me,
+            service: self.service.raw(),
+            cores: sesa_event::cores() as u32,
+        }
+    }
+
+    fn views(&self) -> std::sync::RwLockReadGuard<'_, Views> {
+        self.views.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn current(&self) -> View {
+        self.views().current.clone()
+    }
+
+    /// This node's rebalance progress.
+    pub fn progress(&self) -> Progress {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn note(&self, f: impl FnOnce(&mut Progress)) {
+        f(&mut self.progress.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    async fn serve(&'static self, method: u16, payload: Vec<u8>) -> Result<Vec<u8>, RemoteError> {
+        let bad = || RemoteError::Refused("malformed store request".into());
+        match method {
+            EXEC => {
+                let (epoch, hops, op): (u64, u8, Op) =
+                    postcard::from_bytes(&payload).map_err(|_| bad())?;
+                Ok(self.route(op, epoch, hops).await)
+            }
+            PUT => {
+                let copies: Vec<Copy> = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                let here = sesa_event::current_core();
+                let cores = sesa_event::cores();
+                if copies.iter().any(|c| owner(&c.key, cores) != here) {
+                    return Err(RemoteError::Refused(
+                        "copies sent to a core that does not own them".into(),
+                    ));
+                }
+                self.kv.with_partition(|p, now| {
+                    for c in copies {
+                        p.import(&c.key, c.item.map(Item::from), now);
+                    }
+                });
+                encode(&())
+            }
+            FETCH => {
+                let key: Vec<u8> = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                if owner(&key, sesa_event::cores()) != sesa_event::current_core() {
+                    return Err(RemoteError::Refused("fetch sent to the wrong core".into()));
+                }
+                let item = self.kv.with_partition(|p, now| p.export(&key, now));
+                encode(&item.map(WireItem::from))
+            }
+            VIEW => {
+                let view: View = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                self.install(view).await?;
+                encode(&())
+            }
+            PROGRESS => encode(&self.progress()),
+            SETTLE => {
+                let epoch: u64 = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                let mut views = self.views.write().unwrap_or_else(|p| p.into_inner());
+                if views.current.epoch == epoch {
+                    views.previous = None;
+                }
+                encode(&())
+            }
+            FLUSH => {
+                let delay: i64 = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                self.kv
+                    .each_partition(move |p, now| p.flush_all(delay, now))
+                    .await
+                    .map_err(|_| RemoteError::Stopping)?;
+                encode(&())
+            }
+            _ => Err(RemoteError::NoHandler),
+        }
+    }
+
+    /// Runs a client's command wherever its key lives; the reply bytes.
+    pub(crate) async fn execute(&'static self, op: Op) -> Vec<u8> {
+        self.route(op, 0, 0).await
+    }
+
+    /// Routes `op` by this node's view (waiting, briefly, for a view at least as new as
+    /// `epoch`, the sender's): runs it here if this node is the key's primary, else ships
+    /// it to the primary. A lost primary means waiting for the next view and routing
+    /// again.
+    async fn route(&'static self, op: Op, epoch: u64, hops: u8) -> Vec<u8> {
+        let mut view = self.view_at_least(epoch.max(1)).await;
+        loop {
+            if view.epoch == 0 {
+                return server_error("the store has no view of its nodes yet");
+            }
+            let Some(primary) = view.owners(op.key()).first().copied() else {
+                return server_error("the store has no nodes");
+            };
+            if primary.node == self.me {
+                let core = owner(op.key(), sesa_event::cores());
+                return sesa_event::spawn_on_async(core, move || self.primary(op))
+                    .await
+                    .unwrap_or_else(|_| server_error("the node is stopping"));
+            }
+            if hops >= MAX_HOPS {
+                return server_error("the nodes disagree on where the key lives");
+            }
+            let Some(service) = EbbId::from_raw(primary.service) else {
+                return server_error("a bad service id in the view");
+            };
+            let Ok(payload) = postcard::to_allocvec(&(view.epoch, hops + 1, &op)) else {
+                return server_error("encoding");
+            };
+            let core = owner(op.key(), primary.cores as usize);
+            match self
+                .messenger
+                .call(primary.node, core, service, EXEC, payload)
+                .await
+            {
+                Ok(reply) => return reply,
+                Err(CallError::Remote { node, error }) => {
+                    return server_error(format_args!("node {node}: {error}"));
+                }
+                Err(e) => {
+                    // Lost or not yet connected: the frontend's next view routes around a
+                    // lost node; a connection being made just needs a moment.
+                    let Some(next) = self.next_view(view.epoch, primary.node).await else {
+                        return server_error(format_args!("the key's node is unreachable: {e}"));
+                    };
+                    view = next;
+                }
+            }
+        }
+    }
+
+    /// The current view once its epoch is at least `epoch` (or the current one after
+    /// [`VIEW_WAIT`]).
+    async fn view_at_least(&self, epoch: u64) -> View {
+        let deadline = std::time::Instant::now() + VIEW_WAIT;
+        loop {
+            let view = self.current();
+            if view.epoch >= epoch || std::time::Instant::now() > deadline {
+                return view;
+            }
+            sesa_event::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// After a call to `node` failed under view `epoch`: a newer view, or the same one
+    /// once `node` is connected again; `None` after [`VIEW_WAIT`].
+    async fn next_view(&self, epoch: u64, node: u32) -> Option<View> {
+        let deadline = std::time::Instant::now() + VIEW_WAIT;
+        loop {
+            sesa_event::sleep(Duration::from_millis(5)).await;
+            let view = self.current();
+            if view.epoch > epoch {
+                return Some(view);
+            }
+            if self.connected(node).await {
+                return Some(view);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+        }
+    }
+
+    async fn connected(&self, node: u32) -> bool {
+        self.messenger
+            .peers()
+            .await
+            .is_ok_and(|peers| peers.iter().any(|p| p.node == node))
+    }
+
+    /// Runs `op` as the key's primary, on the key's core: fetch the key from its
+    /// previous owners first if it is still moving here, apply, copy to the replicas.
+    async fn primary(&'static self, op: Op) -> Vec<u8> {
+        let key = op.key().to_vec();
+        let previous = self.views().previous.clone();
+        if let Some(previous) = previous
+            && !self.kv.with_partition(|p, now| p.holds(&key, now))
+        {
+            self.pull(&key, &previous).await;
+        }
+        let writes = op.writes();
+        let reply = self.kv.apply_here(op);
+        if writes {
+            let item = self.kv.with_partition(|p, now| p.export(&key, now));
+            self.replicate(key, item).await;
+        }
+        reply
+    }
+
+    /// Sends the key's new state to its other owners and waits for them. A replica that
+    /// cannot be reached is left to the next view's re-replication.
+    async fn replicate(&self, key: Vec<u8>, item: Option<Item>) {
+        let view = self.current();
+        let others: Vec<Member> = view
+            .owners(&key)
+            .into_iter()
+            .filter(|m| m.node != self.me)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        // A slice, as PUT decodes a `Vec` (an array would be encoded without its length).
+        let copy = [Copy {
+            key,
+            item: item.map(WireItem::from),
+        }];
+        let Ok(payload) = postcard::to_allocvec(&copy[..]) else {
+            return;
+        };
+        for m in others {
+            let Some(service) = EbbId::from_raw(m.service) else {
+                continue;
+            };
+            let core = owner(&copy[0].key, m.cores as usize);
+            if let Err(e) = self
+                .messenger
+                .call(m.node, core, service, PUT, payload.clone())
+                .await
+            {
+                tracing::warn!(node = m.node, "replica not updated: {e}");
+            }
+        }
+    }
+
+    /// Installs `key` from the first of its previous owners that answers.
+    async fn pull(&self, key: &[u8], previous: &View) {
+        let current = self.current();
+        for m in previous.owners(key) {
+            if m.node == self.me || !current.has(m.node) {
+                continue;
+            }
+            let (Some(service), Ok(payload)) =
+                (EbbId::from_raw(m.service), postcard::to_allocvec(key))
+            else {
+                continue;
+            };
+            let core = owner(key, m.cores as usize);
+            let Ok(reply) = self
+                .messenger
+                .call(m.node, core, service, FETCH, payload)
+                .await
+            else {
+                continue;
+            };
+            if let Ok(item) = postcard::from_bytes::<Option<WireItem>>(&reply) {
+                if let Some(item) = item {
+                    self.kv
+                        .with_partition(|p, now| p.import(key, Some(item.into()), now));
+                }
+                return;
+            }
+        }
+    }
+
+    /// Installs `view` if it is newer than the current one, once connected to each of
+    /// its nodes, and starts moving keys to it.
+    async fn install(&'static self, view: View) -> Result<(), RemoteError> {
+        let deadline = std::time::Instant::now() + CONNECT_WAIT;
+        for m in &view.members {
+            while m.node != self.me && !self.connected(m.node).await {
+                if std::time::Instant::now() > deadline {
+                    return Err(RemoteError::Refused(format!(
+                        "node {} is not connected to node {} after {CONNECT_WAIT:?}",
+                        self.me, m.node
+                    )));
+                }
+                sesa_event::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let old = {
+            let mut views = self.views.write().unwrap_or_else(|p| p.into_inner());
+            if view.epoch <= views.current.epoch {
+                return Ok(());
+            }
+            let old = core::mem::replace(&mut views.current, view.clone());
+            if old.epoch > 0 {
+                views.previous = Some(old.clone());
+            }
+            old
+        };
+        self.note(|p| {
+            *p = Progress {
+                epoch: view.epoch,
+                done: old.epoch == 0,
+                ..Progress::default()
+            };
+        });
+        if old.epoch > 0 {
+            sesa_event::spawn_local(self.rebalance(old, view));
+        }
+        Ok(())
+    }
+
+    /// Moves this node's keys from `old` to `new`, core by core.
+    async fn rebalance(&'static self, old: View, new: View) {
+        let epoch = new.epoch;
+        for core in sesa_event::all_cores() {
+            let (old, new) = (old.clone(), new.clone());
+            let _ = sesa_event::spawn_on_async(core, move || self.rebalance_core(old, new)).await;
+        }
+        self.note(|p| {
+            if p.epoch == epoch {
+                p.done = true;
+            }
+        });
+    }
+
+    /// [`Node::rebalance`] on one core's partition.
+    async fn rebalance_core(&'static self, old: View, new: View) {
+        let keys = self.kv.with_partition(|p, now| p.keys(now));
+        let mut outgoing: std::collections::BTreeMap<(u32, u32), Vec<Vec<u8>>> =
+            std::collections::BTreeMap::new();
+        let mut leaving = Vec::new();
+        for key in keys {
+            let before = old.owners(&key);
+            let after = new.owners(&key);
+            let pusher = before.iter().find(|m| new.has(m.node)).map(|m| m.node);
+            // A key held here that no surviving old owner claims (this node joined
+            // late, say) is pushed from here.
+            if pusher == Some(self.me) || pusher.is_none() {
+                for m in &after {
+                    if m.node != self.me && !before.iter().any(|b| b.node == m.node) {
+                        let core = owner(&key, m.cores as usize).index() as u32;
+                        outgoing
+                            .entry((m.node, core))
+                            .or_default()
+                            .push(key.clone());
+                    }
+                }
+            }
+            if !after.iter().any(|m| m.node == self.me) {
+                leaving.push(key);
+            }
+        }
+        let seen = self.kv.with_partition(|p, _| p.stats().items);
+        self.note(|p| p.keys_seen += seen);
+        let mut failed: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
+        for ((node, core), keys) in outgoing {
+            let Some(m) = new.members.iter().find(|m| m.node == node) else {
+                continue;
+            };
+            let Some(service) = EbbId::from_raw(m.service) else {
+                continue;
+            };
+            for chunk in keys.chunks(BATCH) {
+                // Read the items when sending, so the copy is as fresh as this core's
+                // partition (writes here and copies leave this core in order).
+                let copies: Vec<Copy> = self.kv.with_partition(|p, now| {
+                    chunk
+                        .iter()
+                        .map(|k| Copy {
+                            key: k.clone(),
+                            item: p.export(k, now).map(WireItem::from),
+                        })
+                        .filter(|c| c.item.is_some())
+                        .collect()
+                });
+                let sent = copies.len() as u64;
+                let result = match postcard::to_allocvec(&copies) {
+                    Ok(payload) => self
+                        .messenger
+                        .call(node, CoreId::new(core), service, PUT, payload)
+                        .await
+                        .map(|_| ()),
+                    Err(_) => Err(CallError::NotConnected(node)),
+                };
+                match result {
+                    Ok(()) => self.note(|p| p.copies_sent += sent),
+                    Err(e) => {
+                        tracing::warn!(node, "keys not copied: {e}");
+                        failed.extend(chunk.iter().cloned());
+                        self.note(|p| p.failures += sent);
+                    }
+                }
+            }
+        }
+        // Drop what this node no longer owns, unless its copy could not be made.
+        let dropped = self.kv.with_partition(|p, now| {
+            let mut n = 0;
+            for key in leaving.iter().filter(|k| !failed.contains(*k)) {
+                if p.import(key, None, now) {
+                    n += 1;
+                }
+            }
+            n
+        });
+        self.note(|p| p.keys_dropped += dropped);
+    }
+
+    /// `flush_all` on every node of the store: `OK`, or what went wrong.
+    pub(crate) async fn flush_all(&'static self, delay: i64) -> Vec<u8> {
+        let view = self.current();
+        let Ok(payload) = postcard::to_allocvec(&delay) else {
+            return server_error("encoding");
+        };
+        for m in view.members {
+            let result = if m.node == self.me {
+                self.serve(FLUSH, payload.clone()).await.map(|_| ())
+            } else {
+                match EbbId::from_raw(m.service) {
+                    Some(service) => self
+                        .messenger
+                        .call(m.node, CoreId::new(0), service, FLUSH, payload.clone())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| RemoteError::Refused(e.to_string())),
+                    None => Err(RemoteError::NoSuchEbb),
+                }
+            };
+            if let Err(e) = result {
+                return server_error(format_args!("flush_all on node {}: {e}", m.node));
+            }
+        }
+        b"OK\r\n".to_vec()
+    }
+}
+
+/// Asks `node`'s store service `method` (for the frontend).
+///
+/// # Errors
+/// The call failed.
+pub async fn call(
+    messenger: MessengerRef,
+    member: Member,
+    method: u16,
+    payload: Vec<u8>,
+) -> Result<Vec<u8>, CallError> {
+    let service = EbbId::from_raw(member.service).ok_or(CallError::Remote {
+        node: member.node,
+        error: RemoteError::NoSuchEbb,
+    })?;
+    messenger
+        .call(member.node, CoreId::new(0), service, method, payload)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(nodes: &[u32], replicas: u32) -> View {
+        View {
+            epoch: 1,
+            members: nodes
+                .iter()
+                .map(|&node| Member {
+                    node,
+                    service: 1,
+                    cores: 2,
+                })
+                .collect(),
+            replicas,
+        }
+    }
+
+    #[test]
+    fn a_join_moves_only_the_keys_the_new_node_now_owns() {
+        let before = view(&[1, 2, 3], 2);
+        let after = view(&[1, 2, 3, 4], 2);
+        let mut changed = 0;
+        for i in 0..10_000 {
+            let key = format!("key{i}");
+            let (b, a) = (before.owners(key.as_bytes()), after.owners(key.as_bytes()));
+            assert_eq!(a.len(), 2);
+            assert_ne!(a[0].node, a[1].node);
+            if a != b {
+                // Only because node 4 took a place; the others keep their order.
+                assert!(a.iter().any(|m| m.node == 4), "{key}: {b:?} -> {a:?}");
+                changed += 1;
+            }
+        }
+        // Node 4 is in the top 2 of 4 for about half the keys.
+        assert!((4_500..5_500).contains(&changed), "{changed}");
+    }
+
+    #[test]
+    fn a_loss_promotes_the_replica_and_keeps_the_survivors() {
+        let before = view(&[1, 2, 3], 2);
+        let after = view(&[1, 3], 2);
+        for i in 0..1_000 {
+            let key = format!("key{i}");
+            let (b, a) = (before.owners(key.as_bytes()), after.owners(key.as_bytes()));
+            for m in b.iter().filter(|m| m.node != 2) {
+                assert!(a.contains(m), "{key}: survivor {} lost ownership", m.node);
+            }
+        }
+    }
+
+    #[test]
+    fn owners_are_capped_by_the_nodes() {
+        assert_eq!(view(&[5], 2).owners(b"k").len(), 1);
+        assert!(View::default().owners(b"k").is_empty());
+    }
+}

@@ -1,0 +1,319 @@
+//! `sesa kv --nodes N`: the data store on an elastic cluster of local node processes.
+//!
+//! The nodes hold the keys (`sesa_apps::memcache::cluster`); the frontend owns the
+//! membership. It starts the store on every node, hands out views of the store's nodes,
+//! and changes the view when a node joins (`sesa scale`, or by hand), is asked to leave,
+//! or is lost (its process exited, or SWIM declared it down). After each change it waits
+//! until every node has moved its keys, printing the progress, then lets the nodes stop
+//! asking the previous owners for keys that are still moving (`SETTLE`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use sesa_apps::memcache::cluster::{self as store, Member, Progress, View};
+use sesa_ebb::{CoreId, EbbId};
+use sesa_exec::MessengerRef;
+
+use crate::cluster::{
+    App, AppResult, Elastic, JOIN_TIMEOUT, KvSettings, LEAVE, Outcome, RUN_APP, Register,
+    registered,
+};
+
+/// How long the frontend waits for every node to move its keys to a new view.
+const REBALANCE_LIMIT: Duration = Duration::from_secs(120);
+
+/// A node's side: creates the store on this node, serves clients on every core, and
+/// joins the store's messages. Returns the client port and the node as a view member.
+///
+/// # Errors
+/// The port is taken, or the node's runtime refused.
+pub async fn start_on_node(
+    messenger: MessengerRef,
+    me: u32,
+    settings: &KvSettings,
+) -> anyhow::Result<(u16, Member)> {
+    use sesa_apps::memcache::{protocol::Limits, server};
+    let config = server::KvConfig {
+        limits: Limits {
+            item_max: settings.item_max,
+            ..Limits::default()
+        },
+        memory_bytes: settings.memory_bytes,
+        max_connections: settings.max_connections,
+    };
+    let kv = server::Kv::create(&config)?;
+    let (node, kv) = store::Node::start(messenger, kv).await?;
+    let port = match settings.port {
+        0 => 0,
+        base => u16::try_from(u32::from(base) + me - 1)
+            .map_err(|_| anyhow!("node {me}'s port would be above 65535"))?,
+    };
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let addr = server::serve_every_core(kv, addr)
+        .await
+        .with_context(|| format!("node {me} listening on {addr}"))?;
+    Ok((addr.port(), node.member()))
+}
+
+/// Starts the store on a registered node; its port and view member.
+async fn start_store(
+    messenger: MessengerRef,
+    r: &Register,
+    settings: &KvSettings,
+) -> anyhow::Result<(u16, Member)> {
+    let control = EbbId::from_raw(r.control).context("bad control id")?;
+    let arg = postcard::to_allocvec(&(
+        App::Kv(settings.clone()),
+        0u32,
+        None::<crate::elastic::PoolAddress>,
+    ))?;
+    let reply = messenger
+        .call(r.node, CoreId::new(0), control, RUN_APP, arg)
+        .await
+        .with_context(|| format!("starting the store on node {}", r.node))?;
+    match postcard::from_bytes::<Outcome>(&reply)? {
+        Outcome::Serving { port, member } => Ok((port, member)),
+        other => bail!("node {} answered {other:?} to the store", r.node),
+    }
+}
+
+/// The frontend's loop for the store: runs until the frontend is stopped (Ctrl-C), or
+/// fails when every node is lost.
+pub(crate) async fn frontend(
+    mut cx: Elastic<'_>,
+    settings: KvSettings,
+    first: &BTreeMap<u32, Register>,
+) -> anyhow::Result<AppResult> {
+    let mut members: BTreeMap<u32, Member> = BTreeMap::new();
+    // Nodes ever part of the store (a lost node that registered is not taken back).
+    let mut known: BTreeSet<u32> = BTreeSet::new();
+    let mut launched: BTreeSet<u32> = first.keys().copied().collect();
+    for r in first.values() {
+        let (port, member) = start_store(cx.messenger, r, &settings).await?;
+        say_listening(r.node, port);
+        members.insert(r.node, member);
+        known.insert(r.node);
+    }
+    let mut epoch = 0;
+    change_view(&cx, &mut epoch, &members, &[], settings.replicas).await?;
+    cx.scale.lock().unwrap_or_else(|p| p.into_inner()).accepting = true;
+    let mut pending: Option<(u64, u32, Instant)> = None;
+    loop {
+        // Lost nodes: their process exited, or SWIM declared them down.
+        let mut lost = Vec::new();
+        while let Some((node, status)) = cx.provider.exited() {
+            if members.remove(&node).is_some() {
+                eprintln!("sesa: node {node} exited ({status}); its keys get new replicas");
+                lost.push(node);
+            }
+        }
+        for node in cx.take_down() {
+            if members.remove(&node).is_some() {
+                eprintln!("sesa: node {node} declared down; its keys get new replicas");
+                cx.provider.stop_node(node, Duration::from_secs(2));
+                lost.push(node);
+            }
+        }
+        if members.is_empty() {
+            bail!("every node of the store was lost");
+        }
+        // Newcomers: launched by a scale request, or joined by hand.
+        let mut joined = Vec::new();
+        for r in registered(&cx.registry) {
+            if known.insert(r.node) {
+                eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
+                match start_store(cx.messenger, &r, &settings).await {
+                    Ok((port, member)) => {
+                        say_listening(r.node, port);
+                        members.insert(r.node, member);
+                        joined.push(r.node);
+                    }
+                    Err(e) => eprintln!("sesa: node {} cannot serve: {e:#}", r.node),
+                }
+            }
+        }
+        if !lost.is_empty() || !joined.is_empty() {
+            change_view(&cx, &mut epoch, &members, &[], settings.replicas).await?;
+        }
+        // Scale requests.
+        if let Some((target, request)) = cx.take_scale_request() {
+            let since = Instant::now();
+            let target_n = target as usize;
+            for _ in members.len()..target_n {
+                let id = cx.next_id.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let spec = crate::cluster::NodeSpec {
+                    id,
+                    ..cx.spec.clone()
+                };
+                let pid = cx.provider.launch(&spec)?;
+                eprintln!("sesa: node {id} started (pid {pid})");
+                launched.insert(id);
+            }
+            if members.len() > target_n {
+                // The newest nodes leave: they move their keys away first.
+                let leaving: Vec<Member> = members
+                    .values()
+                    .rev()
+                    .take(members.len() - target_n)
+                    .copied()
+                    .collect();
+                for m in &leaving {
+                    members.remove(&m.node);
+                    eprintln!("sesa: node {} leaving", m.node);
+                }
+                change_view(&cx, &mut epoch, &members, &leaving, settings.replicas).await?;
+                for m in &leaving {
+                    let_go(&mut cx, m.node, launched.contains(&m.node)).await;
+                }
+            }
+            pending = Some((request, target, since));
+        }
+        if let Some((request, target, since)) = pending {
+            let took = since.elapsed();
+            if members.len() == target as usize {
+                let outcome = format!("{target} node(s) in {} ms (view {epoch})", took.as_millis());
+                cx.scale_served(request, outcome);
+                pending = None;
+            } else if took > JOIN_TIMEOUT {
+                let have = members.len();
+                cx.scale_served(
+                    request,
+                    format!("only {have} of {target} node(s) after {took:?}"),
+                );
+                pending = None;
+            }
+        }
+        sesa_event::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Prints the line clients (and tests) look for.
+fn say_listening(node: u32, port: u16) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "node {node} listening on 127.0.0.1:{port}");
+    let _ = out.flush();
+}
+
+/// Stops a node that has left the store: it is asked to leave (it stops by itself), and
+/// our own process is also stopped through the provider if it does not.
+async fn let_go(cx: &mut Elastic<'_>, node: u32, ours: bool) {
+    let control = registered(&cx.registry)
+        .into_iter()
+        .find(|r| r.node == node)
+        .and_then(|r| EbbId::from_raw(r.control));
+    if let Some(control) = control {
+        let _ = cx
+            .messenger
+            .call(node, CoreId::new(0), control, LEAVE, Vec::new())
+            .await;
+    }
+    if ours {
+        cx.provider.stop_node(node, Duration::from_secs(5));
+    }
+}
+
+/// Sends the next view (of `members`) to every member and to `leaving`, waits until each
+/// has moved its keys (printing the progress once a second), then settles it.
+async fn change_view(
+    cx: &Elastic<'_>,
+    epoch: &mut u64,
+    members: &BTreeMap<u32, Member>,
+    leaving: &[Member],
+    replicas: u32,
+) -> anyhow::Result<()> {
+    *epoch += 1;
+    let view = View {
+        epoch: *epoch,
+        members: members.values().copied().collect(),
+        replicas: replicas.min(members.len() as u32).max(1),
+    };
+    let payload = postcard::to_allocvec(&view)?;
+    let started = Instant::now();
+    let mut told: Vec<Member> = Vec::new();
+    let calls: Vec<_> = members
+        .values()
+        .chain(leaving)
+        .map(|m| {
+            let (m, payload, messenger) = (*m, payload.clone(), cx.messenger);
+            (
+                m,
+                sesa_event::spawn_local(async move {
+                    store::call(messenger, m, store::VIEW, payload).await
+                }),
+            )
+        })
+        .collect();
+    for (m, call) in calls {
+        match call.await {
+            Ok(Ok(_)) => told.push(m),
+            Ok(Err(e)) => eprintln!("sesa: node {} did not take view {}: {e}", m.node, *epoch),
+            Err(e) => eprintln!("sesa: node {} did not take view {}: {e}", m.node, *epoch),
+        }
+    }
+    if *epoch == 1 {
+        eprintln!(
+            "sesa: the store is up on {} node(s), {} owner(s) per key",
+            view.members.len(),
+            view.replicas
+        );
+        return Ok(());
+    }
+    // Wait for every node told to finish moving keys.
+    let mut last_said = Instant::now();
+    loop {
+        let mut total = Progress::default();
+        let mut waiting = 0;
+        for m in &told {
+            let reply = store::call(cx.messenger, *m, store::PROGRESS, Vec::new()).await;
+            let Some(p) = reply
+                .ok()
+                .and_then(|b| postcard::from_bytes::<Progress>(&b).ok())
+            else {
+                continue; // Lost meanwhile: the next view handles it.
+            };
+            if p.epoch == *epoch && !p.done {
+                waiting += 1;
+            }
+            total.keys_seen += p.keys_seen;
+            total.copies_sent += p.copies_sent;
+            total.keys_dropped += p.keys_dropped;
+            total.failures += p.failures;
+        }
+        let finished = waiting == 0;
+        if finished || last_said.elapsed() >= Duration::from_secs(1) {
+            last_said = Instant::now();
+            eprintln!(
+                "sesa: view {}: {} of {} node(s) moved their keys; {} copies sent, {} keys dropped, {} failed{}",
+                *epoch,
+                told.len() - waiting,
+                told.len(),
+                total.copies_sent,
+                total.keys_dropped,
+                total.failures,
+                if finished {
+                    format!(" ({} ms)", started.elapsed().as_millis())
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if finished {
+            break;
+        }
+        if started.elapsed() > REBALANCE_LIMIT {
+            eprintln!(
+                "sesa: view {}: {waiting} node(s) still moving keys after {REBALANCE_LIMIT:?}",
+                *epoch
+            );
+            break;
+        }
+        sesa_event::sleep(Duration::from_millis(20)).await;
+    }
+    let settle = postcard::to_allocvec(epoch)?;
+    for m in &told {
+        let _ = store::call(cx.messenger, *m, store::SETTLE, settle.clone()).await;
+    }
+    Ok(())
+}

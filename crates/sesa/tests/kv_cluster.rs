@@ -1,0 +1,359 @@
+//! The data store on a local cluster of node processes, through the memcached protocol:
+//! any node answers any key; `kill -9` of a node loses no acknowledged write and its keys
+//! get new replicas; scaling out and in while a client writes fails no request and
+//! loses no key. Every process started is stopped by its pid, also when a test fails.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::alive;
+
+/// A running `sesa kv --nodes N`: its frontend, the node ports and pids, and its stderr.
+struct Store {
+    frontend: Child,
+    ports: BTreeMap<u32, u16>,
+    pids: BTreeMap<u32, u32>,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    said: Vec<String>,
+}
+
+fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Store {
+    fn start(nodes: u32) -> Store {
+        let mut frontend = Command::new(env!("CARGO_BIN_EXE_sesa"))
+            .args(["kv", "--nodes", &nodes.to_string(), "--port", "0"])
+            .args(["--cores", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines(frontend.stdout.take().unwrap());
+        let stderr = lines(frontend.stderr.take().unwrap());
+        let mut store = Store {
+            frontend,
+            ports: BTreeMap::new(),
+            pids: BTreeMap::new(),
+            stdout,
+            stderr,
+            said: Vec::new(),
+        };
+        store.wait_for("the store is up", Duration::from_secs(60));
+        store.read_ports(nodes as usize, Duration::from_secs(5));
+        store
+    }
+
+    /// Reads stdout until `n` nodes are known to listen.
+    fn read_ports(&mut self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.ports.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stdout
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("only {:?} listen; said {:?}", self.ports, self.said));
+            // "node <id> listening on 127.0.0.1:<port>"
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(words[0], "node", "{line}");
+            let port = words[4].rsplit(':').next().unwrap().parse().unwrap();
+            self.ports.insert(words[1].parse().unwrap(), port);
+        }
+    }
+
+    /// Reads stderr (noting node pids) until a line contains `what`.
+    fn wait_for(&mut self, what: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stderr
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what:?} within {within:?}; said {:?}", self.said));
+            if let Some(rest) = line.strip_prefix("sesa: node ")
+                && let Some(pid) = rest.split("(pid ").nth(1)
+            {
+                let node = rest.split_whitespace().next().unwrap().parse().unwrap();
+                self.pids
+                    .insert(node, pid.trim_end_matches(')').parse().unwrap());
+            }
+            self.said.push(line.clone());
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+
+    fn client(&self, node: u32) -> Client {
+        Client::new(self.ports[&node])
+    }
+
+    fn scale(&mut self, nodes: u32) {
+        let out = Command::new(env!("CARGO_BIN_EXE_sesa"))
+            .args(["scale", "--nodes", &nodes.to_string()])
+            .args(["--pid", &self.frontend.id().to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?} {:?}", self.said);
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // SIGINT stops the frontend and, through it, every node; whatever is left after
+        // that (a test failed midway) is killed by pid.
+        // SAFETY: signalling processes this test started.
+        unsafe { libc::kill(self.frontend.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.frontend.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.frontend.kill();
+        let _ = self.frontend.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for pid in self.pids.values() {
+            while alive(*pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if alive(*pid) {
+                // SAFETY: as above.
+                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+                assert!(
+                    std::thread::panicking(),
+                    "node pid {pid} outlived its frontend"
+                );
+            }
+        }
+    }
+}
+
+/// A memcached text-protocol client whose calls report failures instead of panicking
+/// (a load thread counts them).
+struct Client(TcpStream);
+
+impl Client {
+    fn new(port: u16) -> Client {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        Client(s)
+    }
+
+    fn reply(&mut self, request: &[u8], ends: &[u8]) -> std::io::Result<String> {
+        self.0.write_all(request)?;
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !(got.ends_with(ends) || got.starts_with(b"SERVER_ERROR") && got.ends_with(b"\r\n")) {
+            let n = self.0.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        Ok(String::from_utf8_lossy(&got).into_owned())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> std::io::Result<String> {
+        let request = format!("set {key} 0 0 {}\r\n{value}\r\n", value.len());
+        self.reply(request.as_bytes(), b"\r\n")
+    }
+
+    /// The value under `key`, if any.
+    fn get(&mut self, key: &str) -> Option<String> {
+        let reply = self
+            .reply(format!("get {key}\r\n").as_bytes(), b"END\r\n")
+            .unwrap();
+        let mut lines = reply.split("\r\n");
+        let head = lines.next()?;
+        head.starts_with("VALUE")
+            .then(|| lines.next().unwrap_or_default().to_owned())
+    }
+
+    fn curr_items(&mut self) -> u64 {
+        let stats = self.reply(b"stats\r\n", b"END\r\n").unwrap();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("STAT curr_items "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// Writes `key-<i>` = `<i>` through `port` until told to stop (or 2000 writes, or 60
+/// s); returns the writes acknowledged and every reply that was not `STORED`.
+fn writer(port: u16, prefix: &'static str, stop: mpsc::Receiver<()>) -> (Vec<u32>, Vec<String>) {
+    let mut client = Client::new(port);
+    let (mut acked, mut failed) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 0..2000u32 {
+        if stop.try_recv().is_ok() || Instant::now() > deadline {
+            break;
+        }
+        match client.set(&format!("{prefix}-{i}"), &i.to_string()) {
+            Ok(r) if r == "STORED\r\n" => acked.push(i),
+            Ok(r) => failed.push(r),
+            Err(e) => failed.push(e.to_string()),
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (acked, failed)
+}
+
+#[test]
+fn any_node_answers_any_key_and_kill_9_of_a_node_loses_no_acknowledged_write() {
+    let mut store = Store::start(3);
+    let mut one = store.client(1);
+    for i in 0..300 {
+        assert_eq!(
+            one.set(&format!("k{i}"), &format!("v{i}")).unwrap(),
+            "STORED\r\n"
+        );
+    }
+    for node in [2, 3] {
+        let mut c = store.client(node);
+        for i in 0..300 {
+            assert_eq!(
+                c.get(&format!("k{i}")),
+                Some(format!("v{i}")),
+                "node {node}"
+            );
+        }
+    }
+    // Read-modify-write commands work from any node: gets/cas, incr, append.
+    let mut two = store.client(2);
+    let gets = two.reply(b"gets k7\r\n", b"END\r\n").unwrap();
+    let cas: u64 = gets.split_whitespace().nth(4).unwrap().parse().unwrap();
+    let mut three = store.client(3);
+    let request = format!("cas k7 0 0 2 {cas}\r\nv!\r\n");
+    assert_eq!(
+        three.reply(request.as_bytes(), b"\r\n").unwrap(),
+        "STORED\r\n"
+    );
+    assert_eq!(
+        two.reply(request.as_bytes(), b"\r\n").unwrap(),
+        "EXISTS\r\n"
+    );
+    assert_eq!(one.set("n", "41").unwrap(), "STORED\r\n");
+    assert_eq!(three.reply(b"incr n 1\r\n", b"\r\n").unwrap(), "42\r\n");
+    assert_eq!(
+        two.reply(b"append n 0 0 1\r\n0\r\n", b"\r\n").unwrap(),
+        "STORED\r\n"
+    );
+    assert_eq!(one.get("n"), Some("420".into()));
+    // Every key is on two nodes.
+    let copies: u64 = [1, 2, 3].map(|n| store.client(n).curr_items()).iter().sum();
+    assert_eq!(copies, 2 * 301);
+
+    // kill -9 of node 2 while a client of node 1 writes.
+    let (stop, stopped) = mpsc::channel();
+    let port = store.ports[&1];
+    let load = std::thread::spawn(move || writer(port, "w", stopped));
+    std::thread::sleep(Duration::from_millis(300));
+    let victim = store.pids[&2];
+    // SAFETY: a node process this test started.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    store.wait_for("node 2 exited", Duration::from_secs(10));
+    store.wait_for(
+        "view 2: 2 of 2 node(s) moved their keys",
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.send(()).unwrap();
+    let (acked, failed) = load.join().unwrap();
+    assert!(failed.is_empty(), "requests failed: {failed:?}");
+    assert!(acked.len() > 20, "only {} writes", acked.len());
+    // Every acknowledged write is on node 3 and node 1, and every key has two copies
+    // again.
+    for node in [1, 3] {
+        let mut c = store.client(node);
+        for i in &acked {
+            assert_eq!(c.get(&format!("w-{i}")), Some(i.to_string()), "node {node}");
+        }
+        for i in 0..300 {
+            let want = if i == 7 { "v!".into() } else { format!("v{i}") };
+            assert_eq!(c.get(&format!("k{i}")), Some(want), "node {node}");
+        }
+        assert_eq!(c.curr_items(), 301 + acked.len() as u64, "node {node}");
+    }
+    // flush_all empties every node.
+    assert_eq!(one.reply(b"flush_all\r\n", b"\r\n").unwrap(), "OK\r\n");
+    assert_eq!(store.client(3).curr_items(), 0);
+    assert_eq!(one.curr_items(), 0);
+}
+
+#[test]
+fn scaling_out_and_in_under_writes_fails_no_request_and_loses_no_key() {
+    let mut store = Store::start(2);
+    let mut one = store.client(1);
+    for i in 0..400 {
+        assert_eq!(
+            one.set(&format!("k{i}"), &format!("v{i}")).unwrap(),
+            "STORED\r\n"
+        );
+    }
+    let (stop, stopped) = mpsc::channel();
+    let port = store.ports[&1];
+    let load = std::thread::spawn(move || writer(port, "w", stopped));
+    std::thread::sleep(Duration::from_millis(200));
+    store.scale(3);
+    store.read_ports(3, Duration::from_secs(5));
+    let moved = store.wait_for(
+        "view 2: 3 of 3 node(s) moved their keys",
+        Duration::from_secs(30),
+    );
+    // Node 3 becomes one of the two owners of about 2/3 of the keys (it is in their top
+    // 2 of 3): each of those is copied to it once, and nothing else moves.
+    let sent: u64 = moved
+        .split(" copies sent")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (200..1000).contains(&sent),
+        "{sent} copies for 400 keys and the writes so far: {moved}"
+    );
+    let mut three = store.client(3);
+    for i in 0..400 {
+        assert_eq!(three.get(&format!("k{i}")), Some(format!("v{i}")));
+    }
+    store.scale(2);
+    store.wait_for(
+        "view 3: 3 of 3 node(s) moved their keys",
+        Duration::from_secs(30),
+    );
+    stop.send(()).unwrap();
+    let (acked, failed) = load.join().unwrap();
+    assert!(failed.is_empty(), "requests failed: {failed:?}");
+    for node in [1, 2] {
+        let mut c = store.client(node);
+        for i in 0..400 {
+            assert_eq!(
+                c.get(&format!("k{i}")),
+                Some(format!("v{i}")),
+                "node {node}"
+            );
+        }
+        for i in &acked {
+            assert_eq!(c.get(&format!("w-{i}")), Some(i.to_string()), "node {node}");
+        }
+        assert_eq!(c.curr_items(), 400 + acked.len() as u64, "node {node}");
+    }
+}
