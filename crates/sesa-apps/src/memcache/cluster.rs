@@ -36,7 +36,7 @@
 //! - Losing a second owner of a key before its replacement copy is made loses the key
 //!   (R=2 tolerates one failure at a time).
 
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -173,11 +173,12 @@ impl From<WireItem> for Item {
     }
 }
 
+/// Shared (`Arc`) so that a request takes a reference, not a copy of the member list.
 #[derive(Default)]
 struct Views {
-    current: View,
+    current: Arc<View>,
     /// The view before `current`, while keys still move (until [`SETTLE`]).
-    previous: Option<View>,
+    previous: Option<Arc<View>>,
 }
 
 /// This node's part of the store.
@@ -241,8 +242,13 @@ impl Node {
         self.views.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn current(&self) -> View {
+    fn current(&self) -> Arc<View> {
         self.views().current.clone()
+    }
+
+    /// Whether no keys are moving (no previous view to ask).
+    fn settled(&self) -> bool {
+        self.views().previous.is_none()
     }
 
     /// This node's rebalance progress.
@@ -339,6 +345,18 @@ impl Node {
                     .await
                     .unwrap_or_else(|_| server_error("the node is stopping"));
             }
+            // A read at one of the key's replicas is answered here: a write is on every
+            // owner before it is acknowledged. Not while keys move (this node may be a
+            // new owner still waiting for its copy).
+            if !op.writes()
+                && self.settled()
+                && view.owners(op.key()).iter().any(|m| m.node == self.me)
+            {
+                let (kv, core) = (self.kv, owner(op.key(), sesa_event::cores()));
+                return sesa_event::spawn_on(core, move || kv.apply_here(op))
+                    .await
+                    .unwrap_or_else(|_| server_error("the node is stopping"));
+            }
             if hops >= MAX_HOPS {
                 return server_error("the nodes disagree on where the key lives");
             }
@@ -372,7 +390,7 @@ impl Node {
 
     /// The current view once its epoch is at least `epoch` (or the current one after
     /// [`VIEW_WAIT`]).
-    async fn view_at_least(&self, epoch: u64) -> View {
+    async fn view_at_least(&self, epoch: u64) -> Arc<View> {
         let deadline = std::time::Instant::now() + VIEW_WAIT;
         loop {
             let view = self.current();
@@ -385,7 +403,7 @@ impl Node {
 
     /// After a call to `node` failed under view `epoch`: a newer view, or the same one
     /// once `node` is connected again; `None` after [`VIEW_WAIT`].
-    async fn next_view(&self, epoch: u64, node: u32) -> Option<View> {
+    async fn next_view(&self, epoch: u64, node: u32) -> Option<Arc<View>> {
         let deadline = std::time::Instant::now() + VIEW_WAIT;
         loop {
             sesa_event::sleep(Duration::from_millis(5)).await;
@@ -513,7 +531,7 @@ impl Node {
             if view.epoch <= views.current.epoch {
                 return Ok(());
             }
-            let old = core::mem::replace(&mut views.current, view.clone());
+            let old = core::mem::replace(&mut views.current, Arc::new(view.clone()));
             if old.epoch > 0 {
                 views.previous = Some(old.clone());
             }
@@ -527,7 +545,7 @@ impl Node {
             };
         });
         if old.epoch > 0 {
-            sesa_event::spawn_local(self.rebalance(old, view));
+            sesa_event::spawn_local(self.rebalance((*old).clone(), view));
         }
         Ok(())
     }
@@ -634,7 +652,7 @@ impl Node {
         let Ok(payload) = postcard::to_allocvec(&delay) else {
             return server_error("encoding");
         };
-        for m in view.members {
+        for &m in &view.members {
             let result = if m.node == self.me {
                 self.serve(FLUSH, payload.clone()).await.map(|_| ())
             } else {
