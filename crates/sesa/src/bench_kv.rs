@@ -253,15 +253,15 @@ fn start_memcached(config: &KvBenchConfig) -> anyhow::Result<Server> {
 
 /// The key with index `i`: `key_size` bytes (more if `i` needs more digits), distinct
 /// for distinct `i`.
-fn key(i: usize, key_size: usize) -> Vec<u8> {
+pub(crate) fn key(i: usize, key_size: usize) -> Vec<u8> {
     format!("k{i:0>width$}", width = key_size.saturating_sub(1)).into_bytes()
 }
 
 /// xorshift64*: a fast, seeded, good-enough key chooser for load generation.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -270,7 +270,7 @@ impl Rng {
 }
 
 /// Reads one reply line (through `\r\n`) from `buf` at `*at`, reading more as needed.
-fn line(
+pub(crate) fn line(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     at: &mut usize,
@@ -296,7 +296,7 @@ fn line(
 }
 
 /// Appends `set <key> 0 0 <len>` and the value to `request`.
-fn push_set(request: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+pub(crate) fn push_set(request: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     request.extend_from_slice(b"set ");
     request.extend_from_slice(key);
     request.extend_from_slice(format!(" 0 0 {}\r\n", value.len()).as_bytes());
@@ -386,14 +386,25 @@ fn client(
 
 /// Sets every key once, pipelined, so the measured gets hit.
 fn preload(addr: SocketAddr, config: &KvBenchConfig) -> anyhow::Result<()> {
+    set_keys(addr, 0..config.keys, config.key_size, config.value_size)
+}
+
+/// Sets the keys with indices in `range` (`key_size` bytes, values of `value_size`
+/// bytes) through one connection to `addr`, 256 per pipelined batch.
+pub(crate) fn set_keys(
+    addr: SocketAddr,
+    range: std::ops::Range<usize>,
+    key_size: usize,
+    value_size: usize,
+) -> anyhow::Result<()> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let value = vec![b'v'; config.value_size];
+    let value = vec![b'v'; value_size];
     let (mut buf, mut at) = (Vec::new(), 0);
-    for chunk in (0..config.keys).collect::<Vec<_>>().chunks(256) {
+    for chunk in range.collect::<Vec<_>>().chunks(256) {
         let mut request = Vec::new();
         for &i in chunk {
-            push_set(&mut request, &key(i, config.key_size), &value);
+            push_set(&mut request, &key(i, key_size), &value);
         }
         stream.write_all(&request)?;
         for _ in chunk {

@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use sesa_apps::memcache::cluster::{self as store, Member, Progress, View};
+use sesa_apps::memcache::cluster::{self as store, Member, Progress, View, ViewChange};
 use sesa_ebb::{CoreId, EbbId};
 use sesa_exec::MessengerRef;
 
@@ -96,8 +96,8 @@ pub(crate) async fn frontend(
         members.insert(r.node, member);
         known.insert(r.node);
     }
-    let mut epoch = 0;
-    change_view(&cx, &mut epoch, &members, &[], settings.replicas).await?;
+    let mut last: Option<View> = None;
+    change_view(&cx, &mut last, &members, &[], settings.replicas).await?;
     cx.scale.lock().unwrap_or_else(|p| p.into_inner()).accepting = true;
     let mut pending: Option<(u64, u32, Instant)> = None;
     loop {
@@ -135,7 +135,7 @@ pub(crate) async fn frontend(
             }
         }
         if !lost.is_empty() || !joined.is_empty() {
-            change_view(&cx, &mut epoch, &members, &[], settings.replicas).await?;
+            change_view(&cx, &mut last, &members, &[], settings.replicas).await?;
         }
         // Scale requests.
         if let Some((target, request)) = cx.take_scale_request() {
@@ -163,7 +163,7 @@ pub(crate) async fn frontend(
                     members.remove(&m.node);
                     eprintln!("sesa: node {} leaving", m.node);
                 }
-                change_view(&cx, &mut epoch, &members, &leaving, settings.replicas).await?;
+                change_view(&cx, &mut last, &members, &leaving, settings.replicas).await?;
                 for m in &leaving {
                     let_go(&mut cx, m.node, launched.contains(&m.node)).await;
                 }
@@ -173,6 +173,7 @@ pub(crate) async fn frontend(
         if let Some((request, target, since)) = pending {
             let took = since.elapsed();
             if members.len() == target as usize {
+                let epoch = last.as_ref().map_or(0, |v| v.epoch);
                 let outcome = format!("{target} node(s) in {} ms (view {epoch})", took.as_millis());
                 cx.scale_served(request, outcome);
                 pending = None;
@@ -214,22 +215,26 @@ async fn let_go(cx: &mut Elastic<'_>, node: u32, ours: bool) {
     }
 }
 
-/// Sends the next view (of `members`) to every member and to `leaving`, waits until each
-/// has moved its keys (printing the progress once a second), then settles it.
+/// Sends the view after `last` (of `members`) to every member and to `leaving`, waits
+/// until each has moved its keys (printing the progress once a second), then settles it.
 async fn change_view(
     cx: &Elastic<'_>,
-    epoch: &mut u64,
+    last: &mut Option<View>,
     members: &BTreeMap<u32, Member>,
     leaving: &[Member],
     replicas: u32,
 ) -> anyhow::Result<()> {
-    *epoch += 1;
     let view = View {
-        epoch: *epoch,
+        epoch: last.as_ref().map_or(0, |v| v.epoch) + 1,
         members: members.values().copied().collect(),
         replicas: replicas.min(members.len() as u32).max(1),
     };
-    let payload = postcard::to_allocvec(&view)?;
+    let change = ViewChange {
+        view: view.clone(),
+        previous: last.replace(view.clone()),
+    };
+    let epoch = &view.epoch;
+    let payload = postcard::to_allocvec(&change)?;
     let started = Instant::now();
     let mut told: Vec<Member> = Vec::new();
     let calls: Vec<_> = members

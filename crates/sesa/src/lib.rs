@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_elastic;
 pub mod bench_kv;
 pub mod bench_msg;
 pub mod cluster;

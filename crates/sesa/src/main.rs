@@ -129,6 +129,19 @@ enum App {
 
 #[derive(Subcommand)]
 enum Suite {
+    /// The data store under load growing 3 -> 4 nodes, then losing one to kill -9:
+    /// time to rebalance, worst second, seconds below half, acknowledged writes lost.
+    KvElastic {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// A small run (the figures mean little).
+        #[arg(long)]
+        quick: bool,
+        /// Keys loaded first (default 1 M; quick 20 k).
+        #[arg(long)]
+        keys: Option<usize>,
+    },
     /// EBB call, miss, counter and cross-core spawn costs, against their baselines.
     Micro {
         /// Print one JSON object instead of a table.
@@ -433,6 +446,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 sesa::bench_msg::MsgConfig::full()
             };
             let report = sesa::bench_msg::msg(&config)?;
+            print_report(json, &report, || report.table())
+        }
+        Command::Bench {
+            suite: Suite::KvElastic { json, quick, keys },
+        } => {
+            use sesa::bench_elastic::ElasticConfig;
+            let base = if quick {
+                ElasticConfig::quick()
+            } else {
+                ElasticConfig::full()
+            };
+            let config = ElasticConfig {
+                keys: keys.unwrap_or(base.keys).max(1),
+                ..base
+            };
+            let report = sesa::bench_elastic::run(&config)?;
             print_report(json, &report, || report.table())
         }
         Command::Bench {

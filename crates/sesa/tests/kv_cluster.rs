@@ -195,9 +195,16 @@ impl Client {
     }
 }
 
-/// Writes `key-<i>` = `<i>` through `port` until told to stop (or 2000 writes, or 60
-/// s); returns the writes acknowledged and every reply that was not `STORED`.
-fn writer(port: u16, prefix: &'static str, stop: mpsc::Receiver<()>) -> (Vec<u32>, Vec<String>) {
+/// Writes `<prefix>-<i>` = `<i>` through `port` until told to stop (or 2000 writes, or
+/// 60 s), and after each write reads one of the `loaded` keys `k<j>`, which must be
+/// found (a key still moving between nodes must not look missing); returns the writes
+/// acknowledged and every reply that was wrong.
+fn writer(
+    port: u16,
+    prefix: &'static str,
+    loaded: u32,
+    stop: mpsc::Receiver<()>,
+) -> (Vec<u32>, Vec<String>) {
     let mut client = Client::new(port);
     let (mut acked, mut failed) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -210,9 +217,40 @@ fn writer(port: u16, prefix: &'static str, stop: mpsc::Receiver<()>) -> (Vec<u32
             Ok(r) => failed.push(r),
             Err(e) => failed.push(e.to_string()),
         }
+        let k = format!("k{}", (i * 7919) % loaded);
+        if client.get(&k).is_none() {
+            failed.push(format!("{k} missing"));
+        }
         std::thread::sleep(Duration::from_millis(2));
     }
     (acked, failed)
+}
+
+/// Reads the `loaded` keys `k<j>` through `port`, 50 per pipelined batch, round and round
+/// until told to stop (or 60 s); returns the keys found missing, which must be none.
+fn reader(port: u16, loaded: u32, stop: mpsc::Receiver<()>) -> Vec<String> {
+    let mut client = Client::new(port);
+    let mut missing = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut j = 0;
+    while stop.try_recv().is_err() && Instant::now() < deadline {
+        let keys: Vec<String> = (0..50).map(|n| format!("k{}", (j + n) % loaded)).collect();
+        j = (j + 50) % loaded;
+        let request: String = keys.iter().map(|k| format!("get {k}\r\n")).collect();
+        client.0.write_all(request.as_bytes()).unwrap();
+        for k in keys {
+            let mut reply = Vec::new();
+            while !reply.ends_with(b"END\r\n") {
+                let mut byte = [0u8; 1];
+                client.0.read_exact(&mut byte).unwrap();
+                reply.push(byte[0]);
+            }
+            if !reply.starts_with(b"VALUE") {
+                missing.push(k);
+            }
+        }
+    }
+    missing
 }
 
 #[test]
@@ -263,7 +301,7 @@ fn any_node_answers_any_key_and_kill_9_of_a_node_loses_no_acknowledged_write() {
     // kill -9 of node 2 while a client of node 1 writes.
     let (stop, stopped) = mpsc::channel();
     let port = store.ports[&1];
-    let load = std::thread::spawn(move || writer(port, "w", stopped));
+    let load = std::thread::spawn(move || writer(port, "w", 300, stopped));
     std::thread::sleep(Duration::from_millis(300));
     let victim = store.pids[&2];
     // SAFETY: a node process this test started.
@@ -299,9 +337,10 @@ fn any_node_answers_any_key_and_kill_9_of_a_node_loses_no_acknowledged_write() {
 
 #[test]
 fn scaling_out_and_in_under_writes_fails_no_request_and_loses_no_key() {
+    const LOADED: u32 = 2000;
     let mut store = Store::start(2);
     let mut one = store.client(1);
-    for i in 0..400 {
+    for i in 0..LOADED {
         assert_eq!(
             one.set(&format!("k{i}"), &format!("v{i}")).unwrap(),
             "STORED\r\n"
@@ -309,7 +348,16 @@ fn scaling_out_and_in_under_writes_fails_no_request_and_loses_no_key() {
     }
     let (stop, stopped) = mpsc::channel();
     let port = store.ports[&1];
-    let load = std::thread::spawn(move || writer(port, "w", stopped));
+    let load = std::thread::spawn(move || writer(port, "w", LOADED, stopped));
+    // Readers on both nodes: a key on its way to the new node must never look missing.
+    let readers: Vec<_> = [1, 2]
+        .map(|node| {
+            let (tx, rx) = mpsc::channel();
+            let port = store.ports[&node];
+            (tx, std::thread::spawn(move || reader(port, LOADED, rx)))
+        })
+        .into_iter()
+        .collect();
     std::thread::sleep(Duration::from_millis(200));
     store.scale(3);
     store.read_ports(3, Duration::from_secs(5));
@@ -326,12 +374,13 @@ fn scaling_out_and_in_under_writes_fails_no_request_and_loses_no_key() {
         .unwrap()
         .parse()
         .unwrap();
+    let loaded = u64::from(LOADED);
     assert!(
-        (200..1000).contains(&sent),
-        "{sent} copies for 400 keys and the writes so far: {moved}"
+        (loaded / 2..loaded + 2000).contains(&sent),
+        "{sent} copies for {LOADED} keys and the writes so far: {moved}"
     );
     let mut three = store.client(3);
-    for i in 0..400 {
+    for i in 0..LOADED {
         assert_eq!(three.get(&format!("k{i}")), Some(format!("v{i}")));
     }
     store.scale(2);
@@ -340,11 +389,16 @@ fn scaling_out_and_in_under_writes_fails_no_request_and_loses_no_key() {
         Duration::from_secs(30),
     );
     stop.send(()).unwrap();
+    for (tx, reader) in readers {
+        tx.send(()).unwrap();
+        let missing = reader.join().unwrap();
+        assert!(missing.is_empty(), "keys missing while moving: {missing:?}");
+    }
     let (acked, failed) = load.join().unwrap();
     assert!(failed.is_empty(), "requests failed: {failed:?}");
     for node in [1, 2] {
         let mut c = store.client(node);
-        for i in 0..400 {
+        for i in 0..LOADED {
             assert_eq!(
                 c.get(&format!("k{i}")),
                 Some(format!("v{i}")),
@@ -354,6 +408,10 @@ fn scaling_out_and_in_under_writes_fails_no_request_and_loses_no_key() {
         for i in &acked {
             assert_eq!(c.get(&format!("w-{i}")), Some(i.to_string()), "node {node}");
         }
-        assert_eq!(c.curr_items(), 400 + acked.len() as u64, "node {node}");
+        assert_eq!(
+            c.curr_items(),
+            u64::from(LOADED) + acked.len() as u64,
+            "node {node}"
+        );
     }
 }

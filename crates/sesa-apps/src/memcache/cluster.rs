@@ -53,7 +53,8 @@ pub const EXEC: u16 = 1;
 pub const PUT: u16 = 2;
 /// The item under a key (for a new primary that lacks it while keys move).
 pub const FETCH: u16 = 3;
-/// Install a new view (from the frontend); starts this node's rebalance.
+/// Install a new view (a [`ViewChange`], from the frontend); starts this node's
+/// rebalance.
 pub const VIEW: u16 = 4;
 /// This node's rebalance progress.
 pub const PROGRESS: u16 = 5;
@@ -116,6 +117,17 @@ impl View {
     pub fn has(&self, node: u32) -> bool {
         self.members.iter().any(|m| m.node == node)
     }
+}
+
+/// What the frontend sends when the store's nodes change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChange {
+    /// The new view.
+    pub view: View,
+    /// The view before it, whose owners may still hold keys moving to the new owners
+    /// (`None` for the first view). A node that joins gets it too: it owns keys it has
+    /// not been sent yet.
+    pub previous: Option<View>,
 }
 
 /// A node's progress in moving keys to the newest view.
@@ -296,8 +308,8 @@ impl Node {
                 encode(&item.map(WireItem::from))
             }
             VIEW => {
-                let view: View = postcard::from_bytes(&payload).map_err(|_| bad())?;
-                self.install(view).await?;
+                let change: ViewChange = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                self.install(change).await?;
                 encode(&())
             }
             PROGRESS => encode(&self.progress()),
@@ -511,9 +523,10 @@ impl Node {
         }
     }
 
-    /// Installs `view` if it is newer than the current one, once connected to each of
-    /// its nodes, and starts moving keys to it.
-    async fn install(&'static self, view: View) -> Result<(), RemoteError> {
+    /// Installs the change's view if it is newer than the current one, once connected to
+    /// each of its nodes, and starts moving this node's keys to it.
+    async fn install(&'static self, change: ViewChange) -> Result<(), RemoteError> {
+        let ViewChange { view, previous } = change;
         let deadline = std::time::Instant::now() + CONNECT_WAIT;
         for m in &view.members {
             while m.node != self.me && !self.connected(m.node).await {
@@ -532,9 +545,9 @@ impl Node {
                 return Ok(());
             }
             let old = core::mem::replace(&mut views.current, Arc::new(view.clone()));
-            if old.epoch > 0 {
-                views.previous = Some(old.clone());
-            }
+            // The cluster's previous view, not this node's: a node that just joined has
+            // none of its own, yet must ask the previous owners for keys moving to it.
+            views.previous = previous.map(Arc::new);
             old
         };
         self.note(|p| {
