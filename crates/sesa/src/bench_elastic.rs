@@ -437,7 +437,8 @@ pub fn run(config: &ElasticConfig) -> anyhow::Result<ElasticReport> {
     })?;
     // Read every acknowledged write back through a surviving node.
     let survivor = store.ports()[&1];
-    let mut stream = TcpStream::connect(("127.0.0.1", survivor))?;
+    let mut stream = TcpStream::connect(("127.0.0.1", survivor))
+        .with_context(|| format!("reading back through node 1 (port {survivor})"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let (mut buf, mut at) = (Vec::new(), 0);
     let mut lost = 0u64;

@@ -397,7 +397,7 @@ pub(crate) fn set_keys(
     key_size: usize,
     value_size: usize,
 ) -> anyhow::Result<()> {
-    let mut stream = TcpStream::connect(addr)?;
+    let mut stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let value = vec![b'v'; value_size];
     let (mut buf, mut at) = (Vec::new(), 0);

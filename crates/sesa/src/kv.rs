@@ -23,6 +23,22 @@ use crate::cluster::{
 
 /// How long the frontend waits for every node to move its keys to a new view.
 const REBALANCE_LIMIT: Duration = Duration::from_secs(120);
+/// How long a node SWIM declared down has to answer a direct call before it is removed.
+const CONFIRM: Duration = Duration::from_secs(1);
+
+/// Whether `member` answers a call within `within`.
+async fn answers(messenger: MessengerRef, member: Member, within: Duration) -> bool {
+    use std::task::Poll;
+    let mut call = std::pin::pin!(store::call(messenger, member, store::PROGRESS, Vec::new()));
+    let mut timer = std::pin::pin!(sesa_event::sleep(within));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(reply) = call.as_mut().poll(cx) {
+            return Poll::Ready(reply.is_ok());
+        }
+        timer.as_mut().poll(cx).map(|()| false)
+    })
+    .await
+}
 
 /// A node's side: creates the store on this node, serves clients on every core, and
 /// joins the store's messages. Returns the client port and the node as a view member.
@@ -110,11 +126,20 @@ pub(crate) async fn frontend(
             }
         }
         for node in cx.take_down() {
-            if members.remove(&node).is_some() {
-                eprintln!("sesa: node {node} declared down; its keys get new replicas");
-                cx.provider.stop_node(node, Duration::from_secs(2));
-                lost.push(node);
+            let Some(&member) = members.get(&node) else {
+                continue;
+            };
+            // Removing a node drops a copy of its keys: on SWIM's word alone, a few
+            // nodes busy for a second could all be removed at once and the keys lost
+            // with them. A node that still answers is slow, not down.
+            if answers(cx.messenger, member, CONFIRM).await {
+                eprintln!("sesa: node {node} was declared down but answers; it stays");
+                continue;
             }
+            members.remove(&node);
+            eprintln!("sesa: node {node} declared down and silent; its keys get new replicas");
+            cx.provider.stop_node(node, Duration::from_secs(2));
+            lost.push(node);
         }
         if members.is_empty() {
             bail!("every node of the store was lost");

@@ -160,8 +160,29 @@ fn bench_kv_json_has_every_figure_per_depth() {
     assert_eq!(report["ratios"], serde_json::json!([]));
 }
 
+/// The elasticity run end to end (small): a scale-out and a kill -9 under load, with
+/// every acknowledged write read back.
 #[test]
-fn kv_serves_memcached_clients_and_refuses_several_nodes_loudly() {
+fn bench_kv_elastic_loses_nothing_and_reports_every_figure() {
+    let report = bench_json(&["kv-elastic"]);
+    assert_positive(
+        &report,
+        &[
+            "baseline_ops",
+            "scale_seconds",
+            "scale_copies",
+            "acked_writes",
+        ],
+    );
+    for must_be_zero in ["lost_writes", "missing_keys", "failed_requests"] {
+        assert_eq!(report[must_be_zero], 0, "{must_be_zero}: {report}");
+    }
+    let worst = report["scale_worst_second"].as_f64().unwrap();
+    assert!((0.0..=2.0).contains(&worst), "{report}");
+}
+
+#[test]
+fn kv_serves_memcached_clients_and_refuses_no_nodes_loudly() {
     let mut child = sesa()
         .args(["kv", "--port", "0", "--cores", "2"])
         .stdout(Stdio::piped())

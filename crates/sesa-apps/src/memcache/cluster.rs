@@ -67,6 +67,10 @@ pub const FLUSH: u16 = 7;
 const MAX_HOPS: u8 = 4;
 /// Items per copy message when keys move.
 const BATCH: usize = 128;
+/// Keys planned at a time when keys move, between yields of the core.
+const SCAN: usize = 1024;
+/// The longest rest between two copy batches.
+const PACE_MAX: Duration = Duration::from_millis(5);
 /// How long a request waits for the frontend's next view when its primary is lost.
 const VIEW_WAIT: Duration = Duration::from_secs(5);
 /// How long a node waits for the membership layer to connect it to a new view's nodes.
@@ -258,9 +262,11 @@ impl Node {
         self.views().current.clone()
     }
 
-    /// Whether no keys are moving (no previous view to ask).
-    fn settled(&self) -> bool {
-        self.views().previous.is_none()
+    /// Whether this node owns `key` in `view` and, if keys are moving, owned it in the
+    /// previous view too (so it holds every acknowledged write of it).
+    fn holds_for_sure(&self, view: &View, key: &[u8]) -> bool {
+        let mine = |v: &View| v.owners(key).iter().any(|m| m.node == self.me);
+        mine(view) && self.views().previous.as_deref().is_none_or(mine)
     }
 
     /// This node's rebalance progress.
@@ -358,12 +364,9 @@ impl Node {
                     .unwrap_or_else(|_| server_error("the node is stopping"));
             }
             // A read at one of the key's replicas is answered here: a write is on every
-            // owner before it is acknowledged. Not while keys move (this node may be a
-            // new owner still waiting for its copy).
-            if !op.writes()
-                && self.settled()
-                && view.owners(op.key()).iter().any(|m| m.node == self.me)
-            {
+            // owner before it is acknowledged. While keys move, only if this node owned
+            // the key before too (a new owner may still be waiting for its copy).
+            if !op.writes() && self.holds_for_sure(&view, op.key()) {
                 let (kv, core) = (self.kv, owner(op.key(), sesa_event::cores()));
                 return sesa_event::spawn_on(core, move || kv.apply_here(op))
                     .await
@@ -577,36 +580,42 @@ impl Node {
         });
     }
 
-    /// [`Node::rebalance`] on one core's partition.
+    /// [`Node::rebalance`] on one core's partition: the keys are planned, copied and
+    /// dropped [`SCAN`] at a time, with a yield after each slice, so that the core goes
+    /// on serving clients and answering membership probes while a million keys move (a
+    /// core busy for seconds would be declared down).
     async fn rebalance_core(&'static self, old: View, new: View) {
         let keys = self.kv.with_partition(|p, now| p.keys(now));
-        let mut outgoing: std::collections::BTreeMap<(u32, u32), Vec<Vec<u8>>> =
+        for slice in keys.chunks(SCAN) {
+            self.rebalance_slice(&old, &new, slice).await;
+            self.note(|p| p.keys_seen += slice.len() as u64);
+            sesa_event::yield_now().await;
+        }
+    }
+
+    async fn rebalance_slice(&'static self, old: &View, new: &View, keys: &[Vec<u8>]) {
+        let mut outgoing: std::collections::BTreeMap<(u32, u32), Vec<&[u8]>> =
             std::collections::BTreeMap::new();
         let mut leaving = Vec::new();
         for key in keys {
-            let before = old.owners(&key);
-            let after = new.owners(&key);
+            let before = old.owners(key);
+            let after = new.owners(key);
             let pusher = before.iter().find(|m| new.has(m.node)).map(|m| m.node);
             // A key held here that no surviving old owner claims (this node joined
             // late, say) is pushed from here.
             if pusher == Some(self.me) || pusher.is_none() {
                 for m in &after {
                     if m.node != self.me && !before.iter().any(|b| b.node == m.node) {
-                        let core = owner(&key, m.cores as usize).index() as u32;
-                        outgoing
-                            .entry((m.node, core))
-                            .or_default()
-                            .push(key.clone());
+                        let core = owner(key, m.cores as usize).index() as u32;
+                        outgoing.entry((m.node, core)).or_default().push(key);
                     }
                 }
             }
             if !after.iter().any(|m| m.node == self.me) {
-                leaving.push(key);
+                leaving.push(key.as_slice());
             }
         }
-        let seen = self.kv.with_partition(|p, _| p.stats().items);
-        self.note(|p| p.keys_seen += seen);
-        let mut failed: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
+        let mut failed: std::collections::BTreeSet<&[u8]> = std::collections::BTreeSet::new();
         for ((node, core), keys) in outgoing {
             let Some(m) = new.members.iter().find(|m| m.node == node) else {
                 continue;
@@ -615,13 +624,14 @@ impl Node {
                 continue;
             };
             for chunk in keys.chunks(BATCH) {
+                let started = std::time::Instant::now();
                 // Read the items when sending, so the copy is as fresh as this core's
                 // partition (writes here and copies leave this core in order).
                 let copies: Vec<Copy> = self.kv.with_partition(|p, now| {
                     chunk
                         .iter()
                         .map(|k| Copy {
-                            key: k.clone(),
+                            key: k.to_vec(),
                             item: p.export(k, now).map(WireItem::from),
                         })
                         .filter(|c| c.item.is_some())
@@ -640,10 +650,13 @@ impl Node {
                     Ok(()) => self.note(|p| p.copies_sent += sent),
                     Err(e) => {
                         tracing::warn!(node, "keys not copied: {e}");
-                        failed.extend(chunk.iter().cloned());
+                        failed.extend(chunk.iter().copied());
                         self.note(|p| p.failures += sent);
                     }
                 }
+                // Pace the copying: rest as long as the batch took, so that clients
+                // keep at least about half of the core while keys move.
+                sesa_event::sleep(started.elapsed().min(PACE_MAX)).await;
             }
         }
         // Drop what this node no longer owns, unless its copy could not be made.
