@@ -376,6 +376,29 @@ proptest! {
         }
     }
 
+    /// Meta command lines with random flag tokens: parsing never panics, and applying
+    /// what parses to a partition never panics either.
+    #[test]
+    fn random_meta_flags_never_panic(
+        command in prop::sample::select(vec!["mg k", "ms k 3", "md k", "ma k", "me k", "mn"]),
+        tokens in proptest::collection::vec("[cCfFkOqstTvMNJDbIhlESZ+x0-9-]{1,6}", 0..6),
+    ) {
+        let line = format!("{command} {}\r\nabc\r\n", tokens.join(" "));
+        let limits = Limits::default();
+        let mut partition = sesa_apps::memcache::store::Partition::new(1 << 16);
+        match parse(line.as_bytes(), &limits) {
+            Parsed::Command(Command::Meta(meta), used) => {
+                prop_assert!(used > 0);
+                let mut out = Vec::new();
+                for now in [1_700_000_000, 1_700_000_100] {
+                    sesa_apps::memcache::meta::apply(&mut partition, &meta, now, &mut out);
+                }
+            }
+            Parsed::Command(_, used) | Parsed::Error { consumed: used, .. } => prop_assert!(used > 0),
+            Parsed::Incomplete => prop_assert!(false, "a whole line is never incomplete: {line:?}"),
+        }
+    }
+
     #[test]
     fn mutated_pipelines_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)) {
         let mut input = PIPELINE.to_vec();

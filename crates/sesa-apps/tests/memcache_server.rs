@@ -410,3 +410,102 @@ fn a_pipeline_over_both_cores_is_answered_in_request_order() {
     }
     c.expect(request.as_bytes(), expected.as_bytes());
 }
+
+/// The meta commands, with the replies memcached 1.6.18 sends to the same requests
+/// (recorded from it; `t` is the one figure memcached rounds one second lower).
+#[test]
+fn meta_commands_answer_as_memcached_does() {
+    let server = server(KvConfig::default());
+    let mut c = Client::new(server.addr);
+    c.script(&[
+        (b"mg foo v\r\n", b"EN\r\n"),
+        (b"mg foo v q\r\nmn\r\n", b"MN\r\n"),
+        (b"ms foo 2 T90 F5\r\nhi\r\n", b"HD\r\n"),
+        (
+            b"mg foo v f s k O123\r\n",
+            b"VA 2 f5 s2 kfoo O123\r\nhi\r\n",
+        ),
+        (b"mg foo\r\n", b"HD\r\n"),
+        (b"mg foo k q v\r\n", b"VA 2 kfoo\r\nhi\r\n"),
+        (b"mg foo q k\r\nmn\r\n", b"HD kfoo\r\nMN\r\n"),
+        (b"ms foo 2 q\r\nho\r\nmn\r\n", b"MN\r\n"),
+        (b"ms bar 2 MR\r\nxx\r\n", b"NS\r\n"),
+        (b"ms foo 1 MA\r\n!\r\n", b"HD\r\n"),
+        (b"mg foo v\r\n", b"VA 3\r\nho!\r\n"),
+        (b"ms foo 2 O9 k c MR\r\nhi\r\n", b"HD O9 kfoo c"),
+    ]);
+    // The cas `c` returned works with `C`; a stale one is refused.
+    let cas = c.until_line();
+    let cas: u64 = cas.trim_end().parse().unwrap();
+    c.script(&[
+        (
+            format!("ms foo 2 C{}\r\nzz\r\n", cas + 1000).as_bytes(),
+            b"EX\r\n",
+        ),
+        (format!("ms foo 2 C{cas}\r\nzz\r\n").as_bytes(), b"HD\r\n"),
+        (format!("md foo C{cas}\r\n").as_bytes(), b"EX\r\n"),
+        (b"md foo q\r\nmn\r\n", b"MN\r\n"),
+        (b"md foo\r\n", b"NF\r\n"),
+        (b"md foo q\r\nmn\r\n", b"NF\r\nMN\r\n"),
+        (b"md foo O12 k\r\n", b"NF O12 kfoo\r\n"),
+        (b"mg foo O12 k v\r\n", b"EN O12 kfoo\r\n"),
+        (b"ms foo 2 O9 k c MR\r\nhi\r\n", b"NS O9 kfoo c0\r\n"),
+        // Arithmetic, with creation (N, J), modes and a floor at 0.
+        (b"ma cnt\r\n", b"NF\r\n"),
+        (b"ma cnt q\r\nmn\r\n", b"NF\r\nMN\r\n"),
+        (b"ma cnt N0 J10 v\r\n", b"VA 2\r\n10\r\n"),
+        (b"ma cnt v\r\n", b"VA 2\r\n11\r\n"),
+        (b"ma cnt MD D3 v t\r\n", b"VA 1 t-1\r\n8\r\n"),
+        (b"ma cnt D100 MD v\r\n", b"VA 1\r\n0\r\n"),
+        (b"ma cnt O7 k q v\r\nmn\r\n", b"MN\r\n"),
+        (b"ms txt 1\r\nx\r\n", b"HD\r\n"),
+        (
+            b"ma txt\r\n",
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+        (b"me nothere\r\n", b"EN\r\n"),
+        (b"ms e 0\r\n\r\n", b"HD\r\n"),
+        (b"mg e v s\r\n", b"VA 0 s0\r\n\r\n"),
+        (b"ms gone 2 T-1\r\nhi\r\n", b"HD\r\n"),
+        (b"mg gone v\r\n", b"EN\r\n"),
+        // Bad lines and flags, as memcached answers them; an `ms` error drops its data.
+        (b"mn\r\n", b"MN\r\n"),
+        (b"mg\r\n", b"ERROR\r\n"),
+        (b"mg foo zz\r\n", b"CLIENT_ERROR invalid flag\r\n"),
+        (b"mg foo v v\r\n", b"CLIENT_ERROR duplicate flag\r\n"),
+        (
+            b"mg foo Tx\r\n",
+            b"CLIENT_ERROR bad token in command line format\r\n",
+        ),
+        (
+            b"mg foo Oabcdefabcdefabcdefabcdefabcdefabcdef\r\n",
+            b"CLIENT_ERROR opaque token too long\r\n",
+        ),
+        (
+            b"ms foo 1 MZ\r\n!\r\n",
+            b"CLIENT_ERROR invalid mode for ms M token\r\n",
+        ),
+        (b"ms foo 1 Zq\r\n!\r\n", b"CLIENT_ERROR invalid flag\r\n"),
+        (b"ms foo\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+        (
+            b"ms foo abc\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        ),
+        (b"ms foo 2 S5\r\nhi\r\n", b"CLIENT_ERROR invalid flag\r\n"),
+    ]);
+    let long_key = [b"mg ".as_slice(), &[b'a'; 251], b" v\r\n"].concat();
+    c.expect(&long_key, b"CLIENT_ERROR bad command line format\r\n");
+    // What sesa lacks is said plainly.
+    c.expect(
+        b"mg foo N30 v\r\n",
+        b"CLIENT_ERROR unsupported flag (sesa has no stale items, win tokens, base64 keys or access times)\r\n",
+    );
+    // `me` shows an item: its expiry, cas and size (key and value).
+    c.expect(b"ms dbg 3\r\nabc\r\n", b"HD\r\n");
+    c.0.write_all(b"me dbg\r\n").unwrap();
+    let line = c.until_line();
+    assert!(
+        line.starts_with("ME dbg exp=-1 cas=") && line.ends_with(" size=6\r\n"),
+        "{line:?}"
+    );
+}

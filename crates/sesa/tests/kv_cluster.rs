@@ -294,9 +294,31 @@ fn any_node_answers_any_key_and_kill_9_of_a_node_loses_no_acknowledged_write() {
         "STORED\r\n"
     );
     assert_eq!(one.get("n"), Some("420".into()));
+    // Meta commands too, from any node.
+    assert_eq!(
+        two.reply(b"ms m 2 T0 F3\r\nhi\r\n", b"\r\n").unwrap(),
+        "HD\r\n"
+    );
+    assert_eq!(
+        three.reply(b"mg m v f k\r\n", b"hi\r\n").unwrap(),
+        "VA 2 f3 km\r\nhi\r\n"
+    );
+    assert_eq!(
+        one.reply(b"ma m2 N0 J41 v\r\n", b"41\r\n").unwrap(),
+        "VA 2\r\n41\r\n"
+    );
+    assert_eq!(
+        two.reply(b"ma m2 v\r\n", b"42\r\n").unwrap(),
+        "VA 2\r\n42\r\n"
+    );
+    assert_eq!(
+        three.reply(b"md m q\r\nmn\r\n", b"MN\r\n").unwrap(),
+        "MN\r\n"
+    );
+    assert_eq!(one.reply(b"mg m v\r\n", b"\r\n").unwrap(), "EN\r\n");
     // Every key is on two nodes.
     let copies: u64 = [1, 2, 3].map(|n| store.client(n).curr_items()).iter().sum();
-    assert_eq!(copies, 2 * 301);
+    assert_eq!(copies, 2 * 302);
 
     // kill -9 of node 2 while a client of node 1 writes.
     let (stop, stopped) = mpsc::channel();
@@ -327,7 +349,7 @@ fn any_node_answers_any_key_and_kill_9_of_a_node_loses_no_acknowledged_write() {
             let want = if i == 7 { "v!".into() } else { format!("v{i}") };
             assert_eq!(c.get(&format!("k{i}")), Some(want), "node {node}");
         }
-        assert_eq!(c.curr_items(), 301 + acked.len() as u64, "node {node}");
+        assert_eq!(c.curr_items(), 302 + acked.len() as u64, "node {node}");
     }
     // flush_all empties every node.
     assert_eq!(one.reply(b"flush_all\r\n", b"\r\n").unwrap(), "OK\r\n");

@@ -5,6 +5,7 @@
 //! many nodes one store: partitioned, replicated, and elastic.
 
 pub mod cluster;
+pub mod meta;
 pub mod protocol;
 pub mod server;
 pub mod store;

@@ -1,5 +1,5 @@
-//! Parsing the memcached text protocol (memcached 1.6's commands, limits and error
-//! replies), without I/O.
+//! Parsing the memcached text protocol (memcached 1.6's commands, meta commands
+//! included, with its limits and error replies), without I/O.
 //!
 //! The connection layer appends what it reads to a buffer and calls [`parse`] until it
 //! answers [`Parsed::Incomplete`]. Each call handles one command: it returns the command
@@ -138,6 +138,69 @@ pub enum Command<'a> {
     },
     /// `quit`: close the connection.
     Quit,
+    /// A meta command on a key (`mg`, `ms`, `md`, `ma`, `me`).
+    Meta(Meta),
+    /// `mn`: answered `MN` (clients end a pipeline of quiet commands with it).
+    MetaNoop,
+}
+
+/// A meta command, owned (it may be shipped to the key's core or node).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    /// What to do.
+    pub op: MetaOp,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The flags, validated for `op`.
+    pub flags: MetaFlags,
+}
+
+/// The meta commands on a key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MetaOp {
+    /// `mg`.
+    Get,
+    /// `ms`, with its data block.
+    Set {
+        /// The value.
+        data: Vec<u8>,
+    },
+    /// `md`.
+    Delete,
+    /// `ma`.
+    Arith,
+    /// `me`.
+    Debug,
+}
+
+/// The flags of a meta command.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MetaFlags {
+    /// Flags that add a token to the reply, in request order: `c` (cas), `f` (client
+    /// flags), `k` (key), `O` (opaque), `s` (size), `t` (seconds to expiry, -1: never).
+    pub returned: Vec<u8>,
+    /// `v`: return the value.
+    pub value: bool,
+    /// `q`: leave out the reply that means "as expected" (`EN` for `mg`, `HD` for the
+    /// others).
+    pub quiet: bool,
+    /// `O<token>`: echoed back.
+    pub opaque: Option<Vec<u8>>,
+    /// `T<ttl>`: set the expiry.
+    pub ttl: Option<i64>,
+    /// `C<cas>`: act only if the item's cas is this.
+    pub compare_cas: Option<u64>,
+    /// `F<flags>` (`ms`): the client flags to store.
+    pub client_flags: Option<u32>,
+    /// `M<mode>`: `ms` S (set), E (add), A (append), P (prepend), R (replace); `ma` I
+    /// or + (incr), D or - (decr). Stored as given.
+    pub mode: Option<u8>,
+    /// `N<ttl>` (`ma`): create a missing counter with this expiry.
+    pub vivify: Option<i64>,
+    /// `J<n>` (`ma`): the value a created counter starts at (default 0).
+    pub initial: Option<u64>,
+    /// `D<n>` (`ma`): the delta (default 1).
+    pub delta: Option<u64>,
 }
 
 /// The outcome of parsing one command from the front of a buffer.
@@ -168,6 +231,16 @@ const BAD_DATA: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
 const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 const LINE_TOO_LONG: &[u8] = b"CLIENT_ERROR line too long\r\n";
 const BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
+const INVALID_FLAG: &[u8] = b"CLIENT_ERROR invalid flag\r\n";
+const UNSUPPORTED_FLAG: &[u8] =
+    b"CLIENT_ERROR unsupported flag (sesa has no stale items, win tokens, base64 keys or access times)\r\n";
+const BAD_MS_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ms M token\r\n";
+const BAD_MA_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ma M token\r\n";
+const BAD_TOKEN: &[u8] = b"CLIENT_ERROR bad token in command line format\r\n";
+const DUPLICATE_FLAG: &[u8] = b"CLIENT_ERROR duplicate flag\r\n";
+const OPAQUE_TOO_LONG: &[u8] = b"CLIENT_ERROR opaque token too long\r\n";
+/// The longest opaque token memcached echoes.
+const OPAQUE_MAX: usize = 32;
 
 fn error(reply: &'static [u8], consumed: usize) -> Parsed<'static> {
     Parsed::Error {
@@ -213,6 +286,9 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let Some((&name, args)) = tokens.split_first() else {
         return error(ERROR, line_end);
     };
+    if let [b'm', _] = name {
+        return parse_meta(name, args, buf, line_end, limits);
+    }
     // memcached 1.6 splits a line at spaces only, and takes every other byte into the
     // key (tools such as memaslap put control characters in theirs). NUL cuts its C
     // string short, and a CR would corrupt the `VALUE` line echoing the key: refused.
@@ -303,6 +379,168 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         _ => return error(ERROR, line_end),
     };
     Parsed::Command(command, line_end)
+}
+
+/// Which flags each meta command takes: (supported, valid in memcached but not here).
+fn meta_flags_of(name: &[u8]) -> Option<(&'static [u8], &'static [u8])> {
+    Some(match name {
+        b"mg" => (b"cfkOqstTv", b"bEhlNRu"),
+        b"ms" => (b"cCFkOqTM", b"bEI"),
+        b"md" => (b"CkOq", b"bEIxT"),
+        b"ma" => (b"cCDJkMNOqtTv", b"bE"),
+        b"me" => (b"", b"b"),
+        _ => return None,
+    })
+}
+
+/// A meta command (`mg`, `ms`, `md`, `ma`, `mn`, `me`): memcached 1.6's replies to bad
+/// lines, flags and modes.
+fn parse_meta<'a>(
+    name: &[u8],
+    args: &[&'a [u8]],
+    buf: &'a [u8],
+    line_end: usize,
+    limits: &Limits,
+) -> Parsed<'a> {
+    if name == b"mn" {
+        return Parsed::Command(Command::MetaNoop, line_end);
+    }
+    let Some((supported, unsupported)) = meta_flags_of(name) else {
+        return error(ERROR, line_end);
+    };
+    let Some((&key, rest)) = args.split_first() else {
+        return error(ERROR, line_end);
+    };
+    if key.len() > limits.key_max || key.iter().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
+        return error(BAD_FORMAT, line_end);
+    }
+    // `ms` has its data length first.
+    let (length, rest) = if name == b"ms" {
+        match rest.split_first().map(|(l, r)| (number::<usize>(l), r)) {
+            Some((Some(n), r)) => (Some(n), r),
+            _ => return error(BAD_FORMAT, line_end),
+        }
+    } else {
+        (None, rest)
+    };
+    // An error on an `ms` line also drops its data block, as memcached does (it would
+    // otherwise be read as a command).
+    let error = |reply: &'static [u8], line_end: usize| match length {
+        Some(bytes) => {
+            let data = bytes.saturating_add(2);
+            let here = data.min(buf.len() - line_end);
+            Parsed::Error {
+                reply,
+                consumed: line_end + here,
+                skip: data - here,
+                close: false,
+            }
+        }
+        None => error(reply, line_end),
+    };
+    let mut flags = MetaFlags::default();
+    let mut seen = [false; 128];
+    for token in rest {
+        let (flag, value) = (token[0], &token[1..]);
+        if let Some(seen) = seen.get_mut(usize::from(flag)) {
+            if *seen {
+                return error(DUPLICATE_FLAG, line_end);
+            }
+            *seen = true;
+        }
+        if !supported.contains(&flag) {
+            return error(
+                if unsupported.contains(&flag) {
+                    UNSUPPORTED_FLAG
+                } else {
+                    INVALID_FLAG
+                },
+                line_end,
+            );
+        }
+        let ok = match flag {
+            b'c' | b'f' | b'k' | b's' | b't' => {
+                flags.returned.push(flag);
+                value.is_empty()
+            }
+            b'v' => {
+                flags.value = true;
+                value.is_empty()
+            }
+            b'q' => {
+                flags.quiet = true;
+                value.is_empty()
+            }
+            b'O' => {
+                if value.len() > OPAQUE_MAX {
+                    return error(OPAQUE_TOO_LONG, line_end);
+                }
+                flags.returned.push(flag);
+                flags.opaque = Some(value.to_vec());
+                true
+            }
+            b'T' => number(value).map(|t| flags.ttl = Some(t)).is_some(),
+            b'C' => number(value).map(|c| flags.compare_cas = Some(c)).is_some(),
+            b'F' => number(value)
+                .map(|f| flags.client_flags = Some(f))
+                .is_some(),
+            b'N' => number(value).map(|t| flags.vivify = Some(t)).is_some(),
+            b'J' => number(value).map(|j| flags.initial = Some(j)).is_some(),
+            b'D' => number(value).map(|d| flags.delta = Some(d)).is_some(),
+            b'M' => {
+                let valid: &[u8] = if name == b"ms" {
+                    b"SEAPRsepar"
+                } else {
+                    b"I+D-id"
+                };
+                match value {
+                    [m] if valid.contains(m) => {
+                        flags.mode = Some(m.to_ascii_uppercase());
+                        true
+                    }
+                    _ if name == b"ms" => return error(BAD_MS_MODE, line_end),
+                    _ => return error(BAD_MA_MODE, line_end),
+                }
+            }
+            _ => false,
+        };
+        if !ok {
+            return error(BAD_TOKEN, line_end);
+        }
+    }
+    let op = match name {
+        b"mg" => MetaOp::Get,
+        b"md" => MetaOp::Delete,
+        b"ma" => MetaOp::Arith,
+        b"me" => MetaOp::Debug,
+        _ => {
+            let bytes = length.unwrap_or(0);
+            if bytes > limits.item_max {
+                return error(TOO_LARGE, line_end);
+            }
+            let end = line_end + bytes + 2;
+            if buf.len() < end {
+                return Parsed::Incomplete;
+            }
+            if &buf[end - 2..end] != b"\r\n" {
+                return self::error(BAD_DATA, end);
+            }
+            let meta = Meta {
+                op: MetaOp::Set {
+                    data: buf[line_end..end - 2].to_vec(),
+                },
+                key: key.to_vec(),
+                flags,
+            };
+            return Parsed::Command(Command::Meta(meta), end);
+        }
+    };
+    let meta = Meta {
+        op,
+        key: key.to_vec(),
+        flags,
+    };
+    Parsed::Command(Command::Meta(meta), line_end)
 }
 
 /// A storage command: its line is parsed; its data block follows.

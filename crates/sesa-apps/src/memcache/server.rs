@@ -12,8 +12,7 @@
 //!
 //! On a node that is one of many, [`super::cluster`] adds the layer above: a command on
 //! a key whose primary is another node is shipped there, and writes are replicated.
-//!
-//! Still to come (issue 4): the meta commands.
+
 
 use core::cell::RefCell;
 use std::collections::BTreeMap;
@@ -106,6 +105,7 @@ pub(crate) enum Op {
         key: Vec<u8>,
         exptime: i64,
     },
+    Meta(protocol::Meta),
 }
 
 impl Op {
@@ -116,12 +116,21 @@ impl Op {
             | Op::Delete { key }
             | Op::Arith { key, .. }
             | Op::Touch { key, .. } => key,
+            Op::Meta(meta) => &meta.key,
         }
     }
 
     /// Whether it may change the item (and so must reach the replicas).
     pub(crate) fn writes(&self) -> bool {
-        !matches!(self, Op::Get { touch: None, .. })
+        match self {
+            Op::Get { touch, .. } => touch.is_some(),
+            Op::Meta(meta) => match meta.op {
+                protocol::MetaOp::Get => meta.flags.ttl.is_some(),
+                protocol::MetaOp::Debug => false,
+                _ => true,
+            },
+            _ => true,
+        }
     }
 }
 
@@ -213,6 +222,7 @@ impl Kv {
                         b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
                     ),
                 },
+                Op::Meta(meta) => super::meta::apply(&mut p, &meta, now, &mut out),
                 Op::Touch { key, exptime } => {
                     out.extend_from_slice(if p.touch(&key, exptime, now) {
                         b"TOUCHED\r\n".as_slice()
@@ -303,6 +313,7 @@ impl Kv {
                 | Command::Delete { .. }
                 | Command::Arith { .. }
                 | Command::Touch { .. }
+                | Command::Meta(_)
         );
         if !on_one_key {
             replies.settle().await?;
@@ -391,6 +402,11 @@ impl Kv {
                     replies.tail.extend_from_slice(b"OK\r\n");
                 }
             }
+            Command::Meta(meta) => {
+                let key = meta.key.clone();
+                self.start(&key, Op::Meta(meta), true, replies);
+            }
+            Command::MetaNoop => replies.tail.extend_from_slice(b"MN\r\n"),
             Command::Quit => return Ok(false),
         }
         Ok(true)
