@@ -176,6 +176,8 @@ pub struct KvSettings {
     pub max_connections: u64,
     /// Owners per key.
     pub replicas: u32,
+    /// How keys are placed on the nodes.
+    pub layout: sesa_apps::memcache::cluster::Layout,
 }
 
 /// What one node's part of an application produced.

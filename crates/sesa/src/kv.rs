@@ -113,7 +113,7 @@ pub(crate) async fn frontend(
         known.insert(r.node);
     }
     let mut last: Option<View> = None;
-    change_view(&cx, &mut last, &members, &[], settings.replicas).await?;
+    change_view(&cx, &mut last, &members, &[], &settings).await?;
     cx.scale.lock().unwrap_or_else(|p| p.into_inner()).accepting = true;
     let mut pending: Option<(u64, u32, Instant)> = None;
     loop {
@@ -160,7 +160,7 @@ pub(crate) async fn frontend(
             }
         }
         if !lost.is_empty() || !joined.is_empty() {
-            change_view(&cx, &mut last, &members, &[], settings.replicas).await?;
+            change_view(&cx, &mut last, &members, &[], &settings).await?;
         }
         // Scale requests.
         if let Some((target, request)) = cx.take_scale_request() {
@@ -188,7 +188,7 @@ pub(crate) async fn frontend(
                     members.remove(&m.node);
                     eprintln!("sesa: node {} leaving", m.node);
                 }
-                change_view(&cx, &mut last, &members, &leaving, settings.replicas).await?;
+                change_view(&cx, &mut last, &members, &leaving, &settings).await?;
                 for m in &leaving {
                     let_go(&mut cx, m.node, launched.contains(&m.node)).await;
                 }
@@ -247,12 +247,13 @@ async fn change_view(
     last: &mut Option<View>,
     members: &BTreeMap<u32, Member>,
     leaving: &[Member],
-    replicas: u32,
+    settings: &KvSettings,
 ) -> anyhow::Result<()> {
     let view = View {
         epoch: last.as_ref().map_or(0, |v| v.epoch) + 1,
         members: members.values().copied().collect(),
-        replicas: replicas.min(members.len() as u32).max(1),
+        replicas: settings.replicas.min(members.len() as u32).max(1),
+        layout: settings.layout,
     };
     let change = ViewChange {
         view: view.clone(),
@@ -284,9 +285,10 @@ async fn change_view(
     }
     if *epoch == 1 {
         eprintln!(
-            "sesa: the store is up on {} node(s), {} owner(s) per key",
+            "sesa: the store is up on {} node(s), {} owner(s) per key, {:?} layout",
             view.members.len(),
-            view.replicas
+            view.replicas,
+            view.layout
         );
         return Ok(());
     }

@@ -47,6 +47,11 @@ enum Command {
         /// Owners of each key on a cluster (a primary and its replicas).
         #[arg(long, default_value_t = 2)]
         replicas: u32,
+        /// How a cluster places keys: `partitioned` over every node (the default),
+        /// `central` on the first node(s), or `cached`: central, with a read cache on
+        /// every other node (the paper's progression, section 4.4).
+        #[arg(long, default_value = "partitioned")]
+        layout: sesa_apps::memcache::cluster::Layout,
         /// Empty polls an idle core makes before it sleeps (0: sleep at once; more
         /// spends CPU to answer sooner).
         #[arg(long)]
@@ -313,6 +318,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_connections,
             nodes,
             replicas,
+            layout,
             idle_spins,
         } => {
             if nodes == 0 || replicas == 0 {
@@ -325,6 +331,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     item_max,
                     max_connections,
                     replicas,
+                    layout,
                 };
                 return run_on_nodes(nodes, cores, Vec::new(), sesa::cluster::App::Kv(settings));
             }

@@ -38,9 +38,14 @@ fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 
 impl Store {
     fn start(nodes: u32) -> Store {
+        Store::start_with(nodes, &[])
+    }
+
+    fn start_with(nodes: u32, args: &[&str]) -> Store {
         let mut frontend = Command::new(env!("CARGO_BIN_EXE_sesa"))
             .args(["kv", "--nodes", &nodes.to_string(), "--port", "0"])
             .args(["--cores", "1"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -434,6 +439,43 @@ fn scaling_out_and_in_under_writes_fails_no_request_and_loses_no_key() {
             c.curr_items(),
             u64::from(LOADED) + acked.len() as u64,
             "node {node}"
+        );
+    }
+}
+
+/// The paper's progression (section 4.4): one central rep reached by shipping, then
+/// central with read caches on the other nodes, kept coherent by invalidation.
+#[test]
+fn central_and_cached_layouts_serve_any_key_from_any_node_and_stay_coherent() {
+    for layout in ["central", "cached"] {
+        let store = Store::start_with(3, &["--layout", layout]);
+        let up = store.said.last().unwrap().to_lowercase();
+        assert!(up.ends_with(&format!("{layout} layout")), "{up}");
+        let (mut one, mut two, mut three) = (store.client(1), store.client(2), store.client(3));
+        for i in 0..50 {
+            assert_eq!(two.set(&format!("k{i}"), "a").unwrap(), "STORED\r\n");
+        }
+        for i in 0..50 {
+            assert_eq!(three.get(&format!("k{i}")), Some("a".into()), "{layout}");
+        }
+        // Node 1 holds every key, node 2 replicates it; node 3 owns none. It has them
+        // only as cached copies, and only in the cached layout.
+        assert_eq!(one.curr_items(), 50, "{layout}");
+        assert_eq!(two.curr_items(), 50, "{layout}");
+        let cached = three.curr_items();
+        assert_eq!(cached, if layout == "cached" { 50 } else { 0 });
+        // A write anywhere is seen everywhere at once: the caches were invalidated
+        // before it was acknowledged.
+        for i in 0..50 {
+            assert_eq!(one.set(&format!("k{i}"), "b").unwrap(), "STORED\r\n");
+            assert_eq!(three.get(&format!("k{i}")), Some("b".into()), "{layout}");
+        }
+        assert_eq!(two.reply(b"delete k7\r\n", b"\r\n").unwrap(), "DELETED\r\n");
+        assert_eq!(three.get("k7"), None, "{layout}");
+        assert_eq!(one.get("k7"), None, "{layout}");
+        assert_eq!(
+            three.reply(b"incr k8 1\r\n", b"\r\n").unwrap(),
+            "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
         );
     }
 }

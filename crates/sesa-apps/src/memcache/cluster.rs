@@ -62,6 +62,9 @@ pub const PROGRESS: u16 = 5;
 pub const SETTLE: u16 = 6;
 /// `flush_all` on this node's partitions.
 pub const FLUSH: u16 = 7;
+/// Drop cached copies of keys (the cached layout's invalidation, before a write is
+/// acknowledged).
+pub const INVALIDATE: u16 = 8;
 
 /// How many times a request may be shipped on (a node with an older view forwards it).
 const MAX_HOPS: u8 = 4;
@@ -87,6 +90,36 @@ pub struct Member {
     pub cores: u32,
 }
 
+/// How keys are placed on the store's nodes: the paper's progression for its
+/// hash-table EBB (section 4.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// (c) Each key on its own `R` nodes, by rendezvous hashing: the load and the
+    /// memory spread over every node. The default.
+    #[default]
+    Partitioned,
+    /// (a) Every key on the view's first node (and the next `R - 1` as replicas):
+    /// the other nodes ship every request there.
+    Central,
+    /// (b) As [`Layout::Central`], and every other node keeps a read cache of the items
+    /// its clients read. A write invalidates every cache before it is acknowledged.
+    Cached,
+}
+
+impl core::str::FromStr for Layout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "partitioned" => Ok(Layout::Partitioned),
+            "central" => Ok(Layout::Central),
+            "cached" => Ok(Layout::Cached),
+            other => Err(format!(
+                "no layout {other:?}: partitioned, central or cached"
+            )),
+        }
+    }
+}
+
 /// The store's nodes at one epoch.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct View {
@@ -96,11 +129,17 @@ pub struct View {
     pub members: Vec<Member>,
     /// Owners per key (capped by the number of nodes).
     pub replicas: u32,
+    /// How keys are placed.
+    pub layout: Layout,
 }
 
 impl View {
     /// The owners of `key`, primary first.
     pub fn owners(&self, key: &[u8]) -> Vec<Member> {
+        let owners = self.replicas.max(1) as usize;
+        if self.layout != Layout::Partitioned {
+            return self.members.iter().take(owners).copied().collect();
+        }
         let mut scored: Vec<(u64, Member)> = self
             .members
             .iter()
@@ -110,11 +149,7 @@ impl View {
             })
             .collect();
         scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.node.cmp(&b.1.node)));
-        scored
-            .into_iter()
-            .take(self.replicas.max(1) as usize)
-            .map(|(_, m)| m)
-            .collect()
+        scored.into_iter().take(owners).map(|(_, m)| m).collect()
     }
 
     /// Whether `node` is in this view.
@@ -206,6 +241,9 @@ pub struct Node {
     service: EbbId,
     views: RwLock<Views>,
     progress: Mutex<Progress>,
+    /// Per core: invalidations received (the cached layout). A cache fill whose fetch
+    /// raced one is not kept.
+    invalidations: Vec<std::sync::atomic::AtomicU64>,
 }
 
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, RemoteError> {
@@ -236,6 +274,9 @@ impl Node {
             service: service.id(),
             views: RwLock::new(Views::default()),
             progress: Mutex::new(Progress::default()),
+            invalidations: (0..sesa_event::cores())
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
         }));
         messenger
             .serve_async(service.id(), move |_from, method, payload| {
@@ -327,6 +368,23 @@ impl Node {
                 }
                 encode(&())
             }
+            INVALIDATE => {
+                let keys: Vec<Vec<u8>> = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                let here = sesa_event::current_core();
+                if keys.iter().any(|k| owner(k, sesa_event::cores()) != here) {
+                    return Err(RemoteError::Refused(
+                        "invalidation sent to a core that does not hold the keys".into(),
+                    ));
+                }
+                self.invalidated(here)
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.kv.with_partition(|p, now| {
+                    for k in &keys {
+                        p.import(k, None, now);
+                    }
+                });
+                encode(&())
+            }
             FLUSH => {
                 let delay: i64 = postcard::from_bytes(&payload).map_err(|_| bad())?;
                 self.kv
@@ -348,7 +406,7 @@ impl Node {
     /// `epoch`, the sender's): runs it here if this node is the key's primary, else ships
     /// it to the primary. A lost primary means waiting for the next view and routing
     /// again.
-    async fn route(&'static self, op: Op, epoch: u64, hops: u8) -> Vec<u8> {
+    async fn route(&'static self, mut op: Op, epoch: u64, hops: u8) -> Vec<u8> {
         let mut view = self.view_at_least(epoch.max(1)).await;
         loop {
             if view.epoch == 0 {
@@ -371,6 +429,18 @@ impl Node {
                 return sesa_event::spawn_on(core, move || kv.apply_here(op))
                     .await
                     .unwrap_or_else(|_| server_error("the node is stopping"));
+            }
+            // The cached layout: a client's read here is answered from this node's cache,
+            // filled from the primary on a miss.
+            if view.layout == Layout::Cached && !op.writes() && hops == 0 {
+                let core = owner(op.key(), sesa_event::cores());
+                match sesa_event::spawn_on_async(core, move || self.cached_read(op, primary)).await
+                {
+                    Ok(Ok(reply)) => return reply,
+                    // Not served from the cache: ship it to the primary as usual.
+                    Ok(Err(back)) => op = back,
+                    Err(_) => return server_error("the node is stopping"),
+                }
             }
             if hops >= MAX_HOPS {
                 return server_error("the nodes disagree on where the key lives");
@@ -442,6 +512,57 @@ impl Node {
             .is_ok_and(|peers| peers.iter().any(|p| p.node == node))
     }
 
+    fn invalidated(&self, core: CoreId) -> &std::sync::atomic::AtomicU64 {
+        // One counter per core, made at start for every core of the node.
+        &self.invalidations[core.index() % self.invalidations.len()]
+    }
+
+    /// A read on the key's core of a node that caches (the cached layout): from the
+    /// cache if the key is there; else the item is fetched from `primary`, kept, and
+    /// the read answered from it. Gives the command back (to be shipped to the primary)
+    /// if the fetch failed or an invalidation raced it (the copy may be stale).
+    async fn cached_read(&'static self, op: Op, primary: Member) -> Result<Vec<u8>, Op> {
+        let here = sesa_event::current_core();
+        let key = op.key().to_vec();
+        if self.kv.with_partition(|p, now| p.holds(&key, now)) {
+            return Ok(self.kv.apply_here(op));
+        }
+        let before = self
+            .invalidated(here)
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let (Some(service), Ok(payload)) = (
+            EbbId::from_raw(primary.service),
+            postcard::to_allocvec(&key),
+        ) else {
+            return Err(op);
+        };
+        let core = owner(&key, primary.cores as usize);
+        let Ok(reply) = self
+            .messenger
+            .call(primary.node, core, service, FETCH, payload)
+            .await
+        else {
+            return Err(op);
+        };
+        let Ok(item) = postcard::from_bytes::<Option<WireItem>>(&reply) else {
+            return Err(op);
+        };
+        let raced = self
+            .invalidated(here)
+            .load(std::sync::atomic::Ordering::SeqCst)
+            != before;
+        match item {
+            _ if raced => Err(op),
+            // Absent at the primary: a miss (nothing is cached).
+            None => Ok(self.kv.apply_here(op)),
+            Some(item) => {
+                self.kv
+                    .with_partition(|p, now| p.import(&key, Some(item.into()), now));
+                Ok(self.kv.apply_here(op))
+            }
+        }
+    }
+
     /// Runs `op` as the key's primary, on the key's core: fetch the key from its
     /// previous owners first if it is still moving here, apply, copy to the replicas.
     async fn primary(&'static self, op: Op) -> Vec<u8> {
@@ -461,10 +582,14 @@ impl Node {
         reply
     }
 
-    /// Sends the key's new state to its other owners and waits for them. A replica that
-    /// cannot be reached is left to the next view's re-replication.
+    /// Sends the key's new state to its other owners and waits for them (and, in the
+    /// cached layout, drops it from every other node's cache). A node that cannot be
+    /// reached is left to the next view, which goes without it.
     async fn replicate(&self, key: Vec<u8>, item: Option<Item>) {
         let view = self.current();
+        if view.layout == Layout::Cached {
+            self.invalidate_caches(&view, &key).await;
+        }
         let others: Vec<Member> = view
             .owners(&key)
             .into_iter()
@@ -492,6 +617,30 @@ impl Node {
                 .await
             {
                 tracing::warn!(node = m.node, "replica not updated: {e}");
+            }
+        }
+    }
+
+    /// Drops `key` from the cache of every node of `view` that does not own it.
+    async fn invalidate_caches(&self, view: &View, key: &[u8]) {
+        let owners = view.owners(key);
+        let Ok(payload) = postcard::to_allocvec(&[key][..]) else {
+            return;
+        };
+        for m in &view.members {
+            if m.node == self.me || owners.contains(m) {
+                continue;
+            }
+            let Some(service) = EbbId::from_raw(m.service) else {
+                continue;
+            };
+            let core = owner(key, m.cores as usize);
+            if let Err(e) = self
+                .messenger
+                .call(m.node, core, service, INVALIDATE, payload.clone())
+                .await
+            {
+                tracing::warn!(node = m.node, "cache not invalidated: {e}");
             }
         }
     }
@@ -735,6 +884,7 @@ mod tests {
                 })
                 .collect(),
             replicas,
+            layout: Layout::Partitioned,
         }
     }
 
@@ -769,6 +919,22 @@ mod tests {
                 assert!(a.contains(m), "{key}: survivor {} lost ownership", m.node);
             }
         }
+    }
+
+    #[test]
+    fn central_layouts_put_every_key_on_the_first_nodes() {
+        for layout in [Layout::Central, Layout::Cached] {
+            let v = View {
+                layout,
+                ..view(&[2, 5, 9], 2)
+            };
+            for key in [b"a".as_slice(), b"b", b"zzz"] {
+                let owners: Vec<u32> = v.owners(key).iter().map(|m| m.node).collect();
+                assert_eq!(owners, [2, 5]);
+            }
+        }
+        assert_eq!("cached".parse::<Layout>(), Ok(Layout::Cached));
+        assert!("ring".parse::<Layout>().is_err());
     }
 
     #[test]

@@ -13,7 +13,6 @@
 //! On a node that is one of many, [`super::cluster`] adds the layer above: a command on
 //! a key whose primary is another node is shipped there, and writes are replicated.
 
-
 use core::cell::RefCell;
 use std::collections::BTreeMap;
 
