@@ -227,8 +227,10 @@ fn a_replica_copy_keeps_its_cas_refuses_older_copies_and_later_writes_go_above_i
         Stored::Stored
     );
     assert!(p.get(b"k", NOW).unwrap().cas > 500);
+    assert_eq!(p.live_keys(NOW), 1);
     // `None` removes.
     assert!(p.import(b"k", None, NOW));
     assert!(!p.holds(b"k", NOW));
     assert_eq!(p.keys(NOW), Vec::<Vec<u8>>::new());
+    assert_eq!(p.live_keys(NOW), 0);
 }

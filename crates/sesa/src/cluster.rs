@@ -104,6 +104,72 @@ pub struct AppStatus {
     pub app: String,
     /// The frontend (node 0) and every registered node.
     pub nodes: Vec<NodeStatus>,
+    /// The data store's view and rebalance (`None` for other applications).
+    pub store: Option<StoreStatus>,
+}
+
+/// The data store as its frontend sees it.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// The current view's epoch.
+    pub epoch: u64,
+    /// Owners per key.
+    pub replicas: u32,
+    /// How keys are placed (`Partitioned`, `Central` or `Cached`).
+    pub layout: String,
+    /// Each serving node's client port (on 127.0.0.1), by node id.
+    pub ports: BTreeMap<u32, u16>,
+    /// The latest move of keys to a new view (`None` before the first change).
+    pub rebalance: Option<Rebalance>,
+}
+
+/// A move of keys to a new view: every node's [`sesa_apps::memcache::cluster::Progress`]
+/// summed, as the frontend last read it.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rebalance {
+    /// The view the keys move to.
+    pub epoch: u64,
+    /// Nodes done moving their keys.
+    pub nodes_done: u32,
+    /// Nodes moving keys (the view's, and any leaving it).
+    pub nodes: u32,
+    /// Keys the nodes held when the move began.
+    pub keys_total: u64,
+    /// Keys looked at so far.
+    pub keys_seen: u64,
+    /// Copies sent to new owners.
+    pub copies_sent: u64,
+    /// Keys dropped by nodes that no longer own them.
+    pub keys_dropped: u64,
+    /// Copies that could not be sent.
+    pub failures: u64,
+    /// Milliseconds since the view was sent.
+    pub elapsed_ms: u64,
+    /// Whether every node is done.
+    pub finished: bool,
+}
+
+impl Rebalance {
+    /// One line for people: `view 3: 2 of 4 node(s) moved their keys; ...`.
+    pub fn line(&self) -> String {
+        format!(
+            "view {}: {} of {} node(s) moved their keys; {} copies sent, {} keys dropped, {} failed{}",
+            self.epoch,
+            self.nodes_done,
+            self.nodes,
+            self.copies_sent,
+            self.keys_dropped,
+            self.failures,
+            if self.finished {
+                format!(" ({} ms)", self.elapsed_ms)
+            } else {
+                format!(
+                    " ({} of {} keys looked at)",
+                    self.keys_seen, self.keys_total
+                )
+            }
+        )
+    }
 }
 
 impl AppStatus {
@@ -138,6 +204,18 @@ impl AppStatus {
                 n.messages.frames_out as f64 / secs,
                 n.state,
             );
+        }
+        if let Some(store) = &self.store {
+            out += &format!(
+                "store: view {}, {} owner(s) per key, {} layout\n",
+                store.epoch, store.replicas, store.layout
+            );
+            for (node, port) in &store.ports {
+                out += &format!("  node {node} serves clients on 127.0.0.1:{port}\n");
+            }
+            if let Some(r) = &store.rebalance {
+                out += &format!("  last rebalance: {}\n", r.line());
+            }
         }
         out
     }
@@ -523,10 +601,13 @@ async fn coordinate(
     let registry_for_admin = registry_root.clone();
     let scale = std::sync::Arc::new(Mutex::new(ScaleState::default()));
     let scale_for_admin = scale.clone();
+    let store_status: std::sync::Arc<Mutex<Option<StoreStatus>>> = Default::default();
+    let store_for_admin = store_status.clone();
     messenger
         .serve_async(admin.id(), move |_from, method, payload| {
             let registry = registry_for_admin.clone();
             let scale = scale_for_admin.clone();
+            let store = store_for_admin.clone();
             async move {
                 if method == SCALE {
                     return serve_scale(&scale, &payload).await;
@@ -563,9 +644,11 @@ async fn coordinate(
                         },
                     );
                 }
+                let store = store.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 postcard::to_allocvec(&AppStatus {
                     app: app_name.into(),
                     nodes,
+                    store,
                 })
                 .map_err(|_| RemoteError::Refused("encoding".into()))
             }
@@ -629,6 +712,7 @@ async fn coordinate(
             spec,
             down,
             next_id,
+            store: store_status,
         };
         return match app {
             App::Kv(settings) => crate::kv::frontend(cx, settings, &joined).await,
@@ -735,6 +819,8 @@ pub(crate) struct Elastic<'a> {
     pub(crate) down: std::sync::Arc<Mutex<Vec<u32>>>,
     /// Node ids to hand out (shared with the registry's `JOIN`).
     pub(crate) next_id: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// The data store's figures for `sesa status` (shared with the admin service).
+    pub(crate) store: std::sync::Arc<Mutex<Option<StoreStatus>>>,
 }
 
 impl Elastic<'_> {

@@ -17,8 +17,8 @@ use sesa_ebb::{CoreId, EbbId};
 use sesa_exec::MessengerRef;
 
 use crate::cluster::{
-    App, AppResult, Elastic, JOIN_TIMEOUT, KvSettings, LEAVE, Outcome, RUN_APP, Register,
-    registered,
+    App, AppResult, Elastic, JOIN_TIMEOUT, KvSettings, LEAVE, Outcome, RUN_APP, Rebalance,
+    Register, StoreStatus, registered,
 };
 
 /// How long the frontend waits for every node to move its keys to a new view.
@@ -108,7 +108,7 @@ pub(crate) async fn frontend(
     let mut launched: BTreeSet<u32> = first.keys().copied().collect();
     for r in first.values() {
         let (port, member) = start_store(cx.messenger, r, &settings).await?;
-        say_listening(r.node, port);
+        serving(&cx, r.node, port);
         members.insert(r.node, member);
         known.insert(r.node);
     }
@@ -151,7 +151,7 @@ pub(crate) async fn frontend(
                 eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
                 match start_store(cx.messenger, &r, &settings).await {
                     Ok((port, member)) => {
-                        say_listening(r.node, port);
+                        serving(&cx, r.node, port);
                         members.insert(r.node, member);
                         joined.push(r.node);
                     }
@@ -215,11 +215,36 @@ pub(crate) async fn frontend(
     }
 }
 
-/// Prints the line clients (and tests) look for.
-fn say_listening(node: u32, port: u16) {
+/// Prints the line clients (and tests) look for, and notes the port for `sesa status`.
+fn serving(cx: &Elastic<'_>, node: u32, port: u16) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "node {node} listening on 127.0.0.1:{port}");
     let _ = out.flush();
+    update_status(cx, |s| {
+        s.ports.insert(node, port);
+    });
+}
+
+/// Changes the store's figures that `sesa status` shows.
+fn update_status(cx: &Elastic<'_>, f: impl FnOnce(&mut StoreStatus)) {
+    let mut status = cx.store.lock().unwrap_or_else(|p| p.into_inner());
+    f(status.get_or_insert_with(StoreStatus::default));
+}
+
+/// The rebalance bar, on a terminal only (elsewhere, one line a second).
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    // The template is a constant: it parses, or every bar would be missing.
+    let style = indicatif::ProgressStyle::with_template(
+        "sesa: {msg} [{wide_bar}] {pos}/{len} keys looked at ({elapsed})",
+    )
+    .ok()?;
+    bar.set_style(style.progress_chars("=> "));
+    Some(bar)
 }
 
 /// Stops a node that has left the store: it is asked to leave (it stops by itself), and
@@ -260,6 +285,12 @@ async fn change_view(
         previous: last.replace(view.clone()),
     };
     let epoch = &view.epoch;
+    update_status(cx, |s| {
+        s.epoch = view.epoch;
+        s.replicas = view.replicas;
+        s.layout = format!("{:?}", view.layout);
+        s.ports.retain(|node, _| members.contains_key(node));
+    });
     let payload = postcard::to_allocvec(&change)?;
     let started = Instant::now();
     let mut told: Vec<Member> = Vec::new();
@@ -293,9 +324,14 @@ async fn change_view(
         return Ok(());
     }
     // Wait for every node told to finish moving keys.
+    let bar = progress_bar();
     let mut last_said = Instant::now();
     loop {
-        let mut total = Progress::default();
+        let mut r = Rebalance {
+            epoch: *epoch,
+            nodes: told.len() as u32,
+            ..Rebalance::default()
+        };
         let mut waiting = 0;
         for m in &told {
             let reply = store::call(cx.messenger, *m, store::PROGRESS, Vec::new()).await;
@@ -308,33 +344,39 @@ async fn change_view(
             if p.epoch == *epoch && !p.done {
                 waiting += 1;
             }
-            total.keys_seen += p.keys_seen;
-            total.copies_sent += p.copies_sent;
-            total.keys_dropped += p.keys_dropped;
-            total.failures += p.failures;
+            r.keys_total += p.keys_total;
+            r.keys_seen += p.keys_seen;
+            r.copies_sent += p.copies_sent;
+            r.keys_dropped += p.keys_dropped;
+            r.failures += p.failures;
         }
-        let finished = waiting == 0;
-        if finished || last_said.elapsed() >= Duration::from_secs(1) {
-            last_said = Instant::now();
-            eprintln!(
-                "sesa: view {}: {} of {} node(s) moved their keys; {} copies sent, {} keys dropped, {} failed{}",
-                *epoch,
-                told.len() - waiting,
-                told.len(),
-                total.copies_sent,
-                total.keys_dropped,
-                total.failures,
-                if finished {
-                    format!(" ({} ms)", started.elapsed().as_millis())
-                } else {
-                    String::new()
-                }
-            );
+        r.nodes_done = r.nodes - waiting;
+        r.finished = waiting == 0;
+        r.elapsed_ms = started.elapsed().as_millis() as u64;
+        update_status(cx, |s| s.rebalance = Some(r.clone()));
+        if let Some(bar) = &bar {
+            bar.set_length(r.keys_total);
+            bar.set_position(r.keys_seen.min(r.keys_total));
+            bar.set_message(format!(
+                "view {}: {} of {} node(s) done, {} copies sent",
+                r.epoch, r.nodes_done, r.nodes, r.copies_sent
+            ));
         }
-        if finished {
+        if r.finished {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            eprintln!("sesa: {}", r.line());
             break;
         }
+        if bar.is_none() && last_said.elapsed() >= Duration::from_secs(1) {
+            last_said = Instant::now();
+            eprintln!("sesa: {}", r.line());
+        }
         if started.elapsed() > REBALANCE_LIMIT {
+            if let Some(bar) = &bar {
+                bar.abandon();
+            }
             eprintln!(
                 "sesa: view {}: {waiting} node(s) still moving keys after {REBALANCE_LIMIT:?}",
                 *epoch

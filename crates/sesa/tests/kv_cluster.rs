@@ -109,6 +109,16 @@ impl Store {
         Client::new(self.ports[&node])
     }
 
+    /// What `sesa status --json` says of this store.
+    fn status(&self) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_sesa"))
+            .args(["status", "--json", "--pid", &self.frontend.id().to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     fn scale(&mut self, nodes: u32) {
         let out = Command::new(env!("CARGO_BIN_EXE_sesa"))
             .args(["scale", "--nodes", &nodes.to_string()])
@@ -406,6 +416,24 @@ fn scaling_out_and_in_under_writes_fails_no_request_and_loses_no_key() {
         (loaded / 2..loaded + 2000).contains(&sent),
         "{sent} copies for {LOADED} keys and the writes so far: {moved}"
     );
+    // `sesa status` shows the new view, where clients reach each node, and the move.
+    let status = store.status();
+    let shown = &status["store"];
+    assert_eq!(shown["epoch"], 2, "{status}");
+    assert_eq!(shown["layout"], "Partitioned", "{status}");
+    let ports: BTreeMap<u32, u16> = serde_json::from_value(shown["ports"].clone()).unwrap();
+    assert_eq!(ports, store.ports);
+    let r = &shown["rebalance"];
+    assert_eq!(
+        (&r["epoch"], &r["nodes"], &r["nodes_done"], &r["finished"]),
+        (&2.into(), &3.into(), &3.into(), &true.into()),
+        "{status}"
+    );
+    assert_eq!(r["copies_sent"], sent, "{status}");
+    // Both nodes held every key; each looked at all it held.
+    let total = r["keys_total"].as_u64().unwrap();
+    assert!(total >= 2 * loaded, "{status}");
+    assert_eq!(r["keys_seen"], total, "{status}");
     let mut three = store.client(3);
     for i in 0..LOADED {
         assert_eq!(three.get(&format!("k{i}")), Some(format!("v{i}")));

@@ -174,6 +174,9 @@ pub struct ViewChange {
 pub struct Progress {
     /// The view being moved to.
     pub epoch: u64,
+    /// Keys this node held when the move began (what [`Progress::keys_seen`] counts
+    /// up to).
+    pub keys_total: u64,
     /// Keys looked at so far.
     pub keys_seen: u64,
     /// Copies sent to new owners.
@@ -718,6 +721,17 @@ impl Node {
     /// Moves this node's keys from `old` to `new`, core by core.
     async fn rebalance(&'static self, old: View, new: View) {
         let epoch = new.epoch;
+        // What there is to look at, so that the frontend can show how far along it is.
+        let held = self
+            .kv
+            .each_partition(|p, now| p.live_keys(now) as u64)
+            .await;
+        let total = held.map_or(0, |counts| counts.iter().sum());
+        self.note(|p| {
+            if p.epoch == epoch {
+                p.keys_total = total;
+            }
+        });
         for core in sesa_event::all_cores() {
             let (old, new) = (old.clone(), new.clone());
             let _ = sesa_event::spawn_on_async(core, move || self.rebalance_core(old, new)).await;

@@ -312,6 +312,11 @@ impl Partition {
         self.items.contains_key(key)
     }
 
+    /// How many live keys there are (what [`Partition::keys`] would return).
+    pub fn live_keys(&self, now: u64) -> usize {
+        self.items.values().filter(|e| self.live(e, now)).count()
+    }
+
     /// The live keys (for moving them when the cluster changes).
     pub fn keys(&self, now: u64) -> Vec<Vec<u8>> {
         self.items
