@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
 #   ./scripts/test.sh
-# Needs only the Rust toolchain; it installs nothing else yet.
+# Needs the Rust toolchain; installs (apt-get, as root or through sudo) what the tests
+# run besides it: memcached (the peer of `sesa bench kv --against memcached`) and
+# libmemcached-tools (memccapable, the protocol conformance suite run against sesa kv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "tools the tests use"
+need=()
+command -v memcached >/dev/null || need+=(memcached)
+command -v memccapable >/dev/null || need+=(libmemcached-tools)
+if [ ${#need[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    echo "installing ${need[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+memcached -V
 
 step "formatting"
 cargo fmt --all --check

@@ -1,5 +1,7 @@
 //! The `sesa` command as a user runs it.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -160,6 +162,24 @@ fn bench_kv_json_has_every_figure_per_depth() {
     assert_eq!(report["ratios"], serde_json::json!([]));
 }
 
+/// The side-by-side run against a real memcached (installed by `scripts/test.sh`).
+#[test]
+fn bench_kv_against_memcached_reports_both_servers_and_their_ratios() {
+    let report = bench_json(&["kv", "--against", "memcached", "--pipeline", "1,8"]);
+    for server in ["sesa", "memcached"] {
+        let rows = report[server].as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{report}");
+        for row in rows {
+            assert_positive(row, &["kops", "p99_us", "cpu_us_per_req"]);
+        }
+    }
+    let ratios = report["ratios"].as_array().unwrap();
+    assert_eq!(ratios.len(), 2, "{report}");
+    for row in ratios {
+        assert_positive(row, &["kops", "p99", "reqs_per_cpu_second"]);
+    }
+}
+
 /// The elasticity run end to end (small): a scale-out and a kill -9 under load, with
 /// every acknowledged write read back.
 #[test]
@@ -197,6 +217,9 @@ fn kv_serves_memcached_clients_and_refuses_no_nodes_loudly() {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .trim()
         .to_owned();
+    // libmemcached's own protocol suite finds nothing to object to.
+    let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+    common::memccapable(port);
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
