@@ -512,3 +512,41 @@ fn central_and_cached_layouts_serve_any_key_from_any_node_and_stay_coherent() {
         );
     }
 }
+
+/// A read pipelined right after a write of the same key (one read from the client)
+/// sees the write on every node, also where that node holds a replica or a cached copy
+/// of the key, which the write reaches only after the primary has it.
+#[test]
+fn a_read_pipelined_after_a_write_sees_it_through_every_node() {
+    use std::io::{Read, Write};
+    for layout in ["partitioned", "cached"] {
+        let store = Store::start_with(3, &["--layout", layout]);
+        for node in 1..=3u32 {
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", store.ports[&node])).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            // Two rounds: in the second every key is already on its replicas and in
+            // the caches, with the first round's value.
+            for round in 0..2 {
+                let mut batch = Vec::new();
+                let mut want = Vec::new();
+                for i in 0..100 {
+                    let (key, value) = (format!("n{node}-{i}"), format!("r{round}"));
+                    batch.extend_from_slice(format!("set {key} 0 0 2\r\n{value}\r\n").as_bytes());
+                    batch.extend_from_slice(format!("get {key}\r\n").as_bytes());
+                    want.extend_from_slice(
+                        format!("STORED\r\nVALUE {key} 0 2\r\n{value}\r\nEND\r\n").as_bytes(),
+                    );
+                }
+                conn.write_all(&batch).unwrap();
+                let mut got = vec![0; want.len()];
+                conn.read_exact(&mut got).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want),
+                    "{layout}, node {node}, round {round}"
+                );
+            }
+        }
+    }
+}

@@ -120,6 +120,18 @@ impl core::str::FromStr for Layout {
     }
 }
 
+/// Where a read may be answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reads {
+    /// By the nearest holder: this node's copy when it is a replica of the key (or, in
+    /// the cached layout, its cache), else the primary.
+    Nearest,
+    /// Only by the primary, as a write to the key is: for a read that must see a
+    /// write sent just before it (on the same connection), which a copy here may not
+    /// have received yet.
+    AtPrimary,
+}
+
 /// The store's nodes at one epoch.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct View {
@@ -331,7 +343,9 @@ impl Node {
             EXEC => {
                 let (epoch, hops, op): (u64, u8, Op) =
                     postcard::from_bytes(&payload).map_err(|_| bad())?;
-                Ok(self.route(op, epoch, hops).await)
+                // Shipped here as the key's primary: a copy here (this node may be a
+                // replica in a newer view) may lack a write the sender shipped before.
+                Ok(self.route(op, epoch, hops, Reads::AtPrimary).await)
             }
             PUT => {
                 let copies: Vec<Copy> = postcard::from_bytes(&payload).map_err(|_| bad())?;
@@ -401,15 +415,15 @@ impl Node {
     }
 
     /// Runs a client's command wherever its key lives; the reply bytes.
-    pub(crate) async fn execute(&'static self, op: Op) -> Vec<u8> {
-        self.route(op, 0, 0).await
+    pub(crate) async fn execute(&'static self, op: Op, reads: Reads) -> Vec<u8> {
+        self.route(op, 0, 0, reads).await
     }
 
     /// Routes `op` by this node's view (waiting, briefly, for a view at least as new as
     /// `epoch`, the sender's): runs it here if this node is the key's primary, else ships
     /// it to the primary. A lost primary means waiting for the next view and routing
     /// again.
-    async fn route(&'static self, mut op: Op, epoch: u64, hops: u8) -> Vec<u8> {
+    async fn route(&'static self, mut op: Op, epoch: u64, hops: u8, reads: Reads) -> Vec<u8> {
         let mut view = self.view_at_least(epoch.max(1)).await;
         loop {
             if view.epoch == 0 {
@@ -427,7 +441,8 @@ impl Node {
             // A read at one of the key's replicas is answered here: a write is on every
             // owner before it is acknowledged. While keys move, only if this node owned
             // the key before too (a new owner may still be waiting for its copy).
-            if !op.writes() && self.holds_for_sure(&view, op.key()) {
+            let nearest = reads == Reads::Nearest && !op.writes();
+            if nearest && self.holds_for_sure(&view, op.key()) {
                 let (kv, core) = (self.kv, owner(op.key(), sesa_event::cores()));
                 return sesa_event::spawn_on(core, move || kv.apply_here(op))
                     .await
@@ -435,7 +450,7 @@ impl Node {
             }
             // The cached layout: a client's read here is answered from this node's cache,
             // filled from the primary on a miss.
-            if view.layout == Layout::Cached && !op.writes() && hops == 0 {
+            if view.layout == Layout::Cached && nearest {
                 let core = owner(op.key(), sesa_event::cores());
                 match sesa_event::spawn_on_async(core, move || self.cached_read(op, primary)).await
                 {

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::cluster::Reads;
 use super::protocol::{self, Command, Limits, Parsed, StoreMode};
 use super::store::{ArithError, Partition, PartitionStats, Stored};
 
@@ -181,9 +182,6 @@ impl Kv {
             let mut out = Vec::new();
             match op {
                 Op::Get { key, cas, touch } => {
-                    if let Some(t) = touch {
-                        p.touch(&key, t, now);
-                    }
                     if let Some(item) = p.get(&key, now) {
                         protocol::write_value(
                             &mut out,
@@ -192,6 +190,11 @@ impl Kv {
                             &item.value,
                             cas.then_some(item.cas),
                         );
+                    }
+                    // After the read: `gat` with a time in the past still returns the
+                    // item (then it is gone), as memcached does.
+                    if let Some(t) = touch {
+                        p.touch(&key, t, now);
                     }
                 }
                 Op::Store {
@@ -239,8 +242,20 @@ impl Kv {
     /// if not `keep`, for noreply).
     fn start(self, key: &[u8], op: Op, keep: bool, replies: &mut Replies) {
         if let Some(cluster) = self.cluster {
-            // Wherever the key lives in the cluster (maybe here), with its replicas.
-            replies.ship(sesa_event::spawn_local(cluster.execute(op)), keep);
+            // Wherever the key lives in the cluster (maybe here), with its replicas. A
+            // read that follows a write of its key in this batch must see it: it goes
+            // the write's way, to the primary, not to a copy here that the write may
+            // not have reached yet.
+            let after_write = replies.written.contains(key);
+            if op.writes() && !after_write {
+                replies.written.insert(key.to_vec());
+            }
+            let route = if after_write {
+                Reads::AtPrimary
+            } else {
+                Reads::Nearest
+            };
+            replies.ship(sesa_event::spawn_local(cluster.execute(op, route)), keep);
             return;
         }
         let core = owner(key, sesa_event::cores());
@@ -476,6 +491,8 @@ struct Replies {
     pieces: Vec<Piece>,
     /// Ready bytes after every piece.
     tail: Vec<u8>,
+    /// On a node of a cluster: the keys written by commands not yet settled.
+    written: std::collections::HashSet<Vec<u8>>,
 }
 
 enum Piece {
@@ -523,6 +540,8 @@ impl Replies {
         }
         all.extend_from_slice(&self.tail);
         self.tail = all;
+        // Every write so far is acknowledged: any copy now has it.
+        self.written.clear();
         Ok(())
     }
 }
