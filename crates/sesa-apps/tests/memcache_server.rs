@@ -180,7 +180,7 @@ fn memcached_commands_work_over_tcp() {
         (b"get e\r\n", b"END\r\n"),
         // errors, and the connection goes on
         (b"bogus\r\n", b"ERROR\r\n"),
-        (b"get\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+        (b"get\r\n", b"ERROR\r\n"),
         (
             b"version\r\n",
             concat!("VERSION sesa-", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes(),

@@ -109,9 +109,47 @@ fn incr_wraps_decr_stops_at_zero_and_both_need_numbers() {
     p.store(StoreMode::Set, b"n", 0, 0, b"18446744073709551615", NOW);
     assert_eq!(p.arith(b"n", true, 2, NOW), Ok(1), "wraps at 2^64");
     assert_eq!(p.arith(b"n", false, 5, NOW), Ok(0), "stops at zero");
-    assert_eq!(value(&mut p, b"n", NOW).unwrap(), b"0");
+    // Written over the old value, padded with spaces, as memcached does.
+    assert_eq!(
+        value(&mut p, b"n", NOW).unwrap(),
+        format!("0{}", " ".repeat(19)).as_bytes()
+    );
+    // A longer result replaces it.
+    p.store(StoreMode::Set, b"m", 0, 0, b"9", NOW);
+    assert_eq!(p.arith(b"m", true, 1, NOW), Ok(10));
+    assert_eq!(value(&mut p, b"m", NOW).unwrap(), b"10");
     p.store(StoreMode::Set, b"s", 0, 0, b"abc", NOW);
     assert_eq!(p.arith(b"s", true, 1, NOW), Err(ArithError::NonNumeric));
+}
+
+/// `incr`'s reading of a value, as memcached's `safe_strtoull` (checked against
+/// memcached 1.6.18: " 5" and "12 a" are numbers to it, "12a" is not).
+#[test]
+fn a_number_is_read_as_memcached_reads_it() {
+    use sesa_apps::memcache::store::leading_number;
+    for (text, want) in [
+        (&b"42"[..], Some(42)),
+        (b" 5", Some(5)),
+        (b"12 a", Some(12)),
+        (b"7\0x", Some(7)),
+        (b"+3", Some(3)),
+        (b"-0", Some(0)),
+        (b"0                   ", Some(0)),
+        (b"18446744073709551615", Some(u64::MAX)),
+        (b"18446744073709551616", None),
+        (b"-5", None),
+        (b"12a", None),
+        (b"", None),
+        (b"   ", None),
+        (b"abc", None),
+    ] {
+        assert_eq!(
+            leading_number(text),
+            want,
+            "{:?}",
+            String::from_utf8_lossy(text)
+        );
+    }
 }
 
 #[test]

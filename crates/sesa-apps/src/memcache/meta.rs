@@ -121,10 +121,12 @@ fn arith(
     } else {
         return r.line(out, "NF", None);
     };
-    if !created {
+    let number = if created {
+        flags.initial.unwrap_or(0)
+    } else {
         let incr = !matches!(flags.mode, Some(b'D' | b'-'));
         match p.arith(key, incr, flags.delta.unwrap_or(1), now) {
-            Ok(_) => {}
+            Ok(n) => n,
             Err(ArithError::NotFound) => return r.line(out, "NF", None),
             Err(ArithError::NonNumeric) => {
                 out.extend_from_slice(
@@ -133,7 +135,7 @@ fn arith(
                 return;
             }
         }
-    }
+    };
     if let Some(ttl) = flags.ttl {
         p.touch(key, ttl, now);
     }
@@ -141,7 +143,12 @@ fn arith(
         return;
     }
     match p.export(key, now) {
-        Some(item) if flags.value => r.value(out, &item),
+        // The number itself, as memcached returns it: the stored bytes may be padded
+        // with spaces (see `Partition::arith`).
+        Some(mut item) if flags.value => {
+            item.value = number.to_string().into_bytes();
+            r.value(out, &item)
+        }
         item => r.line(out, "HD", item.as_ref()),
     }
 }

@@ -231,6 +231,9 @@ const BAD_DATA: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
 const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 const LINE_TOO_LONG: &[u8] = b"CLIENT_ERROR line too long\r\n";
 const BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
+const BAD_EXPTIME: &[u8] = b"CLIENT_ERROR invalid exptime argument\r\n";
+const BAD_DELETE: &[u8] =
+    b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
 const INVALID_FLAG: &[u8] = b"CLIENT_ERROR invalid flag\r\n";
 const UNSUPPORTED_FLAG: &[u8] =
     b"CLIENT_ERROR unsupported flag (sesa has no stale items, win tokens, base64 keys or access times)\r\n";
@@ -238,6 +241,7 @@ const BAD_MS_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ms M token\r\n";
 const BAD_MA_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ma M token\r\n";
 const BAD_TOKEN: &[u8] = b"CLIENT_ERROR bad token in command line format\r\n";
 const DUPLICATE_FLAG: &[u8] = b"CLIENT_ERROR duplicate flag\r\n";
+const INVALID_OR_DUPLICATE_FLAG: &[u8] = b"CLIENT_ERROR invalid or duplicate flag\r\n";
 const OPAQUE_TOO_LONG: &[u8] = b"CLIENT_ERROR opaque token too long\r\n";
 /// The longest opaque token memcached echoes.
 const OPAQUE_MAX: usize = 32;
@@ -294,13 +298,30 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     // string short, and a CR would corrupt the `VALUE` line echoing the key: refused.
     let key_ok =
         |k: &[u8]| k.len() <= limits.key_max && !k.iter().any(|b| matches!(b, 0 | b'\r' | b'\n'));
-    let (args, noreply) = match args.split_last() {
-        Some((&b"noreply", rest)) => (rest, true),
-        _ => (args, false),
+    // memcached 1.6 checks how many words a command has before anything else, and
+    // answers a wrong count `ERROR` (as for an unknown command). `words` counts the
+    // command's name too.
+    let words = tokens.len();
+    let count_ok = match name {
+        b"get" | b"gets" | b"gat" | b"gats" => words >= 2,
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" => matches!(words, 5 | 6),
+        b"cas" => matches!(words, 6 | 7),
+        b"incr" | b"decr" | b"touch" => matches!(words, 3 | 4),
+        b"delete" => (2..=4).contains(&words),
+        b"flush_all" => (1..=3).contains(&words),
+        b"verbosity" => matches!(words, 2 | 3),
+        _ => true,
     };
+    if !count_ok {
+        return error(ERROR, line_end);
+    }
+    // Where memcached looks for `noreply`: the last word, past the required ones; any
+    // other word there is ignored.
+    let noreply = args.last() == Some(&&b"noreply"[..]);
     let command = match name {
+        // A retrieval takes every word as a key (`noreply` included, as memcached does).
         b"get" | b"gets" => {
-            if args.is_empty() || noreply || !args.iter().all(|k| key_ok(k)) {
+            if !args.iter().all(|k| key_ok(k)) {
                 return error(BAD_FORMAT, line_end);
             }
             Command::Get {
@@ -309,31 +330,45 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             }
         }
         b"gat" | b"gats" => {
-            let (Some((t, keys)), false) = (args.split_first(), noreply) else {
-                return error(BAD_FORMAT, line_end);
+            let (t, keys) = (args[0], &args[1..]);
+            let Some(exptime) = number::<i64>(t) else {
+                return error(BAD_EXPTIME, line_end);
             };
-            match number::<i64>(t) {
-                Some(exptime) if !keys.is_empty() && keys.iter().all(|k| key_ok(k)) => {
-                    Command::Gat {
-                        exptime,
-                        keys: keys.to_vec(),
-                        cas: name == b"gats",
-                    }
-                }
-                _ => return error(BAD_FORMAT, line_end),
+            if !keys.iter().all(|k| key_ok(k)) {
+                return error(BAD_FORMAT, line_end);
+            }
+            Command::Gat {
+                exptime,
+                keys: keys.to_vec(),
+                cas: name == b"gats",
             }
         }
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
             return parse_store(name, args, noreply, buf, line_end, limits, &key_ok);
         }
-        b"delete" => match args {
-            [key] if key_ok(key) => Command::Delete { key, noreply },
-            // memcached still accepts a trailing "0" time argument.
-            [key, b"0"] if key_ok(key) => Command::Delete { key, noreply },
-            _ => return error(BAD_FORMAT, line_end),
-        },
-        b"incr" | b"decr" => match args {
-            [key, delta] if key_ok(key) => match number::<u64>(delta) {
+        b"delete" => {
+            let key = args[0];
+            if !key_ok(key) {
+                return error(BAD_FORMAT, line_end);
+            }
+            // memcached still accepts a "0" hold time before `noreply`.
+            let valid = match &args[1..] {
+                [] => true,
+                [one] => *one == b"0" || noreply,
+                [hold, _] => *hold == b"0" && noreply,
+                _ => false,
+            };
+            if !valid {
+                return error(BAD_DELETE, line_end);
+            }
+            Command::Delete { key, noreply }
+        }
+        b"incr" | b"decr" => {
+            let (key, delta) = (args[0], args[1]);
+            if !key_ok(key) {
+                return error(BAD_FORMAT, line_end);
+            }
+            match number::<u64>(delta) {
                 Some(delta) => Command::Arith {
                     incr: name == b"incr",
                     key,
@@ -341,41 +376,43 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                     noreply,
                 },
                 None => return error(BAD_DELTA, line_end),
-            },
-            _ => return error(BAD_FORMAT, line_end),
-        },
-        b"touch" => match args {
-            [key, t] if key_ok(key) => match number::<i64>(t) {
+            }
+        }
+        b"touch" => {
+            let key = args[0];
+            if !key_ok(key) {
+                return error(BAD_FORMAT, line_end);
+            }
+            match number::<i64>(args[1]) {
                 Some(exptime) => Command::Touch {
                     key,
                     exptime,
                     noreply,
                 },
-                None => return error(BAD_FORMAT, line_end),
-            },
-            _ => return error(BAD_FORMAT, line_end),
-        },
+                None => return error(BAD_EXPTIME, line_end),
+            }
+        }
         b"flush_all" => match args {
-            [] => Command::FlushAll { delay: 0, noreply },
-            [d] => match number::<i64>(d) {
+            [] | [b"noreply"] => Command::FlushAll { delay: 0, noreply },
+            [d, ..] => match number::<i64>(d) {
                 Some(delay) => Command::FlushAll { delay, noreply },
-                None => return error(BAD_FORMAT, line_end),
+                None => return error(BAD_EXPTIME, line_end),
             },
-            _ => return error(BAD_FORMAT, line_end),
         },
         b"stats" if !noreply => Command::Stats {
             args: args.to_vec(),
         },
         // memcached 1.6 answers `version` whatever follows it.
         b"version" => Command::Version,
-        b"verbosity" => match args {
+        b"verbosity" => {
             // With noreply memcached sends nothing, not even for a bad level.
-            [] | [_] if noreply => Command::Verbosity { noreply },
-            [level] if number::<u32>(level).is_some() => Command::Verbosity { noreply },
-            [_] | [] => return error(BAD_FORMAT, line_end),
-            _ => return error(ERROR, line_end),
-        },
-        b"quit" if args.is_empty() => Command::Quit,
+            if !noreply && number::<u32>(args[0]).is_none() {
+                return error(BAD_FORMAT, line_end);
+            }
+            Command::Verbosity { noreply }
+        }
+        // Whatever follows it.
+        b"quit" => Command::Quit,
         _ => return error(ERROR, line_end),
     };
     Parsed::Command(command, line_end)
@@ -385,7 +422,9 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
 fn meta_flags_of(name: &[u8]) -> Option<(&'static [u8], &'static [u8])> {
     Some(match name {
         b"mg" => (b"cfkOqstTv", b"bEhlNRu"),
-        b"ms" => (b"cCFkOqTM", b"bEI"),
+        // `I` (invalidate) is taken on `ms` only without `C`, where it has no effect in
+        // memcached either; with `C` it would need stale items.
+        b"ms" => (b"cCFIkOqTM", b"bE"),
         b"md" => (b"CkOq", b"bEIxT"),
         b"ma" => (b"cCDJkMNOqtTv", b"bE"),
         b"me" => (b"", b"b"),
@@ -438,13 +477,22 @@ fn parse_meta<'a>(
         }
         None => error(reply, line_end),
     };
+    // memcached's `ma` and `md` answer every error in their flags alike.
+    let flag_error = |reply: &'static [u8]| {
+        if matches!(name, b"ma" | b"md") {
+            INVALID_OR_DUPLICATE_FLAG
+        } else {
+            reply
+        }
+    };
     let mut flags = MetaFlags::default();
+    let mut invalidate = false;
     let mut seen = [false; 128];
     for token in rest {
         let (flag, value) = (token[0], &token[1..]);
         if let Some(seen) = seen.get_mut(usize::from(flag)) {
             if *seen {
-                return error(DUPLICATE_FLAG, line_end);
+                return error(flag_error(DUPLICATE_FLAG), line_end);
             }
             *seen = true;
         }
@@ -453,7 +501,7 @@ fn parse_meta<'a>(
                 if unsupported.contains(&flag) {
                     UNSUPPORTED_FLAG
                 } else {
-                    INVALID_FLAG
+                    flag_error(INVALID_FLAG)
                 },
                 line_end,
             );
@@ -469,6 +517,10 @@ fn parse_meta<'a>(
             }
             b'q' => {
                 flags.quiet = true;
+                value.is_empty()
+            }
+            b'I' => {
+                invalidate = true;
                 value.is_empty()
             }
             b'O' => {
@@ -505,8 +557,11 @@ fn parse_meta<'a>(
             _ => false,
         };
         if !ok {
-            return error(BAD_TOKEN, line_end);
+            return error(flag_error(BAD_TOKEN), line_end);
         }
+    }
+    if invalidate && flags.compare_cas.is_some() {
+        return error(UNSUPPORTED_FLAG, line_end);
     }
     let op = match name {
         b"mg" => MetaOp::Get,
@@ -553,8 +608,9 @@ fn parse_store<'a>(
     limits: &Limits,
     key_ok: &dyn Fn(&[u8]) -> bool,
 ) -> Parsed<'a> {
-    let want = if name == b"cas" { 5 } else { 4 };
-    if args.len() != want || !key_ok(args[0]) {
+    // The word count was checked (4 or 5 arguments, one more for cas); a last one that
+    // is not `noreply` is ignored, as memcached does.
+    if !key_ok(args[0]) {
         return error(BAD_FORMAT, line_end);
     }
     let (Some(flags), Some(exptime), Some(bytes)) = (

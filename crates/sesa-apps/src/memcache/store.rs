@@ -266,11 +266,13 @@ impl Partition {
         self.remove(key).is_some()
     }
 
-    /// `incr`/`decr`: the new value.
+    /// `incr`/`decr`: the new value. As in memcached, a result with no more digits
+    /// than the old value had bytes is written over it, padded with spaces (`"10"`
+    /// decremented by 1 reads `"9 "`); a longer one replaces it.
     ///
     /// # Errors
-    /// [`ArithError::NotFound`], or [`ArithError::NonNumeric`] if the value is not a
-    /// decimal number of at most 20 digits.
+    /// [`ArithError::NotFound`], or [`ArithError::NonNumeric`] if the value does not
+    /// start with a number as memcached reads it ([`leading_number`]).
     pub fn arith(
         &mut self,
         key: &[u8],
@@ -280,11 +282,8 @@ impl Partition {
     ) -> Result<u64, ArithError> {
         self.purge_if_dead(key, now);
         let entry = self.items.get(key).ok_or(ArithError::NotFound)?;
-        let text = std::str::from_utf8(&entry.item.value).map_err(|_| ArithError::NonNumeric)?;
-        let current: u64 = text
-            .trim_end()
-            .parse()
-            .map_err(|_| ArithError::NonNumeric)?;
+        let current = leading_number(&entry.item.value).ok_or(ArithError::NonNumeric)?;
+        let width = entry.item.value.len();
         let next = if incr {
             current.wrapping_add(delta)
         } else {
@@ -293,7 +292,10 @@ impl Partition {
         let Some(old) = self.remove(key) else {
             return Err(ArithError::NotFound);
         };
-        let value = next.to_string().into_bytes();
+        let mut value = next.to_string().into_bytes();
+        if value.len() <= width {
+            value.resize(width, b' ');
+        }
         self.make_room(cost(key, &value));
         self.insert(key, Item { value, ..old }, now);
         Ok(next)
@@ -379,4 +381,33 @@ impl Partition {
             self.flushed_before = Some(at);
         }
     }
+}
+
+/// The number at the front of an item's value, read as memcached reads it for
+/// `incr`/`decr` (C's `strtoull` through its `safe_strtoull`): white space, an optional
+/// sign, decimal digits, then the value's end, white space or NUL. A number above
+/// `u64::MAX` is refused, and so is a negative one unless it is zero.
+pub fn leading_number(value: &[u8]) -> Option<u64> {
+    // C's isspace in the C locale.
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let start = value.iter().position(|b| !space(*b)).unwrap_or(value.len());
+    let (negative, rest) = match &value[start..] {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        rest => (false, rest),
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || rest.get(digits).is_some_and(|b| *b != 0 && !space(*b)) {
+        return None;
+    }
+    let n = rest[..digits].iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    if !negative {
+        return Some(n);
+    }
+    // strtoull negates in unsigned arithmetic; memcached refuses what then looks
+    // negative as a signed number.
+    let wrapped = n.wrapping_neg();
+    (wrapped as i64 >= 0).then_some(wrapped)
 }
