@@ -6,6 +6,15 @@
 //! and how many bytes it used, or the error reply memcached would send. Pipelined
 //! requests are simply consecutive calls on the same buffer.
 //!
+//! # Fidelity
+//! The replies follow what memcached 1.6.18 (Debian 12's) sends, checked by sending
+//! the same scripts to it and to sesa (`crates/sesa/tests/kv_vs_memcached.rs`). Like
+//! memcached, a command is first checked for its number of words (a wrong count is
+//! `ERROR`, as for an unknown command), and `noreply` is looked for only as the last
+//! word, where any other word is ignored. One difference is on purpose: when a
+//! retrieval fails on an over-long key, memcached drops the replies it still held for
+//! earlier pipelined commands; sesa answers every command.
+//!
 //! # Limits (all explicit, all enforced before buffering)
 //! - Keys: at most [`Limits::key_max`] bytes (250), with no spaces, NUL or CR. Other
 //!   control characters are accepted, as memcached 1.6 accepts them (memaslap sends
