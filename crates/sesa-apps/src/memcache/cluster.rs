@@ -256,6 +256,9 @@ pub struct Node {
     service: EbbId,
     views: RwLock<Views>,
     progress: Mutex<Progress>,
+    /// Requests waiting for a newer view ([`Node::view_at_least`]), in the order they
+    /// began to wait; woken in that order when one is installed.
+    view_waiters: Mutex<Vec<core::task::Waker>>,
     /// Per core: invalidations received (the cached layout). A cache fill whose fetch
     /// raced one is not kept.
     invalidations: Vec<std::sync::atomic::AtomicU64>,
@@ -289,6 +292,7 @@ impl Node {
             service: service.id(),
             views: RwLock::new(Views::default()),
             progress: Mutex::new(Progress::default()),
+            view_waiters: Mutex::new(Vec::new()),
             invalidations: (0..sesa_event::cores())
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
                 .collect(),
@@ -414,6 +418,19 @@ impl Node {
         }
     }
 
+    /// Whether this node may answer `op` at once on the calling core, without an
+    /// event: a read of a key this core holds for sure (as its primary or a replica,
+    /// with no keys moving to it; or a copy in its cache, in the cached layout).
+    pub(crate) fn reads_here(&self, op: &Op) -> bool {
+        if op.writes() || owner(op.key(), sesa_event::cores()) != sesa_event::current_core() {
+            return false;
+        }
+        let view = self.current();
+        view.epoch > 0 && self.holds_for_sure(&view, op.key())
+            || view.layout == Layout::Cached
+                && self.kv.with_partition(|p, now| p.holds(op.key(), now))
+    }
+
     /// Runs a client's command wherever its key lives; the reply bytes.
     pub(crate) async fn execute(&'static self, op: Op, reads: Reads) -> Vec<u8> {
         self.route(op, 0, 0, reads).await
@@ -493,15 +510,28 @@ impl Node {
 
     /// The current view once its epoch is at least `epoch` (or the current one after
     /// [`VIEW_WAIT`]).
+    ///
+    /// Requests that wait resume in the order they began to wait (see
+    /// [`Node::view_waiters`]): a client's pipelined requests, or those shipped here on
+    /// one connection, must not overtake one another while the view arrives.
     async fn view_at_least(&self, epoch: u64) -> Arc<View> {
-        let deadline = std::time::Instant::now() + VIEW_WAIT;
-        loop {
-            let view = self.current();
-            if view.epoch >= epoch || std::time::Instant::now() > deadline {
-                return view;
-            }
-            sesa_event::sleep(Duration::from_millis(2)).await;
+        let view = self.current();
+        if view.epoch >= epoch {
+            return view;
         }
+        let mut deadline = core::pin::pin!(sesa_event::sleep(VIEW_WAIT));
+        core::future::poll_fn(|cx| {
+            // Checked under the waiters' lock, which `install` takes after switching
+            // views: either the new view is seen here, or this waker is woken.
+            let mut waiters = self.view_waiters.lock().unwrap_or_else(|p| p.into_inner());
+            let view = self.current();
+            if view.epoch >= epoch || deadline.as_mut().poll(cx).is_ready() {
+                return core::task::Poll::Ready(view);
+            }
+            waiters.push(cx.waker().clone());
+            core::task::Poll::Pending
+        })
+        .await
     }
 
     /// After a call to `node` failed under view `epoch`: a newer view, or the same one
@@ -720,6 +750,12 @@ impl Node {
             views.previous = previous.map(Arc::new);
             old
         };
+        // In the order they began to wait.
+        let waiters =
+            core::mem::take(&mut *self.view_waiters.lock().unwrap_or_else(|p| p.into_inner()));
+        for waker in waiters {
+            waker.wake();
+        }
         self.note(|p| {
             *p = Progress {
                 epoch: view.epoch,

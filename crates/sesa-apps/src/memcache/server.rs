@@ -250,6 +250,13 @@ impl Kv {
             if op.writes() && !after_write {
                 replies.written.insert(key.to_vec());
             }
+            if !after_write && cluster.reads_here(&op) {
+                let reply = self.apply_here(op);
+                if keep {
+                    replies.tail.extend_from_slice(&reply);
+                }
+                return;
+            }
             let route = if after_write {
                 Reads::AtPrimary
             } else {
