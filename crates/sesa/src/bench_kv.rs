@@ -54,6 +54,10 @@ pub struct KvBenchConfig {
     pub against_memcached: bool,
     /// `sesa kv --idle-spins` (default: the runtime's).
     pub idle_spins: Option<u32>,
+    /// sesa's nodes: 1 is `sesa kv` in one process; more is `sesa kv --nodes N`, each
+    /// node a process with `server_cores` cores, the connections spread over the
+    /// nodes, and the CPU counted over the frontend and every node.
+    pub nodes: u32,
 }
 
 impl KvBenchConfig {
@@ -71,6 +75,7 @@ impl KvBenchConfig {
             server_cores: 1,
             against_memcached: false,
             idle_spins: None,
+            nodes: 1,
         }
     }
 
@@ -154,10 +159,12 @@ impl KvReport {
     }
 }
 
-/// A server child process, killed (by its PID) and reaped when dropped.
+/// A server child process, killed (by its PID) and reaped when dropped. (The nodes of
+/// a `sesa kv --nodes` frontend stop with it: no node outlives its frontend.)
 struct Server {
     child: Child,
-    addr: SocketAddr,
+    /// Where clients connect: one address, or one per node of a cluster.
+    addrs: Vec<SocketAddr>,
 }
 
 impl Server {
@@ -168,7 +175,10 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting {command:?}"))?;
-        let mut server = Server { child, addr };
+        let mut server = Server {
+            child,
+            addrs: vec![addr],
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
             if let Some(status) = server.child.try_wait()? {
@@ -182,21 +192,86 @@ impl Server {
         Ok(server)
     }
 
-    /// The process's CPU time so far (user + system), in seconds.
-    fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // The command name (field 2) may hold spaces; the fields after it are plain.
-        let rest = stat
-            .rsplit_once(')')
-            .ok_or_else(|| anyhow!("unreadable /proc stat"))?
-            .1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after ')'
-        // (which ends field 2), counted in clock ticks. Linux exports USER_HZ = 100 to
-        // user space on every architecture sesa runs on (x86-64, aarch64).
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        Ok(ticks as f64 / 100.0)
+    /// A `sesa kv --nodes` frontend, once each node announced its client port (on
+    /// stdout, which a thread then keeps draining).
+    fn start_cluster(mut command: Command, nodes: u32) -> anyhow::Result<Server> {
+        use std::io::BufRead as _;
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {command:?}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut server = Server {
+            child,
+            addrs: Vec::new(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                // "node <id> listening on 127.0.0.1:<port>"
+                let addr = line.rsplit(' ').next().and_then(|a| a.parse().ok());
+                if let Some(addr) = addr {
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        while server.addrs.len() < nodes as usize {
+            let addr = rx
+                .recv_timeout(Duration::from_secs(30))
+                .map_err(|_| anyhow!("{command:?}: not every node listened within 30 s"))?;
+            server.addrs.push(addr);
+        }
+        Ok(server)
     }
+
+    /// CPU time so far (user + system) of the process and of its children (a
+    /// cluster's nodes), in seconds.
+    fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let pid = self.child.id();
+        let mut total = cpu_seconds_of(pid)?;
+        for child in children_of(pid) {
+            // A node that exited meanwhile has no figures left to read.
+            total += cpu_seconds_of(child).unwrap_or(0.0);
+        }
+        Ok(total)
+    }
+}
+
+/// The child processes of `pid` (from every thread's `children` list).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// A process's CPU time so far (user + system), in seconds.
+fn cpu_seconds_of(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let rest = stat
+        .rsplit_once(')')
+        .ok_or_else(|| anyhow!("unreadable /proc stat"))?
+        .1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after ')'
+    // (which ends field 2), counted in clock ticks. Linux exports USER_HZ = 100 to
+    // user space on every architecture sesa runs on (x86-64, aarch64).
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / 100.0)
 }
 
 impl Drop for Server {
@@ -212,6 +287,15 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 }
 
 fn start_sesa(config: &KvBenchConfig) -> anyhow::Result<Server> {
+    if config.nodes > 1 {
+        let mut command = Command::new(std::env::current_exe()?);
+        command.args(["kv", "--port", "0", "--nodes", &config.nodes.to_string()]);
+        command.args(["--cores", &config.server_cores.to_string(), "-m", "1024"]);
+        if let Some(spins) = config.idle_spins {
+            command.args(["--idle-spins", &spins.to_string()]);
+        }
+        return Server::start_cluster(command, config.nodes);
+    }
     let addr = free_port()?;
     let mut command = Command::new(std::env::current_exe()?);
     command.args([
@@ -424,7 +508,8 @@ fn run(server: &Server, config: &KvBenchConfig, pipeline: usize) -> anyhow::Resu
     let started = Instant::now();
     let threads: Vec<_> = (0..config.connections)
         .map(|c| {
-            let (stop, config, addr) = (stop.clone(), config.clone(), server.addr);
+            let addr = server.addrs[c % server.addrs.len()];
+            let (stop, config) = (stop.clone(), config.clone());
             std::thread::spawn(move || client(addr, &config, pipeline, 0x9e37 + c as u64, &stop))
         })
         .collect();
@@ -486,10 +571,10 @@ pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
         bail!("key size must be 1 to 250 bytes (memcached's limit)");
     }
     let sesa = start_sesa(config)?;
-    preload(sesa.addr, config)?;
+    preload(sesa.addrs[0], config)?;
     let memcached = if config.against_memcached {
         let server = start_memcached(config)?;
-        preload(server.addr, config)?;
+        preload(server.addrs[0], config)?;
         Some(server)
     } else {
         None
@@ -497,7 +582,7 @@ pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
     let mut report = KvReport {
         load: format!(
             "{} connections, {}-byte keys ({} of them), {}-byte values, {}% get, {} s x {} \
-             runs, {} server core(s)",
+             runs, {} server core(s){}",
             config.connections,
             config.key_size,
             config.keys,
@@ -505,7 +590,15 @@ pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
             config.get_percent,
             config.seconds,
             config.runs,
-            config.server_cores
+            config.server_cores,
+            if config.nodes > 1 {
+                format!(
+                    "; sesa on {} nodes of {} core(s), connections spread over them",
+                    config.nodes, config.server_cores
+                )
+            } else {
+                String::new()
+            }
         ),
         sesa: Vec::new(),
         memcached: Vec::new(),

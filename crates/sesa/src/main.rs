@@ -201,6 +201,10 @@ enum Suite {
         /// Passed to `sesa kv --idle-spins`.
         #[arg(long)]
         idle_spins: Option<u32>,
+        /// sesa on this many node processes (`sesa kv --nodes`), the connections spread
+        /// over them; CPU counts the frontend and every node (default 1).
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
     },
     /// Remote invocation between two nodes, against a bare tokio TCP echo.
     Msg {
@@ -487,6 +491,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     runs,
                     server_cores,
                     idle_spins,
+                    nodes,
                 },
         } => {
             use sesa::bench_kv::KvBenchConfig;
@@ -511,6 +516,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 server_cores: server_cores.unwrap_or(base.server_cores),
                 against_memcached: against.is_some(),
                 idle_spins,
+                nodes: nodes.max(1),
             };
             let report = sesa::bench_kv::kv(&config)?;
             print_report(json, &report, || report.table())
