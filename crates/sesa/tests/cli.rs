@@ -162,6 +162,19 @@ fn bench_kv_json_has_every_figure_per_depth() {
     assert_eq!(report["ratios"], serde_json::json!([]));
 }
 
+/// The load spread over a store of several node processes.
+#[test]
+fn bench_kv_on_a_cluster_reports_every_figure() {
+    let report = bench_json(&["kv", "--nodes", "2", "--pipeline", "4"]);
+    assert!(
+        report["load"].as_str().unwrap().contains("2 nodes"),
+        "{report}"
+    );
+    let rows = report["sesa"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{report}");
+    assert_positive(&rows[0], &["kops", "p99_us", "cpu_us_per_req"]);
+}
+
 /// The side-by-side run against a real memcached (installed by `scripts/test.sh`).
 #[test]
 fn bench_kv_against_memcached_reports_both_servers_and_their_ratios() {

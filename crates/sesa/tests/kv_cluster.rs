@@ -133,14 +133,7 @@ impl Drop for Store {
     fn drop(&mut self) {
         // SIGINT stops the frontend and, through it, every node; whatever is left after
         // that (a test failed midway) is killed by pid.
-        // SAFETY: signalling processes this test started.
-        unsafe { libc::kill(self.frontend.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.frontend.try_wait().unwrap().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.frontend.kill();
-        let _ = self.frontend.wait();
+        common::interrupt_and_reap(&mut self.frontend);
         let deadline = Instant::now() + Duration::from_secs(5);
         for pid in self.pids.values() {
             while alive(*pid) && Instant::now() < deadline {

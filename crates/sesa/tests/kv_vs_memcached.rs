@@ -7,6 +7,8 @@
 //! Each script runs on a fresh connection after `flush_all`, and ends with `mn` (the
 //! meta no-op), whose `MN` reply says everything before it was answered.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -20,15 +22,7 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child, not yet reaped. SIGINT lets a sesa
-        // frontend stop its nodes; memcached stops on it too.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::interrupt_and_reap(&mut self.child);
     }
 }
 

@@ -418,19 +418,6 @@ impl Node {
         }
     }
 
-    /// Whether this node may answer `op` at once on the calling core, without an
-    /// event: a read of a key this core holds for sure (as its primary or a replica,
-    /// with no keys moving to it; or a copy in its cache, in the cached layout).
-    pub(crate) fn reads_here(&self, op: &Op) -> bool {
-        if op.writes() || owner(op.key(), sesa_event::cores()) != sesa_event::current_core() {
-            return false;
-        }
-        let view = self.current();
-        view.epoch > 0 && self.holds_for_sure(&view, op.key())
-            || view.layout == Layout::Cached
-                && self.kv.with_partition(|p, now| p.holds(op.key(), now))
-    }
-
     /// Runs a client's command wherever its key lives; the reply bytes.
     pub(crate) async fn execute(&'static self, op: Op, reads: Reads) -> Vec<u8> {
         self.route(op, 0, 0, reads).await

@@ -250,13 +250,6 @@ impl Kv {
             if op.writes() && !after_write {
                 replies.written.insert(key.to_vec());
             }
-            if !after_write && cluster.reads_here(&op) {
-                let reply = self.apply_here(op);
-                if keep {
-                    replies.tail.extend_from_slice(&reply);
-                }
-                return;
-            }
             let route = if after_write {
                 Reads::AtPrimary
             } else {
@@ -524,6 +517,8 @@ impl Replies {
     /// nothing is left: a partial reply stream would be out of order.
     async fn settle(&mut self) -> Result<(), EventError> {
         if self.pieces.is_empty() {
+            // Nothing is in flight: every write is acknowledged.
+            self.written.clear();
             return Ok(());
         }
         let mut all = Vec::with_capacity(self.tail.len());

@@ -47,3 +47,16 @@ pub fn memccapable(port: u16) {
     conn.read_exact(&mut ok).unwrap();
     assert_eq!(&ok, b"OK\r\n");
 }
+
+/// Stops a server the test started: SIGINT (a sesa frontend then stops its nodes), up
+/// to 10 s to exit, then SIGKILL; and reaps it.
+pub fn interrupt_and_reap(child: &mut std::process::Child) {
+    // SAFETY: signalling our own child, which has not been reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
