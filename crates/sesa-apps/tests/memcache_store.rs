@@ -172,6 +172,32 @@ fn flush_all_now_and_later() {
     );
 }
 
+/// Eviction is CLOCK: a read item gets one more trip through the queue, so items read
+/// since they were stored outlive ones never read, even newer ones (where strict LRU
+/// would evict the oldest read one instead).
+#[test]
+fn eviction_passes_over_read_items_once() {
+    let item = 10 + ITEM_OVERHEAD;
+    let mut p = Partition::new(item * 4);
+    for k in [b"a", b"b", b"c", b"d"] {
+        p.store(StoreMode::Set, k, 0, 0, b"123456789", NOW);
+    }
+    // b and c read; a and d not.
+    assert!(p.get(b"b", NOW).is_some() && p.get(b"c", NOW).is_some());
+    p.store(StoreMode::Set, b"e", 0, 0, b"123456789", NOW);
+    assert!(!p.holds(b"a", NOW), "a: oldest, never read");
+    p.store(StoreMode::Set, b"f", 0, 0, b"123456789", NOW);
+    assert!(!p.holds(b"d", NOW), "d: never read, while b and c were");
+    assert!(p.holds(b"b", NOW) && p.holds(b"c", NOW));
+    // The queue is now e, b, c, f (b and c requeued, unmarked): e goes, then b.
+    p.store(StoreMode::Set, b"g", 0, 0, b"123456789", NOW);
+    assert!(!p.holds(b"e", NOW), "e: never read");
+    p.store(StoreMode::Set, b"h", 0, 0, b"123456789", NOW);
+    assert!(!p.holds(b"b", NOW), "b: its second chance was used up");
+    assert!(p.holds(b"c", NOW) && p.holds(b"f", NOW) && p.holds(b"g", NOW));
+    assert_eq!(p.stats().evictions, 4);
+}
+
 #[test]
 fn the_memory_limit_evicts_least_recently_used_first() {
     let item = 10 + ITEM_OVERHEAD; // a 1-byte key and a 9-byte value

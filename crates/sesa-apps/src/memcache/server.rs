@@ -59,8 +59,9 @@ struct Partitions {
 impl EbbRoot for Partitions {
     type Rep = PartitionRep;
     fn miss(&self, _cx: &MissContext<'_>) -> Result<Install<PartitionRep>, MissError> {
+        // A secret seed per partition, from the platform (seeded under simulation).
         Ok(Install::local(Box::new(PartitionRep(RefCell::new(
-            Partition::new(self.per_core),
+            Partition::with_seed(self.per_core, sesa_event::random_u64()),
         )))))
     }
 }
@@ -134,6 +135,25 @@ impl Op {
     }
 }
 
+/// A retrieval of `key` on its partition: its `VALUE` block (if it is there) appended
+/// to `out`; with `touch`, its new expiry applied after the read (`gat` with a time in
+/// the past still returns the item, then it is gone, as memcached does).
+fn get_into(
+    p: &mut Partition,
+    key: &[u8],
+    cas: bool,
+    touch: Option<i64>,
+    now: u64,
+    out: &mut Vec<u8>,
+) {
+    if let Some(item) = p.get(key, now) {
+        protocol::write_value(out, key, item.flags, &item.value, cas.then_some(item.cas));
+    }
+    if let Some(t) = touch {
+        p.touch(key, t, now);
+    }
+}
+
 /// FNV-1a: a key's core within a node of `cores` cores (stable, cheap).
 pub(crate) fn owner(key: &[u8], cores: usize) -> CoreId {
     let mut h: u64 = 0xcbf29ce484222325;
@@ -181,22 +201,7 @@ impl Kv {
             let mut p = rep.0.borrow_mut();
             let mut out = Vec::new();
             match op {
-                Op::Get { key, cas, touch } => {
-                    if let Some(item) = p.get(&key, now) {
-                        protocol::write_value(
-                            &mut out,
-                            &key,
-                            item.flags,
-                            &item.value,
-                            cas.then_some(item.cas),
-                        );
-                    }
-                    // After the read: `gat` with a time in the past still returns the
-                    // item (then it is gone), as memcached does.
-                    if let Some(t) = touch {
-                        p.touch(&key, t, now);
-                    }
-                }
+                Op::Get { key, cas, touch } => get_into(&mut p, &key, cas, touch, now, &mut out),
                 Op::Store {
                     mode,
                     key,
@@ -428,7 +433,14 @@ impl Kv {
 
     /// Starts every key's lookup on its core; the values follow in request order.
     fn get(self, keys: &[&[u8]], cas: bool, touch: Option<i64>, replies: &mut Replies) {
+        let cores = sesa_event::cores();
         for key in keys {
+            // On one node, a key of this core: straight into the reply, with no command
+            // to build and no reply to copy (the common case of a one-core node).
+            if self.cluster.is_none() && owner(key, cores) == sesa_event::current_core() {
+                self.with_partition(|p, now| get_into(p, key, cas, touch, now, &mut replies.tail));
+                continue;
+            }
             let op = Op::Get {
                 key: key.to_vec(),
                 cas,

@@ -10,8 +10,14 @@
 //! - `cas` values are unique per partition and change on every modification.
 //! - `incr` wraps around at 2^64; `decr` stops at 0; both need a decimal value.
 //! - Memory: every item costs its key, its value and a fixed overhead. When a store
-//!   would exceed the limit, least recently used items are evicted first. An item that
-//!   cannot fit even in an empty partition is refused.
+//!   would exceed the limit, items are evicted in least-recently-used order, by the
+//!   CLOCK approximation: items queue in the order they were stored, a read only marks
+//!   its item, and eviction gives a marked item one more trip through the queue. So a
+//!   hit costs a flag, not a reordering (memcached does not reorder on every hit
+//!   either: it bumps an item at most once a minute). An item that cannot fit even in
+//!   an empty partition is refused.
+//! - Keys are hashed with foldhash under a per-partition seed drawn from the platform's
+//!   entropy: clients choose the keys, and must not be able to choose colliding ones.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -78,16 +84,18 @@ pub struct PartitionStats {
 
 struct Entry {
     item: Item,
-    /// The entry's position in the LRU order.
+    /// The entry's position in the eviction queue.
     touched: u64,
+    /// Read since it was queued: eviction passes it over once (CLOCK's reference bit).
+    referenced: bool,
     /// When it was stored (a delayed `flush_all` invalidates what was stored before it).
     stored_at: u64,
 }
 
 /// One partition.
 pub struct Partition {
-    items: HashMap<Vec<u8>, Entry>,
-    /// LRU order: `touched` tick -> key.
+    items: HashMap<Vec<u8>, Entry, foldhash::fast::FixedState>,
+    /// The eviction queue: `touched` tick -> key, oldest first.
     lru: BTreeMap<u64, Vec<u8>>,
     tick: u64,
     next_cas: u64,
@@ -113,10 +121,17 @@ pub fn expiry(exptime: i64, now: u64) -> Option<u64> {
 }
 
 impl Partition {
-    /// An empty partition holding at most `limit` bytes.
+    /// An empty partition holding at most `limit` bytes, its key hash seeded with a
+    /// fixed seed (for tests; a server uses [`Partition::with_seed`]).
     pub fn new(limit: usize) -> Self {
+        Self::with_seed(limit, 0)
+    }
+
+    /// An empty partition holding at most `limit` bytes, hashing keys under `seed`
+    /// (which should be secret: from the platform's entropy).
+    pub fn with_seed(limit: usize, seed: u64) -> Self {
         Partition {
-            items: HashMap::new(),
+            items: HashMap::with_hasher(foldhash::fast::FixedState::with_seed(seed)),
             lru: BTreeMap::new(),
             tick: 0,
             next_cas: 1,
@@ -160,10 +175,7 @@ impl Partition {
         match self.items.get_mut(key) {
             Some(entry) => {
                 self.stats.hits += 1;
-                self.tick += 1;
-                self.lru.remove(&entry.touched);
-                entry.touched = self.tick;
-                self.lru.insert(self.tick, key.to_vec());
+                entry.referenced = true;
                 Some(&entry.item)
             }
             None => {
@@ -242,20 +254,34 @@ impl Partition {
             Entry {
                 item,
                 touched: self.tick,
+                referenced: false,
                 stored_at: now,
             },
         );
     }
 
-    /// Evicts least recently used items until `needed` more bytes fit.
+    /// Evicts items until `needed` more bytes fit: the oldest in the queue that was
+    /// not read since it was queued (CLOCK). A read one is queued again, unmarked, so
+    /// this ends within two trips through the queue.
     fn make_room(&mut self, needed: usize) {
         while self.bytes + needed > self.limit {
             let Some((_, key)) = self.lru.pop_first() else {
                 return;
             };
-            if let Some(entry) = self.items.remove(&key) {
-                self.bytes -= cost(&key, &entry.item.value);
-                self.stats.evictions += 1;
+            match self.items.get_mut(&key) {
+                Some(entry) if entry.referenced => {
+                    entry.referenced = false;
+                    self.tick += 1;
+                    entry.touched = self.tick;
+                    self.lru.insert(self.tick, key);
+                }
+                Some(_) => {
+                    if let Some(entry) = self.items.remove(&key) {
+                        self.bytes -= cost(&key, &entry.item.value);
+                        self.stats.evictions += 1;
+                    }
+                }
+                None => {}
             }
         }
     }
@@ -362,6 +388,7 @@ impl Partition {
         match self.items.get_mut(key) {
             Some(entry) => {
                 entry.item.expires_at = expiry(exptime, now);
+                entry.referenced = true;
                 true
             }
             None => false,
