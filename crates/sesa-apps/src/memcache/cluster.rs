@@ -418,6 +418,18 @@ impl Node {
         }
     }
 
+    /// Whether a read of `key` may be answered at once on the calling core, without an
+    /// event: this core holds the key for sure (as its primary or a replica, with no
+    /// keys moving to this node; or a copy in its cache, in the cached layout).
+    pub(crate) fn reads_here(&self, key: &[u8]) -> bool {
+        if owner(key, sesa_event::cores()) != sesa_event::current_core() {
+            return false;
+        }
+        let view = self.current();
+        view.epoch > 0 && self.holds_for_sure(&view, key)
+            || view.layout == Layout::Cached && self.kv.with_partition(|p, now| p.holds(key, now))
+    }
+
     /// Runs a client's command wherever its key lives; the reply bytes.
     pub(crate) async fn execute(&'static self, op: Op, reads: Reads) -> Vec<u8> {
         self.route(op, 0, 0, reads).await

@@ -435,9 +435,16 @@ impl Kv {
     fn get(self, keys: &[&[u8]], cas: bool, touch: Option<i64>, replies: &mut Replies) {
         let cores = sesa_event::cores();
         for key in keys {
-            // On one node, a key of this core: straight into the reply, with no command
-            // to build and no reply to copy (the common case of a one-core node).
-            if self.cluster.is_none() && owner(key, cores) == sesa_event::current_core() {
+            // A key this core holds (on one node: a key of this core; on many: also one
+            // this node holds for sure, and not written earlier in this batch): straight
+            // into the reply, with no command to build, no event and no reply to copy.
+            let here = match self.cluster {
+                None => owner(key, cores) == sesa_event::current_core(),
+                Some(cluster) => {
+                    touch.is_none() && !replies.written.contains(*key) && cluster.reads_here(key)
+                }
+            };
+            if here {
                 self.with_partition(|p, now| get_into(p, key, cas, touch, now, &mut replies.tail));
                 continue;
             }
