@@ -426,10 +426,14 @@ fn scaling_out_and_in_under_writes_fails_no_request_and_loses_no_key() {
         "{status}"
     );
     assert_eq!(r["copies_sent"], sent, "{status}");
-    // Both nodes held every key; each looked at all it held.
-    let total = r["keys_total"].as_u64().unwrap();
-    assert!(total >= 2 * loaded, "{status}");
-    assert_eq!(r["keys_seen"], total, "{status}");
+    // Both nodes held every key and looked at all of them. The total is counted when
+    // the move begins, so the writes running meanwhile may move the count a little.
+    let (total, seen) = (
+        r["keys_total"].as_u64().unwrap(),
+        r["keys_seen"].as_u64().unwrap(),
+    );
+    assert!(total >= 2 * loaded && seen >= 2 * loaded, "{status}");
+    assert!(seen.abs_diff(total) < 200, "{status}");
     let mut three = store.client(3);
     for i in 0..LOADED {
         assert_eq!(three.get(&format!("k{i}")), Some(format!("v{i}")));

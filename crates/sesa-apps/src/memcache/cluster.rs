@@ -186,8 +186,8 @@ pub struct ViewChange {
 pub struct Progress {
     /// The view being moved to.
     pub epoch: u64,
-    /// Keys this node held when the move began (what [`Progress::keys_seen`] counts
-    /// up to).
+    /// Keys this node held when the move began: what [`Progress::keys_seen`] counts up
+    /// to, give or take the keys written or deleted while it moves.
     pub keys_total: u64,
     /// Keys looked at so far.
     pub keys_seen: u64,
