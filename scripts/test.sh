@@ -42,3 +42,10 @@ cargo test --workspace --locked
 step "concurrency checks under shuttle (randomized schedules)"
 cargo test -p sesa-ebb --features shuttle --test shuttle_ebb --locked
 cargo test -p sesa-hosted --features shuttle --test shuttle_inbox --locked
+
+step "a short fuzz run of every outside-bytes decoder (fuzz/, cargo-fuzz)"
+if cargo +nightly --version >/dev/null 2>&1; then
+    ./scripts/fuzz.sh 20
+else
+    echo "NOT RUN: no nightly toolchain here; cargo-fuzz needs one (./scripts/fuzz.sh)"
+fi
