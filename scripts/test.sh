@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Every `cargo test` output also goes here, for the closing count.
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
 step "tools the tests use"
 need=()
 command -v memcached >/dev/null || need+=(memcached)
@@ -37,11 +41,11 @@ step "the portable crates build without std"
 cargo build -p sesa-ebb -p sesa-event -p sesa-wire -p sesa-exec --locked --quiet
 
 step "tests"
-cargo test --workspace --locked
+cargo test --workspace --locked 2>&1 | tee -a "$results"
 
 step "concurrency checks under shuttle (randomized schedules)"
-cargo test -p sesa-ebb --features shuttle --test shuttle_ebb --locked
-cargo test -p sesa-hosted --features shuttle --test shuttle_inbox --locked
+cargo test -p sesa-ebb --features shuttle --test shuttle_ebb --locked 2>&1 | tee -a "$results"
+cargo test -p sesa-hosted --features shuttle --test shuttle_inbox --locked 2>&1 | tee -a "$results"
 
 step "a short fuzz run of every outside-bytes decoder (fuzz/, cargo-fuzz)"
 if cargo +nightly --version >/dev/null 2>&1; then
@@ -49,3 +53,6 @@ if cargo +nightly --version >/dev/null 2>&1; then
 else
     echo "NOT RUN: no nightly toolchain here; cargo-fuzz needs one (./scripts/fuzz.sh)"
 fi
+
+# The closing line: every test the cargo runs above executed.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$results"
