@@ -2,8 +2,9 @@
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
 #   ./scripts/test.sh
 # Needs the Rust toolchain; installs (apt-get, as root or through sudo) what the tests
-# run besides it: memcached (the peer of `sesa bench kv --against memcached`) and
-# libmemcached-tools (memccapable, the protocol conformance suite run against sesa kv).
+# run besides it: memcached (the peer of `sesa bench kv --against memcached`),
+# libmemcached-tools (memccapable, the protocol conformance suite run against sesa kv)
+# and qemu-system-x86 (the native kernel's boot tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,7 @@ step "tools the tests use"
 need=()
 command -v memcached >/dev/null || need+=(memcached)
 command -v memccapable >/dev/null || need+=(libmemcached-tools)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -25,17 +27,24 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 memcached -V
+qemu-system-x86_64 --version | head -n 1
+
+# The native kernel is a workspace of its own (built with panic = "abort").
+native=(--manifest-path crates/sesa-native/Cargo.toml)
 
 step "formatting"
 cargo fmt --all --check
+cargo fmt "${native[@]}" --check
 
 step "lints (all targets, and the shuttle builds)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p sesa-ebb -p sesa-hosted --features sesa-ebb/shuttle,sesa-hosted/shuttle \
     --all-targets --locked -- -D warnings
+cargo clippy "${native[@]}" --release --locked -- -D warnings
 
 step "docs build without warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc "${native[@]}" --no-deps --locked --quiet
 
 step "the portable crates build without std"
 cargo build -p sesa-ebb -p sesa-event -p sesa-wire -p sesa-exec --locked --quiet

@@ -1,0 +1,50 @@
+//! The serial console: COM1, a 16550 UART at I/O port 0x3f8, written by polling.
+//! (One CPU and no interrupts yet, so nothing else can be writing at the same time.)
+
+use crate::arch::x86_64::{inb, outb};
+
+const COM1: u16 = 0x3f8;
+/// Line status register: transmit holding register empty.
+const THR_EMPTY: u8 = 0x20;
+
+/// Sets the UART to 115200 baud, 8 data bits, no parity, one stop bit, FIFOs on.
+pub fn init() {
+    outb(COM1 + 1, 0x00); // no interrupts
+    outb(COM1 + 3, 0x80); // divisor latch
+    outb(COM1, 0x01); // 115200 baud
+    outb(COM1 + 1, 0x00);
+    outb(COM1 + 3, 0x03); // 8N1
+    outb(COM1 + 2, 0xC7); // FIFOs on, cleared
+    outb(COM1 + 4, 0x03); // DTR, RTS
+}
+
+fn put(byte: u8) {
+    // A missing UART reads as 0xff, which also says "empty": output is then lost, not
+    // waited for.
+    while inb(COM1 + 5) & THR_EMPTY == 0 {}
+    outb(COM1, byte);
+}
+
+/// `core::fmt` output to the console (`\n` sent as `\r\n`).
+pub struct Console;
+
+impl core::fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for byte in s.bytes() {
+            if byte == b'\n' {
+                put(b'\r');
+            }
+            put(byte);
+        }
+        Ok(())
+    }
+}
+
+/// Prints a line on the console.
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let _ = writeln!($crate::console::Console, $($arg)*);
+    }};
+}
