@@ -1,6 +1,7 @@
 //! The native kernel (`crates/sesa-native`) boots under QEMU: `-M microvm` through the
 //! PVH entry, under TCG always and under KVM where `/dev/kvm` works. It prints on the
-//! serial console, reads the memory map and command line, reports a panic with its
+//! serial console, reads the memory map and command line, sets up its heap and frame
+//! allocator, runs an EBB of the portable object model, reports a panic with its
 //! location, and ends with an exit status through `isa-debug-exit` ((code << 1) | 1).
 //! Every QEMU runs under a deadline and is killed by its PID if it overstays.
 
@@ -78,6 +79,13 @@ fn boots_and_panics_as_it_should(accel: &str) {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no memory map in {out}"));
     assert!((250..=256).contains(&usable), "{out}");
+    // A heap and a frame allocator from the map; the object model unchanged on the core.
+    assert!(out.contains("sesa-native: heap of 63 MiB"), "{out}");
+    assert!(out.contains("free frames of 4 KiB"), "{out}");
+    assert!(
+        out.contains("sesa-native: EBB counter on core 0: 1000"),
+        "{out}"
+    );
     assert!(out.contains("sesa-native: done"), "{out}");
 
     let (code, out) = boot(accel, "panic");
@@ -96,7 +104,7 @@ fn the_native_kernel_boots_reports_panics_and_exits_under_tcg() {
     boots_and_panics_as_it_should("tcg");
 }
 
-/// Under KVM where it works here (`/dev/kvm` present and usable).
+/// Under hardware KVM, where there is one.
 #[test]
 fn the_native_kernel_boots_under_kvm_where_it_works() {
     if std::fs::OpenOptions::new()
@@ -106,6 +114,14 @@ fn the_native_kernel_boots_under_kvm_where_it_works() {
         .is_err()
     {
         eprintln!("NOT RUN: /dev/kvm cannot be opened here; the TCG test covers the kernel");
+        return;
+    }
+    // This project's machines have kvm_pvm, a software hypervisor that emulates ring-0
+    // code and cannot execute the SSE instructions the prebuilt `core` uses (QEMU stops
+    // with "KVM internal error"; see native-notes.md). The kernel runs Rust in ring 0
+    // so far; under kvm_pvm it must move to ring 3 first.
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        eprintln!("NOT RUN: /dev/kvm is kvm_pvm, which cannot run ring-0 SSE code");
         return;
     }
     boots_and_panics_as_it_should("kvm");

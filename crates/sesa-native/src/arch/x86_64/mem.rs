@@ -74,3 +74,11 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// never called.
 #[unsafe(no_mangle)]
 pub extern "C" fn rust_eh_personality() {}
+
+/// Named by the landing pads of the prebuilt `alloc` (built to unwind). Nothing unwinds
+/// in this kernel (`panic = "abort"`, and the panic handler never returns), so no landing
+/// pad runs and this is never reached; if it were, the CPU stops.
+#[unsafe(no_mangle)]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    super::halt()
+}

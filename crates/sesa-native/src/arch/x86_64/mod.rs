@@ -1,8 +1,10 @@
-//! x86-64: the boot path, port I/O, and the memory functions the linker needs. Every
-//! `unsafe` of the kernel is in this module.
+//! x86-64: the boot path, port I/O, per-CPU state, and the memory functions the linker
+//! needs. Every `unsafe` of the kernel is in this module, but for the heap's
+//! `GlobalAlloc` implementation in `memory.rs`.
 
 pub mod boot;
 pub mod mem;
+pub mod percpu;
 
 /// Writes `value` to I/O port `port`.
 pub fn outb(port: u16, value: u8) {
