@@ -36,6 +36,7 @@
 //! - Losing a second owner of a key before its replacement copy is made loses the key
 //!   (R=2 tolerates one failure at a time).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -76,6 +77,8 @@ const SCAN: usize = 1024;
 const PACE_MAX: Duration = Duration::from_millis(5);
 /// How long a request waits for the frontend's next view when its primary is lost.
 const VIEW_WAIT: Duration = Duration::from_secs(5);
+/// The most wakers kept for requests waiting for a view (see [`Node::view_at_least`]).
+const VIEW_WAITERS_MAX: usize = 1 << 16;
 /// How long a node waits for the membership layer to connect it to a new view's nodes.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
@@ -261,7 +264,7 @@ pub struct Node {
     view_waiters: Mutex<Vec<core::task::Waker>>,
     /// Per core: invalidations received (the cached layout). A cache fill whose fetch
     /// raced one is not kept.
-    invalidations: Vec<std::sync::atomic::AtomicU64>,
+    invalidations: Vec<AtomicU64>,
 }
 
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, RemoteError> {
@@ -294,7 +297,7 @@ impl Node {
             progress: Mutex::new(Progress::default()),
             view_waiters: Mutex::new(Vec::new()),
             invalidations: (0..sesa_event::cores())
-                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .map(|_| AtomicU64::new(0))
                 .collect(),
         }));
         messenger
@@ -397,8 +400,7 @@ impl Node {
                         "invalidation sent to a core that does not hold the keys".into(),
                     ));
                 }
-                self.invalidated(here)
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.invalidated(here).fetch_add(1, Ordering::SeqCst);
                 self.kv.with_partition(|p, now| {
                     for k in &keys {
                         p.import(k, None, now);
@@ -527,6 +529,11 @@ impl Node {
             if view.epoch >= epoch || deadline.as_mut().poll(cx).is_ready() {
                 return core::task::Poll::Ready(view);
             }
+            // A waiter that timed out leaves its waker here until the next view: past a
+            // bound, wake every one early (each re-checks and queues again, in order).
+            if waiters.len() >= VIEW_WAITERS_MAX {
+                waiters.drain(..).for_each(core::task::Waker::wake);
+            }
             waiters.push(cx.waker().clone());
             core::task::Poll::Pending
         })
@@ -559,7 +566,7 @@ impl Node {
             .is_ok_and(|peers| peers.iter().any(|p| p.node == node))
     }
 
-    fn invalidated(&self, core: CoreId) -> &std::sync::atomic::AtomicU64 {
+    fn invalidated(&self, core: CoreId) -> &AtomicU64 {
         // One counter per core, made at start for every core of the node.
         &self.invalidations[core.index() % self.invalidations.len()]
     }
@@ -574,9 +581,7 @@ impl Node {
         if self.kv.with_partition(|p, now| p.holds(&key, now)) {
             return Ok(self.kv.apply_here(op));
         }
-        let before = self
-            .invalidated(here)
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let before = self.invalidated(here).load(Ordering::SeqCst);
         let (Some(service), Ok(payload)) = (
             EbbId::from_raw(primary.service),
             postcard::to_allocvec(&key),
@@ -594,10 +599,7 @@ impl Node {
         let Ok(item) = postcard::from_bytes::<Option<WireItem>>(&reply) else {
             return Err(op);
         };
-        let raced = self
-            .invalidated(here)
-            .load(std::sync::atomic::Ordering::SeqCst)
-            != before;
+        let raced = self.invalidated(here).load(Ordering::SeqCst) != before;
         match item {
             _ if raced => Err(op),
             // Absent at the primary: a miss (nothing is cached).
