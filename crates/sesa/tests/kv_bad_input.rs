@@ -5,40 +5,20 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Kv {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Kv {
-    fn drop(&mut self) {
-        common::interrupt_and_reap(&mut self.child);
-    }
-}
+/// The node under test.
+struct Kv(common::Server);
 
 fn start() -> Kv {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sesa"))
-        .args(["kv", "--port", "0", "--cores", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
-    Kv { child, port }
+    Kv(common::sesa_kv(&["--cores", "2"], 0))
 }
 
 impl Kv {
     fn connect(&self) -> TcpStream {
-        let conn = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let conn = TcpStream::connect(("127.0.0.1", self.0.port)).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         conn
@@ -69,9 +49,21 @@ impl Kv {
             .unwrap()
     }
 
+    /// Waits until the node counts no connection but the one asking.
+    fn until_connections_gone(&self) {
+        for _ in 0..500 {
+            if self.stat("curr_connections") <= 1 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("closed connections are still counted after 10 s");
+    }
+
     /// The server's resident memory, in KiB.
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.0.child.id())).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -123,12 +115,7 @@ fn a_value_cut_off_is_not_stored() {
     conn.write_all(&[b'x'; 50]).unwrap();
     drop(conn);
     // The node noticed the close: the connection is gone from its count.
-    let mut tries = 0;
-    while kv.stat("curr_connections") > 1 {
-        tries += 1;
-        assert!(tries < 100, "the cut connection is still counted");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    kv.until_connections_gone();
     assert_eq!(kv.ask(b"get cut\r\n", b"END\r\n"), "END\r\n");
 }
 
@@ -151,12 +138,7 @@ fn clients_that_vanish_mid_value_leave_no_memory_behind() {
         }
         drop(conns);
         // Until the node has seen every close.
-        let mut tries = 0;
-        while kv.stat("curr_connections") > 1 {
-            tries += 1;
-            assert!(tries < 500, "vanished clients are still counted");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        kv.until_connections_gone();
     };
     // The allocator keeps some of what was freed: its footprint levels off after a few
     // waves (about 65 MiB here). Then eight more waves, 400 MiB of half values in all,

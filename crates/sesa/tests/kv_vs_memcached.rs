@@ -9,22 +9,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use common::{Server, sesa_kv};
+
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A server process, killed (by its own pid) when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        common::interrupt_and_reap(&mut self.child);
-    }
-}
 
 fn memcached() -> Server {
     let port = TcpListener::bind("127.0.0.1:0")
@@ -56,31 +46,6 @@ fn memcached() -> Server {
         std::thread::sleep(Duration::from_millis(20));
     }
     server
-}
-
-/// `sesa kv` with `args`; the port of node `node` once it listens.
-fn sesa(args: &[&str], node: u32) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sesa"))
-        .args(["kv", "--port", "0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let want = format!("node {node} listening on 127.0.0.1:");
-    let port = loop {
-        let line = lines
-            .next()
-            .expect("sesa kv ended before its node listened")
-            .unwrap();
-        if let Some(port) = line.strip_prefix(&want) {
-            break port.parse().unwrap();
-        }
-    };
-    // Keep reading its stdout so that it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Server { child, port }
 }
 
 /// Sends `script` then `mn`, and returns everything answered before the `MN`.
@@ -251,7 +216,7 @@ fn compare(name: &str, reference: u16, sesa: u16) {
 #[test]
 fn one_node_answers_every_script_as_memcached_does() {
     let reference = memcached();
-    let one = sesa(&["--cores", "2"], 0);
+    let one = sesa_kv(&["--cores", "2"], 0);
     compare("one node", reference.port, one.port);
 }
 
@@ -260,6 +225,6 @@ fn a_store_of_three_nodes_answers_every_script_as_memcached_does() {
     let reference = memcached();
     // With the central layout every key lives on node 1 (and its replica, node 2), so
     // every command sent to node 3 is shipped to another node.
-    let store = sesa(&["--nodes", "3", "--cores", "1", "--layout", "central"], 3);
+    let store = sesa_kv(&["--nodes", "3", "--cores", "1", "--layout", "central"], 3);
     compare("node 3 of 3", reference.port, store.port);
 }

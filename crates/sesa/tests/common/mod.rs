@@ -60,3 +60,44 @@ pub fn interrupt_and_reap(child: &mut std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A server process the test started: stopped ([`interrupt_and_reap`]) when dropped.
+pub struct Server {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its client port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        interrupt_and_reap(&mut self.child);
+    }
+}
+
+/// `sesa kv --port 0` with `args`, once node `node` said it listens (0 for a single
+/// node; on a cluster, the frontend prints one line per node).
+pub fn sesa_kv(args: &[&str], node: u32) -> Server {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sesa"))
+        .args(["kv", "--port", "0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let want = format!("node {node} listening on 127.0.0.1:");
+    let port = loop {
+        let line = lines
+            .next()
+            .expect("sesa kv ended before its node listened")
+            .unwrap();
+        if let Some(port) = line.strip_prefix(&want) {
+            break port.parse().unwrap();
+        }
+    };
+    // Keep reading its stdout so that it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Server { child, port }
+}
