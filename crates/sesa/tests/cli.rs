@@ -248,6 +248,53 @@ fn kv_serves_memcached_clients_and_refuses_no_nodes_loudly() {
     let status = child.wait().unwrap();
     assert!(status.code().is_some(), "{status:?}");
 
+    // A second store on the first one's port is refused, as memcached refuses a taken
+    // port. (Both share their port among their cores with SO_REUSEPORT, which would let
+    // the second bind too and split the clients between two unrelated stores.)
+    let mut first = sesa()
+        .args(["kv", "--port", "0", "--cores", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(first.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().to_owned();
+    let mut second = sesa()
+        .args(["kv", "--port", &port, "--cores", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(first.id() as i32, libc::SIGTERM) }, 0);
+    first.wait().unwrap();
+    let status = refused.expect("a second store started on the first one's port");
+    let mut said = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(
+        !status.success() && said.contains("in use"),
+        "{status}: {said}"
+    );
+
     // (Many nodes: tests/kv_cluster.rs.) No nodes is refused with a reason.
     let out = sesa()
         .args(["kv", "--nodes", "0", "--port", "0"])

@@ -650,6 +650,12 @@ pub async fn serve(kv: Kv, listener: Listener) {
 pub async fn serve_every_core(kv: Kv, addr: SocketAddr) -> Result<SocketAddr, EventError> {
     let counters = Arc::new(Counters::new(sesa_event::cores()));
     let here = sesa_event::current_core();
+    // The cores share the port (SO_REUSEPORT on hosted), and so could another process:
+    // a second store started on a taken port would silently split the clients between
+    // two unrelated stores. A plain bind first fails if anyone listens there already.
+    if addr.port() != 0 {
+        drop(sesa_event::tcp_listen(addr)?);
+    }
     let first = sesa_event::tcp_listen_shared(addr)?;
     let addr = first.local_addr().map_err(EventError::Net)?;
     sesa_event::spawn_local(serve_with(kv, first, counters.clone()));
