@@ -251,18 +251,9 @@ fn kv_serves_memcached_clients_and_refuses_no_nodes_loudly() {
     // A second store on the first one's port is refused, as memcached refuses a taken
     // port. (Both share their port among their cores with SO_REUSEPORT, which would let
     // the second bind too and split the clients between two unrelated stores.)
-    let mut first = sesa()
-        .args(["kv", "--port", "0", "--cores", "2"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(first.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().rsplit(':').next().unwrap().to_owned();
+    let first = common::sesa_kv(&["--cores", "2"], 0);
     let mut second = sesa()
-        .args(["kv", "--port", &port, "--cores", "2"])
+        .args(["kv", "--port", &first.port.to_string(), "--cores", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -279,9 +270,7 @@ fn kv_serves_memcached_clients_and_refuses_no_nodes_loudly() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
-    assert_eq!(unsafe { libc::kill(first.id() as i32, libc::SIGTERM) }, 0);
-    first.wait().unwrap();
+    drop(first);
     let status = refused.expect("a second store started on the first one's port");
     let mut said = String::new();
     second
