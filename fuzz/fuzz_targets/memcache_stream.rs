@@ -6,6 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sesa_apps::memcache::protocol::{Command, Limits, Parsed, parse};
+use sesa_apps::memcache::server::{self, Op};
 use sesa_apps::memcache::store::Partition;
 
 /// A small partition, so that eviction runs.
@@ -62,19 +63,26 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// Runs `command` on the partition through the server's own `server::apply`, as one
+/// node with one core does (`flush_all` is the node's, not a key's: called directly).
 fn apply(p: &mut Partition, command: Command<'_>, now: u64, out: &mut Vec<u8>) {
-    match command {
-        Command::Get { keys, .. } => {
-            for key in keys {
-                let _ = p.get(key, now);
-            }
-        }
-        Command::Gat { exptime, keys, .. } => {
-            for key in keys {
-                let _ = p.get(key, now);
-                p.touch(key, exptime, now);
-            }
-        }
+    let ops: Vec<Op> = match command {
+        Command::Get { keys, cas } => keys
+            .iter()
+            .map(|k| Op::Get {
+                key: k.to_vec(),
+                cas,
+                touch: None,
+            })
+            .collect(),
+        Command::Gat { exptime, keys, cas } => keys
+            .iter()
+            .map(|k| Op::Get {
+                key: k.to_vec(),
+                cas,
+                touch: Some(exptime),
+            })
+            .collect(),
         Command::Store {
             mode,
             key,
@@ -82,22 +90,33 @@ fn apply(p: &mut Partition, command: Command<'_>, now: u64, out: &mut Vec<u8>) {
             exptime,
             data,
             ..
-        } => {
-            let _ = p.store(mode, key, flags, exptime, data, now);
-        }
-        Command::Delete { key, .. } => {
-            p.delete(key, now);
-        }
+        } => vec![Op::Store {
+            mode,
+            key: key.to_vec(),
+            flags,
+            exptime,
+            data: data.to_vec(),
+        }],
+        Command::Delete { key, .. } => vec![Op::Delete { key: key.to_vec() }],
         Command::Arith {
             incr, key, delta, ..
-        } => {
-            let _ = p.arith(key, incr, delta, now);
+        } => vec![Op::Arith {
+            incr,
+            key: key.to_vec(),
+            delta,
+        }],
+        Command::Touch { key, exptime, .. } => vec![Op::Touch {
+            key: key.to_vec(),
+            exptime,
+        }],
+        Command::Meta(meta) => vec![Op::Meta(meta)],
+        Command::FlushAll { delay, .. } => {
+            p.flush_all(delay, now);
+            Vec::new()
         }
-        Command::Touch { key, exptime, .. } => {
-            p.touch(key, exptime, now);
-        }
-        Command::FlushAll { delay, .. } => p.flush_all(delay, now),
-        Command::Meta(meta) => sesa_apps::memcache::meta::apply(p, &meta, now, out),
-        _ => {}
+        _ => Vec::new(),
+    };
+    for op in ops {
+        server::apply(p, op, now, out);
     }
 }

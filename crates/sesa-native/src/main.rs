@@ -84,6 +84,12 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         memory.heap_bytes >> 20,
         memory.frames.total()
     );
+    if memory.regions_ignored > 0 {
+        println!(
+            "sesa-native: {} usable memory regions past the first 32 left unused",
+            memory.regions_ignored
+        );
+    }
     if let Err(why) = check_frames(&mut memory.frames) {
         println!("sesa-native: frame allocator: {why}");
         exit(Exit::Failure);

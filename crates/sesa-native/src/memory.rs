@@ -82,10 +82,16 @@ impl Frames {
     }
 }
 
+/// The most usable regions [`init`] takes from the map (a fixed array: there is no heap
+/// yet); further ones are counted in [`Memory::regions_ignored`] and left unused.
+const REGIONS_MAX: usize = 32;
+
 /// What [`init`] set up.
 pub struct Memory {
     /// Bytes given to the heap.
     pub heap_bytes: u64,
+    /// Usable regions beyond [`REGIONS_MAX`], not used.
+    pub regions_ignored: usize,
     /// The frame allocator, over the rest.
     pub frames: Frames,
 }
@@ -95,15 +101,20 @@ pub struct Memory {
 pub fn init(map: &[MemoryRegion]) -> Option<Memory> {
     let floor = percpu::kernel_end();
     // Usable RAM above the kernel and inside the mapped first GiB, frame-aligned.
-    let mut regions: [(u64, u64); 32] = [(0, 0); 32];
-    let mut n = 0;
+    let mut regions: [(u64, u64); REGIONS_MAX] = [(0, 0); REGIONS_MAX];
+    let (mut n, mut regions_ignored) = (0, 0);
     for r in map.iter().filter(|r| r.kind == 1 && r.size > 0) {
         let start = r.addr.max(floor).next_multiple_of(FRAME);
         let end = (r.addr + r.size).min(boot::MAPPED_BYTES) / FRAME * FRAME;
-        if start < end && n < regions.len() {
-            regions[n] = (start, end);
-            n += 1;
+        if start >= end {
+            continue;
         }
+        if n == REGIONS_MAX {
+            regions_ignored += 1;
+            continue;
+        }
+        regions[n] = (start, end);
+        n += 1;
     }
     let regions = &mut regions[..n];
     let usable: u64 = regions.iter().map(|(s, e)| e - s).sum();
@@ -125,6 +136,7 @@ pub fn init(map: &[MemoryRegion]) -> Option<Memory> {
     let total = free.iter().map(|(s, e)| (e - s) / FRAME).sum();
     Some(Memory {
         heap_bytes,
+        regions_ignored,
         frames: Frames { free, total },
     })
 }

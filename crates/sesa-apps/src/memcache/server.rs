@@ -81,31 +81,51 @@ pub struct Kv {
 
 /// One key's command, owned so it can be shipped to the key's core or to another node.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub(crate) enum Op {
+pub enum Op {
+    /// `get`/`gets` of one key (`gat`/`gats` with `touch`).
     Get {
+        /// The key.
         key: Vec<u8>,
+        /// Whether the reply carries the cas value.
         cas: bool,
+        /// A new expiry, applied after the read.
         touch: Option<i64>,
     },
+    /// A storage command.
     Store {
+        /// Which one.
         mode: StoreMode,
+        /// The key.
         key: Vec<u8>,
+        /// The client's flags.
         flags: u32,
+        /// The expiry.
         exptime: i64,
+        /// The value.
         data: Vec<u8>,
     },
+    /// `delete`.
     Delete {
+        /// The key.
         key: Vec<u8>,
     },
+    /// `incr`/`decr`.
     Arith {
+        /// `incr` (else `decr`).
         incr: bool,
+        /// The key.
         key: Vec<u8>,
+        /// By how much.
         delta: u64,
     },
+    /// `touch`.
     Touch {
+        /// The key.
         key: Vec<u8>,
+        /// The new expiry.
         exptime: i64,
     },
+    /// A meta command (`mg`, `ms`, `md`, `ma`, `me`).
     Meta(protocol::Meta),
 }
 
@@ -132,6 +152,48 @@ impl Op {
             },
             _ => true,
         }
+    }
+}
+
+/// Runs `op` on partition `p` at time `now`, appending its reply to `out`: what one
+/// key's command does, without I/O (the server calls it on the key's core; the fuzzer
+/// calls it directly).
+pub fn apply(p: &mut Partition, op: Op, now: u64, out: &mut Vec<u8>) {
+    match op {
+        Op::Get { key, cas, touch } => get_into(p, &key, cas, touch, now, out),
+        Op::Store {
+            mode,
+            key,
+            flags,
+            exptime,
+            data,
+        } => {
+            out.extend_from_slice(match p.store(mode, &key, flags, exptime, &data, now) {
+                Stored::Stored => b"STORED\r\n".as_slice(),
+                Stored::NotStored => b"NOT_STORED\r\n",
+                Stored::Exists => b"EXISTS\r\n",
+                Stored::NotFound => b"NOT_FOUND\r\n",
+                Stored::TooLarge => b"SERVER_ERROR out of memory storing object\r\n",
+            });
+        }
+        Op::Delete { key } => out.extend_from_slice(if p.delete(&key, now) {
+            b"DELETED\r\n".as_slice()
+        } else {
+            b"NOT_FOUND\r\n"
+        }),
+        Op::Arith { incr, key, delta } => match p.arith(&key, incr, delta, now) {
+            Ok(v) => out.extend_from_slice(format!("{v}\r\n").as_bytes()),
+            Err(ArithError::NotFound) => out.extend_from_slice(b"NOT_FOUND\r\n"),
+            Err(ArithError::NonNumeric) => out.extend_from_slice(
+                b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+            ),
+        },
+        Op::Meta(meta) => super::meta::apply(p, &meta, now, out),
+        Op::Touch { key, exptime } => out.extend_from_slice(if p.touch(&key, exptime, now) {
+            b"TOUCHED\r\n".as_slice()
+        } else {
+            b"NOT_FOUND\r\n"
+        }),
     }
 }
 
@@ -197,49 +259,10 @@ impl Kv {
     /// Runs `op` on this core's partition; the reply bytes.
     pub(crate) fn apply_here(self, op: Op) -> Vec<u8> {
         let now = sesa_event::unix_time();
-        self.parts.with(|rep| {
-            let mut p = rep.0.borrow_mut();
-            let mut out = Vec::new();
-            match op {
-                Op::Get { key, cas, touch } => get_into(&mut p, &key, cas, touch, now, &mut out),
-                Op::Store {
-                    mode,
-                    key,
-                    flags,
-                    exptime,
-                    data,
-                } => {
-                    out.extend_from_slice(match p.store(mode, &key, flags, exptime, &data, now) {
-                        Stored::Stored => b"STORED\r\n".as_slice(),
-                        Stored::NotStored => b"NOT_STORED\r\n",
-                        Stored::Exists => b"EXISTS\r\n",
-                        Stored::NotFound => b"NOT_FOUND\r\n",
-                        Stored::TooLarge => b"SERVER_ERROR out of memory storing object\r\n",
-                    });
-                }
-                Op::Delete { key } => out.extend_from_slice(if p.delete(&key, now) {
-                    b"DELETED\r\n".as_slice()
-                } else {
-                    b"NOT_FOUND\r\n"
-                }),
-                Op::Arith { incr, key, delta } => match p.arith(&key, incr, delta, now) {
-                    Ok(v) => out.extend_from_slice(format!("{v}\r\n").as_bytes()),
-                    Err(ArithError::NotFound) => out.extend_from_slice(b"NOT_FOUND\r\n"),
-                    Err(ArithError::NonNumeric) => out.extend_from_slice(
-                        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
-                    ),
-                },
-                Op::Meta(meta) => super::meta::apply(&mut p, &meta, now, &mut out),
-                Op::Touch { key, exptime } => {
-                    out.extend_from_slice(if p.touch(&key, exptime, now) {
-                        b"TOUCHED\r\n".as_slice()
-                    } else {
-                        b"NOT_FOUND\r\n"
-                    })
-                }
-            }
-            out
-        })
+        let mut out = Vec::new();
+        self.parts
+            .with(|rep| apply(&mut rep.0.borrow_mut(), op, now, &mut out));
+        out
     }
 
     /// Starts `op` on the core that owns `key`: runs it now if that is this core,
