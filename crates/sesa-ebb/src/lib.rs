@@ -91,7 +91,7 @@ pub use map::STATIC_INDICES;
 pub use node::{EbbNode, NodeConfig};
 pub use reference::EbbRef;
 pub use root::{EbbRoot, Install, MissContext};
-pub use table::CoreBinding;
+pub use table::{CoreBinding, ParkedCore};
 pub use templates::{NodeShared, PerCore};
 
 /// How many reps the calling thread's core holds (0 off a core). For statistics: it walks

@@ -95,6 +95,8 @@ pub(crate) struct CoreTable {
     owners: UnsafeCell<Vec<Option<Owner>>>,
     /// The newest destruction this core has processed (see `map`'s protocol).
     acked: Cell<u64>,
+    /// One past the highest inline slot ever installed: what parking saves and restores.
+    inline_used: Cell<usize>,
 }
 
 impl CoreTable {
@@ -200,6 +202,9 @@ impl CoreTable {
             None => false,
         });
         if inline {
+            if installing && index >= self.inline_used.get() {
+                self.inline_used.set(index + 1);
+            }
             return;
         }
         // SAFETY: only this thread touches the table, and no reference into `slots` is
@@ -304,6 +309,7 @@ impl CoreBinding {
             slots: UnsafeCell::new(Vec::new()),
             owners: UnsafeCell::new(Vec::new()),
             acked: Cell::new(0),
+            inline_used: Cell::new(0),
         });
         current::set(table.binding());
         Ok(CoreBinding {
@@ -320,6 +326,109 @@ impl CoreBinding {
     /// The node.
     pub fn node(&self) -> &Arc<EbbNode> {
         &self.table.node
+    }
+
+    /// Takes this core off the calling thread, keeping its reps, so that the thread can
+    /// bind another core (of this node or another) and come back to this one later with
+    /// [`ParkedCore::unpark`]. This is how a platform multiplexes many cores on one
+    /// thread (the deterministic simulator runs whole clusters on one).
+    ///
+    /// Call it only at a quiescent point of the core: no rep of it may be lent out
+    /// ([`EbbRef::with`](crate::EbbRef::with) cannot be on the stack), which holds
+    /// between events.
+    #[allow(unsafe_code)] // moving the table out of a type with a destructor
+    pub fn park(self) -> ParkedCore {
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the table is moved, not
+        // duplicated.
+        let table = unsafe { ptr::read(&this.table) };
+        let used = table.inline_used.get();
+        let inline = current::with(|cur| {
+            cur.inline[..used]
+                .iter()
+                .map(|slot| (slot.tag.replace(0), slot.rep.replace(ptr::null())))
+                .collect()
+        });
+        current::set(Binding::NONE);
+        ParkedCore {
+            table: Some(table),
+            inline,
+        }
+    }
+}
+
+/// A core taken off its thread by [`CoreBinding::park`], with its reps.
+///
+/// Not `Send`, like the binding: it comes back on the thread that parked it. Dropping it
+/// binds it again to drop its reps (their destructors may use the object model), which
+/// needs the thread to be unbound; on a bound thread its reps are leaked instead, and
+/// the core stays claimed.
+pub struct ParkedCore {
+    table: Option<alloc::boxed::Box<CoreTable>>,
+    /// The inline part of the table (see `current::INLINE_SLOTS`) up to its highest
+    /// used slot: (tag, rep).
+    inline: Vec<(u64, *const ())>,
+}
+
+impl ParkedCore {
+    /// The core.
+    pub fn core(&self) -> CoreId {
+        self.table.as_ref().map_or(CoreId::new(0), |t| t.core)
+    }
+
+    /// Binds the core to the calling thread again, as it was when parked.
+    ///
+    /// # Errors
+    /// The thread is bound to a core already (the parked core is handed back).
+    pub fn unpark(mut self) -> Result<CoreBinding, (ParkedCore, EbbError)> {
+        if !current::get().table.is_null() {
+            let core = self.core();
+            return Err((
+                self,
+                EbbError::Bind {
+                    core,
+                    why: "this thread is already bound to a core",
+                },
+            ));
+        }
+        let table = self
+            .table
+            .take()
+            .expect("a parked core holds its table until unparked or dropped");
+        current::with(|cur| {
+            for (slot, &(tag, rep)) in cur.inline.iter().zip(&self.inline) {
+                slot.tag.set(tag);
+                slot.rep.set(rep);
+            }
+        });
+        current::set(table.binding());
+        Ok(CoreBinding {
+            table,
+            _not_send: PhantomData,
+        })
+    }
+}
+
+impl Drop for ParkedCore {
+    fn drop(&mut self) {
+        let Some(table) = self.table.take() else {
+            return;
+        };
+        let parked = ParkedCore {
+            table: Some(table),
+            inline: core::mem::take(&mut self.inline),
+        };
+        match parked.unpark() {
+            Ok(binding) => drop(binding),
+            Err((mut parked, _)) => {
+                // Dropping reps needs the core bound; without that, leaking them is the
+                // safe choice (a rep freed while another core's binding points at its
+                // slots would be worse).
+                if let Some(table) = parked.table.take() {
+                    core::mem::forget(table);
+                }
+            }
+        }
     }
 }
 

@@ -505,3 +505,83 @@ fn static_ids_are_known_in_advance_claimed_once_and_never_reused() {
     );
     assert!(ebb.try_with(|_| ()).is_err());
 }
+
+assert_not_impl_any!(sesa_ebb::ParkedCore: Send, Sync);
+
+/// Counts the drops of a rep.
+struct Counted(u32, Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, SeqCst);
+    }
+}
+
+/// Makes each core's `Counted` rep, owned by that core's table.
+struct CountedRoot {
+    value: u32,
+    created: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl EbbRoot for CountedRoot {
+    type Rep = Counted;
+    fn miss(&self, cx: &MissContext<'_>) -> Result<Install<Counted>, MissError> {
+        self.created.fetch_add(1, SeqCst);
+        let value = self.value + cx.core().get();
+        Ok(Install::local(Box::new(Counted(
+            value,
+            self.dropped.clone(),
+        ))))
+    }
+}
+
+#[test]
+fn parked_cores_of_two_nodes_take_turns_on_one_thread() {
+    // Two nodes of two cores each, all four cores on this one thread: unpark one, use
+    // it, park it, go to the next. Each core keeps its own reps across turns, in the
+    // inline slots and past them.
+    const EBBS: u32 = 600;
+    let (created, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let nodes = [node(2), node(2)];
+    let mut parked = Vec::new();
+    let mut ebbs = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for c in 0..2 {
+            parked.push((n, node.bind(CoreId::new(c)).unwrap().park()));
+        }
+        let mine: Vec<EbbRef<Counted>> = (0..EBBS)
+            .map(|i| {
+                node.create(CountedRoot {
+                    value: n as u32 * 1_000_000 + i * 10,
+                    created: created.clone(),
+                    dropped: dropped.clone(),
+                })
+                .unwrap()
+            })
+            .collect();
+        ebbs.push(mine);
+    }
+    for _round in 0..3 {
+        for (n, core) in std::mem::take(&mut parked) {
+            let c = core.core().get();
+            let bound = core.unpark().ok().unwrap();
+            for (i, ebb) in ebbs[n].iter().enumerate() {
+                let want = n as u32 * 1_000_000 + i as u32 * 10 + c;
+                assert_eq!(ebb.with(|rep| rep.0), want);
+            }
+            // A second core cannot come onto a bound thread.
+            let other = nodes[1 - n].bind(CoreId::new(0));
+            assert!(other.is_err());
+            parked.push((n, bound.park()));
+        }
+    }
+    // One rep per EBB per core, made by the first access and kept afterwards.
+    assert_eq!(created.load(SeqCst), 2 * 2 * EBBS as usize);
+    assert_eq!(dropped.load(SeqCst), 0);
+    // Dropping a parked core drops its reps.
+    drop(parked);
+    assert_eq!(dropped.load(SeqCst), 2 * 2 * EBBS as usize);
+    // And frees its core for a new binding.
+    drop(nodes[0].bind(CoreId::new(1)).unwrap());
+}
