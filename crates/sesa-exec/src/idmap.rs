@@ -10,11 +10,19 @@
 //!
 //! # Consistency
 //! Values carry versions; a replica keeps the highest. A writer first reads the newest
-//! version from the key's replicas, then writes `version + 1` to all of them (its node id
-//! in the low bits breaks ties between concurrent writers the same way everywhere). So
-//! replicas converge: last writer wins. A `set` succeeds when at least one live replica
-//! took it. A `get` asks every replica and returns the newest answer, so it survives the
-//! loss of all replicas but one. A value is only ever returned if some `set` wrote it.
+//! version from every replica of the key, then writes `version + 1` to all of them (its
+//! node id in the low bits breaks ties between concurrent writers the same way
+//! everywhere). So replicas converge: last writer wins. A `set` succeeds only when every
+//! replica of the current members took it, so an acknowledged set is on R nodes and no
+//! later writer can miss its version. A `get` asks every replica and returns the newest
+//! answer, so it survives the loss of all replicas but one. A value is only ever
+//! returned if some `set` wrote it. After the members change, each node re-copies its
+//! entries to their replicas ([`GlobalIdMap::rebalance`]), so keys are back on R nodes.
+//!
+//! The deterministic simulator checks this under crashes, restarts, joins, leaves and
+//! partitions (`sesa sim --workload idmap`). It found the first design losing
+//! acknowledged sets: a set acknowledged by one replica, or a restarted writer whose
+//! read saw only its own empty store and wrote a version below the one it replaced.
 //!
 //! # Serving
 //! Each node's store is a node-shared EBB ([`IdMapStore`]) served by the messenger. A
@@ -37,6 +45,8 @@ use crate::{CallError, MessengerRef, RemoteError};
 const GET: u16 = 1;
 const SET: u16 = 2;
 const WATCH: u16 = 3;
+/// A rebalance's copy: kept if newer, whatever the sender's view.
+const COPY: u16 = 4;
 
 /// How long a replica holds a `watch` before answering "no change" (the caller asks again).
 const WATCH_HOLD: Duration = Duration::from_secs(10);
@@ -94,6 +104,9 @@ pub struct IdMapStore {
 #[derive(Default)]
 struct StoreState {
     entries: BTreeMap<u64, Versioned>,
+    /// The newest members' epoch this node has taken: a set made under an older view
+    /// is refused (its writer may have missed a replica that the newer view has).
+    epoch: u64,
     /// Waiting `watch`es: woken on every set.
     watchers: Vec<Waker>,
 }
@@ -169,7 +182,8 @@ pub struct GlobalIdMap {
     messenger: MessengerRef,
     me: u32,
     store: EbbRef<IdMapStore>,
-    members: Arc<spin::Mutex<Vec<Member>>>,
+    /// The members and their epoch.
+    members: Arc<spin::Mutex<(u64, Vec<Member>)>>,
     replicas: usize,
 }
 
@@ -194,7 +208,7 @@ impl GlobalIdMap {
             messenger,
             me,
             store,
-            members: Arc::new(spin::Mutex::new(Vec::new())),
+            members: Arc::new(spin::Mutex::new((0, Vec::new()))),
             replicas: replicas.max(1),
         })
     }
@@ -207,17 +221,31 @@ impl GlobalIdMap {
         }
     }
 
-    /// Replaces the membership view (this node included).
-    pub fn set_members(&self, members: Vec<Member>) {
-        *self.members.lock() = members;
+    /// Replaces the membership view (this node included) with the members of `epoch`,
+    /// which must grow with each change (the frontend's view number). A view older than
+    /// the one this node has is ignored. From here on this node's store refuses sets
+    /// made under an older view; call [`rebalance`](Self::rebalance) next.
+    pub fn set_members(&self, epoch: u64, members: Vec<Member>) {
+        {
+            let mut current = self.members.lock();
+            if epoch < current.0 {
+                return;
+            }
+            *current = (epoch, members);
+        }
+        if let Some(store) = local_store(self.store) {
+            let mut state = store.state.lock();
+            state.epoch = state.epoch.max(epoch);
+        }
     }
 
-    fn replicas_of(&self, key: u64) -> Result<Vec<Member>, IdMapError> {
-        let members = self.members.lock().clone();
+    /// The current view's epoch and the replicas of `key` in it.
+    fn replicas_of(&self, key: u64) -> Result<(u64, Vec<Member>), IdMapError> {
+        let (epoch, members) = self.members.lock().clone();
         if members.is_empty() {
             return Err(IdMapError::NoMembers);
         }
-        Ok(replicas_of(key, &members, self.replicas))
+        Ok((epoch, replicas_of(key, &members, self.replicas)))
     }
 
     async fn ask(
@@ -250,7 +278,7 @@ impl GlobalIdMap {
     /// # Errors
     /// [`IdMapError::Unavailable`] if no replica answered.
     pub async fn get(&self, key: u64) -> Result<Option<Versioned>, IdMapError> {
-        let replicas = self.replicas_of(key)?;
+        let (_, replicas) = self.replicas_of(key)?;
         let arg = encode(&key);
         let mut newest: Option<Versioned> = None;
         let mut answered = false;
@@ -278,26 +306,84 @@ impl GlobalIdMap {
 
     /// Sets `key` to `value` on its replicas; returns the version written.
     ///
+    /// Needs every replica of the current members: it reads the newest version from all
+    /// of them, then writes a higher one to all of them, and succeeds only when each
+    /// took it. So an acknowledged set is on R nodes, and the next set of the key (from
+    /// any node, a restarted one too) sees its version. While a replica is unreachable
+    /// but still a member, sets of its keys fail; a view without it (the frontend
+    /// removes lost nodes) makes them succeed again. A failed set may have reached some
+    /// replicas.
+    ///
     /// # Errors
-    /// [`IdMapError::Unavailable`] if no replica took it.
+    /// [`IdMapError::Unavailable`] if a replica did not answer or refused.
     pub async fn set(&self, key: u64, value: Vec<u8>) -> Result<u64, IdMapError> {
-        let current = self.get(key).await?.map_or(0, |v| v.version);
+        let (epoch, replicas) = self.replicas_of(key)?;
+        let arg = encode(&key);
+        let mut current = 0;
+        for replica in &replicas {
+            let bytes = self
+                .ask(*replica, GET, arg.clone())
+                .await
+                .map_err(|last| IdMapError::Unavailable { key, last })?;
+            if let Some(v) = decode::<Option<Versioned>>(&bytes)? {
+                current = current.max(v.version);
+            }
+        }
         // Above everything seen; the low 16 bits name the writer, so two writers that
         // read the same version still order the same way on every replica.
         let version = ((current >> 16) + 1) << 16 | u64::from(self.me & 0xffff);
-        let arg = encode(&(key, Versioned { version, value }));
-        let mut took = 0;
-        let mut last = None;
-        for replica in self.replicas_of(key)? {
-            match self.ask(replica, SET, arg.clone()).await {
-                Ok(_) => took += 1,
-                Err(e) => last = Some(e),
+        let arg = encode(&(key, Versioned { version, value }, epoch));
+        for replica in replicas {
+            self.ask(replica, SET, arg.clone())
+                .await
+                .map_err(|last| IdMapError::Unavailable { key, last })?;
+        }
+        Ok(version)
+    }
+
+    /// Copies every entry this node's store holds to the key's other replicas under the
+    /// current members, so that each key is back on R live nodes after the members
+    /// changed (a replica lost, a node joined, one is leaving). Call it after
+    /// [`set_members`](Self::set_members); a leaving node calls it with the members
+    /// that stay, to hand its keys over. Replicas keep the newer version, so a copy
+    /// never undoes a write, and copying twice is harmless. Returns how many copies a
+    /// replica took. Every copy is tried; if one failed, the error says which key (call
+    /// it again: a node leaving must not go before its keys are handed over).
+    ///
+    /// It sends one message per key and replica: fine for an id map (a few thousand
+    /// keys); a bulk transfer would be the next step for more.
+    ///
+    /// # Errors
+    /// A replica did not take a copy ([`IdMapError::Unavailable`]), or there are no
+    /// members.
+    pub async fn rebalance(&self) -> Result<usize, IdMapError> {
+        let entries: Vec<(u64, Versioned)> = match local_store(self.store) {
+            Some(store) => store
+                .state
+                .lock()
+                .entries
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+            None => Vec::new(), // Nothing stored here yet.
+        };
+        let mut copied = 0;
+        let mut failed = None;
+        for (key, value) in entries {
+            let arg = encode(&(key, value));
+            for replica in self.replicas_of(key)?.1 {
+                if replica.node == self.me {
+                    continue;
+                }
+                match self.ask(replica, COPY, arg.clone()).await {
+                    Ok(_) => copied += 1,
+                    Err(last) => failed = Some(IdMapError::Unavailable { key, last }),
+                }
             }
         }
-        match (took, last) {
-            (0, Some(last)) => Err(IdMapError::Unavailable { key, last }),
-            (0, None) => Err(IdMapError::NoMembers),
-            _ => Ok(version),
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(copied),
         }
     }
 
@@ -309,7 +395,7 @@ impl GlobalIdMap {
     pub async fn watch(&self, key: u64, after: u64) -> Result<Versioned, IdMapError> {
         loop {
             let mut last = None;
-            for replica in self.replicas_of(key)? {
+            for replica in self.replicas_of(key)?.1 {
                 match self.ask(replica, WATCH, encode(&(key, after))).await {
                     Ok(bytes) => {
                         if let Some(v) = decode::<Option<Versioned>>(&bytes)? {
@@ -338,6 +424,19 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, IdMapError> {
     postcard::from_bytes(bytes).map_err(|_| IdMapError::Malformed)
 }
 
+/// This node's store (made by its first access if there is none yet). The rep is
+/// node-shared: an `Arc` of it can be held across awaits (a watch's).
+fn local_store(store: EbbRef<IdMapStore>) -> Option<Arc<IdMapStore>> {
+    let root = store.root::<NodeShared<IdMapStore>>().ok()?;
+    match root.rep() {
+        Some(rep) => Some(rep),
+        None => {
+            store.try_with(|_| ()).ok()?;
+            root.rep()
+        }
+    }
+}
+
 /// A replica's side: the store's remote service.
 fn serve(
     store: EbbRef<IdMapStore>,
@@ -346,23 +445,23 @@ fn serve(
 ) -> core::pin::Pin<Box<dyn Future<Output = Result<Vec<u8>, RemoteError>>>> {
     Box::pin(async move {
         let bad = || RemoteError::Refused("malformed id map request".into());
-        // The rep is node-shared: an `Arc` of it can be held across the watch's awaits.
-        let root = store
-            .root::<NodeShared<IdMapStore>>()
-            .map_err(|_| RemoteError::NoSuchEbb)?;
-        let local = match root.rep() {
-            Some(rep) => rep,
-            None => {
-                store.try_with(|_| ()).map_err(|_| RemoteError::NoSuchEbb)?;
-                root.rep().ok_or(RemoteError::NoSuchEbb)?
-            }
-        };
+        let local = local_store(store).ok_or(RemoteError::NoSuchEbb)?;
         match method {
             GET => {
                 let key: u64 = postcard::from_bytes(&payload).map_err(|_| bad())?;
                 Ok(encode(&local.get(key)))
             }
             SET => {
+                let (key, value, epoch): (u64, Versioned, u64) =
+                    postcard::from_bytes(&payload).map_err(|_| bad())?;
+                if epoch < local.state.lock().epoch {
+                    return Err(RemoteError::Refused(
+                        "a set made under an older view of the members".into(),
+                    ));
+                }
+                Ok(encode(&local.set(key, value)))
+            }
+            COPY => {
                 let (key, value): (u64, Versioned) =
                     postcard::from_bytes(&payload).map_err(|_| bad())?;
                 Ok(encode(&local.set(key, value)))

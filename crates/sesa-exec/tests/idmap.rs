@@ -78,7 +78,7 @@ fn run_node(
         while messenger.peers().await.unwrap().len() < NODES as usize - 1 {
             sesa_event::sleep(Duration::from_millis(2)).await;
         }
-        map.set_members(roster.iter().map(|(_, _, m)| *m).collect());
+        map.set_members(1, roster.iter().map(|(_, _, m)| *m).collect());
         barrier(&phases.meshed, NODES as usize).await;
 
         if id == 1 {

@@ -28,7 +28,7 @@ pub const TAKE: u16 = 1;
 /// The work pool's method: report a finished chunk.
 pub const REPORT: u16 = 2;
 
-/// Increments per chunk: a few milliseconds of counting per core.
+/// Increments per chunk by default: a few milliseconds of counting per core.
 const CHUNK: u64 = 1 << 22;
 
 /// How long a node waits before asking again when every chunk left is leased.
@@ -58,10 +58,18 @@ pub struct WorkPool {
 
 struct PoolState {
     total: u64,
+    chunk: u64,
     chunks: u64,
     next: u64,
     requeued: Vec<u64>,
-    leases: BTreeMap<u64, u32>,
+    /// Chunk -> the node life (id and generation) that leased it.
+    leases: BTreeMap<u64, (u32, u64)>,
+    /// The newest generation of each node id that has asked for work.
+    newest: BTreeMap<u32, u64>,
+    /// Node lives known to be gone: every generation up to this one, by node id. Their
+    /// requests still in flight when they were lost must not lease work (nobody would
+    /// ever report it).
+    gone: BTreeMap<u32, u64>,
     done: BTreeSet<u64>,
     tally: i64,
 }
@@ -69,13 +77,22 @@ struct PoolState {
 impl WorkPool {
     /// A pool of `total` increments.
     pub fn new(total: u64) -> Self {
+        Self::with_chunk(total, CHUNK)
+    }
+
+    /// A pool of `total` increments leased `chunk` at a time (at least 1).
+    pub fn with_chunk(total: u64, chunk: u64) -> Self {
+        let chunk = chunk.max(1);
         WorkPool {
             state: Mutex::new(PoolState {
                 total,
-                chunks: total.div_ceil(CHUNK),
+                chunk,
+                chunks: total.div_ceil(chunk),
                 next: 0,
                 requeued: Vec::new(),
                 leases: BTreeMap::new(),
+                newest: BTreeMap::new(),
+                gone: BTreeMap::new(),
                 done: BTreeSet::new(),
                 tally: 0,
             }),
@@ -86,20 +103,22 @@ impl WorkPool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Puts `node`'s leased chunks back (it crashed); returns how many.
+    /// Puts `node`'s leased chunks back (it crashed); returns how many. Every life of
+    /// `node` seen so far is taken as gone: a request of theirs that arrives later gets
+    /// no work. (The frontend never gives a node id to a second process.)
     pub fn requeue(&self, node: u32) -> usize {
+        let newest = self.lock().newest.get(&node).copied().unwrap_or(0);
+        self.requeue_life(node, newest)
+    }
+
+    /// Puts back the chunks leased by the lives of `node` up to `generation` (it
+    /// crashed), and gives no work to those lives again; returns how many. A newer
+    /// generation of the node (restarted under the same id) keeps its leases.
+    pub fn requeue_life(&self, node: u32, generation: u64) -> usize {
         let mut s = self.lock();
-        let lost: Vec<u64> = s
-            .leases
-            .iter()
-            .filter(|(_, n)| **n == node)
-            .map(|(c, _)| *c)
-            .collect();
-        for c in &lost {
-            s.leases.remove(c);
-            s.requeued.push(*c);
-        }
-        lost.len()
+        let gone = s.gone.entry(node).or_insert(0);
+        *gone = (*gone).max(generation);
+        s.requeue_where(|(n, g)| n == node && g <= generation)
     }
 
     /// Whether every chunk is counted.
@@ -120,12 +139,39 @@ impl WorkPool {
     }
 }
 
+impl PoolState {
+    /// Puts back the chunks whose leaseholder matches; returns how many.
+    fn requeue_where(&mut self, matches: impl Fn((u32, u64)) -> bool) -> usize {
+        let lost: Vec<u64> = self
+            .leases
+            .iter()
+            .filter(|(_, holder)| matches(**holder))
+            .map(|(c, _)| *c)
+            .collect();
+        for c in &lost {
+            self.leases.remove(c);
+            self.requeued.push(*c);
+        }
+        lost.len()
+    }
+}
+
 impl RemoteRep for WorkPool {
     fn handle(&self, request: Request<'_>) -> Result<Vec<u8>, RemoteError> {
         let bad = || RemoteError::Refused("malformed work request".into());
         let mut s = self.lock();
         match request.method {
             TAKE => {
+                let (node, generation) = (request.from.node, request.from.generation);
+                if s.gone.get(&node).is_some_and(|&g| generation <= g) {
+                    // A lost life's request, arriving after its loss was handled.
+                    return crate::encode_reply(&Lease::Done);
+                }
+                if s.newest.get(&node).is_none_or(|&g| generation > g) {
+                    // A newer life of the node: the older ones are gone with their leases.
+                    s.newest.insert(node, generation);
+                    s.requeue_where(|(n, g)| n == node && g < generation);
+                }
                 let chunk = s.requeued.pop().or_else(|| {
                     (s.next < s.chunks).then(|| {
                         s.next += 1;
@@ -134,8 +180,8 @@ impl RemoteRep for WorkPool {
                 });
                 let lease = match chunk {
                     Some(c) => {
-                        s.leases.insert(c, request.from.node);
-                        let size = CHUNK.min(s.total - c * CHUNK);
+                        s.leases.insert(c, (node, generation));
+                        let size = s.chunk.min(s.total - c * s.chunk);
                         Lease::Chunk { chunk: c, size }
                     }
                     None if s.leases.is_empty() => Lease::Done,
@@ -146,7 +192,7 @@ impl RemoteRep for WorkPool {
             REPORT => {
                 let (chunk, counted): (u64, i64) =
                     postcard::from_bytes(request.payload).map_err(|_| bad())?;
-                if s.leases.get(&chunk) == Some(&request.from.node) {
+                if s.leases.get(&chunk) == Some(&(request.from.node, request.from.generation)) {
                     s.leases.remove(&chunk);
                     if s.done.insert(chunk) {
                         s.tally += counted;
@@ -310,6 +356,34 @@ mod tests {
         assert!(pool.finished());
         assert_eq!(pool.tally(), CHUNK as i64 + 5);
         assert_eq!(take(&pool, 2), Lease::Done);
+    }
+
+    /// Found by `sesa sim --workload counter --seed 33`: a crashed node's request still
+    /// in flight reached the pool after its leases were put back, and leased a chunk
+    /// nobody would report.
+    #[test]
+    fn a_lost_life_gets_no_work_but_its_next_generation_does() {
+        let pool = WorkPool::with_chunk(10, 1);
+        let at = |node, generation| Identity { node, generation };
+        let take_as = |who: Identity| -> Lease {
+            let reply = pool
+                .handle(Request {
+                    from: who,
+                    method: TAKE,
+                    payload: &[],
+                })
+                .unwrap();
+            postcard::from_bytes(&reply).unwrap()
+        };
+        assert!(matches!(take_as(at(1, 1)), Lease::Chunk { .. }));
+        assert_eq!(pool.requeue_life(1, 1), 1);
+        // Generation 1's late request: no lease.
+        assert_eq!(take_as(at(1, 1)), Lease::Done);
+        // Generation 2 of the same node id works, and keeps its lease when the loss
+        // of generation 1 is reported again.
+        assert!(matches!(take_as(at(1, 2)), Lease::Chunk { .. }));
+        assert_eq!(pool.requeue_life(1, 1), 0);
+        assert_eq!(pool.requeue(1), 1);
     }
 
     #[test]
