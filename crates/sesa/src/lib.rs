@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod elastic;
 pub mod kv;
 pub mod offload;
+pub mod sim;
 
 /// Encodes a service's reply (postcard); a failure becomes the caller's error.
 pub(crate) fn encode_reply<T: serde::Serialize + ?Sized>(

@@ -1,0 +1,292 @@
+//! The global id map under faults: no acknowledged set lost, no value read that was
+//! never written.
+//!
+//! Every node runs the executive's `GlobalIdMap` (R = 2) and a client. A client writes
+//! only its own keys (four per node id), one set at a time, with values that only grow,
+//! and reads any key. So for each key the final value must be one that some set wrote
+//! (else: *unexpected*), and not older than the newest acknowledged set (else: *lost*).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sesa_exec::GlobalIdMap;
+use sesa_exec::idmap::Member;
+
+use super::*;
+
+/// Keys each node id writes.
+const KEYS_PER_WRITER: u64 = 4;
+/// A client gives up on an operation after this (its outcome is then unknown).
+const OP_LIMIT: Duration = Duration::from_secs(2);
+/// How long the cluster has to settle after the faults stop, before the final reads.
+const SETTLE: Duration = Duration::from_secs(3);
+
+#[derive(Default)]
+struct History {
+    /// Every value a set was started with, by key.
+    attempted: BTreeMap<u64, BTreeSet<u64>>,
+    /// The newest acknowledged value, by key.
+    acked: BTreeMap<u64, u64>,
+    next_value: BTreeMap<u64, u64>,
+    counts: Counts,
+    failures: Vec<String>,
+}
+
+impl History {
+    fn read(&mut self, key: u64, bytes: &[u8], when: &str) {
+        let value = <[u8; 8]>::try_from(bytes).map(u64::from_le_bytes);
+        let known = value
+            .as_ref()
+            .is_ok_and(|v| self.attempted.get(&key).is_some_and(|s| s.contains(v)));
+        if !known {
+            self.counts.unexpected += 1;
+            self.failures.push(format!(
+                "{when}: key {key} read {bytes:02x?}, which no set wrote"
+            ));
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    roster: Roster<Member>,
+    history: RefCell<History>,
+    /// Node ids that have written (their keys are read by every client).
+    writers: RefCell<BTreeSet<u32>>,
+    /// Set when the clients must stop (before the final reads).
+    quiet: Cell<bool>,
+    /// The final reads: requested, then filled by a member.
+    check: RefCell<Option<BTreeMap<u64, Option<Vec<u8>>>>>,
+    check_started: Cell<bool>,
+    check_done: Cell<bool>,
+    /// The roster version each node last finished rebalancing for.
+    rebalanced: RefCell<BTreeMap<u32, u64>>,
+    /// Nodes asked to leave that have not handed their keys over yet.
+    leaving: RefCell<BTreeSet<u32>>,
+}
+
+/// Marks an operation indeterminate unless it completed (its node may crash under it).
+struct InFlight<'a> {
+    shared: &'a Shared,
+    done: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.history.borrow_mut().counts.indeterminate += 1;
+        }
+    }
+}
+
+struct IdMapCluster {
+    shared: Rc<Shared>,
+    cores: usize,
+}
+
+impl Cluster for IdMapCluster {
+    fn start(&mut self, sim: &Sim, id: u32, generation: u64) -> NodeKey {
+        let shared = self.shared.clone();
+        sim.start_node(spec(id, self.cores), move || {
+            node_main(shared, id, generation)
+        })
+    }
+
+    fn lost(&mut self, _sim: &Sim, id: u32, _generation: u64) {
+        self.shared.roster.remove(id);
+        self.shared.leaving.borrow_mut().remove(&id);
+    }
+
+    fn leave(&mut self, _sim: &Sim, id: u32) -> bool {
+        // Keep at least two members, so every key keeps two replicas.
+        if self.shared.roster.members.borrow().len() <= 2 {
+            return false;
+        }
+        self.shared.leaving.borrow_mut().insert(id);
+        self.shared.roster.remove(id)
+    }
+
+    fn faultable(&self) -> Vec<u32> {
+        self.shared.roster.ids()
+    }
+
+    fn reachable(&self) -> Vec<u32> {
+        self.faultable()
+    }
+
+    fn settled(&self) -> bool {
+        let (version, members) = self.shared.roster.snapshot();
+        let done = self.shared.rebalanced.borrow();
+        self.shared.leaving.borrow().is_empty()
+            && members.keys().all(|id| done.get(id) == Some(&version))
+    }
+}
+
+pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts, Vec<String>) {
+    let shared = Rc::new(Shared::default());
+    let mut cluster = IdMapCluster {
+        shared: shared.clone(),
+        cores: options.cores,
+    };
+    let mut lives = BTreeMap::new();
+    for id in 1..=options.nodes.max(2) {
+        let key = cluster.start(sim, id, 1);
+        lives.insert(id, Life { key, generation: 1 });
+    }
+    fault_phase(sim, options, &mut cluster, &mut lives, faults);
+    // Quiet: clients stop, in-flight operations end, replicas settle.
+    shared.quiet.set(true);
+    sim.run_for(SETTLE);
+    *shared.check.borrow_mut() = Some(BTreeMap::new());
+    let finished = sim.run_until(Duration::from_secs(60), || shared.check_done.get());
+    let mut history = std::mem::take(&mut *shared.history.borrow_mut());
+    if !finished {
+        history
+            .failures
+            .push("the final reads did not finish in 60 s of virtual time".into());
+    }
+    let reads = shared.check.borrow_mut().take().unwrap_or_default();
+    for (key, attempted) in history.attempted.clone() {
+        let acked = history.acked.get(&key).copied();
+        match reads.get(&key) {
+            None => history
+                .failures
+                .push(format!("key {key}: the final read got no answer")),
+            Some(None) => {
+                if let Some(a) = acked {
+                    history.counts.lost += 1;
+                    history.failures.push(format!(
+                        "key {key}: acknowledged value {a} lost (the key reads as never set)"
+                    ));
+                }
+            }
+            Some(Some(bytes)) => {
+                history.read(key, bytes, "final read");
+                let value = <[u8; 8]>::try_from(bytes.as_slice()).map(u64::from_le_bytes);
+                if let (Ok(v), Some(a)) = (value, acked)
+                    && v < a
+                {
+                    history.counts.lost += 1;
+                    history.failures.push(format!(
+                        "key {key}: acknowledged value {a} lost (reads {v}; attempted {attempted:?})"
+                    ));
+                }
+            }
+        }
+    }
+    (history.counts, history.failures)
+}
+
+async fn node_main(shared: Rc<Shared>, id: u32, generation: u64) {
+    let Some(messenger) = messenger(id, generation).await else {
+        return;
+    };
+    let Ok(map) = GlobalIdMap::start(messenger, id, 2).await else {
+        return;
+    };
+    // Registration: the node is in the cluster from here on.
+    shared.roster.insert(id, map.member());
+    let _client = sesa_event::spawn_local(client(shared.clone(), map.clone(), id));
+    let mut seen = None;
+    loop {
+        let (version, members) = shared.roster.snapshot();
+        if !members.contains_key(&id) {
+            // Asked to leave: hand our keys to the members that stay, then stop.
+            mesh(messenger, id, members.keys().copied()).await;
+            map.set_members(version, members.values().copied().collect());
+            if let Some(Ok(_)) = within(OP_LIMIT * 5, map.rebalance()).await {
+                shared.leaving.borrow_mut().remove(&id);
+                return;
+            }
+            sesa_event::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        mesh(messenger, id, members.keys().copied()).await;
+        if seen != Some(version) {
+            map.set_members(version, members.values().copied().collect());
+            if let Some(Ok(_)) = within(OP_LIMIT * 5, map.rebalance()).await {
+                seen = Some(version);
+                shared.rebalanced.borrow_mut().insert(id, version);
+            }
+        }
+        if members.keys().next() == Some(&id) && !shared.check_started.get() {
+            let requested = shared.check.borrow().is_some();
+            if requested {
+                shared.check_started.set(true);
+                final_reads(&shared, &map).await;
+            }
+        }
+        sesa_event::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads every key ever written, retrying each until a replica answers.
+async fn final_reads(shared: &Shared, map: &GlobalIdMap) {
+    let keys: Vec<u64> = shared.history.borrow().attempted.keys().copied().collect();
+    for key in keys {
+        for _ in 0..10 {
+            if let Some(Ok(got)) = within(OP_LIMIT, map.get(key)).await {
+                if let Some(check) = shared.check.borrow_mut().as_mut() {
+                    check.insert(key, got.map(|v| v.value));
+                }
+                break;
+            }
+        }
+    }
+    shared.check_done.set(true);
+}
+
+async fn client(shared: Rc<Shared>, map: GlobalIdMap, id: u32) {
+    shared.writers.borrow_mut().insert(id);
+    let mut rng = sesa_event::random_u64();
+    let mut next = move || {
+        // xorshift64*: the client's own stream, seeded from the platform (the seed).
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    while !shared.quiet.get() {
+        if next() % 2 == 0 {
+            let key = u64::from(id) * 16 + next() % KEYS_PER_WRITER;
+            let value = {
+                let mut h = shared.history.borrow_mut();
+                let v = h.next_value.entry(key).or_insert(0);
+                *v += 1;
+                let v = *v;
+                h.attempted.entry(key).or_default().insert(v);
+                v
+            };
+            let mut op = InFlight {
+                shared: &shared,
+                done: false,
+            };
+            let result = within(OP_LIMIT, map.set(key, value.to_le_bytes().to_vec())).await;
+            let mut h = shared.history.borrow_mut();
+            match result {
+                Some(Ok(_)) => {
+                    op.done = true;
+                    h.counts.acknowledged += 1;
+                    let acked = h.acked.entry(key).or_insert(0);
+                    *acked = (*acked).max(value);
+                }
+                Some(Err(_)) => {
+                    op.done = true;
+                    h.counts.failed += 1;
+                }
+                None => {} // Indeterminate (counted when `op` drops).
+            }
+        } else {
+            let writers: Vec<u32> = shared.writers.borrow().iter().copied().collect();
+            let writer = writers[(next() % writers.len() as u64) as usize];
+            let key = u64::from(writer) * 16 + next() % KEYS_PER_WRITER;
+            if let Some(Ok(Some(got))) = within(OP_LIMIT, map.get(key)).await {
+                shared
+                    .history
+                    .borrow_mut()
+                    .read(key, &got.value, "a client's read");
+            }
+        }
+        let pause = Duration::from_millis(5 + next() % 45);
+        sesa_event::sleep(pause).await;
+    }
+}

@@ -1,0 +1,478 @@
+//! `sesa sim`: workloads with checkers, run on the deterministic simulator under random
+//! faults, one seed at a time or in sweeps.
+//!
+//! Each workload runs the real executive (messenger, id map, work pool) on simulated
+//! nodes (`sesa_sim`); the simulator is the only difference from production. A run:
+//! 1. starts the cluster and its clients;
+//! 2. for the *fault phase*, draws faults from the seed: a node crashes (and restarts
+//!    later with a new generation), two nodes are cut apart (and healed), a node joins,
+//!    a node leaves on purpose; at most one node is down or cut off at a time, so each
+//!    key keeps a live replica (R = 2);
+//! 3. in the *quiet phase*, heals everything, restarts what is down, and lets the
+//!    cluster settle;
+//! 4. checks the workload's invariants and reports counts (acknowledged, lost,
+//!    indeterminate, unexpected) and any failure.
+//!
+//! The harness plays the frontend's part where the real one would: it keeps the
+//! roster of nodes (who is in the cluster, at which address), removes a node it crashed
+//! (as the frontend does when a node's process exits or SWIM declares it down), and
+//! adds a restarted one when it registers.
+
+mod counter;
+mod idmap;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+
+use sesa_exec::{Identity, Messenger, MessengerConfig, MessengerRef, Secret};
+use sesa_sim::{NodeKey, NodeSpec, Sim, SimConfig};
+
+/// The port every simulated node's messenger listens on.
+const PORT: u16 = 7000;
+
+/// Which workload a run drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// The global id map: no acknowledged set lost, no value read that was never
+    /// written.
+    Idmap,
+    /// The elastic counter: the exact total once the faults stop.
+    Counter,
+}
+
+impl Workload {
+    /// Every workload, for sweeps of all.
+    pub const ALL: [Workload; 2] = [Workload::Idmap, Workload::Counter];
+
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Idmap => "idmap",
+            Workload::Counter => "counter",
+        }
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What one run does.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The seed: the run is a function of it.
+    pub seed: u64,
+    /// The workload.
+    pub workload: Workload,
+    /// Nodes at the start (besides the counter's frontend).
+    pub nodes: u32,
+    /// Cores per node.
+    pub cores: usize,
+    /// Virtual time of the fault phase.
+    pub faults: Duration,
+    /// Whether faults are injected at all (off: a baseline run).
+    pub inject: bool,
+    /// Takes nodes away without waiting for the cluster to repair itself: two replicas
+    /// of a key can then be lost at once, which R = 2 cannot survive. For checking the
+    /// checkers (they must report the losses), never for judging the system.
+    pub careless: bool,
+}
+
+impl Options {
+    /// The defaults for `workload` with `seed`.
+    pub fn new(workload: Workload, seed: u64) -> Self {
+        Options {
+            seed,
+            workload,
+            nodes: 3,
+            cores: 2,
+            faults: Duration::from_secs(8),
+            inject: true,
+            careless: false,
+        }
+    }
+
+    /// The command that replays this run.
+    pub fn replay_command(&self) -> String {
+        let mut cmd = format!(
+            "sesa sim --workload {} --seed {} --nodes {} --cores {} --fault-seconds {}",
+            self.workload,
+            self.seed,
+            self.nodes,
+            self.cores,
+            self.faults.as_secs()
+        );
+        if !self.inject {
+            cmd.push_str(" --no-faults");
+        }
+        if self.careless {
+            cmd.push_str(" --careless");
+        }
+        cmd
+    }
+}
+
+/// The checker's counts, as Jepsen's set checker reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Operations acknowledged as done.
+    pub acknowledged: u64,
+    /// Acknowledged writes the final state does not hold.
+    pub lost: u64,
+    /// Operations whose outcome is unknown (timed out, or their node crashed).
+    pub indeterminate: u64,
+    /// Operations that failed cleanly (an error reply).
+    pub failed: u64,
+    /// Values read that no operation ever wrote.
+    pub unexpected: u64,
+}
+
+/// How a run went.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Outcome {
+    /// The seed.
+    pub seed: u64,
+    /// The workload's name.
+    pub workload: String,
+    /// The hash of the run's schedule (the same seed gives the same hash).
+    pub trace_hash: String,
+    /// Virtual time the run took.
+    pub virtual_ms: u64,
+    /// Scheduler turns.
+    pub turns: u64,
+    /// Faults injected: (what, count).
+    pub faults: BTreeMap<&'static str, u64>,
+    /// The checker's counts.
+    pub counts: Counts,
+    /// Broken invariants; empty when the run passed.
+    pub failures: Vec<String>,
+    /// The faults as they happened, with their virtual times.
+    pub events: Vec<String>,
+    /// The command that replays the run.
+    pub replay: String,
+}
+
+impl Outcome {
+    /// Whether every invariant held.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Runs one seed of one workload.
+pub fn run(options: &Options) -> Outcome {
+    let sim = Sim::new(SimConfig::with_seed(options.seed));
+    let mut faults = Faults::default();
+    let (counts, mut failures) = match options.workload {
+        Workload::Idmap => idmap::run(&sim, options, &mut faults),
+        Workload::Counter => counter::run(&sim, options, &mut faults),
+    };
+    for panic in sim.panics() {
+        failures.push(format!("a node panicked: {panic}"));
+    }
+    Outcome {
+        seed: options.seed,
+        workload: options.workload.to_string(),
+        trace_hash: format!("{:016x}", sim.trace_hash()),
+        virtual_ms: sim.now().as_millis() as u64,
+        turns: sim.turns(),
+        faults: faults.counts,
+        counts,
+        failures,
+        events: faults.events,
+        replay: options.replay_command(),
+    }
+}
+
+/// The address of node `id` on the simulated network.
+fn ip_of(id: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, (id >> 8) as u8, id as u8)
+}
+
+fn spec(id: u32, cores: usize) -> NodeSpec {
+    NodeSpec {
+        id,
+        cores,
+        ip: ip_of(id),
+    }
+}
+
+/// The cluster secret of every simulated node.
+fn secret() -> Secret {
+    Secret::from_bytes([0x5e; 32])
+}
+
+/// A node's messenger, listening on its address.
+async fn messenger(id: u32, generation: u64) -> Option<MessengerRef> {
+    let me = Identity {
+        node: id,
+        generation,
+    };
+    let messenger = Messenger::create(MessengerConfig::new(me, secret())).ok()?;
+    messenger
+        .listen(SocketAddr::new(ip_of(id).into(), PORT))
+        .await
+        .ok()?;
+    Some(messenger)
+}
+
+/// Who is in the cluster: the harness's (the frontend's) roster, which the nodes follow.
+struct Roster<M> {
+    version: Cell<u64>,
+    members: RefCell<BTreeMap<u32, M>>,
+}
+
+impl<M> Default for Roster<M> {
+    fn default() -> Self {
+        Roster {
+            version: Cell::new(0),
+            members: RefCell::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl<M: Clone> Roster<M> {
+    fn insert(&self, id: u32, member: M) {
+        self.members.borrow_mut().insert(id, member);
+        self.version.set(self.version.get() + 1);
+    }
+
+    fn remove(&self, id: u32) -> bool {
+        let removed = self.members.borrow_mut().remove(&id).is_some();
+        if removed {
+            self.version.set(self.version.get() + 1);
+        }
+        removed
+    }
+
+    fn ids(&self) -> Vec<u32> {
+        self.members.borrow().keys().copied().collect()
+    }
+
+    fn snapshot(&self) -> (u64, BTreeMap<u32, M>) {
+        (self.version.get(), self.members.borrow().clone())
+    }
+}
+
+/// Connects to every node in `ids` below `me` that `messenger` has no connection to
+/// (one connection per pair: the higher id dials the lower).
+async fn mesh(messenger: MessengerRef, me: u32, ids: impl Iterator<Item = u32>) {
+    let Ok(peers) = messenger.peers().await else {
+        return;
+    };
+    for id in ids.filter(|&id| id < me) {
+        if !peers.iter().any(|p| p.node == id) {
+            let addr = SocketAddr::new(ip_of(id).into(), PORT);
+            // Refused or timed out: the next round tries again.
+            let _ = messenger.connect(addr).await;
+        }
+    }
+}
+
+/// `future`'s output, or `None` if `limit` passes first.
+async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut timer = std::pin::pin!(sesa_event::sleep(limit));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// The faults of a run: counts by kind, and each with its time.
+#[derive(Default)]
+struct Faults {
+    counts: BTreeMap<&'static str, u64>,
+    events: Vec<String>,
+}
+
+impl Faults {
+    fn note(&mut self, sim: &Sim, kind: &'static str, what: String) {
+        *self.counts.entry(kind).or_default() += 1;
+        self.events
+            .push(format!("{:>8.3} s  {kind} {what}", sim.now().as_secs_f64()));
+    }
+}
+
+/// One node's lives, as the fault schedule sees them.
+#[derive(Clone, Copy, Debug)]
+struct Life {
+    key: NodeKey,
+    generation: u64,
+}
+
+/// A fault the schedule is waiting to undo.
+#[derive(Clone, Copy, Debug)]
+enum Pending {
+    Restart { id: u32, at: Duration },
+    Heal { at: Duration },
+}
+
+/// What a workload does when the schedule changes the cluster.
+trait Cluster {
+    /// Starts (or restarts) node `id` with `generation`.
+    fn start(&mut self, sim: &Sim, id: u32, generation: u64) -> NodeKey;
+    /// Life `generation` of node `id` was crashed by the schedule (the frontend
+    /// notices).
+    fn lost(&mut self, sim: &Sim, id: u32, generation: u64);
+    /// Node `id` is asked to leave on purpose; `false` if the workload has no planned
+    /// leave for it now.
+    fn leave(&mut self, sim: &Sim, id: u32) -> bool;
+    /// Nodes the schedule may crash, cut off or ask to leave.
+    fn faultable(&self) -> Vec<u32>;
+    /// Nodes a partition may cut a faultable node off from.
+    fn reachable(&self) -> Vec<u32>;
+    /// Whether the cluster has repaired itself since the last change (every key back to
+    /// its R replicas): only then may the schedule take a node away again, so that at
+    /// most one replica of a key is lost at a time.
+    fn settled(&self) -> bool;
+}
+
+/// Runs the fault phase on `cluster`, then the start of the quiet phase (everything
+/// healed, every node that is down restarted). Counts the faults into `faults`.
+fn fault_phase(
+    sim: &Sim,
+    options: &Options,
+    cluster: &mut dyn Cluster,
+    lives: &mut BTreeMap<u32, Life>,
+    faults: &mut Faults,
+) {
+    let end = sim.now() + options.faults;
+    // Faults waiting to be undone: one at a time (two only in careless runs).
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut next_id = lives.keys().max().copied().unwrap_or(0) + 1;
+    let draw = |lo: u64, hi: u64| Duration::from_millis(lo + sim.below(hi - lo + 1));
+    let restart = |cluster: &mut dyn Cluster,
+                   lives: &mut BTreeMap<u32, Life>,
+                   faults: &mut Faults,
+                   id: u32| {
+        let generation = lives.get(&id).map_or(1, |l| l.generation + 1);
+        let key = cluster.start(sim, id, generation);
+        lives.insert(id, Life { key, generation });
+        faults.note(
+            sim,
+            "restart",
+            format!("node {id} (generation {generation})"),
+        );
+    };
+    while sim.now() < end {
+        sim.run_for(draw(50, 400));
+        if !options.inject {
+            continue;
+        }
+        // Undo the pending faults when due; the next fault comes in a later round.
+        let before = pending.len();
+        for p in std::mem::take(&mut pending) {
+            match p {
+                Pending::Restart { id, at } if sim.now() >= at => {
+                    restart(cluster, lives, faults, id);
+                }
+                Pending::Heal { at } if sim.now() >= at => {
+                    sim.heal();
+                    faults.note(sim, "heal", String::new());
+                }
+                p => pending.push(p),
+            }
+        }
+        if !pending.is_empty() || pending.len() != before {
+            continue;
+        }
+        let candidates = cluster.faultable();
+        if candidates.is_empty() {
+            continue;
+        }
+        let victim = candidates[sim.below(candidates.len() as u64) as usize];
+        let settled = options.careless || cluster.settled();
+        match sim.below(10) {
+            0..=2 if settled => {
+                // A careless run takes a second node with the first.
+                let second = candidates
+                    .iter()
+                    .copied()
+                    .find(|&c| c != victim)
+                    .filter(|_| options.careless);
+                for id in std::iter::once(victim).chain(second) {
+                    if let Some(life) = lives.get(&id).copied()
+                        && sim.crash(life.key)
+                    {
+                        cluster.lost(sim, id, life.generation);
+                        faults.note(sim, "crash", format!("node {id}"));
+                        pending.push(Pending::Restart {
+                            id,
+                            at: sim.now() + draw(200, 2000),
+                        });
+                    }
+                }
+            }
+            3..=5 => {
+                let others: Vec<u32> = cluster
+                    .reachable()
+                    .into_iter()
+                    .filter(|&i| i != victim)
+                    .collect();
+                if !others.is_empty() {
+                    let other = others[sim.below(others.len() as u64) as usize];
+                    sim.partition(ip_of(victim), ip_of(other));
+                    faults.note(sim, "partition", format!("nodes {victim} and {other}"));
+                    pending.push(Pending::Heal {
+                        at: sim.now() + draw(100, 1500),
+                    });
+                }
+            }
+            6 => {
+                let id = next_id;
+                next_id += 1;
+                let key = cluster.start(sim, id, 1);
+                lives.insert(id, Life { key, generation: 1 });
+                faults.note(sim, "join", format!("node {id}"));
+            }
+            7 if settled && cluster.leave(sim, victim) => {
+                faults.note(sim, "leave", format!("node {victim}"));
+            }
+            _ => {}
+        }
+    }
+    // Quiet: heal, and bring back the nodes that are down.
+    sim.heal();
+    faults.note(sim, "quiet", "(healed)".into());
+    for p in pending {
+        if let Pending::Restart { id, .. } = p {
+            restart(cluster, lives, faults, id);
+        }
+    }
+}
+
+/// Runs `seeds` of `workloads` and calls `each` with every outcome.
+pub fn sweep(
+    workloads: &[Workload],
+    seeds: std::ops::Range<u64>,
+    base: &Options,
+    mut each: impl FnMut(&Outcome),
+) -> Vec<Outcome> {
+    let mut failed = Vec::new();
+    for seed in seeds {
+        for &workload in workloads {
+            let options = Options {
+                seed,
+                workload,
+                ..base.clone()
+            };
+            let outcome = run(&options);
+            each(&outcome);
+            if !outcome.passed() {
+                failed.push(outcome);
+            }
+        }
+    }
+    failed
+}
