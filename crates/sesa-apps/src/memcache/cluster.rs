@@ -543,7 +543,7 @@ impl Node {
     /// After a call to `node` failed under view `epoch`: a newer view, or the same one
     /// once `node` is connected again; `None` after [`VIEW_WAIT`].
     async fn next_view(&self, epoch: u64, node: u32) -> Option<Arc<View>> {
-        let deadline = std::time::Instant::now() + VIEW_WAIT;
+        let deadline = sesa_event::now() + VIEW_WAIT;
         loop {
             sesa_event::sleep(Duration::from_millis(5)).await;
             let view = self.current();
@@ -553,7 +553,7 @@ impl Node {
             if self.connected(node).await {
                 return Some(view);
             }
-            if std::time::Instant::now() > deadline {
+            if sesa_event::now() > deadline {
                 return None;
             }
         }
@@ -730,10 +730,10 @@ impl Node {
     /// each of its nodes, and starts moving this node's keys to it.
     async fn install(&'static self, change: ViewChange) -> Result<(), RemoteError> {
         let ViewChange { view, previous } = change;
-        let deadline = std::time::Instant::now() + CONNECT_WAIT;
+        let deadline = sesa_event::now() + CONNECT_WAIT;
         for m in &view.members {
             while m.node != self.me && !self.connected(m.node).await {
-                if std::time::Instant::now() > deadline {
+                if sesa_event::now() > deadline {
                     return Err(RemoteError::Refused(format!(
                         "node {} is not connected to node {} after {CONNECT_WAIT:?}",
                         self.me, m.node
@@ -841,7 +841,7 @@ impl Node {
                 continue;
             };
             for chunk in keys.chunks(BATCH) {
-                let started = std::time::Instant::now();
+                let started = sesa_event::now();
                 // Read the items when sending, so the copy is as fresh as this core's
                 // partition (writes here and copies leave this core in order).
                 let copies: Vec<Copy> = self.kv.with_partition(|p, now| {
@@ -873,7 +873,7 @@ impl Node {
                 }
                 // Pace the copying: rest as long as the batch took, so that clients
                 // keep at least about half of the core while keys move.
-                sesa_event::sleep(started.elapsed().min(PACE_MAX)).await;
+                sesa_event::sleep((sesa_event::now() - started).min(PACE_MAX)).await;
             }
         }
         // Drop what this node no longer owns, unless its copy could not be made.

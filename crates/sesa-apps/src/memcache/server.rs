@@ -737,14 +737,12 @@ async fn serve_with(kv: Kv, listener: Listener, counters: Arc<Counters>) {
 /// loop) cannot become a flood of lines.
 fn log_rate_limited(message: core::fmt::Arguments<'_>) {
     thread_local! {
-        static LAST: core::cell::Cell<Option<std::time::Instant>> = const { core::cell::Cell::new(None) };
+        static LAST: core::cell::Cell<Option<sesa_event::Instant>> = const { core::cell::Cell::new(None) };
     }
     LAST.with(|last| {
-        let now = std::time::Instant::now();
-        if last
-            .get()
-            .is_none_or(|t| now.duration_since(t).as_secs() >= 1)
-        {
+        // The platform's clock, never the OS's: the simulator gives it a virtual one.
+        let now = sesa_event::now();
+        if last.get().is_none_or(|t| (now - t).as_secs() >= 1) {
             last.set(Some(now));
             eprintln!("{message} (core {})", sesa_event::current_core());
         }
