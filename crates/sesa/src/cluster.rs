@@ -123,54 +123,7 @@ pub struct StoreStatus {
     pub rebalance: Option<Rebalance>,
 }
 
-/// A move of keys to a new view: every node's [`sesa_apps::memcache::cluster::Progress`]
-/// summed, as the frontend last read it.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rebalance {
-    /// The view the keys move to.
-    pub epoch: u64,
-    /// Nodes done moving their keys.
-    pub nodes_done: u32,
-    /// Nodes moving keys (the view's, and any leaving it).
-    pub nodes: u32,
-    /// Keys the nodes held when the move began.
-    pub keys_total: u64,
-    /// Keys looked at so far.
-    pub keys_seen: u64,
-    /// Copies sent to new owners.
-    pub copies_sent: u64,
-    /// Keys dropped by nodes that no longer own them.
-    pub keys_dropped: u64,
-    /// Copies that could not be sent.
-    pub failures: u64,
-    /// Milliseconds since the view was sent.
-    pub elapsed_ms: u64,
-    /// Whether every node is done.
-    pub finished: bool,
-}
-
-impl Rebalance {
-    /// One line for people: `view 3: 2 of 4 node(s) moved their keys; ...`.
-    pub fn line(&self) -> String {
-        format!(
-            "view {}: {} of {} node(s) moved their keys; {} copies sent, {} keys dropped, {} failed{}",
-            self.epoch,
-            self.nodes_done,
-            self.nodes,
-            self.copies_sent,
-            self.keys_dropped,
-            self.failures,
-            if self.finished {
-                format!(" ({} ms)", self.elapsed_ms)
-            } else {
-                format!(
-                    " ({} of {} keys looked at)",
-                    self.keys_seen, self.keys_total
-                )
-            }
-        )
-    }
-}
+pub use sesa_apps::memcache::cluster::Rebalance;
 
 impl AppStatus {
     /// A table for people.

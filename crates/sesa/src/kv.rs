@@ -12,17 +12,15 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use sesa_apps::memcache::cluster::{self as store, Member, Progress, View, ViewChange};
+use sesa_apps::memcache::cluster::{self as store, Coordinator, Member};
 use sesa_ebb::{CoreId, EbbId};
 use sesa_exec::MessengerRef;
 
 use crate::cluster::{
-    App, AppResult, Elastic, JOIN_TIMEOUT, KvSettings, LEAVE, Outcome, RUN_APP, Rebalance,
-    Register, StoreStatus, registered,
+    App, AppResult, Elastic, JOIN_TIMEOUT, KvSettings, LEAVE, Outcome, RUN_APP, Register,
+    StoreStatus, registered,
 };
 
-/// How long the frontend waits for every node to move its keys to a new view.
-const REBALANCE_LIMIT: Duration = Duration::from_secs(120);
 /// How long a node SWIM declared down has to answer a direct call before it is removed.
 const CONFIRM: Duration = Duration::from_secs(1);
 
@@ -112,8 +110,8 @@ pub(crate) async fn frontend(
         members.insert(r.node, member);
         known.insert(r.node);
     }
-    let mut last: Option<View> = None;
-    change_view(&cx, &mut last, &members, &[], &settings).await?;
+    let mut coordinator = Coordinator::new(cx.messenger, settings.replicas, settings.layout);
+    change_view(&cx, &mut coordinator, &members, &[], &settings).await?;
     cx.scale.lock().unwrap_or_else(|p| p.into_inner()).accepting = true;
     let mut pending: Option<(u64, u32, Instant)> = None;
     loop {
@@ -160,7 +158,7 @@ pub(crate) async fn frontend(
             }
         }
         if !lost.is_empty() || !joined.is_empty() {
-            change_view(&cx, &mut last, &members, &[], &settings).await?;
+            change_view(&cx, &mut coordinator, &members, &[], &settings).await?;
         }
         // Scale requests.
         if let Some((target, request)) = cx.take_scale_request() {
@@ -188,7 +186,7 @@ pub(crate) async fn frontend(
                     members.remove(&m.node);
                     eprintln!("sesa: node {} leaving", m.node);
                 }
-                change_view(&cx, &mut last, &members, &leaving, &settings).await?;
+                change_view(&cx, &mut coordinator, &members, &leaving, &settings).await?;
                 for m in &leaving {
                     let_go(&mut cx, m.node, launched.contains(&m.node)).await;
                 }
@@ -198,7 +196,7 @@ pub(crate) async fn frontend(
         if let Some((request, target, since)) = pending {
             let took = since.elapsed();
             if members.len() == target as usize {
-                let epoch = last.as_ref().map_or(0, |v| v.epoch);
+                let epoch = coordinator.view().map_or(0, |v| v.epoch);
                 let outcome = format!("{target} node(s) in {} ms (view {epoch})", took.as_millis());
                 cx.scale_served(request, outcome);
                 pending = None;
@@ -265,56 +263,46 @@ async fn let_go(cx: &mut Elastic<'_>, node: u32, ours: bool) {
     }
 }
 
-/// Sends the view after `last` (of `members`) to every member and to `leaving`, waits
-/// until each has moved its keys (printing the progress once a second), then settles it.
+/// Sends the next view (of `members`) to every member and to `leaving` through the
+/// store's coordinator, waits until each has moved its keys (a progress bar on a
+/// terminal, else a line a second), then settles it.
 async fn change_view(
     cx: &Elastic<'_>,
-    last: &mut Option<View>,
+    coordinator: &mut Coordinator,
     members: &BTreeMap<u32, Member>,
     leaving: &[Member],
     settings: &KvSettings,
 ) -> anyhow::Result<()> {
-    let view = View {
-        epoch: last.as_ref().map_or(0, |v| v.epoch) + 1,
-        members: members.values().copied().collect(),
-        replicas: settings.replicas.min(members.len() as u32).max(1),
-        layout: settings.layout,
-    };
-    let change = ViewChange {
-        view: view.clone(),
-        previous: last.replace(view.clone()),
-    };
-    let epoch = &view.epoch;
+    let epoch = coordinator.view().map_or(0, |v| v.epoch) + 1;
     update_status(cx, |s| {
-        s.epoch = view.epoch;
-        s.replicas = view.replicas;
-        s.layout = format!("{:?}", view.layout);
+        s.epoch = epoch;
+        s.replicas = settings.replicas.min(members.len() as u32).max(1);
+        s.layout = format!("{:?}", settings.layout);
         s.ports.retain(|node, _| members.contains_key(node));
     });
-    let payload = postcard::to_allocvec(&change)?;
-    let started = Instant::now();
-    let mut told: Vec<Member> = Vec::new();
-    let calls: Vec<_> = members
-        .values()
-        .chain(leaving)
-        .map(|m| {
-            let (m, payload, messenger) = (*m, payload.clone(), cx.messenger);
-            (
-                m,
-                sesa_event::spawn_local(async move {
-                    store::call(messenger, m, store::VIEW, payload).await
-                }),
-            )
+    let bar = (epoch > 1).then(progress_bar).flatten();
+    let mut last_said = Instant::now();
+    let r = coordinator
+        .change(members, leaving, |r| {
+            update_status(cx, |s| s.rebalance = (r.epoch > 1).then(|| r.clone()));
+            if r.epoch == 1 {
+                return;
+            }
+            if let Some(bar) = &bar {
+                bar.set_length(r.keys_total);
+                bar.set_position(r.keys_seen.min(r.keys_total));
+                bar.set_message(format!(
+                    "view {}: {} of {} node(s) done, {} copies sent",
+                    r.epoch, r.nodes_done, r.nodes, r.copies_sent
+                ));
+            } else if !r.finished && last_said.elapsed() >= Duration::from_secs(1) {
+                last_said = Instant::now();
+                eprintln!("sesa: {}", r.line());
+            }
         })
-        .collect();
-    for (m, call) in calls {
-        match call.await {
-            Ok(Ok(_)) => told.push(m),
-            Ok(Err(e)) => eprintln!("sesa: node {} did not take view {}: {e}", m.node, *epoch),
-            Err(e) => eprintln!("sesa: node {} did not take view {}: {e}", m.node, *epoch),
-        }
-    }
-    if *epoch == 1 {
+        .await
+        .map_err(|e| anyhow!("view {epoch}: {e}"))?;
+    if let Some(view) = coordinator.view().filter(|v| v.epoch == 1) {
         eprintln!(
             "sesa: the store is up on {} node(s), {} owner(s) per key, {:?} layout",
             view.members.len(),
@@ -323,71 +311,22 @@ async fn change_view(
         );
         return Ok(());
     }
-    // Wait for every node told to finish moving keys.
-    let bar = progress_bar();
-    let mut last_said = Instant::now();
-    loop {
-        let mut r = Rebalance {
-            epoch: *epoch,
-            nodes: told.len() as u32,
-            ..Rebalance::default()
-        };
-        let mut waiting = 0;
-        for m in &told {
-            let reply = store::call(cx.messenger, *m, store::PROGRESS, Vec::new()).await;
-            let Some(p) = reply
-                .ok()
-                .and_then(|b| postcard::from_bytes::<Progress>(&b).ok())
-            else {
-                continue; // Lost meanwhile: the next view handles it.
-            };
-            if p.epoch == *epoch && !p.done {
-                waiting += 1;
-            }
-            r.keys_total += p.keys_total;
-            r.keys_seen += p.keys_seen;
-            r.copies_sent += p.copies_sent;
-            r.keys_dropped += p.keys_dropped;
-            r.failures += p.failures;
-        }
-        r.nodes_done = r.nodes - waiting;
-        r.finished = waiting == 0;
-        r.elapsed_ms = started.elapsed().as_millis() as u64;
-        update_status(cx, |s| s.rebalance = Some(r.clone()));
-        if let Some(bar) = &bar {
-            bar.set_length(r.keys_total);
-            bar.set_position(r.keys_seen.min(r.keys_total));
-            bar.set_message(format!(
-                "view {}: {} of {} node(s) done, {} copies sent",
-                r.epoch, r.nodes_done, r.nodes, r.copies_sent
-            ));
-        }
+    if let Some(bar) = &bar {
         if r.finished {
-            if let Some(bar) = &bar {
-                bar.finish_and_clear();
-            }
-            eprintln!("sesa: {}", r.line());
-            break;
+            bar.finish_and_clear();
+        } else {
+            bar.abandon();
         }
-        if bar.is_none() && last_said.elapsed() >= Duration::from_secs(1) {
-            last_said = Instant::now();
-            eprintln!("sesa: {}", r.line());
-        }
-        if started.elapsed() > REBALANCE_LIMIT {
-            if let Some(bar) = &bar {
-                bar.abandon();
-            }
-            eprintln!(
-                "sesa: view {}: {waiting} node(s) still moving keys after {REBALANCE_LIMIT:?}",
-                *epoch
-            );
-            break;
-        }
-        sesa_event::sleep(Duration::from_millis(20)).await;
     }
-    let settle = postcard::to_allocvec(epoch)?;
-    for m in &told {
-        let _ = store::call(cx.messenger, *m, store::SETTLE, settle.clone()).await;
+    if r.finished {
+        eprintln!("sesa: {}", r.line());
+    } else {
+        eprintln!(
+            "sesa: view {}: {} node(s) still moving keys after {:?}",
+            r.epoch,
+            r.nodes - r.nodes_done,
+            coordinator.limit
+        );
     }
     Ok(())
 }

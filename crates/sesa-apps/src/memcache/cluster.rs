@@ -36,6 +36,7 @@
 //! - Losing a second owner of a key before its replacement copy is made loses the key
 //!   (R=2 tolerates one failure at a time).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -934,6 +935,187 @@ pub async fn call(
     messenger
         .call(member.node, CoreId::new(0), service, method, payload)
         .await
+}
+
+/// A move of keys to a new view: every node's [`Progress`] summed, as the frontend last
+/// read it.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rebalance {
+    /// The view the keys move to.
+    pub epoch: u64,
+    /// Nodes done moving their keys.
+    pub nodes_done: u32,
+    /// Nodes moving keys (the view's, and any leaving it).
+    pub nodes: u32,
+    /// Keys the nodes held when the move began.
+    pub keys_total: u64,
+    /// Keys looked at so far.
+    pub keys_seen: u64,
+    /// Copies sent to new owners.
+    pub copies_sent: u64,
+    /// Keys dropped by nodes that no longer own them.
+    pub keys_dropped: u64,
+    /// Copies that could not be sent.
+    pub failures: u64,
+    /// Milliseconds since the view was sent.
+    pub elapsed_ms: u64,
+    /// Whether every node is done.
+    pub finished: bool,
+}
+
+impl Rebalance {
+    /// One line for people: `view 3: 2 of 4 node(s) moved their keys; ...`.
+    pub fn line(&self) -> String {
+        format!(
+            "view {}: {} of {} node(s) moved their keys; {} copies sent, {} keys dropped, {} failed{}",
+            self.epoch,
+            self.nodes_done,
+            self.nodes,
+            self.copies_sent,
+            self.keys_dropped,
+            self.failures,
+            if self.finished {
+                format!(" ({} ms)", self.elapsed_ms)
+            } else {
+                format!(
+                    " ({} of {} keys looked at)",
+                    self.keys_seen, self.keys_total
+                )
+            }
+        )
+    }
+}
+
+/// The frontend's side of membership changes: it numbers the views, sends each to the
+/// store's nodes, waits until they have moved their keys, and settles it. Portable: the
+/// `sesa kv` frontend and the simulator's store workload drive the same code.
+pub struct Coordinator {
+    messenger: MessengerRef,
+    replicas: u32,
+    layout: Layout,
+    last: Option<View>,
+    /// How long a change may take before the coordinator stops waiting for it.
+    pub limit: Duration,
+}
+
+impl Coordinator {
+    /// A coordinator of a store with `replicas` owners per key and `layout`.
+    pub fn new(messenger: MessengerRef, replicas: u32, layout: Layout) -> Self {
+        Coordinator {
+            messenger,
+            replicas,
+            layout,
+            last: None,
+            limit: Duration::from_secs(120),
+        }
+    }
+
+    /// The last view sent.
+    pub fn view(&self) -> Option<&View> {
+        self.last.as_ref()
+    }
+
+    /// Sends the next view (of `members`) to every member and to `leaving`, waits until
+    /// each has moved its keys, calling `progress` with the figures after every round
+    /// (every 20 ms), then settles the view. Returns the last figures (`finished` is
+    /// false if [`limit`](Self::limit) passed first). Nodes that do not take the view
+    /// are left out of the wait: they are lost, and the next view handles them.
+    ///
+    /// # Errors
+    /// The view could not be encoded.
+    pub async fn change(
+        &mut self,
+        members: &BTreeMap<u32, Member>,
+        leaving: &[Member],
+        mut progress: impl FnMut(&Rebalance),
+    ) -> Result<Rebalance, RemoteError> {
+        let view = View {
+            epoch: self.last.as_ref().map_or(0, |v| v.epoch) + 1,
+            members: members.values().copied().collect(),
+            replicas: self.replicas.min(members.len() as u32).max(1),
+            layout: self.layout,
+        };
+        let epoch = view.epoch;
+        let change = ViewChange {
+            view: view.clone(),
+            previous: self.last.replace(view),
+        };
+        let payload = postcard::to_allocvec(&change)
+            .map_err(|_| RemoteError::Refused("encoding the view".into()))?;
+        let started = sesa_event::now();
+        let messenger = self.messenger;
+        let calls: Vec<_> = members
+            .values()
+            .chain(leaving)
+            .map(|m| {
+                let (m, payload) = (*m, payload.clone());
+                (
+                    m,
+                    sesa_event::spawn_local(async move { call(messenger, m, VIEW, payload).await }),
+                )
+            })
+            .collect();
+        let mut told: Vec<Member> = Vec::new();
+        for (m, call) in calls {
+            match call.await {
+                Ok(Ok(_)) => told.push(m),
+                Ok(Err(e)) => tracing::warn!(node = m.node, epoch, error = %e, "view not taken"),
+                Err(e) => tracing::warn!(node = m.node, epoch, error = %e, "view not taken"),
+            }
+        }
+        let mut r = Rebalance {
+            epoch,
+            nodes: told.len() as u32,
+            ..Rebalance::default()
+        };
+        if epoch > 1 {
+            loop {
+                r = Rebalance {
+                    epoch,
+                    nodes: told.len() as u32,
+                    ..Rebalance::default()
+                };
+                let mut waiting = 0;
+                for m in &told {
+                    let reply = call(messenger, *m, PROGRESS, Vec::new()).await;
+                    let Some(p) = reply
+                        .ok()
+                        .and_then(|b| postcard::from_bytes::<Progress>(&b).ok())
+                    else {
+                        continue; // Lost meanwhile: the next view handles it.
+                    };
+                    if p.epoch == epoch && !p.done {
+                        waiting += 1;
+                    }
+                    r.keys_total += p.keys_total;
+                    r.keys_seen += p.keys_seen;
+                    r.copies_sent += p.copies_sent;
+                    r.keys_dropped += p.keys_dropped;
+                    r.failures += p.failures;
+                }
+                r.nodes_done = r.nodes - waiting;
+                r.finished = waiting == 0;
+                r.elapsed_ms = (sesa_event::now() - started).as_millis() as u64;
+                progress(&r);
+                if r.finished || sesa_event::now() - started > self.limit {
+                    break;
+                }
+                sesa_event::sleep(Duration::from_millis(20)).await;
+            }
+        } else {
+            // The first view: nothing to move, nothing to settle.
+            r.finished = true;
+            r.nodes_done = r.nodes;
+            progress(&r);
+            return Ok(r);
+        }
+        let settle = postcard::to_allocvec(&epoch)
+            .map_err(|_| RemoteError::Refused("encoding the epoch".into()))?;
+        for m in &told {
+            let _ = call(messenger, *m, SETTLE, settle.clone()).await;
+        }
+        Ok(r)
+    }
 }
 
 #[cfg(test)]
