@@ -29,14 +29,20 @@ fn a_seed_replays_to_the_same_trace_and_another_seed_does_not() {
 }
 
 #[test]
-fn the_idmap_checker_reports_the_losses_of_careless_runs() {
-    // Two nodes crashed at once: R = 2 cannot keep every key, and the checker must say
+fn the_checkers_report_the_losses_of_careless_runs() {
+    // Two nodes crashed at once: R = 2 cannot keep every key, and the checkers must say
     // so (with the seed and the replay command).
+    for workload in [Workload::Idmap, Workload::Kv] {
+        careless_runs_lose_writes(workload);
+    }
+}
+
+fn careless_runs_lose_writes(workload: Workload) {
     let lost: u64 = (25..30)
         .map(|seed| {
             let o = run(&Options {
                 careless: true,
-                ..Options::new(Workload::Idmap, seed)
+                ..Options::new(workload, seed)
             });
             if o.counts.lost > 0 {
                 assert!(!o.passed());
@@ -46,7 +52,7 @@ fn the_idmap_checker_reports_the_losses_of_careless_runs() {
             o.counts.lost
         })
         .sum();
-    assert!(lost > 0, "no careless run lost a write");
+    assert!(lost > 0, "{workload}: no careless run lost a write");
 }
 
 #[test]
@@ -64,5 +70,14 @@ fn the_seeds_that_found_bugs_pass() {
     for seed in [33, 101] {
         let o = run(&Options::new(Workload::Counter, seed));
         assert!(o.passed(), "{:?}", o);
+    }
+    // Store: a node lost and back under the same id within one view change looked
+    // unchanged to the view, so nobody copied keys to its empty new life (338, 490); a
+    // set whose outcome is unknown landing after a later acknowledged one is legal, not
+    // a loss (76).
+    for seed in [76, 338, 490] {
+        let o = run(&Options::new(Workload::Kv, seed));
+        assert!(o.passed(), "{:?}", o);
+        assert!(o.counts.acknowledged > 100, "{:?}", o.counts);
     }
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sesa_exec::GlobalIdMap;
 use sesa_exec::idmap::Member;
 
+use super::history::{History, InFlight};
 use super::*;
 
 /// Keys each node id writes.
@@ -20,36 +21,15 @@ const OP_LIMIT: Duration = Duration::from_secs(2);
 /// How long the cluster has to settle after the faults stop, before the final reads.
 const SETTLE: Duration = Duration::from_secs(3);
 
-#[derive(Default)]
-struct History {
-    /// Every value a set was started with, by key.
-    attempted: BTreeMap<u64, BTreeSet<u64>>,
-    /// The newest acknowledged value, by key.
-    acked: BTreeMap<u64, u64>,
-    next_value: BTreeMap<u64, u64>,
-    counts: Counts,
-    failures: Vec<String>,
-}
-
-impl History {
-    fn read(&mut self, key: u64, bytes: &[u8], when: &str) {
-        let value = <[u8; 8]>::try_from(bytes).map(u64::from_le_bytes);
-        let known = value
-            .as_ref()
-            .is_ok_and(|v| self.attempted.get(&key).is_some_and(|s| s.contains(v)));
-        if !known {
-            self.counts.unexpected += 1;
-            self.failures.push(format!(
-                "{when}: key {key} read {bytes:02x?}, which no set wrote"
-            ));
-        }
-    }
+/// An id map value: the 8 bytes of a `u64`, little-endian.
+fn decode(bytes: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(bytes).ok().map(u64::from_le_bytes)
 }
 
 #[derive(Default)]
 struct Shared {
     roster: Roster<Member>,
-    history: RefCell<History>,
+    history: RefCell<History<u64>>,
     /// Node ids that have written (their keys are read by every client).
     writers: RefCell<BTreeSet<u32>>,
     /// Set when the clients must stop (before the final reads).
@@ -62,20 +42,6 @@ struct Shared {
     rebalanced: RefCell<BTreeMap<u32, u64>>,
     /// Nodes asked to leave that have not handed their keys over yet.
     leaving: RefCell<BTreeSet<u32>>,
-}
-
-/// Marks an operation indeterminate unless it completed (its node may crash under it).
-struct InFlight<'a> {
-    shared: &'a Shared,
-    done: bool,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.shared.history.borrow_mut().counts.indeterminate += 1;
-        }
-    }
 }
 
 struct IdMapCluster {
@@ -140,40 +106,10 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
     let finished = sim.run_until(Duration::from_secs(60), || shared.check_done.get());
     let mut history = std::mem::take(&mut *shared.history.borrow_mut());
     if !finished {
-        history
-            .failures
-            .push("the final reads did not finish in 60 s of virtual time".into());
+        history.fail("the final reads did not finish in 60 s of virtual time".into());
     }
     let reads = shared.check.borrow_mut().take().unwrap_or_default();
-    for (key, attempted) in history.attempted.clone() {
-        let acked = history.acked.get(&key).copied();
-        match reads.get(&key) {
-            None => history
-                .failures
-                .push(format!("key {key}: the final read got no answer")),
-            Some(None) => {
-                if let Some(a) = acked {
-                    history.counts.lost += 1;
-                    history.failures.push(format!(
-                        "key {key}: acknowledged value {a} lost (the key reads as never set)"
-                    ));
-                }
-            }
-            Some(Some(bytes)) => {
-                history.read(key, bytes, "final read");
-                let value = <[u8; 8]>::try_from(bytes.as_slice()).map(u64::from_le_bytes);
-                if let (Ok(v), Some(a)) = (value, acked)
-                    && v < a
-                {
-                    history.counts.lost += 1;
-                    history.failures.push(format!(
-                        "key {key}: acknowledged value {a} lost (reads {v}; attempted {attempted:?})"
-                    ));
-                }
-            }
-        }
-    }
-    (history.counts, history.failures)
+    history.finish(&reads, decode)
 }
 
 async fn node_main(shared: Rc<Shared>, id: u32, generation: u64) {
@@ -221,7 +157,7 @@ async fn node_main(shared: Rc<Shared>, id: u32, generation: u64) {
 
 /// Reads every key ever written, retrying each until a replica answers.
 async fn final_reads(shared: &Shared, map: &GlobalIdMap) {
-    let keys: Vec<u64> = shared.history.borrow().attempted.keys().copied().collect();
+    let keys: Vec<u64> = shared.history.borrow().keys();
     for key in keys {
         for _ in 0..10 {
             if let Some(Ok(got)) = within(OP_LIMIT, map.get(key)).await {
@@ -248,42 +184,23 @@ async fn client(shared: Rc<Shared>, map: GlobalIdMap, id: u32) {
     while !shared.quiet.get() {
         if next() % 2 == 0 {
             let key = u64::from(id) * 16 + next() % KEYS_PER_WRITER;
-            let value = {
-                let mut h = shared.history.borrow_mut();
-                let v = h.next_value.entry(key).or_insert(0);
-                *v += 1;
-                let v = *v;
-                h.attempted.entry(key).or_default().insert(v);
-                v
-            };
-            let mut op = InFlight {
-                shared: &shared,
-                done: false,
-            };
-            let result = within(OP_LIMIT, map.set(key, value.to_le_bytes().to_vec())).await;
-            let mut h = shared.history.borrow_mut();
-            match result {
-                Some(Ok(_)) => {
-                    op.done = true;
-                    h.counts.acknowledged += 1;
-                    let acked = h.acked.entry(key).or_insert(0);
-                    *acked = (*acked).max(value);
-                }
-                Some(Err(_)) => {
-                    op.done = true;
-                    h.counts.failed += 1;
-                }
-                None => {} // Indeterminate (counted when `op` drops).
+            let op = InFlight::begin(&shared.history, key);
+            let value = op.value.to_le_bytes().to_vec();
+            match within(OP_LIMIT, map.set(key, value)).await {
+                Some(Ok(_)) => op.acked(),
+                Some(Err(_)) => op.failed(),
+                None => {} // Unknown (recorded when `op` drops).
             }
         } else {
             let writers: Vec<u32> = shared.writers.borrow().iter().copied().collect();
             let writer = writers[(next() % writers.len() as u64) as usize];
             let key = u64::from(writer) * 16 + next() % KEYS_PER_WRITER;
             if let Some(Ok(Some(got))) = within(OP_LIMIT, map.get(key)).await {
+                let value = decode(&got.value);
                 shared
                     .history
                     .borrow_mut()
-                    .read(key, &got.value, "a client's read");
+                    .read(&key, value, &got.value, "a client's read");
             }
         }
         let pause = Duration::from_millis(5 + next() % 45);

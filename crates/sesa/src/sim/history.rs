@@ -1,0 +1,162 @@
+//! The history of a register workload and its checker: each key has one writer, whose
+//! sets are sequential and carry growing values; anyone reads.
+//!
+//! Counts as Jepsen's checkers report them: acknowledged, failed (an error reply: not
+//! applied), indeterminate (timed out, or its node crashed: may have been applied, at
+//! any time after it started), lost (acknowledged, and the final state does not show
+//! it), unexpected (a value read that no set wrote).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+
+use super::Counts;
+
+pub(super) struct History<K> {
+    /// Every value a set was started with, by key.
+    attempted: BTreeMap<K, BTreeSet<u64>>,
+    /// Values of sets whose outcome is unknown, by key: such a set may still take effect
+    /// after later ones (it is concurrent with everything after it started).
+    unknown: BTreeMap<K, BTreeSet<u64>>,
+    /// The newest acknowledged value, by key.
+    acked: BTreeMap<K, u64>,
+    next_value: BTreeMap<K, u64>,
+    counts: Counts,
+    failures: Vec<String>,
+}
+
+impl<K> Default for History<K> {
+    fn default() -> Self {
+        History {
+            attempted: BTreeMap::new(),
+            unknown: BTreeMap::new(),
+            acked: BTreeMap::new(),
+            next_value: BTreeMap::new(),
+            counts: Counts::default(),
+            failures: Vec::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone + Debug> History<K> {
+    /// Every key a set was started on.
+    pub(super) fn keys(&self) -> Vec<K> {
+        self.attempted.keys().cloned().collect()
+    }
+
+    /// A value some set read: it must be one a set wrote. `value` is `None` when the
+    /// bytes did not decode.
+    pub(super) fn read(&mut self, key: &K, value: Option<u64>, bytes: &[u8], when: &str) {
+        let known = value.is_some_and(|v| self.attempted.get(key).is_some_and(|s| s.contains(&v)));
+        if !known {
+            self.counts.unexpected += 1;
+            self.failures.push(format!(
+                "{when}: key {key:?} read {:?}, which no set wrote",
+                String::from_utf8_lossy(bytes)
+            ));
+        }
+    }
+
+    /// A failure the workload saw itself.
+    pub(super) fn fail(&mut self, why: String) {
+        self.failures.push(why);
+    }
+
+    /// Checks the final reads (a key's value, `None` for a miss; no entry: no answer),
+    /// decoded with `decode`, and returns the counts and every broken invariant.
+    pub(super) fn finish(
+        mut self,
+        reads: &BTreeMap<K, Option<Vec<u8>>>,
+        decode: impl Fn(&[u8]) -> Option<u64>,
+    ) -> (Counts, Vec<String>) {
+        for key in self.keys() {
+            let acked = self.acked.get(&key).copied();
+            match reads.get(&key) {
+                None => self
+                    .failures
+                    .push(format!("key {key:?}: the final read got no answer")),
+                Some(None) => {
+                    if let Some(a) = acked {
+                        self.counts.lost += 1;
+                        self.failures.push(format!(
+                            "key {key:?}: acknowledged value {a} lost (the key reads as never set)"
+                        ));
+                    }
+                }
+                Some(Some(bytes)) => {
+                    let value = decode(bytes);
+                    self.read(&key, value, bytes, "final read");
+                    let late = |v: u64| self.unknown.get(&key).is_some_and(|u| u.contains(&v));
+                    if let (Some(v), Some(a)) = (value, acked)
+                        && v < a
+                        && !late(v)
+                    {
+                        self.counts.lost += 1;
+                        self.failures.push(format!(
+                            "key {key:?}: acknowledged value {a} lost (reads {v})"
+                        ));
+                    }
+                }
+            }
+        }
+        (self.counts, self.failures)
+    }
+}
+
+/// A set in flight: started with [`InFlight::begin`], then acknowledged or failed; if it
+/// is dropped first (timed out, or its node crashed under it), its outcome is unknown.
+pub(super) struct InFlight<'a, K: Ord + Clone + Debug> {
+    history: &'a RefCell<History<K>>,
+    key: K,
+    /// The value the set writes.
+    pub(super) value: u64,
+    done: bool,
+}
+
+impl<'a, K: Ord + Clone + Debug> InFlight<'a, K> {
+    /// Starts a set of `key` with the key's next value.
+    pub(super) fn begin(history: &'a RefCell<History<K>>, key: K) -> Self {
+        let value = {
+            let mut h = history.borrow_mut();
+            let v = h.next_value.entry(key.clone()).or_insert(0);
+            *v += 1;
+            let v = *v;
+            h.attempted.entry(key.clone()).or_default().insert(v);
+            v
+        };
+        InFlight {
+            history,
+            key,
+            value,
+            done: false,
+        }
+    }
+
+    /// The set was acknowledged.
+    pub(super) fn acked(mut self) {
+        self.done = true;
+        let mut h = self.history.borrow_mut();
+        h.counts.acknowledged += 1;
+        let acked = h.acked.entry(self.key.clone()).or_insert(0);
+        *acked = (*acked).max(self.value);
+    }
+
+    /// The set failed with an error reply (not applied).
+    pub(super) fn failed(mut self) {
+        self.done = true;
+        self.history.borrow_mut().counts.failed += 1;
+    }
+}
+
+impl<K: Ord + Clone + Debug> Drop for InFlight<'_, K> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut h = self.history.borrow_mut();
+            h.counts.indeterminate += 1;
+            h.unknown
+                .entry(self.key.clone())
+                .or_default()
+                .insert(self.value);
+        }
+    }
+}
