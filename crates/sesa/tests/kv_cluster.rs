@@ -1,6 +1,7 @@
 //! The data store on a local cluster of node processes, through the memcached protocol:
 //! any node answers any key; `kill -9` of a node loses no acknowledged write and its keys
-//! get new replicas; scaling out and in while a client writes fails no request and
+//! get new replicas; a node paused with SIGSTOP is declared down and removed, losing no
+//! acknowledged write; scaling out and in while a client writes fails no request and
 //! loses no key. Every process started is stopped by its pid, also when a test fails.
 
 mod common;
@@ -363,6 +364,60 @@ fn any_node_answers_any_key_and_kill_9_of_a_node_loses_no_acknowledged_write() {
     assert_eq!(one.reply(b"flush_all\r\n", b"\r\n").unwrap(), "OK\r\n");
     assert_eq!(store.client(3).curr_items(), 0);
     assert_eq!(one.curr_items(), 0);
+}
+
+/// A hung node (SIGSTOP: its process lives, its sockets stay open, it answers nothing)
+/// is declared down by SWIM, confirmed silent by the frontend, stopped and replaced in
+/// the view; requests that needed it wait for the new view instead of failing, and no
+/// acknowledged write is lost. The same invariant as the simulator's store workload,
+/// through real processes and the real memcached protocol.
+#[test]
+fn a_paused_node_is_removed_and_loses_no_acknowledged_write() {
+    let mut store = Store::start(3);
+    let mut one = store.client(1);
+    for i in 0..200 {
+        assert_eq!(
+            one.set(&format!("k{i}"), &format!("v{i}")).unwrap(),
+            "STORED\r\n"
+        );
+    }
+    let (stop, stopped) = mpsc::channel();
+    let port = store.ports[&1];
+    let load = std::thread::spawn(move || writer(port, "p", 200, stopped));
+    std::thread::sleep(Duration::from_millis(300));
+    let victim = store.pids[&3];
+    // SAFETY: a node process this test started (it is killed by pid at the end if the
+    // frontend did not stop it).
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGSTOP) }, 0);
+    store.wait_for("node 3 declared down and silent", Duration::from_secs(20));
+    store.wait_for(
+        "view 2: 2 of 2 node(s) moved their keys",
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.send(()).unwrap();
+    let (acked, failed) = load.join().unwrap();
+    assert!(failed.is_empty(), "requests failed: {failed:?}");
+    assert!(acked.len() > 20, "only {} writes", acked.len());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(victim) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(victim), "the frontend did not stop the paused node");
+    for node in [1, 2] {
+        let mut c = store.client(node);
+        for i in &acked {
+            assert_eq!(c.get(&format!("p-{i}")), Some(i.to_string()), "node {node}");
+        }
+        for i in 0..200 {
+            assert_eq!(
+                c.get(&format!("k{i}")),
+                Some(format!("v{i}")),
+                "node {node}"
+            );
+        }
+        assert_eq!(c.curr_items(), 200 + acked.len() as u64, "node {node}");
+    }
 }
 
 #[test]
