@@ -8,7 +8,9 @@
 //!   connection attempts across it time out;
 //! - **crash**: a crashed node's connections are reset (its peers read what it had
 //!   sent, then an error), its listeners vanish (connecting is refused);
-//! - **close**: a node that exits, or drops a stream, closes it (the peer reads the end).
+//! - **close**: a node that exits, or drops a stream, closes it (the peer reads the end);
+//! - **reset**: the connections between two nodes are reset, as when their packets are
+//!   lost for longer than the peers wait (`Sim::reset`).
 //!
 //! Drops and duplicates of single messages do not exist on a stream; a lost stream is
 //! the reset above. Addresses: each node has its IP; `127.0.0.1` and `0.0.0.0` mean the
@@ -116,6 +118,22 @@ impl Network {
         if a != b {
             self.cuts.borrow_mut().insert((a.min(b), a.max(b)));
         }
+    }
+
+    /// Resets every connection between `a` and `b` (both sides read an error after what
+    /// was already delivered): what a stream shows when its packets are lost for longer
+    /// than the peers wait, or a middlebox drops its state. Returns how many.
+    pub(crate) fn reset_between(&self, world: &World, a: Ipv4Addr, b: Ipv4Addr) -> usize {
+        let mut n = 0;
+        for conn in self.live_conns() {
+            let ips = conn.ips;
+            if (ips[0] == a && ips[1] == b) || (ips[0] == b && ips[1] == a) {
+                end_side(world, &conn, 0, Close::Reset);
+                end_side(world, &conn, 1, Close::Reset);
+                n += 1;
+            }
+        }
+        n
     }
 
     pub(crate) fn heal(&self, _world: &World) {

@@ -786,6 +786,18 @@ impl Sim {
         self.world.net.partition(a, b);
     }
 
+    /// Resets every connection between `a` and `b`: each side reads an error after the
+    /// bytes already delivered, and writes fail. Returns how many were reset.
+    pub fn reset(&self, a: Ipv4Addr, b: Ipv4Addr) -> usize {
+        self.world.record(&[
+            self.world.now(),
+            8,
+            u64::from(a.to_bits()),
+            u64::from(b.to_bits()),
+        ]);
+        self.world.net.reset_between(&self.world, a, b)
+    }
+
     /// Ends every partition; held bytes are delivered.
     pub fn heal(&self) {
         self.world.record(&[self.world.now(), 5]);

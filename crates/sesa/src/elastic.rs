@@ -172,6 +172,11 @@ impl RemoteRep for WorkPool {
                     s.newest.insert(node, generation);
                     s.requeue_where(|(n, g)| n == node && g < generation);
                 }
+                // A node counts one chunk at a time: asking again means it gave up the
+                // one it held (its report was lost with a connection, say). That chunk
+                // goes back; the tally only ever adds reports the pool took, so a chunk
+                // counted twice is counted once.
+                s.requeue_where(|holder| holder == (node, generation));
                 let chunk = s.requeued.pop().or_else(|| {
                     (s.next < s.chunks).then(|| {
                         s.next += 1;
@@ -384,6 +389,32 @@ mod tests {
         assert!(matches!(take_as(at(1, 2)), Lease::Chunk { .. }));
         assert_eq!(pool.requeue_life(1, 1), 0);
         assert_eq!(pool.requeue(1), 1);
+    }
+
+    /// Found by `sesa sim --workload counter` once connections could be reset: a node
+    /// whose report was lost with its connection asked for new work and kept its old
+    /// lease forever, so the count never finished.
+    #[test]
+    fn asking_again_gives_the_held_chunk_back() {
+        let pool = WorkPool::with_chunk(2, 1);
+        let Lease::Chunk { chunk: first, .. } = take(&pool, 1) else {
+            panic!("no chunk")
+        };
+        // The report of `first` is lost; node 1 asks again and gets it back.
+        assert_eq!(
+            take(&pool, 1),
+            Lease::Chunk {
+                chunk: first,
+                size: 1
+            }
+        );
+        report(&pool, 1, first, 1);
+        let Lease::Chunk { chunk: second, .. } = take(&pool, 1) else {
+            panic!("no second chunk")
+        };
+        report(&pool, 1, second, 1);
+        assert!(pool.finished());
+        assert_eq!(pool.tally(), 2);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! nodes (`sesa_sim`); the simulator is the only difference from production. A run:
 //! 1. starts the cluster and its clients;
 //! 2. for the *fault phase*, draws faults from the seed: a node crashes (and restarts
-//!    later with a new generation), two nodes are cut apart (and healed), a node joins,
-//!    a node leaves on purpose; at most one node is down or cut off at a time, so each
+//!    later with a new generation), two nodes are cut apart (and healed), the
+//!    connections between two nodes are reset (lost packets, as a stream shows them), a
+//!    node joins, a node leaves on purpose; at most one node is down or cut off at a time, so each
 //!    key keeps a live replica (R = 2);
 //! 3. in the *quiet phase*, heals everything, restarts what is down, and lets the
 //!    cluster settle;
@@ -442,6 +443,23 @@ fn fault_phase(
                     pending.push(Pending::Heal {
                         at: sim.now() + draw(100, 1500),
                     });
+                }
+            }
+            8 => {
+                // Lost packets, as a stream shows them: its connections reset.
+                let others: Vec<u32> = cluster
+                    .reachable()
+                    .into_iter()
+                    .filter(|&i| i != victim)
+                    .collect();
+                if !others.is_empty() {
+                    let other = others[sim.below(others.len() as u64) as usize];
+                    let n = sim.reset(ip_of(victim), ip_of(other));
+                    faults.note(
+                        sim,
+                        "reset",
+                        format!("{n} connection(s) between nodes {victim} and {other}"),
+                    );
                 }
             }
             6 => {
