@@ -356,7 +356,8 @@ impl Node {
                 Ok(self.route(op, epoch, hops, Reads::AtPrimary).await)
             }
             PUT => {
-                let copies: Vec<Copy> = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                let (epoch, copies): (u64, Vec<Copy>) =
+                    postcard::from_bytes(&payload).map_err(|_| bad())?;
                 let here = sesa_event::current_core();
                 let cores = sesa_event::cores();
                 if copies.iter().any(|c| owner(&c.key, cores) != here) {
@@ -364,11 +365,22 @@ impl Node {
                         "copies sent to a core that does not own them".into(),
                     ));
                 }
+                let keys: Vec<Vec<u8>> = copies.iter().map(|c| c.key.clone()).collect();
                 self.kv.with_partition(|p, now| {
                     for c in copies {
                         p.import(&c.key, c.item.map(Item::from), now);
                     }
                 });
+                // Copies made under an older view (a write its primary ran before it
+                // knew the new one) may have missed owners that view does not have, and
+                // this node may have moved these keys already: pass them on.
+                let view = self.current();
+                if epoch < view.epoch {
+                    for key in keys {
+                        let item = self.kv.with_partition(|p, now| p.export(&key, now));
+                        self.replicate(key, item).await;
+                    }
+                }
                 encode(&())
             }
             FETCH => {
@@ -635,8 +647,9 @@ impl Node {
     }
 
     /// Sends the key's new state to its other owners and waits for them (and, in the
-    /// cached layout, drops it from every other node's cache). A node that cannot be
-    /// reached is left to the next view, which goes without it.
+    /// cached layout, drops it from every other node's cache). A replica whose
+    /// connection was lost gets the copy again once it is back (up to [`VIEW_WAIT`] at a
+    /// time); one that a newer view no longer lists is left to that view.
     async fn replicate(&self, key: Vec<u8>, item: Option<Item>) {
         let view = self.current();
         if view.layout == Layout::Cached {
@@ -655,7 +668,7 @@ impl Node {
             key,
             item: item.map(WireItem::from),
         }];
-        let Ok(payload) = postcard::to_allocvec(&copy[..]) else {
+        let Ok(payload) = postcard::to_allocvec(&(view.epoch, &copy[..])) else {
             return;
         };
         for m in others {
@@ -663,12 +676,29 @@ impl Node {
                 continue;
             };
             let core = owner(&copy[0].key, m.cores as usize);
-            if let Err(e) = self
-                .messenger
-                .call(m.node, core, service, PUT, payload.clone())
-                .await
-            {
-                tracing::warn!(node = m.node, "replica not updated: {e}");
+            loop {
+                let epoch = self.current().epoch;
+                let e = match self
+                    .messenger
+                    .call(m.node, core, service, PUT, payload.clone())
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) => e,
+                };
+                // A lost connection to a replica that is still in the view (a reset, not
+                // a crash) must not leave it stale: the write would be on one owner only,
+                // and a later move could copy the stale one over it. Wait for the
+                // connection to come back, or for a view that has the replica no more.
+                let connection = matches!(e, CallError::NotConnected(_) | CallError::PeerLost(_));
+                let retry = match self.next_view(epoch, m.node).await {
+                    Some(view) if connection => view.owners(&copy[0].key).contains(&m),
+                    _ => false,
+                };
+                if !retry {
+                    tracing::warn!(node = m.node, "replica not updated: {e}");
+                    break;
+                }
             }
         }
     }
@@ -856,7 +886,7 @@ impl Node {
                         .collect()
                 });
                 let sent = copies.len() as u64;
-                let result = match postcard::to_allocvec(&copies) {
+                let result = match postcard::to_allocvec(&(new.epoch, &copies)) {
                     Ok(payload) => self
                         .messenger
                         .call(node, CoreId::new(core), service, PUT, payload)
@@ -1044,24 +1074,41 @@ impl Coordinator {
             .map_err(|_| RemoteError::Refused("encoding the view".into()))?;
         let started = sesa_event::now();
         let messenger = self.messenger;
-        let calls: Vec<_> = members
-            .values()
-            .chain(leaving)
-            .map(|m| {
-                let (m, payload) = (*m, payload.clone());
-                (
-                    m,
-                    sesa_event::spawn_local(async move { call(messenger, m, VIEW, payload).await }),
-                )
-            })
-            .collect();
+        // Every node must take the view: one that misses it (a connection being
+        // re-established, say) would own keys without knowing. Those that fail are asked
+        // again for up to `VIEW_WAIT`; a node still silent then is lost, and the next
+        // view (the frontend's, when it notices) handles it.
         let mut told: Vec<Member> = Vec::new();
-        for (m, call) in calls {
-            match call.await {
-                Ok(Ok(_)) => told.push(m),
-                Ok(Err(e)) => tracing::warn!(node = m.node, epoch, error = %e, "view not taken"),
-                Err(e) => tracing::warn!(node = m.node, epoch, error = %e, "view not taken"),
+        let mut untold: Vec<Member> = members.values().chain(leaving).copied().collect();
+        loop {
+            let calls: Vec<_> = untold
+                .iter()
+                .map(|m| {
+                    let (m, payload) = (*m, payload.clone());
+                    (
+                        m,
+                        sesa_event::spawn_local(
+                            async move { call(messenger, m, VIEW, payload).await },
+                        ),
+                    )
+                })
+                .collect();
+            let mut failed = Vec::new();
+            for (m, call) in calls {
+                match call.await {
+                    Ok(Ok(_)) => told.push(m),
+                    Ok(Err(e)) => failed.push((m, e.to_string())),
+                    Err(e) => failed.push((m, e.to_string())),
+                }
             }
+            if failed.is_empty() || sesa_event::now() - started > VIEW_WAIT {
+                for (m, e) in failed {
+                    tracing::warn!(node = m.node, epoch, error = %e, "view not taken");
+                }
+                break;
+            }
+            untold = failed.into_iter().map(|(m, _)| m).collect();
+            sesa_event::sleep(Duration::from_millis(20)).await;
         }
         let mut r = Rebalance {
             epoch,

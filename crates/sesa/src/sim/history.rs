@@ -160,3 +160,45 @@ impl<K: Ord + Clone + Debug> Drop for InFlight<'_, K> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(bytes: &[u8]) -> Option<u64> {
+        std::str::from_utf8(bytes).ok()?.parse().ok()
+    }
+
+    #[test]
+    fn a_final_value_older_than_an_acknowledged_one_is_a_loss_unless_its_outcome_was_unknown() {
+        let history = RefCell::new(History::<u32>::default());
+        // Key 1: 1 acknowledged, 2 unknown (timed out), 3 acknowledged; reads 2.
+        InFlight::begin(&history, 1).acked();
+        drop(InFlight::begin(&history, 1));
+        InFlight::begin(&history, 1).acked();
+        // Key 2: 1 acknowledged, 2 failed, 3 acknowledged; reads 1.
+        InFlight::begin(&history, 2).acked();
+        InFlight::begin(&history, 2).failed();
+        InFlight::begin(&history, 2).acked();
+        // Key 3: 1 acknowledged; reads a value nobody wrote.
+        InFlight::begin(&history, 3).acked();
+        let reads = BTreeMap::from([
+            (1, Some(b"2".to_vec())),
+            (2, Some(b"1".to_vec())),
+            (3, Some(b"9".to_vec())),
+        ]);
+        let (counts, failures) = history.into_inner().finish(&reads, decode);
+        assert_eq!(counts.acknowledged, 5);
+        assert_eq!(counts.indeterminate, 1);
+        assert_eq!(counts.failed, 1);
+        // An unknown write landing late is legal; an older acknowledged one is not.
+        assert_eq!(counts.lost, 1, "{failures:?}");
+        assert_eq!(counts.unexpected, 1, "{failures:?}");
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.contains("key 2") && f.contains("lost"))
+        );
+    }
+}

@@ -177,7 +177,20 @@ async fn frontend(shared: Rc<Shared>) {
         }
         if changed && !members.is_empty() {
             shared.settled.set(false);
+            let debug = std::env::var_os("SESA_SIM_DEBUG").is_some();
+            if debug {
+                eprintln!(
+                    "{:?} frontend: view {} of {:?}, leaving {:?}",
+                    sesa_event::now(),
+                    coordinator.view().map_or(0, |v| v.epoch) + 1,
+                    members.keys().collect::<Vec<_>>(),
+                    leaving.iter().map(|m| m.node).collect::<Vec<_>>()
+                );
+            }
             let r = coordinator.change(&members, &leaving, |_| {}).await;
+            if debug {
+                eprintln!("{:?} frontend: {:?}", sesa_event::now(), r);
+            }
             *shared.serving.borrow_mut() = members.keys().copied().collect();
             let done = r.is_ok_and(|r| r.finished);
             last_done = done;
