@@ -431,13 +431,7 @@ fn fault_phase(
                 }
             }
             3..=5 => {
-                let others: Vec<u32> = cluster
-                    .reachable()
-                    .into_iter()
-                    .filter(|&i| i != victim)
-                    .collect();
-                if !others.is_empty() {
-                    let other = others[sim.below(others.len() as u64) as usize];
+                if let Some(other) = other_than(sim, cluster, victim) {
                     sim.partition(ip_of(victim), ip_of(other));
                     faults.note(sim, "partition", format!("nodes {victim} and {other}"));
                     pending.push(Pending::Heal {
@@ -447,13 +441,7 @@ fn fault_phase(
             }
             8 => {
                 // Lost packets, as a stream shows them: its connections reset.
-                let others: Vec<u32> = cluster
-                    .reachable()
-                    .into_iter()
-                    .filter(|&i| i != victim)
-                    .collect();
-                if !others.is_empty() {
-                    let other = others[sim.below(others.len() as u64) as usize];
+                if let Some(other) = other_than(sim, cluster, victim) {
                     let n = sim.reset(ip_of(victim), ip_of(other));
                     faults.note(
                         sim,
@@ -483,6 +471,16 @@ fn fault_phase(
             restart(cluster, lives, faults, id);
         }
     }
+}
+
+/// A node `victim` can be cut off from, drawn with the run's generator.
+fn other_than(sim: &Sim, cluster: &dyn Cluster, victim: u32) -> Option<u32> {
+    let others: Vec<u32> = cluster
+        .reachable()
+        .into_iter()
+        .filter(|&i| i != victim)
+        .collect();
+    (!others.is_empty()).then(|| others[sim.below(others.len() as u64) as usize])
 }
 
 /// Runs `seeds` of `workloads` and calls `each` with every outcome.
