@@ -131,6 +131,9 @@ enum Command {
         /// Prints one JSON line per run.
         #[arg(long)]
         json: bool,
+        /// Runs this many simulations at once (default: one per CPU).
+        #[arg(long)]
+        jobs: Option<usize>,
     },
 }
 
@@ -357,6 +360,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_faults,
             careless,
             json,
+            jobs,
         } => {
             use sesa::sim::{Options, Workload};
             let workloads: Vec<Workload> = workload.map_or(Workload::ALL.to_vec(), |w| vec![w]);
@@ -375,7 +379,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runs = (seeds.end - seeds.start) * workloads.len() as u64;
             let started = std::time::Instant::now();
             let one = seed.is_some();
-            let failed = sesa::sim::sweep(&workloads, seeds, &base, |o| {
+            let jobs = jobs.unwrap_or_else(all_cores);
+            let failed = sesa::sim::sweep(&workloads, seeds, &base, jobs, |o| {
                 if json {
                     println!("{}", serde_json::to_string(o).unwrap_or_default());
                 } else if one {

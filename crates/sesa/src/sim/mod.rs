@@ -483,27 +483,55 @@ fn other_than(sim: &Sim, cluster: &dyn Cluster, victim: u32) -> Option<u32> {
     (!others.is_empty()).then(|| others[sim.below(others.len() as u64) as usize])
 }
 
-/// Runs `seeds` of `workloads` and calls `each` with every outcome.
+/// Runs `seeds` of `workloads` on `jobs` threads (each simulation is single-threaded
+/// and independent, so they run side by side) and calls `each` with every outcome, in
+/// seed order whatever the order they finish in. Returns the failed ones.
 pub fn sweep(
     workloads: &[Workload],
     seeds: std::ops::Range<u64>,
     base: &Options,
+    jobs: usize,
     mut each: impl FnMut(&Outcome),
 ) -> Vec<Outcome> {
-    let mut failed = Vec::new();
-    for seed in seeds {
-        for &workload in workloads {
-            let options = Options {
+    let runs: Vec<Options> = seeds
+        .flat_map(|seed| {
+            workloads.iter().map(move |&workload| Options {
                 seed,
                 workload,
                 ..base.clone()
-            };
-            let outcome = run(&options);
-            each(&outcome);
-            if !outcome.passed() {
-                failed.push(outcome);
+            })
+        })
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (done, results) = std::sync::mpsc::channel::<(usize, Outcome)>();
+    let mut failed = Vec::new();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, runs.len().max(1)) {
+            let (runs, next, done) = (&runs, &next, done.clone());
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(options) = runs.get(i) else { break };
+                    if done.send((i, run(options))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done);
+        // Report in order: hold outcomes that finish before their predecessors.
+        let mut held = BTreeMap::new();
+        let mut reported = 0;
+        for (i, outcome) in results {
+            held.insert(i, outcome);
+            while let Some(outcome) = held.remove(&reported) {
+                each(&outcome);
+                if !outcome.passed() {
+                    failed.push(outcome);
+                }
+                reported += 1;
             }
         }
-    }
+    });
     failed
 }
