@@ -11,16 +11,20 @@
 //! from the memory map, and runs the portable object model (`sesa-ebb`) unchanged: the
 //! kernel provides its per-CPU "current core" binding.
 //!
+//! The network's first part: virtio-net under smoltcp, polled, with the TSC calibrated
+//! against the PIT for smoltcp's clock (`net.rs`, `arch/x86_64/{virtio,clock}.rs`).
+//!
 //! Still to come (issue "native runtime"): the application processors with per-core
-//! event loops and heap caches, timers, virtio-net and the messenger, so that a native
-//! node joins a cluster.
+//! event loops and heap caches, timers, the network driven from the event loop, and the
+//! messenger, so that a native node joins a cluster.
 //!
 //! It builds on stable Rust for the x86_64-unknown-linux-gnu target with that target's
 //! prebuilt `core`, linked by `linker.ld` (see `build.rs`), in a workspace of its own:
 //! `cargo build --release --manifest-path crates/sesa-native/Cargo.toml`.
 //!
 //! The command line selects what to run: empty boots and exits with success; `panic`
-//! panics (the test of the panic path).
+//! panics (the test of the panic path); `echo` serves TCP echo on port 7 over virtio-net
+//! to one client, then exits with success.
 
 #![no_std]
 #![no_main]
@@ -30,6 +34,7 @@ extern crate alloc;
 mod arch;
 mod console;
 mod memory;
+mod net;
 
 use arch::x86_64 as cpu;
 
@@ -101,12 +106,30 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
             exit(Exit::Failure);
         }
     }
-    let command = info.command_line();
-    println!("sesa-native: command line {command:?}");
-    match command {
-        "" => {}
-        "panic" => panic!("the command line asked for a panic"),
-        other => {
+    match cpu::clock::calibrate() {
+        Some(hz) => println!(
+            "sesa-native: TSC at {} MHz (against the PIT)",
+            hz / 1_000_000
+        ),
+        None => println!("sesa-native: no PIT: the clock is not calibrated"),
+    }
+    let line = info.command_line();
+    println!("sesa-native: command line {line:?}");
+    // QEMU's microvm appends `virtio_mmio.device=...` words for Linux; they are not ours.
+    let mut words = line
+        .split_ascii_whitespace()
+        .filter(|w| !w.starts_with("virtio_mmio."));
+    match words.next() {
+        None => {}
+        Some("panic") => panic!("the command line asked for a panic"),
+        Some("echo") => match net::echo_once(7, 30_000_000_000) {
+            Ok(bytes) => println!("sesa-native: echo: served one client, {bytes} bytes"),
+            Err(why) => {
+                println!("sesa-native: echo: {why}");
+                exit(Exit::Failure);
+            }
+        },
+        Some(other) => {
             println!("sesa-native: unknown command {other:?}");
             exit(Exit::Failure);
         }

@@ -3,7 +3,9 @@
 //! serial console, reads the memory map and command line, sets up its heap and frame
 //! allocator, runs an EBB of the portable object model, reports a panic with its
 //! location, and ends with an exit status through `isa-debug-exit` ((code << 1) | 1).
-//! Every QEMU runs under a deadline and is killed by its PID if it overstays.
+//! With a virtio-net device it serves TCP (virtio-drivers and smoltcp) through QEMU's
+//! user network: the test talks to it from the host. Every QEMU runs under a deadline
+//! and is killed by its PID if it overstays.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -28,13 +30,14 @@ fn kernel() -> PathBuf {
     dir.join("target/release/sesa-kernel")
 }
 
-/// Boots the kernel with `-append command` under `accel`; its exit status and serial
-/// output.
-fn boot(accel: &str, command: &str) -> (i32, String) {
-    let mut qemu = Command::new("qemu-system-x86_64")
+/// Starts QEMU on the kernel with `-append command` under `accel`, with `extra`
+/// arguments (devices).
+fn start(accel: &str, command: &str, extra: &[&str]) -> std::process::Child {
+    Command::new("qemu-system-x86_64")
         .args(["-accel", accel, "-M", "microvm", "-nodefaults", "-no-user-config"])
         .args(["-display", "none", "-serial", "stdio", "-no-reboot", "-m", "256"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(extra)
         .arg("-kernel")
         .arg(kernel())
         .args(["-append", command])
@@ -44,7 +47,17 @@ fn boot(accel: &str, command: &str) -> (i32, String) {
         .spawn()
         .unwrap_or_else(|e| {
             panic!("qemu-system-x86_64 cannot run ({e}): install qemu-system-x86 (scripts/test.sh does)")
-        });
+        })
+}
+
+/// Boots the kernel with `-append command` under `accel`; its exit status and serial
+/// output.
+fn boot(accel: &str, command: &str) -> (i32, String) {
+    finish(start(accel, command, &[]), accel)
+}
+
+/// Waits (30 s at most, then kills it) for QEMU to exit; its exit status and output.
+fn finish(mut qemu: std::process::Child, accel: &str) -> (i32, String) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = qemu.try_wait().unwrap() {
@@ -58,7 +71,9 @@ fn boot(accel: &str, command: &str) -> (i32, String) {
         std::thread::sleep(Duration::from_millis(10));
     };
     let mut out = String::new();
-    std::io::Read::read_to_string(&mut qemu.stdout.take().unwrap(), &mut out).unwrap();
+    if let Some(mut stdout) = qemu.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+    }
     let mut err = String::new();
     std::io::Read::read_to_string(&mut qemu.stderr.take().unwrap(), &mut err).unwrap();
     let code = status
@@ -97,6 +112,107 @@ fn boots_and_panics_as_it_should(accel: &str) {
     );
     let (code, out) = boot(accel, "no-such-command");
     assert_eq!(code, 3, "{accel}: {out}");
+}
+
+/// A TCP echo over virtio-net: the host connects through QEMU's user network
+/// (`hostfwd`) until the kernel listens, sends 64 KiB, and must get every byte back; the
+/// kernel then exits with success. Prints the time from QEMU's launch to the first
+/// answer.
+#[test]
+fn the_native_kernel_serves_tcp_over_virtio_net_under_tcg() {
+    use std::io::{Read, Write};
+    let kernel_built = kernel(); // Built before the clock starts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let forward = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:7");
+    let launched = Instant::now();
+    let mut qemu = start(
+        "tcg",
+        "echo",
+        &[
+            "-netdev",
+            &forward,
+            "-device",
+            "virtio-net-device,netdev=n0",
+        ],
+    );
+    // The serial console, line by line: connect once the kernel says it listens (QEMU's
+    // user network would otherwise hold an early connection for its SYN retries).
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = qemu.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut out = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !out.contains("echo on port 7") {
+        let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        else {
+            let _ = qemu.kill();
+            panic!("the kernel did not say it listens within 20 s: {out}");
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let payload: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let answered = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no echo within 20 s: {:?}",
+            qemu.kill()
+        );
+        // Until the kernel listens, QEMU accepts and then closes the connection.
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut first = [0u8; 1];
+        if stream.write_all(&payload[..1]).is_err() || stream.read_exact(&mut first).is_err() {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let answered = launched.elapsed();
+        assert_eq!(first[0], payload[0]);
+        stream.write_all(&payload[1..]).unwrap();
+        let mut back = vec![0u8; payload.len() - 1];
+        stream.read_exact(&mut back).unwrap();
+        assert!(back == payload[1..], "the echo differs");
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "bytes after the echo: {}", rest.len());
+        break answered;
+    };
+    let (code, rest) = finish(qemu, "tcg");
+    reader.join().unwrap();
+    out.extend(lines.try_iter().map(|l| l + "\n"));
+    out.push_str(&rest);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "sesa-native: echo: served one client, {} bytes",
+            payload.len()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("MHz (against the PIT)"), "{out}");
+    eprintln!(
+        "native TCP echo (TCG): launch to first answer {} ms ({})",
+        answered.as_millis(),
+        kernel_built.display()
+    );
 }
 
 #[test]

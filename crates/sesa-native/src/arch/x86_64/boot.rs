@@ -1,13 +1,14 @@
 //! The way in: a 32-bit entry point for the PVH boot protocol (QEMU's `-kernel` with a
 //! Xen `PHYS32_ENTRY` note, as `-M microvm` boots), which builds identity page tables
-//! for the first GiB, turns on PAE, long mode, paging and SSE (Rust code uses SSE
+//! for the first 4 GiB (RAM below, and the devices' MMIO just under 4 GiB: the fourth
+//! GiB is mapped uncached), turns on PAE, long mode, paging and SSE (Rust code uses SSE
 //! registers), loads a 64-bit GDT, and calls `kernel_main(start_info)` on a 64 KiB stack.
 //!
 //! The CPU state on entry (PVH): 32-bit protected mode, paging off, flat segments, EBX
 //! the physical address of `hvm_start_info`.
 
 /// Bytes identity-mapped by the boot page tables.
-pub const MAPPED_BYTES: u64 = 1 << 30;
+pub const MAPPED_BYTES: u64 = 4 << 30;
 
 core::arch::global_asm!(
     r#"
@@ -28,20 +29,34 @@ pvh_start:
     cli
     movl %ebx, %esi
 
-    # 512 entries of 2 MiB pages: the first GiB, identity-mapped.
+    # 2048 entries of 2 MiB pages: the first 4 GiB, identity-mapped; the fourth GiB
+    # (MMIO) with caching off (PCD, PWT).
     xorl %ecx, %ecx
 3:
     movl %ecx, %eax
     shll $21, %eax
     orl $0x83, %eax         # present, writable, page size
+    cmpl $1536, %ecx
+    jb 6f
+    orl $0x18, %eax         # PCD, PWT
+6:
     movl %eax, boot_pd(,%ecx,8)
     movl $0, boot_pd+4(,%ecx,8)
     incl %ecx
-    cmpl $512, %ecx
+    cmpl $2048, %ecx
     jne 3b
-    movl $boot_pd, %eax
+    # Four page directories, one per GiB.
+    xorl %ecx, %ecx
+7:
+    movl %ecx, %eax
+    shll $12, %eax
+    addl $boot_pd, %eax
     orl $0x3, %eax
-    movl %eax, boot_pdpt
+    movl %eax, boot_pdpt(,%ecx,8)
+    movl $0, boot_pdpt+4(,%ecx,8)
+    incl %ecx
+    cmpl $4, %ecx
+    jne 7b
     movl $boot_pdpt, %eax
     orl $0x3, %eax
     movl %eax, boot_pml4
@@ -100,7 +115,7 @@ boot_pml4:
 boot_pdpt:
     .skip 4096
 boot_pd:
-    .skip 4096
+    .skip 4096 * 4
 boot_stack:
     .skip 65536
 boot_stack_top:

@@ -3,8 +3,10 @@
 //! `GlobalAlloc` implementation in `memory.rs`.
 
 pub mod boot;
+pub mod clock;
 pub mod mem;
 pub mod percpu;
+pub mod virtio;
 
 /// Writes `value` to I/O port `port`.
 pub fn outb(port: u16, value: u8) {
