@@ -14,16 +14,20 @@
 //! The network's first part: virtio-net under smoltcp, polled, with the TSC calibrated
 //! against the PIT for smoltcp's clock (`net.rs`, `arch/x86_64/{virtio,clock}.rs`).
 //!
+//! The event loop's first part (`runtime.rs`): `sesa-event`'s platform seam on core 0,
+//! so that code written against the event model runs here unchanged.
+//!
 //! Still to come (issue "native runtime"): the application processors with per-core
-//! event loops and heap caches, timers, the network driven from the event loop, and the
-//! messenger, so that a native node joins a cluster.
+//! event loops and heap caches, interrupts and timers, the network driven from the event
+//! loop, and the messenger, so that a native node joins a cluster.
 //!
 //! It builds on stable Rust for the x86_64-unknown-linux-gnu target with that target's
 //! prebuilt `core`, linked by `linker.ld` (see `build.rs`), in a workspace of its own:
 //! `cargo build --release --manifest-path crates/sesa-native/Cargo.toml`.
 //!
 //! The command line selects what to run: empty boots and exits with success; `panic`
-//! panics (the test of the panic path); `echo` serves TCP echo on port 7 over virtio-net
+//! panics (the test of the panic path); `events` runs checks of the event model on the
+//! native loop (`runtime.rs`); `echo` serves TCP echo on port 7 over virtio-net
 //! to one client, then exits with success.
 
 #![no_std]
@@ -35,6 +39,7 @@ mod arch;
 mod console;
 mod memory;
 mod net;
+mod runtime;
 
 use arch::x86_64 as cpu;
 
@@ -122,6 +127,20 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     match words.next() {
         None => {}
         Some("panic") => panic!("the command line asked for a panic"),
+        Some("events") => {
+            let code = runtime::run(|| async {
+                match events_check().await {
+                    Ok(report) => println!("sesa-native: events: ok ({report})"),
+                    Err(why) => {
+                        println!("sesa-native: events: {why}");
+                        sesa_event::stop(1);
+                    }
+                }
+            });
+            if code != 0 {
+                exit(Exit::Failure);
+            }
+        }
         Some("echo") => match net::echo_once(7, 30_000_000_000) {
             Ok(bytes) => println!("sesa-native: echo: served one client, {bytes} bytes"),
             Err(why) => {
@@ -136,6 +155,85 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     }
     println!("sesa-native: done");
     exit(Exit::Success)
+}
+
+/// The event model on the native loop, as applications use it: shipped events run in
+/// order and never inline, a function shipped to a core returns its result, sleeps end
+/// in deadline order on the calibrated clock, a per-core EBB's rep is made by a miss
+/// inside an event, and what the native core cannot do yet fails with an error.
+async fn events_check() -> Result<alloc::string::String, alloc::string::String> {
+    use alloc::format;
+    use alloc::sync::Arc;
+    use alloc::vec::Vec;
+    use core::time::Duration;
+    use sesa_event::CoreId;
+    let here = CoreId::new(0);
+    let order = Arc::new(spinning_top::Spinlock::new(Vec::new()));
+    for i in 0..3u32 {
+        let order = order.clone();
+        sesa_event::ship(here, move || order.lock().push(i)).map_err(|e| format!("{e}"))?;
+    }
+    if !order.lock().is_empty() {
+        return Err("a shipped event ran inline".into());
+    }
+    let answer = sesa_event::spawn_on(here, || 6 * 7)
+        .await
+        .map_err(|e| format!("spawn_on: {e}"))?;
+    if answer != 42 || *order.lock() != [0, 1, 2] {
+        return Err(format!("events out of order: {:?}, {answer}", order.lock()));
+    }
+    // Two tasks: the later deadline is started first.
+    let woke = Arc::new(spinning_top::Spinlock::new(Vec::new()));
+    let tasks: Vec<_> = [(30u64, 'a'), (10, 'b')]
+        .into_iter()
+        .map(|(ms, name)| {
+            let woke = woke.clone();
+            sesa_event::spawn_local(async move {
+                sesa_event::sleep(Duration::from_millis(ms)).await;
+                woke.lock().push(name);
+            })
+        })
+        .collect();
+    let started = sesa_event::now();
+    sesa_event::sleep(Duration::from_millis(20)).await;
+    let slept = sesa_event::now() - started;
+    for t in tasks {
+        t.await.map_err(|e| format!("a task: {e}"))?;
+    }
+    if *woke.lock() != ['b', 'a'] {
+        return Err(format!("sleeps ended out of order: {:?}", woke.lock()));
+    }
+    if slept < Duration::from_millis(20) || slept > Duration::from_millis(500) {
+        return Err(format!("a 20 ms sleep took {slept:?}"));
+    }
+    // A per-core EBB: the rep appears by a miss in the event on each core.
+    let counter = counter_ebb().map_err(|e| format!("{e}"))?;
+    let counts = sesa_event::on_all_cores(move |_core| {
+        counter.with(|rep| rep.fetch_add(1, core::sync::atomic::Ordering::Relaxed))
+    })
+    .await;
+    if counts.len() != 1 || counts.iter().any(|c| c.is_err()) {
+        return Err(format!("on_all_cores: {counts:?}"));
+    }
+    // What the native core cannot do yet says so.
+    if sesa_event::ship(CoreId::new(1), || {}).is_ok() {
+        return Err("a ship to a core that does not exist was taken".into());
+    }
+    match sesa_event::tcp_listen("0.0.0.0:7000".parse().map_err(|_| "an address")?) {
+        Ok(_) => return Err("the network in the loop is not there yet, but listen worked".into()),
+        Err(e) if format!("{e}").contains("not in the event loop yet") => {}
+        Err(e) => return Err(format!("listen failed otherwise: {e}")),
+    }
+    Ok(format!(
+        "3 events in order, spawn_on, sleeps in deadline order, a 20 ms sleep took {} us, a per-core EBB",
+        slept.as_micros()
+    ))
+}
+
+/// A per-core counter EBB on the current node.
+fn counter_ebb() -> Result<sesa_ebb::EbbRef<core::sync::atomic::AtomicI64>, sesa_ebb::EbbError> {
+    let (ebb, _root) = sesa_ebb::PerCore::create(|_core| core::sync::atomic::AtomicI64::new(0))?;
+    Ok(ebb)
 }
 
 /// Takes frames and gives them back: distinct, aligned, and counted.

@@ -1,7 +1,8 @@
 //! The native kernel (`crates/sesa-native`) boots under QEMU: `-M microvm` through the
 //! PVH entry, under TCG always and under KVM where `/dev/kvm` works. It prints on the
 //! serial console, reads the memory map and command line, sets up its heap and frame
-//! allocator, runs an EBB of the portable object model, reports a panic with its
+//! allocator, runs an EBB of the portable object model and the event model's loop
+//! (`sesa-event` unchanged), reports a panic with its
 //! location, and ends with an exit status through `isa-debug-exit` ((code << 1) | 1).
 //! With a virtio-net device it serves TCP (virtio-drivers and smoltcp) through QEMU's
 //! user network: the test talks to it from the host. Every QEMU runs under a deadline
@@ -112,6 +113,12 @@ fn boots_and_panics_as_it_should(accel: &str) {
     );
     let (code, out) = boot(accel, "no-such-command");
     assert_eq!(code, 3, "{accel}: {out}");
+
+    // The event model on the native loop (sesa-event unchanged): ordered shipped events,
+    // spawn_on, sleeps on the calibrated clock, a per-core EBB made by a miss.
+    let (code, out) = boot(accel, "events");
+    assert_eq!(code, 1, "{accel}: {out}");
+    assert!(out.contains("sesa-native: events: ok ("), "{out}");
 }
 
 /// A TCP echo over virtio-net: the host connects through QEMU's user network

@@ -4,6 +4,7 @@
 
 pub mod boot;
 pub mod clock;
+pub mod entropy;
 pub mod mem;
 pub mod percpu;
 pub mod virtio;
