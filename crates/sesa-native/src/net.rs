@@ -1,19 +1,30 @@
-//! The network: virtio-net (`virtio-drivers`) under a TCP/IP stack (`smoltcp`), polled.
+//! The network: virtio-net (`virtio-drivers`) under a TCP/IP stack (`smoltcp`), as the
+//! event loop's `sesa_event::net::Net`.
 //!
-//! First part: one interface with a static address (QEMU's user network hands out
-//! 10.0.2.15 behind the gateway 10.0.2.2), and a TCP echo service, the smallest server
-//! that proves frames go both ways and TCP runs. Still to come: driving it from the
-//! per-core event loops (interrupts when idle, polling under load) and the messenger.
+//! One interface with a static address (QEMU's user network hands out 10.0.2.15 behind
+//! the gateway 10.0.2.2). The loop polls the stack every turn ([`NativeNet::poll`]); when
+//! a socket's state changed, every task waiting on the network is woken and looks again
+//! (spurious wake-ups are cheap next to the bookkeeping of per-socket wakers).
+//!
+//! Limits, explicit: IPv4 only; a listener keeps [`BACKLOG`] sockets listening, so more
+//! connections arriving at once than that are refused until some are accepted; a
+//! stream's buffers are [`SOCKET_BUFFER`] bytes each way. Still to come: interrupts when
+//! idle, and the other cores.
 
+use alloc::boxed::Box;
 use alloc::rc::Rc;
 use alloc::vec;
+use alloc::vec::Vec;
 use core::cell::RefCell;
+use core::net::{IpAddr, SocketAddr};
+use core::task::{Context, Poll, Waker};
 
-use smoltcp::iface::{Config, Interface, SocketSet};
+use sesa_event::net::{Accepted, Connecting, Net, NetError, TcpListener, TcpStream};
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
 use virtio_drivers::device::net::{RxBuffer, VirtIONet};
 use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::mmio::MmioTransport;
@@ -24,6 +35,12 @@ use crate::println;
 
 /// Descriptors per virtqueue.
 const QUEUE: usize = 16;
+/// Sockets a listener keeps listening.
+pub const BACKLOG: usize = 4;
+/// Bytes of each stream's receive and of its send buffer.
+pub const SOCKET_BUFFER: usize = 64 * 1024;
+/// The first local port of outgoing connections.
+const EPHEMERAL: u16 = 49152;
 /// Bytes per receive buffer: a full Ethernet frame and the virtio header.
 const FRAME: usize = 2048;
 
@@ -86,94 +103,345 @@ impl phy::TxToken for Tx {
     }
 }
 
-impl core::fmt::Display for NetError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            NetError::NoDevice => f.write_str("no virtio-net device"),
-            NetError::Driver(e) => write!(f, "the virtio-net driver refused the device: {e}"),
-            NetError::NoClient => f.write_str("nobody connected in time"),
-        }
-    }
-}
-
 fn now() -> Instant {
     Instant::from_micros((clock::now_ns() / 1000) as i64)
 }
 
-/// Why the echo service ended without serving.
-pub enum NetError {
+/// Why the network could not start.
+pub enum StartError {
     /// No virtio-net device on the MMIO slots.
     NoDevice,
     /// The driver refused the device.
     Driver(virtio_drivers::Error),
-    /// Nobody connected in time.
-    NoClient,
 }
 
-/// Serves TCP echo on `port` to one client, until it closes its side (or `limit_ns`
-/// passes with nobody connecting); returns the bytes echoed.
-pub fn echo_once(port: u16, limit_ns: u64) -> Result<u64, NetError> {
-    let transport = find(DeviceType::Network).ok_or(NetError::NoDevice)?;
-    let nic = Nic::new(transport, FRAME).map_err(NetError::Driver)?;
-    let mac = nic.mac_address();
-    let mut device = NetDevice(Rc::new(RefCell::new(nic)));
-    let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-    let mut iface = Interface::new(config, &mut device, now());
-    iface.update_ip_addrs(|addrs| {
-        // One address: the vector has room.
-        let _ = addrs.push(IpCidr::new(IpAddress::v4(10, 0, 2, 15), 24));
-    });
-    let _ = iface
-        .routes_mut()
-        .add_default_ipv4_route(Ipv4Address::new(10, 0, 2, 2));
-    let socket = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; 16 * 1024]),
-        tcp::SocketBuffer::new(vec![0; 16 * 1024]),
-    );
-    let mut sockets = SocketSet::new(vec![]);
-    let handle = sockets.add(socket);
-    // Listening on a valid port cannot fail.
-    let _ = sockets.get_mut::<tcp::Socket>(handle).listen(port);
-    println!(
-        "sesa-native: net: virtio-net {:02x?}, 10.0.2.15/24, echo on port {port}",
-        mac
-    );
-    let start = clock::now_ns();
-    let mut echoed = 0u64;
-    let mut connected = false;
-    let mut buffer = [0u8; 2048];
-    loop {
-        iface.poll(now(), &mut device, &mut sockets);
-        let socket = sockets.get_mut::<tcp::Socket>(handle);
-        if !socket.is_open() {
-            if connected {
-                return Ok(echoed);
-            }
-            if clock::now_ns() - start > limit_ns {
-                return Err(NetError::NoClient);
-            }
-            // Listening on a valid port cannot fail.
-            let _ = socket.listen(port);
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StartError::NoDevice => f.write_str("no virtio-net device"),
+            StartError::Driver(e) => write!(f, "the virtio-net driver refused the device: {e}"),
         }
-        if socket.state() == tcp::State::Established {
-            connected = true;
+    }
+}
+
+struct Stack {
+    iface: Interface,
+    device: NetDevice,
+    sockets: SocketSet<'static>,
+    /// Tasks waiting for some socket's state to change.
+    waiters: Vec<Waker>,
+    /// Sockets their owners dropped: removed once closed.
+    closing: Vec<SocketHandle>,
+    next_port: u16,
+}
+
+impl Stack {
+    fn socket(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(handle)
+    }
+
+    fn new_socket(&mut self) -> SocketHandle {
+        let socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
+        );
+        self.sockets.add(socket)
+    }
+
+    fn wait(&mut self, cx: &Context<'_>) {
+        if !self.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            self.waiters.push(cx.waker().clone());
         }
-        while socket.can_recv() && socket.can_send() {
-            let room = socket.send_capacity() - socket.send_queue();
-            let take = room.min(buffer.len());
-            let Ok(n) = socket.recv_slice(&mut buffer[..take]) else {
-                break;
+    }
+}
+
+/// The network of the native event loop.
+#[derive(Clone)]
+pub struct NativeNet(Rc<RefCell<Stack>>);
+
+impl NativeNet {
+    /// Finds the virtio-net device and brings the interface up at 10.0.2.15/24.
+    ///
+    /// # Errors
+    /// No device, or the driver refused it.
+    pub fn start() -> Result<NativeNet, StartError> {
+        let transport = find(DeviceType::Network).ok_or(StartError::NoDevice)?;
+        let nic = Nic::new(transport, FRAME).map_err(StartError::Driver)?;
+        let mac = nic.mac_address();
+        let mut device = NetDevice(Rc::new(RefCell::new(nic)));
+        let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+        let mut iface = Interface::new(config, &mut device, now());
+        iface.update_ip_addrs(|addrs| {
+            // One address: the vector has room.
+            let _ = addrs.push(IpCidr::new(IpAddress::v4(10, 0, 2, 15), 24));
+        });
+        let _ = iface
+            .routes_mut()
+            .add_default_ipv4_route(Ipv4Address::new(10, 0, 2, 2));
+        println!("sesa-native: net: virtio-net {mac:02x?}, 10.0.2.15/24");
+        Ok(NativeNet(Rc::new(RefCell::new(Stack {
+            iface,
+            device,
+            sockets: SocketSet::new(vec![]),
+            waiters: Vec::new(),
+            closing: Vec::new(),
+            next_port: EPHEMERAL,
+        }))))
+    }
+
+    /// Moves frames in and out; wakes the waiting tasks if a socket changed. Whether
+    /// anything changed.
+    pub fn poll(&self) -> bool {
+        let mut stack = self.0.borrow_mut();
+        let Stack {
+            iface,
+            device,
+            sockets,
+            ..
+        } = &mut *stack;
+        let changed = iface.poll(now(), device, sockets) == PollResult::SocketStateChanged;
+        // Dropped sockets go once their close is done.
+        let mut closing = core::mem::take(&mut stack.closing);
+        closing.retain(|&h| {
+            let done = stack.socket(h).state() == tcp::State::Closed;
+            if done {
+                stack.sockets.remove(h);
+            }
+            !done
+        });
+        stack.closing = closing;
+        if changed {
+            let waiters = core::mem::take(&mut stack.waiters);
+            drop(stack);
+            waiters.into_iter().for_each(Waker::wake);
+        }
+        changed
+    }
+}
+
+fn endpoint(addr: SocketAddr) -> Result<IpEndpoint, NetError> {
+    match addr.ip() {
+        IpAddr::V4(ip) => Ok(IpEndpoint::new(IpAddress::Ipv4(ip), addr.port())),
+        IpAddr::V6(_) => Err(NetError::AddrNotAvailable),
+    }
+}
+
+fn socket_addr(endpoint: IpEndpoint) -> SocketAddr {
+    let IpAddress::Ipv4(ip) = endpoint.addr;
+    SocketAddr::new(IpAddr::V4(ip), endpoint.port)
+}
+
+impl Net for NativeNet {
+    fn listen(&self, addr: SocketAddr) -> Result<Box<dyn TcpListener>, NetError> {
+        endpoint(addr)?;
+        if addr.port() == 0 {
+            return Err(NetError::Other(
+                "listening on port 0 is not supported here".into(),
+            ));
+        }
+        let mut stack = self.0.borrow_mut();
+        let taken = stack.sockets.iter().any(|(_, s)| match s {
+            smoltcp::socket::Socket::Tcp(t) => {
+                t.state() == tcp::State::Listen && t.listen_endpoint().port == addr.port()
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        });
+        if taken {
+            return Err(NetError::AddrInUse);
+        }
+        let mut listening = Vec::new();
+        for _ in 0..BACKLOG {
+            let h = stack.new_socket();
+            stack
+                .socket(h)
+                .listen(addr.port())
+                .map_err(|e| NetError::Other(alloc::format!("listen: {e:?}")))?;
+            listening.push(h);
+        }
+        Ok(Box::new(NativeListener {
+            stack: self.0.clone(),
+            addr,
+            listening: RefCell::new(listening),
+        }))
+    }
+
+    fn listen_shared(&self, addr: SocketAddr) -> Result<Box<dyn TcpListener>, NetError> {
+        // One core: a shared listener is a listener.
+        self.listen(addr)
+    }
+
+    fn connect(&self, addr: SocketAddr) -> Connecting {
+        let stack = self.0.clone();
+        Box::pin(async move {
+            let remote = endpoint(addr)?;
+            let handle = {
+                let mut guard = stack.borrow_mut();
+                let s = &mut *guard;
+                let port = s.next_port;
+                s.next_port = if port == u16::MAX {
+                    EPHEMERAL
+                } else {
+                    port + 1
+                };
+                let h = s.new_socket();
+                let Stack { iface, sockets, .. } = s;
+                sockets
+                    .get_mut::<tcp::Socket>(h)
+                    .connect(iface.context(), remote, port)
+                    .map_err(|e| NetError::Other(alloc::format!("connect: {e:?}")))?;
+                h
             };
-            if n == 0 {
-                break;
+            core::future::poll_fn(|cx| {
+                let mut s = stack.borrow_mut();
+                match s.socket(handle).state() {
+                    tcp::State::Established => Poll::Ready(Ok(())),
+                    tcp::State::Closed | tcp::State::TimeWait => {
+                        s.sockets.remove(handle);
+                        Poll::Ready(Err(NetError::Refused))
+                    }
+                    _ => {
+                        s.wait(cx);
+                        Poll::Pending
+                    }
+                }
+            })
+            .await?;
+            Ok(Box::new(NativeStream {
+                stack,
+                handle,
+                peer: addr,
+            }) as Box<dyn TcpStream>)
+        })
+    }
+}
+
+struct NativeListener {
+    stack: Rc<RefCell<Stack>>,
+    addr: SocketAddr,
+    listening: RefCell<Vec<SocketHandle>>,
+}
+
+impl TcpListener for NativeListener {
+    fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        Ok(self.addr)
+    }
+
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<Accepted, NetError>> {
+        let mut stack = self.stack.borrow_mut();
+        let mut listening = self.listening.borrow_mut();
+        for i in 0..listening.len() {
+            let h = listening[i];
+            let (state, remote) = {
+                let s = stack.socket(h);
+                (s.state(), s.remote_endpoint())
+            };
+            match (state, remote) {
+                (tcp::State::Listen | tcp::State::SynReceived, _) => {}
+                (tcp::State::Closed, _) => {
+                    // A connection that failed before it was accepted: listen again.
+                    let _ = stack.socket(h).listen(self.addr.port());
+                }
+                (_, Some(remote)) => {
+                    // Taken by a client: hand it out, and listen on a fresh socket.
+                    let fresh = stack.new_socket();
+                    let _ = stack.socket(fresh).listen(self.addr.port());
+                    listening[i] = fresh;
+                    let peer = socket_addr(remote);
+                    let stream = NativeStream {
+                        stack: self.stack.clone(),
+                        handle: h,
+                        peer,
+                    };
+                    return Poll::Ready(Ok((Box::new(stream) as Box<dyn TcpStream>, peer)));
+                }
+                (_, None) => {}
             }
-            // `n` bytes fit: the room was checked.
-            let _ = socket.send_slice(&buffer[..n]);
-            echoed += n as u64;
         }
-        if connected && !socket.may_recv() && socket.send_queue() == 0 {
-            // The client closed its side and has every byte back: close ours.
-            socket.close();
+        stack.wait(cx);
+        Poll::Pending
+    }
+}
+
+impl Drop for NativeListener {
+    fn drop(&mut self) {
+        let mut stack = self.stack.borrow_mut();
+        for h in self.listening.borrow_mut().drain(..) {
+            stack.socket(h).abort();
+            stack.closing.push(h);
         }
+    }
+}
+
+struct NativeStream {
+    stack: Rc<RefCell<Stack>>,
+    handle: SocketHandle,
+    peer: SocketAddr,
+}
+
+impl TcpStream for NativeStream {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, NetError>> {
+        let mut stack = self.stack.borrow_mut();
+        let socket = stack.socket(self.handle);
+        if socket.can_recv() {
+            return Poll::Ready(
+                socket
+                    .recv_slice(buf)
+                    .map_err(|e| NetError::Other(alloc::format!("recv: {e:?}"))),
+            );
+        }
+        if !socket.may_recv() {
+            // The peer closed its side (or the connection is gone): the end.
+            return Poll::Ready(Ok(0));
+        }
+        stack.wait(cx);
+        Poll::Pending
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, NetError>> {
+        let mut stack = self.stack.borrow_mut();
+        let socket = stack.socket(self.handle);
+        if !socket.may_send() {
+            return Poll::Ready(Err(NetError::BrokenPipe));
+        }
+        if socket.can_send() {
+            return Poll::Ready(
+                socket
+                    .send_slice(buf)
+                    .map_err(|e| NetError::Other(alloc::format!("send: {e:?}"))),
+            );
+        }
+        stack.wait(cx);
+        Poll::Pending
+    }
+
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), NetError>> {
+        // The stack sends what is queued at its next poll, every turn of the loop.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), NetError>> {
+        self.stack.borrow_mut().socket(self.handle).close();
+        Poll::Ready(Ok(()))
+    }
+
+    fn peer_addr(&self) -> Result<SocketAddr, NetError> {
+        Ok(self.peer)
+    }
+
+    fn set_nodelay(&self, nodelay: bool) -> Result<(), NetError> {
+        self.stack
+            .borrow_mut()
+            .socket(self.handle)
+            .set_nagle_enabled(!nodelay);
+        Ok(())
+    }
+}
+
+impl Drop for NativeStream {
+    fn drop(&mut self) {
+        let mut stack = self.stack.borrow_mut();
+        stack.socket(self.handle).close();
+        stack.closing.push(self.handle);
     }
 }

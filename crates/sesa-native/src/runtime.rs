@@ -5,10 +5,11 @@
 //! sleep wakes at its deadline on the calibrated clock; `stop` ends the loop with an
 //! exit code.
 //!
-//! Not yet: interrupts (the loop polls: an idle core spins on its timers), other cores
-//! (`ship` to any core but 0 is refused with `NoSuchCore`), and the network in the loop
-//! (`net()` refuses every operation with a clear error; `net.rs` serves its echo
-//! outside the loop for now).
+//! The network, when the machine has one, is polled every turn (`net.rs`); without one,
+//! `net()` refuses every operation with a clear error.
+//!
+//! Not yet: interrupts (the loop polls: an idle core spins on its timers and the
+//! network), and other cores (`ship` to any core but 0 is refused with `NoSuchCore`).
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -29,6 +30,7 @@ use sesa_event::{
 };
 
 use crate::cpu::{clock, entropy};
+use crate::net::NativeNet;
 
 /// Wakers push task ids here. `Send + Sync` as wakers must be; one CPU uses it, so the
 /// lock is never contended.
@@ -100,7 +102,7 @@ struct NativeCore {
     idle: RefCell<Vec<(IdleHandlerId, IdleHandler)>>,
     next_idle: Cell<u64>,
     stopped: Cell<Option<i32>>,
-    net: NoNet,
+    net: Option<NativeNet>,
 }
 
 impl NativeCore {
@@ -245,7 +247,10 @@ impl Platform for NativeCore {
     }
 
     fn net(&self) -> &dyn Net {
-        &self.net
+        match &self.net {
+            Some(net) => net,
+            None => &NoNet,
+        }
     }
 }
 
@@ -271,14 +276,12 @@ impl Future for Sleep {
     }
 }
 
-/// The network seam before the network is in the event loop: every operation fails,
+/// The network seam of a machine without a network device: every operation fails,
 /// saying so.
 struct NoNet;
 
 fn not_yet() -> NetError {
-    NetError::Other(
-        "the native network is not in the event loop yet (net.rs serves outside it)".into(),
-    )
+    NetError::Other("this native node has no network device (virtio-net)".into())
 }
 
 impl Net for NoNet {
@@ -295,9 +298,10 @@ impl Net for NoNet {
     }
 }
 
-/// Runs `main` as the first task of core 0's loop until an event calls
-/// `sesa_event::stop` (or `main`'s future returns: code 0); returns the exit code.
-pub fn run<F, Fut>(main: F) -> i32
+/// Runs `main` as the first task of core 0's loop, with `net` as its network, until an
+/// event calls `sesa_event::stop` (or `main`'s future returns: code 0); returns the exit
+/// code.
+pub fn run<F, Fut>(net: Option<NativeNet>, main: F) -> i32
 where
     F: FnOnce() -> Fut + 'static,
     Fut: Future<Output = ()> + 'static,
@@ -316,7 +320,7 @@ where
         idle: RefCell::new(Vec::new()),
         next_idle: Cell::new(0),
         stopped: Cell::new(None),
-        net: NoNet,
+        net,
     });
     let entered = sesa_event::enter(core.clone());
     core.spawn(Box::pin(async move {
@@ -340,6 +344,9 @@ where
             busy = true;
         }
         busy |= core.fire_timers();
+        if let Some(net) = &core.net {
+            busy |= net.poll();
+        }
         let woken = core::mem::take(&mut *core.woken.lock());
         for id in woken {
             core.poll_task(id);
