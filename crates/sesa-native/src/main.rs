@@ -14,7 +14,8 @@
 //! The event loop's first part (`runtime.rs`): `sesa-event`'s platform seam on core 0,
 //! so that code written against the event model runs here unchanged, with its network:
 //! virtio-net under smoltcp behind `sesa_event`'s TCP API (`net.rs`,
-//! `arch/x86_64/{virtio,clock}.rs`).
+//! `arch/x86_64/{virtio,clock}.rs`), and the executive's messenger, unchanged, serving
+//! an EBB to hosted nodes (`node.rs`).
 //!
 //! Still to come (issue "native runtime"): the application processors with per-core
 //! event loops and heap caches, interrupts and timers, the network driven from the event
@@ -26,7 +27,8 @@
 //!
 //! The command line selects what to run: empty boots and exits with success; `panic`
 //! panics (the test of the panic path); `events` runs checks of the event model on the
-//! native loop (`runtime.rs`); `echo` serves TCP echo on port 7 over virtio-net
+//! native loop (`runtime.rs`); `node <id> <secret>` runs the messenger and serves a
+//! counter EBB to hosted nodes (`node.rs`; needs RDRAND: `-cpu max`); `echo` serves TCP echo on port 7 over virtio-net
 //! to one client, then exits with success.
 
 #![no_std]
@@ -38,6 +40,7 @@ mod arch;
 mod console;
 mod memory;
 mod net;
+mod node;
 mod runtime;
 
 use arch::x86_64 as cpu;
@@ -134,6 +137,31 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                         println!("sesa-native: events: {why}");
                         sesa_event::stop(1);
                     }
+                }
+            });
+            if code != 0 {
+                exit(Exit::Failure);
+            }
+        }
+        Some("node") => {
+            let (Some(id), Some(secret)) = (
+                words.next().and_then(|w| w.parse::<u32>().ok()),
+                words.next().and_then(node::secret_from_hex),
+            ) else {
+                println!("sesa-native: usage: node <id> <secret: 64 hex digits>");
+                exit(Exit::Failure);
+            };
+            let net = match net::NativeNet::start() {
+                Ok(net) => net,
+                Err(why) => {
+                    println!("sesa-native: net: {why}");
+                    exit(Exit::Failure);
+                }
+            };
+            let code = runtime::run(Some(net), move || async move {
+                if let Err(why) = node::serve(id, secret).await {
+                    println!("sesa-native: node: {why}");
+                    sesa_event::stop(1);
                 }
             });
             if code != 0 {

@@ -249,3 +249,111 @@ fn the_native_kernel_boots_under_kvm_where_it_works() {
     }
     boots_and_panics_as_it_should("kvm");
 }
+
+/// The executive's messenger on a native node (unchanged, on the native event loop and
+/// its smoltcp network): a hosted node with the wrong secret is refused, one with the
+/// right secret authenticates, calls the native node's counter EBB 100 times in order,
+/// then asks it to stop (QEMU exits with success). Prints the calls' round trip.
+#[test]
+fn a_hosted_node_calls_an_ebb_on_a_native_node_through_the_messenger() {
+    use sesa_ebb::{CoreId, EbbId};
+    use sesa_exec::{Identity, Messenger, MessengerConfig, Secret};
+    let secret = [0x5a_u8; 32];
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let forward = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:7000");
+    let mut qemu = start(
+        "tcg",
+        &format!("node 2 {hex}"),
+        // `-cpu max` for RDRAND: the handshake's challenges need real entropy.
+        &[
+            "-cpu",
+            "max",
+            "-netdev",
+            &forward,
+            "-device",
+            "virtio-net-device,netdev=n0",
+        ],
+    );
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = qemu.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut out = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !out.contains("messenger listening") {
+        let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        else {
+            let _ = qemu.kill();
+            panic!("the native node did not listen within 20 s: {out}");
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = sesa_hosted::Config {
+        pin_threads: false,
+        ..sesa_hosted::Config::with_cores(1)
+    };
+    let exit = sesa_hosted::Runtime::new(config)
+        .unwrap()
+        .run(move || async move {
+            let me = Identity {
+                node: 1,
+                generation: 1,
+            };
+            // The wrong secret: refused by the native node's handshake.
+            let stranger =
+                Messenger::create(MessengerConfig::new(me, Secret::from_bytes([1; 32]))).unwrap();
+            let refused = stranger.connect(addr).await;
+            assert!(refused.is_err(), "a wrong secret was accepted");
+            let messenger =
+                Messenger::create(MessengerConfig::new(me, Secret::from_bytes(secret))).unwrap();
+            let peer = messenger.connect(addr).await.unwrap();
+            assert_eq!(peer.node, 2);
+            let counter = EbbId::static_id(3);
+            let mut counts = Vec::new();
+            let mut took = Vec::new();
+            for _ in 0..100 {
+                let started = Instant::now();
+                let reply = messenger
+                    .call(2, CoreId::new(0), counter, 1, Vec::new())
+                    .await
+                    .unwrap();
+                took.push(started.elapsed());
+                counts.push(u64::from_le_bytes(reply.try_into().unwrap()));
+            }
+            messenger
+                .call(2, CoreId::new(0), counter, 2, Vec::new())
+                .await
+                .unwrap();
+            took.sort();
+            (counts, took[took.len() / 2])
+        })
+        .unwrap();
+    let sesa_hosted::Exit::Completed((counts, median)) = exit else {
+        panic!("the hosted node stopped early: {exit:?}");
+    };
+    assert_eq!(counts, (1..=100).collect::<Vec<u64>>());
+    let (code, rest) = finish(qemu, "tcg");
+    reader.join().unwrap();
+    out.extend(lines.try_iter().map(|l| l + "\n"));
+    out.push_str(&rest);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("node 1 asked it to stop"), "{out}");
+    eprintln!(
+        "messenger call hosted -> native (TCG, QEMU user network): median round trip {} us",
+        median.as_micros()
+    );
+}

@@ -1,0 +1,91 @@
+//! A native node on the network: the executive's messenger, unchanged, on the native
+//! event loop, serving an EBB to hosted nodes.
+//!
+//! First part: the node listens for the messenger's authenticated connections and serves
+//! a counter at a well-known static EBB id; a hosted node connects (through QEMU's user
+//! network), authenticates with the cluster secret, and calls it. Joining a frontend's
+//! cluster (`sesa run --native`) comes next.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::time::Duration;
+
+use sesa_ebb::{EbbNode, NodeShared};
+use sesa_exec::{Identity, Messenger, MessengerConfig, RemoteError, RemoteRep, Request, Secret};
+
+use crate::println;
+
+/// The static EBB index of the counter a native node serves.
+pub const COUNTER_INDEX: u32 = 3;
+/// The counter's methods: add one and return the count (`u64`, little-endian) ...
+pub const INC: u16 = 1;
+/// ... and stop the node (after the reply has gone).
+pub const STOP: u16 = 2;
+/// The messenger's port.
+pub const PORT: u16 = 7000;
+
+/// The counter service: one rep for the node.
+struct Counter(AtomicU64);
+
+impl RemoteRep for Counter {
+    fn handle(&self, request: Request<'_>) -> Result<Vec<u8>, RemoteError> {
+        match request.method {
+            INC => Ok((self.0.fetch_add(1, Relaxed) + 1).to_le_bytes().to_vec()),
+            STOP => {
+                println!(
+                    "sesa-native: node: node {} asked it to stop",
+                    request.from.node
+                );
+                sesa_event::spawn_local(async {
+                    // Time for the reply to leave.
+                    sesa_event::sleep(Duration::from_millis(100)).await;
+                    sesa_event::stop(0);
+                });
+                Ok(Vec::new())
+            }
+            _ => Err(RemoteError::NoHandler),
+        }
+    }
+}
+
+/// Parses 64 hex digits into a cluster secret.
+pub fn secret_from_hex(hex: &str) -> Option<Secret> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(Secret::from_bytes(bytes))
+}
+
+/// Runs node `id` of the cluster with `secret`: serves the counter through the messenger
+/// until a peer asks it to stop.
+pub async fn serve(id: u32, secret: Secret) -> Result<(), alloc::string::String> {
+    use alloc::format;
+    let me = Identity {
+        node: id,
+        // A native node has no disk: each boot is a new life of the node.
+        generation: sesa_event::random_u64() >> 1,
+    };
+    let messenger = Messenger::create(MessengerConfig::new(me, secret))
+        .map_err(|e| format!("messenger: {e}"))?;
+    let root = Arc::new(NodeShared::new(|| Counter(AtomicU64::new(0))));
+    let counter = EbbNode::current()
+        .and_then(|node| node.create_static(COUNTER_INDEX, root))
+        .map_err(|e| format!("the counter EBB: {e}"))?;
+    messenger
+        .serve(counter)
+        .await
+        .map_err(|e| format!("serving the counter: {e}"))?;
+    let addr = messenger
+        .listen(core::net::SocketAddr::from(([0, 0, 0, 0], PORT)))
+        .await
+        .map_err(|e| format!("listening: {e}"))?;
+    println!("sesa-native: node {id}: messenger listening on {addr}");
+    // Serves until STOP ends the loop.
+    core::future::pending::<()>().await;
+    Ok(())
+}
