@@ -27,6 +27,13 @@
 //! is done ([`SETTLE`]), a primary that lacks a key asks the key's previous owners for it
 //! first (pull on miss), so no request sees a key "missing" because it is still moving.
 //! A request that finds its primary gone waits for the next view and is routed again.
+//! Copies carry the epoch of the view they were made under; a node that has a newer
+//! view passes such a copy on to the key's current owners (a write whose primary had not
+//! seen the new view yet would otherwise miss them). A primary whose copy to a replica
+//! failed on a lost connection sends it again once the replica is back, unless a newer
+//! view drops it. The frontend's [`Coordinator`] sends a view again to a node that
+//! missed it. The deterministic simulator found the need for each of these
+//! (`sesa sim --workload kv`).
 //!
 //! # Limits
 //! - Concurrent writes to one key during a change may resolve by cas order (last writer
@@ -80,6 +87,8 @@ const PACE_MAX: Duration = Duration::from_millis(5);
 const VIEW_WAIT: Duration = Duration::from_secs(5);
 /// The most wakers kept for requests waiting for a view (see [`Node::view_at_least`]).
 const VIEW_WAITERS_MAX: usize = 1 << 16;
+/// How many times a primary sends a copy to a replica whose connection keeps failing.
+const REPLICATE_ATTEMPTS: u32 = 20;
 /// How long a node waits for the membership layer to connect it to a new view's nodes.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
@@ -676,7 +685,7 @@ impl Node {
                 continue;
             };
             let core = owner(&copy[0].key, m.cores as usize);
-            loop {
+            for attempt in 1.. {
                 let epoch = self.current().epoch;
                 let e = match self
                     .messenger
@@ -690,7 +699,10 @@ impl Node {
                 // a crash) must not leave it stale: the write would be on one owner only,
                 // and a later move could copy the stale one over it. Wait for the
                 // connection to come back, or for a view that has the replica no more.
-                let connection = matches!(e, CallError::NotConnected(_) | CallError::PeerLost(_));
+                // Bounded: a connection that keeps coming back only to fail again is left to
+                // the frontend, which will see the node as lost.
+                let connection = matches!(e, CallError::NotConnected(_) | CallError::PeerLost(_))
+                    && attempt < REPLICATE_ATTEMPTS;
                 let retry = match self.next_view(epoch, m.node).await {
                     Some(view) if connection => view.owners(&copy[0].key).contains(&m),
                     _ => false,
