@@ -15,7 +15,8 @@
 //! so that code written against the event model runs here unchanged, with its network:
 //! virtio-net under smoltcp behind `sesa_event`'s TCP API (`net.rs`,
 //! `arch/x86_64/{virtio,clock}.rs`), and the executive's messenger, unchanged, serving
-//! an EBB to hosted nodes (`node.rs`).
+//! an EBB to hosted nodes (`node.rs`). The other CPUs come up with per-CPU blocks and
+//! run the object model (`smp.rs`, `arch/x86_64/{percpu,smp}.rs`).
 //!
 //! Still to come (issue "native runtime"): the application processors with per-core
 //! event loops and heap caches, interrupts and timers, the network driven from the event
@@ -27,7 +28,8 @@
 //!
 //! The command line selects what to run: empty boots and exits with success; `panic`
 //! panics (the test of the panic path); `events` runs checks of the event model on the
-//! native loop (`runtime.rs`); `node <id> <secret>` runs the messenger and serves a
+//! native loop (`runtime.rs`); `smp <cpus>` starts the application processors and checks
+//! the object model on each (`smp.rs`, boot with `-smp <cpus>`); `node <id> <secret>` runs the messenger and serves a
 //! counter EBB to hosted nodes (`node.rs`; needs RDRAND: `-cpu max`); `echo` serves TCP echo on port 7 over virtio-net
 //! to one client, then exits with success.
 
@@ -42,6 +44,7 @@ mod memory;
 mod net;
 mod node;
 mod runtime;
+mod smp;
 
 use arch::x86_64 as cpu;
 
@@ -65,6 +68,8 @@ fn exit(code: Exit) -> ! {
 /// of the PVH start information.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_main(start_info: u32) -> ! {
+    // The boot CPU's own block, before anything uses the object or event model.
+    cpu::percpu::init_cpu(0);
     console::init();
     println!("sesa-native {}: booted", env!("CARGO_PKG_VERSION"));
     let Some(info) = cpu::StartInfo::at(start_info) else {
@@ -129,6 +134,16 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     match words.next() {
         None => {}
         Some("panic") => panic!("the command line asked for a panic"),
+        Some("smp") => {
+            let expected = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
+            match smp::check(expected) {
+                Ok(report) => println!("sesa-native: smp: {report}"),
+                Err(why) => {
+                    println!("sesa-native: smp: {why}");
+                    exit(Exit::Failure);
+                }
+            }
+        }
         Some("events") => {
             let code = runtime::run(None, || async {
                 match events_check().await {

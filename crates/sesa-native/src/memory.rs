@@ -100,7 +100,7 @@ pub struct Memory {
 /// there is not enough usable memory above the kernel for the smallest heap.
 pub fn init(map: &[MemoryRegion]) -> Option<Memory> {
     let floor = percpu::kernel_end();
-    // Usable RAM above the kernel and inside the mapped first GiB, frame-aligned.
+    // Usable RAM above the kernel and inside the identity-mapped memory, frame-aligned.
     let mut regions: [(u64, u64); REGIONS_MAX] = [(0, 0); REGIONS_MAX];
     let (mut n, mut regions_ignored) = (0, 0);
     for r in map.iter().filter(|r| r.kind == 1 && r.size > 0) {
@@ -127,7 +127,7 @@ pub fn init(map: &[MemoryRegion]) -> Option<Memory> {
     let heap_base = largest.0;
     largest.0 += heap_bytes;
     // SAFETY: usable RAM per the loader's map, above the kernel image, inside the
-    // identity-mapped first GiB, and given to nothing else (it was just cut out of the
+    // identity-mapped memory, and given to nothing else (it was just cut out of the
     // regions the frame allocator gets).
     if !unsafe { HEAP.claim(heap_base as usize as *mut u8, heap_bytes as usize) } {
         return None;

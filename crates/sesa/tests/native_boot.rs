@@ -2,7 +2,8 @@
 //! PVH entry, under TCG always and under KVM where `/dev/kvm` works. It prints on the
 //! serial console, reads the memory map and command line, sets up its heap and frame
 //! allocator, runs an EBB of the portable object model and the event model's loop
-//! (`sesa-event` unchanged), reports a panic with its
+//! (`sesa-event` unchanged), brings up the other CPUs (each missing on its own core),
+//! reports a panic with its
 //! location, and ends with an exit status through `isa-debug-exit` ((code << 1) | 1).
 //! With a virtio-net device it serves TCP (virtio-drivers and smoltcp) through QEMU's
 //! user network: the test talks to it from the host. Every QEMU runs under a deadline
@@ -225,6 +226,23 @@ fn the_native_kernel_serves_tcp_over_virtio_net_under_tcg() {
 #[test]
 fn the_native_kernel_boots_reports_panics_and_exits_under_tcg() {
     boots_and_panics_as_it_should("tcg");
+}
+
+/// SMP: the application processors come up through INIT-SIPI-SIPI and a real-mode
+/// trampoline, each with its own per-CPU block (GS base), and each makes its rep of a
+/// per-core EBB by its own miss.
+#[test]
+fn the_native_kernel_brings_up_four_cpus_each_missing_on_its_own_core_under_tcg() {
+    let (code, out) = finish(start("tcg", "smp 4", &["-smp", "4"]), "tcg");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("sesa-native: smp: 4 CPUs up in ") && out.contains("(4 reps, total 4)"),
+        "{out}"
+    );
+    // Asking for more CPUs than the machine has is reported, not hung on.
+    let (code, out) = finish(start("tcg", "smp 3", &["-smp", "2"]), "tcg");
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("sesa-native: smp: 2 of 3 CPUs up"), "{out}");
 }
 
 /// Under hardware KVM, where there is one.

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod entropy;
 pub mod mem;
 pub mod percpu;
+pub mod smp;
 pub mod virtio;
 
 /// Writes `value` to I/O port `port`.
