@@ -28,7 +28,8 @@
 //!
 //! The command line selects what to run: empty boots and exits with success; `panic`
 //! panics (the test of the panic path); `events` runs checks of the event model on the
-//! native loop (`runtime.rs`); `smp <cpus>` starts the application processors and checks
+//! native loops (`runtime.rs`; `events <cpus>` on that many cores, with `-smp <cpus>`);
+//! `smp <cpus>` starts the application processors and checks
 //! the object model on each (`smp.rs`, boot with `-smp <cpus>`); `node <id> <secret>` runs the messenger and serves a
 //! counter EBB to hosted nodes (`node.rs`; needs RDRAND: `-cpu max`); `echo` serves TCP echo on port 7 over virtio-net
 //! to one client, then exits with success.
@@ -145,8 +146,9 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
             }
         }
         Some("events") => {
-            let code = runtime::run(None, || async {
-                match events_check().await {
+            let cores = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
+            let code = runtime::run(cores, None, move || async move {
+                match events_check(cores).await {
                     Ok(report) => println!("sesa-native: events: ok ({report})"),
                     Err(why) => {
                         println!("sesa-native: events: {why}");
@@ -173,7 +175,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                     exit(Exit::Failure);
                 }
             };
-            let code = runtime::run(Some(net), move || async move {
+            let code = runtime::run(1, Some(net), move || async move {
                 if let Err(why) = node::serve(id, secret).await {
                     println!("sesa-native: node: {why}");
                     sesa_event::stop(1);
@@ -191,7 +193,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                     exit(Exit::Failure);
                 }
             };
-            let code = runtime::run(Some(net), || async {
+            let code = runtime::run(1, Some(net), || async {
                 if let Err(why) = echo_once(7).await {
                     println!("sesa-native: echo: {why}");
                     sesa_event::stop(1);
@@ -214,7 +216,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
 /// order and never inline, a function shipped to a core returns its result, sleeps end
 /// in deadline order on the calibrated clock, a per-core EBB's rep is made by a miss
 /// inside an event, and what the native core cannot do yet fails with an error.
-async fn events_check() -> Result<alloc::string::String, alloc::string::String> {
+async fn events_check(cores: usize) -> Result<alloc::string::String, alloc::string::String> {
     use alloc::format;
     use alloc::sync::Arc;
     use alloc::vec::Vec;
@@ -259,18 +261,46 @@ async fn events_check() -> Result<alloc::string::String, alloc::string::String> 
     if slept < Duration::from_millis(20) || slept > Duration::from_millis(500) {
         return Err(format!("a 20 ms sleep took {slept:?}"));
     }
-    // A per-core EBB: the rep appears by a miss in the event on each core.
-    let counter = counter_ebb().map_err(|e| format!("{e}"))?;
-    let counts = sesa_event::on_all_cores(move |_core| {
-        counter.with(|rep| rep.fetch_add(1, core::sync::atomic::Ordering::Relaxed))
+    // A per-core EBB: the rep appears by a miss in the event on each core, each core
+    // counting a thousand times.
+    let (counter, root) = sesa_ebb::PerCore::create(|_core| core::sync::atomic::AtomicI64::new(0))
+        .map_err(|e| format!("{e}"))?;
+    let counts = sesa_event::on_all_cores(move |core| {
+        for _ in 0..1000 {
+            counter.with(|rep| rep.fetch_add(1, core::sync::atomic::Ordering::Relaxed));
+        }
+        core.get()
     })
     .await;
-    if counts.len() != 1 || counts.iter().any(|c| c.is_err()) {
-        return Err(format!("on_all_cores: {counts:?}"));
+    let on: Vec<u32> = counts
+        .iter()
+        .filter_map(|c| c.as_ref().ok().copied())
+        .collect();
+    let total: i64 = root
+        .reps()
+        .map(|(_, r)| r.load(core::sync::atomic::Ordering::Relaxed))
+        .sum();
+    if sesa_event::cores() != cores
+        || on != (0..cores as u32).collect::<Vec<_>>()
+        || root.reps().count() != cores
+        || total != 1000 * cores as i64
+    {
+        return Err(format!(
+            "on_all_cores: {counts:?}, {} reps, total {total}",
+            root.reps().count()
+        ));
+    }
+    // A cross-core round trip: core 0 ships to the last core and back.
+    let last = CoreId::new(cores as u32 - 1);
+    let there = sesa_event::spawn_on(last, || sesa_event::current_core().get())
+        .await
+        .map_err(|e| format!("spawn_on the last core: {e}"))?;
+    if there != last.get() {
+        return Err(format!("spawn_on ran on core {there}, not {}", last.get()));
     }
     // What this core cannot do says so: ship to a core it does not have, or use a
     // network the machine does not have.
-    if sesa_event::ship(CoreId::new(1), || {}).is_ok() {
+    if sesa_event::ship(CoreId::new(cores as u32), || {}).is_ok() {
         return Err("a ship to a core that does not exist was taken".into());
     }
     match sesa_event::tcp_listen("0.0.0.0:7000".parse().map_err(|_| "an address")?) {
@@ -279,7 +309,7 @@ async fn events_check() -> Result<alloc::string::String, alloc::string::String> 
         Err(e) => return Err(format!("listen failed otherwise: {e}")),
     }
     Ok(format!(
-        "3 events in order, spawn_on, sleeps in deadline order, a 20 ms sleep took {} us, a per-core EBB",
+        "{cores} core(s); 3 events in order, spawn_on, sleeps in deadline order, a 20 ms sleep took {} us, a per-core EBB with a rep on each core",
         slept.as_micros()
     ))
 }
@@ -319,12 +349,6 @@ async fn echo_once(port: u16) -> Result<(), sesa_event::EventError> {
     // Let the stack send the last bytes and the close before the loop stops.
     sesa_event::sleep(core::time::Duration::from_millis(20)).await;
     Ok(())
-}
-
-/// A per-core counter EBB on the current node.
-fn counter_ebb() -> Result<sesa_ebb::EbbRef<core::sync::atomic::AtomicI64>, sesa_ebb::EbbError> {
-    let (ebb, _root) = sesa_ebb::PerCore::create(|_core| core::sync::atomic::AtomicI64::new(0))?;
-    Ok(ebb)
 }
 
 /// Takes frames and gives them back: distinct, aligned, and counted.

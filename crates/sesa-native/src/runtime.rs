@@ -1,15 +1,15 @@
 //! The native event runtime: `sesa-event`'s platform seam on the bare machine, one
-//! non-preemptive loop per core (the boot CPU only, until the application processors come
-//! up), with the same semantics as the hosted runtime: shipped events run in order,
-//! never inline; tasks are polled when woken; `quiesce` runs before every event; a
-//! sleep wakes at its deadline on the calibrated clock; `stop` ends the loop with an
-//! exit code.
+//! non-preemptive loop per core (the boot CPU is core 0; each application processor runs
+//! the loop of its core), with the same semantics as the hosted runtime: shipped events
+//! run in order, never inline (each core's inbox is a FIFO other cores push to); tasks
+//! are polled when woken; `quiesce` runs before every event; a sleep wakes at its
+//! deadline on the calibrated clock; `stop` ends every core's loop with an exit code.
 //!
 //! The network, when the machine has one, is polled every turn (`net.rs`); without one,
 //! `net()` refuses every operation with a clear error.
 //!
-//! Not yet: interrupts (the loop polls: an idle core spins on its timers and the
-//! network), and other cores (`ship` to any core but 0 is refused with `NoSuchCore`).
+//! Not yet: interrupts (the loops poll: an idle core spins on its inbox, its timers and,
+//! on core 0, the network; IPIs come with them).
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -91,17 +91,36 @@ impl Timers {
     }
 }
 
+/// What the cores share: their inboxes and the stop code.
+struct Shared {
+    inboxes: Vec<spinning_top::Spinlock<VecDeque<Event>>>,
+    /// `i32::MIN` while running; then the exit code.
+    stop: core::sync::atomic::AtomicI64,
+    /// Application processors whose loop has ended.
+    finished: core::sync::atomic::AtomicUsize,
+}
+
+const RUNNING: i64 = i64::MIN;
+
+impl Shared {
+    fn stopped(&self) -> Option<i32> {
+        match self.stop.load(core::sync::atomic::Ordering::Acquire) {
+            RUNNING => None,
+            code => Some(code as i32),
+        }
+    }
+}
+
 /// One core's loop state and its platform.
 struct NativeCore {
     core: CoreId,
+    shared: Arc<Shared>,
     tasks: RefCell<BTreeMap<u64, Option<LocalTask>>>,
     next_task: Cell<u64>,
     woken: Woken,
-    inbox: RefCell<VecDeque<Event>>,
     timers: Rc<Timers>,
     idle: RefCell<Vec<(IdleHandlerId, IdleHandler)>>,
     next_idle: Cell<u64>,
-    stopped: Cell<Option<i32>>,
     net: Option<NativeNet>,
 }
 
@@ -172,7 +191,7 @@ impl Platform for NativeCore {
     }
 
     fn cores(&self) -> usize {
-        1
+        self.shared.inboxes.len()
     }
 
     fn now(&self) -> Instant {
@@ -190,16 +209,17 @@ impl Platform for NativeCore {
     }
 
     fn ship(&self, core: CoreId, event: Event) -> Result<(), ShipError> {
-        if core != self.core {
+        let Some(inbox) = self.shared.inboxes.get(core.index()) else {
+            let cores = self.cores();
             return Err(ShipError::new(
-                EventError::NoSuchCore { core, cores: 1 },
+                EventError::NoSuchCore { core, cores },
                 event,
             ));
-        }
-        if self.stopped.get().is_some() {
+        };
+        if self.shared.stopped().is_some() {
             return Err(ShipError::new(EventError::Stopping, event));
         }
-        self.inbox.borrow_mut().push_back(event);
+        inbox.lock().push_back(event);
         Ok(())
     }
 
@@ -241,9 +261,13 @@ impl Platform for NativeCore {
     }
 
     fn stop(&self, exit_code: i32) {
-        if self.stopped.get().is_none() {
-            self.stopped.set(Some(exit_code));
-        }
+        // The first code wins.
+        let _ = self.shared.stop.compare_exchange(
+            RUNNING,
+            i64::from(exit_code),
+            core::sync::atomic::Ordering::AcqRel,
+            core::sync::atomic::Ordering::Acquire,
+        );
     }
 
     fn net(&self) -> &dyn Net {
@@ -298,35 +322,105 @@ impl Net for NoNet {
     }
 }
 
-/// Runs `main` as the first task of core 0's loop, with `net` as its network, until an
+/// What the application processors need to join a run: set by `run` before it starts
+/// them, read by each in `run_ap`.
+static JOIN: spinning_top::Spinlock<Option<(Arc<Shared>, Arc<EbbNode>)>> =
+    spinning_top::Spinlock::new(None);
+
+/// Runs `main` as the first task of core 0's loop, with `net` as its network, on
+/// `cores` cores (the application processors are started for the others), until an
 /// event calls `sesa_event::stop` (or `main`'s future returns: code 0); returns the exit
-/// code.
-pub fn run<F, Fut>(net: Option<NativeNet>, main: F) -> i32
+/// code. Fewer CPUs than `cores` coming up is a failure (code 1), said on the console.
+pub fn run<F, Fut>(cores: usize, net: Option<NativeNet>, main: F) -> i32
 where
     F: FnOnce() -> Fut + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    let node = EbbNode::new(NodeConfig::with_cores(1));
-    let Ok(binding) = node.bind(CoreId::new(0)) else {
+    let cores = cores.clamp(1, crate::cpu::percpu::MAX_CPUS);
+    let node = EbbNode::new(NodeConfig::with_cores(cores));
+    let shared = Arc::new(Shared {
+        inboxes: (0..cores)
+            .map(|_| spinning_top::Spinlock::new(VecDeque::new()))
+            .collect(),
+        stop: core::sync::atomic::AtomicI64::new(RUNNING),
+        finished: core::sync::atomic::AtomicUsize::new(0),
+    });
+    if cores > 1 {
+        *JOIN.lock() = Some((shared.clone(), node.clone()));
+        crate::smp::start(run_ap);
+        let started = clock::now_ns();
+        while crate::cpu::smp::ARRIVED.load(core::sync::atomic::Ordering::Acquire) < cores - 1 {
+            if clock::now_ns() - started > 2_000_000_000 {
+                crate::println!(
+                    "sesa-native: runtime: {} of {cores} CPUs came up",
+                    crate::cpu::smp::ARRIVED.load(core::sync::atomic::Ordering::Acquire) + 1
+                );
+                shared.stop.store(1, core::sync::atomic::Ordering::Release);
+                return 1;
+            }
+            core::hint::spin_loop();
+        }
+    }
+    let code = run_core(
+        &shared,
+        &node,
+        CoreId::new(0),
+        net,
+        Some(Box::pin(async move {
+            main().await;
+            sesa_event::stop(0);
+        })),
+    );
+    // The other cores end their loops on the stop code; wait for them (bounded).
+    let started = clock::now_ns();
+    while shared.finished.load(core::sync::atomic::Ordering::Acquire) < cores - 1
+        && clock::now_ns() - started < 1_000_000_000
+    {
+        core::hint::spin_loop();
+    }
+    code
+}
+
+/// An application processor's part of a run: its core's loop, until the stop.
+fn run_ap(index: u32) {
+    let join = JOIN.lock().clone();
+    let Some((shared, node)) = join else { return };
+    if index as usize >= shared.inboxes.len() {
+        return; // A CPU the run does not use.
+    }
+    run_core(&shared, &node, CoreId::new(index), None, None);
+    shared
+        .finished
+        .fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+}
+
+/// One core's loop.
+fn run_core(
+    shared: &Arc<Shared>,
+    node: &Arc<EbbNode>,
+    id: CoreId,
+    net: Option<NativeNet>,
+    first: Option<LocalTask>,
+) -> i32 {
+    let Ok(binding) = node.bind(id) else {
         return 1;
     };
     let core = Rc::new(NativeCore {
-        core: CoreId::new(0),
+        core: id,
+        shared: shared.clone(),
         tasks: RefCell::new(BTreeMap::new()),
         next_task: Cell::new(0),
         woken: Arc::new(spinning_top::Spinlock::new(Vec::new())),
-        inbox: RefCell::new(VecDeque::new()),
         timers: Rc::new(Timers::default()),
         idle: RefCell::new(Vec::new()),
         next_idle: Cell::new(0),
-        stopped: Cell::new(None),
         net,
     });
     let entered = sesa_event::enter(core.clone());
-    core.spawn(Box::pin(async move {
-        main().await;
-        sesa_event::stop(0);
-    }));
+    if let Some(task) = first {
+        core.spawn(task);
+    }
+    let inbox = &shared.inboxes[id.index()];
     let code = loop {
         let mut busy = false;
         // Shipped events first, each after a quiescent point.
@@ -338,7 +432,7 @@ where
             unsafe {
                 sesa_ebb::quiesce()
             };
-            let event = core.inbox.borrow_mut().pop_front();
+            let event = inbox.lock().pop_front();
             let Some(event) = event else { break };
             event();
             busy = true;
@@ -348,11 +442,11 @@ where
             busy |= net.poll();
         }
         let woken = core::mem::take(&mut *core.woken.lock());
-        for id in woken {
-            core.poll_task(id);
+        for task in woken {
+            core.poll_task(task);
             busy = true;
         }
-        if let Some(code) = core.stopped.get() {
+        if let Some(code) = shared.stopped() {
             break code;
         }
         if !busy {
@@ -362,7 +456,7 @@ where
     };
     // Tasks and events left are dropped on their core, with the platform current.
     core.tasks.borrow_mut().clear();
-    core.inbox.borrow_mut().clear();
+    inbox.lock().clear();
     core.timers.heap.borrow_mut().clear();
     drop(entered);
     drop(binding);

@@ -1,7 +1,7 @@
 //! The application processors' side: each AP enters `ap_main` with its index, makes its
-//! per-CPU block its own, and (for now) proves the object model works on it: it binds
-//! its core of the node the boot CPU set up and touches a per-core EBB, whose miss
-//! handler makes that core's rep there. Per-core event loops on the APs come next.
+//! per-CPU block its own, and runs the work it was started for: a core's event loop
+//! (`runtime.rs`), or the check here, which binds its core of a node the boot CPU set up
+//! and touches a per-core EBB, whose miss handler makes that core's rep there.
 
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -11,14 +11,34 @@ use sesa_ebb::{CoreId, EbbNode, EbbRef, NodeConfig, PerCore};
 use crate::cpu;
 use crate::println;
 
-/// What the APs use: the node and the per-core EBB they touch.
+/// What the APs use in the check: the node and the per-core EBB they touch.
 static SHARED: spinning_top::Spinlock<Option<(Arc<EbbNode>, EbbRef<AtomicU64>)>> =
     spinning_top::Spinlock::new(None);
+
+/// What each AP runs once it is up (set once, by whoever starts them).
+static WORK: spinning_top::Spinlock<Option<fn(u32)>> = spinning_top::Spinlock::new(None);
+
+/// Starts the application processors; each runs `work(index)` once it is up, then halts.
+/// They can be started once per boot.
+pub fn start(work: fn(u32)) {
+    *WORK.lock() = Some(work);
+    cpu::smp::start_aps();
+}
 
 /// An AP's entry, from the trampoline (`arch/x86_64/smp.rs`), on its own stack.
 #[unsafe(no_mangle)]
 extern "C" fn ap_main(index: u32) -> ! {
     cpu::percpu::init_cpu(index as usize);
+    cpu::smp::ARRIVED.fetch_add(1, Ordering::AcqRel);
+    let work = *WORK.lock();
+    if let Some(work) = work {
+        work(index);
+    }
+    cpu::halt()
+}
+
+/// The check's work on an AP: bind its core and touch the per-core EBB.
+fn touch(index: u32) {
     let shared = SHARED.lock().clone();
     if let Some((node, ebb)) = shared {
         match node.bind(CoreId::new(index)) {
@@ -29,9 +49,11 @@ extern "C" fn ap_main(index: u32) -> ! {
             Err(e) => println!("sesa-native: cpu {index}: {e}"),
         }
     }
-    cpu::smp::ARRIVED.fetch_add(1, Ordering::AcqRel);
-    cpu::halt()
+    TOUCHED.fetch_add(1, Ordering::AcqRel);
 }
+
+/// APs that have done the check's work.
+static TOUCHED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// Starts the APs and checks the object model on every core: `expected` CPUs in all
 /// must come up, each making its rep of a per-core EBB by its own miss. Returns a line
@@ -49,13 +71,13 @@ pub fn check(expected: usize) -> Result<alloc::string::String, alloc::string::St
         .map_err(|e| format!("the per-core EBB: {e}"))?;
     *SHARED.lock() = Some((node.clone(), ebb));
     let started = cpu::clock::now_ns();
-    cpu::smp::start_aps();
-    while cpu::smp::ARRIVED.load(Ordering::Acquire) < expected - 1
+    start(touch);
+    while TOUCHED.load(Ordering::Acquire) < expected - 1
         && cpu::clock::now_ns() - started < 2_000_000_000
     {
         core::hint::spin_loop();
     }
-    let arrived = cpu::smp::ARRIVED.load(Ordering::Acquire);
+    let arrived = TOUCHED.load(Ordering::Acquire);
     let took = (cpu::clock::now_ns() - started) / 1000;
     let binding = node
         .bind(CoreId::new(0))

@@ -230,13 +230,23 @@ fn the_native_kernel_boots_reports_panics_and_exits_under_tcg() {
 
 /// SMP: the application processors come up through INIT-SIPI-SIPI and a real-mode
 /// trampoline, each with its own per-CPU block (GS base), and each makes its rep of a
-/// per-core EBB by its own miss.
+/// per-core EBB by its own miss; then the event model runs a loop on every core.
 #[test]
 fn the_native_kernel_brings_up_four_cpus_each_missing_on_its_own_core_under_tcg() {
     let (code, out) = finish(start("tcg", "smp 4", &["-smp", "4"]), "tcg");
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("sesa-native: smp: 4 CPUs up in ") && out.contains("(4 reps, total 4)"),
+        "{out}"
+    );
+    // The event model on four cores: a loop per core, events shipped across cores,
+    // spawn_on to another core, and a per-core EBB missing on every core through
+    // on_all_cores.
+    let (code, out) = finish(start("tcg", "events 4", &["-smp", "4"]), "tcg");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("sesa-native: events: ok (4 core(s);")
+            && out.contains("a per-core EBB with a rep on each core"),
         "{out}"
     );
     // Asking for more CPUs than the machine has is reported, not hung on.
