@@ -27,7 +27,8 @@
 //! `cargo build --release --manifest-path crates/sesa-native/Cargo.toml`.
 //!
 //! The command line selects what to run: empty boots and exits with success; `panic`
-//! panics (the test of the panic path); `events` runs checks of the event model on the
+//! panics (the test of the panic path); `fault` reads unmapped memory (the test of the
+//! CPU exception path: reported with vector, instruction and address, exit status 5); `events` runs checks of the event model on the
 //! native loops (`runtime.rs`; `events <cpus>` on that many cores, with `-smp <cpus>`);
 //! `smp <cpus>` starts the application processors and checks
 //! the object model on each (`smp.rs`, boot with `-smp <cpus>`); `node <id> <secret>` runs the messenger and serves a
@@ -69,8 +70,11 @@ fn exit(code: Exit) -> ! {
 /// of the PVH start information.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_main(start_info: u32) -> ! {
-    // The boot CPU's own block, before anything uses the object or event model.
+    // The boot CPU's own block, before anything uses the object or event model; then
+    // CPU exceptions are reported instead of resetting the machine.
     cpu::percpu::init_cpu(0);
+    cpu::idt::init();
+    cpu::idt::load();
     console::init();
     println!("sesa-native {}: booted", env!("CARGO_PKG_VERSION"));
     let Some(info) = cpu::StartInfo::at(start_info) else {
@@ -135,6 +139,11 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     match words.next() {
         None => {}
         Some("panic") => panic!("the command line asked for a panic"),
+        Some("fault") => {
+            let value = cpu::idt::read_unmapped(0x10_0000_0000);
+            println!("sesa-native: read {value:#x} where nothing is mapped");
+            exit(Exit::Failure);
+        }
         Some("smp") => {
             let expected = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
             match smp::check(expected) {
@@ -385,6 +394,40 @@ fn counter_on_this_core() -> Result<i64, sesa_ebb::EbbError> {
         counter.with(|rep| rep.store(rep.load(Relaxed) + 1, Relaxed));
     }
     Ok(root.reps().map(|(_, rep)| rep.load(Relaxed)).sum())
+}
+
+/// A CPU exception (from `arch/x86_64/idt.rs`): reported like a panic, and the end.
+pub fn exception(vector: u64, error: u64, rip: u64, cr2: Option<u64>) -> ! {
+    let name = match vector {
+        0 => "divide error",
+        1 => "debug",
+        2 => "non-maskable interrupt",
+        3 => "breakpoint",
+        4 => "overflow",
+        5 => "bound range",
+        6 => "invalid opcode",
+        7 => "device not available",
+        8 => "double fault",
+        10 => "invalid TSS",
+        11 => "segment not present",
+        12 => "stack fault",
+        13 => "general protection",
+        14 => "page fault",
+        16 => "x87 floating point",
+        17 => "alignment check",
+        18 => "machine check",
+        19 => "SIMD floating point",
+        _ => "reserved",
+    };
+    match cr2 {
+        Some(addr) => println!(
+            "sesa-native: CPU exception {vector} ({name}) at {rip:#x}, error code {error:#x}, address {addr:#x}"
+        ),
+        None => println!(
+            "sesa-native: CPU exception {vector} ({name}) at {rip:#x}, error code {error:#x}"
+        ),
+    }
+    exit(Exit::Panic)
 }
 
 #[panic_handler]

@@ -3,7 +3,7 @@
 //! serial console, reads the memory map and command line, sets up its heap and frame
 //! allocator, runs an EBB of the portable object model and the event model's loop
 //! (`sesa-event` unchanged), brings up the other CPUs (each missing on its own core),
-//! reports a panic with its
+//! reports a CPU exception, and a panic with its
 //! location, and ends with an exit status through `isa-debug-exit` ((code << 1) | 1).
 //! With a virtio-net device it serves TCP (virtio-drivers and smoltcp) through QEMU's
 //! user network: the test talks to it from the host. Every QEMU runs under a deadline
@@ -114,6 +114,15 @@ fn boots_and_panics_as_it_should(accel: &str) {
     );
     let (code, out) = boot(accel, "no-such-command");
     assert_eq!(code, 3, "{accel}: {out}");
+
+    // A CPU exception (a page fault on unmapped memory) is reported, not a silent reset.
+    let (code, out) = boot(accel, "fault");
+    assert_eq!(code, 5, "{accel}: {out}");
+    assert!(
+        out.contains("sesa-native: CPU exception 14 (page fault) at 0x")
+            && out.contains("address 0x1000000000"),
+        "{out}"
+    );
 
     // The event model on the native loop (sesa-event unchanged): ordered shipped events,
     // spawn_on, sleeps on the calibrated clock, a per-core EBB made by a miss.

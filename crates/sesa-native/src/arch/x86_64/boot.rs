@@ -7,6 +7,9 @@
 //! The CPU state on entry (PVH): 32-bit protected mode, paging off, flat segments, EBX
 //! the physical address of `hvm_start_info`.
 
+/// The 64-bit code segment of the boot GDT (every CPU runs on it).
+pub const KERNEL_CS: u16 = 0x08;
+
 /// Bytes identity-mapped by the boot page tables.
 pub const MAPPED_BYTES: u64 = 4 << 30;
 
@@ -100,6 +103,7 @@ pvh_start:
 
     .section .rodata.boot, "a"
     .balign 8
+    .global boot_gdt
 boot_gdt:
     .quad 0
     .quad 0x00AF9A000000FFFF    # 0x08: 64-bit code

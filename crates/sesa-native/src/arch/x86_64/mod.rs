@@ -5,6 +5,7 @@
 pub mod boot;
 pub mod clock;
 pub mod entropy;
+pub mod idt;
 pub mod mem;
 pub mod percpu;
 pub mod smp;

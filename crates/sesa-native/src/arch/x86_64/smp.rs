@@ -75,6 +75,14 @@ ap_lm64:
     movq (ap_stacks - ap_trampoline_start + 0x8000), %rbx
     movq (%rbx,%rax,8), %rsp
     movl %eax, %edi
+    # Now on a stack: onto the boot CPU's GDT, whose 64-bit code segment (0x08) is the
+    # one the IDT's gates name, by a far return.
+    lgdt (ap_gdt64_ptr - ap_trampoline_start + 0x8000)
+    pushq $0x08
+    leaq (ap_cs64 - ap_trampoline_start + 0x8000), %rax
+    pushq %rax
+    lretq
+ap_cs64:
     movabsq $ap_main, %rax
     call *%rax
 2:
@@ -91,6 +99,10 @@ ap_gdt:
 ap_gdt_ptr:
     .word ap_gdt_ptr - ap_gdt - 1
     .long ap_gdt - ap_trampoline_start + 0x8000
+    .balign 8
+ap_gdt64_ptr:
+    .word 23
+    .quad boot_gdt
     .balign 8
     .global ap_cr3
 ap_cr3:

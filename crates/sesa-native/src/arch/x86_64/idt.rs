@@ -1,0 +1,190 @@
+//! CPU exceptions: an interrupt descriptor table whose 32 exception vectors report the
+//! fault (vector, error code, instruction, faulting address) on the console and end the
+//! kernel with the panic exit status, instead of a silent triple fault and reset.
+
+use super::boot;
+
+/// One IDT entry (an interrupt gate, 16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    attributes: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+const EMPTY: Gate = Gate {
+    offset_low: 0,
+    selector: 0,
+    ist: 0,
+    attributes: 0,
+    offset_mid: 0,
+    offset_high: 0,
+    reserved: 0,
+};
+
+#[repr(C, align(16))]
+struct Table([Gate; 32]);
+
+static mut IDT: Table = Table([EMPTY; 32]);
+
+// The 32 exception stubs: those without a CPU-pushed error code push 0, so every frame
+// is (vector, error code, RIP, CS, RFLAGS, RSP, SS); all jump to the common handler,
+// which passes the frame to `exception` (which does not return).
+core::arch::global_asm!(
+    r#"
+    .text
+    .macro stub n, has_error
+    .global exception_stub_\n
+exception_stub_\n:
+    .if \has_error == 0
+    pushq $0
+    .endif
+    pushq $\n
+    jmp exception_common
+    .endm
+    stub 0, 0
+    stub 1, 0
+    stub 2, 0
+    stub 3, 0
+    stub 4, 0
+    stub 5, 0
+    stub 6, 0
+    stub 7, 0
+    stub 8, 1
+    stub 9, 0
+    stub 10, 1
+    stub 11, 1
+    stub 12, 1
+    stub 13, 1
+    stub 14, 1
+    stub 15, 0
+    stub 16, 0
+    stub 17, 1
+    stub 18, 0
+    stub 19, 0
+    stub 20, 0
+    stub 21, 1
+    stub 22, 0
+    stub 23, 0
+    stub 24, 0
+    stub 25, 0
+    stub 26, 0
+    stub 27, 0
+    stub 28, 0
+    stub 29, 1
+    stub 30, 1
+    stub 31, 0
+exception_common:
+    movq %rsp, %rdi
+    andq $-16, %rsp
+    call exception
+2:
+    cli
+    hlt
+    jmp 2b
+
+    .section .rodata
+    .balign 8
+    .global exception_stubs
+exception_stubs:
+    .quad exception_stub_0, exception_stub_1, exception_stub_2, exception_stub_3
+    .quad exception_stub_4, exception_stub_5, exception_stub_6, exception_stub_7
+    .quad exception_stub_8, exception_stub_9, exception_stub_10, exception_stub_11
+    .quad exception_stub_12, exception_stub_13, exception_stub_14, exception_stub_15
+    .quad exception_stub_16, exception_stub_17, exception_stub_18, exception_stub_19
+    .quad exception_stub_20, exception_stub_21, exception_stub_22, exception_stub_23
+    .quad exception_stub_24, exception_stub_25, exception_stub_26, exception_stub_27
+    .quad exception_stub_28, exception_stub_29, exception_stub_30, exception_stub_31
+    .text
+    "#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    static exception_stubs: [u64; 32];
+}
+
+/// The frame the stubs build.
+#[repr(C)]
+pub struct Frame {
+    /// The exception vector.
+    pub vector: u64,
+    /// The CPU's error code (0 for vectors without one).
+    pub error: u64,
+    /// The faulting instruction.
+    pub rip: u64,
+    cs: u64,
+    rflags: u64,
+    rsp: u64,
+    ss: u64,
+}
+
+/// Fills the table (once, on the boot CPU, before any other CPU runs).
+pub fn init() {
+    // SAFETY: the stub table is a read-only array the linker fills; IDT is written only
+    // here, by the boot CPU, before any CPU loads it.
+    unsafe {
+        let idt = &mut *core::ptr::addr_of_mut!(IDT);
+        for (gate, &stub) in idt.0.iter_mut().zip(exception_stubs.iter()) {
+            *gate = Gate {
+                offset_low: stub as u16,
+                selector: boot::KERNEL_CS,
+                ist: 0,
+                attributes: 0x8e, // present, ring 0, 64-bit interrupt gate
+                offset_mid: (stub >> 16) as u16,
+                offset_high: (stub >> 32) as u32,
+                reserved: 0,
+            };
+        }
+    }
+}
+
+/// Loads the table on the calling CPU.
+pub fn load() {
+    #[repr(C, packed)]
+    struct Pointer {
+        limit: u16,
+        base: u64,
+    }
+    let pointer = Pointer {
+        limit: (core::mem::size_of::<Table>() - 1) as u16,
+        base: core::ptr::addr_of!(IDT) as u64,
+    };
+    // SAFETY: the table is filled (by `init`, before) and static; `lidt` only points the
+    // CPU at it.
+    unsafe {
+        core::arch::asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags))
+    };
+}
+
+/// The faulting address of a page fault (CR2).
+pub fn cr2() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR2 has no effect.
+    unsafe {
+        core::arch::asm!("mov {}, cr2", out(reg) value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// The common handler's Rust side: reads the frame and reports.
+#[unsafe(no_mangle)]
+extern "C" fn exception(frame: *const Frame) -> ! {
+    // SAFETY: the stub passes the frame it built on this CPU's stack, whole.
+    let frame = unsafe { &*frame };
+    let cr2 = (frame.vector == 14).then(cr2);
+    crate::exception(frame.vector, frame.error, frame.rip, cr2)
+}
+
+/// Reads `addr`, which the boot page tables do not map: the test of the exception path
+/// (`-append fault`).
+pub fn read_unmapped(addr: u64) -> u64 {
+    // SAFETY: deliberately faulting: the page fault handler reports and ends the kernel,
+    // so the read never completes and nothing observes its result.
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
