@@ -130,6 +130,8 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         ),
         None => println!("sesa-native: no PIT: the clock is not calibrated"),
     }
+    // The APIC's timer is measured against the calibrated clock.
+    cpu::apic::init(0);
     let line = info.command_line();
     println!("sesa-native: command line {line:?}");
     // QEMU's microvm appends `virtio_mmio.device=...` words for Linux; they are not ours.

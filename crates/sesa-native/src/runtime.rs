@@ -8,8 +8,11 @@
 //! The network, when the machine has one, is polled every turn (`net.rs`); without one,
 //! `net()` refuses every operation with a clear error.
 //!
-//! Not yet: interrupts (the loops poll: an idle core spins on its inbox, its timers and,
-//! on core 0, the network; IPIs come with them).
+//! An idle core sleeps in `hlt` until its next timer (the APIC's one-shot timer), a
+//! wake-up IPI (sent by a core that ships it an event), or a nap's end (200 µs on the
+//! network's core, whose frames are still polled, 1 ms elsewhere: a waker called from
+//! another core is seen by then). A core sleeps only after 2 ms without work: under load
+//! nothing sleeps, the loops poll.
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -98,6 +101,8 @@ struct Shared {
     stop: core::sync::atomic::AtomicI64,
     /// Application processors whose loop has ended.
     finished: core::sync::atomic::AtomicUsize,
+    /// Cores asleep in `hlt` (a ship to one sends it a wake-up IPI).
+    sleeping: Vec<core::sync::atomic::AtomicBool>,
 }
 
 const RUNNING: i64 = i64::MIN;
@@ -220,6 +225,9 @@ impl Platform for NativeCore {
             return Err(ShipError::new(EventError::Stopping, event));
         }
         inbox.lock().push_back(event);
+        if self.shared.sleeping[core.index()].load(core::sync::atomic::Ordering::SeqCst) {
+            crate::cpu::apic::wake(core.index());
+        }
         Ok(())
     }
 
@@ -322,6 +330,45 @@ impl Net for NoNet {
     }
 }
 
+/// The longest an idle core sleeps: the network core polls the stack at least this
+/// often (frames are not interrupt-driven yet), the others their wakers from other cores.
+const NAP_NET: u64 = 200_000;
+const NAP: u64 = 1_000_000;
+/// Deadlines nearer than this are spun for, not slept for.
+const NAP_MIN: u64 = 20_000;
+/// How long a core polls after its last work before it sleeps: under load (a request
+/// every few hundred microseconds) it never sleeps, as the paper's event loops switch
+/// from interrupts to polling under load.
+const SPIN: u64 = 2_000_000;
+
+/// Sleeps the core in `hlt` until its next timer (at most a nap), unless work arrived.
+/// A ship to it sets off a wake-up IPI once it has said it sleeps, so an event is never
+/// left waiting for the nap's end.
+fn sleep(core: &NativeCore, inbox: &spinning_top::Spinlock<VecDeque<Event>>, index: usize) {
+    use core::sync::atomic::Ordering::SeqCst;
+    let now = clock::now_ns();
+    let nap = if core.net.is_some() { NAP_NET } else { NAP };
+    let next = core
+        .timers
+        .heap
+        .borrow()
+        .peek()
+        .map_or(now + nap, |t| t.at)
+        .min(now + nap);
+    if next < now + NAP_MIN {
+        core::hint::spin_loop();
+        return;
+    }
+    let flag = &core.shared.sleeping[index];
+    flag.store(true, SeqCst);
+    // Looked at again after saying so: a ship before this was missed by no one.
+    if inbox.lock().is_empty() && core.woken.lock().is_empty() && core.shared.stopped().is_none() {
+        crate::cpu::apic::arm(next - now);
+        crate::cpu::apic::idle();
+    }
+    flag.store(false, SeqCst);
+}
+
 /// What the application processors need to join a run: set by `run` before it starts
 /// them, read by each in `run_ap`.
 static JOIN: spinning_top::Spinlock<Option<(Arc<Shared>, Arc<EbbNode>)>> =
@@ -344,6 +391,9 @@ where
             .collect(),
         stop: core::sync::atomic::AtomicI64::new(RUNNING),
         finished: core::sync::atomic::AtomicUsize::new(0),
+        sleeping: (0..cores)
+            .map(|_| core::sync::atomic::AtomicBool::new(false))
+            .collect(),
     });
     if cores > 1 {
         *JOIN.lock() = Some((shared.clone(), node.clone()));
@@ -421,6 +471,8 @@ fn run_core(
         core.spawn(task);
     }
     let inbox = &shared.inboxes[id.index()];
+    // When this core last had work: it sleeps only after being idle for `SPIN`.
+    let mut last_work = clock::now_ns();
     let code = loop {
         let mut busy = false;
         // Shipped events first, each after a quiescent point.
@@ -449,8 +501,11 @@ fn run_core(
         if let Some(code) = shared.stopped() {
             break code;
         }
-        if !busy {
-            core.run_idle_handlers();
+        if busy || core.run_idle_handlers() {
+            last_work = clock::now_ns();
+        } else if clock::now_ns() - last_work > SPIN {
+            sleep(&core, inbox, id.index());
+        } else {
             core::hint::spin_loop();
         }
     };

@@ -30,6 +30,7 @@ pub fn start(work: fn(u32)) {
 extern "C" fn ap_main(index: u32) -> ! {
     cpu::percpu::init_cpu(index as usize);
     cpu::idt::load();
+    cpu::apic::init(index as usize);
     cpu::smp::ARRIVED.fetch_add(1, Ordering::AcqRel);
     let work = *WORK.lock();
     if let Some(work) = work {

@@ -1,6 +1,7 @@
-//! CPU exceptions: an interrupt descriptor table whose 32 exception vectors report the
-//! fault (vector, error code, instruction, faulting address) on the console and end the
-//! kernel with the panic exit status, instead of a silent triple fault and reset.
+//! The interrupt descriptor table: the 32 exception vectors report the fault (vector,
+//! error code, instruction, faulting address) on the console and end the kernel with the
+//! panic exit status, instead of a silent triple fault and reset; the APIC timer's and
+//! the wake-up IPI's vectors only acknowledge (they end an idle core's `hlt`).
 
 use super::boot;
 
@@ -28,9 +29,9 @@ const EMPTY: Gate = Gate {
 };
 
 #[repr(C, align(16))]
-struct Table([Gate; 32]);
+struct Table([Gate; 256]);
 
-static mut IDT: Table = Table([EMPTY; 32]);
+static mut IDT: Table = Table([EMPTY; 256]);
 
 // The 32 exception stubs: those without a CPU-pushed error code push 0, so every frame
 // is (vector, error code, RIP, CS, RFLAGS, RSP, SS); all jump to the common handler,
@@ -88,6 +89,19 @@ exception_common:
     hlt
     jmp 2b
 
+    # The APIC timer and the wake-up IPI: they only end a `hlt`; acknowledge (EOI).
+    .global wake_stub
+wake_stub:
+    pushq %rax
+    movabsq $0xfee000b0, %rax
+    movl $0, (%rax)
+    popq %rax
+    iretq
+    # Spurious interrupts need no EOI.
+    .global spurious_stub
+spurious_stub:
+    iretq
+
     .section .rodata
     .balign 8
     .global exception_stubs
@@ -107,6 +121,20 @@ exception_stubs:
 
 unsafe extern "C" {
     static exception_stubs: [u64; 32];
+    fn wake_stub();
+    fn spurious_stub();
+}
+
+fn gate(handler: u64) -> Gate {
+    Gate {
+        offset_low: handler as u16,
+        selector: boot::KERNEL_CS,
+        ist: 0,
+        attributes: 0x8e, // present, ring 0, 64-bit interrupt gate
+        offset_mid: (handler >> 16) as u16,
+        offset_high: (handler >> 32) as u32,
+        reserved: 0,
+    }
 }
 
 /// The frame the stubs build.
@@ -130,17 +158,13 @@ pub fn init() {
     // here, by the boot CPU, before any CPU loads it.
     unsafe {
         let idt = &mut *core::ptr::addr_of_mut!(IDT);
-        for (gate, &stub) in idt.0.iter_mut().zip(exception_stubs.iter()) {
-            *gate = Gate {
-                offset_low: stub as u16,
-                selector: boot::KERNEL_CS,
-                ist: 0,
-                attributes: 0x8e, // present, ring 0, 64-bit interrupt gate
-                offset_mid: (stub >> 16) as u16,
-                offset_high: (stub >> 32) as u32,
-                reserved: 0,
-            };
+        for (entry, &stub) in idt.0.iter_mut().zip(exception_stubs.iter()) {
+            *entry = gate(stub);
         }
+        let wake = wake_stub as *const () as u64;
+        idt.0[usize::from(super::apic::TIMER_VECTOR)] = gate(wake);
+        idt.0[usize::from(super::apic::WAKE_VECTOR)] = gate(wake);
+        idt.0[usize::from(super::apic::SPURIOUS_VECTOR)] = gate(spurious_stub as *const () as u64);
     }
 }
 

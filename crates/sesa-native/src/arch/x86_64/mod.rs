@@ -2,6 +2,7 @@
 //! needs. Every `unsafe` of the kernel is in this module, but for the heap's
 //! `GlobalAlloc` implementation in `memory.rs`.
 
+pub mod apic;
 pub mod boot;
 pub mod clock;
 pub mod entropy;

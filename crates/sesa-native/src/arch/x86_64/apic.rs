@@ -1,0 +1,83 @@
+//! The local APIC: its one-shot timer (to sleep an idle core until its next deadline)
+//! and fixed IPIs (to wake a sleeping core when another ships it an event).
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::clock;
+use super::percpu::MAX_CPUS;
+
+const LAPIC: usize = 0xfee0_0000;
+const ID: usize = 0x20;
+const SVR: usize = 0xf0;
+const ICR_LOW: usize = 0x300;
+const ICR_HIGH: usize = 0x310;
+const LVT_TIMER: usize = 0x320;
+const TIMER_INITIAL: usize = 0x380;
+const TIMER_CURRENT: usize = 0x390;
+const TIMER_DIVIDE: usize = 0x3e0;
+
+/// The timer's vector, and the wake-up IPI's (both only wake `hlt`).
+pub const TIMER_VECTOR: u8 = 0x20;
+/// See [`TIMER_VECTOR`].
+pub const WAKE_VECTOR: u8 = 0x21;
+/// The spurious-interrupt vector.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+
+/// Each CPU index's APIC id.
+static IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+/// Timer ticks per microsecond (divide by 1), measured by the boot CPU.
+static TICKS_PER_US: AtomicU64 = AtomicU64::new(0);
+
+fn write(register: usize, value: u32) {
+    // SAFETY: the local APIC's registers are identity-mapped (uncached) by the boot page
+    // tables; each CPU addresses its own APIC at this address.
+    unsafe { core::ptr::write_volatile((LAPIC + register) as *mut u32, value) }
+}
+
+fn read(register: usize) -> u32 {
+    // SAFETY: as for `write`; these reads have no effect.
+    unsafe { core::ptr::read_volatile((LAPIC + register) as *const u32) }
+}
+
+/// Enables the calling CPU's APIC with its timer in one-shot mode, and notes its id as
+/// CPU `index`'s. The boot CPU (index 0) also measures the timer's rate against the TSC.
+pub fn init(index: usize) {
+    write(SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
+    write(TIMER_DIVIDE, 0xb); // divide by 1
+    write(LVT_TIMER, u32::from(TIMER_VECTOR)); // one-shot, not masked
+    IDS[index].store(read(ID) >> 24, Ordering::Release);
+    if index == 0 {
+        // Count down for 1 ms of TSC time, masked so that no interrupt comes of it.
+        write(LVT_TIMER, 0x1_0000 | u32::from(TIMER_VECTOR));
+        write(TIMER_INITIAL, u32::MAX);
+        let until = clock::now_ns() + 1_000_000;
+        while clock::now_ns() < until {
+            core::hint::spin_loop();
+        }
+        let ticks = u64::from(u32::MAX - read(TIMER_CURRENT));
+        write(TIMER_INITIAL, 0);
+        write(LVT_TIMER, u32::from(TIMER_VECTOR));
+        TICKS_PER_US.store((ticks / 1000).max(1), Ordering::Release);
+    }
+}
+
+/// Arms the calling CPU's timer to fire once after `ns`.
+pub fn arm(ns: u64) {
+    let ticks = (ns / 1000).max(1) * TICKS_PER_US.load(Ordering::Acquire);
+    write(TIMER_INITIAL, ticks.min(u64::from(u32::MAX)) as u32);
+}
+
+/// Wakes CPU `index` (if it sleeps in [`idle`]).
+pub fn wake(index: usize) {
+    let id = IDS[index].load(Ordering::Acquire);
+    write(ICR_HIGH, id << 24);
+    write(ICR_LOW, u32::from(WAKE_VECTOR)); // fixed, physical destination
+}
+
+/// Sleeps until an interrupt (the timer, a wake-up IPI). Interrupts are enabled only
+/// for the `hlt` itself: one that came in before is taken at once and ends the wait.
+pub fn idle() {
+    // SAFETY: `sti; hlt` waits for an interrupt, whose handler (the wake stub) only
+    // acknowledges it; `cli` then masks interrupts again, as the kernel runs.
+    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) }
+}
