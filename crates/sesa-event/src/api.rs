@@ -196,6 +196,32 @@ pub fn sleep(duration: Duration) -> impl Future<Output = ()> {
     on_core(|p| p.sleep_until(p.now() + duration))
 }
 
+/// `future`'s output, or `None` if `deadline` comes first (the future is then dropped).
+#[track_caller]
+pub fn timeout_at<F: Future>(
+    deadline: Instant,
+    future: F,
+) -> impl Future<Output = Option<F::Output>> {
+    let timer = sleep_until(deadline);
+    async move {
+        let mut future = core::pin::pin!(future);
+        let mut timer = core::pin::pin!(timer);
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = future.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await
+    }
+}
+
+/// `future`'s output, or `None` if `limit` passes first (the future is then dropped).
+#[track_caller]
+pub fn timeout<F: Future>(limit: Duration, future: F) -> impl Future<Output = Option<F::Output>> {
+    timeout_at(now() + limit, future)
+}
+
 /// Lets the core's other events run before continuing.
 pub async fn yield_now() {
     let mut yielded = false;

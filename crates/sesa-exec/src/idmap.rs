@@ -148,15 +148,7 @@ impl IdMapStore {
                 }
             }
         });
-        let mut newer = core::pin::pin!(newer);
-        let mut timeout = core::pin::pin!(sesa_event::sleep(WATCH_HOLD));
-        core::future::poll_fn(|cx| {
-            if let Poll::Ready(v) = newer.as_mut().poll(cx) {
-                return Poll::Ready(Some(v));
-            }
-            timeout.as_mut().poll(cx).map(|()| None)
-        })
-        .await
+        sesa_event::timeout(WATCH_HOLD, newer).await
     }
 }
 

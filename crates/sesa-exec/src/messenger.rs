@@ -757,7 +757,9 @@ async fn handshake(
         let auth: Auth = next_message(stream, &mut decoder, MsgType::Auth).await?;
         Ok::<_, ConnectError>(hs.on_auth(&auth)?)
     };
-    let peer = with_deadline(exchange, deadline).await?;
+    let peer = sesa_event::timeout_at(deadline, exchange)
+        .await
+        .unwrap_or(Err(ConnectError::TimedOut))?;
     decoder.set_limits(config.limits);
     Ok((peer, decoder))
 }
@@ -782,24 +784,6 @@ async fn next_message<T: for<'a> serde::Deserialize<'a>>(
             n => decoder.extend(&buf[..n]),
         }
     }
-}
-
-async fn with_deadline<T>(
-    work: impl Future<Output = Result<T, ConnectError>>,
-    deadline: sesa_event::Instant,
-) -> Result<T, ConnectError> {
-    let mut work = core::pin::pin!(work);
-    let mut timer = core::pin::pin!(sesa_event::sleep_until(deadline));
-    poll_fn(|cx| {
-        if let Poll::Ready(r) = work.as_mut().poll(cx) {
-            return Poll::Ready(r);
-        }
-        if timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(ConnectError::TimedOut));
-        }
-        Poll::Pending
-    })
-    .await
 }
 
 /// Adds a chunk to its transfer; returns the whole call when it is complete.

@@ -29,6 +29,7 @@ use std::task::{Context, Poll, Waker};
 
 use sesa_ebb::{CoreId, EbbNode, NodeConfig};
 use sesa_event::net::Net;
+use sesa_event::parts::IdleHandlers;
 use sesa_event::{
     Event, EventError, IdleHandler, IdleHandlerId, Instant, LocalTask, Platform, ShipError,
 };
@@ -281,10 +282,7 @@ fn core_thread(
     let this = Rc::new(HostedCore {
         shared: shared.clone(),
         core,
-        idle: RefCell::new(Vec::new()),
-        idle_removed: RefCell::new(Vec::new()),
-        idle_running: Cell::new(false),
-        next_idle_id: Cell::new(0),
+        idle: IdleHandlers::new(),
         net: HostedNet,
         tokio_epoch: tokio::time::Instant::from_std(shared.epoch),
     });
@@ -344,11 +342,7 @@ fn before_park() {
 struct HostedCore {
     shared: Arc<Shared>,
     core: CoreId,
-    idle: RefCell<Vec<(IdleHandlerId, IdleHandler)>>,
-    /// Removals requested while the handlers were running (and so out of `idle`).
-    idle_removed: RefCell<Vec<IdleHandlerId>>,
-    idle_running: Cell<bool>,
-    next_idle_id: Cell<u64>,
+    idle: IdleHandlers,
     net: HostedNet,
     tokio_epoch: tokio::time::Instant,
 }
@@ -361,32 +355,14 @@ impl HostedCore {
     /// Runs every idle handler once; whether any found work. A handler that panics is
     /// reported and removed.
     fn run_idle_handlers(&self) -> bool {
-        if self.idle.borrow().is_empty() {
-            return false;
-        }
-        // Taken out while they run, so a handler may add or remove handlers.
-        let mut handlers = std::mem::take(&mut *self.idle.borrow_mut());
-        self.idle_running.set(true);
-        let mut busy = false;
-        handlers.retain_mut(
-            |(_, handler)| match catch_unwind(AssertUnwindSafe(handler)) {
-                Ok(found_work) => {
-                    busy |= found_work;
-                    true
-                }
+        self.idle
+            .run(|handler| match catch_unwind(AssertUnwindSafe(handler)) {
+                Ok(found_work) => Some(found_work),
                 Err(_) => {
                     self.shared.panics.fetch_add(1, Ordering::Relaxed);
-                    false
+                    None
                 }
-            },
-        );
-        self.idle_running.set(false);
-        let mut idle = self.idle.borrow_mut();
-        let added = std::mem::replace(&mut *idle, handlers);
-        idle.extend(added);
-        let removed = std::mem::take(&mut *self.idle_removed.borrow_mut());
-        idle.retain(|(id, _)| !removed.contains(id));
-        busy
+            })
     }
 }
 
@@ -434,29 +410,14 @@ impl Platform for HostedCore {
     }
 
     fn add_idle_handler(&self, handler: IdleHandler) -> IdleHandlerId {
-        let id = IdleHandlerId(self.next_idle_id.get());
-        self.next_idle_id.set(id.0 + 1);
-        self.idle.borrow_mut().push((id, handler));
+        let id = self.idle.add(handler);
         // Make sure the loop passes through its idle hook even if it is parked.
         self.inbox().wake();
         id
     }
 
     fn remove_idle_handler(&self, id: IdleHandlerId) -> bool {
-        let mut idle = self.idle.borrow_mut();
-        if let Some(i) = idle.iter().position(|(h, _)| *h == id) {
-            drop(idle.remove(i));
-            return true;
-        }
-        // While the handlers run they are out of `idle`: a handler removing itself or
-        // another is recorded and applied when they are put back.
-        let running = self.idle_running.get();
-        let removable =
-            running && id.0 < self.next_idle_id.get() && !self.idle_removed.borrow().contains(&id);
-        if removable {
-            self.idle_removed.borrow_mut().push(id);
-        }
-        removable
+        self.idle.remove(id)
     }
 
     fn fill_random(&self, buf: &mut [u8]) {

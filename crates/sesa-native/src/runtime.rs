@@ -15,84 +15,25 @@
 //! nothing sleeps, the loops poll.
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::rc::Rc;
 use alloc::sync::Arc;
-use alloc::task::Wake;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::future::Future;
 use core::net::SocketAddr;
 use core::pin::Pin;
-use core::task::{Context, Poll, Waker};
+use core::task::{Context, Poll};
 
 use sesa_ebb::{CoreId, EbbNode, NodeConfig};
 use sesa_event::net::{Connecting, Net, NetError, TcpListener};
+use sesa_event::parts::{IdleHandlers, TimerQueue, WakeList};
 use sesa_event::{
     Event, EventError, IdleHandler, IdleHandlerId, Instant, LocalTask, Platform, ShipError,
 };
 
 use crate::cpu::{clock, entropy};
 use crate::net::NativeNet;
-
-/// Wakers push task ids here. `Send + Sync` as wakers must be; one CPU uses it, so the
-/// lock is never contended.
-type Woken = Arc<spinning_top::Spinlock<Vec<u64>>>;
-
-struct TaskWaker {
-    task: u64,
-    woken: Woken,
-}
-
-impl Wake for TaskWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.lock().push(self.task);
-    }
-}
-
-/// A timer: wake `waker` at `at` (ns on the calibrated clock); `seq` orders ties.
-struct Timer {
-    at: u64,
-    seq: u64,
-    waker: Waker,
-}
-
-impl PartialEq for Timer {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Timer {}
-impl PartialOrd for Timer {
-    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Timer {
-    /// Reversed: the earliest comes out of the max-heap first.
-    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
-/// A core's timers.
-#[derive(Default)]
-struct Timers {
-    heap: RefCell<BinaryHeap<Timer>>,
-    next: Cell<u64>,
-}
-
-impl Timers {
-    fn add(&self, at: u64, waker: Waker) {
-        let seq = self.next.get();
-        self.next.set(seq + 1);
-        self.heap.borrow_mut().push(Timer { at, seq, waker });
-    }
-}
 
 /// What the cores share: their inboxes and the stop code.
 struct Shared {
@@ -122,10 +63,9 @@ struct NativeCore {
     shared: Arc<Shared>,
     tasks: RefCell<BTreeMap<u64, Option<LocalTask>>>,
     next_task: Cell<u64>,
-    woken: Woken,
-    timers: Rc<Timers>,
-    idle: RefCell<Vec<(IdleHandlerId, IdleHandler)>>,
-    next_idle: Cell<u64>,
+    woken: WakeList<u64>,
+    timers: Rc<TimerQueue>,
+    idle: IdleHandlers,
     net: Option<NativeNet>,
 }
 
@@ -134,7 +74,7 @@ impl NativeCore {
         let id = self.next_task.get();
         self.next_task.set(id + 1);
         self.tasks.borrow_mut().insert(id, Some(task));
-        self.woken.lock().push(id);
+        self.woken.push(id);
     }
 
     fn poll_task(&self, id: u64) {
@@ -143,10 +83,7 @@ impl NativeCore {
             None => return,
         };
         let Some(mut task) = task else { return };
-        let waker = Waker::from(Arc::new(TaskWaker {
-            task: id,
-            woken: self.woken.clone(),
-        }));
+        let waker = self.woken.waker(id);
         let ready = task
             .as_mut()
             .poll(&mut Context::from_waker(&waker))
@@ -160,33 +97,7 @@ impl NativeCore {
     }
 
     fn fire_timers(&self) -> bool {
-        let now = clock::now_ns();
-        let mut fired = false;
-        loop {
-            let due = {
-                let mut timers = self.timers.heap.borrow_mut();
-                match timers.peek() {
-                    Some(t) if t.at <= now => timers.pop(),
-                    _ => None,
-                }
-            };
-            match due {
-                Some(t) => {
-                    t.waker.wake();
-                    fired = true;
-                }
-                None => return fired,
-            }
-        }
-    }
-
-    fn run_idle_handlers(&self) -> bool {
-        let mut handlers = core::mem::take(&mut *self.idle.borrow_mut());
-        let busy = handlers.iter_mut().fold(false, |busy, (_, h)| h() | busy);
-        let mut idle = self.idle.borrow_mut();
-        let added = core::mem::replace(&mut *idle, handlers);
-        idle.extend(added);
-        busy
+        self.timers.wake_due(Instant::from_nanos(clock::now_ns()))
     }
 }
 
@@ -240,21 +151,11 @@ impl Platform for NativeCore {
     }
 
     fn add_idle_handler(&self, handler: IdleHandler) -> IdleHandlerId {
-        let id = IdleHandlerId(self.next_idle.get());
-        self.next_idle.set(id.0 + 1);
-        self.idle.borrow_mut().push((id, handler));
-        id
+        self.idle.add(handler)
     }
 
     fn remove_idle_handler(&self, id: IdleHandlerId) -> bool {
-        let mut idle = self.idle.borrow_mut();
-        match idle.iter().position(|(h, _)| *h == id) {
-            Some(i) => {
-                drop(idle.remove(i));
-                true
-            }
-            None => false,
-        }
+        self.idle.remove(id)
     }
 
     fn fill_random(&self, buf: &mut [u8]) {
@@ -288,7 +189,7 @@ impl Platform for NativeCore {
 
 /// A sleep on the calibrated clock: one timer, armed at the first poll.
 struct Sleep {
-    timers: Rc<Timers>,
+    timers: Rc<TimerQueue>,
     deadline: u64,
     armed: bool,
 }
@@ -302,7 +203,8 @@ impl Future for Sleep {
         }
         if !self.armed {
             self.armed = true;
-            self.timers.add(self.deadline, cx.waker().clone());
+            self.timers
+                .add(Instant::from_nanos(self.deadline), cx.waker().clone());
         }
         Poll::Pending
     }
@@ -350,10 +252,8 @@ fn sleep(core: &NativeCore, inbox: &spinning_top::Spinlock<VecDeque<Event>>, ind
     let nap = if core.net.is_some() { NAP_NET } else { NAP };
     let next = core
         .timers
-        .heap
-        .borrow()
-        .peek()
-        .map_or(now + nap, |t| t.at)
+        .next_deadline()
+        .map_or(now + nap, Instant::as_nanos)
         .min(now + nap);
     if next < now + NAP_MIN {
         core::hint::spin_loop();
@@ -362,7 +262,7 @@ fn sleep(core: &NativeCore, inbox: &spinning_top::Spinlock<VecDeque<Event>>, ind
     let flag = &core.shared.sleeping[index];
     flag.store(true, SeqCst);
     // Looked at again after saying so: a ship before this was missed by no one.
-    if inbox.lock().is_empty() && core.woken.lock().is_empty() && core.shared.stopped().is_none() {
+    if inbox.lock().is_empty() && core.woken.is_empty() && core.shared.stopped().is_none() {
         crate::cpu::apic::arm(next - now);
         crate::cpu::apic::idle();
     }
@@ -460,10 +360,9 @@ fn run_core(
         shared: shared.clone(),
         tasks: RefCell::new(BTreeMap::new()),
         next_task: Cell::new(0),
-        woken: Arc::new(spinning_top::Spinlock::new(Vec::new())),
-        timers: Rc::new(Timers::default()),
-        idle: RefCell::new(Vec::new()),
-        next_idle: Cell::new(0),
+        woken: WakeList::new(),
+        timers: Rc::new(TimerQueue::new()),
+        idle: IdleHandlers::new(),
         net,
     });
     let entered = sesa_event::enter(core.clone());
@@ -493,15 +392,14 @@ fn run_core(
         if let Some(net) = &core.net {
             busy |= net.poll();
         }
-        let woken = core::mem::take(&mut *core.woken.lock());
-        for task in woken {
+        for task in core.woken.take() {
             core.poll_task(task);
             busy = true;
         }
         if let Some(code) = shared.stopped() {
             break code;
         }
-        if busy || core.run_idle_handlers() {
+        if busy || core.idle.run(|handler| Some(handler())) {
             last_work = clock::now_ns();
         } else if clock::now_ns() - last_work > SPIN {
             sleep(&core, inbox, id.index());
@@ -512,7 +410,7 @@ fn run_core(
     // Tasks and events left are dropped on their core, with the platform current.
     core.tasks.borrow_mut().clear();
     inbox.lock().clear();
-    core.timers.heap.borrow_mut().clear();
+    core.timers.clear();
     drop(entered);
     drop(binding);
     code

@@ -136,7 +136,7 @@ impl Network {
         n
     }
 
-    pub(crate) fn heal(&self, _world: &World) {
+    pub(crate) fn heal(&self) {
         self.cuts.borrow_mut().clear();
         // Held bytes can now be read: every reader looks again.
         for conn in self.live_conns() {

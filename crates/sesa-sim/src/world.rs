@@ -17,18 +17,18 @@
 //! hosted runtime: it is on a core of a node, and alone on it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use sesa_ebb::{CoreBinding, CoreId, EbbNode, NodeConfig, ParkedCore};
 use sesa_event::net::Net;
+use sesa_event::parts::{IdleHandlers, TimerQueue, WakeList};
 use sesa_event::platform::EnterGuard;
 use sesa_event::{
     Event, EventError, IdleHandler, IdleHandlerId, Instant, LocalTask, Platform, ShipError,
@@ -102,50 +102,6 @@ pub(crate) struct TaskKey {
     task: u64,
 }
 
-struct TaskWaker {
-    key: TaskKey,
-    woken: Arc<Mutex<Vec<TaskKey>>>,
-}
-
-impl Wake for TaskWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        // One thread runs the whole simulation: the lock is never contended. Wakers must
-        // be `Send + Sync`, hence a mutex rather than a `RefCell`.
-        self.woken
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(self.key);
-    }
-}
-
-struct Timer {
-    at: u64,
-    seq: u64,
-    waker: Waker,
-}
-
-impl PartialEq for Timer {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Timer {}
-impl PartialOrd for Timer {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Timer {
-    /// Reversed: `BinaryHeap` is a max-heap and the earliest timer must come out first.
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 #[derive(Default)]
 struct TaskSlot {
     future: Option<LocalTask>,
@@ -159,8 +115,7 @@ struct CoreState {
     tasks: RefCell<BTreeMap<u64, TaskSlot>>,
     ready: RefCell<VecDeque<u64>>,
     inbox: RefCell<VecDeque<Event>>,
-    idle: RefCell<Vec<(IdleHandlerId, IdleHandler)>>,
-    next_idle: Cell<u64>,
+    idle: IdleHandlers,
 }
 
 impl CoreState {
@@ -190,9 +145,8 @@ pub(crate) struct World {
     pub(crate) config: SimConfig,
     now: Cell<u64>,
     rng: RefCell<Rng>,
-    seq: Cell<u64>,
-    timers: RefCell<BinaryHeap<Timer>>,
-    woken: Arc<Mutex<Vec<TaskKey>>>,
+    timers: TimerQueue,
+    woken: WakeList<TaskKey>,
     nodes: RefCell<BTreeMap<NodeKey, Rc<SimNode>>>,
     next_key: Cell<u64>,
     next_task: Cell<u64>,
@@ -231,9 +185,7 @@ impl World {
 
     /// Wakes `waker` when the clock reaches `at`.
     pub(crate) fn wake_at(&self, at: u64, waker: Waker) {
-        let seq = self.seq.get();
-        self.seq.set(seq + 1);
-        self.timers.borrow_mut().push(Timer { at, seq, waker });
+        self.timers.add(Instant::from_nanos(at), waker);
     }
 
     pub(crate) fn node(&self, key: NodeKey) -> Option<Rc<SimNode>> {
@@ -264,8 +216,7 @@ impl World {
 
     /// Moves woken tasks to their cores' ready queues (once each).
     fn collect_woken(&self) {
-        let woken = std::mem::take(&mut *self.woken.lock().unwrap_or_else(|p| p.into_inner()));
-        for key in woken {
+        for key in self.woken.take() {
             let Some(node) = self.node(key.node) else {
                 continue; // A task of a node that has ended.
             };
@@ -281,20 +232,7 @@ impl World {
     }
 
     fn fire_due_timers(&self) {
-        let now = self.now.get();
-        loop {
-            let due = {
-                let mut timers = self.timers.borrow_mut();
-                match timers.peek() {
-                    Some(t) if t.at <= now => timers.pop(),
-                    _ => None,
-                }
-            };
-            match due {
-                Some(t) => t.waker.wake(),
-                None => break,
-            }
-        }
+        self.timers.wake_due(Instant::from_nanos(self.now.get()));
     }
 
     /// Binds `node`'s core `core` to the thread (parking whichever core was bound).
@@ -384,14 +322,11 @@ impl World {
             slot.future.take()
         };
         let Some(mut future) = future else { return };
-        let waker = Waker::from(Arc::new(TaskWaker {
-            key: TaskKey {
-                node: node.key,
-                core: core as u32,
-                task: id,
-            },
-            woken: self.woken.clone(),
-        }));
+        let waker = self.woken.waker(TaskKey {
+            node: node.key,
+            core: core as u32,
+            task: id,
+        });
         let mut cx = Context::from_waker(&waker);
         let done = match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
             Ok(Poll::Ready(())) => true,
@@ -431,24 +366,15 @@ impl World {
         let mut busy = false;
         for node in nodes {
             for core in 0..node.cores.len() {
-                if node.cores[core].idle.borrow().is_empty() {
+                if node.cores[core].idle.is_empty() {
                     continue;
                 }
                 self.switch_to(&node, core);
-                let mut handlers = std::mem::take(&mut *node.cores[core].idle.borrow_mut());
-                handlers.retain_mut(|(_, h)| match catch_unwind(AssertUnwindSafe(&mut *h)) {
-                    Ok(found) => {
-                        busy |= found;
-                        true
-                    }
-                    Err(payload) => {
-                        self.panicked(&node, core, &*payload);
-                        false
-                    }
+                busy |= node.cores[core].idle.run(|handler| {
+                    catch_unwind(AssertUnwindSafe(handler))
+                        .map_err(|payload| self.panicked(&node, core, &*payload))
+                        .ok()
                 });
-                let mut idle = node.cores[core].idle.borrow_mut();
-                let added = std::mem::replace(&mut *idle, handlers);
-                idle.extend(added);
             }
         }
         busy
@@ -472,7 +398,7 @@ impl World {
             for _ in 0..4 {
                 let tasks = std::mem::take(&mut *state.tasks.borrow_mut());
                 let events = std::mem::take(&mut *state.inbox.borrow_mut());
-                let idle = std::mem::take(&mut *state.idle.borrow_mut());
+                let idle = state.idle.take_all();
                 if tasks.is_empty() && events.is_empty() && idle.is_empty() {
                     break;
                 }
@@ -564,28 +490,16 @@ impl Platform for SimCore {
     }
 
     fn add_idle_handler(&self, handler: IdleHandler) -> IdleHandlerId {
-        let Some(node) = self.node.upgrade() else {
-            return IdleHandlerId(u64::MAX);
-        };
-        let state = &node.cores[self.core.index()];
-        let id = IdleHandlerId(state.next_idle.get());
-        state.next_idle.set(id.0 + 1);
-        state.idle.borrow_mut().push((id, handler));
-        id
+        match self.node.upgrade() {
+            Some(node) => node.cores[self.core.index()].idle.add(handler),
+            None => IdleHandlerId(u64::MAX),
+        }
     }
 
     fn remove_idle_handler(&self, id: IdleHandlerId) -> bool {
-        let Some(node) = self.node.upgrade() else {
-            return false;
-        };
-        let mut idle = node.cores[self.core.index()].idle.borrow_mut();
-        match idle.iter().position(|(h, _)| *h == id) {
-            Some(i) => {
-                drop(idle.remove(i));
-                true
-            }
-            None => false,
-        }
+        self.node
+            .upgrade()
+            .is_some_and(|node| node.cores[self.core.index()].idle.remove(id))
     }
 
     fn fill_random(&self, buf: &mut [u8]) {
@@ -662,9 +576,8 @@ impl Sim {
             config,
             now: Cell::new(0),
             rng: RefCell::new(rng),
-            seq: Cell::new(0),
-            timers: RefCell::new(BinaryHeap::new()),
-            woken: Arc::new(Mutex::new(Vec::new())),
+            timers: TimerQueue::new(),
+            woken: WakeList::new(),
             nodes: RefCell::new(BTreeMap::new()),
             next_key: Cell::new(1),
             next_task: Cell::new(0),
@@ -725,8 +638,7 @@ impl Sim {
                         tasks: RefCell::new(BTreeMap::new()),
                         ready: RefCell::new(VecDeque::new()),
                         inbox: RefCell::new(VecDeque::new()),
-                        idle: RefCell::new(Vec::new()),
-                        next_idle: Cell::new(0),
+                        idle: IdleHandlers::new(),
                     }
                 })
                 .collect(),
@@ -801,7 +713,7 @@ impl Sim {
     /// Ends every partition; held bytes are delivered.
     pub fn heal(&self) {
         self.world.record(&[self.world.now(), 5]);
-        self.world.net.heal(&self.world);
+        self.world.net.heal();
     }
 
     /// The virtual time since the start.
@@ -871,7 +783,7 @@ impl Sim {
             if world.run_idle_handlers() {
                 world.collect_woken();
             }
-            let next = world.timers.borrow().peek().map(|t| t.at);
+            let next = world.timers.next_deadline().map(Instant::as_nanos);
             match next {
                 Some(at) if at <= until => {
                     world.now.set(world.now.get().max(at));
@@ -914,6 +826,6 @@ impl Drop for Sim {
             self.world.end_node(&node, NodeEnd::Exited(0));
         }
         self.world.unbind();
-        self.world.timers.borrow_mut().clear();
+        self.world.timers.clear();
     }
 }

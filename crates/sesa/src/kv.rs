@@ -26,16 +26,10 @@ const CONFIRM: Duration = Duration::from_secs(1);
 
 /// Whether `member` answers a call within `within`.
 async fn answers(messenger: MessengerRef, member: Member, within: Duration) -> bool {
-    use std::task::Poll;
-    let mut call = std::pin::pin!(store::call(messenger, member, store::PROGRESS, Vec::new()));
-    let mut timer = std::pin::pin!(sesa_event::sleep(within));
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(reply) = call.as_mut().poll(cx) {
-            return Poll::Ready(reply.is_ok());
-        }
-        timer.as_mut().poll(cx).map(|()| false)
-    })
-    .await
+    let call = store::call(messenger, member, store::PROGRESS, Vec::new());
+    sesa_event::timeout(within, call)
+        .await
+        .is_some_and(|reply| reply.is_ok())
 }
 
 /// A node's side: creates the store on this node, serves clients on every core, and

@@ -129,7 +129,7 @@ async fn node_main(shared: Rc<Shared>, id: u32, generation: u64) {
             // Asked to leave: hand our keys to the members that stay, then stop.
             mesh(messenger, id, members.keys().copied()).await;
             map.set_members(version, members.values().copied().collect());
-            if let Some(Ok(_)) = within(OP_LIMIT * 5, map.rebalance()).await {
+            if let Some(Ok(_)) = sesa_event::timeout(OP_LIMIT * 5, map.rebalance()).await {
                 shared.leaving.borrow_mut().remove(&id);
                 return;
             }
@@ -139,7 +139,7 @@ async fn node_main(shared: Rc<Shared>, id: u32, generation: u64) {
         mesh(messenger, id, members.keys().copied()).await;
         if seen != Some(version) {
             map.set_members(version, members.values().copied().collect());
-            if let Some(Ok(_)) = within(OP_LIMIT * 5, map.rebalance()).await {
+            if let Some(Ok(_)) = sesa_event::timeout(OP_LIMIT * 5, map.rebalance()).await {
                 seen = Some(version);
                 shared.rebalanced.borrow_mut().insert(id, version);
             }
@@ -160,7 +160,7 @@ async fn final_reads(shared: &Shared, map: &GlobalIdMap) {
     let keys: Vec<u64> = shared.history.borrow().keys();
     for key in keys {
         for _ in 0..10 {
-            if let Some(Ok(got)) = within(OP_LIMIT, map.get(key)).await {
+            if let Some(Ok(got)) = sesa_event::timeout(OP_LIMIT, map.get(key)).await {
                 if let Some(check) = shared.check.borrow_mut().as_mut() {
                     check.insert(key, got.map(|v| v.value));
                 }
@@ -186,7 +186,7 @@ async fn client(shared: Rc<Shared>, map: GlobalIdMap, id: u32) {
             let key = u64::from(id) * 16 + next() % KEYS_PER_WRITER;
             let op = InFlight::begin(&shared.history, key);
             let value = op.value.to_le_bytes().to_vec();
-            match within(OP_LIMIT, map.set(key, value)).await {
+            match sesa_event::timeout(OP_LIMIT, map.set(key, value)).await {
                 Some(Ok(_)) => op.acked(),
                 Some(Err(_)) => op.failed(),
                 None => {} // Unknown (recorded when `op` drops).
@@ -195,7 +195,7 @@ async fn client(shared: Rc<Shared>, map: GlobalIdMap, id: u32) {
             let writers: Vec<u32> = shared.writers.borrow().iter().copied().collect();
             let writer = writers[(next() % writers.len() as u64) as usize];
             let key = u64::from(writer) * 16 + next() % KEYS_PER_WRITER;
-            if let Some(Ok(Some(got))) = within(OP_LIMIT, map.get(key)).await {
+            if let Some(Ok(Some(got))) = sesa_event::timeout(OP_LIMIT, map.get(key)).await {
                 let value = decode(&got.value);
                 shared
                     .history

@@ -276,7 +276,7 @@ async fn clients(shared: Rc<Shared>) {
                 sesa_event::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            match within(OP_LIMIT, get(stream, &key)).await {
+            match sesa_event::timeout(OP_LIMIT, get(stream, &key)).await {
                 Some(Ok(got)) => {
                     if let Some(check) = shared.check.borrow_mut().as_mut() {
                         check.insert(key.clone(), got);
@@ -298,7 +298,7 @@ async fn connect_any(shared: &Shared, pick: u64) -> Option<Stream> {
     }
     let node = serving[(pick % serving.len() as u64) as usize];
     let addr = SocketAddr::new(ip_of(node).into(), CLIENT_PORT);
-    within(OP_LIMIT, sesa_event::tcp_connect(addr))
+    sesa_event::timeout(OP_LIMIT, sesa_event::tcp_connect(addr))
         .await
         .and_then(Result::ok)
 }
@@ -335,7 +335,7 @@ async fn client(shared: Rc<Shared>, c: u32) {
             let key = format!("c{c}-k{}", next() % u64::from(KEYS_PER_CLIENT));
             let op = InFlight::begin(&shared.history, key.clone());
             let value = op.value;
-            let result = within(OP_LIMIT, set(stream, &key, value)).await;
+            let result = sesa_event::timeout(OP_LIMIT, set(stream, &key, value)).await;
             if debug {
                 eprintln!(
                     "{:?} client {c} set {key} = {value}: {result:?}",
@@ -353,7 +353,7 @@ async fn client(shared: Rc<Shared>, c: u32) {
                 next() % u64::from(CLIENT_TASKS),
                 next() % u64::from(KEYS_PER_CLIENT)
             );
-            match within(OP_LIMIT, get(stream, &key)).await {
+            match sesa_event::timeout(OP_LIMIT, get(stream, &key)).await {
                 Some(Ok(Some(bytes))) => {
                     shared.history.borrow_mut().read(
                         &key,

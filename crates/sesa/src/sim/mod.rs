@@ -35,10 +35,8 @@ mod kv;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::Duration;
 
 use sesa_exec::{Identity, Messenger, MessengerConfig, MessengerRef, Secret};
@@ -290,19 +288,6 @@ async fn mesh(messenger: MessengerRef, me: u32, ids: impl Iterator<Item = u32>) 
             let _ = messenger.connect(addr).await;
         }
     }
-}
-
-/// `future`'s output, or `None` if `limit` passes first.
-async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
-    let mut future = std::pin::pin!(future);
-    let mut timer = std::pin::pin!(sesa_event::sleep(limit));
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = future.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        timer.as_mut().poll(cx).map(|()| None)
-    })
-    .await
 }
 
 /// The faults of a run: counts by kind, and each with its time.
