@@ -1,5 +1,6 @@
-//! The local APIC: its one-shot timer (to sleep an idle core until its next deadline)
-//! and fixed IPIs (to wake a sleeping core when another ships it an event).
+//! The local APIC: its one-shot timer (to sleep an idle core until its next deadline),
+//! fixed IPIs (to wake a sleeping core when another ships it an event), and the
+//! broadcasts that start the other CPUs.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -65,6 +66,16 @@ pub fn init(index: usize) {
 pub fn arm(ns: u64) {
     let ticks = (ns / 1000).max(1) * TICKS_PER_US.load(Ordering::Acquire);
     write(TIMER_INITIAL, ticks.min(u64::from(u32::MAX)) as u32);
+}
+
+/// Sends an IPI (`icr_low`: delivery mode, vector) to every CPU but this one and waits
+/// until the APIC has delivered it.
+pub fn broadcast(icr_low: u32) {
+    write(ICR_HIGH, 0);
+    write(ICR_LOW, icr_low | 0xc_0000); // shorthand: all excluding self
+    while read(ICR_LOW) & (1 << 12) != 0 {
+        core::hint::spin_loop();
+    }
 }
 
 /// Wakes CPU `index` (if it sleeps in [`idle`]).

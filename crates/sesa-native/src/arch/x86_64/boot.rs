@@ -63,7 +63,14 @@ pvh_start:
     movl $boot_pdpt, %eax
     orl $0x3, %eax
     movl %eax, boot_pml4
+    movl $bsp_long_mode_target, %edi
 
+    # Shared with the application processors (`smp.rs`), in 32-bit protected mode with
+    # flat segments: onto the boot page tables, long mode, SSE and the boot GDT, then a
+    # far jump through the far pointer at EDI (each CPU's 64-bit continuation). Uses
+    # EAX, ECX and EDX only.
+    .global enter_long_mode
+enter_long_mode:
     # CR4: PAE, OSFXSR, OSXMMEXCPT.
     movl %cr4, %eax
     orl $0x620, %eax
@@ -82,16 +89,16 @@ pvh_start:
     movl %eax, %cr0
 
     lgdt boot_gdt_ptr
-    ljmp $0x08, $4f
-
-    .code64
-4:
     movw $0x10, %ax
     movw %ax, %ds
     movw %ax, %es
     movw %ax, %ss
     movw %ax, %fs
     movw %ax, %gs
+    ljmpl *(%edi)
+
+    .code64
+bsp_long_mode:
     # 16-byte aligned here; the call pushes 8, as the ABI expects at a function's entry.
     movabsq $boot_stack_top, %rsp
     movl %esi, %edi
@@ -111,6 +118,10 @@ boot_gdt:
 boot_gdt_ptr:
     .word boot_gdt_ptr - boot_gdt - 1
     .long boot_gdt
+    # The boot CPU's 64-bit continuation, as a far pointer (offset, selector).
+bsp_long_mode_target:
+    .long bsp_long_mode
+    .word 0x08
 
     .section .bss.boot, "aw", @nobits
     .balign 4096

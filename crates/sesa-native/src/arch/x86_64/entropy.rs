@@ -4,12 +4,24 @@
 //! test while being broken.
 
 use core::arch::x86_64::{__cpuid, _rdrand64_step};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// What CPUID said of RDRAND: 0 not asked yet, 1 present, 2 absent (asked once: CPUID
+/// traps to the hypervisor, and the answer does not change).
+static RDRAND: AtomicU8 = AtomicU8::new(0);
 
 /// Whether the CPU has RDRAND (CPUID leaf 1, ECX bit 30).
 pub fn available() -> bool {
-    // CPUID leaf 1 exists on every x86-64 CPU (safe since Rust 1.89).
-    let leaf = __cpuid(1);
-    leaf.ecx & (1 << 30) != 0
+    match RDRAND.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            // CPUID leaf 1 exists on every x86-64 CPU (safe since Rust 1.89).
+            let present = __cpuid(1).ecx & (1 << 30) != 0;
+            RDRAND.store(if present { 1 } else { 2 }, Ordering::Relaxed);
+            present
+        }
+    }
 }
 
 #[target_feature(enable = "rdrand")]
