@@ -262,6 +262,37 @@ fn reader(port: u16, loaded: u32, stop: mpsc::Receiver<()>) -> Vec<String> {
     missing
 }
 
+/// Sends `signal` to node `victim` while a client of node 1 writes `<prefix>-<i>` (and
+/// reads the `loaded` keys); waits for the frontend to say `noticed`, then for the
+/// 2-node view to be in place; returns the writes acknowledged, none having failed.
+fn fault_under_writes(
+    store: &mut Store,
+    victim: u32,
+    signal: i32,
+    noticed: &str,
+    prefix: &'static str,
+    loaded: u32,
+) -> Vec<u32> {
+    let (stop, stopped) = mpsc::channel();
+    let port = store.ports[&1];
+    let load = std::thread::spawn(move || writer(port, prefix, loaded, stopped));
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: a node process this test started (killed by pid at the end if the frontend
+    // did not stop it).
+    assert_eq!(unsafe { libc::kill(store.pids[&victim] as i32, signal) }, 0);
+    store.wait_for(noticed, Duration::from_secs(20));
+    store.wait_for(
+        "view 2: 2 of 2 node(s) moved their keys",
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.send(()).unwrap();
+    let (acked, failed) = load.join().unwrap();
+    assert!(failed.is_empty(), "requests failed: {failed:?}");
+    assert!(acked.len() > 20, "only {} writes", acked.len());
+    acked
+}
+
 #[test]
 fn any_node_answers_any_key_and_kill_9_of_a_node_loses_no_acknowledged_write() {
     let mut store = Store::start(3);
@@ -330,23 +361,7 @@ fn any_node_answers_any_key_and_kill_9_of_a_node_loses_no_acknowledged_write() {
     assert_eq!(copies, 2 * 302);
 
     // kill -9 of node 2 while a client of node 1 writes.
-    let (stop, stopped) = mpsc::channel();
-    let port = store.ports[&1];
-    let load = std::thread::spawn(move || writer(port, "w", 300, stopped));
-    std::thread::sleep(Duration::from_millis(300));
-    let victim = store.pids[&2];
-    // SAFETY: a node process this test started.
-    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
-    store.wait_for("node 2 exited", Duration::from_secs(10));
-    store.wait_for(
-        "view 2: 2 of 2 node(s) moved their keys",
-        Duration::from_secs(30),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    stop.send(()).unwrap();
-    let (acked, failed) = load.join().unwrap();
-    assert!(failed.is_empty(), "requests failed: {failed:?}");
-    assert!(acked.len() > 20, "only {} writes", acked.len());
+    let acked = fault_under_writes(&mut store, 2, libc::SIGKILL, "node 2 exited", "w", 300);
     // Every acknowledged write is on node 3 and node 1, and every key has two copies
     // again.
     for node in [1, 3] {
@@ -381,24 +396,15 @@ fn a_paused_node_is_removed_and_loses_no_acknowledged_write() {
             "STORED\r\n"
         );
     }
-    let (stop, stopped) = mpsc::channel();
-    let port = store.ports[&1];
-    let load = std::thread::spawn(move || writer(port, "p", 200, stopped));
-    std::thread::sleep(Duration::from_millis(300));
-    let victim = store.pids[&3];
-    // SAFETY: a node process this test started (it is killed by pid at the end if the
-    // frontend did not stop it).
-    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGSTOP) }, 0);
-    store.wait_for("node 3 declared down and silent", Duration::from_secs(20));
-    store.wait_for(
-        "view 2: 2 of 2 node(s) moved their keys",
-        Duration::from_secs(30),
+    let acked = fault_under_writes(
+        &mut store,
+        3,
+        libc::SIGSTOP,
+        "node 3 declared down and silent",
+        "p",
+        200,
     );
-    std::thread::sleep(Duration::from_millis(300));
-    stop.send(()).unwrap();
-    let (acked, failed) = load.join().unwrap();
-    assert!(failed.is_empty(), "requests failed: {failed:?}");
-    assert!(acked.len() > 20, "only {} writes", acked.len());
+    let victim = store.pids[&3];
     let deadline = Instant::now() + Duration::from_secs(10);
     while alive(victim) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

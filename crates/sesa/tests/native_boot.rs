@@ -13,9 +13,14 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Builds the kernel (a workspace of its own, built with `panic = "abort"`) and returns
-/// its path.
-fn kernel() -> PathBuf {
+/// The kernel, built once per test process (a workspace of its own, built with
+/// `panic = "abort"`): its path. Starting QEMU then measures QEMU, not cargo.
+fn kernel() -> &'static PathBuf {
+    static KERNEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    KERNEL.get_or_init(build_kernel)
+}
+
+fn build_kernel() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sesa-native");
     let status = Command::new(env!("CARGO"))
         .args([
@@ -50,6 +55,91 @@ fn start(accel: &str, command: &str, extra: &[&str]) -> std::process::Child {
         .unwrap_or_else(|e| {
             panic!("qemu-system-x86_64 cannot run ({e}): install qemu-system-x86 (scripts/test.sh does)")
         })
+}
+
+/// A kernel booted under TCG with a virtio-net device behind QEMU's user network, one
+/// host port forwarded to `guest_port`, and its serial console read line by line.
+struct Networked {
+    qemu: std::process::Child,
+    /// The forwarded host port on 127.0.0.1.
+    port: u16,
+    /// When QEMU was started.
+    launched: Instant,
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+    /// The console so far.
+    out: String,
+}
+
+impl Networked {
+    fn start(command: &str, guest_port: u16, extra: &[&str]) -> Networked {
+        kernel(); // Built before the clock starts.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let forward = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{guest_port}");
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend([
+            "-netdev",
+            &forward,
+            "-device",
+            "virtio-net-device,netdev=n0",
+        ]);
+        let launched = Instant::now();
+        let mut qemu = start("tcg", command, &args);
+        let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+        let stdout = qemu.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = lines_tx.send(line);
+            }
+        });
+        Networked {
+            qemu,
+            port,
+            launched,
+            lines,
+            reader,
+            out: String::new(),
+        }
+    }
+
+    /// Reads the console until a line contains `what` (QEMU is killed and the test fails
+    /// after `within`).
+    fn wait_for(&mut self, what: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.out.contains(what) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                let _ = self.qemu.kill();
+                panic!("no {what:?} on the console within {within:?}: {}", self.out);
+            };
+            self.out.push_str(&line);
+            self.out.push('\n');
+        }
+    }
+
+    /// Waits for QEMU to exit (see `finish`); its exit status and the whole console.
+    fn finish(self) -> (i32, String) {
+        let Networked {
+            qemu,
+            lines,
+            reader,
+            mut out,
+            ..
+        } = self;
+        let (code, rest) = finish(qemu, "tcg");
+        reader.join().unwrap();
+        out.extend(lines.try_iter().map(|l| l + "\n"));
+        out.push_str(&rest);
+        (code, out)
+    }
 }
 
 /// Boots the kernel with `-append command` under `accel`; its exit status and serial
@@ -140,54 +230,18 @@ fn boots_and_panics_as_it_should(accel: &str) {
 #[test]
 fn the_native_kernel_serves_tcp_over_virtio_net_under_tcg() {
     use std::io::{Read, Write};
-    let kernel_built = kernel(); // Built before the clock starts.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let forward = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:7");
-    let launched = Instant::now();
-    let mut qemu = start(
-        "tcg",
-        "echo",
-        &[
-            "-netdev",
-            &forward,
-            "-device",
-            "virtio-net-device,netdev=n0",
-        ],
-    );
-    // The serial console, line by line: connect once the kernel says it listens (QEMU's
-    // user network would otherwise hold an early connection for its SYN retries).
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    let stdout = qemu.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut out = String::new();
+    let mut node = Networked::start("echo", 7, &[]);
+    // Connect once the kernel says it listens (QEMU's user network would otherwise hold
+    // an early connection for its SYN retries).
+    node.wait_for("echo on port 7", Duration::from_secs(20));
+    let (port, launched) = (node.port, node.launched);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !out.contains("echo on port 7") {
-        let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        else {
-            let _ = qemu.kill();
-            panic!("the kernel did not say it listens within 20 s: {out}");
-        };
-        out.push_str(&line);
-        out.push('\n');
-    }
     let payload: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 + i / 251) as u8).collect();
     let answered = loop {
         assert!(
             Instant::now() < deadline,
             "no echo within 20 s: {:?}",
-            qemu.kill()
+            node.qemu.kill()
         );
         // Until the kernel listens, QEMU accepts and then closes the connection.
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
@@ -214,10 +268,7 @@ fn the_native_kernel_serves_tcp_over_virtio_net_under_tcg() {
         assert!(rest.is_empty(), "bytes after the echo: {}", rest.len());
         break answered;
     };
-    let (code, rest) = finish(qemu, "tcg");
-    reader.join().unwrap();
-    out.extend(lines.try_iter().map(|l| l + "\n"));
-    out.push_str(&rest);
+    let (code, out) = node.finish();
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("sesa-native: echo: served one client (10.0.2.2:")
@@ -226,9 +277,8 @@ fn the_native_kernel_serves_tcp_over_virtio_net_under_tcg() {
     );
     assert!(out.contains("MHz (against the PIT)"), "{out}");
     eprintln!(
-        "native TCP echo (TCG): launch to first answer {} ms ({})",
-        answered.as_millis(),
-        kernel_built.display()
+        "native TCP echo (TCG): launch to first answer {} ms",
+        answered.as_millis()
     );
 }
 
@@ -297,49 +347,10 @@ fn a_hosted_node_calls_an_ebb_on_a_native_node_through_the_messenger() {
     use sesa_exec::{Identity, Messenger, MessengerConfig, Secret};
     let secret = [0x5a_u8; 32];
     let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let forward = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:7000");
-    kernel(); // Built before the clock starts.
-    let launched = Instant::now();
-    let mut qemu = start(
-        "tcg",
-        &format!("node 2 {hex}"),
-        // `-cpu max` for RDRAND: the handshake's challenges need real entropy.
-        &[
-            "-cpu",
-            "max",
-            "-netdev",
-            &forward,
-            "-device",
-            "virtio-net-device,netdev=n0",
-        ],
-    );
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    let stdout = qemu.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut out = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !out.contains("messenger listening") {
-        let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        else {
-            let _ = qemu.kill();
-            panic!("the native node did not listen within 20 s: {out}");
-        };
-        out.push_str(&line);
-        out.push('\n');
-    }
+    // `-cpu max` for RDRAND: the handshake's challenges need real entropy.
+    let mut node = Networked::start(&format!("node 2 {hex}"), 7000, &["-cpu", "max"]);
+    node.wait_for("messenger listening", Duration::from_secs(20));
+    let (port, launched) = (node.port, node.launched);
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let config = sesa_hosted::Config {
         pin_threads: false,
@@ -387,10 +398,7 @@ fn a_hosted_node_calls_an_ebb_on_a_native_node_through_the_messenger() {
         panic!("the hosted node stopped early: {exit:?}");
     };
     assert_eq!(counts, (1..=100).collect::<Vec<u64>>());
-    let (code, rest) = finish(qemu, "tcg");
-    reader.join().unwrap();
-    out.extend(lines.try_iter().map(|l| l + "\n"));
-    out.push_str(&rest);
+    let (code, out) = node.finish();
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("node 1 asked it to stop"), "{out}");
     eprintln!(
