@@ -23,6 +23,7 @@
 //! # assert!(matches!(exit, Ok(Exit::Completed(()))));
 //! ```
 
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicI64, Ordering::Relaxed};
 
 use crossbeam_utils::CachePadded;

@@ -42,6 +42,7 @@ extern crate alloc;
 
 mod arch;
 mod console;
+mod kv;
 mod memory;
 mod net;
 mod node;
@@ -130,6 +131,10 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         ),
         None => println!("sesa-native: no PIT: the clock is not calibrated"),
     }
+    match cpu::rtc::init(cpu::clock::now_ns()) {
+        Some(unix) => println!("sesa-native: wall clock {unix} (Unix seconds, CMOS RTC)"),
+        None => println!("sesa-native: no RTC: wall time counts from boot"),
+    }
     // The APIC's timer is measured against the calibrated clock.
     cpu::apic::init(0);
     let line = info.command_line();
@@ -179,13 +184,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 println!("sesa-native: usage: node <id> <secret: 64 hex digits>");
                 exit(Exit::Failure);
             };
-            let net = match net::NativeNet::start() {
-                Ok(net) => net,
-                Err(why) => {
-                    println!("sesa-native: net: {why}");
-                    exit(Exit::Failure);
-                }
-            };
+            let net = start_net();
             let code = runtime::run(1, Some(net), move || async move {
                 if let Err(why) = node::serve(id, secret).await {
                     println!("sesa-native: node: {why}");
@@ -196,14 +195,26 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 exit(Exit::Failure);
             }
         }
-        Some("echo") => {
-            let net = match net::NativeNet::start() {
-                Ok(net) => net,
-                Err(why) => {
-                    println!("sesa-native: net: {why}");
-                    exit(Exit::Failure);
+        Some("kv") => {
+            let cores = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
+            let memory_mb = words
+                .next()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(kv::DEFAULT_MEMORY_MB);
+            let heap_bytes = memory.heap_bytes;
+            let net = start_net();
+            let code = runtime::run(cores, Some(net), move || async move {
+                if let Err(why) = kv::serve(memory_mb, heap_bytes).await {
+                    println!("sesa-native: kv: {why}");
+                    sesa_event::stop(1);
                 }
-            };
+            });
+            if code != 0 {
+                exit(Exit::Failure);
+            }
+        }
+        Some("echo") => {
+            let net = start_net();
             let code = runtime::run(1, Some(net), || async {
                 if let Err(why) = echo_once(7).await {
                     println!("sesa-native: echo: {why}");
@@ -221,6 +232,17 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     }
     println!("sesa-native: done");
     exit(Exit::Success)
+}
+
+/// Brings the network up, or ends the run saying why.
+fn start_net() -> net::NativeNet {
+    match net::NativeNet::start() {
+        Ok(net) => net,
+        Err(why) => {
+            println!("sesa-native: net: {why}");
+            exit(Exit::Failure);
+        }
+    }
 }
 
 /// The event model on the native loop, as applications use it: shipped events run in

@@ -141,10 +141,11 @@ impl Stack {
     }
 
     fn new_socket(&mut self) -> SocketHandle {
-        let socket = tcp::Socket::new(
+        let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
         );
+        socket.set_ack_delay(None);
         self.sockets.add(socket)
     }
 

@@ -5,8 +5,10 @@
 //! are polled when woken; `quiesce` runs before every event; a sleep wakes at its
 //! deadline on the calibrated clock; `stop` ends every core's loop with an exit code.
 //!
-//! The network, when the machine has one, is polled every turn (`net.rs`); without one,
-//! `net()` refuses every operation with a clear error.
+//! The network, when the machine has one, belongs to core 0 and is polled every turn of
+//! its loop (`net.rs`); the other cores' shared listeners are given no connections (core
+//! 0 takes them all and ships work out), and their other socket operations fail saying
+//! so. Without a network, `net()` refuses every operation with a clear error.
 //!
 //! An idle core sleeps in `hlt` until its next timer (the APIC's one-shot timer), a
 //! wake-up IPI (sent by a core that ships it an event), or a nap's end (200 µs on the
@@ -26,7 +28,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use sesa_ebb::{CoreId, EbbNode, NodeConfig};
-use sesa_event::net::{Connecting, Net, NetError, TcpListener};
+use sesa_event::net::{Accepted, Connecting, Net, NetError, TcpListener};
 use sesa_event::parts::{IdleHandlers, TimerQueue, WakeList};
 use sesa_event::{
     Event, EventError, IdleHandler, IdleHandlerId, Instant, LocalTask, Platform, ShipError,
@@ -44,6 +46,8 @@ struct Shared {
     finished: core::sync::atomic::AtomicUsize,
     /// Cores asleep in `hlt` (a ship to one sends it a wake-up IPI).
     sleeping: Vec<core::sync::atomic::AtomicBool>,
+    /// Whether the machine has a network (served by core 0).
+    networked: bool,
 }
 
 const RUNNING: i64 = i64::MIN;
@@ -115,9 +119,11 @@ impl Platform for NativeCore {
     }
 
     fn unix_time(&self) -> u64 {
-        // No wall clock yet (the CMOS RTC comes with timers): time since boot, which
-        // memcached-style relative expiry handles and absolute times would misread.
-        clock::now_ns() / 1_000_000_000
+        // The CMOS RTC's time at boot plus the TSC's since. A machine without an RTC
+        // (said on the console at boot) counts from boot: relative expiry times still
+        // work, absolute ones would be misread.
+        let now = clock::now_ns();
+        crate::cpu::rtc::unix_time(now).unwrap_or(now / 1_000_000_000)
     }
 
     fn spawn_local(&self, task: LocalTask) {
@@ -180,9 +186,10 @@ impl Platform for NativeCore {
     }
 
     fn net(&self) -> &dyn Net {
-        match &self.net {
-            Some(net) => net,
-            None => &NoNet,
+        match (&self.net, self.shared.networked) {
+            (Some(net), _) => net,
+            (None, true) => &OnCoreZero,
+            (None, false) => &NoNet,
         }
     }
 }
@@ -229,6 +236,47 @@ impl Net for NoNet {
 
     fn connect(&self, _addr: SocketAddr) -> Connecting {
         Box::pin(async { Err(not_yet()) })
+    }
+}
+
+/// The network seam of the cores other than 0 on a machine with a network: the stack
+/// and its sockets belong to core 0's loop (smoltcp is single-threaded, and the device
+/// is polled there). A shared listener here is a member of the group that never gets a
+/// connection: the platform spreads a shared port's connections, and here it gives them
+/// all to core 0, whose connections ship their work to the other cores (the data store's
+/// commands go to the key's core). Anything else fails, saying where to do it.
+struct OnCoreZero;
+
+fn on_core_zero() -> NetError {
+    NetError::Other(
+        "this native node's network is served by core 0: open sockets there (or ship to it)".into(),
+    )
+}
+
+impl Net for OnCoreZero {
+    fn listen(&self, _addr: SocketAddr) -> Result<Box<dyn TcpListener>, NetError> {
+        Err(on_core_zero())
+    }
+
+    fn listen_shared(&self, addr: SocketAddr) -> Result<Box<dyn TcpListener>, NetError> {
+        Ok(Box::new(NoConnections(addr)))
+    }
+
+    fn connect(&self, _addr: SocketAddr) -> Connecting {
+        Box::pin(async { Err(on_core_zero()) })
+    }
+}
+
+/// A shared listener's member that is given no connections (see [`OnCoreZero`]).
+struct NoConnections(SocketAddr);
+
+impl TcpListener for NoConnections {
+    fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        Ok(self.0)
+    }
+
+    fn poll_accept(&self, _cx: &mut Context<'_>) -> Poll<Result<Accepted, NetError>> {
+        Poll::Pending
     }
 }
 
@@ -294,6 +342,7 @@ where
         sleeping: (0..cores)
             .map(|_| core::sync::atomic::AtomicBool::new(false))
             .collect(),
+        networked: net.is_some(),
     });
     if cores > 1 {
         *JOIN.lock() = Some((shared.clone(), node.clone()));

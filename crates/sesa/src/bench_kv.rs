@@ -18,9 +18,16 @@
 //!
 //! The servers run as child processes on 127.0.0.1 with the same core count
 //! (`sesa kv --cores C`, `memcached -t C`) and are stopped by PID when the run ends.
+//!
+//! sesa's side can also be a native node ([`NativeServer`]): the kernel of
+//! `crates/sesa-native` booted by QEMU with `-smp C`, serving the same store on every
+//! core, reached through QEMU's user network (a forwarded host port). Its CPU figure is
+//! the QEMU process's: the whole emulated machine, the emulation included. Against a
+//! hosted node (`--against hosted`) that compares the two platforms under one load.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -50,8 +57,10 @@ pub struct KvBenchConfig {
     pub runs: usize,
     /// Server cores (`sesa kv --cores`, `memcached -t`).
     pub server_cores: usize,
-    /// Also run memcached (from PATH) under the same load.
-    pub against_memcached: bool,
+    /// Also run this server under the same load.
+    pub against: Option<Peer>,
+    /// sesa's side as a native node under QEMU (`None`: a hosted `sesa kv`).
+    pub native: Option<NativeServer>,
     /// `sesa kv --idle-spins` (default: the runtime's).
     pub idle_spins: Option<u32>,
     /// sesa's nodes: 1 is `sesa kv` in one process; more is `sesa kv --nodes N`, each
@@ -73,7 +82,8 @@ impl KvBenchConfig {
             seconds: 3.0,
             runs: 3,
             server_cores: 1,
-            against_memcached: false,
+            against: None,
+            native: None,
             idle_spins: None,
             nodes: 1,
         }
@@ -88,6 +98,24 @@ impl KvBenchConfig {
             ..Self::full()
         }
     }
+}
+
+/// The server run beside sesa's under the same load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// memcached, from PATH, with `-t` the server cores.
+    Memcached,
+    /// A hosted `sesa kv` (to compare a native node with).
+    Hosted,
+}
+
+/// A native node as sesa's side of the benchmark.
+#[derive(Clone, Debug)]
+pub struct NativeServer {
+    /// The kernel image (`crates/sesa-native/target/release/sesa-kernel`).
+    pub kernel: PathBuf,
+    /// QEMU's accelerator: `tcg` or `kvm`.
+    pub accel: String,
 }
 
 /// One server at one pipeline depth.
@@ -107,18 +135,17 @@ pub struct KvFigures {
     pub cpu_us_per_req: f64,
 }
 
-/// sesa's figures over memcached's at one depth (above 1 is better for sesa in every
-/// field: throughput and requests per CPU-second are sesa/memcached, latency is
-/// memcached/sesa).
+/// sesa's figures over the peer's at one depth (above 1 is better for sesa in every
+/// field: throughput and requests per CPU-second are sesa/peer, latency is peer/sesa).
 #[derive(Clone, Debug, Serialize)]
 pub struct KvRatios {
     /// Pipeline depth.
     pub pipeline: usize,
-    /// Throughput, sesa / memcached.
+    /// Throughput, sesa / peer.
     pub kops: f64,
-    /// p99 latency, memcached / sesa.
+    /// p99 latency, peer / sesa.
     pub p99: f64,
-    /// Requests per server CPU-second, sesa / memcached.
+    /// Requests per server CPU-second, sesa / peer.
     pub reqs_per_cpu_second: f64,
 }
 
@@ -127,11 +154,15 @@ pub struct KvRatios {
 pub struct KvReport {
     /// The load, for the record.
     pub load: String,
+    /// sesa's server: `sesa` (hosted) or `sesa native (QEMU <accel>)`.
+    pub server: String,
     /// sesa's figures, one per depth.
     pub sesa: Vec<KvFigures>,
-    /// memcached's (empty without `--against memcached`).
-    pub memcached: Vec<KvFigures>,
-    /// Ratios (empty without `--against memcached`).
+    /// The peer's name (`memcached`, `sesa hosted`; empty without `--against`).
+    pub peer: String,
+    /// The peer's figures (empty without `--against`).
+    pub against: Vec<KvFigures>,
+    /// Ratios (empty without `--against`).
     pub ratios: Vec<KvRatios>,
 }
 
@@ -139,11 +170,12 @@ impl KvReport {
     /// A human-readable table.
     pub fn table(&self) -> String {
         let mut out = format!("load: {}\n", self.load);
-        out += "server     depth      kops    p50 µs    p99 µs  p99.9 µs  cpu µs/req\n";
-        for (name, rows) in [("sesa", &self.sesa), ("memcached", &self.memcached)] {
+        out +=
+            "server                  depth      kops    p50 µs    p99 µs  p99.9 µs  cpu µs/req\n";
+        for (name, rows) in [(&self.server, &self.sesa), (&self.peer, &self.against)] {
             for f in rows {
                 out += &format!(
-                    "{name:<10} {:>5} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.2}\n",
+                    "{name:<23} {:>5} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.2}\n",
                     f.pipeline, f.kops, f.p50_us, f.p99_us, f.p999_us, f.cpu_us_per_req
                 );
             }
@@ -151,8 +183,8 @@ impl KvReport {
         for r in &self.ratios {
             out += &format!(
                 "depth {:>2}: throughput {:.2}x, p99 {:.2}x, requests per CPU-second {:.2}x \
-                 (sesa over memcached)\n",
-                r.pipeline, r.kops, r.p99, r.reqs_per_cpu_second
+                 ({} over {})\n",
+                r.pipeline, r.kops, r.p99, r.reqs_per_cpu_second, self.server, self.peer
             );
         }
         out
@@ -168,10 +200,12 @@ struct Server {
 }
 
 impl Server {
-    fn start(mut command: Command, addr: SocketAddr) -> anyhow::Result<Server> {
+    /// Starts `command` (its stdout as the caller set it) and waits until it answers
+    /// `version` on `addr` (a forwarded port of QEMU's accepts before the guest
+    /// listens: a connection is not enough).
+    fn start(mut command: Command, addr: SocketAddr, wait: Duration) -> anyhow::Result<Server> {
         let child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting {command:?}"))?;
@@ -179,13 +213,13 @@ impl Server {
             child,
             addrs: vec![addr],
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
+        let deadline = Instant::now() + wait;
+        while !answers_version(addr) {
             if let Some(status) = server.child.try_wait()? {
                 bail!("{command:?} exited early: {status}");
             }
             if Instant::now() > deadline {
-                bail!("{command:?} did not listen on {addr} within 10 s");
+                bail!("{command:?} did not answer on {addr} within {wait:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -281,6 +315,26 @@ impl Drop for Server {
     }
 }
 
+/// Whether a memcached server answers `version` on `addr` within a second.
+fn answers_version(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(b"version\r\n").is_err() {
+        return false;
+    }
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 256];
+    while !reply.ends_with(b"\r\n") && reply.len() < 256 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+        }
+    }
+    reply.starts_with(b"VERSION ")
+}
+
 /// A free loopback port (bound and released; the server binds it next).
 fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
@@ -310,7 +364,48 @@ fn start_sesa(config: &KvBenchConfig) -> anyhow::Result<Server> {
     if let Some(spins) = config.idle_spins {
         command.args(["--idle-spins", &spins.to_string()]);
     }
-    Server::start(command, addr)
+    command.stdout(Stdio::null());
+    Server::start(command, addr, Duration::from_secs(10))
+}
+
+/// Item memory of a native node (MiB): the load's keys take a few; the kernel's heap
+/// is a quarter of [`NATIVE_RAM_MB`] and must hold twice this.
+const NATIVE_ITEMS_MB: usize = 64;
+const NATIVE_RAM_MB: usize = 1024;
+
+/// A native node under QEMU: `kv <cores> <MiB>` on the kernel's command line, port
+/// 11211 forwarded from a free host port. Its console goes to this process's stderr
+/// (stdout may carry the JSON report).
+fn start_native(config: &KvBenchConfig, native: &NativeServer) -> anyhow::Result<Server> {
+    use std::os::fd::AsFd as _;
+    let addr = free_port()?;
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .args(["-accel", &native.accel, "-M", "microvm"])
+        // RDRAND for the node's randomness: TCG's `max` model has it; KVM passes the
+        // host's CPU through (`max` asks KVM for MSRs it may refuse).
+        .args(["-cpu", if native.accel == "kvm" { "host" } else { "max" }])
+        .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-serial", "stdio", "-no-reboot"])
+        .args(["-m", &NATIVE_RAM_MB.to_string()])
+        .args(["-smp", &config.server_cores.to_string()])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-netdev")
+        .arg(format!(
+            "user,id=n0,hostfwd=tcp:127.0.0.1:{}-:11211",
+            addr.port()
+        ))
+        .args(["-device", "virtio-net-device,netdev=n0"])
+        .arg("-kernel")
+        .arg(&native.kernel)
+        .arg("-append")
+        .arg(format!("kv {} {NATIVE_ITEMS_MB}", config.server_cores));
+    let console = std::io::stderr().as_fd().try_clone_to_owned()?;
+    command.stdout(console);
+    Server::start(command, addr, Duration::from_secs(30)).context(
+        "starting the native node (qemu-system-x86_64 from PATH; build the kernel with \
+         `cargo build --release --manifest-path crates/sesa-native/Cargo.toml`)",
+    )
 }
 
 fn start_memcached(config: &KvBenchConfig) -> anyhow::Result<Server> {
@@ -331,7 +426,8 @@ fn start_memcached(config: &KvBenchConfig) -> anyhow::Result<Server> {
         "-u",
         "nobody",
     ]);
-    Server::start(command, addr)
+    command.stdout(Stdio::null());
+    Server::start(command, addr, Duration::from_secs(10))
         .context("memcached is needed for --against memcached (Debian: apt-get install memcached)")
 }
 
@@ -561,7 +657,7 @@ fn median(runs: &[KvFigures]) -> KvFigures {
 /// Runs the benchmark.
 ///
 /// # Errors
-/// If a server does not start (memcached missing with `against_memcached`), or a
+/// If a server does not start (memcached or QEMU missing, a kernel that does not boot), or a
 /// request fails or gets an unexpected reply.
 pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
     if config.connections == 0 || config.keys == 0 || config.runs == 0 {
@@ -570,15 +666,34 @@ pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
     if !(1..=250).contains(&config.key_size) {
         bail!("key size must be 1 to 250 bytes (memcached's limit)");
     }
-    let sesa = start_sesa(config)?;
-    preload(sesa.addrs[0], config)?;
-    let memcached = if config.against_memcached {
-        let server = start_memcached(config)?;
-        preload(server.addrs[0], config)?;
-        Some(server)
-    } else {
-        None
+    if config.native.is_some() && config.nodes > 1 {
+        bail!("a native node is one node: --native takes no --nodes");
+    }
+    if config.against == Some(Peer::Hosted) && config.native.is_none() {
+        bail!("--against hosted compares a native node (--native KERNEL) with a hosted one");
+    }
+    let (sesa, server) = match &config.native {
+        Some(native) => (
+            start_native(config, native)?,
+            format!("sesa native (QEMU {})", native.accel),
+        ),
+        None => (start_sesa(config)?, "sesa".to_owned()),
     };
+    preload(sesa.addrs[0], config)?;
+    let (peer, peer_name) = match config.against {
+        None => (None, String::new()),
+        Some(Peer::Memcached) => (Some(start_memcached(config)?), "memcached".to_owned()),
+        Some(Peer::Hosted) => {
+            let hosted = KvBenchConfig {
+                native: None,
+                ..config.clone()
+            };
+            (Some(start_sesa(&hosted)?), "sesa hosted".to_owned())
+        }
+    };
+    if let Some(peer) = &peer {
+        preload(peer.addrs[0], config)?;
+    }
     let mut report = KvReport {
         load: format!(
             "{} connections, {}-byte keys ({} of them), {}-byte values, {}% get, {} s x {} \
@@ -600,15 +715,17 @@ pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
                 String::new()
             }
         ),
+        server,
         sesa: Vec::new(),
-        memcached: Vec::new(),
+        peer: peer_name,
+        against: Vec::new(),
         ratios: Vec::new(),
     };
     for &pipeline in &config.pipelines {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..config.runs {
             ours.push(run(&sesa, config, pipeline)?);
-            if let Some(server) = &memcached {
+            if let Some(server) = &peer {
                 theirs.push(run(server, config, pipeline)?);
             }
         }
@@ -621,7 +738,7 @@ pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
                 p99: theirs.p99_us / ours.p99_us,
                 reqs_per_cpu_second: theirs.cpu_us_per_req / ours.cpu_us_per_req,
             });
-            report.memcached.push(theirs);
+            report.against.push(theirs);
         }
         report.sesa.push(ours);
     }

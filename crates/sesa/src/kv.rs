@@ -50,6 +50,7 @@ pub async fn start_on_node(
         },
         memory_bytes: settings.memory_bytes,
         max_connections: settings.max_connections,
+        pid: std::process::id(),
     };
     let kv = server::Kv::create(&config)?;
     let (node, kv) = store::Node::start(messenger, kv).await?;

@@ -172,6 +172,8 @@ enum App {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of the largest variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Suite {
     /// The data store under load growing 3 -> 4 nodes, then losing one to kill -9:
     /// time to rebalance, worst second, seconds below half, acknowledged writes lost.
@@ -207,9 +209,19 @@ enum Suite {
         /// Tiny sizes (a smoke run; the figures mean nothing).
         #[arg(long)]
         quick: bool,
-        /// Also run this server under the same load (only `memcached`, from PATH).
-        #[arg(long, value_parser = ["memcached"])]
+        /// Also run this server under the same load: `memcached` (from PATH), or
+        /// `hosted` (a hosted `sesa kv`, to compare a `--native` node with).
+        #[arg(long, value_parser = ["memcached", "hosted"])]
         against: Option<String>,
+        /// sesa's side as a native node: this kernel image
+        /// (crates/sesa-native/target/release/sesa-kernel) booted by QEMU with
+        /// `-smp <server cores>`, reached through a forwarded port; its CPU figure is
+        /// the QEMU process's.
+        #[arg(long, value_name = "KERNEL")]
+        native: Option<std::path::PathBuf>,
+        /// QEMU's accelerator for `--native`.
+        #[arg(long, default_value = "tcg", value_parser = ["tcg", "kvm"])]
+        accel: String,
         /// Client connections (one thread each).
         #[arg(long)]
         connections: Option<usize>,
@@ -466,6 +478,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 memory_bytes: memory_mb.saturating_mul(1 << 20),
                 max_connections,
+                pid: std::process::id(),
             };
             let defaults = Config::default();
             let runtime = Runtime::new(Config {
@@ -612,9 +625,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     server_cores,
                     idle_spins,
                     nodes,
+                    native,
+                    accel,
                 },
         } => {
-            use sesa::bench_kv::KvBenchConfig;
+            use sesa::bench_kv::{KvBenchConfig, NativeServer, Peer};
             let base = if quick {
                 KvBenchConfig::quick()
             } else {
@@ -634,7 +649,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 seconds: seconds.unwrap_or(base.seconds).clamp(0.05, 600.0),
                 runs: runs.unwrap_or(base.runs),
                 server_cores: server_cores.unwrap_or(base.server_cores),
-                against_memcached: against.is_some(),
+                against: against.map(|a| match a.as_str() {
+                    "hosted" => Peer::Hosted,
+                    _ => Peer::Memcached,
+                }),
+                native: native.map(|kernel| NativeServer { kernel, accel }),
                 idle_spins,
                 nodes: nodes.max(1),
             };

@@ -158,7 +158,7 @@ fn bench_kv_json_has_every_figure_per_depth() {
         );
     }
     // Without --against there is nothing to compare with.
-    assert_eq!(report["memcached"], serde_json::json!([]));
+    assert_eq!(report["against"], serde_json::json!([]));
     assert_eq!(report["ratios"], serde_json::json!([]));
 }
 
@@ -179,7 +179,8 @@ fn bench_kv_on_a_cluster_reports_every_figure() {
 #[test]
 fn bench_kv_against_memcached_reports_both_servers_and_their_ratios() {
     let report = bench_json(&["kv", "--against", "memcached", "--pipeline", "1,8"]);
-    for server in ["sesa", "memcached"] {
+    assert_eq!(report["peer"], "memcached", "{report}");
+    for server in ["sesa", "against"] {
         let rows = report[server].as_array().unwrap();
         assert_eq!(rows.len(), 2, "{report}");
         for row in rows {

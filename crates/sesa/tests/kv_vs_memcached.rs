@@ -2,7 +2,8 @@
 //! real memcached (Debian's 1.6.18, installed by `scripts/test.sh`), to one `sesa kv`
 //! node, and to a node of a 3-node store that owns none of the keys, must get the same
 //! replies byte for byte. Only the values that are meant to differ are masked: cas
-//! unique numbers (each server numbers its own writes).
+//! unique numbers (each server numbers its own writes). A native node (the kernel under
+//! QEMU) answers the same scripts.
 //!
 //! Each script runs on a fresh connection after `flush_all`, and ends with `mn` (the
 //! meta no-op), whose `MN` reply says everything before it was answered.
@@ -227,4 +228,44 @@ fn a_store_of_three_nodes_answers_every_script_as_memcached_does() {
     // every command sent to node 3 is shipped to another node.
     let store = sesa_kv(&["--nodes", "3", "--cores", "1", "--layout", "central"], 3);
     compare("node 3 of 3", reference.port, store.port);
+}
+
+/// A native node (the kernel of `crates/sesa-native` under QEMU's TCG, two cores) runs
+/// the same store code on its own platform: the same replies as memcached, libmemcached's
+/// conformance suite, and absolute expiry times read against its wall clock (the CMOS
+/// RTC), as memcached reads them.
+#[test]
+fn a_native_node_answers_every_script_as_memcached_does() {
+    let reference = memcached();
+    let node = common::native_kv(2, 16);
+    let port = node.server.port;
+    compare("a native node", reference.port, port);
+    common::memccapable(port);
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let script = format!(
+        "set past 0 {} 1\r\nx\r\nset soon 0 {} 1\r\ny\r\nget past soon\r\n",
+        now - 5,
+        now + 600
+    );
+    let want = run(reference.port, script.as_bytes());
+    assert_eq!(
+        want,
+        "STORED\r\nSTORED\r\nVALUE soon 0 1\r\ny\r\nEND\r\nMN\r\n"
+    );
+    assert_eq!(
+        run(port, script.as_bytes()),
+        want,
+        "{}",
+        node.console.lock().unwrap()
+    );
+    let console = node.console.lock().unwrap().clone();
+    assert!(
+        console.contains("(Unix seconds, CMOS RTC)")
+            && console.contains("kv: serving the memcached protocol on 0.0.0.0:11211 (2 cores"),
+        "{console}"
+    );
 }

@@ -9,33 +9,11 @@
 //! user network: the test talks to it from the host. Every QEMU runs under a deadline
 //! and is killed by its PID if it overstays.
 
-use std::path::PathBuf;
+mod common;
+
+use common::native_kernel as kernel;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The kernel, built once per test process (a workspace of its own, built with
-/// `panic = "abort"`): its path. Starting QEMU then measures QEMU, not cargo.
-fn kernel() -> &'static PathBuf {
-    static KERNEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    KERNEL.get_or_init(build_kernel)
-}
-
-fn build_kernel() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sesa-native");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--quiet",
-            "--manifest-path",
-        ])
-        .arg(dir.join("Cargo.toml"))
-        .status()
-        .expect("running cargo to build the native kernel");
-    assert!(status.success(), "building the native kernel: {status}");
-    dir.join("target/release/sesa-kernel")
-}
 
 /// Starts QEMU on the kernel with `-append command` under `accel`, with `extra`
 /// arguments (devices).

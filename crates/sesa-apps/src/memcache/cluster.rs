@@ -43,10 +43,16 @@
 //! - Losing a second owner of a key before its replacement copy is made loses the key
 //!   (R=2 tolerates one failure at a time).
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::time::Duration;
+
+use spin::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sesa_ebb::{CoreId, EbbId};
@@ -327,8 +333,8 @@ impl Node {
         }
     }
 
-    fn views(&self) -> std::sync::RwLockReadGuard<'_, Views> {
-        self.views.read().unwrap_or_else(|p| p.into_inner())
+    fn views(&self) -> spin::RwLockReadGuard<'_, Views> {
+        self.views.read()
     }
 
     fn current(&self) -> Arc<View> {
@@ -344,14 +350,11 @@ impl Node {
 
     /// This node's rebalance progress.
     pub fn progress(&self) -> Progress {
-        self.progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.progress.lock().clone()
     }
 
     fn note(&self, f: impl FnOnce(&mut Progress)) {
-        f(&mut self.progress.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut self.progress.lock());
     }
 
     async fn serve(&'static self, method: u16, payload: Vec<u8>) -> Result<Vec<u8>, RemoteError> {
@@ -408,7 +411,7 @@ impl Node {
             PROGRESS => encode(&self.progress()),
             SETTLE => {
                 let epoch: u64 = postcard::from_bytes(&payload).map_err(|_| bad())?;
-                let mut views = self.views.write().unwrap_or_else(|p| p.into_inner());
+                let mut views = self.views.write();
                 if views.current.epoch == epoch {
                     views.previous = None;
                 }
@@ -546,7 +549,7 @@ impl Node {
         core::future::poll_fn(|cx| {
             // Checked under the waiters' lock, which `install` takes after switching
             // views: either the new view is seen here, or this waker is woken.
-            let mut waiters = self.view_waiters.lock().unwrap_or_else(|p| p.into_inner());
+            let mut waiters = self.view_waiters.lock();
             let view = self.current();
             if view.epoch >= epoch || deadline.as_mut().poll(cx).is_ready() {
                 return core::task::Poll::Ready(view);
@@ -786,7 +789,7 @@ impl Node {
             }
         }
         let old = {
-            let mut views = self.views.write().unwrap_or_else(|p| p.into_inner());
+            let mut views = self.views.write();
             if view.epoch <= views.current.epoch {
                 return Ok(());
             }
@@ -797,8 +800,7 @@ impl Node {
             old
         };
         // In the order they began to wait.
-        let waiters =
-            core::mem::take(&mut *self.view_waiters.lock().unwrap_or_else(|p| p.into_inner()));
+        let waiters = core::mem::take(&mut *self.view_waiters.lock());
         for waker in waiters {
             waker.wake();
         }
@@ -854,8 +856,7 @@ impl Node {
     }
 
     async fn rebalance_slice(&'static self, old: &View, new: &View, keys: &[Vec<u8>]) {
-        let mut outgoing: std::collections::BTreeMap<(u32, u32), Vec<&[u8]>> =
-            std::collections::BTreeMap::new();
+        let mut outgoing: BTreeMap<(u32, u32), Vec<&[u8]>> = BTreeMap::new();
         let mut leaving = Vec::new();
         for key in keys {
             let before = old.owners(key);
@@ -875,7 +876,7 @@ impl Node {
                 leaving.push(key.as_slice());
             }
         }
-        let mut failed: std::collections::BTreeSet<&[u8]> = std::collections::BTreeSet::new();
+        let mut failed: BTreeSet<&[u8]> = BTreeSet::new();
         for ((node, core), keys) in outgoing {
             let Some(m) = new.members.iter().find(|m| m.node == node) else {
                 continue;

@@ -12,6 +12,10 @@
 //! invalidation (`I`), win tokens and vivification on `mg` (`N`, `R`), base64 keys
 //! (`b`), access times (`h`, `l`).
 
+use alloc::format;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+
 use super::protocol::{Meta, MetaFlags, MetaOp, StoreMode};
 use super::store::{ArithError, Item, Partition, Stored};
 

@@ -26,6 +26,9 @@
 //!   multi-gets). A longer line is answered `CLIENT_ERROR line too long`, and the
 //!   connection should be closed (the rest of the stream cannot be trusted).
 
+use alloc::format;
+use alloc::vec::Vec;
+
 /// Bounds on what a client may send.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {

@@ -13,15 +13,21 @@
 //! On a node that is one of many, [`super::cluster`] adds the layer above: a command on
 //! a key whose primary is another node is shipped there, and writes are replicated.
 
+use alloc::borrow::ToOwned;
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
 use core::cell::RefCell;
-use std::collections::BTreeMap;
+use core::net::SocketAddr;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use sesa_ebb::{CoreId, EbbError, EbbRef, EbbRoot, Install, MissContext, MissError};
 use sesa_event::net::{Listener, Stream};
 use sesa_event::{EventError, spawn_on};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::cluster::Reads;
 use super::protocol::{self, Command, Limits, Parsed, StoreMode};
@@ -37,6 +43,9 @@ pub struct KvConfig {
     /// Open client connections allowed on the node (memcached's `-c`, default 1024);
     /// one more is told `ERROR Too many open connections` and closed, as memcached does.
     pub max_connections: u64,
+    /// What `stats` reports as `pid`: the hosted node's process id (a native node has
+    /// no process: 0).
+    pub pid: u32,
 }
 
 impl Default for KvConfig {
@@ -45,6 +54,7 @@ impl Default for KvConfig {
             limits: Limits::default(),
             memory_bytes: 64 << 20,
             max_connections: 1024,
+            pid: 0,
         }
     }
 }
@@ -75,6 +85,7 @@ pub struct Kv {
     parts: EbbRef<PartitionRep>,
     limits: Limits,
     max_connections: u64,
+    pid: u32,
     /// The cluster this node's store is part of (`None`: a single node).
     cluster: Option<&'static super::cluster::Node>,
 }
@@ -238,6 +249,7 @@ impl Kv {
             parts,
             limits: config.limits,
             max_connections: config.max_connections,
+            pid: config.pid,
             cluster: None,
         })
     }
@@ -302,7 +314,7 @@ impl Kv {
         self,
         f: impl Fn(&mut Partition, u64) -> T + Send + Sync + 'static,
     ) -> Result<Vec<T>, EventError> {
-        let f = std::sync::Arc::new(f);
+        let f = Arc::new(f);
         let mut out = Vec::new();
         for r in sesa_event::on_all_cores(move |_| {
             let now = sesa_event::unix_time();
@@ -501,7 +513,7 @@ impl Kv {
         let s = self.stats().await?;
         let c = conns.snapshot();
         let lines: BTreeMap<&str, String> = [
-            ("pid", std::process::id().to_string()),
+            ("pid", self.pid.to_string()),
             ("time", sesa_event::unix_time().to_string()),
             ("version", format!("sesa-{}", env!("CARGO_PKG_VERSION"))),
             ("threads", sesa_event::cores().to_string()),
@@ -534,7 +546,7 @@ struct Replies {
     /// Ready bytes after every piece.
     tail: Vec<u8>,
     /// On a node of a cluster: the keys written by commands not yet settled.
-    written: std::collections::HashSet<Vec<u8>>,
+    written: hashbrown::HashSet<Vec<u8>, foldhash::fast::RandomState>,
 }
 
 enum Piece {
@@ -732,21 +744,20 @@ async fn serve_with(kv: Kv, listener: Listener, counters: Arc<Counters>) {
     }
 }
 
-/// Reports a problem with accepting connections on stderr, at most once a second per
-/// core, so that a flood of them (out of descriptors, a client opening connections in a
-/// loop) cannot become a flood of lines.
+/// Reports a problem with accepting connections (a warning), at most once a second on
+/// the node, so that a flood of them (out of descriptors, a client opening connections in
+/// a loop) cannot become a flood of lines.
 fn log_rate_limited(message: core::fmt::Arguments<'_>) {
-    thread_local! {
-        static LAST: core::cell::Cell<Option<sesa_event::Instant>> = const { core::cell::Cell::new(None) };
+    /// When the last line was written, in the platform clock's nanoseconds (0: never).
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    // The platform's clock, never the OS's: the simulator gives it a virtual one.
+    let now = sesa_event::now().as_nanos().max(1);
+    let last = LAST.load(Relaxed);
+    if (last == 0 || now.saturating_sub(last) >= 1_000_000_000)
+        && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+    {
+        tracing::warn!("{message} (core {})", sesa_event::current_core());
     }
-    LAST.with(|last| {
-        // The platform's clock, never the OS's: the simulator gives it a virtual one.
-        let now = sesa_event::now();
-        if last.get().is_none_or(|t| (now - t).as_secs() >= 1) {
-            last.set(Some(now));
-            eprintln!("{message} (core {})", sesa_event::current_core());
-        }
-    });
 }
 
 /// The reply when a core cannot answer because the node is stopping.

@@ -19,7 +19,11 @@
 //! - Keys are hashed with foldhash under a per-partition seed drawn from the platform's
 //!   entropy: clients choose the keys, and must not be able to choose colliding ones.
 
-use std::collections::{BTreeMap, HashMap};
+use alloc::collections::BTreeMap;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+
+use hashbrown::HashMap;
 
 use super::protocol::StoreMode;
 

@@ -223,6 +223,7 @@ async fn store_node(shared: Rc<Shared>, id: u32, generation: u64) {
         limits: Limits::default(),
         memory_bytes: 64 << 20,
         max_connections: 1024,
+        pid: 0,
     };
     let Ok(kv) = Kv::create(&config) else { return };
     let Ok((node, kv)) = store::Node::start(messenger, kv).await else {

@@ -101,3 +101,101 @@ pub fn sesa_kv(args: &[&str], node: u32) -> Server {
     std::thread::spawn(move || lines.for_each(drop));
     Server { child, port }
 }
+
+/// The native kernel (`crates/sesa-native`, a workspace of its own built with
+/// `panic = "abort"`), built once per test process: its path. Starting QEMU then
+/// measures QEMU, not cargo.
+pub fn native_kernel() -> &'static std::path::PathBuf {
+    static KERNEL: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    KERNEL.get_or_init(|| {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sesa-native");
+        let status = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--quiet",
+                "--manifest-path",
+            ])
+            .arg(dir.join("Cargo.toml"))
+            .status()
+            .expect("running cargo to build the native kernel");
+        assert!(status.success(), "building the native kernel: {status}");
+        dir.join("target/release/sesa-kernel")
+    })
+}
+
+/// A native node serving the data store (`kv <cores> <memory_mb>` on the kernel's
+/// command line) under QEMU's TCG with `-smp cores`, its port 11211 forwarded to
+/// [`Server::port`]; its serial console collected in `console`.
+pub struct NativeKv {
+    /// QEMU, stopped by its PID when dropped.
+    pub server: Server,
+    /// The console so far.
+    pub console: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// Boots a native data-store node and waits (30 s at most) until it answers `version`.
+pub fn native_kv(cores: u32, memory_mb: u32) -> NativeKv {
+    use std::io::{BufRead, Read, Write};
+    let kernel = native_kernel();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-M", "microvm", "-cpu", "max", "-m", "256"])
+        .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-serial", "stdio", "-no-reboot", "-smp", &cores.to_string()])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-netdev")
+        .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:11211"))
+        .args(["-device", "virtio-net-device,netdev=n0", "-kernel"])
+        .arg(kernel)
+        .args(["-append", &format!("kv {cores} {memory_mb}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("qemu-system-x86_64 cannot run ({e}): install qemu-system-x86 (scripts/test.sh does)")
+        });
+    let console = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stdout = child.stdout.take().unwrap();
+    let sink = console.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut console = sink.lock().unwrap();
+            console.push_str(&line);
+            console.push('\n');
+        }
+    });
+    let node = NativeKv {
+        server: Server { child, port },
+        console,
+    };
+    // QEMU's forwarded port accepts before the guest listens: ask until it answers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let answered = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut c| {
+            let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut reply = [0u8; 8];
+            c.write_all(b"version\r\n").is_ok()
+                && c.read_exact(&mut reply).is_ok()
+                && &reply == b"VERSION "
+        });
+        if answered {
+            return node;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the native node did not answer within 30 s: {}",
+            node.console.lock().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -9,13 +9,15 @@ pub mod entropy;
 pub mod idt;
 pub mod mem;
 pub mod percpu;
+pub mod rtc;
 pub mod smp;
 pub mod virtio;
 
 /// Writes `value` to I/O port `port`.
 pub fn outb(port: u16, value: u8) {
-    // SAFETY: port I/O has no memory effects; the ports used (COM1 at 0x3f8 and
-    // isa-debug-exit at 0xf4) belong to devices this kernel alone drives.
+    // SAFETY: port I/O has no memory effects; the ports used (COM1 at 0x3f8,
+    // isa-debug-exit at 0xf4, the PIT and the CMOS RTC at 0x70) belong to devices this
+    // kernel alone drives.
     unsafe {
         core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
     }
