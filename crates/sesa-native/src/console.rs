@@ -7,14 +7,16 @@ const COM1: u16 = 0x3f8;
 /// Line status register: transmit holding register empty.
 const THR_EMPTY: u8 = 0x20;
 
-/// Sets the UART to 115200 baud, 8 data bits, no parity, one stop bit, FIFOs on.
+/// Sets the UART to 115200 baud, 8 data bits, no parity, one stop bit.
 pub fn init() {
     outb(COM1 + 1, 0x00); // no interrupts
     outb(COM1 + 3, 0x80); // divisor latch
     outb(COM1, 0x01); // 115200 baud
     outb(COM1 + 1, 0x00);
     outb(COM1 + 3, 0x03); // 8N1
-    outb(COM1 + 2, 0xC7); // FIFOs on, cleared
+    // FIFOs stay off: turning them on empties them, and the frontend may already
+    // have sent a native node its cluster secret (read by `read_line`).
+    outb(COM1 + 2, 0x00);
     outb(COM1 + 4, 0x03); // DTR, RTS
 }
 
@@ -23,6 +25,36 @@ fn put(byte: u8) {
     // waited for.
     while inb(COM1 + 5) & THR_EMPTY == 0 {}
     outb(COM1, byte);
+}
+
+/// Line status register: a received byte is waiting.
+const DATA_READY: u8 = 0x01;
+
+/// Reads one line from the console's input (what is written to QEMU's `-serial stdio`),
+/// without its end of line: at most `max` bytes, within `within_ns` of the calibrated
+/// clock. `None` on a timeout, an overlong line, or no UART (which reads as 0xff).
+pub fn read_line(max: usize, within_ns: u64) -> Option<alloc::vec::Vec<u8>> {
+    let deadline = crate::arch::x86_64::clock::now_ns().saturating_add(within_ns);
+    let mut line = alloc::vec::Vec::new();
+    loop {
+        let status = inb(COM1 + 5);
+        if status == 0xff {
+            return None;
+        }
+        if status & DATA_READY == 0 {
+            if crate::arch::x86_64::clock::now_ns() > deadline {
+                return None;
+            }
+            core::hint::spin_loop();
+            continue;
+        }
+        match inb(COM1) {
+            b'\n' => return Some(line),
+            b'\r' => {}
+            byte if line.len() < max => line.push(byte),
+            _ => return None,
+        }
+    }
 }
 
 /// `core::fmt` output to the console (`\n` sent as `\r\n`).

@@ -195,6 +195,40 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 exit(Exit::Failure);
             }
         }
+        Some("join") => {
+            let cores = match words.next().and_then(|w| w.parse().ok()) {
+                Some(cores) => cores,
+                None => usage_of_join(),
+            };
+            let Some(args) = node::JoinArgs::parse(&mut words) else {
+                usage_of_join()
+            };
+            // The secret comes on the console's input, never the command line (which
+            // anyone on the host can read in QEMU's).
+            let Some(secret) = console::read_line(128, 10_000_000_000).and_then(|line| {
+                core::str::from_utf8(&line)
+                    .ok()
+                    .and_then(node::secret_from_hex)
+            }) else {
+                println!(
+                    "sesa-native: join: no cluster secret (64 hex digits) on the console within 10 s"
+                );
+                exit(Exit::Failure);
+            };
+            let net = start_net();
+            let code = runtime::run(cores, Some(net), move || async move {
+                match node::join(args, secret).await {
+                    Ok(()) => println!("sesa-native: join: the frontend let this node go"),
+                    Err(why) => {
+                        println!("sesa-native: join: {why}");
+                        sesa_event::stop(1);
+                    }
+                }
+            });
+            if code != 0 {
+                exit(Exit::Failure);
+            }
+        }
         Some("kv") => {
             let cores = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
             let memory_mb = words
@@ -232,6 +266,14 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     }
     println!("sesa-native: done");
     exit(Exit::Success)
+}
+
+fn usage_of_join() -> ! {
+    println!(
+        "sesa-native: usage: join <cores> <frontend address> <registry id> <node id> \
+         <messenger host port> <clients host port> (and the secret on the console)"
+    );
+    exit(Exit::Failure);
 }
 
 /// Brings the network up, or ends the run saying why.

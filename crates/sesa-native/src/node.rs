@@ -89,3 +89,72 @@ pub async fn serve(id: u32, secret: Secret) -> Result<(), alloc::string::String>
     core::future::pending::<()>().await;
     Ok(())
 }
+
+/// The guest port of the messenger of a node that joins a frontend (forwarded by QEMU).
+pub const JOIN_MESSENGER_PORT: u16 = 7000;
+/// The guest port of the data store's clients on such a node.
+pub const JOIN_CLIENTS_PORT: u16 = 11211;
+
+/// What `join` needs from the command line: `join <frontend> <registry> <id>
+/// <messenger host port> <clients host port>`.
+pub struct JoinArgs {
+    /// The frontend's messenger address, as the host sees it (127.0.0.1:port).
+    pub frontend: core::net::SocketAddr,
+    /// The registry EBB's raw id.
+    pub registry: u64,
+    /// This node's id.
+    pub id: u32,
+    /// The host ports forwarded to [`JOIN_MESSENGER_PORT`] and [`JOIN_CLIENTS_PORT`].
+    pub messenger_port: u16,
+    /// See `messenger_port`.
+    pub clients_port: u16,
+}
+
+impl JoinArgs {
+    /// Parses the words after `join`.
+    pub fn parse<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<JoinArgs> {
+        Some(JoinArgs {
+            frontend: words.next()?.parse().ok()?,
+            registry: words.next()?.parse().ok()?,
+            id: words.next()?.parse().ok()?,
+            messenger_port: words.next()?.parse().ok()?,
+            clients_port: words.next()?.parse().ok()?,
+        })
+    }
+}
+
+/// Runs this machine as node `args.id` of the frontend's application: the same code as a
+/// hosted node (`sesa-node`), behind QEMU's port forwarding. Returns when the frontend
+/// lets go of the node (`Ok`) or is lost.
+///
+/// # Errors
+/// The frontend cannot be joined, or was lost.
+pub async fn join(args: JoinArgs, secret: Secret) -> Result<(), alloc::string::String> {
+    use sesa_node::run::{Addressing, Forward, NodeParams};
+    let registry = sesa_ebb::EbbId::from_raw(args.registry)
+        .ok_or_else(|| alloc::format!("{} is not an EBB id", args.registry))?;
+    println!(
+        "sesa-native: node {} joining the frontend at {}",
+        args.id, args.frontend
+    );
+    sesa_node::run::run(NodeParams {
+        id: args.id,
+        secret,
+        frontend: args.frontend,
+        registry,
+        addressing: Addressing::Forwarded {
+            messenger: Forward {
+                guest: JOIN_MESSENGER_PORT,
+                host: args.messenger_port,
+            },
+            clients: Forward {
+                guest: JOIN_CLIENTS_PORT,
+                host: args.clients_port,
+            },
+        },
+        membership: sesa_exec::MembershipConfig::tolerant_local(),
+        pid: 0,
+        platform: "native",
+    })
+    .await
+}

@@ -34,29 +34,21 @@ use serde::{Deserialize, Serialize};
 use sesa_ebb::{CoreId, EbbId, NodeShared};
 use sesa_exec::{
     Identity, MemberEvent, Membership, MembershipConfig, Messenger, MessengerConfig, MessengerRef,
-    NodeIdentity, RemoteError, RemoteRep, Request, Secret,
+    RemoteError, RemoteRep, Request, Secret,
 };
 use sesa_hosted::{Config, Exit, Runtime};
 
-use crate::offload::{OffloadClient, Stream};
+// The wire between the frontend and its nodes is the node crate's, which every node
+// runs, hosted or native.
+pub(crate) use sesa_node::{
+    ADMIN_FIRST, FRONTEND, JOIN, LEAVE, REGISTER, REGISTRY_INDEX, RUN_APP, STATS,
+};
+pub use sesa_node::{App, KvSettings, NodeStatus, Outcome, Register};
 
-/// The registry's method: a node announces itself.
-const REGISTER: u16 = 1;
-/// The registry's method: a node arriving by hand (`sesa node --join`) asks for an id.
-const JOIN: u16 = 2;
-/// The registry is a static EBB at this index on the frontend: a node knows its id
-/// (`EbbId::static_id(1)`) without being told.
-const REGISTRY_INDEX: u32 = 1;
-/// The node control's method: run (this node's part of) an application.
-pub(crate) const RUN_APP: u16 = 1;
-/// The node control's method: report this node's figures.
-const STATS: u16 = 2;
 /// The frontend admin service's method: report the application's state.
 const STATUS: u16 = 1;
 /// The frontend admin service's method: grow or shrink to a number of nodes.
 const SCALE: u16 = 2;
-/// The node control's method: leave the application (planned, with drain).
-pub(crate) const LEAVE: u16 = 3;
 
 /// A scale request between the admin service and the frontend's elastic loop.
 #[derive(Default)]
@@ -70,31 +62,6 @@ pub(crate) struct ScaleState {
     pub(crate) served: u64,
     /// The outcome of the last completed request.
     pub(crate) outcome: String,
-}
-
-/// One node's figures, as `sesa status` shows them.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct NodeStatus {
-    /// Node id (0 is the frontend).
-    pub node: u32,
-    /// Generation.
-    pub generation: u64,
-    /// Process id.
-    pub pid: u32,
-    /// Cores.
-    pub cores: u32,
-    /// Live EBBs on the node.
-    pub ebbs: usize,
-    /// Reps on all its cores.
-    pub reps: usize,
-    /// Nodes it is connected to.
-    pub peers: Vec<u32>,
-    /// Its messenger's counters.
-    pub messages: sesa_exec::MessengerStats,
-    /// Milliseconds since it started.
-    pub uptime_ms: u64,
-    /// "up", or why its figures could not be read.
-    pub state: String,
 }
 
 /// What `sesa status` prints.
@@ -129,7 +96,7 @@ impl AppStatus {
     /// A table for people.
     pub fn table(&self) -> String {
         let mut out = format!("application: {}\n", self.app);
-        out += "node  gen  pid      cores  ebbs  reps  peers        frames in/out      rate in/out (/s)  state\n";
+        out += "node  gen  platform  pid      cores  ebbs  reps  peers        frames in/out      rate in/out (/s)  state\n";
         for n in &self.nodes {
             let secs = (n.uptime_ms.max(1)) as f64 / 1e3;
             let peers = n
@@ -139,9 +106,10 @@ impl AppStatus {
                 .collect::<Vec<_>>()
                 .join(",");
             out += &format!(
-                "{:<5} {:<4} {:<8} {:<6} {:<5} {:<5} {:<12} {:>8}/{:<8} {:>8.0}/{:<8.0} {}\n",
+                "{:<5} {:<4} {:<9} {:<8} {:<6} {:<5} {:<5} {:<12} {:>8}/{:<8} {:>8.0}/{:<8.0} {}\n",
                 n.node,
                 n.generation,
+                n.platform,
                 n.pid,
                 n.cores,
                 n.ebbs,
@@ -174,58 +142,6 @@ impl AppStatus {
     }
 }
 
-/// An application the frontend can run on its nodes.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub enum App {
-    /// The distributed counter: every core of every node increments `incs` times.
-    Counter {
-        /// Increments per core.
-        incs: u64,
-    },
-    /// Prints files through the offloaded console: node `i` reads (through the offloaded
-    /// file system) and prints every file whose position `p` has `p % nodes == i - 1`.
-    Cat {
-        /// Paths, as the user gave them (relative to the frontend's directory).
-        files: Vec<String>,
-    },
-    /// The memcached-compatible data store: every node serves clients on its own port
-    /// and the nodes hold the keys together (see `sesa_apps::memcache::cluster`). It
-    /// runs until the frontend is stopped.
-    Kv(KvSettings),
-}
-
-/// How the data store runs on each node.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct KvSettings {
-    /// Node `i` listens on `port + i - 1` (0: every node picks a free port).
-    pub port: u16,
-    /// Memory for items per node, in bytes.
-    pub memory_bytes: usize,
-    /// Largest item, in bytes.
-    pub item_max: usize,
-    /// Client connections per node.
-    pub max_connections: u64,
-    /// Owners per key.
-    pub replicas: u32,
-    /// How keys are placed on the nodes.
-    pub layout: sesa_apps::memcache::cluster::Layout,
-}
-
-/// What one node's part of an application produced.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub(crate) enum Outcome {
-    Counted(i64),
-    Printed {
-        files: u32,
-        failed: u32,
-    },
-    /// The store serves clients on `port`; `member` is the node in a view.
-    Serving {
-        port: u16,
-        member: sesa_apps::memcache::cluster::Member,
-    },
-}
-
 /// The application's result, as the frontend reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppResult {
@@ -239,20 +155,9 @@ pub enum AppResult {
         failed: u32,
     },
 }
-/// The frontend's node id.
-pub(crate) const FRONTEND: u32 = 0;
+
 /// How long nodes have to start and register.
 pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What a node tells the frontend when it joins.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub(crate) struct Register {
-    pub(crate) node: u32,
-    generation: u64,
-    pub(crate) control: u64,
-    pub(crate) cores: u32,
-    pid: u32,
-}
 
 /// The frontend's registry of joined nodes (a node-shared EBB, served remotely). Its
 /// answer to a registration is the id of the offload service.
@@ -340,31 +245,147 @@ pub trait NodeProvider {
     fn stop_all(&mut self, grace: Duration);
 }
 
-/// Nodes as child processes of the frontend, running this same executable.
+/// Native nodes: the kernel of `crates/sesa-native`, one QEMU per node.
+#[derive(Clone, Debug)]
+pub struct NativeNodes {
+    /// The kernel image.
+    pub kernel: std::path::PathBuf,
+    /// QEMU's accelerator: `tcg` or `kvm`.
+    pub accel: String,
+    /// Only the nodes with ids up to this one are native (a mixed application); `None`:
+    /// every node, those added later included.
+    pub up_to: Option<u32>,
+    /// The data store's client port of node 1 on 127.0.0.1 (node `i` gets
+    /// `clients_base + i - 1`, as hosted nodes do); 0: free ports.
+    pub clients_base: u16,
+}
+
+impl NativeNodes {
+    /// KVM where `/dev/kvm` opens and is a hardware hypervisor; TCG otherwise (this
+    /// project's machines have kvm_pvm, which cannot run the kernel's ring-0 code).
+    pub fn default_accel() -> &'static str {
+        let opens = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        if opens && !std::path::Path::new("/sys/module/kvm_pvm").exists() {
+            "kvm"
+        } else {
+            "tcg"
+        }
+    }
+
+    fn covers(&self, id: u32) -> bool {
+        self.up_to.is_none_or(|k| id <= k)
+    }
+}
+
+/// Guest memory of a native node, MiB: its heap is a quarter (at most 256 MiB).
+const NATIVE_RAM_MB: u32 = 1024;
+
+/// Nodes as child processes of the frontend: this same executable (`sesa node`), or
+/// QEMU booting the native kernel for the nodes [`NativeNodes`] covers.
 #[derive(Default)]
 pub struct LocalProcesses {
     children: Vec<(u32, Child, Option<ChildStdin>)>,
     /// Nodes asked to stop, with the moment to kill them if they have not.
     stopping: Vec<(u32, Child, Instant)>,
+    native: Option<NativeNodes>,
+    /// The ids of the native nodes launched (QEMU does not stop when its stdin closes:
+    /// the node stops itself when let go or when it loses the frontend, or is killed).
+    qemus: BTreeSet<u32>,
+}
+
+impl LocalProcesses {
+    /// A provider whose nodes `native` covers run natively.
+    pub fn with_native(native: Option<NativeNodes>) -> Self {
+        LocalProcesses {
+            children: Vec::new(),
+            stopping: Vec::new(),
+            native,
+            qemus: BTreeSet::new(),
+        }
+    }
+
+    /// QEMU for node `spec.id`: the kernel's `join` command, the messenger's and the
+    /// store's ports forwarded from free ports of 127.0.0.1.
+    fn qemu(native: &NativeNodes, spec: &NodeSpec) -> anyhow::Result<Command> {
+        let free = || -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let clients = match native.clients_base {
+            0 => free()?,
+            base => u16::try_from(u32::from(base) + spec.id - 1)
+                .map_err(|_| anyhow!("node {}'s port would be above 65535", spec.id))?,
+        };
+        let messenger = free()?;
+        let cores = spec.cores.unwrap_or(1);
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-accel", &native.accel, "-M", "microvm"])
+            // RDRAND for the node's randomness (TCG's `max` has it; KVM: the host's CPU).
+            .args(["-cpu", if native.accel == "kvm" { "host" } else { "max" }])
+            .args(["-m", &NATIVE_RAM_MB.to_string(), "-smp", &cores.to_string()])
+            .args(["-nodefaults", "-no-user-config", "-display", "none"])
+            .args(["-serial", "stdio", "-no-reboot"])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+            .arg("-netdev")
+            .arg(format!(
+                "user,id=n0,hostfwd=tcp:127.0.0.1:{messenger}-:7000,\
+                 hostfwd=tcp:127.0.0.1:{clients}-:11211"
+            ))
+            .args(["-device", "virtio-net-device,netdev=n0", "-kernel"])
+            .arg(&native.kernel)
+            .arg("-append")
+            .arg(format!(
+                "join {cores} {} {} {} {messenger} {clients}",
+                spec.join,
+                spec.registry.raw(),
+                spec.id
+            ));
+        Ok(cmd)
+    }
 }
 
 impl NodeProvider for LocalProcesses {
     fn launch(&mut self, spec: &NodeSpec) -> anyhow::Result<u32> {
-        let exe = std::env::current_exe().context("finding the sesa executable")?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["node", "--join", &spec.join.to_string()])
-            .args(["--registry", &spec.registry.raw().to_string()])
-            .args(["--id", &spec.id.to_string()])
-            .stdin(Stdio::piped())
+        let native = self.native.as_ref().filter(|n| n.covers(spec.id));
+        let mut cmd = match native {
+            Some(native) => {
+                if !native.kernel.is_file() {
+                    bail!(
+                        "no native kernel at {} (build it: cargo build --release \
+                         --manifest-path crates/sesa-native/Cargo.toml)",
+                        native.kernel.display()
+                    );
+                }
+                Self::qemu(native, spec)?
+            }
+            None => {
+                let exe = std::env::current_exe().context("finding the sesa executable")?;
+                let mut cmd = Command::new(exe);
+                cmd.args(["node", "--join", &spec.join.to_string()])
+                    .args(["--registry", &spec.registry.raw().to_string()])
+                    .args(["--id", &spec.id.to_string()]);
+                if let Some(cores) = spec.cores {
+                    cmd.args(["--cores", &cores.to_string()]);
+                }
+                cmd
+            }
+        };
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(cores) = spec.cores {
-            cmd.args(["--cores", &cores.to_string()]);
-        }
-        let mut child = cmd.spawn().context("starting a node process")?;
+        let mut child = cmd.spawn().with_context(|| match native {
+            Some(_) => "starting QEMU for a native node (qemu-system-x86_64)",
+            None => "starting a node process",
+        })?;
         let pid = child.id();
         let mut stdin = child.stdin.take().context("node stdin")?;
-        // The secret goes through the pipe, not the command line (which others can read).
+        // The secret goes through the pipe, not the command line (which others can read);
+        // a native node reads it from its serial console.
         writeln!(stdin, "{}", spec.secret.to_hex()).context("handing the node its secret")?;
         let id = spec.id;
         if let Some(out) = child.stdout.take() {
@@ -372,6 +393,9 @@ impl NodeProvider for LocalProcesses {
         }
         if let Some(err) = child.stderr.take() {
             forward(err, move |line| eprintln!("[node {id}] {line}"));
+        }
+        if native.is_some() {
+            self.qemus.insert(id);
         }
         self.children.push((id, child, Some(stdin)));
         Ok(pid)
@@ -421,6 +445,13 @@ impl NodeProvider for LocalProcesses {
         }
         let deadline = Instant::now() + grace;
         for (id, child, _) in &mut self.children {
+            if self.qemus.contains(id) {
+                // A native node has nothing to save (its output is already on its
+                // console) and does not watch its stdin: QEMU is stopped now.
+                let _ = child.kill();
+                let _ = child.wait();
+                continue;
+            }
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) => break,
@@ -466,6 +497,8 @@ pub struct FrontendConfig {
     pub cores_per_node: Option<usize>,
     /// Directories the nodes may use through the offloaded file system.
     pub grants: Vec<std::path::PathBuf>,
+    /// Which nodes run natively (`None`: every node is a hosted process).
+    pub native: Option<NativeNodes>,
 }
 
 /// Runs `app` on local node processes, as their frontend.
@@ -483,7 +516,7 @@ pub fn frontend(
         ..Config::default()
     })?;
     Ok(runtime.run(move || async move {
-        let mut provider = LocalProcesses::default();
+        let mut provider = LocalProcesses::with_native(config.native.clone());
         let result = coordinate(&mut provider, &config, grants, app).await;
         // Orderly shutdown of the nodes whatever happened (they exit when their stdin
         // closes); a signal to the frontend drops this future and `provider` with it.
@@ -550,8 +583,11 @@ async fn coordinate(
         App::Kv(_) => "kv",
     };
     let (admin, _) = NodeShared::create(|| ())?;
-    let started = Instant::now();
+    let started = sesa_event::now();
     let registry_for_admin = registry_root.clone();
+    // Process ids of the launched nodes: a native node does not know its QEMU's.
+    let pids: std::sync::Arc<Mutex<BTreeMap<u32, u32>>> = Default::default();
+    let pids_for_admin = pids.clone();
     let scale = std::sync::Arc::new(Mutex::new(ScaleState::default()));
     let scale_for_admin = scale.clone();
     let store_status: std::sync::Arc<Mutex<Option<StoreStatus>>> = Default::default();
@@ -561,6 +597,7 @@ async fn coordinate(
             let registry = registry_for_admin.clone();
             let scale = scale_for_admin.clone();
             let store = store_for_admin.clone();
+            let pids = pids_for_admin.clone();
             async move {
                 if method == SCALE {
                     return serve_scale(&scale, &payload).await;
@@ -568,7 +605,14 @@ async fn coordinate(
                 if method != STATUS {
                     return Err(RemoteError::NoHandler);
                 }
-                let mut frontend = local_status(messenger, FRONTEND, started).await;
+                let mut frontend = sesa_node::run::local_status(
+                    messenger,
+                    FRONTEND,
+                    started,
+                    std::process::id(),
+                    "hosted",
+                )
+                .await;
                 frontend.pid = std::process::id();
                 let mut nodes = vec![frontend];
                 for r in registered(&registry) {
@@ -579,13 +623,23 @@ async fn coordinate(
                             .ok(),
                         None => None,
                     };
+                    let launched = pids
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&r.node)
+                        .copied();
                     nodes.push(
                         match asked.and_then(|b| postcard::from_bytes::<NodeStatus>(&b).ok()) {
+                            Some(n) if n.pid == 0 => NodeStatus {
+                                pid: launched.unwrap_or(0),
+                                ..n
+                            },
                             Some(n) => n,
                             None => NodeStatus {
                                 node: r.node,
                                 generation: r.generation,
                                 pid: r.pid,
+                                platform: r.platform.clone(),
                                 cores: r.cores,
                                 ebbs: 0,
                                 reps: 0,
@@ -624,6 +678,9 @@ async fn coordinate(
         };
         let pid = provider.launch(&spec)?;
         eprintln!("sesa: node {id} started (pid {pid})");
+        pids.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, pid);
     }
     // Wait for every node to register (the registry's rep exists once one has).
     let started = Instant::now();
@@ -666,6 +723,7 @@ async fn coordinate(
             down,
             next_id,
             store: store_status,
+            pids,
         };
         return match app {
             App::Kv(settings) => crate::kv::frontend(cx, settings, &joined).await,
@@ -774,6 +832,8 @@ pub(crate) struct Elastic<'a> {
     pub(crate) next_id: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// The data store's figures for `sesa status` (shared with the admin service).
     pub(crate) store: std::sync::Arc<Mutex<Option<StoreStatus>>>,
+    /// The process id of each node launched (shared with the admin service).
+    pub(crate) pids: std::sync::Arc<Mutex<BTreeMap<u32, u32>>>,
 }
 
 impl Elastic<'_> {
@@ -914,6 +974,10 @@ async fn elastic_counter(
                 };
                 let pid = cx.provider.launch(&spec)?;
                 eprintln!("sesa: node {id} started (pid {pid})");
+                cx.pids
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, pid);
                 launching.insert(id);
                 launched.insert(id);
             }
@@ -1003,52 +1067,6 @@ fn take_finished<T>(
         .filter_map(|n| tasks.remove(&n).map(|h| (n, h)))
         .collect()
 }
-
-/// A messenger for `node`, connected to (and authenticated by) the frontend at `addr`.
-async fn join_frontend(
-    node: u32,
-    secret: Secret,
-    addr: SocketAddr,
-) -> anyhow::Result<MessengerRef> {
-    let me = Identity {
-        node,
-        generation: 1,
-    };
-    let messenger = Messenger::create(MessengerConfig::new(me, secret))?;
-    messenger
-        .connect(addr)
-        .await
-        .context("joining the frontend")?;
-    Ok(messenger)
-}
-
-/// This node's own figures.
-async fn local_status(messenger: MessengerRef, node: u32, started: Instant) -> NodeStatus {
-    let peers = messenger.peers().await.unwrap_or_default();
-    NodeStatus {
-        node,
-        generation: 1,
-        pid: std::process::id(),
-        cores: sesa_event::cores() as u32,
-        ebbs: sesa_ebb::EbbNode::current().map_or(0, |n| n.live_ebbs()),
-        reps: sesa_event::on_all_cores(|_| sesa_ebb::reps_on_this_core())
-            .await
-            .into_iter()
-            .map(|r| r.unwrap_or(0))
-            .sum(),
-        peers: peers
-            .iter()
-            .map(|p| p.node)
-            .filter(|n| *n < ADMIN_FIRST)
-            .collect(),
-        messages: messenger.stats().await.unwrap_or_default(),
-        uptime_ms: started.elapsed().as_millis() as u64,
-        state: "up".into(),
-    }
-}
-
-/// Node ids from here up are for `sesa status` clients, not nodes.
-const ADMIN_FIRST: u32 = 0xFFFF_0000;
 
 /// What a running frontend publishes for `sesa status`: how to reach it. Written to a
 /// file only its user can read (it holds the cluster secret).
@@ -1168,95 +1186,6 @@ pub fn scale(pid: Option<u32>, nodes: u32) -> anyhow::Result<String> {
     Ok(postcard::from_bytes(&reply)?)
 }
 
-/// Runs this node's part of `app`.
-/// What a node's part of an application works with.
-struct Part {
-    nodes: u32,
-    me: u32,
-    offload: OffloadClient,
-    pool: Option<crate::elastic::PoolAddress>,
-    leaving: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    departures: std::sync::Arc<sesa_exec::Departures>,
-}
-
-async fn run_part(app: App, part: Part) -> Result<Outcome, RemoteError> {
-    let Part {
-        nodes,
-        me,
-        offload,
-        pool,
-        leaving,
-        departures,
-    } = part;
-    let refused = |e: &dyn std::fmt::Display| RemoteError::Refused(e.to_string());
-    match app {
-        App::Counter { incs } => match pool {
-            // Elastic: count chunks leased from the frontend's pool.
-            Some(pool) => {
-                let counting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-                let watched = counting.clone();
-                // The counter's departure event: wait until the chunk in hand is
-                // counted and reported, so no count is lost when this node leaves.
-                departures.on_departure(move || {
-                    let watched = watched.clone();
-                    async move {
-                        while watched.load(std::sync::atomic::Ordering::SeqCst) {
-                            sesa_event::sleep(Duration::from_millis(1)).await;
-                        }
-                    }
-                });
-                let messenger = offload.messenger();
-                let result = crate::elastic::count_from_pool(messenger, pool, leaving).await;
-                counting.store(false, std::sync::atomic::Ordering::SeqCst);
-                result.map(Outcome::Counted).map_err(|e| refused(&e))
-            }
-            None => sesa_apps::counter::count_on_all_cores(incs)
-                .await
-                .map(Outcome::Counted)
-                .map_err(|e| refused(&e)),
-        },
-        App::Kv(settings) => {
-            let messenger = offload.messenger();
-            let (port, member) = crate::kv::start_on_node(messenger, me, &settings)
-                .await
-                .map_err(|e| refused(&format_args!("{e:#}")))?;
-            Ok(Outcome::Serving { port, member })
-        }
-        App::Cat { files } => {
-            let (mut printed, mut failed) = (0, 0);
-            let mine = files
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i as u32 % nodes == me - 1)
-                .map(|(_, f)| f);
-            for file in mine {
-                match offload.read(file).await {
-                    Ok(bytes) => {
-                        let text = String::from_utf8_lossy(&bytes);
-                        offload
-                            .print(Stream::Out, &text)
-                            .await
-                            .map_err(|e| refused(&e))?;
-                        printed += 1;
-                    }
-                    Err(e) => {
-                        let msg = format!("cat: {e}\n");
-                        offload
-                            .print(Stream::Err, &msg)
-                            .await
-                            .map_err(|e| refused(&e))?;
-                        failed += 1;
-                    }
-                }
-            }
-            Ok(Outcome::Printed {
-                files: printed,
-                failed,
-            })
-        }
-    }
-}
-
 /// Arguments of a node process.
 pub struct NodeArgs {
     /// The frontend's address.
@@ -1298,97 +1227,23 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
         handle_signals: true,
         ..Config::default()
     })?;
+    let registry = EbbId::from_raw(registry_id).context("bad registry id")?;
     Ok(runtime.run(move || async move {
-        let messenger = join_frontend(id, secret, args.join).await?;
-        // Listen too, so other members can reach this node, and join the SWIM membership
-        // through the frontend.
-        let addr = messenger.listen("127.0.0.1:0".parse()?).await?;
-        let members =
-            Membership::start(messenger, addr, MembershipConfig::tolerant_local()).await?;
-        let frontend = NodeIdentity {
-            node: FRONTEND,
-            generation: 1,
-            addr: args.join,
-        };
-        members.announce(frontend).await?;
-        let started = Instant::now();
-        let (control, _) = NodeShared::create(|| ())?;
-        // Filled in by the registration reply, before any application runs.
-        let offload_id = std::sync::Arc::new(std::sync::OnceLock::<u64>::new());
-        let known = offload_id.clone();
-        let me = id;
-        // Planned leave: set `leaving`, then the departure handlers drain this node.
-        let leaving = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let let_go = leaving.clone();
-        let departures = std::sync::Arc::new(sesa_exec::Departures::new());
-        messenger
-            .serve_async(control.id(), move |_from, method, payload| {
-                let offload_id = known.clone();
-                let (leaving, departures) = (leaving.clone(), departures.clone());
-                async move {
-                    if method == LEAVE {
-                        leaving.store(true, std::sync::atomic::Ordering::SeqCst);
-                        departures.depart().await;
-                        // Stop once this reply is on its way.
-                        sesa_event::spawn_local(async {
-                            sesa_event::sleep(Duration::from_millis(100)).await;
-                            sesa_event::stop(0);
-                        });
-                        return Ok(Vec::new());
-                    }
-                    if method == STATS {
-                        let status = local_status(messenger, me, started).await;
-                        return postcard::to_allocvec(&status)
-                            .map_err(|_| RemoteError::Refused("encoding".into()));
-                    }
-                    if method != RUN_APP {
-                        return Err(RemoteError::NoHandler);
-                    }
-                    let (app, nodes, pool): (App, u32, Option<crate::elastic::PoolAddress>) =
-                        postcard::from_bytes(&payload)
-                            .map_err(|_| RemoteError::Refused("bad application request".into()))?;
-                    let service = offload_id
-                        .get()
-                        .and_then(|id| EbbId::from_raw(*id))
-                        .ok_or_else(|| RemoteError::Refused("not registered yet".into()))?;
-                    let offload = OffloadClient::new(messenger, FRONTEND, service);
-                    let part = Part {
-                        nodes,
-                        me,
-                        offload,
-                        pool,
-                        leaving,
-                        departures,
-                    };
-                    let outcome = run_part(app, part).await?;
-                    postcard::to_allocvec(&outcome)
-                        .map_err(|_| RemoteError::Refused("encoding the result".into()))
-                }
-            })
-            .await?;
-        let registration = Register {
-            node: id,
-            generation: 1,
-            control: control.id().raw(),
-            cores: sesa_event::cores() as u32,
-            pid: std::process::id(),
-        };
-        let registry = EbbId::from_raw(registry_id).context("bad registry id")?;
-        let reply = messenger
-            .call(
-                FRONTEND,
-                CoreId::new(0),
-                registry,
-                REGISTER,
-                postcard::to_allocvec(&registration)?,
-            )
-            .await
-            .context("registering with the frontend")?;
-        let _ = offload_id.set(postcard::from_bytes(&reply).context("registration reply")?);
         if from_stdin {
             sesa_event::spawn_local(stop_when_stdin_closes());
         }
-        watch_frontend(messenger, &let_go).await
+        sesa_node::run::run(sesa_node::run::NodeParams {
+            id,
+            secret,
+            frontend: args.join,
+            registry,
+            addressing: sesa_node::run::Addressing::Loopback,
+            membership: MembershipConfig::tolerant_local(),
+            pid: std::process::id(),
+            platform: "hosted",
+        })
+        .await
+        .map_err(|e| anyhow!(e))
     })?)
 }
 
@@ -1415,7 +1270,9 @@ fn call_frontend_once(
     })?;
     let exit = runtime.run(move || async move {
         let provisional = ADMIN_FIRST + (std::process::id() & 0xffff);
-        let messenger = join_frontend(provisional, secret, addr).await?;
+        let messenger = sesa_node::run::join_frontend(provisional, secret, addr)
+            .await
+            .map_err(|e| anyhow!(e))?;
         let service = EbbId::from_raw(service).context("bad service id")?;
         let reply = messenger
             .call(FRONTEND, CoreId::new(0), service, method, payload)
@@ -1441,23 +1298,4 @@ async fn stop_when_stdin_closes() {
         }
     }
     sesa_event::stop(0);
-}
-
-/// Returns when the frontend's connection is lost: an error (the node stops with it),
-/// unless the frontend had already let this node go (`LEAVE`), in which case the
-/// frontend may well exit before this node's own delayed stop.
-async fn watch_frontend(
-    messenger: MessengerRef,
-    let_go: &std::sync::atomic::AtomicBool,
-) -> anyhow::Result<()> {
-    loop {
-        sesa_event::sleep(Duration::from_millis(200)).await;
-        let peers = messenger.peers().await?;
-        if !peers.iter().any(|p| p.node == FRONTEND) {
-            if let_go.load(std::sync::atomic::Ordering::SeqCst) {
-                return Ok(());
-            }
-            return Err(anyhow!("lost the connection to the frontend"));
-        }
-    }
 }

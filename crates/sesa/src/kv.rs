@@ -32,40 +32,6 @@ async fn answers(messenger: MessengerRef, member: Member, within: Duration) -> b
         .is_some_and(|reply| reply.is_ok())
 }
 
-/// A node's side: creates the store on this node, serves clients on every core, and
-/// joins the store's messages. Returns the client port and the node as a view member.
-///
-/// # Errors
-/// The port is taken, or the node's runtime refused.
-pub async fn start_on_node(
-    messenger: MessengerRef,
-    me: u32,
-    settings: &KvSettings,
-) -> anyhow::Result<(u16, Member)> {
-    use sesa_apps::memcache::{protocol::Limits, server};
-    let config = server::KvConfig {
-        limits: Limits {
-            item_max: settings.item_max,
-            ..Limits::default()
-        },
-        memory_bytes: settings.memory_bytes,
-        max_connections: settings.max_connections,
-        pid: std::process::id(),
-    };
-    let kv = server::Kv::create(&config)?;
-    let (node, kv) = store::Node::start(messenger, kv).await?;
-    let port = match settings.port {
-        0 => 0,
-        base => u16::try_from(u32::from(base) + me - 1)
-            .map_err(|_| anyhow!("node {me}'s port would be above 65535"))?,
-    };
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let addr = server::serve_every_core(kv, addr)
-        .await
-        .with_context(|| format!("node {me} listening on {addr}"))?;
-    Ok((addr.port(), node.member()))
-}
-
 /// Starts the store on a registered node; its port and view member.
 async fn start_store(
     messenger: MessengerRef,

@@ -56,6 +56,8 @@ enum Command {
         /// spends CPU to answer sooner).
         #[arg(long)]
         idle_spins: Option<u32>,
+        #[command(flatten)]
+        native: NativeArgs,
     },
     /// Runs one node of an application (started by the frontend, or by hand to join one).
     Node {
@@ -152,6 +154,8 @@ enum App {
         /// instead of in this process; the total is then nodes x cores x K.
         #[arg(long)]
         nodes: Option<u32>,
+        #[command(flatten)]
+        native: NativeArgs,
     },
     /// Prints files from nodes: each node reads its share of the files through the
     /// frontend's offloaded file system and prints them through its offloaded console.
@@ -168,7 +172,51 @@ enum App {
         cores: Option<usize>,
         /// The files.
         files: Vec<String>,
+        #[command(flatten)]
+        native: NativeArgs,
     },
+}
+
+/// Where and how nodes run natively (`--native`).
+#[derive(clap::Args, Clone, Debug)]
+struct NativeArgs {
+    /// Run the nodes natively: the kernel of crates/sesa-native booted by QEMU, one
+    /// QEMU per node (its cores: --cores, default 1).
+    #[arg(long)]
+    native: bool,
+    /// Run only this many of the nodes natively (the first ones by id) and the others
+    /// as hosted processes: a mixed application.
+    #[arg(long, value_name = "K")]
+    native_nodes: Option<u32>,
+    /// The native kernel (default: $SESA_KERNEL, else
+    /// crates/sesa-native/target/release/sesa-kernel under the current directory).
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<std::path::PathBuf>,
+    /// QEMU's accelerator for native nodes (default: kvm where /dev/kvm is a hardware
+    /// hypervisor, else tcg).
+    #[arg(long, value_parser = ["tcg", "kvm"])]
+    accel: Option<String>,
+}
+
+impl NativeArgs {
+    /// The native nodes asked for, if any; `clients_base` is the store's first port.
+    fn nodes(self, clients_base: u16) -> Option<sesa::cluster::NativeNodes> {
+        if !self.native && self.native_nodes.is_none() {
+            return None;
+        }
+        let kernel = self
+            .kernel
+            .or_else(|| std::env::var_os("SESA_KERNEL").map(Into::into))
+            .unwrap_or_else(|| "crates/sesa-native/target/release/sesa-kernel".into());
+        Some(sesa::cluster::NativeNodes {
+            kernel,
+            accel: self
+                .accel
+                .unwrap_or_else(|| sesa::cluster::NativeNodes::default_accel().to_owned()),
+            up_to: self.native_nodes,
+            clients_base,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -295,6 +343,7 @@ fn run_on_nodes(
     nodes: u32,
     cores: Option<usize>,
     grants: Vec<std::path::PathBuf>,
+    native: Option<sesa::cluster::NativeNodes>,
     app: sesa::cluster::App,
 ) -> anyhow::Result<ExitCode> {
     use sesa::cluster::{AppResult, FrontendConfig};
@@ -305,6 +354,7 @@ fn run_on_nodes(
         nodes,
         cores_per_node: cores,
         grants,
+        native,
     };
     // The store serves until it is stopped: that is its normal end.
     let serves = matches!(app, sesa::cluster::App::Kv(_));
@@ -345,11 +395,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     incs,
                     cores,
                     nodes: Some(nodes),
+                    native,
                 },
         } => run_on_nodes(
             nodes,
             cores,
             Vec::new(),
+            native.nodes(0),
             sesa::cluster::App::Counter { incs },
         ),
         Command::Run {
@@ -359,8 +411,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     grants,
                     cores,
                     files,
+                    native,
                 },
-        } => run_on_nodes(nodes, cores, grants, sesa::cluster::App::Cat { files }),
+        } => run_on_nodes(
+            nodes,
+            cores,
+            grants,
+            native.nodes(0),
+            sesa::cluster::App::Cat { files },
+        ),
         Command::Sim {
             workload,
             seed,
@@ -456,11 +515,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             replicas,
             layout,
             idle_spins,
+            native,
         } => {
             if nodes == 0 || replicas == 0 {
                 anyhow::bail!("--nodes and --replicas must be at least 1");
             }
-            if nodes > 1 {
+            let native = native.nodes(port);
+            // A native store is a cluster even of one node: the frontend launches it.
+            if nodes > 1 || native.is_some() {
                 let settings = sesa::cluster::KvSettings {
                     port,
                     memory_bytes: memory_mb.saturating_mul(1 << 20),
@@ -469,7 +531,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     replicas,
                     layout,
                 };
-                return run_on_nodes(nodes, cores, Vec::new(), sesa::cluster::App::Kv(settings));
+                return run_on_nodes(
+                    nodes,
+                    cores,
+                    Vec::new(),
+                    native,
+                    sesa::cluster::App::Kv(settings),
+                );
             }
             let config = sesa_apps::memcache::server::KvConfig {
                 limits: sesa_apps::memcache::protocol::Limits {
@@ -539,8 +607,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     incs,
                     cores,
                     nodes: None,
+                    native,
                 },
         } => {
+            if native.nodes(0).is_some() {
+                anyhow::bail!("--native runs nodes: say how many with --nodes");
+            }
             let runtime = Runtime::new(Config {
                 cores,
                 handle_signals: true,

@@ -4,7 +4,8 @@
 //! variables are the frontend's. To the user, the application behaves like one local
 //! process.
 //!
-//! The service runs on the frontend; [`OffloadClient`] is how a node's code reaches it.
+//! The service runs on the frontend; [`OffloadClient`] (in `sesa-node`, which every node
+//! runs) is how a node's code reaches it.
 //!
 //! # Limits and confinement
 //! A path is resolved against the frontend's working directory and canonicalised
@@ -15,37 +16,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use sesa_ebb::{CoreId, EbbId};
-use sesa_exec::{CallError, MessengerRef, RemoteError};
+use sesa_exec::RemoteError;
 
-const PRINT: u16 = 1;
-const READ: u16 = 2;
-const WRITE: u16 = 3;
-const STAT: u16 = 4;
-const LIST: u16 = 5;
-const ENV: u16 = 6;
-
-/// The most bytes one read or write moves.
-pub const FILE_MAX: usize = 8 << 20;
-
-/// Which output stream.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub enum Stream {
-    /// Standard output.
-    Out,
-    /// Standard error.
-    Err,
-}
-
-/// A file's metadata.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stat {
-    /// Size in bytes.
-    pub len: u64,
-    /// Whether it is a directory.
-    pub is_dir: bool,
-}
+use sesa_node::offload::{ENV, LIST, PRINT, READ, STAT, WRITE};
+pub use sesa_node::offload::{FILE_MAX, OffloadClient, Stat, Stream};
 
 /// The frontend's side: what nodes may touch.
 pub struct Grants {
@@ -164,97 +138,6 @@ impl Grants {
             }
             _ => Err(RemoteError::NoHandler),
         }
-    }
-}
-
-/// A node's handle on the frontend's offload service. `Copy`; usable from any core.
-#[derive(Clone, Copy)]
-pub struct OffloadClient {
-    messenger: MessengerRef,
-    frontend: u32,
-    service: EbbId,
-}
-
-impl OffloadClient {
-    /// The service `service` on node `frontend`.
-    pub fn new(messenger: MessengerRef, frontend: u32, service: EbbId) -> Self {
-        OffloadClient {
-            messenger,
-            frontend,
-            service,
-        }
-    }
-
-    /// The messenger it calls through.
-    pub fn messenger(self) -> MessengerRef {
-        self.messenger
-    }
-
-    async fn call<T: for<'a> Deserialize<'a>>(
-        self,
-        method: u16,
-        arg: &impl Serialize,
-    ) -> Result<T, CallError> {
-        let arg = postcard::to_allocvec(arg).map_err(|_| CallError::Remote {
-            node: self.frontend,
-            error: RemoteError::Refused("encoding the request".into()),
-        })?;
-        let reply = self
-            .messenger
-            .call(self.frontend, CoreId::new(0), self.service, method, arg)
-            .await?;
-        postcard::from_bytes(&reply).map_err(|_| CallError::Remote {
-            node: self.frontend,
-            error: RemoteError::Refused("malformed reply".into()),
-        })
-    }
-
-    /// Writes `text` to the frontend's stdout or stderr.
-    ///
-    /// # Errors
-    /// The frontend cannot be reached.
-    pub async fn print(self, stream: Stream, text: &str) -> Result<(), CallError> {
-        self.call(PRINT, &(stream, text)).await
-    }
-
-    /// Reads a whole file (at most [`FILE_MAX`] bytes).
-    ///
-    /// # Errors
-    /// Refused outside the grants, missing, or too large.
-    pub async fn read(self, path: &str) -> Result<Vec<u8>, CallError> {
-        self.call(READ, &path).await
-    }
-
-    /// Writes a whole file (at most [`FILE_MAX`] bytes).
-    ///
-    /// # Errors
-    /// Refused outside the grants, or the write failed.
-    pub async fn write(self, path: &str, data: Vec<u8>) -> Result<(), CallError> {
-        self.call(WRITE, &(path, data)).await
-    }
-
-    /// A file's size and kind.
-    ///
-    /// # Errors
-    /// Refused outside the grants, or missing.
-    pub async fn stat(self, path: &str) -> Result<Stat, CallError> {
-        self.call(STAT, &path).await
-    }
-
-    /// A directory's entries, sorted.
-    ///
-    /// # Errors
-    /// Refused outside the grants, or not a directory.
-    pub async fn list(self, path: &str) -> Result<Vec<String>, CallError> {
-        self.call(LIST, &path).await
-    }
-
-    /// The frontend's value of environment variable `name`.
-    ///
-    /// # Errors
-    /// The frontend cannot be reached.
-    pub async fn env(self, name: &str) -> Result<Option<String>, CallError> {
-        self.call(ENV, &name).await
     }
 }
 

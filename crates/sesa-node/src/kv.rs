@@ -1,0 +1,59 @@
+//! A node's part of the data store: its partitions, the cluster layer over them, and
+//! its clients' listener.
+
+use alloc::format;
+use alloc::string::String;
+use core::net::{Ipv4Addr, SocketAddr};
+
+use sesa_apps::memcache::cluster::{self as store, Member};
+use sesa_apps::memcache::{protocol::Limits, server};
+use sesa_exec::MessengerRef;
+
+use crate::KvSettings;
+use crate::run::Addressing;
+
+/// Creates the store on this node (node `me`), serves clients on every core, and joins
+/// the store's messages. Returns the client port (as clients on the frontend's host
+/// reach it) and the node as a view member.
+///
+/// # Errors
+/// The port is taken, or the node's runtime refused.
+pub async fn start_on_node(
+    messenger: MessengerRef,
+    me: u32,
+    settings: &KvSettings,
+    addressing: Addressing,
+    pid: u32,
+) -> Result<(u16, Member), String> {
+    let config = server::KvConfig {
+        limits: Limits {
+            item_max: settings.item_max,
+            ..Limits::default()
+        },
+        memory_bytes: settings.memory_bytes,
+        max_connections: settings.max_connections,
+        pid,
+    };
+    let kv = server::Kv::create(&config).map_err(|e| format!("the store's EBB: {e}"))?;
+    let (node, kv) = store::Node::start(messenger, kv)
+        .await
+        .map_err(|e| format!("joining the store: {e}"))?;
+    let (listen, seen_at) = match addressing {
+        Addressing::Loopback => {
+            let port = match settings.port {
+                0 => 0,
+                base => u16::try_from(u32::from(base) + me - 1)
+                    .map_err(|_| format!("node {me}'s port would be above 65535"))?,
+            };
+            (SocketAddr::from((Ipv4Addr::LOCALHOST, port)), None)
+        }
+        Addressing::Forwarded { clients, .. } => (
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, clients.guest)),
+            Some(clients.host),
+        ),
+    };
+    let bound = server::serve_every_core(kv, listen)
+        .await
+        .map_err(|e| format!("node {me} listening on {listen}: {e}"))?;
+    Ok((seen_at.unwrap_or(bound.port()), node.member()))
+}

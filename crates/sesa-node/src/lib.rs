@@ -1,0 +1,164 @@
+//! # sesa-node: a node of an application, on any platform
+//!
+//! `sesa run <app> --nodes N` makes the calling process the frontend (node 0) and starts
+//! N nodes: hosted ones (`sesa node` processes) and native ones (the kernel of
+//! `crates/sesa-native` under QEMU). This crate is what every one of them runs, written
+//! against the object model, the event API and the executive only, so both platforms run
+//! the same code: [`run`](mod@run) joins the frontend (authenticated messenger, SWIM
+//! membership), serves the node's control EBB (run an application, report figures,
+//! leave with a drain), registers with the frontend's registry, and stops when the
+//! frontend lets go of it or is lost. [`offload`] is the node's side of the frontend's
+//! console, files and environment; [`elastic`] its side of the elastic counter's work
+//! pool; [`kv`] starts its part of the data store.
+//!
+//! The wire types between the frontend and its nodes live here too ([`App`],
+//! [`Register`], [`Outcome`], [`NodeStatus`]), so that the two sides cannot drift apart.
+//! The frontend itself (launching nodes, the registry, the pool, the offload service)
+//! is in the `sesa` crate: it needs an OS.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+
+pub mod elastic;
+pub mod kv;
+pub mod offload;
+pub mod run;
+
+/// The frontend's node id.
+pub const FRONTEND: u32 = 0;
+/// Node ids from here up are for `sesa status` clients, not nodes.
+pub const ADMIN_FIRST: u32 = 0xFFFF_0000;
+
+/// The registry's method: a node announces itself.
+pub const REGISTER: u16 = 1;
+/// The registry's method: a node arriving by hand (`sesa node --join`) asks for an id.
+pub const JOIN: u16 = 2;
+/// The registry is a static EBB at this index on the frontend: a node knows its id
+/// (`EbbId::static_id(1)`) without being told.
+pub const REGISTRY_INDEX: u32 = 1;
+/// The node control's method: run (this node's part of) an application.
+pub const RUN_APP: u16 = 1;
+/// The node control's method: report this node's figures.
+pub const STATS: u16 = 2;
+/// The node control's method: leave the application (planned, with drain).
+pub const LEAVE: u16 = 3;
+
+/// An application the frontend can run on its nodes.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub enum App {
+    /// The distributed counter: every core of every node increments `incs` times.
+    Counter {
+        /// Increments per core.
+        incs: u64,
+    },
+    /// Prints files through the offloaded console: node `i` reads (through the offloaded
+    /// file system) and prints every file whose position `p` has `p % nodes == i - 1`.
+    Cat {
+        /// Paths, as the user gave them (relative to the frontend's directory).
+        files: Vec<String>,
+    },
+    /// The memcached-compatible data store: every node serves clients on its own port
+    /// and the nodes hold the keys together (see `sesa_apps::memcache::cluster`). It
+    /// runs until the frontend is stopped.
+    Kv(KvSettings),
+}
+
+/// How the data store runs on each node.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct KvSettings {
+    /// Node `i` listens on `port + i - 1` (0: every node picks a free port). A node
+    /// behind port forwarding (native) serves on the port its provider forwarded.
+    pub port: u16,
+    /// Memory for items per node, in bytes.
+    pub memory_bytes: usize,
+    /// Largest item, in bytes.
+    pub item_max: usize,
+    /// Client connections per node.
+    pub max_connections: u64,
+    /// Owners per key.
+    pub replicas: u32,
+    /// How keys are placed on the nodes.
+    pub layout: sesa_apps::memcache::cluster::Layout,
+}
+
+/// What one node's part of an application produced.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub enum Outcome {
+    /// The counter: this node's increments.
+    Counted(i64),
+    /// `cat`: files printed, and files that could not be.
+    Printed {
+        /// Printed.
+        files: u32,
+        /// Refused or unreadable.
+        failed: u32,
+    },
+    /// The store serves clients on `port` (of 127.0.0.1); `member` is the node in a
+    /// view.
+    Serving {
+        /// The client port.
+        port: u16,
+        /// The node as a member of the store's views.
+        member: sesa_apps::memcache::cluster::Member,
+    },
+}
+
+/// What a node tells the frontend when it joins.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Register {
+    /// Its id.
+    pub node: u32,
+    /// Its generation.
+    pub generation: u64,
+    /// Its control EBB.
+    pub control: u64,
+    /// Its cores.
+    pub cores: u32,
+    /// Its process id (0 for a native node: its QEMU is the frontend's child).
+    pub pid: u32,
+    /// `hosted` or `native`.
+    pub platform: String,
+}
+
+/// One node's figures, as `sesa status` shows them.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Node id (0 is the frontend).
+    pub node: u32,
+    /// Generation.
+    pub generation: u64,
+    /// Process id (a native node's QEMU's, filled in by the frontend).
+    pub pid: u32,
+    /// `hosted` or `native`.
+    pub platform: String,
+    /// Cores.
+    pub cores: u32,
+    /// Live EBBs on the node.
+    pub ebbs: usize,
+    /// Reps on all its cores.
+    pub reps: usize,
+    /// Nodes it is connected to.
+    pub peers: Vec<u32>,
+    /// Its messenger's counters.
+    pub messages: sesa_exec::MessengerStats,
+    /// Milliseconds since it started.
+    pub uptime_ms: u64,
+    /// "up", or why its figures could not be read.
+    pub state: String,
+}
+
+/// Encodes a service's reply (postcard); a failure becomes the caller's error.
+///
+/// # Errors
+/// The value cannot be encoded.
+pub fn encode_reply<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, sesa_exec::RemoteError> {
+    postcard::to_allocvec(value)
+        .map_err(|_| sesa_exec::RemoteError::Refused("encoding the reply".into()))
+}

@@ -1,0 +1,358 @@
+//! A node's life in an application: join, serve, register, run what the frontend asks,
+//! stop when it lets go.
+//!
+//! [`run`] connects to the frontend (the messenger's authenticated handshake), listens
+//! for the other members, joins the SWIM membership through the frontend, serves the
+//! node's control EBB ([`RUN_APP`], [`STATS`], [`LEAVE`]) and registers with the
+//! frontend's registry, whose answer names the offload service. It returns when the
+//! frontend's connection is lost (an error: no node outlives its frontend), or after
+//! the frontend let it go ([`LEAVE`], with a drain). A platform adds its own ways to
+//! stop (a hosted node: its stdin closing, SIGINT/SIGTERM).
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use core::net::{Ipv4Addr, SocketAddr};
+use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use core::time::Duration;
+
+use sesa_ebb::{CoreId, EbbId, NodeShared};
+use sesa_exec::{
+    Departures, Identity, Membership, MembershipConfig, Messenger, MessengerConfig, MessengerRef,
+    NodeIdentity, RemoteError, Secret,
+};
+
+use crate::elastic::PoolAddress;
+use crate::offload::{OffloadClient, Stream};
+use crate::{
+    ADMIN_FIRST, App, FRONTEND, LEAVE, NodeStatus, Outcome, REGISTER, RUN_APP, Register, STATS,
+};
+
+/// A port of the node's as the frontend's host sees it: `host` on 127.0.0.1 forwarded
+/// to `guest` on the node.
+#[derive(Clone, Copy, Debug)]
+pub struct Forward {
+    /// The node's own port.
+    pub guest: u16,
+    /// The port on the frontend's host.
+    pub host: u16,
+}
+
+/// How the node's listening addresses look from the frontend's host.
+#[derive(Clone, Copy, Debug)]
+pub enum Addressing {
+    /// The node is a process on the frontend's host: it listens on 127.0.0.1, on ports
+    /// the OS picks (or the store's settings name).
+    Loopback,
+    /// The node is behind port forwarding (a native node on QEMU's user network): it
+    /// listens on fixed ports of its own, which the host forwards from 127.0.0.1.
+    Forwarded {
+        /// The messenger's port.
+        messenger: Forward,
+        /// The data store's client port.
+        clients: Forward,
+    },
+}
+
+/// What a node needs to know to join.
+pub struct NodeParams {
+    /// Its id.
+    pub id: u32,
+    /// The cluster secret.
+    pub secret: Secret,
+    /// The frontend's messenger address.
+    pub frontend: SocketAddr,
+    /// The frontend's registry EBB.
+    pub registry: EbbId,
+    /// How its addresses look from outside.
+    pub addressing: Addressing,
+    /// SWIM's timing.
+    pub membership: MembershipConfig,
+    /// Its process id (0 for a native node).
+    pub pid: u32,
+    /// `hosted` or `native`, for `sesa status`.
+    pub platform: &'static str,
+}
+
+/// Runs the node until the frontend lets go of it (`Ok`) or is lost (`Err`).
+///
+/// # Errors
+/// The frontend cannot be joined, or its connection was lost: the reason, for the
+/// node's console.
+pub async fn run(p: NodeParams) -> Result<(), String> {
+    let NodeParams {
+        id,
+        secret,
+        frontend,
+        registry,
+        addressing,
+        membership,
+        pid,
+        platform,
+    } = p;
+    let messenger = join_frontend(id, secret, frontend).await?;
+    // Listen too, so other members can reach this node, and join the SWIM membership
+    // through the frontend, under the address the others reach it at.
+    let (listen, seen_at) = match addressing {
+        Addressing::Loopback => (SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), None),
+        Addressing::Forwarded { messenger: m, .. } => (
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, m.guest)),
+            Some(SocketAddr::from((Ipv4Addr::LOCALHOST, m.host))),
+        ),
+    };
+    let bound = messenger
+        .listen(listen)
+        .await
+        .map_err(|e| format!("listening on {listen}: {e}"))?;
+    let addr = seen_at.unwrap_or(bound);
+    let members = Membership::start(messenger, addr, membership)
+        .await
+        .map_err(|e| format!("starting the membership: {e}"))?;
+    members
+        .announce(NodeIdentity {
+            node: FRONTEND,
+            generation: 1,
+            addr: frontend,
+        })
+        .await
+        .map_err(|e| format!("announcing the frontend: {e}"))?;
+    let started = sesa_event::now();
+    let (control, _) = NodeShared::create(|| ()).map_err(|e| format!("the control EBB: {e}"))?;
+    // Filled in by the registration reply, before any application runs.
+    let offload_id = Arc::new(spin::Once::<u64>::new());
+    let known = offload_id.clone();
+    // Planned leave: set `leaving`, then the departure handlers drain this node.
+    let leaving = Arc::new(AtomicBool::new(false));
+    let let_go = leaving.clone();
+    let departures = Arc::new(Departures::new());
+    let me = id;
+    messenger
+        .serve_async(control.id(), move |_from, method, payload| {
+            let offload_id = known.clone();
+            let (leaving, departures) = (leaving.clone(), departures.clone());
+            async move {
+                if method == LEAVE {
+                    leaving.store(true, SeqCst);
+                    departures.depart().await;
+                    // Stop once this reply is on its way.
+                    sesa_event::spawn_local(async {
+                        sesa_event::sleep(Duration::from_millis(100)).await;
+                        sesa_event::stop(0);
+                    });
+                    return Ok(alloc::vec::Vec::new());
+                }
+                if method == STATS {
+                    let status = local_status(messenger, me, started, pid, platform).await;
+                    return crate::encode_reply(&status);
+                }
+                if method != RUN_APP {
+                    return Err(RemoteError::NoHandler);
+                }
+                let (app, nodes, pool): (App, u32, Option<PoolAddress>) =
+                    postcard::from_bytes(&payload)
+                        .map_err(|_| RemoteError::Refused("bad application request".into()))?;
+                let service = offload_id
+                    .get()
+                    .and_then(|id| EbbId::from_raw(*id))
+                    .ok_or_else(|| RemoteError::Refused("not registered yet".into()))?;
+                let part = Part {
+                    nodes,
+                    me,
+                    offload: OffloadClient::new(messenger, FRONTEND, service),
+                    pool,
+                    leaving,
+                    departures,
+                    addressing,
+                    pid,
+                };
+                let outcome = run_part(app, part).await?;
+                crate::encode_reply(&outcome)
+            }
+        })
+        .await
+        .map_err(|e| format!("serving the control EBB: {e}"))?;
+    let registration = Register {
+        node: id,
+        generation: 1,
+        control: control.id().raw(),
+        cores: sesa_event::cores() as u32,
+        pid,
+        platform: platform.into(),
+    };
+    let payload = postcard::to_allocvec(&registration).map_err(|e| format!("encoding: {e}"))?;
+    let reply = messenger
+        .call(FRONTEND, CoreId::new(0), registry, REGISTER, payload)
+        .await
+        .map_err(|e| format!("registering with the frontend: {e}"))?;
+    let offload: u64 =
+        postcard::from_bytes(&reply).map_err(|_| "a malformed registration reply".to_string())?;
+    offload_id.call_once(|| offload);
+    watch_frontend(messenger, &let_go).await
+}
+
+/// A messenger for `node`, connected to (and authenticated by) the frontend at `addr`.
+///
+/// # Errors
+/// The messenger cannot be made, or the frontend refused or cannot be reached.
+pub async fn join_frontend(
+    node: u32,
+    secret: Secret,
+    addr: SocketAddr,
+) -> Result<MessengerRef, String> {
+    let me = Identity {
+        node,
+        generation: 1,
+    };
+    let messenger = Messenger::create(MessengerConfig::new(me, secret))
+        .map_err(|e| format!("the messenger: {e}"))?;
+    messenger
+        .connect(addr)
+        .await
+        .map_err(|e| format!("joining the frontend at {addr}: {e}"))?;
+    Ok(messenger)
+}
+
+/// This node's own figures (the frontend reports its own with it too).
+pub async fn local_status(
+    messenger: MessengerRef,
+    node: u32,
+    started: sesa_event::Instant,
+    pid: u32,
+    platform: &str,
+) -> NodeStatus {
+    let peers = messenger.peers().await.unwrap_or_default();
+    NodeStatus {
+        node,
+        generation: 1,
+        pid,
+        platform: platform.into(),
+        cores: sesa_event::cores() as u32,
+        ebbs: sesa_ebb::EbbNode::current().map_or(0, |n| n.live_ebbs()),
+        reps: sesa_event::on_all_cores(|_| sesa_ebb::reps_on_this_core())
+            .await
+            .into_iter()
+            .map(|r| r.unwrap_or(0))
+            .sum(),
+        peers: peers
+            .iter()
+            .map(|p| p.node)
+            .filter(|n| *n < ADMIN_FIRST)
+            .collect(),
+        messages: messenger.stats().await.unwrap_or_default(),
+        uptime_ms: (sesa_event::now() - started).as_millis() as u64,
+        state: "up".into(),
+    }
+}
+
+/// What a node's part of an application works with.
+struct Part {
+    nodes: u32,
+    me: u32,
+    offload: OffloadClient,
+    pool: Option<PoolAddress>,
+    leaving: Arc<AtomicBool>,
+    departures: Arc<Departures>,
+    addressing: Addressing,
+    pid: u32,
+}
+
+/// Runs this node's part of `app`.
+async fn run_part(app: App, part: Part) -> Result<Outcome, RemoteError> {
+    let Part {
+        nodes,
+        me,
+        offload,
+        pool,
+        leaving,
+        departures,
+        addressing,
+        pid,
+    } = part;
+    let refused = |e: &dyn core::fmt::Display| RemoteError::Refused(e.to_string());
+    match app {
+        App::Counter { incs } => match pool {
+            // Elastic: count chunks leased from the frontend's pool.
+            Some(pool) => {
+                let counting = Arc::new(AtomicBool::new(true));
+                let watched = counting.clone();
+                // The counter's departure event: wait until the chunk in hand is
+                // counted and reported, so no count is lost when this node leaves.
+                departures.on_departure(move || {
+                    let watched = watched.clone();
+                    async move {
+                        while watched.load(SeqCst) {
+                            sesa_event::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                });
+                let messenger = offload.messenger();
+                let result = crate::elastic::count_from_pool(messenger, pool, leaving).await;
+                counting.store(false, SeqCst);
+                result.map(Outcome::Counted).map_err(|e| refused(&e))
+            }
+            None => sesa_apps::counter::count_on_all_cores(incs)
+                .await
+                .map(Outcome::Counted)
+                .map_err(|e| refused(&e)),
+        },
+        App::Kv(settings) => {
+            let messenger = offload.messenger();
+            let (port, member) =
+                crate::kv::start_on_node(messenger, me, &settings, addressing, pid)
+                    .await
+                    .map_err(|e| refused(&e))?;
+            Ok(Outcome::Serving { port, member })
+        }
+        App::Cat { files } => {
+            let (mut printed, mut failed) = (0, 0);
+            let mine = files
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i as u32 % nodes == me - 1)
+                .map(|(_, f)| f);
+            for file in mine {
+                match offload.read(file).await {
+                    Ok(bytes) => {
+                        let text = String::from_utf8_lossy(&bytes);
+                        offload
+                            .print(Stream::Out, &text)
+                            .await
+                            .map_err(|e| refused(&e))?;
+                        printed += 1;
+                    }
+                    Err(e) => {
+                        let msg = format!("cat: {e}\n");
+                        offload
+                            .print(Stream::Err, &msg)
+                            .await
+                            .map_err(|e| refused(&e))?;
+                        failed += 1;
+                    }
+                }
+            }
+            Ok(Outcome::Printed {
+                files: printed,
+                failed,
+            })
+        }
+    }
+}
+
+/// Returns when the frontend's connection is lost: an error (the node stops with it),
+/// unless the frontend had already let this node go (`LEAVE`), in which case the
+/// frontend may well exit before this node's own delayed stop.
+async fn watch_frontend(messenger: MessengerRef, let_go: &AtomicBool) -> Result<(), String> {
+    loop {
+        sesa_event::sleep(Duration::from_millis(200)).await;
+        let peers = messenger
+            .peers()
+            .await
+            .map_err(|e| format!("the messenger: {e}"))?;
+        if !peers.iter().any(|p| p.node == FRONTEND) {
+            if let_go.load(SeqCst) {
+                return Ok(());
+            }
+            return Err("lost the connection to the frontend".into());
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Native nodes in applications: `sesa run ... --native` and `sesa kv ... --native-nodes`
+//! start nodes as QEMU machines booting the kernel of `crates/sesa-native` (TCG here),
+//! alone or mixed with hosted node processes. The native node runs the same node code
+//! as a hosted one (`sesa-node`): it joins the frontend, registers, counts, serves the
+//! store, and leaves with a drain. Every frontend and QEMU is stopped by its PID; a
+//! failing test kills what it started.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::alive;
+
+/// The processes the running test started (frontends and QEMUs), killed if it fails.
+struct Started(Vec<u32>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for &pid in &self.0 {
+                if alive(pid) {
+                    // SAFETY: signalling a process this test started and still running.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}
+
+/// One test at a time: each boots QEMUs, which on a small machine must not starve the
+/// others' failure detection.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `sesa` with the native kernel (built once) and a runtime directory of the test's own
+/// (for `sesa status` and `sesa scale`).
+fn sesa(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sesa"));
+    cmd.env("SESA_KERNEL", common::native_kernel())
+        .env("XDG_RUNTIME_DIR", dir);
+    cmd
+}
+
+fn runtime_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sesa-native-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Lines of a child's stream, on a channel.
+fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads `rx` until a line contains `what` (failing after `within`); every line read.
+fn wait_for(rx: &mpsc::Receiver<String>, what: &str, within: Duration, seen: &mut Vec<String>) {
+    let deadline = Instant::now() + within;
+    while !seen.iter().any(|l| l.contains(what)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no {what:?} within {within:?}: {seen:#?}"),
+        }
+    }
+}
+
+/// The pids in "sesa: node <id> started (pid <pid>)" lines.
+fn node_pids(seen: &[String]) -> Vec<(u32, u32)> {
+    seen.iter()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("sesa: node ")?;
+            let (id, pid) = rest.split_once(" started (pid ")?;
+            Some((id.parse().ok()?, pid.trim_end_matches(')').parse().ok()?))
+        })
+        .collect()
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "still running after {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_until_gone(pids: &[u32], within: Duration) {
+    let deadline = Instant::now() + within;
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "still running after {within:?}: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The counter across a mixed application: node 1 native (two cores, so misses on both),
+/// nodes 2 and 3 hosted. The total is exact, and every QEMU and node is gone after.
+#[test]
+fn the_counter_runs_exactly_across_native_and_hosted_nodes() {
+    let _one = one_at_a_time();
+    let dir = runtime_dir("mixed");
+    let mut frontend = sesa(&dir)
+        .args(["run", "counter", "--nodes", "3", "--native-nodes", "1"])
+        .args(["--cores", "2", "--incs", "5000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut started = Started(vec![frontend.id()]);
+    let err = lines(frontend.stderr.take().unwrap());
+    let out = lines(frontend.stdout.take().unwrap());
+    let status = wait_exit(&mut frontend, Duration::from_secs(90));
+    let said: Vec<String> = err.try_iter().collect();
+    let printed: Vec<String> = out.try_iter().collect();
+    let pids = node_pids(&said);
+    started.0.extend(pids.iter().map(|p| p.1));
+    assert!(status.success(), "{said:#?}\n{printed:#?}");
+    assert!(
+        printed.iter().any(|l| l == "total=30000000"),
+        "{printed:#?}"
+    );
+    // Node 1's console came through the frontend: it booted natively and joined.
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.starts_with("[node 1] sesa-native: node 1 joining the frontend")),
+        "{printed:#?}"
+    );
+    assert!(
+        said.iter().any(|l| l == "sesa: node 1 joined with 2 cores"),
+        "{said:#?}"
+    );
+    assert_eq!(pids.len(), 3, "{said:#?}");
+    wait_until_gone(
+        &pids.iter().map(|p| p.1).collect::<Vec<_>>(),
+        Duration::from_secs(5),
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A native node joins a running application (`sesa scale`), takes work, and leaves
+/// again with a drain: the total stays exact, and its QEMU exits by itself.
+#[test]
+fn a_native_node_joins_and_leaves_a_running_count() {
+    let _one = one_at_a_time();
+    let dir = runtime_dir("scale");
+    let mut frontend = sesa(&dir)
+        .args(["run", "counter", "--nodes", "1", "--native"])
+        .args(["--cores", "1", "--incs", "600000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut started = Started(vec![frontend.id()]);
+    let err = lines(frontend.stderr.take().unwrap());
+    let out = lines(frontend.stdout.take().unwrap());
+    let mut said = Vec::new();
+    wait_for(&err, "node 1 joined", Duration::from_secs(30), &mut said);
+    let scale = |n: &str| {
+        let out = sesa(&dir).args(["scale", "--nodes", n]).output().unwrap();
+        assert!(out.status.success(), "scale to {n}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let grown = scale("2");
+    assert!(grown.starts_with("scaled to 2 node(s)"), "{grown}");
+    wait_for(&err, "node 2 joined", Duration::from_secs(30), &mut said);
+    started.0.extend(node_pids(&said).iter().map(|p| p.1));
+    // Let the new node lease and count some chunks before it goes.
+    std::thread::sleep(Duration::from_millis(500));
+    let shrunk = scale("1");
+    assert!(shrunk.starts_with("scaled to 1 node(s)"), "{shrunk}");
+    let status = wait_exit(&mut frontend, Duration::from_secs(120));
+    said.extend(err.try_iter());
+    let printed: Vec<String> = out.try_iter().collect();
+    assert!(status.success(), "{said:#?}\n{printed:#?}");
+    assert!(
+        printed.iter().any(|l| l == "total=600000000"),
+        "{printed:#?}"
+    );
+    assert!(
+        said.iter()
+            .any(|l| l.contains("node 2") && l.ends_with(" left")),
+        "{said:#?}"
+    );
+    // Node 2's kernel ended by itself after the drain (not killed): it says so.
+    assert!(
+        printed.iter().any(|l| l == "[node 2] sesa-native: done"),
+        "{printed:#?}"
+    );
+    let pids: Vec<u32> = node_pids(&said).iter().map(|p| p.1).collect();
+    assert_eq!(pids.len(), 2, "{said:#?}");
+    wait_until_gone(&pids, Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Sends `script` to the store on `port` and returns the reply up to the `mn` marker.
+fn ask(port: u16, script: &[u8]) -> String {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(script).unwrap();
+    conn.write_all(b"mn\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    while !got.ends_with(b"MN\r\n") {
+        let n = conn.read(&mut buf).unwrap_or_else(|e| {
+            panic!("port {port}: {e} after {:?}", String::from_utf8_lossy(&got))
+        });
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(got).unwrap()
+}
+
+/// The data store on a native node and a hosted one: keys written through either are
+/// read through the other, libmemcached's suite passes through the native node,
+/// `sesa status` shows the native node with its QEMU's pid, and a `kill -9` of that QEMU
+/// loses no acknowledged write (two owners per key).
+#[test]
+fn the_store_spans_a_native_and_a_hosted_node_and_survives_losing_the_native_one() {
+    let _one = one_at_a_time();
+    let dir = runtime_dir("kv");
+    let mut frontend = sesa(&dir)
+        .args(["kv", "--nodes", "2", "--native-nodes", "1", "--port", "0"])
+        .args(["--cores", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut started = Started(vec![frontend.id()]);
+    let err = lines(frontend.stderr.take().unwrap());
+    let out = lines(frontend.stdout.take().unwrap());
+    let mut printed = Vec::new();
+    wait_for(
+        &out,
+        "node 2 listening on",
+        Duration::from_secs(60),
+        &mut printed,
+    );
+    let mut said: Vec<String> = Vec::new();
+    wait_for(&err, "the store is up", Duration::from_secs(30), &mut said);
+    let pids = node_pids(&said);
+    started.0.extend(pids.iter().map(|p| p.1));
+    let port_of = |node: u32| -> u16 {
+        let prefix = format!("node {node} listening on 127.0.0.1:");
+        printed
+            .iter()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port for node {node}: {printed:#?}"))
+    };
+    let (native, hosted) = (port_of(1), port_of(2));
+
+    // libmemcached's suite through the native node (it empties the store after).
+    common::memccapable(native);
+    // Keys n* written through the native node, h* through the hosted one.
+    let writes = |prefix: char| -> Vec<u8> {
+        (0..100)
+            .flat_map(|i| format!("set {prefix}{i} 0 0 3\r\n{prefix}{i:02}\r\n").into_bytes())
+            .collect()
+    };
+    assert_eq!(ask(native, &writes('n')).matches("STORED").count(), 100);
+    assert_eq!(ask(hosted, &writes('h')).matches("STORED").count(), 100);
+    let reads: Vec<u8> = (0..100)
+        .flat_map(|i| format!("get n{i} h{i}\r\n").into_bytes())
+        .collect();
+    for port in [native, hosted] {
+        let got = ask(port, &reads);
+        assert_eq!(
+            got.matches("VALUE ").count(),
+            200,
+            "through port {port}: {got}"
+        );
+    }
+
+    // The native node in `sesa status`, with its QEMU's pid.
+    let status = sesa(&dir).args(["status", "--json"]).output().unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let node1 = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == 1)
+        .unwrap_or_else(|| panic!("{status}"));
+    let qemu = pids.iter().find(|p| p.0 == 1).unwrap().1;
+    assert_eq!(node1["platform"], "native", "{status}");
+    assert_eq!(node1["pid"], qemu, "{status}");
+    assert_eq!(node1["state"], "up", "{status}");
+
+    // kill -9 of the native node's QEMU: every key is still there through node 2.
+    // SAFETY: signalling the QEMU this test's frontend started (its pid was reported).
+    assert_eq!(unsafe { libc::kill(qemu as i32, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = ask(hosted, &reads);
+    while got.matches("VALUE ").count() != 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        got = ask(hosted, &reads);
+    }
+    assert_eq!(got.matches("VALUE ").count(), 200, "{got}");
+
+    common::interrupt_and_reap(&mut frontend);
+    let pids: Vec<u32> = pids.iter().map(|p| p.1).collect();
+    wait_until_gone(&pids, Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(dir);
+}
