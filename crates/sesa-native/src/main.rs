@@ -229,6 +229,38 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 exit(Exit::Failure);
             }
         }
+        Some("bench") => {
+            let cores = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
+            let sizes = match words.next() {
+                Some("quick") => sesa_node::micro::Sizes::QUICK,
+                _ => sesa_node::micro::Sizes::FULL,
+            };
+            let code = runtime::run(cores, None, move || async move {
+                match sesa_node::micro::measure(sizes).await {
+                    Ok(f) => println!(
+                        "sesa-native: micro cores={} ebb_call_ns={} ebb_inline_ns={} \
+                         counter_ebb_mops={} counter_atomic_mops={} miss_ns={} \
+                         spawn_rtt_p50_ns={} spawn_rtt_p99_ns={} spawn_mops={}",
+                        f.cores,
+                        f.ebb_call_ns,
+                        f.ebb_inline_ns,
+                        f.counter_ebb_mops,
+                        f.counter_atomic_mops,
+                        f.miss_ns,
+                        f.spawn_rtt_p50_ns,
+                        f.spawn_rtt_p99_ns,
+                        f.spawn_mops
+                    ),
+                    Err(why) => {
+                        println!("sesa-native: micro: {why}");
+                        sesa_event::stop(1);
+                    }
+                }
+            });
+            if code != 0 {
+                exit(Exit::Failure);
+            }
+        }
         Some("kv") => {
             let cores = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
             let memory_mb = words

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod elastic;
 pub mod kv;
+pub mod micro;
 pub mod offload;
 pub mod run;
 

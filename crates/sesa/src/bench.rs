@@ -11,21 +11,19 @@
 //! | `spawn_mops` | one-way `ship` throughput from core 0 to core 1 | — |
 //!
 //! Every figure is the median over `runs` repetitions, interleaved (EBB, baseline, EBB,
-//! baseline...) so that machine noise hits both alike. Timing uses the OS monotonic
-//! clock directly (benchmarks are hosted-only).
+//! baseline...) so that machine noise hits both alike. The EBB figures are measured by
+//! `sesa_node::micro`, the same code the native kernel runs (`sesa bench micro --native`
+//! boots it and sets its figures beside these); the baselines are the OS's, so they are
+//! measured here.
 
 use std::cell::Cell;
-use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use anyhow::{Context, anyhow};
 use serde::Serialize;
 use sesa_apps::counter::{Counter, CounterRep};
-use sesa_ebb::CoreId;
-use sesa_event::{EventError, spawn_on};
 use sesa_hosted::{Config, Exit, Runtime};
+use sesa_node::micro::{self as portable, median, ns_per_call, percentile};
 
 /// Sizes of one micro-benchmark run.
 #[derive(Clone, Debug)]
@@ -114,6 +112,30 @@ pub struct MicroReport {
     pub spawn_rtt_p99_ns: f64,
     /// One-way `ship` throughput core 0 -> core 1, million events/s.
     pub spawn_mops: f64,
+    /// The same portable figures on a native node (`--native`), and their ratios.
+    pub native: Option<NativeMicro>,
+}
+
+/// A native node's figures beside the hosted ones.
+#[derive(Clone, Debug, Serialize)]
+pub struct NativeMicro {
+    /// QEMU's accelerator.
+    pub accel: String,
+    /// The native node's figures.
+    pub figures: sesa_node::micro::Figures,
+    /// Native over hosted, per figure (times for `_ns`, rates for `_mops`: above 1 is
+    /// slower for times and faster for rates).
+    pub ebb_call: f64,
+    /// See `ebb_call`.
+    pub ebb_inline: f64,
+    /// See `ebb_call`.
+    pub counter_ebb: f64,
+    /// See `ebb_call`.
+    pub miss: f64,
+    /// See `ebb_call`.
+    pub spawn_rtt_p50: f64,
+    /// See `ebb_call`.
+    pub spawn: f64,
 }
 
 impl MicroReport {
@@ -145,7 +167,34 @@ impl MicroReport {
             p50 = self.spawn_rtt_p50_ns,
             p99 = self.spawn_rtt_p99_ns,
             ships = self.spawn_mops,
-        )
+        ) + &self.native.as_ref().map_or(String::new(), |n| {
+            let f = &n.figures;
+            format!(
+                "native node (QEMU {accel}), same measurements, native/hosted:\n\
+                 ebb call (hit)       {:>10.2} ns   {:.2}x\n\
+                 ebb hit, inlined     {:>10.2} ns   {:.2}x\n\
+                 counter, per-core EBB {:>9.1} M inc/s   {:.2}x\n\
+                 counter, shared atomic {:>8.1} M inc/s\n\
+                 miss (first access)  {:>10.0} ns   {:.2}x\n\
+                 spawn_on round trip  {:>10.0} ns p50   {:.0} ns p99   {:.2}x\n\
+                 ship throughput      {:>10.2} M events/s   {:.2}x\n",
+                f.ebb_call_ns,
+                n.ebb_call,
+                f.ebb_inline_ns,
+                n.ebb_inline,
+                f.counter_ebb_mops,
+                n.counter_ebb,
+                f.counter_atomic_mops,
+                f.miss_ns,
+                n.miss,
+                f.spawn_rtt_p50_ns,
+                f.spawn_rtt_p99_ns,
+                n.spawn_rtt_p50,
+                f.spawn_mops,
+                n.spawn,
+                accel = n.accel,
+            )
+        })
     }
 }
 
@@ -178,20 +227,31 @@ async fn run_all(cfg: MicroConfig) -> anyhow::Result<MicroReport> {
     let mut ships = Vec::new();
     let counter = Counter::create()?;
     for _ in 0..cfg.runs {
-        ebb.push(ebb_call_ns(counter, cfg.calls));
+        ebb.push(portable::ebb_call_ns(counter, cfg.calls));
         direct.push(direct_call_ns(cfg.calls));
-        ebb_inline.push(ebb_inline_ns(counter, cfg.calls));
+        ebb_inline.push(portable::ebb_inline_ns(counter, cfg.calls));
         direct_inline.push(direct_inline_ns(cfg.calls));
-        c_ebb.push(counter_mops(CounterKind::Ebb, cfg.incs_per_core).await?);
-        c_atomic.push(counter_mops(CounterKind::Atomic, cfg.incs_per_core).await?);
-        c_mutex.push(counter_mops(CounterKind::Mutex, cfg.incs_per_core).await?);
-        miss.push(miss_ns(cfg.misses).await?);
-        rtts.extend(round_trips_ns(cfg.round_trips).await?);
-        ships.push(ship_mops(cfg.ships).await?);
+        c_ebb.push(portable::counter_ebb_mops(cfg.incs_per_core).await?);
+        let atomic = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        c_atomic.push(
+            portable::counter_mops(cfg.incs_per_core, move || {
+                atomic.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
+            .await?,
+        );
+        let mutex = Arc::new(Mutex::new(0u64));
+        c_mutex.push(
+            portable::counter_mops(cfg.incs_per_core, move || {
+                *mutex.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            })
+            .await?,
+        );
+        miss.push(portable::miss_ns(cfg.misses).await?);
+        rtts.extend(portable::round_trips_ns(cfg.round_trips).await?);
+        ships.push(portable::ship_mops(cfg.ships).await?);
     }
     sesa_event::destroy(counter.ebb()).await?;
     rtts.sort_unstable();
-    let percentile = |p: f64| rtts[((rtts.len() - 1) as f64 * p).round() as usize] as f64;
     let (ebb_call_ns, direct_call_ns) = (median(ebb), median(direct));
     let (ebb_inline_ns, direct_inline_ns) = (median(ebb_inline), median(direct_inline));
     let (counter_ebb_mops, counter_atomic_mops) = (median(c_ebb), median(c_atomic));
@@ -209,21 +269,11 @@ async fn run_all(cfg: MicroConfig) -> anyhow::Result<MicroReport> {
         counter_mutex_mops: median(c_mutex),
         counter_ebb_vs_atomic: counter_ebb_mops / counter_atomic_mops,
         miss_ns: median(miss),
-        spawn_rtt_p50_ns: percentile(0.50),
-        spawn_rtt_p99_ns: percentile(0.99),
+        spawn_rtt_p50_ns: percentile(&rtts, 0.50),
+        spawn_rtt_p99_ns: percentile(&rtts, 0.99),
         spawn_mops: median(ships),
+        native: None,
     })
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-/// A method invocation through the EBB: what application code pays per call.
-#[inline(never)]
-fn inc_through_ebb(counter: Counter) {
-    counter.inc()
 }
 
 /// The same method through a thread-local pointer.
@@ -232,32 +282,10 @@ fn inc_through_tls() {
     DIRECT.with(|d| d.get().inc())
 }
 
-/// Times `calls` calls of `call`; ns per call. Inlined into each caller, so every timed
-/// loop is compiled for its own `call`.
-#[inline(always)]
-fn ns_per_call(calls: u64, mut call: impl FnMut()) -> f64 {
-    let calls = black_box(calls);
-    let start = Instant::now();
-    for _ in 0..calls {
-        call();
-    }
-    start.elapsed().as_nanos() as f64 / calls as f64
-}
-
-#[inline(never)]
-fn ebb_call_ns(counter: Counter, calls: u64) -> f64 {
-    ns_per_call(calls, || inc_through_ebb(counter))
-}
-
 #[inline(never)]
 fn direct_call_ns(calls: u64) -> f64 {
     ensure_direct_rep();
     ns_per_call(calls, inc_through_tls)
-}
-
-#[inline(never)]
-fn ebb_inline_ns(counter: Counter, calls: u64) -> f64 {
-    ns_per_call(calls, || counter.inc())
 }
 
 #[inline(never)]
@@ -281,105 +309,93 @@ fn ensure_direct_rep() {
     }
 }
 
-#[derive(Clone, Copy)]
-enum CounterKind {
-    Ebb,
-    Atomic,
-    Mutex,
-}
-
-/// All cores increment at once (released together by a barrier); returns million
-/// increments per second over the slowest core's time.
-async fn counter_mops(kind: CounterKind, incs: u64) -> Result<f64, EventError> {
-    let counter = Counter::create()?;
-    let atomic = Arc::new(AtomicU64::new(0));
-    let mutex = Arc::new(Mutex::new(0u64));
-    let cores = sesa_event::cores();
-    let arrived = Arc::new(AtomicUsize::new(0));
-    let results = sesa_event::on_all_cores(move |_| {
-        // A barrier inside events: deliberately blocks each core until all are here,
-        // so the contended baselines really contend.
-        arrived.fetch_add(1, Ordering::SeqCst);
-        while arrived.load(Ordering::SeqCst) < cores {
-            std::hint::spin_loop();
+/// Boots the native kernel under QEMU with `-smp cores` and its `bench` command (the
+/// same portable measurements, `sesa_node::micro`), and reads its figures from the
+/// console. QEMU is killed (by its PID) if it has not finished within ten minutes.
+///
+/// # Errors
+/// QEMU cannot run, the kernel failed, or its figures are missing.
+pub fn native_micro(
+    kernel: &std::path::Path,
+    accel: &str,
+    cores: usize,
+    quick: bool,
+) -> anyhow::Result<sesa_node::micro::Figures> {
+    use std::io::Read as _;
+    let mut qemu = std::process::Command::new("qemu-system-x86_64")
+        .args(["-accel", accel, "-M", "microvm"])
+        .args(["-cpu", if accel == "kvm" { "host" } else { "max" }])
+        .args(["-m", "256", "-smp", &cores.to_string()])
+        .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-serial", "stdio", "-no-reboot"])
+        .args([
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-kernel",
+        ])
+        .arg(kernel)
+        .arg("-append")
+        .arg(format!(
+            "bench {cores} {}",
+            if quick { "quick" } else { "full" }
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while qemu.try_wait()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+            anyhow::bail!("the native node's benchmarks did not finish within 10 minutes");
         }
-        let start = Instant::now();
-        match kind {
-            CounterKind::Ebb => (0..incs).for_each(|_| counter.inc()),
-            CounterKind::Atomic => (0..incs).for_each(|_| {
-                atomic.fetch_add(1, Ordering::Relaxed);
-            }),
-            CounterKind::Mutex => (0..incs).for_each(|_| {
-                *mutex.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-            }),
-        }
-        start.elapsed()
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut console = String::new();
+    qemu.stdout
+        .take()
+        .context("QEMU's console")?
+        .read_to_string(&mut console)?;
+    let line = console
+        .lines()
+        .find_map(|l| l.strip_prefix("sesa-native: micro "))
+        .ok_or_else(|| anyhow!("no figures from the native node:\n{console}"))?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("no {name} in {line:?}"))
+    };
+    Ok(sesa_node::micro::Figures {
+        cores: field("cores")? as usize,
+        ebb_call_ns: field("ebb_call_ns")?,
+        ebb_inline_ns: field("ebb_inline_ns")?,
+        counter_ebb_mops: field("counter_ebb_mops")?,
+        counter_atomic_mops: field("counter_atomic_mops")?,
+        miss_ns: field("miss_ns")?,
+        spawn_rtt_p50_ns: field("spawn_rtt_p50_ns")?,
+        spawn_rtt_p99_ns: field("spawn_rtt_p99_ns")?,
+        spawn_mops: field("spawn_mops")?,
     })
-    .await;
-    let mut slowest = std::time::Duration::ZERO;
-    for r in results {
-        slowest = slowest.max(r?);
-    }
-    if let CounterKind::Ebb = kind {
-        debug_assert_eq!(counter.val(), (incs as usize * cores) as i64);
-    }
-    sesa_event::destroy(counter.ebb()).await?;
-    Ok((incs as f64 * cores as f64) / slowest.as_secs_f64() / 1e6)
 }
 
-/// Creates `n` EBBs, then times their first access on this core.
-async fn miss_ns(n: usize) -> Result<f64, EventError> {
-    let counters: Vec<Counter> = (0..n)
-        .map(|_| Counter::create())
-        .collect::<Result<_, _>>()?;
-    let start = Instant::now();
-    for c in &counters {
-        c.inc();
+impl MicroReport {
+    /// Sets a native node's figures beside these, with native-over-hosted ratios.
+    pub fn with_native(mut self, accel: &str, figures: sesa_node::micro::Figures) -> Self {
+        self.native = Some(NativeMicro {
+            accel: accel.to_owned(),
+            ebb_call: figures.ebb_call_ns / self.ebb_call_ns,
+            ebb_inline: figures.ebb_inline_ns / self.ebb_inline_ns,
+            counter_ebb: figures.counter_ebb_mops / self.counter_ebb_mops,
+            miss: figures.miss_ns / self.miss_ns,
+            spawn_rtt_p50: figures.spawn_rtt_p50_ns / self.spawn_rtt_p50_ns,
+            spawn: figures.spawn_mops / self.spawn_mops,
+            figures,
+        });
+        self
     }
-    let per_miss = start.elapsed().as_nanos() as f64 / n as f64;
-    for c in &counters {
-        c.ebb().destroy()?;
-    }
-    // One pass over every core reclaims them all.
-    for r in sesa_event::on_all_cores(|_| ()).await {
-        r?;
-    }
-    Ok(per_miss)
-}
-
-fn partner_core() -> CoreId {
-    CoreId::new(if sesa_event::cores() > 1 { 1 } else { 0 })
-}
-
-async fn round_trips_ns(n: usize) -> Result<Vec<u64>, EventError> {
-    let target = partner_core();
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let start = Instant::now();
-        spawn_on(target, || ()).await?;
-        samples.push(start.elapsed().as_nanos() as u64);
-    }
-    Ok(samples)
-}
-
-async fn ship_mops(n: u64) -> Result<f64, EventError> {
-    let target = partner_core();
-    let received = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    for _ in 0..n {
-        let received = received.clone();
-        sesa_event::ship(target, move || {
-            received.fetch_add(1, Ordering::Relaxed);
-        })?;
-    }
-    spawn_on(target, || ()).await?;
-    let elapsed = start.elapsed();
-    assert_eq!(
-        received.load(Ordering::Relaxed),
-        n,
-        "every shipped event ran"
-    );
-    Ok(n as f64 / elapsed.as_secs_f64() / 1e6)
 }
 
 /// For `cargo bench` and the CLI: runs and formats.

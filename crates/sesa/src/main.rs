@@ -247,6 +247,15 @@ enum Suite {
         /// Tiny sizes (a smoke run; the figures mean nothing).
         #[arg(long)]
         quick: bool,
+        /// Also run the portable measurements on a native node: this kernel
+        /// (crates/sesa-native/target/release/sesa-kernel) under QEMU with as many
+        /// cores, and print its figures beside the hosted ones.
+        #[arg(long, value_name = "KERNEL")]
+        native: Option<std::path::PathBuf>,
+        /// QEMU's accelerator for `--native` (default: kvm where /dev/kvm is a hardware
+        /// hypervisor, else tcg).
+        #[arg(long, value_parser = ["tcg", "kvm"])]
+        accel: Option<String>,
     },
     /// The data store under a memcached load, optionally against memcached itself
     /// (same load, same core count, interleaved runs).
@@ -642,7 +651,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Bench {
-            suite: Suite::Micro { json, cores, quick },
+            suite:
+                Suite::Micro {
+                    json,
+                    cores,
+                    quick,
+                    native,
+                    accel,
+                },
         } => {
             let cores = cores.unwrap_or_else(all_cores);
             let config = if quick {
@@ -650,7 +666,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 MicroConfig::full(cores)
             };
-            let report = micro(&config)?;
+            let mut report = micro(&config)?;
+            if let Some(kernel) = native {
+                let accel =
+                    accel.unwrap_or_else(|| sesa::cluster::NativeNodes::default_accel().to_owned());
+                let figures = sesa::bench::native_micro(&kernel, &accel, cores, quick)?;
+                report = report.with_native(&accel, figures);
+            }
             print_report(json, &report, || report.table())
         }
         Command::Bench {

@@ -386,3 +386,33 @@ fn a_hosted_node_calls_an_ebb_on_a_native_node_through_the_messenger() {
         first.as_millis()
     );
 }
+
+/// The portable micro-benchmarks (`sesa_node::micro`, what `sesa bench micro --native`
+/// runs) on two native cores: every figure is reported and plausible.
+#[test]
+fn the_native_kernel_runs_the_portable_micro_benchmarks_under_tcg() {
+    let (code, out) = finish(start("tcg", "bench 2 quick", &["-smp", "2"]), "tcg");
+    assert_eq!(code, 1, "{out}");
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("sesa-native: micro "))
+        .unwrap_or_else(|| panic!("no figures: {out}"));
+    for name in [
+        "ebb_call_ns",
+        "ebb_inline_ns",
+        "counter_ebb_mops",
+        "counter_atomic_mops",
+        "miss_ns",
+        "spawn_rtt_p50_ns",
+        "spawn_rtt_p99_ns",
+        "spawn_mops",
+    ] {
+        let value: f64 = line
+            .split(' ')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"));
+        assert!(value > 0.0 && value.is_finite(), "{name}={value}: {line}");
+    }
+    assert!(line.starts_with("cores=2 "), "{line}");
+}
