@@ -184,7 +184,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 println!("sesa-native: usage: node <id> <secret: 64 hex digits>");
                 exit(Exit::Failure);
             };
-            let net = start_net();
+            let net = start_net(line);
             let code = runtime::run(1, Some(net), move || async move {
                 if let Err(why) = node::serve(id, secret).await {
                     println!("sesa-native: node: {why}");
@@ -215,7 +215,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 );
                 exit(Exit::Failure);
             };
-            let net = start_net();
+            let net = start_net(line);
             let code = runtime::run(cores, Some(net), move || async move {
                 match node::join(args, secret).await {
                     Ok(()) => println!("sesa-native: join: the frontend let this node go"),
@@ -268,7 +268,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 .and_then(|w| w.parse().ok())
                 .unwrap_or(kv::DEFAULT_MEMORY_MB);
             let heap_bytes = memory.heap_bytes;
-            let net = start_net();
+            let net = start_net(line);
             let code = runtime::run(cores, Some(net), move || async move {
                 if let Err(why) = kv::serve(memory_mb, heap_bytes).await {
                     println!("sesa-native: kv: {why}");
@@ -280,7 +280,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
             }
         }
         Some("echo") => {
-            let net = start_net();
+            let net = start_net(line);
             let code = runtime::run(1, Some(net), || async {
                 if let Err(why) = echo_once(7).await {
                     println!("sesa-native: echo: {why}");
@@ -309,8 +309,8 @@ fn usage_of_join() -> ! {
 }
 
 /// Brings the network up, or ends the run saying why.
-fn start_net() -> net::NativeNet {
-    match net::NativeNet::start() {
+fn start_net(command_line: &str) -> net::NativeNet {
+    match net::NativeNet::start(command_line) {
         Ok(net) => net,
         Err(why) => {
             println!("sesa-native: net: {why}");
@@ -452,7 +452,10 @@ async fn echo_once(port: u16) -> Result<(), sesa_event::EventError> {
         .shutdown()
         .await
         .map_err(sesa_event::EventError::Net)?;
-    println!("sesa-native: echo: served one client ({peer}), {echoed} bytes");
+    println!(
+        "sesa-native: echo: served one client ({peer}), {echoed} bytes; {} device interrupts",
+        cpu::idt::device_interrupts()
+    );
     // Let the stack send the last bytes and the close before the loop stops.
     sesa_event::sleep(core::time::Duration::from_millis(20)).await;
     Ok(())

@@ -2,14 +2,21 @@
 //! event loop's `sesa_event::net::Net`.
 //!
 //! One interface with a static address (QEMU's user network hands out 10.0.2.15 behind
-//! the gateway 10.0.2.2). The loop polls the stack every turn ([`NativeNet::poll`]); when
-//! a socket's state changed, every task waiting on the network is woken and looks again
-//! (spurious wake-ups are cheap next to the bookkeeping of per-socket wakers).
+//! the gateway 10.0.2.2; the host's loopback, where the other nodes are, is reached
+//! through the gateway). Core 0's loop polls the stack every turn ([`NativeNet::poll`]);
+//! when a socket's state changed, every task waiting on the network is woken and looks
+//! again (spurious wake-ups are cheap next to the bookkeeping of per-socket wakers).
+//!
+//! Interrupts and polling, as the paper's event loops switch between them: under load
+//! the loop polls and the device's interrupt line stays masked; when core 0 goes to
+//! sleep ([`NativeNet::prepare_sleep`]) the device's interrupts are turned on and its
+//! line (routed through the I/O APIC) unmasked, so the next frame wakes it; awake, the
+//! line is masked again ([`NativeNet::after_sleep`]).
 //!
 //! Limits, explicit: IPv4 only; a listener keeps [`BACKLOG`] sockets listening, so more
 //! connections arriving at once than that are refused until some are accepted; a
-//! stream's buffers are [`SOCKET_BUFFER`] bytes each way. Still to come: interrupts when
-//! idle, and the other cores.
+//! stream's buffers are [`SOCKET_BUFFER`] bytes each way; the stack runs on core 0 only
+//! (the other cores get its connections' work shipped to them).
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -30,7 +37,8 @@ use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::mmio::MmioTransport;
 
 use crate::cpu::clock;
-use crate::cpu::virtio::{IdentityHal, find};
+use crate::cpu::virtio::{IdentityHal, find, gsi};
+use crate::cpu::{apic, ioapic};
 use crate::println;
 
 /// Descriptors per virtqueue.
@@ -133,6 +141,9 @@ struct Stack {
     /// Sockets their owners dropped: removed once closed.
     closing: Vec<SocketHandle>,
     next_port: u16,
+    /// The device's interrupt line, when it reaches core 0 (routed through the I/O
+    /// APIC; unmasked only while core 0 sleeps).
+    interrupt: Option<u32>,
 }
 
 impl Stack {
@@ -163,13 +174,25 @@ impl Stack {
 pub struct NativeNet(Rc<RefCell<Stack>>);
 
 impl NativeNet {
-    /// Finds the virtio-net device and brings the interface up at 10.0.2.15/24.
+    /// Finds the virtio-net device, routes its interrupt to core 0 (its line from
+    /// `command_line` or microvm's wiring) and brings the interface up at 10.0.2.15/24.
+    /// Without a routable interrupt the network still works, polled: it says so.
     ///
     /// # Errors
     /// No device, or the driver refused it.
-    pub fn start() -> Result<NativeNet, StartError> {
-        let transport = find(DeviceType::Network).ok_or(StartError::NoDevice)?;
-        let nic = Nic::new(transport, FRAME).map_err(StartError::Driver)?;
+    pub fn start(command_line: &str) -> Result<NativeNet, StartError> {
+        let (slot, transport) = find(DeviceType::Network).ok_or(StartError::NoDevice)?;
+        let mut nic = Nic::new(transport, FRAME).map_err(StartError::Driver)?;
+        // Polled while the loop runs; interrupts only while core 0 sleeps.
+        nic.disable_interrupts();
+        let gsi = gsi(slot, command_line);
+        let interrupt = match ioapic::route(gsi, apic::DEVICE_VECTOR, apic::id_of(0)) {
+            Ok(()) => Some(gsi),
+            Err(why) => {
+                println!("sesa-native: net: GSI {gsi}: {why}: the device is only polled");
+                None
+            }
+        };
         let mac = nic.mac_address();
         let mut device = NetDevice(Rc::new(RefCell::new(nic)));
         let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
@@ -181,7 +204,7 @@ impl NativeNet {
         let _ = iface
             .routes_mut()
             .add_default_ipv4_route(Ipv4Address::new(10, 0, 2, 2));
-        println!("sesa-native: net: virtio-net {mac:02x?}, 10.0.2.15/24");
+        println!("sesa-native: net: virtio-net {mac:02x?} (interrupt: GSI {gsi}), 10.0.2.15/24");
         Ok(NativeNet(Rc::new(RefCell::new(Stack {
             iface,
             device,
@@ -189,7 +212,47 @@ impl NativeNet {
             waiters: Vec::new(),
             closing: Vec::new(),
             next_port: EPHEMERAL,
+            interrupt,
         }))))
+    }
+
+    /// Whether the device can wake core 0 with an interrupt.
+    pub fn interrupts(&self) -> bool {
+        self.0.borrow().interrupt.is_some()
+    }
+
+    /// Before core 0 sleeps: turns the device's interrupts on and acknowledges what it
+    /// raised, so that the next frame is a new interrupt. `None`: frames are already
+    /// waiting (poll instead of sleeping); else the clock's time (ns) by which the
+    /// stack must be polled again for its own timers (`u64::MAX`: none).
+    pub fn prepare_sleep(&self) -> Option<u64> {
+        let mut stack = self.0.borrow_mut();
+        let gsi = stack.interrupt?;
+        {
+            let mut nic = stack.device.0.borrow_mut();
+            nic.enable_interrupts();
+            nic.ack_interrupt();
+            // Looked at after the acknowledgement: a frame before it raises no new edge.
+            if nic.can_recv() {
+                nic.disable_interrupts();
+                return None;
+            }
+        }
+        ioapic::set_masked(gsi, false);
+        let Stack { iface, sockets, .. } = &mut *stack;
+        Some(match iface.poll_at(now(), sockets) {
+            Some(at) => u64::try_from(at.total_micros()).unwrap_or(0) * 1000,
+            None => u64::MAX,
+        })
+    }
+
+    /// After core 0 woke: interrupts off again (the loop polls the device).
+    pub fn after_sleep(&self) {
+        let stack = self.0.borrow();
+        if let Some(gsi) = stack.interrupt {
+            ioapic::set_masked(gsi, true);
+        }
+        stack.device.0.borrow_mut().disable_interrupts();
     }
 
     /// Moves frames in and out; wakes the waiting tasks if a socket changed. Whether

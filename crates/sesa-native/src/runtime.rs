@@ -11,10 +11,10 @@
 //! so. Without a network, `net()` refuses every operation with a clear error.
 //!
 //! An idle core sleeps in `hlt` until its next timer (the APIC's one-shot timer), a
-//! wake-up IPI (sent by a core that ships it an event), or a nap's end (200 µs on the
-//! network's core, whose frames are still polled, 1 ms elsewhere: a waker called from
-//! another core is seen by then). A core sleeps only after 2 ms without work: under load
-//! nothing sleeps, the loops poll.
+//! wake-up IPI (sent by a core that ships it an event), the network device's interrupt
+//! (on core 0), or a nap's end (1 ms: a waker called from another core is seen by then;
+//! 200 µs on a network core without a routable interrupt, which must poll). A core
+//! sleeps only after 2 ms without work: under load nothing sleeps, the loops poll.
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
@@ -280,10 +280,11 @@ impl TcpListener for NoConnections {
     }
 }
 
-/// The longest an idle core sleeps: the network core polls the stack at least this
-/// often (frames are not interrupt-driven yet), the others their wakers from other cores.
-const NAP_NET: u64 = 200_000;
+/// The longest an idle core sleeps: a core looks at wakers called from other cores at
+/// least this often (they send no IPI); the network's core is woken by the device's
+/// interrupt, or, when it has none, polls it every `NAP_POLLED`.
 const NAP: u64 = 1_000_000;
+const NAP_POLLED: u64 = 200_000;
 /// Deadlines nearer than this are spun for, not slept for.
 const NAP_MIN: u64 = 20_000;
 /// How long a core polls after its last work before it sleeps: under load (a request
@@ -297,13 +298,26 @@ const SPIN: u64 = 2_000_000;
 fn sleep(core: &NativeCore, inbox: &spinning_top::Spinlock<VecDeque<Event>>, index: usize) {
     use core::sync::atomic::Ordering::SeqCst;
     let now = clock::now_ns();
-    let nap = if core.net.is_some() { NAP_NET } else { NAP };
+    // The network's core: interrupts on for the sleep (frames waiting: no sleep), and
+    // the stack's own timers bound it.
+    let (nap, stack_deadline) = match &core.net {
+        Some(net) if net.interrupts() => match net.prepare_sleep() {
+            Some(deadline) => (NAP, deadline),
+            None => return,
+        },
+        Some(_) => (NAP_POLLED, u64::MAX),
+        None => (NAP, u64::MAX),
+    };
     let next = core
         .timers
         .next_deadline()
         .map_or(now + nap, Instant::as_nanos)
-        .min(now + nap);
+        .min(now + nap)
+        .min(stack_deadline);
     if next < now + NAP_MIN {
+        if let Some(net) = &core.net {
+            net.after_sleep();
+        }
         core::hint::spin_loop();
         return;
     }
@@ -315,6 +329,9 @@ fn sleep(core: &NativeCore, inbox: &spinning_top::Spinlock<VecDeque<Event>>, ind
         crate::cpu::apic::idle();
     }
     flag.store(false, SeqCst);
+    if let Some(net) = &core.net {
+        net.after_sleep();
+    }
 }
 
 /// What the application processors need to join a run: set by `run` before it starts

@@ -236,10 +236,19 @@ fn the_native_kernel_serves_tcp_over_virtio_net_under_tcg() {
         }
         let answered = launched.elapsed();
         assert_eq!(first[0], payload[0]);
-        stream.write_all(&payload[1..]).unwrap();
-        let mut back = vec![0u8; payload.len() - 1];
+        // Idle pauses: the kernel sleeps with the device's interrupt unmasked, and the
+        // next frame wakes it through the I/O APIC (counted below).
+        for i in 1..4 {
+            std::thread::sleep(Duration::from_millis(100));
+            stream.write_all(&payload[i..=i]).unwrap();
+            let mut one = [0u8; 1];
+            stream.read_exact(&mut one).unwrap();
+            assert_eq!(one[0], payload[i]);
+        }
+        stream.write_all(&payload[4..]).unwrap();
+        let mut back = vec![0u8; payload.len() - 4];
         stream.read_exact(&mut back).unwrap();
-        assert!(back == payload[1..], "the echo differs");
+        assert!(back == payload[4..], "the echo differs");
         stream.shutdown(std::net::Shutdown::Write).unwrap();
         let mut rest = Vec::new();
         stream.read_to_end(&mut rest).unwrap();
@@ -254,6 +263,13 @@ fn the_native_kernel_serves_tcp_over_virtio_net_under_tcg() {
         "{out}"
     );
     assert!(out.contains("MHz (against the PIT)"), "{out}");
+    let interrupts: u64 = out
+        .split(" device interrupts")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no interrupt count: {out}"));
+    assert!(interrupts >= 1, "the device never woke the idle kernel: {out}");
     eprintln!(
         "native TCP echo (TCG): launch to first answer {} ms",
         answered.as_millis()

@@ -21,6 +21,8 @@ const TIMER_DIVIDE: usize = 0x3e0;
 pub const TIMER_VECTOR: u8 = 0x20;
 /// See [`TIMER_VECTOR`].
 pub const WAKE_VECTOR: u8 = 0x21;
+/// The vector devices' interrupts arrive on (through the I/O APIC).
+pub const DEVICE_VECTOR: u8 = 0x22;
 /// The spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 
@@ -76,6 +78,11 @@ pub fn broadcast(icr_low: u32) {
     while read(ICR_LOW) & (1 << 12) != 0 {
         core::hint::spin_loop();
     }
+}
+
+/// CPU `index`'s APIC id.
+pub fn id_of(index: usize) -> u32 {
+    IDS[index].load(Ordering::Acquire)
 }
 
 /// Wakes CPU `index` (if it sleeps in [`idle`]).

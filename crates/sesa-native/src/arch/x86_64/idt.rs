@@ -1,7 +1,8 @@
 //! The interrupt descriptor table: the 32 exception vectors report the fault (vector,
 //! error code, instruction, faulting address) on the console and end the kernel with the
-//! panic exit status, instead of a silent triple fault and reset; the APIC timer's and
-//! the wake-up IPI's vectors only acknowledge (they end an idle core's `hlt`).
+//! panic exit status, instead of a silent triple fault and reset; the APIC timer's, the
+//! wake-up IPI's and the devices' vectors only acknowledge (they end an idle core's
+//! `hlt`; device interrupts are counted).
 
 use super::boot;
 
@@ -97,6 +98,16 @@ wake_stub:
     movl $0, (%rax)
     popq %rax
     iretq
+    # A device's interrupt (routed by the I/O APIC): counted, acknowledged; it too only
+    # ends a `hlt` (the loop then polls the device).
+    .global device_stub
+device_stub:
+    lock incq DEVICE_INTERRUPTS(%rip)
+    pushq %rax
+    movabsq $0xfee000b0, %rax
+    movl $0, (%rax)
+    popq %rax
+    iretq
     # Spurious interrupts need no EOI.
     .global spurious_stub
 spurious_stub:
@@ -122,7 +133,17 @@ exception_stubs:
 unsafe extern "C" {
     static exception_stubs: [u64; 32];
     fn wake_stub();
+    fn device_stub();
     fn spurious_stub();
+}
+
+/// Device interrupts taken since boot (the device stub counts them).
+#[unsafe(no_mangle)]
+static DEVICE_INTERRUPTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// How many device interrupts were taken since boot.
+pub fn device_interrupts() -> u64 {
+    DEVICE_INTERRUPTS.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 fn gate(handler: u64) -> Gate {
@@ -164,6 +185,7 @@ pub fn init() {
         let wake = wake_stub as *const () as u64;
         idt.0[usize::from(super::apic::TIMER_VECTOR)] = gate(wake);
         idt.0[usize::from(super::apic::WAKE_VECTOR)] = gate(wake);
+        idt.0[usize::from(super::apic::DEVICE_VECTOR)] = gate(device_stub as *const () as u64);
         idt.0[usize::from(super::apic::SPURIOUS_VECTOR)] = gate(spurious_stub as *const () as u64);
     }
 }

@@ -7,6 +7,7 @@ pub mod boot;
 pub mod clock;
 pub mod entropy;
 pub mod idt;
+pub mod ioapic;
 pub mod mem;
 pub mod percpu;
 pub mod rtc;

@@ -18,7 +18,7 @@ const MMIO_SLOTS: usize = 32;
 const MAGIC: u32 = 0x7472_6976;
 
 /// The first virtio device of type `kind` on the MMIO slots.
-pub fn find(kind: DeviceType) -> Option<MmioTransport<'static>> {
+pub fn find(kind: DeviceType) -> Option<(usize, MmioTransport<'static>)> {
     (0..MMIO_SLOTS).find_map(|slot| {
         let addr = MMIO_BASE + slot * MMIO_SLOT;
         // SAFETY: the slots are identity-mapped (uncached) by the boot page tables, and
@@ -31,7 +31,25 @@ pub fn find(kind: DeviceType) -> Option<MmioTransport<'static>> {
         // SAFETY: `addr` is a virtio-mmio register block (checked above) of `MMIO_SLOT`
         // bytes that nothing else in the kernel uses; the transport owns it from here.
         let transport = unsafe { MmioTransport::new(header, MMIO_SLOT) }.ok()?;
-        (transport.device_type() == kind).then_some(transport)
+        (transport.device_type() == kind).then_some((slot, transport))
+    })
+}
+
+/// The interrupt line (GSI) of slot `slot`: what QEMU told Linux on the command line
+/// (`virtio_mmio.device=512@0xfeb00e00:12`), when it did (without ACPI); otherwise
+/// microvm's wiring: GSI 24 + slot on its second I/O APIC, else 16 + slot.
+pub fn gsi(slot: usize, command_line: &str) -> u32 {
+    let addr = MMIO_BASE + slot * MMIO_SLOT;
+    let told = command_line.split_ascii_whitespace().find_map(|word| {
+        let (_, at) = word.strip_prefix("virtio_mmio.device=")?.split_once('@')?;
+        let (base, irq) = at.split_once(':')?;
+        let base = usize::from_str_radix(base.strip_prefix("0x")?, 16).ok()?;
+        (base == addr).then(|| irq.parse().ok())?
+    });
+    told.unwrap_or(if super::ioapic::has_second() {
+        24 + slot as u32
+    } else {
+        16 + slot as u32
     })
 }
 
