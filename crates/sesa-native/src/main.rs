@@ -254,6 +254,17 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                     Err(why) => {
                         println!("sesa-native: micro: {why}");
                         sesa_event::stop(1);
+                        return;
+                    }
+                }
+                match heap_bench(sizes.incs_per_core / 4, sizes.runs).await {
+                    Ok((cached, talc)) => println!(
+                        "sesa-native: heap (64-byte allocation and free, every core at once) \
+                         cached_ns={cached} talc_ns={talc}"
+                    ),
+                    Err(why) => {
+                        println!("sesa-native: heap: {why}");
+                        sesa_event::stop(1);
                     }
                 }
             });
@@ -306,6 +317,30 @@ fn usage_of_join() -> ! {
          <messenger host port> <clients host port> (and the secret on the console)"
     );
     exit(Exit::Failure);
+}
+
+/// An allocation and free of a 64-byte block on every core at once, `n` times each, with
+/// the per-CPU heap caches and with talc alone, interleaved `runs` times: the medians,
+/// in ns per pair on each core.
+async fn heap_bench(n: u64, runs: usize) -> Result<(f64, f64), sesa_event::EventError> {
+    let cores = sesa_event::cores() as f64;
+    let pair = || {
+        let block = core::hint::black_box(alloc::boxed::Box::new([0u8; 64]));
+        drop(block);
+    };
+    let (mut cached, mut talc) = (alloc::vec::Vec::new(), alloc::vec::Vec::new());
+    for _ in 0..runs.max(1) {
+        for (on, into) in [(true, &mut cached), (false, &mut talc)] {
+            memory::CACHES_ON.store(on, core::sync::atomic::Ordering::SeqCst);
+            let mops = sesa_node::micro::counter_mops(n.max(1), pair).await?;
+            into.push(1e3 * cores / mops);
+        }
+    }
+    memory::CACHES_ON.store(true, core::sync::atomic::Ordering::SeqCst);
+    Ok((
+        sesa_node::micro::median(cached),
+        sesa_node::micro::median(talc),
+    ))
 }
 
 /// Brings the network up, or ends the run saying why.

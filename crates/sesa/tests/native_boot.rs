@@ -269,7 +269,10 @@ fn the_native_kernel_serves_tcp_over_virtio_net_under_tcg() {
         .and_then(|s| s.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no interrupt count: {out}"));
-    assert!(interrupts >= 1, "the device never woke the idle kernel: {out}");
+    assert!(
+        interrupts >= 1,
+        "the device never woke the idle kernel: {out}"
+    );
     eprintln!(
         "native TCP echo (TCG): launch to first answer {} ms",
         answered.as_millis()
@@ -431,4 +434,17 @@ fn the_native_kernel_runs_the_portable_micro_benchmarks_under_tcg() {
         assert!(value > 0.0 && value.is_finite(), "{name}={value}: {line}");
     }
     assert!(line.starts_with("cores=2 "), "{line}");
+    // The heap's per-CPU caches against talc alone, both measured.
+    let heap = out
+        .lines()
+        .find_map(|l| l.split_once("sesa-native: heap (").map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("no heap figures: {out}"));
+    for name in ["cached_ns", "talc_ns"] {
+        let value: f64 = heap
+            .split(' ')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {heap}"));
+        assert!(value > 0.0 && value.is_finite(), "{name}={value}: {heap}");
+    }
 }

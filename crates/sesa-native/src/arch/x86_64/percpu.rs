@@ -18,6 +18,7 @@ pub struct Cpu {
     this: AtomicPtr<Cpu>,
     ebb: CurrentCore,
     platform: RefCell<Option<Rc<dyn Platform>>>,
+    heap: crate::memory::HeapCache,
 }
 
 // SAFETY: a block is used only by the CPU whose GS base points at it (`init_cpu` gives
@@ -30,6 +31,7 @@ static CPUS: [Cpu; MAX_CPUS] = [const {
         this: AtomicPtr::new(core::ptr::null_mut()),
         ebb: CurrentCore::new(),
         platform: RefCell::new(None),
+        heap: crate::memory::HeapCache::new(),
     }
 }; MAX_CPUS];
 
@@ -82,6 +84,21 @@ fn __sesa_ebb_current() -> &'static CurrentCore {
 #[unsafe(no_mangle)]
 fn __sesa_event_current() -> &'static RefCell<Option<Rc<dyn Platform>>> {
     &this_cpu().platform
+}
+
+/// The calling CPU's heap cache, or `None` before the CPU has its block (nothing
+/// allocates that early, but the allocator does not rely on it).
+pub fn heap_cache() -> Option<&'static crate::memory::HeapCache> {
+    let ptr: *const Cpu;
+    // SAFETY: as in `this_cpu`; before `init_cpu` the GS base is 0, which the check
+    // below turns away (no block lives at address 0).
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, readonly, preserves_flags));
+    }
+    let ours = CPUS.as_ptr_range();
+    // SAFETY: a pointer inside `CPUS` is one of its blocks, the one `init_cpu` gave
+    // this CPU.
+    ours.contains(&ptr).then(|| unsafe { &(*ptr).heap })
 }
 
 /// The first physical address past the kernel image (from the link script).
