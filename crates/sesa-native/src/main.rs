@@ -163,7 +163,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         }
         Some("events") => {
             let cores = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
-            let code = runtime::run(cores, None, move || async move {
+            run_or_fail(cores, None, move || async move {
                 match events_check(cores).await {
                     Ok(report) => println!("sesa-native: events: ok ({report})"),
                     Err(why) => {
@@ -172,9 +172,6 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                     }
                 }
             });
-            if code != 0 {
-                exit(Exit::Failure);
-            }
         }
         Some("node") => {
             let (Some(id), Some(secret)) = (
@@ -185,15 +182,12 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 exit(Exit::Failure);
             };
             let net = start_net(line);
-            let code = runtime::run(1, Some(net), move || async move {
+            run_or_fail(1, Some(net), move || async move {
                 if let Err(why) = node::serve(id, secret).await {
                     println!("sesa-native: node: {why}");
                     sesa_event::stop(1);
                 }
             });
-            if code != 0 {
-                exit(Exit::Failure);
-            }
         }
         Some("join") => {
             let cores = match words.next().and_then(|w| w.parse().ok()) {
@@ -216,7 +210,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 exit(Exit::Failure);
             };
             let net = start_net(line);
-            let code = runtime::run(cores, Some(net), move || async move {
+            run_or_fail(cores, Some(net), move || async move {
                 match node::join(args, secret).await {
                     Ok(()) => println!("sesa-native: join: the frontend let this node go"),
                     Err(why) => {
@@ -225,9 +219,6 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                     }
                 }
             });
-            if code != 0 {
-                exit(Exit::Failure);
-            }
         }
         Some("bench") => {
             let cores = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
@@ -235,7 +226,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 Some("quick") => sesa_node::micro::Sizes::QUICK,
                 _ => sesa_node::micro::Sizes::FULL,
             };
-            let code = runtime::run(cores, None, move || async move {
+            run_or_fail(cores, None, move || async move {
                 match sesa_node::micro::measure(sizes).await {
                     Ok(f) => println!(
                         "sesa-native: micro cores={} ebb_call_ns={} ebb_inline_ns={} \
@@ -268,9 +259,6 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                     }
                 }
             });
-            if code != 0 {
-                exit(Exit::Failure);
-            }
         }
         Some("kv") => {
             let cores = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
@@ -280,27 +268,21 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 .unwrap_or(kv::DEFAULT_MEMORY_MB);
             let heap_bytes = memory.heap_bytes;
             let net = start_net(line);
-            let code = runtime::run(cores, Some(net), move || async move {
+            run_or_fail(cores, Some(net), move || async move {
                 if let Err(why) = kv::serve(memory_mb, heap_bytes).await {
                     println!("sesa-native: kv: {why}");
                     sesa_event::stop(1);
                 }
             });
-            if code != 0 {
-                exit(Exit::Failure);
-            }
         }
         Some("echo") => {
             let net = start_net(line);
-            let code = runtime::run(1, Some(net), || async {
+            run_or_fail(1, Some(net), || async {
                 if let Err(why) = echo_once(7).await {
                     println!("sesa-native: echo: {why}");
                     sesa_event::stop(1);
                 }
             });
-            if code != 0 {
-                exit(Exit::Failure);
-            }
         }
         Some(other) => {
             println!("sesa-native: unknown command {other:?}");
@@ -341,6 +323,18 @@ async fn heap_bench(n: u64, runs: usize) -> Result<(f64, f64), sesa_event::Event
         sesa_node::micro::median(cached),
         sesa_node::micro::median(talc),
     ))
+}
+
+/// Runs the event loops (`runtime::run`); a failure ends the kernel with the failure
+/// status (the loops said why on the console).
+fn run_or_fail<F, Fut>(cores: usize, net: Option<net::NativeNet>, main: F)
+where
+    F: FnOnce() -> Fut + 'static,
+    Fut: core::future::Future<Output = ()> + 'static,
+{
+    if runtime::run(cores, net, main) != 0 {
+        exit(Exit::Failure);
+    }
 }
 
 /// Brings the network up, or ends the run saying why.

@@ -23,25 +23,15 @@ use anyhow::{Context, anyhow};
 use serde::Serialize;
 use sesa_apps::counter::{Counter, CounterRep};
 use sesa_hosted::{Config, Exit, Runtime};
-use sesa_node::micro::{self as portable, median, ns_per_call, percentile};
+use sesa_node::micro::{self as portable, Sizes, median, ns_per_call, percentile};
 
 /// Sizes of one micro-benchmark run.
 #[derive(Clone, Debug)]
 pub struct MicroConfig {
     /// Cores of the runtime (the counters use all; the spawn figures use cores 0 and 1).
     pub cores: usize,
-    /// Repetitions of every measurement; figures are medians.
-    pub runs: usize,
-    /// Calls per timed loop for `ebb_call_ns` / `direct_call_ns`.
-    pub calls: u64,
-    /// Increments per core for the counter throughputs.
-    pub incs_per_core: u64,
-    /// EBBs created and first-accessed per run for `miss_ns`.
-    pub misses: usize,
-    /// Round trips per run for the spawn latency percentiles.
-    pub round_trips: usize,
-    /// Events shipped per run for `spawn_mops`.
-    pub ships: u64,
+    /// Repetitions and loop sizes (the portable suite's; figures are medians).
+    pub sizes: Sizes,
     /// Pin core threads to CPUs.
     pub pin_threads: bool,
 }
@@ -51,12 +41,7 @@ impl MicroConfig {
     pub fn full(cores: usize) -> Self {
         MicroConfig {
             cores,
-            runs: 7,
-            calls: 20_000_000,
-            incs_per_core: 10_000_000,
-            misses: 20_000,
-            round_trips: 20_000,
-            ships: 1_000_000,
+            sizes: Sizes::FULL,
             pin_threads: true,
         }
     }
@@ -66,12 +51,7 @@ impl MicroConfig {
     pub fn quick(cores: usize) -> Self {
         MicroConfig {
             cores,
-            runs: 3,
-            calls: 20_000,
-            incs_per_core: 20_000,
-            misses: 200,
-            round_trips: 200,
-            ships: 2_000,
+            sizes: Sizes::QUICK,
             pin_threads: false,
         }
     }
@@ -214,7 +194,8 @@ pub fn micro(config: &MicroConfig) -> anyhow::Result<MicroReport> {
     }
 }
 
-async fn run_all(cfg: MicroConfig) -> anyhow::Result<MicroReport> {
+async fn run_all(config: MicroConfig) -> anyhow::Result<MicroReport> {
+    let cfg = config.sizes;
     let mut ebb = Vec::new();
     let mut direct = Vec::new();
     let mut ebb_inline = Vec::new();
@@ -256,7 +237,7 @@ async fn run_all(cfg: MicroConfig) -> anyhow::Result<MicroReport> {
     let (ebb_inline_ns, direct_inline_ns) = (median(ebb_inline), median(direct_inline));
     let (counter_ebb_mops, counter_atomic_mops) = (median(c_ebb), median(c_atomic));
     Ok(MicroReport {
-        cores: cfg.cores,
+        cores: config.cores,
         runs: cfg.runs,
         ebb_call_ns,
         direct_call_ns,

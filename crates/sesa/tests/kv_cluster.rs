@@ -7,13 +7,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::alive;
+use common::{alive, lines};
 
 /// A running `sesa kv --nodes N`: its frontend, the node ports and pids, and its stderr.
 struct Store {
@@ -23,18 +23,6 @@ struct Store {
     stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
     said: Vec<String>,
-}
-
-fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 impl Store {

@@ -7,12 +7,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::alive;
+use common::{alive, lines};
 
 /// The processes the running test started (frontends and QEMUs), killed if it fails.
 struct Started(Vec<u32>);
@@ -52,17 +52,27 @@ fn runtime_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// Lines of a child's stream, on a channel.
-fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
+/// Starts `sesa` with `args` (in runtime directory `dir`): the frontend, a guard that
+/// kills what the test started if it fails, and its stderr and stdout lines.
+fn frontend(
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (
+    Child,
+    Started,
+    mpsc::Receiver<String>,
+    mpsc::Receiver<String>,
+) {
+    let mut child = sesa(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Started(vec![child.id()]);
+    let err = lines(child.stderr.take().unwrap());
+    let out = lines(child.stdout.take().unwrap());
+    (child, started, err, out)
 }
 
 /// Reads `rx` until a line contains `what` (failing after `within`); every line read.
@@ -116,16 +126,21 @@ fn wait_until_gone(pids: &[u32], within: Duration) {
 fn the_counter_runs_exactly_across_native_and_hosted_nodes() {
     let _one = one_at_a_time();
     let dir = runtime_dir("mixed");
-    let mut frontend = sesa(&dir)
-        .args(["run", "counter", "--nodes", "3", "--native-nodes", "1"])
-        .args(["--cores", "2", "--incs", "5000000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut started = Started(vec![frontend.id()]);
-    let err = lines(frontend.stderr.take().unwrap());
-    let out = lines(frontend.stdout.take().unwrap());
+    let (mut frontend, mut started, err, out) = frontend(
+        &dir,
+        &[
+            "run",
+            "counter",
+            "--nodes",
+            "3",
+            "--native-nodes",
+            "1",
+            "--cores",
+            "2",
+            "--incs",
+            "5000000",
+        ],
+    );
     let status = wait_exit(&mut frontend, Duration::from_secs(90));
     let said: Vec<String> = err.try_iter().collect();
     let printed: Vec<String> = out.try_iter().collect();
@@ -161,16 +176,20 @@ fn the_counter_runs_exactly_across_native_and_hosted_nodes() {
 fn a_native_node_joins_and_leaves_a_running_count() {
     let _one = one_at_a_time();
     let dir = runtime_dir("scale");
-    let mut frontend = sesa(&dir)
-        .args(["run", "counter", "--nodes", "1", "--native"])
-        .args(["--cores", "1", "--incs", "600000000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut started = Started(vec![frontend.id()]);
-    let err = lines(frontend.stderr.take().unwrap());
-    let out = lines(frontend.stdout.take().unwrap());
+    let (mut frontend, mut started, err, out) = frontend(
+        &dir,
+        &[
+            "run",
+            "counter",
+            "--nodes",
+            "1",
+            "--native",
+            "--cores",
+            "1",
+            "--incs",
+            "600000000",
+        ],
+    );
     let mut said = Vec::new();
     wait_for(&err, "node 1 joined", Duration::from_secs(30), &mut said);
     let scale = |n: &str| {
@@ -237,16 +256,20 @@ fn ask(port: u16, script: &[u8]) -> String {
 fn the_store_spans_a_native_and_a_hosted_node_and_survives_losing_the_native_one() {
     let _one = one_at_a_time();
     let dir = runtime_dir("kv");
-    let mut frontend = sesa(&dir)
-        .args(["kv", "--nodes", "2", "--native-nodes", "1", "--port", "0"])
-        .args(["--cores", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut started = Started(vec![frontend.id()]);
-    let err = lines(frontend.stderr.take().unwrap());
-    let out = lines(frontend.stdout.take().unwrap());
+    let (mut frontend, mut started, err, out) = frontend(
+        &dir,
+        &[
+            "kv",
+            "--nodes",
+            "2",
+            "--native-nodes",
+            "1",
+            "--port",
+            "0",
+            "--cores",
+            "1",
+        ],
+    );
     let mut printed = Vec::new();
     wait_for(
         &out,

@@ -199,3 +199,20 @@ pub fn native_kv(cores: u32, memory_mb: u32) -> NativeKv {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The lines of a child's output stream, on a channel (read by a thread of their own).
+pub fn lines(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
