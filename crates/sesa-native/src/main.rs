@@ -181,7 +181,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 println!("sesa-native: usage: node <id> <secret: 64 hex digits>");
                 exit(Exit::Failure);
             };
-            let net = start_net(line);
+            let net = start_net(line, memory.heap_bytes);
             run_or_fail(1, Some(net), move || async move {
                 if let Err(why) = node::serve(id, secret).await {
                     println!("sesa-native: node: {why}");
@@ -209,7 +209,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 );
                 exit(Exit::Failure);
             };
-            let net = start_net(line);
+            let net = start_net(line, memory.heap_bytes);
             run_or_fail(cores, Some(net), move || async move {
                 match node::join(args, secret).await {
                     Ok(()) => println!("sesa-native: join: the frontend let this node go"),
@@ -267,7 +267,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 .and_then(|w| w.parse().ok())
                 .unwrap_or(kv::DEFAULT_MEMORY_MB);
             let heap_bytes = memory.heap_bytes;
-            let net = start_net(line);
+            let net = start_net(line, memory.heap_bytes);
             run_or_fail(cores, Some(net), move || async move {
                 if let Err(why) = kv::serve(memory_mb, heap_bytes).await {
                     println!("sesa-native: kv: {why}");
@@ -276,7 +276,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
             });
         }
         Some("echo") => {
-            let net = start_net(line);
+            let net = start_net(line, memory.heap_bytes);
             run_or_fail(1, Some(net), || async {
                 if let Err(why) = echo_once(7).await {
                     println!("sesa-native: echo: {why}");
@@ -338,8 +338,8 @@ where
 }
 
 /// Brings the network up, or ends the run saying why.
-fn start_net(command_line: &str) -> net::NativeNet {
-    match net::NativeNet::start(command_line) {
+fn start_net(command_line: &str, heap_bytes: u64) -> net::NativeNet {
+    match net::NativeNet::start(command_line, heap_bytes) {
         Ok(net) => net,
         Err(why) => {
             println!("sesa-native: net: {why}");

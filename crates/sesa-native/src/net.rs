@@ -15,7 +15,9 @@
 //!
 //! Limits, explicit: IPv4 only; a listener keeps [`BACKLOG`] sockets listening, so more
 //! connections arriving at once than that are refused until some are accepted; a
-//! stream's buffers are [`SOCKET_BUFFER`] bytes each way; the stack runs on core 0 only
+//! stream's buffers are [`SOCKET_BUFFER`] bytes each way, and all sockets' buffers take
+//! at most an eighth of the heap (about 120 sockets with QEMU's `-m 256`, 500 with
+//! `-m 1024`; more connections are refused until some close); the stack runs on core 0 only
 //! (the other cores get its connections' work shipped to them).
 
 use alloc::boxed::Box;
@@ -44,7 +46,7 @@ use crate::println;
 /// Descriptors per virtqueue.
 const QUEUE: usize = 16;
 /// Sockets a listener keeps listening.
-pub const BACKLOG: usize = 4;
+pub const BACKLOG: usize = 16;
 /// Bytes of each stream's receive and of its send buffer.
 pub const SOCKET_BUFFER: usize = 64 * 1024;
 /// The first local port of outgoing connections.
@@ -144,6 +146,10 @@ struct Stack {
     /// The device's interrupt line, when it reaches core 0 (routed through the I/O
     /// APIC; unmasked only while core 0 sleeps).
     interrupt: Option<u32>,
+    /// The most sockets at once: their buffers may take an eighth of the heap.
+    max_sockets: usize,
+    /// When running out of sockets was last said (the console is told once a second).
+    full_said: u64,
 }
 
 impl Stack {
@@ -151,7 +157,20 @@ impl Stack {
         self.sockets.get_mut::<tcp::Socket>(handle)
     }
 
-    fn new_socket(&mut self) -> SocketHandle {
+    /// A fresh socket, unless the stack holds [`Stack::max_sockets`] already.
+    fn new_socket(&mut self) -> Option<SocketHandle> {
+        if self.sockets.iter().count() >= self.max_sockets {
+            let now = clock::now_ns();
+            if now.saturating_sub(self.full_said) >= 1_000_000_000 {
+                self.full_said = now;
+                println!(
+                    "sesa-native: net: {} sockets, the most this heap allows: new connections \
+                     are refused until some close",
+                    self.max_sockets
+                );
+            }
+            return None;
+        }
         let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
@@ -159,7 +178,7 @@ impl Stack {
         // No delayed ACKs (smoltcp's default holds them 10 ms): QEMU's user network
         // then sends little per ACK, and 2 MB into the node took 15 s instead of 0.13 s.
         socket.set_ack_delay(None);
-        self.sockets.add(socket)
+        Some(self.sockets.add(socket))
     }
 
     fn wait(&mut self, cx: &Context<'_>) {
@@ -180,7 +199,7 @@ impl NativeNet {
     ///
     /// # Errors
     /// No device, or the driver refused it.
-    pub fn start(command_line: &str) -> Result<NativeNet, StartError> {
+    pub fn start(command_line: &str, heap_bytes: u64) -> Result<NativeNet, StartError> {
         let (slot, transport) = find(DeviceType::Network).ok_or(StartError::NoDevice)?;
         let mut nic = Nic::new(transport, FRAME).map_err(StartError::Driver)?;
         // Polled while the loop runs; interrupts only while core 0 sleeps.
@@ -213,6 +232,11 @@ impl NativeNet {
             closing: Vec::new(),
             next_port: EPHEMERAL,
             interrupt,
+            max_sockets: usize::try_from(heap_bytes / 8)
+                .unwrap_or(usize::MAX)
+                .div_euclid(2 * SOCKET_BUFFER)
+                .max(BACKLOG + 1),
+            full_said: 0,
         }))))
     }
 
@@ -269,7 +293,12 @@ impl NativeNet {
         // Dropped sockets go once their close is done.
         let mut closing = core::mem::take(&mut stack.closing);
         closing.retain(|&h| {
-            let done = stack.socket(h).state() == tcp::State::Closed;
+            // TIME-WAIT is over too: it only guards against a late duplicate segment of
+            // the old connection, and its buffers are better given to a new one.
+            let done = matches!(
+                stack.socket(h).state(),
+                tcp::State::Closed | tcp::State::TimeWait
+            );
             if done {
                 stack.sockets.remove(h);
             }
@@ -283,6 +312,10 @@ impl NativeNet {
         }
         changed
     }
+}
+
+fn out_of_sockets() -> NetError {
+    NetError::Other("out of sockets: the stack holds the most its heap allows".into())
 }
 
 fn endpoint(addr: SocketAddr) -> Result<IpEndpoint, NetError> {
@@ -331,12 +364,25 @@ impl Net for NativeNet {
         }
         let mut listening = Vec::new();
         for _ in 0..BACKLOG {
-            let h = stack.new_socket();
-            stack
-                .socket(h)
-                .listen(addr.port())
-                .map_err(|e| NetError::Other(alloc::format!("listen: {e:?}")))?;
-            listening.push(h);
+            let listened = stack.new_socket().ok_or_else(out_of_sockets).and_then(|h| {
+                stack
+                    .socket(h)
+                    .listen(addr.port())
+                    .map(|()| h)
+                    .map_err(|e| {
+                        stack.sockets.remove(h);
+                        NetError::Other(alloc::format!("listen: {e:?}"))
+                    })
+            });
+            match listened {
+                Ok(h) => listening.push(h),
+                Err(e) => {
+                    for h in listening {
+                        stack.sockets.remove(h);
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(Box::new(NativeListener {
             stack: self.0.clone(),
@@ -363,12 +409,16 @@ impl Net for NativeNet {
                 } else {
                     port + 1
                 };
-                let h = s.new_socket();
+                let h = s.new_socket().ok_or_else(out_of_sockets)?;
                 let Stack { iface, sockets, .. } = s;
-                sockets
-                    .get_mut::<tcp::Socket>(h)
-                    .connect(iface.context(), remote, port)
-                    .map_err(|e| NetError::Other(alloc::format!("connect: {e:?}")))?;
+                if let Err(e) =
+                    sockets
+                        .get_mut::<tcp::Socket>(h)
+                        .connect(iface.context(), remote, port)
+                {
+                    sockets.remove(h);
+                    return Err(NetError::Other(alloc::format!("connect: {e:?}")));
+                }
                 h
             };
             core::future::poll_fn(|cx| {
@@ -409,6 +459,14 @@ impl TcpListener for NativeListener {
     fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<Accepted, NetError>> {
         let mut stack = self.stack.borrow_mut();
         let mut listening = self.listening.borrow_mut();
+        // A backlog that shrank at the socket limit grows back as sockets close.
+        while listening.len() < BACKLOG {
+            let Some(fresh) = stack.new_socket() else {
+                break;
+            };
+            let _ = stack.socket(fresh).listen(self.addr.port());
+            listening.push(fresh);
+        }
         for i in 0..listening.len() {
             let h = listening[i];
             let (state, remote) = {
@@ -422,10 +480,14 @@ impl TcpListener for NativeListener {
                     let _ = stack.socket(h).listen(self.addr.port());
                 }
                 (_, Some(remote)) => {
-                    // Taken by a client: hand it out, and listen on a fresh socket.
-                    let fresh = stack.new_socket();
-                    let _ = stack.socket(fresh).listen(self.addr.port());
-                    listening[i] = fresh;
+                    // Taken by a client: hand it out, and listen on a fresh socket if the
+                    // stack may have one more (else the backlog shrinks until sockets
+                    // close: connections beyond the limit are refused).
+                    listening.swap_remove(i);
+                    if let Some(fresh) = stack.new_socket() {
+                        let _ = stack.socket(fresh).listen(self.addr.port());
+                        listening.push(fresh);
+                    }
                     let peer = socket_addr(remote);
                     let stream = NativeStream {
                         stack: self.stack.clone(),
@@ -446,8 +508,15 @@ impl Drop for NativeListener {
     fn drop(&mut self) {
         let mut stack = self.stack.borrow_mut();
         for h in self.listening.borrow_mut().drain(..) {
-            stack.socket(h).abort();
-            stack.closing.push(h);
+            if stack.socket(h).state() == tcp::State::Listen {
+                // No peer to tell: its buffers are free at once (a listener opened and
+                // dropped, as `serve_every_core`'s probe does, costs nothing after).
+                stack.sockets.remove(h);
+            } else {
+                // A half-open connection: the reset goes out at the next poll.
+                stack.socket(h).abort();
+                stack.closing.push(h);
+            }
         }
     }
 }

@@ -159,3 +159,76 @@ fn clients_that_vanish_mid_value_leave_no_memory_behind() {
     assert_eq!(kv.stat("curr_items"), 0, "no half value was stored");
     assert!(kv.ask(b"version\r\n", b"\r\n").starts_with("VERSION"));
 }
+
+/// A native node (the kernel under QEMU's TCG) against garbage and a flood of
+/// connections: more connections than its stack may hold are refused, not a heap
+/// exhausted; once they close, it serves as before.
+#[test]
+fn a_native_node_survives_garbage_and_a_flood_of_connections() {
+    // `-m 128`: a 31 MiB heap, room for 31 sockets' buffers, 16 of them listening.
+    let node = common::native_kv(1, 8, 128);
+    let kv = Kv(node.server);
+    for seed in 1..=30u64 {
+        let mut conn = kv.connect();
+        let _ = conn.write_all(&garbage(seed, 1 + (seed as usize * 97) % 20_000));
+        let _ = conn.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = conn.read_to_end(&mut sink);
+    }
+    // Over twice what it can serve at once, held open; each says `version` if it can.
+    // (QEMU's forwarded port takes connections slowly: its listen backlog is 1.)
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        if let Ok(mut conn) = TcpStream::connect(("127.0.0.1", kv.0.port)) {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = conn.write_all(b"version\r\n");
+            flood.push(conn);
+        }
+    }
+    // Read at once (a refused connection may only end at its timeout).
+    let answered = std::thread::scope(|scope| {
+        let readers: Vec<_> = flood
+            .iter_mut()
+            .map(|conn| {
+                scope.spawn(move || {
+                    let mut reply = [0u8; 8];
+                    conn.read_exact(&mut reply).is_ok() && &reply == b"VERSION "
+                })
+            })
+            .collect();
+        readers
+            .into_iter()
+            .map(|r| r.join())
+            .filter(|r| matches!(r, Ok(true)))
+            .count()
+    });
+    assert!(answered > 0, "no connection of the flood was served");
+    drop(flood);
+    // Until the flood's sockets are closed, new connections may be refused: the limit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", kv.0.port))
+        .and_then(|mut conn| {
+            conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+            conn.write_all(b"version\r\n")?;
+            let mut reply = [0u8; 8];
+            conn.read_exact(&mut reply)
+        })
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node still refuses connections 30 s after the flood"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kv.until_connections_gone();
+    assert_eq!(
+        kv.ask(b"set k 0 0 2\r\nok\r\nget k\r\n", b"END\r\n"),
+        "STORED\r\nVALUE k 0 2\r\nok\r\nEND\r\n"
+    );
+    let console = node.console.lock().unwrap().clone();
+    assert!(
+        console.contains("sockets, the most this heap allows"),
+        "the limit was never reached: {answered} of 40 answered\n{console}"
+    );
+}

@@ -237,7 +237,7 @@ fn a_store_of_three_nodes_answers_every_script_as_memcached_does() {
 #[test]
 fn a_native_node_answers_every_script_as_memcached_does() {
     let reference = memcached();
-    let node = common::native_kv(2, 16);
+    let node = common::native_kv(2, 16, 256);
     let port = node.server.port;
     compare("a native node", reference.port, port);
     common::memccapable(port);

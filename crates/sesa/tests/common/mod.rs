@@ -126,8 +126,8 @@ pub fn native_kernel() -> &'static std::path::PathBuf {
 }
 
 /// A native node serving the data store (`kv <cores> <memory_mb>` on the kernel's
-/// command line) under QEMU's TCG with `-smp cores`, its port 11211 forwarded to
-/// [`Server::port`]; its serial console collected in `console`.
+/// command line) under QEMU's TCG with `-smp cores` and `-m ram_mb`, its port 11211
+/// forwarded to [`Server::port`]; its serial console collected in `console`.
 pub struct NativeKv {
     /// QEMU, stopped by its PID when dropped.
     pub server: Server,
@@ -136,7 +136,7 @@ pub struct NativeKv {
 }
 
 /// Boots a native data-store node and waits (30 s at most) until it answers `version`.
-pub fn native_kv(cores: u32, memory_mb: u32) -> NativeKv {
+pub fn native_kv(cores: u32, memory_mb: u32, ram_mb: u32) -> NativeKv {
     use std::io::{BufRead, Read, Write};
     let kernel = native_kernel();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -145,7 +145,8 @@ pub fn native_kv(cores: u32, memory_mb: u32) -> NativeKv {
         .unwrap()
         .port();
     let mut child = std::process::Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-M", "microvm", "-cpu", "max", "-m", "256"])
+        .args(["-accel", "tcg", "-M", "microvm", "-cpu", "max"])
+        .args(["-m", &ram_mb.to_string()])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         .args(["-serial", "stdio", "-no-reboot", "-smp", &cores.to_string()])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
