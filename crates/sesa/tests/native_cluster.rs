@@ -344,3 +344,62 @@ fn the_store_spans_a_native_and_a_hosted_node_and_survives_losing_the_native_one
     wait_until_gone(&pids, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The offloaded console and files from a native node: `sesa run cat` with node 1
+/// native reads its share of the files through the frontend (only under the grant)
+/// and prints them through the frontend's console.
+#[test]
+fn a_native_node_reads_granted_files_and_prints_through_the_frontend() {
+    let _one = one_at_a_time();
+    let dir = runtime_dir("cat");
+    let granted = dir.join("granted");
+    std::fs::create_dir_all(&granted).unwrap();
+    std::fs::write(granted.join("a.txt"), "from the native node\n").unwrap();
+    std::fs::write(granted.join("b.txt"), "from the hosted node\n").unwrap();
+    let outside = dir.join("outside.txt");
+    std::fs::write(&outside, "never printed\n").unwrap();
+    let (a, b) = (granted.join("a.txt"), granted.join("b.txt"));
+    // Node i prints the files at positions p with p % 2 == i - 1: node 1 (native) gets
+    // a.txt and the file outside the grant, node 2 (hosted) b.txt.
+    let args = [
+        "run",
+        "cat",
+        "--nodes",
+        "2",
+        "--native-nodes",
+        "1",
+        "--grant",
+        granted.to_str().unwrap(),
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        outside.to_str().unwrap(),
+    ];
+    let (mut frontend, mut started, err, out) = frontend(&dir, &args);
+    let status = wait_exit(&mut frontend, Duration::from_secs(60));
+    let said: Vec<String> = err.try_iter().collect();
+    let printed: Vec<String> = out.try_iter().collect();
+    started.0.extend(node_pids(&said).iter().map(|p| p.1));
+    assert!(!status.success(), "a refused file fails the run: {said:#?}");
+    assert!(
+        printed.iter().any(|l| l == "from the native node"),
+        "{printed:#?}"
+    );
+    assert!(
+        printed.iter().any(|l| l == "from the hosted node"),
+        "{printed:#?}"
+    );
+    assert!(
+        !printed.iter().any(|l| l.contains("never printed")),
+        "{printed:#?}"
+    );
+    assert!(
+        said.iter()
+            .any(|l| l.contains("outside the granted directories")),
+        "{said:#?}"
+    );
+    wait_until_gone(
+        &node_pids(&said).iter().map(|p| p.1).collect::<Vec<_>>(),
+        Duration::from_secs(5),
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
