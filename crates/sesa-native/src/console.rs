@@ -1,5 +1,6 @@
 //! The serial console: COM1, a 16550 UART at I/O port 0x3f8, written by polling.
-//! (One CPU and no interrupts yet, so nothing else can be writing at the same time.)
+//! A line is written whole under a lock, so the lines of several CPUs do not mix (the
+//! frontend forwards a native node's console line by line).
 
 use crate::arch::x86_64::{inb, outb};
 
@@ -72,11 +73,31 @@ impl core::fmt::Write for Console {
     }
 }
 
+/// Who writes a line now.
+static LINE: spinning_top::Spinlock<()> = spinning_top::Spinlock::new(());
+
+/// Writes one line (`args` and a newline) whole. The lock is waited for a bounded time
+/// only: a CPU that faults while printing must still be able to report it (its line
+/// may then mix with the one it interrupted, which is better than a hang).
+pub fn line(args: core::fmt::Arguments<'_>) {
+    use core::fmt::Write as _;
+    let mut guard = None;
+    for _ in 0..10_000_000 {
+        if let Some(g) = LINE.try_lock() {
+            guard = Some(g);
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    let _ = Console.write_fmt(args);
+    let _ = Console.write_str("\n");
+    drop(guard);
+}
+
 /// Prints a line on the console.
 #[macro_export]
 macro_rules! println {
     ($($arg:tt)*) => {{
-        use core::fmt::Write as _;
-        let _ = writeln!($crate::console::Console, $($arg)*);
+        $crate::console::line(format_args!($($arg)*));
     }};
 }
