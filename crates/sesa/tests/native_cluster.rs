@@ -403,3 +403,31 @@ fn a_native_node_reads_granted_files_and_prints_through_the_frontend() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// No node outlives its frontend, native ones included: after a `kill -9` of the
+/// frontend, the native node sees its connection go and its QEMU exits.
+#[test]
+fn kill_9_of_the_frontend_leaves_no_native_node_behind() {
+    let _one = one_at_a_time();
+    let dir = runtime_dir("orphan");
+    let (mut frontend, mut started, err, _out) = frontend(
+        &dir,
+        &[
+            "run",
+            "counter",
+            "--nodes",
+            "1",
+            "--native",
+            "--incs",
+            "1000000000000",
+        ],
+    );
+    let mut said = Vec::new();
+    wait_for(&err, "node 1 joined", Duration::from_secs(30), &mut said);
+    let pids: Vec<u32> = node_pids(&said).iter().map(|p| p.1).collect();
+    started.0.extend(&pids);
+    frontend.kill().unwrap();
+    frontend.wait().unwrap();
+    wait_until_gone(&pids, Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(dir);
+}
