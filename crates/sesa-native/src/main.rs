@@ -73,9 +73,7 @@ fn exit(code: Exit) -> ! {
 extern "C" fn kernel_main(start_info: u32) -> ! {
     // The boot CPU's own block, before anything uses the object or event model; then
     // CPU exceptions are reported instead of resetting the machine.
-    cpu::percpu::init_cpu(0);
     cpu::idt::init();
-    cpu::idt::load();
     console::init();
     println!("sesa-native {}: booted", env!("CARGO_PKG_VERSION"));
     let Some(info) = cpu::StartInfo::at(start_info) else {

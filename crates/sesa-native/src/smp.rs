@@ -28,8 +28,6 @@ pub fn start(work: fn(u32)) {
 /// An AP's entry, from the trampoline (`arch/x86_64/smp.rs`), on its own stack.
 #[unsafe(no_mangle)]
 extern "C" fn ap_main(index: u32) -> ! {
-    cpu::percpu::init_cpu(index as usize);
-    cpu::idt::load();
     cpu::apic::init(index as usize);
     cpu::smp::ARRIVED.fetch_add(1, Ordering::AcqRel);
     let work = *WORK.lock();

@@ -303,17 +303,8 @@ pub fn native_micro(
     quick: bool,
 ) -> anyhow::Result<sesa_node::micro::Figures> {
     use std::io::Read as _;
-    let mut qemu = std::process::Command::new("qemu-system-x86_64")
-        .args(["-accel", accel, "-M", "microvm"])
-        .args(["-cpu", if accel == "kvm" { "host" } else { "max" }])
-        .args(["-m", "256", "-smp", &cores.to_string()])
-        .args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-serial", "stdio", "-no-reboot"])
-        .args([
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
-            "-kernel",
-        ])
+    let mut qemu = crate::cluster::qemu_command(accel, 256, cores)
+        .arg("-kernel")
         .arg(kernel)
         .arg("-append")
         .arg(format!(

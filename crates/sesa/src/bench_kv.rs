@@ -371,7 +371,7 @@ fn start_sesa(config: &KvBenchConfig) -> anyhow::Result<Server> {
 /// Item memory of a native node (MiB): the load's keys take a few; the kernel's heap
 /// is a quarter of [`NATIVE_RAM_MB`] and must hold twice this.
 const NATIVE_ITEMS_MB: usize = 64;
-const NATIVE_RAM_MB: usize = 1024;
+const NATIVE_RAM_MB: u32 = 1024;
 
 /// A native node under QEMU: `kv <cores> <MiB>` on the kernel's command line, port
 /// 11211 forwarded from a free host port. Its console goes to this process's stderr
@@ -379,17 +379,9 @@ const NATIVE_RAM_MB: usize = 1024;
 fn start_native(config: &KvBenchConfig, native: &NativeServer) -> anyhow::Result<Server> {
     use std::os::fd::AsFd as _;
     let addr = free_port()?;
-    let mut command = Command::new("qemu-system-x86_64");
+    let mut command =
+        crate::cluster::qemu_command(&native.accel, NATIVE_RAM_MB, config.server_cores);
     command
-        .args(["-accel", &native.accel, "-M", "microvm"])
-        // RDRAND for the node's randomness: TCG's `max` model has it; KVM passes the
-        // host's CPU through (`max` asks KVM for MSRs it may refuse).
-        .args(["-cpu", if native.accel == "kvm" { "host" } else { "max" }])
-        .args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-serial", "stdio", "-no-reboot"])
-        .args(["-m", &NATIVE_RAM_MB.to_string()])
-        .args(["-smp", &config.server_cores.to_string()])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-netdev")
         .arg(format!(
             "user,id=n0,hostfwd=tcp:127.0.0.1:{}-:11211",

@@ -92,10 +92,13 @@ pub fn wake(index: usize) {
     write(ICR_LOW, u32::from(WAKE_VECTOR)); // fixed, physical destination
 }
 
-/// Sleeps until an interrupt (the timer, a wake-up IPI). Interrupts are enabled only
-/// for the `hlt` itself: one that came in before is taken at once and ends the wait.
+/// Sleeps until an interrupt (the timer, a wake-up IPI, a device), through the idle
+/// gate (ring 3 may not halt): a wake-up IPI or device interrupt taken since the last
+/// sleep ends this one at once, so none is lost between the decision to sleep and the
+/// halt.
 pub fn idle() {
-    // SAFETY: `sti; hlt` waits for an interrupt, whose handler (the wake stub) only
-    // acknowledges it; `cli` then masks interrupts again, as the kernel runs.
-    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) }
+    // SAFETY: in ring 3 `hlt` faults into the idle gate (`idt.rs`), which halts until an
+    // interrupt and returns past it; it touches only this CPU's `kicked` flag. (In ring
+    // 0, as on the exception path, it is a plain halt with interrupts off.)
+    unsafe { core::arch::asm!("hlt", options(nomem, nostack)) }
 }

@@ -4,11 +4,29 @@
 //! GiB is mapped uncached), turns on PAE, long mode, paging and SSE (Rust code uses SSE
 //! registers), loads a 64-bit GDT, and calls `kernel_main(start_info)` on a 64 KiB stack.
 //!
+//! **All Rust code runs in ring 3.** This machine's hypervisor (kvm_pvm) emulates every
+//! ring-0 instruction and cannot emulate the SSE instructions Rust code uses; in ring 3
+//! it runs them natively (`native-notes.md`). So each CPU, still in ring 0 and in
+//! assembly only (`cpu_to_ring3`), points its GS base at its per-CPU block, loads its
+//! TSS (a ring-0 stack for interrupts, and an all-zero I/O bitmap: ring 3 may use every
+//! port), loads the IDT, and `iretq`s into ring 3 with interrupts on. The pages are all
+//! user pages (a unikernel: one program). What ring 3 cannot do goes through gates:
+//! halting (`idt.rs`'s idle gate: a `hlt` in ring 3 faults into it). Everything else the kernel does (port and MMIO I/O,
+//! the APIC, RDTSC, RDRAND) is allowed in ring 3. Under TCG and hardware KVM this costs
+//! nothing measurable; it is what lets the kernel run under kvm_pvm at all.
+//!
 //! The CPU state on entry (PVH): 32-bit protected mode, paging off, flat segments, EBX
 //! the physical address of `hvm_start_info`.
 
-/// The 64-bit code segment of the boot GDT (every CPU runs on it).
+/// The 64-bit ring-0 code segment of the boot GDT (the interrupt stubs run on it).
 pub const KERNEL_CS: u16 = 0x08;
+/// Each CPU's TSS: 104 bytes, an I/O bitmap of 8192 bytes (all zero: every port
+/// allowed in ring 3) and its terminating byte, padded.
+const TSS_STRIDE: usize = 8320;
+/// The TSS limit (its size minus one, the bitmap's terminating byte included).
+const TSS_LIMIT: usize = 104 + 8192;
+/// Each CPU's ring-0 stack, for the interrupts and exceptions it takes.
+const INT_STACK: usize = 16384;
 
 /// Bytes identity-mapped by the boot page tables.
 pub const MAPPED_BYTES: u64 = 4 << 30;
@@ -38,7 +56,7 @@ pvh_start:
 3:
     movl %ecx, %eax
     shll $21, %eax
-    orl $0x83, %eax         # present, writable, page size
+    orl $0x87, %eax         # present, writable, user, page size
     cmpl $1536, %ecx
     jb 6f
     orl $0x18, %eax         # PCD, PWT
@@ -54,14 +72,14 @@ pvh_start:
     movl %ecx, %eax
     shll $12, %eax
     addl $boot_pd, %eax
-    orl $0x3, %eax
+    orl $0x7, %eax          # present, writable, user
     movl %eax, boot_pdpt(,%ecx,8)
     movl $0, boot_pdpt+4(,%ecx,8)
     incl %ecx
     cmpl $4, %ecx
     jne 7b
     movl $boot_pdpt, %eax
-    orl $0x3, %eax
+    orl $0x7, %eax
     movl %eax, boot_pml4
     movl $bsp_long_mode_target, %edi
 
@@ -99,25 +117,104 @@ enter_long_mode:
 
     .code64
 bsp_long_mode:
-    # 16-byte aligned here; the call pushes 8, as the ABI expects at a function's entry.
     movabsq $boot_stack_top, %rsp
+    xorl %r12d, %r12d
+    leaq bsp_ring3(%rip), %r13
+    movabsq $boot_stack_top, %r14
+    jmp cpu_to_ring3
+bsp_ring3:
+    # 16-byte aligned here; the call pushes 8, as the ABI expects at a function's entry.
     movl %esi, %edi
     call kernel_main
 5:
-    cli
-    hlt
     jmp 5b
 
-    .section .rodata.boot, "a"
+    # A CPU's way from ring 0 into ring 3, in assembly only: R12 its index, R13 where to
+    # go in ring 3, R14 the ring-3 stack. Keeps RSI and R12; uses RAX, RBX, RCX, RDX.
+    .global cpu_to_ring3
+cpu_to_ring3:
+    # Ring-3 data segments first (loading GS zeroes its base, set next).
+    movw $0x1b, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %fs
+    movw %ax, %gs
+    # GS base: this CPU's per-CPU block, whose first word points at itself.
+    movq %r12, %rax
+    imulq ${cpu_size}, %rax
+    leaq {cpus}(%rip), %rbx
+    addq %rax, %rbx
+    movq %rbx, (%rbx)
+    movl $0xC0000101, %ecx
+    movl %ebx, %eax
+    movq %rbx, %rdx
+    shrq $32, %rdx
+    wrmsr
+    # The TSS: its ring-0 stack (RSP0), the I/O bitmap's offset and terminating byte.
+    movq %r12, %rax
+    imulq ${tss_stride}, %rax
+    leaq tss_area(%rip), %rbx
+    addq %rax, %rbx
+    movq %r12, %rax
+    incq %rax
+    imulq ${int_stack}, %rax
+    leaq int_stacks(%rip), %rcx
+    addq %rcx, %rax
+    movq %rax, 4(%rbx)
+    movw $104, 102(%rbx)
+    movb $0xff, {tss_limit}(%rbx)
+    # Its descriptor, GDT entry 0x28 + 16 x index (a 64-bit TSS, available).
+    movq %r12, %rcx
+    shlq $4, %rcx
+    leaq boot_gdt+0x28(%rip), %rax
+    addq %rax, %rcx
+    movq %rbx, %rax
+    andq $0xffffff, %rax
+    shlq $16, %rax
+    orq ${tss_limit}, %rax
+    movabsq $0x0000890000000000, %rdx
+    orq %rdx, %rax
+    movq %rbx, %rdx
+    shrq $24, %rdx
+    andq $0xff, %rdx
+    shlq $56, %rdx
+    orq %rdx, %rax
+    movq %rax, (%rcx)
+    movq %rbx, %rax
+    shrq $32, %rax
+    movq %rax, 8(%rcx)
+    movq %r12, %rax
+    shlq $4, %rax
+    addq $0x28, %rax
+    ltr %ax
+    lidt idt_pointer(%rip)
+    # Into ring 3 with interrupts on: SS, RSP, RFLAGS, CS, RIP.
+    pushq $0x1b
+    pushq %r14
+    pushq $0x202
+    pushq $0x23
+    pushq %r13
+    iretq
+
+    .section .data.boot, "aw"
     .balign 8
     .global boot_gdt
 boot_gdt:
     .quad 0
-    .quad 0x00AF9A000000FFFF    # 0x08: 64-bit code
-    .quad 0x00CF92000000FFFF    # 0x10: data
+    .quad 0x00AF9A000000FFFF    # 0x08: 64-bit code, ring 0
+    .quad 0x00CF92000000FFFF    # 0x10: data, ring 0
+    .quad 0x00CFF2000000FFFF    # 0x18: data, ring 3
+    .quad 0x00AFFA000000FFFF    # 0x20: 64-bit code, ring 3
+    .skip 16 * {max_cpus}       # 0x28: each CPU's TSS descriptor (filled by the CPU)
+boot_gdt_end:
 boot_gdt_ptr:
-    .word boot_gdt_ptr - boot_gdt - 1
+    .word boot_gdt_end - boot_gdt - 1
     .long boot_gdt
+idt_pointer:
+    .word 256 * 16 - 1
+    .quad {idt}
+
+    .section .rodata.boot, "a"
     # The boot CPU's 64-bit continuation, as a far pointer (offset, selector).
 bsp_long_mode_target:
     .long bsp_long_mode
@@ -134,6 +231,19 @@ boot_pd:
 boot_stack:
     .skip 65536
 boot_stack_top:
+    .balign 4096
+tss_area:
+    .skip {tss_stride} * {max_cpus}
+    .balign 4096
+int_stacks:
+    .skip {int_stack} * {max_cpus}
     "#,
+    cpu_size = const super::percpu::CPU_SIZE,
+    cpus = sym super::percpu::CPUS,
+    tss_stride = const TSS_STRIDE,
+    tss_limit = const TSS_LIMIT,
+    int_stack = const INT_STACK,
+    max_cpus = const super::percpu::MAX_CPUS,
+    idt = sym super::idt::IDT,
     options(att_syntax)
 );

@@ -30,9 +30,10 @@ const EMPTY: Gate = Gate {
 };
 
 #[repr(C, align(16))]
-struct Table([Gate; 256]);
+pub(super) struct Table([Gate; 256]);
 
-static mut IDT: Table = Table([EMPTY; 256]);
+/// The table every CPU loads (`boot.rs`, before it enters ring 3).
+pub(super) static mut IDT: Table = Table([EMPTY; 256]);
 
 // The 32 exception stubs: those without a CPU-pushed error code push 0, so every frame
 // is (vector, error code, RIP, CS, RFLAGS, RSP, SS); all jump to the common handler,
@@ -62,7 +63,21 @@ exception_stub_\n:
     stub 10, 1
     stub 11, 1
     stub 12, 1
-    stub 13, 1
+    # General protection: ring 3's `hlt` (it may not halt) is the idle gate; anything
+    # else is reported.
+    .global exception_stub_13
+exception_stub_13:
+    testb $3, 16(%rsp)
+    jz 3f
+    pushq %rax
+    movq 16(%rsp), %rax
+    cmpb $0xf4, (%rax)
+    popq %rax
+    jne 3f
+    jmp idle_gate
+3:
+    pushq $13
+    jmp exception_common
     stub 14, 1
     stub 15, 0
     stub 16, 0
@@ -90,23 +105,50 @@ exception_common:
     hlt
     jmp 2b
 
-    # The APIC timer and the wake-up IPI: they only end a `hlt`; acknowledge (EOI).
-    .global wake_stub
-wake_stub:
+    # The APIC timer: it only ends a `hlt`; acknowledge (EOI).
+    .global timer_stub
+timer_stub:
     pushq %rax
     movabsq $0xfee000b0, %rax
     movl $0, (%rax)
     popq %rax
     iretq
-    # A device's interrupt (routed by the I/O APIC): counted, acknowledged; it too only
-    # ends a `hlt` (the loop then polls the device).
-    .global device_stub
-device_stub:
-    lock incq DEVICE_INTERRUPTS(%rip)
+    # The wake-up IPI: it ends a `hlt`, or, taken before the CPU reached its idle gate
+    # (interrupts are on in ring 3), makes the gate return at once (the `kicked` flag).
+    .global wake_stub
+wake_stub:
+    movb $1, %gs:{kicked}
     pushq %rax
     movabsq $0xfee000b0, %rax
     movl $0, (%rax)
     popq %rax
+    iretq
+    # A device's interrupt (routed by the I/O APIC): counted, acknowledged; like the
+    # wake-up IPI, it ends the CPU's sleep (the loop then polls the device).
+    .global device_stub
+device_stub:
+    lock incq DEVICE_INTERRUPTS(%rip)
+    movb $1, %gs:{kicked}
+    pushq %rax
+    movabsq $0xfee000b0, %rax
+    movl $0, (%rax)
+    popq %rax
+    iretq
+    # The idle gate: a `hlt` in ring 3 faults (#GP, above) and lands here, on this
+    # CPU's ring-0 stack with interrupts off (neither `int` nor SYSCALL from ring 3 is
+    # virtualised by kvm_pvm; faults are). It halts until an interrupt, unless a wake-up
+    # came since the last halt (`sti; hlt` lets no interrupt in between), then returns
+    # past the `hlt`.
+idle_gate:
+    addq $1, 8(%rsp)
+    cmpb $0, %gs:{kicked}
+    jne 1f
+    sti
+    hlt
+    cli
+1:
+    movb $0, %gs:{kicked}
+    addq $8, %rsp
     iretq
     # Spurious interrupts need no EOI.
     .global spurious_stub
@@ -127,11 +169,13 @@ exception_stubs:
     .quad exception_stub_28, exception_stub_29, exception_stub_30, exception_stub_31
     .text
     "#,
+    kicked = const super::percpu::KICKED_OFFSET,
     options(att_syntax)
 );
 
 unsafe extern "C" {
     static exception_stubs: [u64; 32];
+    fn timer_stub();
     fn wake_stub();
     fn device_stub();
     fn spurious_stub();
@@ -151,7 +195,7 @@ fn gate(handler: u64) -> Gate {
         offset_low: handler as u16,
         selector: boot::KERNEL_CS,
         ist: 0,
-        attributes: 0x8e, // present, ring 0, 64-bit interrupt gate
+        attributes: 0x8e, // present, callable from ring 0 only, 64-bit interrupt gate
         offset_mid: (handler >> 16) as u16,
         offset_high: (handler >> 32) as u32,
         reserved: 0,
@@ -173,7 +217,8 @@ pub struct Frame {
     ss: u64,
 }
 
-/// Fills the table (once, on the boot CPU, before any other CPU runs).
+/// Fills the table (once, on the boot CPU, before any other CPU runs; every CPU loaded
+/// it on its way into ring 3, and reads it only when an interrupt comes).
 pub fn init() {
     // SAFETY: the stub table is a read-only array the linker fills; IDT is written only
     // here, by the boot CPU, before any CPU loads it.
@@ -182,30 +227,11 @@ pub fn init() {
         for (entry, &stub) in idt.0.iter_mut().zip(exception_stubs.iter()) {
             *entry = gate(stub);
         }
-        let wake = wake_stub as *const () as u64;
-        idt.0[usize::from(super::apic::TIMER_VECTOR)] = gate(wake);
-        idt.0[usize::from(super::apic::WAKE_VECTOR)] = gate(wake);
+        idt.0[usize::from(super::apic::TIMER_VECTOR)] = gate(timer_stub as *const () as u64);
+        idt.0[usize::from(super::apic::WAKE_VECTOR)] = gate(wake_stub as *const () as u64);
         idt.0[usize::from(super::apic::DEVICE_VECTOR)] = gate(device_stub as *const () as u64);
         idt.0[usize::from(super::apic::SPURIOUS_VECTOR)] = gate(spurious_stub as *const () as u64);
     }
-}
-
-/// Loads the table on the calling CPU.
-pub fn load() {
-    #[repr(C, packed)]
-    struct Pointer {
-        limit: u16,
-        base: u64,
-    }
-    let pointer = Pointer {
-        limit: (core::mem::size_of::<Table>() - 1) as u16,
-        base: core::ptr::addr_of!(IDT) as u64,
-    };
-    // SAFETY: the table is filled (by `init`, before) and static; `lidt` only points the
-    // CPU at it.
-    unsafe {
-        core::arch::asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags))
-    };
 }
 
 /// The faulting address of a page fault (CR2).

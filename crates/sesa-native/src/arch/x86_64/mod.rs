@@ -42,12 +42,10 @@ pub fn outl(port: u16, value: u32) {
     }
 }
 
-/// Stops this CPU for good.
+/// Stops this CPU for good (halting through the idle gate, again after each interrupt).
 pub fn halt() -> ! {
     loop {
-        // SAFETY: `hlt` only waits for an interrupt; with interrupts off it waits forever,
-        // which is the intent.
-        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) }
+        apic::idle();
     }
 }
 

@@ -1,10 +1,12 @@
-//! Per-CPU state: one block per CPU, found through the CPU's GS base, which each CPU
-//! points at its own block when it starts ([`init_cpu`]). The object model's and the
-//! event model's "current" slots live here, so each core has its own.
+//! Per-CPU state: one block per CPU, found through the CPU's GS base, which the boot
+//! path points at the CPU's own block (and the block's first word at itself) before the
+//! CPU leaves ring 0 (`boot.rs`, `cpu_to_ring3`). The object model's and the event
+//! model's "current" slots live here, so each core has its own, and the flag the
+//! interrupt stubs set to say a sleeping CPU has been woken.
 
 use alloc::rc::Rc;
 use core::cell::RefCell;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8};
 
 use sesa_ebb::CurrentCore;
 use sesa_event::Platform;
@@ -16,56 +18,39 @@ pub const MAX_CPUS: usize = 16;
 #[repr(C)]
 pub struct Cpu {
     this: AtomicPtr<Cpu>,
+    /// Set by the wake-up and device interrupts' stubs, cleared by the idle gate
+    /// (`idt.rs`): a wake-up that came before the CPU halted ends its next halt at once.
+    kicked: AtomicU8,
     ebb: CurrentCore,
     platform: RefCell<Option<Rc<dyn Platform>>>,
     heap: crate::memory::HeapCache,
 }
 
-// SAFETY: a block is used only by the CPU whose GS base points at it (`init_cpu` gives
-// each CPU its own index), as `CurrentCore` and the platform slot require; `this` is an
-// atomic written once before the CPU uses its block.
+// SAFETY: a block is used only by the CPU whose GS base points at it (the boot path
+// gives each CPU its own index), as `CurrentCore` and the platform slot require; `this`
+// is written once, by that CPU in ring 0, before it uses its block; `kicked` is atomic.
 unsafe impl Sync for Cpu {}
 
-static CPUS: [Cpu; MAX_CPUS] = [const {
+pub(super) static CPUS: [Cpu; MAX_CPUS] = [const {
     Cpu {
         this: AtomicPtr::new(core::ptr::null_mut()),
+        kicked: AtomicU8::new(0),
         ebb: CurrentCore::new(),
         platform: RefCell::new(None),
         heap: crate::memory::HeapCache::new(),
     }
 }; MAX_CPUS];
 
-/// IA32_GS_BASE.
-const GS_BASE: u32 = 0xC000_0101;
-
-/// Makes block `index` the calling CPU's. Each CPU calls it once, with its own index,
-/// before anything uses the object or event model on it.
-///
-/// # Panics
-/// If `index` is not below [`MAX_CPUS`].
-pub fn init_cpu(index: usize) {
-    let cpu = &CPUS[index];
-    let ptr = cpu as *const Cpu as *mut Cpu;
-    cpu.this.store(ptr, Ordering::Release);
-    let value = ptr as u64;
-    // SAFETY: writing IA32_GS_BASE changes only what `gs:` addresses; the kernel uses
-    // `gs:` for nothing but this block.
-    unsafe {
-        core::arch::asm!(
-            "wrmsr",
-            in("ecx") GS_BASE,
-            in("eax") value as u32,
-            in("edx") (value >> 32) as u32,
-            options(nostack, preserves_flags)
-        );
-    }
-}
+/// The size of a block (the boot path finds CPU `i`'s at `CPUS + i * CPU_SIZE`).
+pub const CPU_SIZE: usize = core::mem::size_of::<Cpu>();
+/// Where a block's `kicked` flag is (the interrupt stubs address it through GS).
+pub const KICKED_OFFSET: usize = core::mem::offset_of!(Cpu, kicked);
 
 /// The calling CPU's block.
 fn this_cpu() -> &'static Cpu {
     let ptr: *const Cpu;
-    // SAFETY: `gs:[0]` is the `this` field of the block `init_cpu` gave this CPU (the
-    // boot CPU's is set first thing in `kernel_main`, an AP's first thing in `ap_main`).
+    // SAFETY: `gs:[0]` is the `this` field of the block the boot path gave this CPU
+    // before any Rust code ran on it.
     unsafe {
         core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, readonly, preserves_flags));
         &*ptr
@@ -86,17 +71,16 @@ fn __sesa_event_current() -> &'static RefCell<Option<Rc<dyn Platform>>> {
     &this_cpu().platform
 }
 
-/// The calling CPU's heap cache, or `None` before the CPU has its block (nothing
-/// allocates that early, but the allocator does not rely on it).
+/// The calling CPU's heap cache (`None` only if the boot path did not give the CPU its
+/// block, which the allocator does not rely on).
 pub fn heap_cache() -> Option<&'static crate::memory::HeapCache> {
     let ptr: *const Cpu;
-    // SAFETY: as in `this_cpu`; before `init_cpu` the GS base is 0, which the check
-    // below turns away (no block lives at address 0).
+    // SAFETY: as in `this_cpu`; a pointer outside `CPUS` is turned away below.
     unsafe {
         core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, readonly, preserves_flags));
     }
     let ours = CPUS.as_ptr_range();
-    // SAFETY: a pointer inside `CPUS` is one of its blocks, the one `init_cpu` gave
+    // SAFETY: a pointer inside `CPUS` is one of its blocks, the one the boot path gave
     // this CPU.
     ours.contains(&ptr).then(|| unsafe { &(*ptr).heap })
 }

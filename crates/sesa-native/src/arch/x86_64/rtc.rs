@@ -51,15 +51,22 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 /// Reads the RTC and remembers the wall time of TSC zero; the Unix time read, or `None`
 /// without a plausible RTC (none present reads as 0xff everywhere).
 pub fn init(now_ns: u64) -> Option<u64> {
-    // Two equal reads outside an update: the fields were not torn by a tick.
-    let mut tries = 0;
+    // No RTC (QEMU's microvm has none under KVM by default): the port reads all ones.
+    if read(0x0a) == 0xff {
+        return None;
+    }
+    // Two equal reads outside an update: the fields were not torn by a tick. An update
+    // takes under 2 ms; more than 20 ms of it is a broken clock.
+    let deadline = now_ns.saturating_add(20_000_000);
     let f = loop {
-        tries += 1;
-        if tries > 1_000_000 {
-            return None;
-        }
         while update_in_progress() {
+            if super::clock::now_ns() > deadline {
+                return None;
+            }
             core::hint::spin_loop();
+        }
+        if super::clock::now_ns() > deadline {
+            return None;
         }
         let a = fields();
         let b = fields();

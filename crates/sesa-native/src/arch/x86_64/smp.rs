@@ -75,9 +75,14 @@ ap_long_mode:
     lock xaddl %eax, AP_NEXT(%rip)
     cmpl ${max}, %eax
     jae 2f
+    movl %eax, %r12d
     movq AP_STACKS(%rip), %rbx
-    movq (%rbx,%rax,8), %rsp
-    movl %eax, %edi
+    movq (%rbx,%rax,8), %r14
+    movq %r14, %rsp
+    leaq ap_ring3(%rip), %r13
+    jmp cpu_to_ring3
+ap_ring3:
+    movl %r12d, %edi
     call ap_main
 2:
     cli
