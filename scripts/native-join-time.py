@@ -8,7 +8,7 @@ control EBB served, registered). The frontend stops its QEMU when the count is d
 
     cargo build --release -p sesa
     cargo build --release --manifest-path crates/sesa-native/Cargo.toml
-    scripts/native-join-time.py 15
+    scripts/native-join-time.py 15 [tcg|kvm]    # default: the frontend's choice
 """
 import os
 import statistics
@@ -21,13 +21,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def main():
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    accel = ["--accel", sys.argv[2]] if len(sys.argv) > 2 else []
     env = dict(os.environ)
     env.setdefault("SESA_KERNEL", os.path.join(ROOT, "crates/sesa-native/target/release/sesa-kernel"))
     sesa = os.path.join(ROOT, "target/release/sesa")
     times = []
     for _ in range(runs):
         frontend = subprocess.Popen(
-            [sesa, "run", "counter", "--nodes", "1", "--native", "--incs", "1000"],
+            [sesa, "run", "counter", "--nodes", "1", "--native", "--incs", "1000", *accel],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True)
         started = None
         try:

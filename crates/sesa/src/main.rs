@@ -192,8 +192,8 @@ struct NativeArgs {
     /// crates/sesa-native/target/release/sesa-kernel under the current directory).
     #[arg(long, value_name = "PATH")]
     kernel: Option<std::path::PathBuf>,
-    /// QEMU's accelerator for native nodes (default: kvm where /dev/kvm is a hardware
-    /// hypervisor, else tcg).
+    /// QEMU's accelerator for native nodes (default: kvm where /dev/kvm opens, else
+    /// tcg).
     #[arg(long, value_parser = ["tcg", "kvm"])]
     accel: Option<String>,
 }
@@ -252,8 +252,8 @@ enum Suite {
         /// cores, and print its figures beside the hosted ones.
         #[arg(long, value_name = "KERNEL")]
         native: Option<std::path::PathBuf>,
-        /// QEMU's accelerator for `--native` (default: kvm where /dev/kvm is a hardware
-        /// hypervisor, else tcg).
+        /// QEMU's accelerator for `--native` (default: kvm where /dev/kvm opens, else
+        /// tcg).
         #[arg(long, value_parser = ["tcg", "kvm"])]
         accel: Option<String>,
     },
@@ -276,9 +276,10 @@ enum Suite {
         /// the QEMU process's.
         #[arg(long, value_name = "KERNEL")]
         native: Option<std::path::PathBuf>,
-        /// QEMU's accelerator for `--native`.
-        #[arg(long, default_value = "tcg", value_parser = ["tcg", "kvm"])]
-        accel: String,
+        /// QEMU's accelerator for `--native` (default: kvm where /dev/kvm opens, else
+        /// tcg).
+        #[arg(long, value_parser = ["tcg", "kvm"])]
+        accel: Option<String>,
         /// Client connections (one thread each).
         #[arg(long)]
         connections: Option<usize>,
@@ -747,7 +748,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "hosted" => Peer::Hosted,
                     _ => Peer::Memcached,
                 }),
-                native: native.map(|kernel| NativeServer { kernel, accel }),
+                native: native.map(|kernel| NativeServer {
+                    kernel,
+                    accel: accel
+                        .unwrap_or_else(|| sesa::cluster::NativeNodes::default_accel().to_owned()),
+                }),
                 idle_spins,
                 nodes: nodes.max(1),
             };
