@@ -89,3 +89,195 @@ unsafe impl Hal for IdentityHal {
 
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
 }
+
+/// Frames in flight each way (descriptors per virtqueue).
+pub const NET_QUEUE: usize = 64;
+/// Bytes per frame buffer: a full Ethernet frame and the virtio header.
+const NET_FRAME: usize = 2048;
+
+type NetRaw =
+    virtio_drivers::device::net::VirtIONetRaw<IdentityHal, MmioTransport<'static>, NET_QUEUE>;
+
+/// A frame the device delivered: its buffer (lent out until [`NetQueues::give_back`]),
+/// and where the packet lies in it.
+pub struct Received {
+    slot: usize,
+    buffer: &'static mut [u8],
+    start: usize,
+    len: usize,
+}
+
+impl Received {
+    /// The frame's bytes.
+    pub fn packet(&self) -> &[u8] {
+        &self.buffer[self.start..self.start + self.len]
+    }
+}
+
+/// virtio-net with sends that do not wait. `virtio-drivers`' buffered driver waits after
+/// every frame until the device has taken it (a round trip through QEMU's I/O thread
+/// per frame); here up to [`NET_QUEUE`] frames are in flight each way, and the buffers
+/// of sent frames are taken back as the device finishes with them.
+///
+/// The frame buffers are allocated once and never freed (the device may hold any of
+/// them at any time, and the network lives as long as the kernel runs).
+pub struct NetQueues {
+    raw: NetRaw,
+    /// Receive buffers by slot (`None` while lent out as a [`Received`]).
+    rx: [Option<&'static mut [u8]>; NET_QUEUE],
+    /// The receive slot each device token stands for.
+    rx_slot: [Option<usize>; NET_QUEUE],
+    tx: [&'static mut [u8]; NET_QUEUE],
+    /// The send slot (and the length given) each device token stands for.
+    tx_slot: [Option<(usize, usize)>; NET_QUEUE],
+    tx_free: alloc::vec::Vec<usize>,
+}
+
+fn frame_buffer() -> &'static mut [u8] {
+    alloc::boxed::Box::leak(alloc::vec![0u8; NET_FRAME].into_boxed_slice())
+}
+
+impl NetQueues {
+    /// Initialises the device and gives it every receive buffer.
+    ///
+    /// # Errors
+    /// The driver refused the device or a buffer.
+    pub fn new(transport: MmioTransport<'static>) -> Result<Self, virtio_drivers::Error> {
+        let mut queues = NetQueues {
+            raw: NetRaw::new(transport)?,
+            rx: core::array::from_fn(|_| Some(frame_buffer())),
+            rx_slot: [None; NET_QUEUE],
+            tx: core::array::from_fn(|_| frame_buffer()),
+            tx_slot: [None; NET_QUEUE],
+            tx_free: (0..NET_QUEUE).collect(),
+        };
+        for slot in 0..NET_QUEUE {
+            queues.post_receive(slot)?;
+        }
+        Ok(queues)
+    }
+
+    fn post_receive(&mut self, slot: usize) -> Result<(), virtio_drivers::Error> {
+        let buffer = self.rx[slot]
+            .as_deref_mut()
+            .ok_or(virtio_drivers::Error::InvalidParam)?;
+        // SAFETY: the buffer is never freed, and is not touched again until the device
+        // gives it back through `poll_receive` (`received` below).
+        let token = unsafe { self.raw.receive_begin(buffer) }?;
+        self.rx_slot[usize::from(token) % NET_QUEUE] = Some(slot);
+        Ok(())
+    }
+
+    /// The device's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.raw.mac_address()
+    }
+
+    /// Whether a received frame waits.
+    pub fn can_recv(&self) -> bool {
+        self.raw.poll_receive().is_some()
+    }
+
+    /// The next received frame, if one waits.
+    pub fn received(&mut self) -> Option<Received> {
+        let token = self.raw.poll_receive()?;
+        let slot = self.rx_slot[usize::from(token) % NET_QUEUE].take()?;
+        let buffer = self.rx[slot].as_deref_mut()?;
+        // SAFETY: `slot`'s buffer is the one given with this token (`post_receive`).
+        match unsafe { self.raw.receive_complete(token, buffer) } {
+            Ok((start, len)) => Some(Received {
+                slot,
+                buffer: self.rx[slot].take()?,
+                start,
+                len,
+            }),
+            Err(_) => {
+                // Nothing usable came: the buffer goes back for the next frame.
+                let _ = self.post_receive(slot);
+                None
+            }
+        }
+    }
+
+    /// Gives a received frame's buffer back to the device.
+    ///
+    /// # Errors
+    /// The driver refused it (the receive ring is a buffer shorter).
+    pub fn give_back(&mut self, frame: Received) -> Result<(), virtio_drivers::Error> {
+        self.rx[frame.slot] = Some(frame.buffer);
+        self.post_receive(frame.slot)
+    }
+
+    /// Takes back the buffers of the frames the device has sent.
+    fn reclaim(&mut self) {
+        while let Some(token) = self.raw.poll_transmit() {
+            let Some((slot, len)) = self.tx_slot[usize::from(token) % NET_QUEUE].take() else {
+                break;
+            };
+            // SAFETY: the same buffer, with the same length, as given with this token.
+            let _ = unsafe { self.raw.transmit_complete(token, &self.tx[slot][..len]) };
+            self.tx_free.push(slot);
+        }
+    }
+
+    /// Whether a frame can be sent now (a buffer is free, after taking back the sent
+    /// ones).
+    pub fn can_send(&mut self) -> bool {
+        self.reclaim();
+        !self.tx_free.is_empty()
+    }
+
+    /// Sends a frame of `len` bytes that `fill` writes; does not wait for the device.
+    /// Without a free buffer (see [`NetQueues::can_send`]) the frame is dropped, as a
+    /// full link drops it, and `fill` writes into a scratch buffer.
+    ///
+    /// # Errors
+    /// The driver refused the frame (it is dropped).
+    pub fn send<R>(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> (R, Result<(), virtio_drivers::Error>) {
+        self.reclaim();
+        let Some(slot) = self.tx_free.pop() else {
+            let mut scratch = alloc::vec![0u8; len];
+            return (fill(&mut scratch), Err(virtio_drivers::Error::QueueFull));
+        };
+        let header = match self.raw.fill_buffer_header(self.tx[slot]) {
+            Ok(header) if header + len <= NET_FRAME => header,
+            _ => {
+                self.tx_free.push(slot);
+                let mut scratch = alloc::vec![0u8; len];
+                return (fill(&mut scratch), Err(virtio_drivers::Error::InvalidParam));
+            }
+        };
+        let result = fill(&mut self.tx[slot][header..header + len]);
+        // SAFETY: the buffer is never freed, and is not touched again until the device
+        // is done with it (`reclaim`, through `poll_transmit`).
+        match unsafe { self.raw.transmit_begin(&self.tx[slot][..header + len]) } {
+            Ok(token) => {
+                self.tx_slot[usize::from(token) % NET_QUEUE] = Some((slot, header + len));
+                (result, Ok(()))
+            }
+            Err(e) => {
+                self.tx_free.push(slot);
+                (result, Err(e))
+            }
+        }
+    }
+
+    /// Acknowledges the device's interrupt.
+    pub fn ack_interrupt(&mut self) {
+        self.raw.ack_interrupt();
+    }
+
+    /// Lets the device interrupt when frames arrive.
+    pub fn enable_interrupts(&mut self) {
+        self.raw.enable_interrupts();
+    }
+
+    /// Asks the device not to interrupt (the loop polls).
+    pub fn disable_interrupts(&mut self) {
+        self.raw.disable_interrupts();
+    }
+}
