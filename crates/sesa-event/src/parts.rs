@@ -172,19 +172,24 @@ impl IdleHandlers {
     }
 }
 
+/// What a wake-up from any core does after putting its key on the list, so that a loop
+/// asleep on its core sees it (the native platform sends an IPI to a sleeping core).
+pub type Nudge = Arc<dyn Fn() + Send + Sync>;
+
 /// The tasks woken since a loop last looked: each task's waker pushes the task's key
-/// here, from any core (so wakers are `Send + Sync`, as `Waker` requires).
-pub struct WakeList<K>(Arc<spin::Mutex<Vec<K>>>);
+/// here, from any core (so wakers are `Send + Sync`, as `Waker` requires), then calls
+/// the list's [`Nudge`], if it has one.
+pub struct WakeList<K>(Arc<spin::Mutex<Vec<K>>>, Option<Nudge>);
 
 impl<K> Clone for WakeList<K> {
     fn clone(&self) -> Self {
-        WakeList(self.0.clone())
+        WakeList(self.0.clone(), self.1.clone())
     }
 }
 
 impl<K> Default for WakeList<K> {
     fn default() -> Self {
-        WakeList(Arc::new(spin::Mutex::new(Vec::new())))
+        WakeList(Arc::new(spin::Mutex::new(Vec::new())), None)
     }
 }
 
@@ -200,6 +205,9 @@ impl<K: Copy + Send + Sync + 'static> Wake for KeyWaker<K> {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.list.0.lock().push(self.key);
+        if let Some(nudge) = &self.list.1 {
+            nudge();
+        }
     }
 }
 
@@ -207,6 +215,11 @@ impl<K: Copy + Send + Sync + 'static> WakeList<K> {
     /// An empty list.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty list whose wake-ups call `nudge` after putting their key on it.
+    pub fn with_nudge(nudge: Nudge) -> Self {
+        WakeList(Arc::new(spin::Mutex::new(Vec::new())), Some(nudge))
     }
 
     /// A waker that puts `key` on this list.

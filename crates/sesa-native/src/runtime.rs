@@ -11,11 +11,10 @@
 //! so. Without a network, `net()` refuses every operation with a clear error.
 //!
 //! An idle core sleeps in `hlt` until its next timer (the APIC's one-shot timer), a
-//! wake-up IPI (sent by a core that ships it an event), the network device's interrupt
-//! (on core 0), or a nap's end (1 ms: a waker called from another core is seen by then;
-//! 100 ms on a node's only core, which has no other cores; 200 µs on a network core
-//! without a routable interrupt, which must poll). A core
-//! sleeps only after 2 ms without work: under load nothing sleeps, the loops poll.
+//! wake-up IPI (sent by a core that ships it an event, wakes one of its tasks, or stops
+//! the loops), the network device's interrupt (on core 0), or a nap's end (100 ms, a
+//! bound; 200 µs on a network core without a routable interrupt, which must poll). A
+//! core sleeps only after 2 ms without work: under load nothing sleeps, the loops poll.
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
@@ -54,6 +53,17 @@ struct Shared {
 const RUNNING: i64 = i64::MIN;
 
 impl Shared {
+    /// After work was put where core `index` looks (its inbox, its wake list): a
+    /// wake-up IPI if it has said it sleeps. The fence orders that put before the look
+    /// at its flag, as its own store of the flag comes before its last look for work
+    /// (`sleep`): one of the two sees the other.
+    fn wake_if_asleep(&self, index: usize) {
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        if self.sleeping[index].load(core::sync::atomic::Ordering::SeqCst) {
+            crate::cpu::apic::wake(index);
+        }
+    }
+
     fn stopped(&self) -> Option<i32> {
         match self.stop.load(core::sync::atomic::Ordering::Acquire) {
             RUNNING => None,
@@ -143,9 +153,7 @@ impl Platform for NativeCore {
             return Err(ShipError::new(EventError::Stopping, event));
         }
         inbox.lock().push_back(event);
-        if self.shared.sleeping[core.index()].load(core::sync::atomic::Ordering::SeqCst) {
-            crate::cpu::apic::wake(core.index());
-        }
+        self.shared.wake_if_asleep(core.index());
         Ok(())
     }
 
@@ -184,6 +192,10 @@ impl Platform for NativeCore {
             core::sync::atomic::Ordering::AcqRel,
             core::sync::atomic::Ordering::Acquire,
         );
+        // Sleeping cores see the stop now, not at their nap's end.
+        for index in 0..self.shared.inboxes.len() {
+            self.shared.wake_if_asleep(index);
+        }
     }
 
     fn net(&self) -> &dyn Net {
@@ -281,15 +293,13 @@ impl TcpListener for NoConnections {
     }
 }
 
-/// The longest an idle core sleeps: a core looks at wakers called from other cores at
-/// least this often (they send no IPI); the network's core is woken by the device's
-/// interrupt, or, when it has none, polls it every `NAP_POLLED`.
-const NAP: u64 = 1_000_000;
-/// The nap of a node's only core: no other core can call its wakers, so it sleeps until
-/// its next timer, an interrupt, or this (a bound, not a need). Each wake-up of an idle
-/// node costs the hypervisor work (under kvm_pvm, ring 0 is emulated): 1,000 naps a
-/// second kept an idle single-core node at ~40% of a host CPU there.
-const NAP_ALONE: u64 = 100_000_000;
+/// The longest an idle core sleeps: a bound, not a need. Its timers, the device's
+/// interrupt (core 0) and wake-up IPIs (another core shipping it an event, waking one
+/// of its tasks, or stopping the loops) end a sleep; a network core without a routable
+/// interrupt polls the device every `NAP_POLLED`. Each wake-up of an idle core costs
+/// the hypervisor work (under kvm_pvm, ring 0 is emulated): 1,000 naps a second kept
+/// an idle single-core node at ~40% of a host CPU there.
+const NAP: u64 = 100_000_000;
 const NAP_POLLED: u64 = 200_000;
 /// Deadlines nearer than this are spun for, not slept for.
 const NAP_MIN: u64 = 20_000;
@@ -306,18 +316,13 @@ fn sleep(core: &NativeCore, inbox: &spinning_top::Spinlock<VecDeque<Event>>, ind
     let now = clock::now_ns();
     // The network's core: interrupts on for the sleep (frames waiting: no sleep), and
     // the stack's own timers bound it.
-    let nap = if core.shared.inboxes.len() == 1 {
-        NAP_ALONE
-    } else {
-        NAP
-    };
     let (nap, stack_deadline) = match &core.net {
         Some(net) if net.interrupts() => match net.prepare_sleep() {
-            Some(deadline) => (nap, deadline),
+            Some(deadline) => (NAP, deadline),
             None => return,
         },
         Some(_) => (NAP_POLLED, u64::MAX),
-        None => (nap, u64::MAX),
+        None => (NAP, u64::MAX),
     };
     let next = core
         .timers
@@ -437,7 +442,13 @@ fn run_core(
         shared: shared.clone(),
         tasks: RefCell::new(BTreeMap::new()),
         next_task: Cell::new(0),
-        woken: WakeList::new(),
+        // A task woken from another core while this one sleeps: a wake-up IPI (the
+        // sleeper said so before its last look at the list; see `sleep`).
+        woken: {
+            let shared = shared.clone();
+            let index = id.index();
+            WakeList::with_nudge(Arc::new(move || shared.wake_if_asleep(index)))
+        },
         timers: Rc::new(TimerQueue::new()),
         idle: IdleHandlers::new(),
         net,
