@@ -9,8 +9,8 @@
 //!
 //! Limits, explicit: items take at most the memory given on the command line (memcached's
 //! `-m`, LRU eviction beyond it), which must fit in half the kernel's heap; connections
-//! are bounded by the server's `max_connections` and, below it, by the stack's listening
-//! backlog (`net::BACKLOG`).
+//! are bounded by the server's `max_connections` and, below it, by the sockets the stack
+//! may hold (`net.rs`) and its listening backlog (`net::BACKLOG`).
 
 use alloc::format;
 use alloc::string::String;
@@ -33,13 +33,11 @@ pub const DEFAULT_MEMORY_MB: usize = 32;
 pub async fn serve(memory_mb: usize, heap_bytes: u64) -> Result<(), String> {
     let memory_bytes = memory_mb.saturating_mul(1 << 20);
     // Items, their table and the connections' buffers share the heap: half for items
-    // leaves room for the rest.
-    if memory_bytes as u64 > heap_bytes / 2 {
-        return Err(format!(
-            "{memory_mb} MiB of items do not fit in half of the {} MiB heap (give QEMU more memory with -m)",
-            heap_bytes >> 20
-        ));
-    }
+    // leaves room for the rest (the same bound as a node of a cluster).
+    sesa_node::kv::check_memory(
+        memory_bytes,
+        Some(usize::try_from(heap_bytes / 2).unwrap_or(usize::MAX)),
+    )?;
     let config = KvConfig {
         memory_bytes,
         ..KvConfig::default()

@@ -207,9 +207,10 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 );
                 exit(Exit::Failure);
             };
-            let net = start_net(line, memory.heap_bytes);
+            let heap_bytes = memory.heap_bytes;
+            let net = start_net(line, heap_bytes);
             run_or_fail(cores, Some(net), move || async move {
-                match node::join(args, secret).await {
+                match node::join(args, secret, heap_bytes).await {
                     Ok(()) => println!("sesa-native: join: the frontend let this node go"),
                     Err(why) => {
                         println!("sesa-native: join: {why}");
@@ -303,22 +304,29 @@ fn usage_of_join() -> ! {
 /// the per-CPU heap caches and with talc alone, interleaved `runs` times: the medians,
 /// in ns per pair on each core.
 async fn heap_bench(n: u64, runs: usize) -> Result<(f64, f64), sesa_event::EventError> {
+    const BLOCK: core::alloc::Layout = core::alloc::Layout::new::<[u8; 64]>();
     let cores = sesa_event::cores() as f64;
-    let pair = || {
-        let block = core::hint::black_box(alloc::boxed::Box::new([0u8; 64]));
-        drop(block);
-    };
-    let (mut cached, mut talc) = (alloc::vec::Vec::new(), alloc::vec::Vec::new());
-    for _ in 0..runs.max(1) {
-        for (on, into) in [(true, &mut cached), (false, &mut talc)] {
-            memory::CACHES_ON.store(on, core::sync::atomic::Ordering::SeqCst);
-            let mops = sesa_node::micro::counter_mops(n.max(1), pair).await?;
-            into.push(1e3 * cores / mops);
+    let cached = || {
+        // The global allocator, 64 bytes as the baseline takes them.
+        // SAFETY: a valid non-zero layout; the block is freed with it at once.
+        unsafe {
+            let block = alloc::alloc::alloc(BLOCK);
+            if !block.is_null() {
+                core::hint::black_box(block).write(0);
+                alloc::alloc::dealloc(block, BLOCK);
+            }
         }
+    };
+    let (mut with_caches, mut talc) = (alloc::vec::Vec::new(), alloc::vec::Vec::new());
+    for _ in 0..runs.max(1) {
+        let mops = sesa_node::micro::counter_mops(n.max(1), cached).await?;
+        with_caches.push(1e3 * cores / mops);
+        let mops =
+            sesa_node::micro::counter_mops(n.max(1), || memory::talc_alloc_free(BLOCK)).await?;
+        talc.push(1e3 * cores / mops);
     }
-    memory::CACHES_ON.store(true, core::sync::atomic::Ordering::SeqCst);
     Ok((
-        sesa_node::micro::median(cached),
+        sesa_node::micro::median(with_caches),
         sesa_node::micro::median(talc),
     ))
 }

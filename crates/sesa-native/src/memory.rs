@@ -14,7 +14,6 @@
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::arch::x86_64::{MemoryRegion, boot, percpu};
 
@@ -45,10 +44,6 @@ const SMALLEST: usize = 16;
 const LARGEST: usize = SMALLEST << (CLASSES - 1);
 /// Freed blocks a CPU keeps per size class.
 pub const CACHE_DEPTH: usize = 64;
-
-/// Whether the per-CPU caches are used (on; the heap benchmark turns them off to
-/// measure talc alone). Blocks are rounded to their class either way.
-pub static CACHES_ON: AtomicBool = AtomicBool::new(true);
 
 /// The size class of a layout the caches serve, if they serve it.
 fn class_of(layout: Layout) -> Option<usize> {
@@ -100,15 +95,11 @@ unsafe impl core::alloc::GlobalAlloc for Heap {
             // SAFETY: forwarded with the caller's guarantees.
             return unsafe { self.0.alloc(layout) };
         };
-        if CACHES_ON.load(Ordering::Relaxed)
-            && let Some(cache) = percpu::heap_cache()
-        {
-            // SAFETY: this CPU's cache, used by nothing else now (see above).
-            let magazine = unsafe { &mut (*cache.0.get())[class] };
-            if magazine.len > 0 {
-                magazine.len -= 1;
-                return magazine.blocks[magazine.len];
-            }
+        // SAFETY: this CPU's cache, used by nothing else now (see above).
+        let magazine = unsafe { &mut (*percpu::heap_cache().0.get())[class] };
+        if magazine.len > 0 {
+            magazine.len -= 1;
+            return magazine.blocks[magazine.len];
         }
         // SAFETY: a non-zero, valid layout.
         unsafe { self.0.alloc(class_layout(class)) }
@@ -119,28 +110,21 @@ unsafe impl core::alloc::GlobalAlloc for Heap {
             // SAFETY: forwarded with the caller's guarantees.
             return unsafe { self.0.dealloc(ptr, layout) };
         };
-        if CACHES_ON.load(Ordering::Relaxed)
-            && let Some(cache) = percpu::heap_cache()
-        {
-            // SAFETY: this CPU's cache, used by nothing else now (see above).
-            let magazine = unsafe { &mut (*cache.0.get())[class] };
-            if magazine.len == CACHE_DEPTH {
-                // Full: half goes back, so a CPU that only frees does not hold memory.
-                for _ in 0..CACHE_DEPTH / 2 {
-                    magazine.len -= 1;
-                    // SAFETY: a block of this class that talc allocated.
-                    unsafe {
-                        self.0
-                            .dealloc(magazine.blocks[magazine.len], class_layout(class))
-                    };
-                }
+        // SAFETY: this CPU's cache, used by nothing else now (see above).
+        let magazine = unsafe { &mut (*percpu::heap_cache().0.get())[class] };
+        if magazine.len == CACHE_DEPTH {
+            // Full: half goes back, so a CPU that only frees does not hold memory.
+            for _ in 0..CACHE_DEPTH / 2 {
+                magazine.len -= 1;
+                // SAFETY: a block of this class that talc allocated.
+                unsafe {
+                    self.0
+                        .dealloc(magazine.blocks[magazine.len], class_layout(class))
+                };
             }
-            magazine.blocks[magazine.len] = ptr;
-            magazine.len += 1;
-            return;
         }
-        // SAFETY: `ptr` was allocated with this class's layout (`alloc` rounds).
-        unsafe { self.0.dealloc(ptr, class_layout(class)) }
+        magazine.blocks[magazine.len] = ptr;
+        magazine.len += 1;
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
@@ -168,6 +152,21 @@ unsafe impl core::alloc::GlobalAlloc for Heap {
                     fresh
                 }
             }
+        }
+    }
+}
+
+/// One allocation and free of `layout` through talc alone, bypassing the per-CPU caches:
+/// the heap benchmark's baseline (`main.rs`), so that the allocator itself carries no
+/// switch for it.
+pub fn talc_alloc_free(layout: Layout) {
+    use core::alloc::GlobalAlloc as _;
+    // SAFETY: a block talc just gave, freed with the same layout.
+    unsafe {
+        let block = HEAP.0.alloc(layout);
+        if !block.is_null() {
+            core::hint::black_box(block).write(0);
+            HEAP.0.dealloc(block, layout);
         }
     }
 }

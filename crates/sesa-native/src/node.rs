@@ -129,7 +129,11 @@ impl JoinArgs {
 ///
 /// # Errors
 /// The frontend cannot be joined, or was lost.
-pub async fn join(args: JoinArgs, secret: Secret) -> Result<(), alloc::string::String> {
+pub async fn join(
+    args: JoinArgs,
+    secret: Secret,
+    heap_bytes: u64,
+) -> Result<(), alloc::string::String> {
     use sesa_node::run::{Addressing, Forward, NodeParams};
     let registry = sesa_ebb::EbbId::from_raw(args.registry)
         .ok_or_else(|| alloc::format!("{} is not an EBB id", args.registry))?;
@@ -155,6 +159,9 @@ pub async fn join(args: JoinArgs, secret: Secret) -> Result<(), alloc::string::S
         membership: sesa_exec::MembershipConfig::tolerant_local(),
         pid: 0,
         platform: "native",
+        // Items may take half the heap: the rest is their table, the connections and
+        // the stack's socket buffers (an eighth).
+        memory_max: Some(usize::try_from(heap_bytes / 2).unwrap_or(usize::MAX)),
     })
     .await
 }

@@ -12,6 +12,35 @@ use sesa_exec::MessengerRef;
 use crate::KvSettings;
 use crate::run::Addressing;
 
+/// What the store needs to know of the node it runs on.
+#[derive(Clone, Copy, Debug)]
+pub struct Host {
+    /// How the node's ports look from the frontend's host.
+    pub addressing: Addressing,
+    /// The node's process id, for `stats` (0 for a native node).
+    pub pid: u32,
+    /// The most memory the store's items may take here (a native node: half its heap,
+    /// the rest being the table, connections and the stack); `None`: what the settings
+    /// say.
+    pub memory_max: Option<usize>,
+}
+
+/// Checks that `memory_bytes` of items fit under `memory_max`.
+///
+/// # Errors
+/// They do not: the reason, in MiB.
+pub fn check_memory(memory_bytes: usize, memory_max: Option<usize>) -> Result<(), String> {
+    match memory_max {
+        Some(max) if memory_bytes > max => Err(format!(
+            "{} MiB of items do not fit this node, which allows {} MiB (half its heap; give \
+             QEMU more memory)",
+            memory_bytes >> 20,
+            max >> 20
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Creates the store on this node (node `me`), serves clients on every core, and joins
 /// the store's messages. Returns the client port (as clients on the frontend's host
 /// reach it) and the node as a view member.
@@ -22,9 +51,9 @@ pub async fn start_on_node(
     messenger: MessengerRef,
     me: u32,
     settings: &KvSettings,
-    addressing: Addressing,
-    pid: u32,
+    host: Host,
 ) -> Result<(u16, Member), String> {
+    check_memory(settings.memory_bytes, host.memory_max)?;
     let config = server::KvConfig {
         limits: Limits {
             item_max: settings.item_max,
@@ -32,13 +61,13 @@ pub async fn start_on_node(
         },
         memory_bytes: settings.memory_bytes,
         max_connections: settings.max_connections,
-        pid,
+        pid: host.pid,
     };
     let kv = server::Kv::create(&config).map_err(|e| format!("the store's EBB: {e}"))?;
     let (node, kv) = store::Node::start(messenger, kv)
         .await
         .map_err(|e| format!("joining the store: {e}"))?;
-    let (listen, seen_at) = match addressing {
+    let (listen, seen_at) = match host.addressing {
         Addressing::Loopback => {
             let port = match settings.port {
                 0 => 0,

@@ -72,6 +72,9 @@ pub struct NodeParams {
     pub pid: u32,
     /// `hosted` or `native`, for `sesa status`.
     pub platform: &'static str,
+    /// The most memory the data store's items may take on this node (`None`: what the
+    /// application's settings say).
+    pub memory_max: Option<usize>,
 }
 
 /// Runs the node until the frontend lets go of it (`Ok`) or is lost (`Err`).
@@ -89,7 +92,13 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
         membership,
         pid,
         platform,
+        memory_max,
     } = p;
+    let host = crate::kv::Host {
+        addressing,
+        pid,
+        memory_max,
+    };
     let messenger = join_frontend(id, secret, frontend).await?;
     // Listen too, so other members can reach this node, and join the SWIM membership
     // through the frontend, under the address the others reach it at.
@@ -162,8 +171,7 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
                     pool,
                     leaving,
                     departures,
-                    addressing,
-                    pid,
+                    host,
                 };
                 let outcome = run_part(app, part).await?;
                 crate::encode_reply(&outcome)
@@ -252,8 +260,7 @@ struct Part {
     pool: Option<PoolAddress>,
     leaving: Arc<AtomicBool>,
     departures: Arc<Departures>,
-    addressing: Addressing,
-    pid: u32,
+    host: crate::kv::Host,
 }
 
 /// Runs this node's part of `app`.
@@ -265,8 +272,7 @@ async fn run_part(app: App, part: Part) -> Result<Outcome, RemoteError> {
         pool,
         leaving,
         departures,
-        addressing,
-        pid,
+        host,
     } = part;
     let refused = |e: &dyn core::fmt::Display| RemoteError::Refused(e.to_string());
     match app {
@@ -297,10 +303,9 @@ async fn run_part(app: App, part: Part) -> Result<Outcome, RemoteError> {
         },
         App::Kv(settings) => {
             let messenger = offload.messenger();
-            let (port, member) =
-                crate::kv::start_on_node(messenger, me, &settings, addressing, pid)
-                    .await
-                    .map_err(|e| refused(&e))?;
+            let (port, member) = crate::kv::start_on_node(messenger, me, &settings, host)
+                .await
+                .map_err(|e| refused(&e))?;
             Ok(Outcome::Serving { port, member })
         }
         App::Cat { files } => {

@@ -369,9 +369,8 @@ fn start_sesa(config: &KvBenchConfig) -> anyhow::Result<Server> {
 }
 
 /// Item memory of a native node (MiB): the load's keys take a few; the kernel's heap
-/// is a quarter of [`NATIVE_RAM_MB`] and must hold twice this.
+/// is a quarter of the guest's memory (`cluster::NATIVE_RAM_MB`) and must hold twice this.
 const NATIVE_ITEMS_MB: usize = 64;
-const NATIVE_RAM_MB: u32 = 1024;
 
 /// A native node under QEMU: `kv <cores> <MiB>` on the kernel's command line, port
 /// 11211 forwarded from a free host port. Its console goes to this process's stderr
@@ -379,8 +378,11 @@ const NATIVE_RAM_MB: u32 = 1024;
 fn start_native(config: &KvBenchConfig, native: &NativeServer) -> anyhow::Result<Server> {
     use std::os::fd::AsFd as _;
     let addr = free_port()?;
-    let mut command =
-        crate::cluster::qemu_command(&native.accel, NATIVE_RAM_MB, config.server_cores);
+    let mut command = crate::cluster::qemu_command(
+        &native.accel,
+        crate::cluster::NATIVE_RAM_MB,
+        config.server_cores,
+    );
     command
         .arg("-netdev")
         .arg(format!(

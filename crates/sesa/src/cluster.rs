@@ -278,7 +278,7 @@ impl NativeNodes {
 }
 
 /// Guest memory of a native node, MiB: its heap is a quarter (at most 256 MiB).
-const NATIVE_RAM_MB: u32 = 1024;
+pub(crate) const NATIVE_RAM_MB: u32 = 1024;
 
 /// QEMU for a native node, before its devices and command line: `-M microvm` with its
 /// RTC (the node's wall clock), `cpus` CPUs and `ram_mb` MiB under `accel`, the serial
@@ -308,10 +308,9 @@ pub struct LocalProcesses {
     children: Vec<(u32, Child, Option<ChildStdin>)>,
     /// Nodes asked to stop, with the moment to kill them if they have not.
     stopping: Vec<(u32, Child, Instant)>,
+    /// Which nodes are QEMUs (they do not stop when their stdin closes: a node stops
+    /// itself when let go or when it loses the frontend, or is killed).
     native: Option<NativeNodes>,
-    /// The ids of the native nodes launched (QEMU does not stop when its stdin closes:
-    /// the node stops itself when let go or when it loses the frontend, or is killed).
-    qemus: BTreeSet<u32>,
 }
 
 impl LocalProcesses {
@@ -321,7 +320,6 @@ impl LocalProcesses {
             children: Vec::new(),
             stopping: Vec::new(),
             native,
-            qemus: BTreeSet::new(),
         }
     }
 
@@ -404,9 +402,6 @@ impl NodeProvider for LocalProcesses {
         if let Some(err) = child.stderr.take() {
             forward(err, move |line| eprintln!("[node {id}] {line}"));
         }
-        if native.is_some() {
-            self.qemus.insert(id);
-        }
         self.children.push((id, child, Some(stdin)));
         Ok(pid)
     }
@@ -454,8 +449,9 @@ impl NodeProvider for LocalProcesses {
             self.children.push((id, child, None));
         }
         let deadline = Instant::now() + grace;
+        let native = &self.native;
         for (id, child, _) in &mut self.children {
-            if self.qemus.contains(id) {
+            if native.as_ref().is_some_and(|n| n.covers(*id)) {
                 // A native node has nothing to save (its output is already on its
                 // console) and does not watch its stdin: QEMU is stopped now.
                 let _ = child.kill();
@@ -1251,6 +1247,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
             membership: MembershipConfig::tolerant_local(),
             pid: std::process::id(),
             platform: "hosted",
+            memory_max: None,
         })
         .await
         .map_err(|e| anyhow!(e))

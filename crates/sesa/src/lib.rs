@@ -21,10 +21,5 @@ pub mod kv;
 pub mod offload;
 pub mod sim;
 
-/// Encodes a service's reply (postcard); a failure becomes the caller's error.
-pub(crate) fn encode_reply<T: serde::Serialize + ?Sized>(
-    value: &T,
-) -> Result<Vec<u8>, sesa_exec::RemoteError> {
-    postcard::to_allocvec(value)
-        .map_err(|_| sesa_exec::RemoteError::Refused("encoding the reply".into()))
-}
+/// Encodes a service's reply (the node crate's, shared by both sides).
+pub(crate) use sesa_node::encode_reply;

@@ -6,9 +6,9 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::alive;
+use common::{alive, wait_for_exit, wait_until_gone};
 
 fn sesa() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sesa"))
@@ -60,18 +60,6 @@ impl Drop for Serial {
                 }
             }
         }
-    }
-}
-
-fn wait_until_gone(pids: &[u32], within: Duration) {
-    let deadline = Instant::now() + within;
-    while pids.iter().any(|p| alive(*p)) {
-        assert!(
-            Instant::now() < deadline,
-            "node processes still running after {within:?}: {:?}",
-            pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -140,21 +128,6 @@ fn count_in(
         }
     }
     (child, pids, rx)
-}
-
-/// Waits for `child` to exit, failing the test after `within`.
-fn wait_for_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the frontend did not exit within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn signal(pid: u32, sig: i32) {

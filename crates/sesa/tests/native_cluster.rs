@@ -12,11 +12,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{alive, lines};
+use common::{alive, lines, wait_for_exit, wait_until_gone};
 
-/// The processes the running test started (its frontend, and each node as the frontend
-/// reports it), killed if the test fails.
+/// The processes the running test started: its frontend, and each node as the frontend
+/// reports it (pid first, then the nodes'). Killed if the test fails.
 struct Started(std::sync::Arc<std::sync::Mutex<Vec<u32>>>);
+
+impl Started {
+    /// The nodes' pids (QEMUs or node processes) the frontend reported so far.
+    fn nodes(&self) -> Vec<u32> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())[1..].to_vec()
+    }
+}
 
 impl Drop for Started {
     fn drop(&mut self) {
@@ -36,11 +43,26 @@ impl Drop for Started {
 /// the middle of it). `the_store_..._under_kvm` runs the cluster path under KVM.
 const ACCEL: &str = "tcg";
 
-/// One test at a time: each boots QEMUs, which on a small machine must not starve the
-/// others' failure detection.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+/// A test's claim on the machine and its runtime directory (for `sesa status` and
+/// `sesa scale`), removed when the test ends. One test at a time: each boots QEMUs,
+/// which on a small machine must not starve the others' failure detection.
+struct Scratch {
+    dir: std::path::PathBuf,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+    let one = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = std::env::temp_dir().join(format!("sesa-native-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    Scratch { dir, _one: one }
 }
 
 /// `sesa` with the native kernel (built once) and a runtime directory of the test's own
@@ -50,12 +72,6 @@ fn sesa(dir: &std::path::Path) -> Command {
     cmd.env("SESA_KERNEL", common::native_kernel())
         .env("XDG_RUNTIME_DIR", dir);
     cmd
-}
-
-fn runtime_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sesa-native-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Starts `sesa` with `args` (in runtime directory `dir`): the frontend, a guard that
@@ -117,36 +133,14 @@ fn node_pids(seen: &[String]) -> Vec<(u32, u32)> {
         .collect()
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "still running after {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_until_gone(pids: &[u32], within: Duration) {
-    let deadline = Instant::now() + within;
-    while pids.iter().any(|p| alive(*p)) {
-        assert!(
-            Instant::now() < deadline,
-            "still running after {within:?}: {pids:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The counter across a mixed application: node 1 native (two cores, so misses on both),
 /// nodes 2 and 3 hosted. The total is exact, and every QEMU and node is gone after.
 #[test]
 fn the_counter_runs_exactly_across_native_and_hosted_nodes() {
-    let _one = one_at_a_time();
-    let dir = runtime_dir("mixed");
-    let (mut frontend, _started, err, out) = frontend(
-        &dir,
+    let scratch = scratch("mixed");
+    let dir = &scratch.dir;
+    let (mut frontend, started, err, out) = frontend(
+        dir,
         &[
             "run",
             "counter",
@@ -162,10 +156,10 @@ fn the_counter_runs_exactly_across_native_and_hosted_nodes() {
             "5000000",
         ],
     );
-    let status = wait_exit(&mut frontend, Duration::from_secs(90));
+    let status = wait_for_exit(&mut frontend, Duration::from_secs(90));
     let said: Vec<String> = err.try_iter().collect();
     let printed: Vec<String> = out.try_iter().collect();
-    let pids = node_pids(&said);
+    let pids = started.nodes();
     assert!(status.success(), "{said:#?}\n{printed:#?}");
     assert!(
         printed.iter().any(|l| l == "total=30000000"),
@@ -183,21 +177,17 @@ fn the_counter_runs_exactly_across_native_and_hosted_nodes() {
         "{said:#?}"
     );
     assert_eq!(pids.len(), 3, "{said:#?}");
-    wait_until_gone(
-        &pids.iter().map(|p| p.1).collect::<Vec<_>>(),
-        Duration::from_secs(5),
-    );
-    let _ = std::fs::remove_dir_all(dir);
+    wait_until_gone(&pids, Duration::from_secs(5));
 }
 
 /// A native node joins a running application (`sesa scale`), takes work, and leaves
 /// again with a drain: the total stays exact, and its QEMU exits by itself.
 #[test]
 fn a_native_node_joins_and_leaves_a_running_count() {
-    let _one = one_at_a_time();
-    let dir = runtime_dir("scale");
-    let (mut frontend, _started, err, out) = frontend(
-        &dir,
+    let scratch = scratch("scale");
+    let dir = &scratch.dir;
+    let (mut frontend, started, err, out) = frontend(
+        dir,
         &[
             "run",
             "counter",
@@ -215,7 +205,7 @@ fn a_native_node_joins_and_leaves_a_running_count() {
     let mut said = Vec::new();
     wait_for(&err, "node 1 joined", Duration::from_secs(30), &mut said);
     let scale = |n: &str| {
-        let out = sesa(&dir).args(["scale", "--nodes", n]).output().unwrap();
+        let out = sesa(dir).args(["scale", "--nodes", n]).output().unwrap();
         assert!(out.status.success(), "scale to {n}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -226,7 +216,7 @@ fn a_native_node_joins_and_leaves_a_running_count() {
     std::thread::sleep(Duration::from_millis(500));
     let shrunk = scale("1");
     assert!(shrunk.starts_with("scaled to 1 node(s)"), "{shrunk}");
-    let status = wait_exit(&mut frontend, Duration::from_secs(120));
+    let status = wait_for_exit(&mut frontend, Duration::from_secs(120));
     said.extend(err.try_iter());
     let printed: Vec<String> = out.try_iter().collect();
     assert!(status.success(), "{said:#?}\n{printed:#?}");
@@ -244,10 +234,9 @@ fn a_native_node_joins_and_leaves_a_running_count() {
         printed.iter().any(|l| l == "[node 2] sesa-native: done"),
         "{printed:#?}"
     );
-    let pids: Vec<u32> = node_pids(&said).iter().map(|p| p.1).collect();
+    let pids = started.nodes();
     assert_eq!(pids.len(), 2, "{said:#?}");
     wait_until_gone(&pids, Duration::from_secs(5));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Sends `script` to the store on `port` and returns the reply up to the `mn` marker.
@@ -295,10 +284,10 @@ fn the_store_spans_a_native_and_a_hosted_node_under_kvm_where_it_works() {
 }
 
 fn store_across_platforms(accel: &str) {
-    let _one = one_at_a_time();
-    let dir = runtime_dir(&format!("kv-{accel}"));
+    let scratch = scratch(&format!("kv-{accel}"));
+    let dir = &scratch.dir;
     let (mut frontend, _started, err, out) = frontend(
-        &dir,
+        dir,
         &[
             "kv",
             "--nodes",
@@ -356,7 +345,7 @@ fn store_across_platforms(accel: &str) {
     }
 
     // The native node in `sesa status`, with its QEMU's pid.
-    let status = sesa(&dir).args(["status", "--json"]).output().unwrap();
+    let status = sesa(dir).args(["status", "--json"]).output().unwrap();
     assert!(status.status.success(), "{status:?}");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let node1 = status["nodes"]
@@ -384,7 +373,6 @@ fn store_across_platforms(accel: &str) {
     common::interrupt_and_reap(&mut frontend);
     let pids: Vec<u32> = pids.iter().map(|p| p.1).collect();
     wait_until_gone(&pids, Duration::from_secs(10));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The offloaded console and files from a native node: `sesa run cat` with node 1
@@ -392,8 +380,8 @@ fn store_across_platforms(accel: &str) {
 /// and prints them through the frontend's console.
 #[test]
 fn a_native_node_reads_granted_files_and_prints_through_the_frontend() {
-    let _one = one_at_a_time();
-    let dir = runtime_dir("cat");
+    let scratch = scratch("cat");
+    let dir = &scratch.dir;
     let granted = dir.join("granted");
     std::fs::create_dir_all(&granted).unwrap();
     std::fs::write(granted.join("a.txt"), "from the native node\n").unwrap();
@@ -418,8 +406,8 @@ fn a_native_node_reads_granted_files_and_prints_through_the_frontend() {
         b.to_str().unwrap(),
         outside.to_str().unwrap(),
     ];
-    let (mut frontend, _started, err, out) = frontend(&dir, &args);
-    let status = wait_exit(&mut frontend, Duration::from_secs(60));
+    let (mut frontend, started, err, out) = frontend(dir, &args);
+    let status = wait_for_exit(&mut frontend, Duration::from_secs(60));
     let said: Vec<String> = err.try_iter().collect();
     let printed: Vec<String> = out.try_iter().collect();
     assert!(!status.success(), "a refused file fails the run: {said:#?}");
@@ -440,21 +428,17 @@ fn a_native_node_reads_granted_files_and_prints_through_the_frontend() {
             .any(|l| l.contains("outside the granted directories")),
         "{said:#?}"
     );
-    wait_until_gone(
-        &node_pids(&said).iter().map(|p| p.1).collect::<Vec<_>>(),
-        Duration::from_secs(5),
-    );
-    let _ = std::fs::remove_dir_all(dir);
+    wait_until_gone(&started.nodes(), Duration::from_secs(5));
 }
 
 /// No node outlives its frontend, native ones included: after a `kill -9` of the
 /// frontend, the native node sees its connection go and its QEMU exits.
 #[test]
 fn kill_9_of_the_frontend_leaves_no_native_node_behind() {
-    let _one = one_at_a_time();
-    let dir = runtime_dir("orphan");
-    let (mut frontend, _started, err, _out) = frontend(
-        &dir,
+    let scratch = scratch("orphan");
+    let dir = &scratch.dir;
+    let (mut frontend, started, err, _out) = frontend(
+        dir,
         &[
             "run",
             "counter",
@@ -469,9 +453,32 @@ fn kill_9_of_the_frontend_leaves_no_native_node_behind() {
     );
     let mut said = Vec::new();
     wait_for(&err, "node 1 joined", Duration::from_secs(30), &mut said);
-    let pids: Vec<u32> = node_pids(&said).iter().map(|p| p.1).collect();
+    let pids = started.nodes();
     frontend.kill().unwrap();
     frontend.wait().unwrap();
     wait_until_gone(&pids, Duration::from_secs(10));
-    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A native node's heap bounds the store's items: asked for more than half of it
+/// (`-m 512` on a 255 MiB heap), the node refuses to start the store, says why, and the
+/// frontend stops with an error instead of a node running out of memory later.
+#[test]
+fn a_native_node_refuses_more_item_memory_than_its_heap_allows() {
+    let scratch = scratch("memory");
+    let dir = &scratch.dir;
+    let (mut frontend, started, err, _out) = frontend(
+        dir,
+        &[
+            "kv", "--nodes", "1", "--accel", ACCEL, "--native", "--port", "0", "-m", "512",
+        ],
+    );
+    let status = wait_for_exit(&mut frontend, Duration::from_secs(60));
+    let said: Vec<String> = err.try_iter().collect();
+    assert!(!status.success(), "{said:#?}");
+    assert!(
+        said.iter()
+            .any(|l| l.contains("512 MiB of items do not fit this node, which allows 127 MiB")),
+        "{said:#?}"
+    );
+    wait_until_gone(&started.nodes(), Duration::from_secs(10));
 }

@@ -105,7 +105,7 @@ exception_common:
     hlt
     jmp 2b
 
-    # The APIC timer: it only ends a `hlt`; acknowledge (EOI).
+    # The APIC timer: it only ends a `hlt`; acknowledge (EOI). The other stubs end here.
     .global timer_stub
 timer_stub:
     pushq %rax
@@ -118,22 +118,13 @@ timer_stub:
     .global wake_stub
 wake_stub:
     movb $1, %gs:{kicked}
-    pushq %rax
-    movabsq $0xfee000b0, %rax
-    movl $0, (%rax)
-    popq %rax
-    iretq
-    # A device's interrupt (routed by the I/O APIC): counted, acknowledged; like the
-    # wake-up IPI, it ends the CPU's sleep (the loop then polls the device).
+    jmp timer_stub
+    # A device's interrupt (routed by the I/O APIC): counted; like the wake-up IPI, it
+    # ends the CPU's sleep (the loop then polls the device).
     .global device_stub
 device_stub:
     lock incq DEVICE_INTERRUPTS(%rip)
-    movb $1, %gs:{kicked}
-    pushq %rax
-    movabsq $0xfee000b0, %rax
-    movl $0, (%rax)
-    popq %rax
-    iretq
+    jmp wake_stub
     # The idle gate: a `hlt` in ring 3 faults (#GP, above) and lands here, on this
     # CPU's ring-0 stack with interrupts off (neither `int` nor SYSCALL from ring 3 is
     # virtualised by kvm_pvm; faults are). It halts until an interrupt, unless a wake-up

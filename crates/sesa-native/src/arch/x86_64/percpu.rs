@@ -71,18 +71,10 @@ fn __sesa_event_current() -> &'static RefCell<Option<Rc<dyn Platform>>> {
     &this_cpu().platform
 }
 
-/// The calling CPU's heap cache (`None` only if the boot path did not give the CPU its
-/// block, which the allocator does not rely on).
-pub fn heap_cache() -> Option<&'static crate::memory::HeapCache> {
-    let ptr: *const Cpu;
-    // SAFETY: as in `this_cpu`; a pointer outside `CPUS` is turned away below.
-    unsafe {
-        core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, readonly, preserves_flags));
-    }
-    let ours = CPUS.as_ptr_range();
-    // SAFETY: a pointer inside `CPUS` is one of its blocks, the one the boot path gave
-    // this CPU.
-    ours.contains(&ptr).then(|| unsafe { &(*ptr).heap })
+/// The calling CPU's heap cache (the boot path gives the CPU its block before any Rust
+/// code, the allocator included, runs on it).
+pub fn heap_cache() -> &'static crate::memory::HeapCache {
+    &this_cpu().heap
 }
 
 /// The first physical address past the kernel image (from the link script).
