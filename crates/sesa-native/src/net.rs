@@ -8,10 +8,11 @@
 //! again (spurious wake-ups are cheap next to the bookkeeping of per-socket wakers).
 //!
 //! Interrupts and polling, as the paper's event loops switch between them: under load
-//! the loop polls and the device's interrupt line stays masked; when core 0 goes to
-//! sleep ([`NativeNet::prepare_sleep`]) the device's interrupts are turned on and its
-//! line (routed through the I/O APIC) unmasked, so the next frame wakes it; awake, the
-//! line is masked again ([`NativeNet::after_sleep`]).
+//! the loop polls and the device is asked not to interrupt; when core 0 goes to sleep
+//! ([`NativeNet::prepare_sleep`]) the device's interrupts are turned on (virtio's flag
+//! in each queue: memory the device reads, no exit to the hypervisor; the line, routed
+//! through the I/O APIC, stays unmasked), so the next frame wakes it; awake, they are
+//! turned off again ([`NativeNet::after_sleep`]).
 //!
 //! Limits, explicit: IPv4 only; a listener keeps [`BACKLOG`] sockets listening, so more
 //! connections arriving at once than that are refused until some are accepted; a
@@ -135,8 +136,12 @@ struct Stack {
     closing: Vec<SocketHandle>,
     next_port: u16,
     /// The device's interrupt line, when it reaches core 0 (routed through the I/O
-    /// APIC; unmasked only while core 0 sleeps).
+    /// APIC).
     interrupt: Option<u32>,
+    /// The device interrupts taken (`idt::device_interrupts`) when the device's was
+    /// last acknowledged: only an interrupt taken since needs one (an emulated register
+    /// write: an exit to QEMU) before the next sleep.
+    acked: u64,
     /// The most sockets at once: their buffers may take an eighth of the heap.
     max_sockets: usize,
     /// When running out of sockets was last said (the console is told once a second).
@@ -226,6 +231,9 @@ impl NativeNet {
             closing: Vec::new(),
             next_port: EPHEMERAL,
             interrupt,
+            // Unlike any count: the first sleep acknowledges whatever the device raised
+            // before its line was routed (a raised line makes no new edge).
+            acked: u64::MAX,
             max_sockets: usize::try_from(heap_bytes / 8)
                 .unwrap_or(usize::MAX)
                 .div_euclid(2 * SOCKET_BUFFER)
@@ -240,25 +248,22 @@ impl NativeNet {
     }
 
     /// Before core 0 sleeps: turns the device's interrupts on and acknowledges what it
-    /// raised, so that the next frame is a new interrupt. `None`: frames are already
-    /// waiting (poll instead of sleeping); else the clock's time (ns) by which the
-    /// stack must be polled again for its own timers (`u64::MAX`: none).
+    /// raised since the last time, so that the next frame is a new edge. `None`: frames
+    /// are already waiting (poll instead of sleeping); else the clock's time (ns) by
+    /// which the stack must be polled again for its own timers (`u64::MAX`: none).
     pub fn prepare_sleep(&self) -> Option<u64> {
         let mut stack = self.0.borrow_mut();
-        let gsi = stack.interrupt?;
+        stack.interrupt?;
         {
+            let taken = crate::cpu::idt::device_interrupts();
+            let acked = stack.acked;
+            stack.acked = taken;
             let mut nic = stack.device.0.borrow_mut();
             nic.enable_interrupts();
-            nic.ack_interrupt();
-            ioapic::set_masked(gsi, false);
-            // Looked at only now, the line unmasked: a frame that came while it was
-            // masked may have raised its only interrupt then (the device interrupts
-            // once until the driver takes what it delivered), which KVM's I/O APIC
-            // drops: under kvm_pvm idle nodes then missed frames for a whole nap. One
-            // that comes after this look interrupts the sleep (or its approach: the
-            // `kicked` flag).
+            if taken != acked {
+                nic.ack_interrupt();
+            }
             if nic.can_recv() {
-                ioapic::set_masked(gsi, true);
                 nic.disable_interrupts();
                 return None;
             }
@@ -272,11 +277,7 @@ impl NativeNet {
 
     /// After core 0 woke: interrupts off again (the loop polls the device).
     pub fn after_sleep(&self) {
-        let stack = self.0.borrow();
-        if let Some(gsi) = stack.interrupt {
-            ioapic::set_masked(gsi, true);
-        }
-        stack.device.0.borrow_mut().disable_interrupts();
+        self.0.borrow().device.0.borrow_mut().disable_interrupts();
     }
 
     /// Moves frames in and out; wakes the waiting tasks if a socket changed. Whether

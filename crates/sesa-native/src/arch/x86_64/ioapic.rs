@@ -3,9 +3,10 @@
 //! `-M microvm` has one I/O APIC at 0xfec00000 (GSIs 0-23) and, by default, a second at
 //! 0xfec10000 (GSIs 24-47) for its virtio-mmio slots. Lines are set edge-triggered: a
 //! driver acknowledges its device before it waits, so the device's next interrupt is a
-//! new edge. A line stays masked while its core polls: under TCG, an interrupt left
-//! pending while interrupts are off slows every instruction block down (about 10% of a
-//! request's CPU in the store's benchmark).
+//! new edge. A routed line stays unmasked: whether a device interrupts is switched at
+//! the device (virtio's per-queue flag, `virtio.rs`), a write to guest memory, where
+//! masking the line cost eight emulated register accesses and, under KVM, a change of
+//! QEMU's interrupt routes.
 
 const FIRST: usize = 0xfec0_0000;
 const SECOND: usize = 0xfec1_0000;
@@ -39,9 +40,6 @@ pub fn has_second() -> bool {
     present(SECOND)
 }
 
-/// The mask bit of a redirection entry's low half.
-const MASKED: u32 = 1 << 16;
-
 /// The I/O APIC and pin serving `gsi`.
 fn pin_of(gsi: u32) -> Result<(usize, u32), &'static str> {
     let (base, pin) = match gsi {
@@ -57,7 +55,7 @@ fn pin_of(gsi: u32) -> Result<(usize, u32), &'static str> {
 }
 
 /// Routes `gsi` to `vector` on the CPU with APIC id `apic`: fixed delivery, physical
-/// destination, active high, edge-triggered; masked until [`set_masked`] says otherwise.
+/// destination, active high, edge-triggered, unmasked.
 ///
 /// # Errors
 /// No I/O APIC serves `gsi`.
@@ -65,15 +63,6 @@ pub fn route(gsi: u32, vector: u8, apic: u32) -> Result<(), &'static str> {
     let (base, pin) = pin_of(gsi)?;
     // The high half (destination) first, so the entry is never live half-written.
     write(base, 0x10 + 2 * pin + 1, apic << 24);
-    write(base, 0x10 + 2 * pin, MASKED | u32::from(vector));
+    write(base, 0x10 + 2 * pin, u32::from(vector));
     Ok(())
-}
-
-/// Masks or unmasks `gsi` (routed by [`route`]). A masked line's interrupts are not
-/// delivered (a busy loop polls instead, and takes no interrupt it would not use).
-pub fn set_masked(gsi: u32, masked: bool) {
-    let Ok((base, pin)) = pin_of(gsi) else { return };
-    let low = read(base, 0x10 + 2 * pin);
-    let low = if masked { low | MASKED } else { low & !MASKED };
-    write(base, 0x10 + 2 * pin, low);
 }

@@ -7,8 +7,9 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
-use virtio_drivers::transport::{DeviceType, Transport};
+use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// microvm's virtio-mmio slots: 32 of 512 bytes from here.
 const MMIO_BASE: usize = 0xfeb0_0000;
@@ -95,8 +96,107 @@ pub const NET_QUEUE: usize = 64;
 /// Bytes per frame buffer: a full Ethernet frame and the virtio header.
 const NET_FRAME: usize = 2048;
 
-type NetRaw =
-    virtio_drivers::device::net::VirtIONetRaw<IdentityHal, MmioTransport<'static>, NET_QUEUE>;
+type NetRaw = virtio_drivers::device::net::VirtIONetRaw<
+    IdentityHal,
+    NoEventIdx<MmioTransport<'static>>,
+    NET_QUEUE,
+>;
+
+/// A transport that hides the device's `VIRTIO_F_EVENT_IDX` from the driver, so the
+/// plain flag (`VRING_AVAIL_F_NO_INTERRUPT`) is what switches a queue's interrupts.
+///
+/// With event indices negotiated, `virtio-drivers` moves `used_event` to the newest
+/// entry whenever it takes one and ignores requests to turn interrupts off: the device
+/// then interrupts for every frame it delivers or sends, also while the loop polls. The
+/// line had to be masked at the I/O APIC instead, eight emulated register accesses and
+/// (under KVM) a change of QEMU's interrupt routes around every sleep, and a frame that
+/// came while it was masked lost its only interrupt. With the flag, turning interrupts
+/// on or off is a write to guest memory the device reads.
+pub struct NoEventIdx<T>(T);
+
+/// `VIRTIO_F_EVENT_IDX` (the virtio spec's feature bit 29).
+const EVENT_IDX: u64 = 1 << 29;
+
+impl<T: Transport> Transport for NoEventIdx<T> {
+    fn device_type(&self) -> DeviceType {
+        self.0.device_type()
+    }
+
+    fn read_device_features(&mut self) -> u64 {
+        self.0.read_device_features() & !EVENT_IDX
+    }
+
+    fn write_driver_features(&mut self, driver_features: u64) {
+        self.0.write_driver_features(driver_features & !EVENT_IDX);
+    }
+
+    fn max_queue_size(&mut self, queue: u16) -> u32 {
+        self.0.max_queue_size(queue)
+    }
+
+    fn notify(&mut self, queue: u16) {
+        self.0.notify(queue);
+    }
+
+    fn get_status(&self) -> DeviceStatus {
+        self.0.get_status()
+    }
+
+    fn set_status(&mut self, status: DeviceStatus) {
+        self.0.set_status(status);
+    }
+
+    fn set_guest_page_size(&mut self, guest_page_size: u32) {
+        self.0.set_guest_page_size(guest_page_size);
+    }
+
+    fn requires_legacy_layout(&self) -> bool {
+        self.0.requires_legacy_layout()
+    }
+
+    fn queue_set(
+        &mut self,
+        queue: u16,
+        size: u32,
+        descriptors: PhysAddr,
+        driver_area: PhysAddr,
+        device_area: PhysAddr,
+    ) {
+        self.0
+            .queue_set(queue, size, descriptors, driver_area, device_area);
+    }
+
+    fn queue_unset(&mut self, queue: u16) {
+        self.0.queue_unset(queue);
+    }
+
+    fn queue_used(&mut self, queue: u16) -> bool {
+        self.0.queue_used(queue)
+    }
+
+    fn ack_interrupt(&mut self) -> InterruptStatus {
+        self.0.ack_interrupt()
+    }
+
+    fn read_config_generation(&self) -> u32 {
+        self.0.read_config_generation()
+    }
+
+    fn read_config_space<V: FromBytes + IntoBytes>(
+        &self,
+        offset: usize,
+    ) -> virtio_drivers::Result<V> {
+        self.0.read_config_space(offset)
+    }
+
+    fn write_config_space<V: IntoBytes + Immutable>(
+        &mut self,
+        offset: usize,
+        value: V,
+    ) -> virtio_drivers::Result<()> {
+        self.0.write_config_space(offset, value)
+    }
+}
 
 /// A frame the device delivered: its buffer (lent out until [`NetQueues::give_back`]),
 /// and where the packet lies in it.
@@ -144,7 +244,7 @@ impl NetQueues {
     /// The driver refused the device or a buffer.
     pub fn new(transport: MmioTransport<'static>) -> Result<Self, virtio_drivers::Error> {
         let mut queues = NetQueues {
-            raw: NetRaw::new(transport)?,
+            raw: NetRaw::new(NoEventIdx(transport))?,
             rx: core::array::from_fn(|_| Some(frame_buffer())),
             rx_slot: [None; NET_QUEUE],
             tx: core::array::from_fn(|_| frame_buffer()),
@@ -271,9 +371,16 @@ impl NetQueues {
         self.raw.ack_interrupt();
     }
 
-    /// Lets the device interrupt when frames arrive.
+    /// Lets the device interrupt when frames arrive (and when sent ones are done).
+    /// A look at the queues after this sees every frame the device delivered without
+    /// interrupting.
     pub fn enable_interrupts(&mut self) {
         self.raw.enable_interrupts();
+        // The flag's store before the driver's next load of the used rings (x86 lets a
+        // load pass an earlier store): the device adds a frame, then reads the flag
+        // (QEMU fences between them), so either it sees interrupts on, or the load sees
+        // its frame. Without this a frame could come with neither, and wait for the nap.
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
     }
 
     /// Asks the device not to interrupt (the loop polls).
