@@ -116,7 +116,17 @@ pub struct NativeServer {
     pub kernel: PathBuf,
     /// QEMU's accelerator: `tcg` or `kvm`.
     pub accel: String,
+    /// The guest's network: QEMU's user network with a forwarded port (`None`), or
+    /// this tap device, which must exist, be up and hold 10.0.2.2/24 (the address
+    /// the kernel expects its gateway at) in the network namespace the benchmark runs
+    /// in; clients then reach the guest at 10.0.2.15 through the host kernel's TCP
+    /// stack, as a real NIC would carry them (`scripts/native-tap-bench.sh` makes
+    /// such a namespace).
+    pub tap: Option<String>,
 }
+
+/// Where the kernel's interface is on a tap device (see [`NativeServer::tap`]).
+const NATIVE_GUEST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 2, 15);
 
 /// One server at one pipeline depth.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -377,7 +387,31 @@ const NATIVE_ITEMS_MB: usize = 64;
 /// (stdout may carry the JSON report).
 fn start_native(config: &KvBenchConfig, native: &NativeServer) -> anyhow::Result<Server> {
     use std::os::fd::AsFd as _;
-    let addr = free_port()?;
+    let (netdev, addr) = match &native.tap {
+        None => {
+            let addr = free_port()?;
+            let netdev = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:11211", addr.port());
+            (netdev, addr)
+        }
+        Some(tap) => {
+            // QEMU would create a missing tap itself, with no address: the run would
+            // then wait for a guest nobody can reach. Say what is missing instead.
+            // (/proc/self/net is this process's namespace; /sys/class/net is the one
+            // sysfs was mounted in.)
+            let devices = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
+            let here = devices
+                .lines()
+                .any(|l| l.trim_start().split(':').next() == Some(tap.as_str()));
+            if !here {
+                bail!(
+                    "no network device {tap:?} here: run the benchmark inside the network \
+                     namespace scripts/native-tap-bench.sh makes"
+                );
+            }
+            let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
+            (netdev, SocketAddr::from((NATIVE_GUEST, 11211)))
+        }
+    };
     let mut command = crate::cluster::qemu_command(
         &native.accel,
         crate::cluster::NATIVE_RAM_MB,
@@ -385,10 +419,7 @@ fn start_native(config: &KvBenchConfig, native: &NativeServer) -> anyhow::Result
     );
     command
         .arg("-netdev")
-        .arg(format!(
-            "user,id=n0,hostfwd=tcp:127.0.0.1:{}-:11211",
-            addr.port()
-        ))
+        .arg(netdev)
         .args(["-device", "virtio-net-device,netdev=n0"])
         .arg("-kernel")
         .arg(&native.kernel)

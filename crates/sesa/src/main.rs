@@ -280,6 +280,11 @@ enum Suite {
         /// tcg).
         #[arg(long, value_parser = ["tcg", "kvm"])]
         accel: Option<String>,
+        /// The `--native` node on this tap device instead of QEMU's user network: it
+        /// must hold 10.0.2.2/24 in this network namespace (see
+        /// scripts/native-tap-bench.sh, which makes one and runs the benchmark in it).
+        #[arg(long, value_name = "IFNAME", requires = "native")]
+        tap: Option<String>,
         /// Client connections (one thread each).
         #[arg(long)]
         connections: Option<usize>,
@@ -722,6 +727,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     nodes,
                     native,
                     accel,
+                    tap,
                 },
         } => {
             use sesa::bench_kv::{KvBenchConfig, NativeServer, Peer};
@@ -752,6 +758,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     kernel,
                     accel: accel
                         .unwrap_or_else(|| sesa::cluster::NativeNodes::default_accel().to_owned()),
+                    tap,
                 }),
                 idle_spins,
                 nodes: nodes.max(1),
