@@ -4,9 +4,14 @@
 //! this binding, so it must cost what a thread-local read costs and no more:
 //! - with feature `std`, a `const`-initialised `thread_local!` (one `fs:`-relative load
 //!   on x86-64 Linux, no lazy-initialisation check);
-//! - without it, the platform defines `__sesa_ebb_current` (a per-CPU variable on the
-//!   native kernel) and the linker resolves it; a missing definition is a link error,
-//!   not a silent fallback.
+//! - without it, on x86-64 with feature `gs-current`, one `gs:`-relative load: the
+//!   platform keeps the address of the calling CPU's binding at `gs:[GS_CURRENT]` (the
+//!   native kernel's per-CPU block). The load is inlined into every call site, as the
+//!   thread-local one is; a call to a platform function per EBB call was measured at
+//!   twice the hosted call's cost;
+//! - otherwise, the platform defines `__sesa_ebb_current` (a per-CPU variable found
+//!   however the platform finds it) and the linker resolves it; a missing definition is
+//!   a link error, not a silent fallback.
 
 use core::cell::Cell;
 
@@ -101,14 +106,44 @@ pub(crate) fn with<R>(f: impl FnOnce(&CurrentCore) -> R) -> R {
     CURRENT.with(f)
 }
 
-#[cfg(not(feature = "std"))]
+/// With feature `gs-current` (x86-64, without `std`): where the platform keeps the
+/// address of the calling CPU's [`CurrentCore`], as an offset from the GS base. The
+/// platform must store it before any EBB is used on that CPU and never change it while
+/// the CPU runs code of this crate; the binding must live as long as the kernel and be
+/// touched only by that CPU.
+pub const GS_CURRENT: usize = 8;
+
+#[cfg(all(feature = "gs-current", not(target_arch = "x86_64")))]
+compile_error!("feature `gs-current` needs x86-64 (the binding is found through GS)");
+
+#[cfg(all(not(feature = "std"), feature = "gs-current", target_arch = "x86_64"))]
+#[inline(always)]
+pub(crate) fn with<R>(f: impl FnOnce(&CurrentCore) -> R) -> R {
+    let current: *const CurrentCore;
+    // SAFETY: the platform's contract for `gs-current` (see `GS_CURRENT`): the word at
+    // `gs:[GS_CURRENT]` is the address of the calling CPU's binding, which lives as
+    // long as the kernel. The load touches nothing else (`readonly`), and gives the same
+    // address every time on a CPU (`pure`: repeated loads may be merged; code here never
+    // moves to another CPU between them, as loops are per core and non-preemptive).
+    unsafe {
+        core::arch::asm!(
+            "mov {}, gs:[{slot}]",
+            out(reg) current,
+            slot = const GS_CURRENT,
+            options(nostack, readonly, pure, preserves_flags),
+        );
+        f(&*current)
+    }
+}
+
+#[cfg(all(not(feature = "std"), not(feature = "gs-current")))]
 unsafe extern "Rust" {
     /// Defined by the native platform: the calling CPU's binding, valid for the life of
     /// the kernel and touched only by that CPU.
     fn __sesa_ebb_current() -> &'static CurrentCore;
 }
 
-#[cfg(not(feature = "std"))]
+#[cfg(all(not(feature = "std"), not(feature = "gs-current")))]
 #[inline(always)]
 pub(crate) fn with<R>(f: impl FnOnce(&CurrentCore) -> R) -> R {
     // SAFETY: the platform's contract for `__sesa_ebb_current` (see its declaration):

@@ -56,8 +56,8 @@
 //! - The platform calls [`quiesce`] on every core between events, or destroyed EBBs are
 //!   never reclaimed.
 //! - "Which core is this?" is the only thing this crate needs from below: a
-//!   `thread_local!` with feature `std`, else a `__sesa_ebb_current` symbol the platform
-//!   defines (see `current.rs`).
+//!   `thread_local!` with feature `std`, else a `gs:` slot the platform fills (feature
+//!   `gs-current`, x86-64) or a `__sesa_ebb_current` symbol it defines (see `current.rs`).
 
 #![no_std]
 #![deny(unsafe_code)]
@@ -68,7 +68,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
-#[allow(unsafe_code)] // a platform-provided extern symbol on no_std
+#[allow(unsafe_code)] // the platform's binding on no_std: an extern symbol or a gs: load
 mod current;
 mod error;
 mod id;
@@ -84,7 +84,7 @@ mod table;
 #[allow(unsafe_code)] // per-core rep slots published once through atomics
 pub mod templates;
 
-pub use current::CurrentCore;
+pub use current::{CurrentCore, GS_CURRENT};
 pub use error::{EbbError, MissError};
 pub use id::{CoreId, EbbId};
 pub use map::STATIC_INDICES;

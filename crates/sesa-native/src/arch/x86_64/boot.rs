@@ -139,12 +139,15 @@ cpu_to_ring3:
     movw %ax, %es
     movw %ax, %fs
     movw %ax, %gs
-    # GS base: this CPU's per-CPU block, whose first word points at itself.
+    # GS base: this CPU's per-CPU block, whose first word points at itself and whose
+    # second at its object-model binding.
     movq %r12, %rax
     imulq ${cpu_size}, %rax
     leaq {cpus}(%rip), %rbx
     addq %rax, %rbx
     movq %rbx, (%rbx)
+    leaq {ebb}(%rbx), %rax
+    movq %rax, {ebb_current}(%rbx)
     movl $0xC0000101, %ecx
     movl %ebx, %eax
     movq %rbx, %rdx
@@ -239,6 +242,8 @@ int_stacks:
     .skip {int_stack} * {max_cpus}
     "#,
     cpu_size = const super::percpu::CPU_SIZE,
+    ebb = const super::percpu::EBB_OFFSET,
+    ebb_current = const super::percpu::EBB_CURRENT_OFFSET,
     cpus = sym super::percpu::CPUS,
     tss_stride = const TSS_STRIDE,
     tss_limit = const TSS_LIMIT,

@@ -1,7 +1,8 @@
 //! Per-CPU state: one block per CPU, found through the CPU's GS base, which the boot
 //! path points at the CPU's own block (and the block's first word at itself) before the
-//! CPU leaves ring 0 (`boot.rs`, `cpu_to_ring3`). The object model's and the event
-//! model's "current" slots live here, so each core has its own, and the flag the
+//! CPU leaves ring 0 (`boot.rs`, `cpu_to_ring3`), and its second word at the block's
+//! object-model binding (read inline by `sesa-ebb`, feature `gs-current`). The object
+//! model's and the event model's "current" slots live here, so each core has its own, and the flag the
 //! interrupt stubs set to say a sleeping CPU has been woken.
 
 use alloc::rc::Rc;
@@ -18,6 +19,9 @@ pub const MAX_CPUS: usize = 16;
 #[repr(C)]
 pub struct Cpu {
     this: AtomicPtr<Cpu>,
+    /// The address of `ebb`, where the object model reads it inline on every EBB call
+    /// (`gs:[sesa_ebb::GS_CURRENT]`); set with `this` by the boot path.
+    ebb_current: AtomicPtr<CurrentCore>,
     /// Set by the wake-up and device interrupts' stubs, cleared by the idle gate
     /// (`idt.rs`): a wake-up that came before the CPU halted ends its next halt at once.
     kicked: AtomicU8,
@@ -34,6 +38,7 @@ unsafe impl Sync for Cpu {}
 pub(super) static CPUS: [Cpu; MAX_CPUS] = [const {
     Cpu {
         this: AtomicPtr::new(core::ptr::null_mut()),
+        ebb_current: AtomicPtr::new(core::ptr::null_mut()),
         kicked: AtomicU8::new(0),
         ebb: CurrentCore::new(),
         platform: RefCell::new(None),
@@ -45,6 +50,11 @@ pub(super) static CPUS: [Cpu; MAX_CPUS] = [const {
 pub const CPU_SIZE: usize = core::mem::size_of::<Cpu>();
 /// Where a block's `kicked` flag is (the interrupt stubs address it through GS).
 pub const KICKED_OFFSET: usize = core::mem::offset_of!(Cpu, kicked);
+/// Where a block's `ebb` binding is, and where its address goes (the boot path).
+pub const EBB_OFFSET: usize = core::mem::offset_of!(Cpu, ebb);
+/// See [`EBB_OFFSET`].
+pub const EBB_CURRENT_OFFSET: usize = core::mem::offset_of!(Cpu, ebb_current);
+const _: () = assert!(EBB_CURRENT_OFFSET == sesa_ebb::GS_CURRENT);
 
 /// The calling CPU's block.
 fn this_cpu() -> &'static Cpu {
@@ -55,13 +65,6 @@ fn this_cpu() -> &'static Cpu {
         core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, readonly, preserves_flags));
         &*ptr
     }
-}
-
-/// The object model's "which core is this" (`sesa-ebb`'s `current.rs`): the calling
-/// CPU's binding.
-#[unsafe(no_mangle)]
-fn __sesa_ebb_current() -> &'static CurrentCore {
-    &this_cpu().ebb
 }
 
 /// The event model's "which platform is this core's" (`sesa-event`'s `platform.rs`):
