@@ -19,6 +19,8 @@ need=()
 command -v memcached >/dev/null || need+=(memcached)
 command -v memccapable >/dev/null || need+=(libmemcached-tools)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+# ip (iproute2): the native tests' tap device, in a network namespace of their own.
+command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo

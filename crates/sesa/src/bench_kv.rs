@@ -21,9 +21,10 @@
 //!
 //! sesa's side can also be a native node ([`NativeServer`]): the kernel of
 //! `crates/sesa-native` booted by QEMU with `-smp C`, serving the same store on every
-//! core, reached through QEMU's user network (a forwarded host port). Its CPU figure is
-//! the QEMU process's: the whole emulated machine, the emulation included. Against a
-//! hosted node (`--against hosted`) that compares the two platforms under one load.
+//! core, reached through QEMU's user network (a forwarded host port) or a tap device
+//! ([`NativeServer::tap`]). Its CPU figure is the QEMU process's: the whole emulated
+//! machine, the emulation included. Against a hosted node (`--against hosted`) that
+//! compares the two platforms under one load.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -272,8 +272,8 @@ enum Suite {
         against: Option<String>,
         /// sesa's side as a native node: this kernel image
         /// (crates/sesa-native/target/release/sesa-kernel) booted by QEMU with
-        /// `-smp <server cores>`, reached through a forwarded port; its CPU figure is
-        /// the QEMU process's.
+        /// `-smp <server cores>`, reached through a forwarded port (or `--tap`); its CPU
+        /// figure is the QEMU process's.
         #[arg(long, value_name = "KERNEL")]
         native: Option<std::path::PathBuf>,
         /// QEMU's accelerator for `--native` (default: kvm where /dev/kvm opens, else
