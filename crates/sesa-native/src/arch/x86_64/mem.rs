@@ -46,20 +46,50 @@ pub unsafe extern "C" fn memset(dest: *mut u8, value: i32, n: usize) -> *mut u8 
     dest
 }
 
+/// Where `a` and `b` (valid for `n` bytes) first differ: the offset of the first
+/// differing 8-byte word (or byte, in the tail) and the two words, read in memory
+/// order (big-endian, so that comparing them as numbers orders them as bytes).
+/// Word by word: keys and headers compared here are tens of bytes, where a byte loop
+/// showed in the kernel's profile (4% of a loaded store node's time).
+///
+/// # Safety
+/// `a` and `b` are valid for `n` bytes.
+unsafe fn first_difference(a: *const u8, b: *const u8, n: usize) -> Option<(u64, u64)> {
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n, and both are valid for n bytes; unaligned reads.
+        let (x, y) = unsafe {
+            (
+                a.add(i).cast::<u64>().read_unaligned(),
+                b.add(i).cast::<u64>().read_unaligned(),
+            )
+        };
+        if x != y {
+            return Some((u64::from_be(x), u64::from_be(y)));
+        }
+        i += 8;
+    }
+    while i < n {
+        // SAFETY: i < n, and both are valid for n bytes.
+        let (x, y) = unsafe { (a.add(i).read(), b.add(i).read()) };
+        if x != y {
+            return Some((u64::from(x), u64::from(y)));
+        }
+        i += 1;
+    }
+    None
+}
+
 /// # Safety
 /// `a` and `b` are valid for `n` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i < n, and both are valid for n bytes (the caller's contract).
-        let (x, y) = unsafe { (a.add(i).read(), b.add(i).read()) };
-        if x != y {
-            return i32::from(x) - i32::from(y);
-        }
-        i += 1;
+    // SAFETY: the same contract.
+    match unsafe { first_difference(a, b, n) } {
+        None => 0,
+        Some((x, y)) if x < y => -1,
+        Some(_) => 1,
     }
-    0
 }
 
 /// # Safety
@@ -67,7 +97,7 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: the same contract.
-    unsafe { memcmp(a, b, n) }
+    i32::from(unsafe { first_difference(a, b, n) }.is_some())
 }
 
 /// The prebuilt `core` (built to unwind) names this symbol; with `panic = "abort"` it is
