@@ -200,7 +200,7 @@ impl NativeNet {
     /// No device, or the driver refused it.
     pub fn start(command_line: &str, heap_bytes: u64) -> Result<NativeNet, StartError> {
         let (slot, transport) = find(DeviceType::Network).ok_or(StartError::NoDevice)?;
-        let mut nic = NetQueues::new(transport).map_err(StartError::Driver)?;
+        let mut nic = NetQueues::new(slot, transport).map_err(StartError::Driver)?;
         // Polled while the loop runs; interrupts only while core 0 sleeps.
         nic.disable_interrupts();
         let gsi = gsi(slot, command_line);
@@ -259,6 +259,8 @@ impl NativeNet {
             let acked = stack.acked;
             stack.acked = taken;
             let mut nic = stack.device.0.borrow_mut();
+            // Nothing given to the device may wait for the core's wake-up.
+            nic.flush();
             nic.enable_interrupts();
             if taken != acked {
                 nic.ack_interrupt();
@@ -291,6 +293,9 @@ impl NativeNet {
             ..
         } = &mut *stack;
         let changed = iface.poll(now(), device, sockets) == PollResult::SocketStateChanged;
+        // One notification for what this poll sent (and the receive buffers it gave
+        // back), not one per frame.
+        device.0.borrow_mut().flush();
         // Dropped sockets go once their close is done.
         let mut closing = core::mem::take(&mut stack.closing);
         closing.retain(|&h| {

@@ -3,7 +3,9 @@
 //! Memory is identity-mapped (virtual = physical), so DMA buffers are heap allocations
 //! whose addresses the device uses as they are.
 
+use alloc::rc::Rc;
 use core::alloc::Layout;
+use core::cell::Cell;
 use core::ptr::NonNull;
 
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
@@ -112,46 +114,92 @@ type NetRaw = virtio_drivers::device::net::VirtIONetRaw<
 /// (under KVM) a change of QEMU's interrupt routes around every sleep, and a frame that
 /// came while it was masked lost its only interrupt. With the flag, turning interrupts
 /// on or off is a write to guest memory the device reads.
-pub struct NoEventIdx<T>(T);
+///
+/// It also holds back the driver's queue notifications (each an emulated register
+/// write: an exit to the hypervisor) until [`HeldNotifications::flush`]: the frames one
+/// poll of the stack sends cost one notification, not one each.
+pub struct NoEventIdx<T> {
+    transport: T,
+    held: HeldNotifications,
+}
+
+/// Queue notifications held back from a virtio-mmio device, and its notification
+/// register, where [`HeldNotifications::flush`] writes them (as the transport would).
+#[derive(Clone)]
+pub struct HeldNotifications {
+    /// A bit per queue (indices below 64; others are not held).
+    pending: Rc<Cell<u64>>,
+    /// The slot's QueueNotify register.
+    register: usize,
+}
+
+/// QueueNotify's offset in a virtio-mmio slot (legacy and modern alike).
+const QUEUE_NOTIFY: usize = 0x50;
+
+impl HeldNotifications {
+    fn new(slot: usize) -> Self {
+        HeldNotifications {
+            pending: Rc::new(Cell::new(0)),
+            register: MMIO_BASE + slot * MMIO_SLOT + QUEUE_NOTIFY,
+        }
+    }
+
+    /// Tells the device of the queues notified since the last flush.
+    pub fn flush(&self) {
+        let mut pending = self.pending.take();
+        while pending != 0 {
+            let queue = pending.trailing_zeros();
+            pending &= pending - 1;
+            // SAFETY: the register of the slot whose transport this belongs to
+            // (identity-mapped, uncached); writing a queue's index there is what the
+            // transport's own `notify` does.
+            unsafe { core::ptr::write_volatile(self.register as *mut u32, queue) };
+        }
+    }
+}
 
 /// `VIRTIO_F_EVENT_IDX` (the virtio spec's feature bit 29).
 const EVENT_IDX: u64 = 1 << 29;
 
 impl<T: Transport> Transport for NoEventIdx<T> {
     fn device_type(&self) -> DeviceType {
-        self.0.device_type()
+        self.transport.device_type()
     }
 
     fn read_device_features(&mut self) -> u64 {
-        self.0.read_device_features() & !EVENT_IDX
+        self.transport.read_device_features() & !EVENT_IDX
     }
 
     fn write_driver_features(&mut self, driver_features: u64) {
-        self.0.write_driver_features(driver_features & !EVENT_IDX);
+        self.transport
+            .write_driver_features(driver_features & !EVENT_IDX);
     }
 
     fn max_queue_size(&mut self, queue: u16) -> u32 {
-        self.0.max_queue_size(queue)
+        self.transport.max_queue_size(queue)
     }
 
     fn notify(&mut self, queue: u16) {
-        self.0.notify(queue);
+        match 1u64.checked_shl(u32::from(queue)) {
+            Some(bit) => self.held.pending.set(self.held.pending.get() | bit),
+            None => self.transport.notify(queue),
+        }
     }
 
     fn get_status(&self) -> DeviceStatus {
-        self.0.get_status()
+        self.transport.get_status()
     }
 
     fn set_status(&mut self, status: DeviceStatus) {
-        self.0.set_status(status);
+        self.transport.set_status(status);
     }
 
     fn set_guest_page_size(&mut self, guest_page_size: u32) {
-        self.0.set_guest_page_size(guest_page_size);
+        self.transport.set_guest_page_size(guest_page_size);
     }
 
     fn requires_legacy_layout(&self) -> bool {
-        self.0.requires_legacy_layout()
+        self.transport.requires_legacy_layout()
     }
 
     fn queue_set(
@@ -162,31 +210,31 @@ impl<T: Transport> Transport for NoEventIdx<T> {
         driver_area: PhysAddr,
         device_area: PhysAddr,
     ) {
-        self.0
+        self.transport
             .queue_set(queue, size, descriptors, driver_area, device_area);
     }
 
     fn queue_unset(&mut self, queue: u16) {
-        self.0.queue_unset(queue);
+        self.transport.queue_unset(queue);
     }
 
     fn queue_used(&mut self, queue: u16) -> bool {
-        self.0.queue_used(queue)
+        self.transport.queue_used(queue)
     }
 
     fn ack_interrupt(&mut self) -> InterruptStatus {
-        self.0.ack_interrupt()
+        self.transport.ack_interrupt()
     }
 
     fn read_config_generation(&self) -> u32 {
-        self.0.read_config_generation()
+        self.transport.read_config_generation()
     }
 
     fn read_config_space<V: FromBytes + IntoBytes>(
         &self,
         offset: usize,
     ) -> virtio_drivers::Result<V> {
-        self.0.read_config_space(offset)
+        self.transport.read_config_space(offset)
     }
 
     fn write_config_space<V: IntoBytes + Immutable>(
@@ -194,7 +242,7 @@ impl<T: Transport> Transport for NoEventIdx<T> {
         offset: usize,
         value: V,
     ) -> virtio_drivers::Result<()> {
-        self.0.write_config_space(offset, value)
+        self.transport.write_config_space(offset, value)
     }
 }
 
@@ -231,6 +279,7 @@ pub struct NetQueues {
     /// The send slot (and the length given) each device token stands for.
     tx_slot: [Option<(usize, usize)>; NET_QUEUE],
     tx_free: alloc::vec::Vec<usize>,
+    held: HeldNotifications,
 }
 
 fn frame_buffer() -> &'static mut [u8] {
@@ -238,13 +287,22 @@ fn frame_buffer() -> &'static mut [u8] {
 }
 
 impl NetQueues {
-    /// Initialises the device and gives it every receive buffer.
+    /// Initialises the device in virtio-mmio slot `slot` and gives it every receive
+    /// buffer.
     ///
     /// # Errors
     /// The driver refused the device or a buffer.
-    pub fn new(transport: MmioTransport<'static>) -> Result<Self, virtio_drivers::Error> {
+    pub fn new(
+        slot: usize,
+        transport: MmioTransport<'static>,
+    ) -> Result<Self, virtio_drivers::Error> {
+        let held = HeldNotifications::new(slot);
         let mut queues = NetQueues {
-            raw: NetRaw::new(NoEventIdx(transport))?,
+            raw: NetRaw::new(NoEventIdx {
+                transport,
+                held: held.clone(),
+            })?,
+            held,
             rx: core::array::from_fn(|_| Some(frame_buffer())),
             rx_slot: [None; NET_QUEUE],
             tx: core::array::from_fn(|_| frame_buffer()),
@@ -254,6 +312,7 @@ impl NetQueues {
         for slot in 0..NET_QUEUE {
             queues.post_receive(slot)?;
         }
+        queues.flush();
         Ok(queues)
     }
 
@@ -364,6 +423,13 @@ impl NetQueues {
                 (result, Err(e))
             }
         }
+    }
+
+    /// Tells the device of the frames and receive buffers given to it since the last
+    /// flush (held back until now: see [`NoEventIdx`]). Whoever gives the device work
+    /// flushes before the core can sleep: the network's poll does, after the stack's.
+    pub fn flush(&mut self) {
+        self.held.flush();
     }
 
     /// Acknowledges the device's interrupt.
