@@ -24,6 +24,7 @@ use alloc::string::ToString;
 use alloc::vec::Vec;
 
 use hashbrown::HashMap;
+use hashbrown::hash_map::EntryRef;
 
 use super::protocol::StoreMode;
 
@@ -114,6 +115,14 @@ fn cost(key: &[u8], value: &[u8]) -> usize {
     key.len() + value.len() + ITEM_OVERHEAD
 }
 
+/// Whether `entry` is still there for a reader at `now`: not expired, and not stored at
+/// or before a `flush_all` that has taken effect.
+fn live(entry: &Entry, now: u64, flushed_before: Option<u64>) -> bool {
+    let expired = entry.item.expires_at.is_some_and(|t| t <= now);
+    let flushed = flushed_before.is_some_and(|f| f <= now && entry.stored_at <= f);
+    !expired && !flushed
+}
+
 /// When an item with `exptime` stored at `now` expires (`Some(0)`: already).
 pub fn expiry(exptime: i64, now: u64) -> Option<u64> {
     match exptime {
@@ -166,23 +175,29 @@ impl Partition {
     }
 
     fn live(&self, entry: &Entry, now: u64) -> bool {
-        let expired = entry.item.expires_at.is_some_and(|t| t <= now);
-        let flushed = self
-            .flushed_before
-            .is_some_and(|f| f <= now && entry.stored_at <= f);
-        !expired && !flushed
+        live(entry, now, self.flushed_before)
     }
 
-    /// The live item under `key`, marking it recently used.
+    /// The live item under `key`, marking it recently used. One lookup of the table:
+    /// a dead item found is removed through the same entry.
     pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Item> {
-        self.purge_if_dead(key, now);
-        match self.items.get_mut(key) {
-            Some(entry) => {
+        let flushed_before = self.flushed_before;
+        match self.items.entry_ref(key) {
+            EntryRef::Occupied(found) if live(found.get(), now, flushed_before) => {
                 self.stats.hits += 1;
+                let entry = found.into_mut();
                 entry.referenced = true;
                 Some(&entry.item)
             }
-            None => {
+            EntryRef::Occupied(dead) => {
+                // What `remove` does, on the fields the entry does not borrow.
+                let (key, entry) = dead.remove_entry();
+                self.lru.remove(&entry.touched);
+                self.bytes -= cost(&key, &entry.item.value);
+                self.stats.misses += 1;
+                None
+            }
+            EntryRef::Vacant(_) => {
                 self.stats.misses += 1;
                 None
             }
