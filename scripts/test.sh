@@ -21,6 +21,9 @@ command -v memccapable >/dev/null || need+=(libmemcached-tools)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 # ip (iproute2): the native tests' tap device, in a network namespace of their own.
 command -v ip >/dev/null || need+=(iproute2)
+# python3 and addr2line (binutils): the native kernel's profile script, in its test.
+command -v python3 >/dev/null || need+=(python3)
+command -v addr2line >/dev/null || need+=(binutils)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -46,6 +46,7 @@ mod kv;
 mod memory;
 mod net;
 mod node;
+mod profile;
 mod runtime;
 mod smp;
 
@@ -137,10 +138,14 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     cpu::apic::init(0);
     let line = info.command_line();
     println!("sesa-native: command line {line:?}");
+    if let Some(hz) = profile::rate(line) {
+        profile::start(hz);
+    }
     // QEMU's microvm appends `virtio_mmio.device=...` words for Linux; they are not ours.
+    // `profile=<hz>` is an option of every command.
     let mut words = line
         .split_ascii_whitespace()
-        .filter(|w| !w.starts_with("virtio_mmio."));
+        .filter(|w| !w.starts_with("virtio_mmio.") && !w.starts_with("profile="));
     match words.next() {
         None => {}
         Some("panic") => panic!("the command line asked for a panic"),
@@ -338,6 +343,13 @@ where
     F: FnOnce() -> Fut + 'static,
     Fut: core::future::Future<Output = ()> + 'static,
 {
+    let profiling = cpu::idt::profiling();
+    let main = move || async move {
+        if profiling {
+            sesa_event::spawn_local(profile::report());
+        }
+        main().await;
+    };
     if runtime::run(cores, net, main) != 0 {
         exit(Exit::Failure);
     }

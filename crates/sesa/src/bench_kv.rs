@@ -124,6 +124,8 @@ pub struct NativeServer {
     /// stack, as a real NIC would carry them (`scripts/native-tap-bench.sh` makes
     /// such a namespace).
     pub tap: Option<String>,
+    /// More words for the kernel's command line (`profile=<hz>`, say).
+    pub kernel_args: Option<String>,
 }
 
 /// Where the kernel's interface is on a tap device (see [`NativeServer::tap`]).
@@ -425,7 +427,11 @@ fn start_native(config: &KvBenchConfig, native: &NativeServer) -> anyhow::Result
         .arg("-kernel")
         .arg(&native.kernel)
         .arg("-append")
-        .arg(format!("kv {} {NATIVE_ITEMS_MB}", config.server_cores));
+        .arg(format!(
+            "kv {} {NATIVE_ITEMS_MB} {}",
+            config.server_cores,
+            native.kernel_args.as_deref().unwrap_or("")
+        ));
     let console = std::io::stderr().as_fd().try_clone_to_owned()?;
     command.stdout(console);
     Server::start(command, addr, Duration::from_secs(30)).context(

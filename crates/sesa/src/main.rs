@@ -285,6 +285,11 @@ enum Suite {
         /// scripts/native-tap-bench.sh, which makes one and runs the benchmark in it).
         #[arg(long, value_name = "IFNAME", requires = "native")]
         tap: Option<String>,
+        /// More words for the `--native` kernel's command line: `profile=<hz>` samples
+        /// where its CPUs are and prints the report on the console (stderr); see
+        /// scripts/native-profile.py.
+        #[arg(long, value_name = "WORDS", requires = "native")]
+        kernel_args: Option<String>,
         /// Client connections (one thread each).
         #[arg(long)]
         connections: Option<usize>,
@@ -728,6 +733,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     native,
                     accel,
                     tap,
+                    kernel_args,
                 },
         } => {
             use sesa::bench_kv::{KvBenchConfig, NativeServer, Peer};
@@ -759,6 +765,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     accel: accel
                         .unwrap_or_else(|| sesa::cluster::NativeNodes::default_accel().to_owned()),
                     tap,
+                    kernel_args,
                 }),
                 idle_spins,
                 nodes: nodes.max(1),

@@ -517,3 +517,69 @@ fn the_store_bench_reaches_a_native_node_through_a_tap_device() {
         }
     }
 }
+
+/// The kernel's sampling profiler (`profile=<hz>` on its command line): a store node
+/// reports a full set of samples on its console, the addresses seen most first, and
+/// `scripts/native-profile.py` turns them into the kernel's functions.
+#[test]
+fn the_native_kernel_profiles_itself_and_the_script_names_its_functions() {
+    let mut node = Networked::start("kv 1 16 profile=100000", 11211, &[]);
+    node.wait_for(
+        "sesa-native: profiling at 100000 Hz",
+        Duration::from_secs(30),
+    );
+    node.wait_for(
+        "sesa-native: profile: 65536 samples",
+        Duration::from_secs(60),
+    );
+    // The header says how many address lines follow.
+    let expected: usize = node
+        .out
+        .lines()
+        .find_map(|l| {
+            l.split_once("(the first ")?
+                .1
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no count in the header: {}", node.out));
+    assert!(expected > 0, "{}", node.out);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.out.matches("sesa-native: profile 0x").count() < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match node.lines.recv_timeout(left) {
+            Ok(line) => {
+                node.out.push_str(&line);
+                node.out.push('\n');
+            }
+            Err(_) => {
+                let _ = node.qemu.kill();
+                panic!("the report ended early: {}", node.out);
+            }
+        }
+    }
+    // Stopped by its PID (it serves until then).
+    let _ = node.qemu.kill();
+    let _ = node.qemu.wait();
+    let console = node.out.clone();
+    let log = std::env::temp_dir().join(format!("sesa-profile-{}.log", std::process::id()));
+    std::fs::write(&log, &console).unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/native-profile.py");
+    let out = Command::new(script)
+        .arg(kernel())
+        .arg(&log)
+        .output()
+        .expect("running scripts/native-profile.py (python3, binutils' addr2line)");
+    let _ = std::fs::remove_file(&log);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(report.starts_with("65536 samples"), "{report}");
+    // An idle node's CPU is in its loop or asleep in the idle gate: both are named.
+    assert!(
+        report.contains("run_core") || report.contains("idle_gate"),
+        "{report}"
+    );
+}

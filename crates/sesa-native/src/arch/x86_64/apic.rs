@@ -62,10 +62,37 @@ pub fn init(index: usize) {
         write(LVT_TIMER, u32::from(TIMER_VECTOR));
         TICKS_PER_US.store((ticks / 1000).max(1), Ordering::Release);
     }
+    match PROFILE_TICKS.load(Ordering::Acquire) {
+        0 => {}
+        ticks => periodic(ticks),
+    }
 }
 
-/// Arms the calling CPU's timer to fire once after `ns`.
+/// Timer ticks between profiling samples (`profile.rs`); 0: not profiling.
+static PROFILE_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every CPU's timer periodic, `hz` times a second, so the timer's stub samples
+/// where the CPU is (`idt.rs`): the calling CPU's now, the others' as they start
+/// ([`init`]). Call on the boot CPU, after its [`init`] and before the others start.
+/// A sleeping CPU then wakes at every tick (its sleeps end at most a period late).
+pub fn start_profiling(hz: u32) {
+    let us = (1_000_000 / u64::from(hz.max(1))).max(1);
+    let ticks = (us * TICKS_PER_US.load(Ordering::Acquire)).clamp(1, u64::from(u32::MAX));
+    PROFILE_TICKS.store(ticks, Ordering::Release);
+    periodic(ticks);
+}
+
+fn periodic(ticks: u64) {
+    write(LVT_TIMER, 1 << 17 | u32::from(TIMER_VECTOR)); // periodic, not masked
+    write(TIMER_INITIAL, ticks as u32);
+}
+
+/// Arms the calling CPU's timer to fire once after `ns` (while profiling, the periodic
+/// timer wakes it instead).
 pub fn arm(ns: u64) {
+    if PROFILE_TICKS.load(Ordering::Relaxed) != 0 {
+        return;
+    }
     let ticks = (ns / 1000).max(1) * TICKS_PER_US.load(Ordering::Acquire);
     write(TIMER_INITIAL, ticks.min(u64::from(u32::MAX)) as u32);
 }

@@ -105,20 +105,38 @@ exception_common:
     hlt
     jmp 2b
 
-    # The APIC timer: it only ends a `hlt`; acknowledge (EOI). The other stubs end here.
+    # The APIC timer: it ends a `hlt`; while the profiler samples (`profile.rs`), it also
+    # notes where the CPU was, while there is room. Then it acknowledges (EOI), where the
+    # other stubs end too.
     .global timer_stub
 timer_stub:
     pushq %rax
-    movabsq $0xfee000b0, %rax
-    movl $0, (%rax)
+    pushq %rcx
+    pushq %rdx
+    movl $1, %ecx
+    lock xaddq %rcx, PROFILE_NEXT(%rip)
+    cmpq ${profile_cap}, %rcx
+    jae 3f
+    # The interrupted RIP: the frame's first word, above the three saved registers.
+    movq 24(%rsp), %rax
+    leaq PROFILE_SAMPLES(%rip), %rdx
+    movq %rax, (%rdx,%rcx,8)
+3:
+    popq %rdx
+    popq %rcx
     popq %rax
-    iretq
+    jmp eoi
     # The wake-up IPI: it ends a `hlt`, or, taken before the CPU reached its idle gate
     # (interrupts are on in ring 3), makes the gate return at once (the `kicked` flag).
     .global wake_stub
 wake_stub:
     movb $1, %gs:{kicked}
-    jmp timer_stub
+eoi:
+    pushq %rax
+    movabsq $0xfee000b0, %rax
+    movl $0, (%rax)
+    popq %rax
+    iretq
     # A device's interrupt (routed by the I/O APIC): counted; like the wake-up IPI, it
     # ends the CPU's sleep (the loop then polls the device).
     .global device_stub
@@ -161,6 +179,7 @@ exception_stubs:
     .text
     "#,
     kicked = const super::percpu::KICKED_OFFSET,
+    profile_cap = const PROFILE_CAP,
     options(att_syntax)
 );
 
@@ -175,6 +194,43 @@ unsafe extern "C" {
 /// Device interrupts taken since boot (the device stub counts them).
 #[unsafe(no_mangle)]
 static DEVICE_INTERRUPTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Samples the profiler keeps (`profile.rs`): 64 Ki interrupted instruction addresses.
+pub const PROFILE_CAP: usize = 1 << 16;
+
+/// The timer stub's next sample slot: at or past [`PROFILE_CAP`] (as it starts), no
+/// sample is taken; the profiler sets it to 0 to take the next [`PROFILE_CAP`].
+#[unsafe(no_mangle)]
+static PROFILE_NEXT: core::sync::atomic::AtomicU64 =
+    core::sync::atomic::AtomicU64::new(PROFILE_CAP as u64);
+
+/// The samples: where the CPUs were when their timers fired.
+#[unsafe(no_mangle)]
+static PROFILE_SAMPLES: [core::sync::atomic::AtomicU64; PROFILE_CAP] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; PROFILE_CAP];
+
+/// The samples taken since [`restart_samples`], once [`PROFILE_CAP`] of them are
+/// (`None` before).
+pub fn samples_if_full() -> Option<impl Iterator<Item = u64>> {
+    use core::sync::atomic::Ordering::Acquire;
+    // A slot is written after its index was taken: a full count may still have the last
+    // few writes in flight on other CPUs; a stale slot is one wrong sample of 64 Ki.
+    (PROFILE_NEXT.load(Acquire) >= PROFILE_CAP as u64)
+        .then(|| PROFILE_SAMPLES.iter().map(|s| s.load(Acquire)))
+}
+
+/// Whether the profiler was started (`profile.rs`).
+pub fn profiling() -> bool {
+    PROFILING.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+static PROFILING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Starts taking [`PROFILE_CAP`] samples again.
+pub fn restart_samples() {
+    PROFILING.store(true, core::sync::atomic::Ordering::Relaxed);
+    PROFILE_NEXT.store(0, core::sync::atomic::Ordering::Release);
+}
 
 /// How many device interrupts were taken since boot.
 pub fn device_interrupts() -> u64 {
