@@ -269,6 +269,40 @@ proptest! {
         }
         prop_assert_eq!(p.stats().items as usize, model.len());
     }
+
+    /// Keys short enough to live in the table's slot and keys on the heap (the
+    /// partition switches at 46 bytes) are stored, found, listed and removed alike.
+    #[test]
+    fn keys_of_every_length_behave_alike(
+        ops in proptest::collection::vec((0u8..3, 0u8..4, 0usize..8, proptest::collection::vec(any::<u8>(), 0..8)), 0..200)
+    ) {
+        const LENGTHS: [usize; 8] = [1, 2, 45, 46, 47, 48, 200, 250];
+        let mut p = Partition::new(1 << 30);
+        let mut model = std::collections::BTreeMap::new();
+        for (op, k, len, v) in ops {
+            let mut key = vec![b'k'; LENGTHS[len]];
+            *key.last_mut().unwrap() = b'0' + k;
+            match op {
+                0 => {
+                    p.store(StoreMode::Set, &key, 0, 0, &v, NOW);
+                    model.insert(key, v);
+                }
+                1 => {
+                    prop_assert_eq!(p.delete(&key, NOW), model.remove(&key).is_some());
+                }
+                _ => {
+                    let got = p.get(&key, NOW).map(|i| i.value.clone());
+                    prop_assert_eq!(got.as_ref(), model.get(&key));
+                }
+            }
+        }
+        let mut keys = p.keys(NOW);
+        keys.sort();
+        prop_assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>());
+        p.flush_all(0, NOW);
+        prop_assert_eq!(p.stats().items, 0);
+        prop_assert_eq!(p.stats().bytes, 0);
+    }
 }
 
 #[test]
