@@ -138,8 +138,13 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     cpu::apic::init(0);
     let line = info.command_line();
     println!("sesa-native: command line {line:?}");
-    if let Some(hz) = profile::rate(line) {
-        profile::start(hz);
+    match profile::rate(line) {
+        None => {}
+        Some(Ok(hz)) => profile::start(hz),
+        Some(Err(word)) => {
+            println!("sesa-native: {word:?}: the profiler's rate is a number of samples a second");
+            exit(Exit::Failure);
+        }
     }
     // QEMU's microvm appends `virtio_mmio.device=...` words for Linux; they are not ours.
     // `profile=<hz>` is an option of every command.

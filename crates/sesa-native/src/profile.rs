@@ -8,13 +8,14 @@
 //!
 //! ```text
 //! sesa-native: profile: 65536 samples, 812 addresses (the first 400 follow)
-//! sesa-native: profile 0xffffffff80123456 5210
+//! sesa-native: profile 0x16a198 5210
 //! ```
 //!
 //! `scripts/native-profile.py <kernel> <console log>` turns them into functions. Samples
 //! in the idle gate are a sleeping CPU. Profiling costs a timer interrupt per sample (an
-//! exit under KVM): at 10 kHz about 1% of a CPU's time here. Without the word nothing
-//! of this runs (the stub takes no sample).
+//! exit under KVM) and wakes sleeping CPUs at that rate: keep the rate modest (10 kHz
+//! was used for docs/benchmarks.md). Without the word nothing of this runs (the stub
+//! takes no sample).
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -27,13 +28,17 @@ use crate::println;
 const REPORTED: usize = 400;
 
 /// The sampling rate `profile=<hz>` asks for, if a word of `command_line` does (1 Hz to
-/// 100 kHz).
-pub fn rate(command_line: &str) -> Option<u32> {
+/// 100 kHz); `Err` with the word if it is not a number.
+pub fn rate(command_line: &str) -> Option<Result<u32, &str>> {
     command_line
         .split_ascii_whitespace()
-        .find_map(|w| w.strip_prefix("profile="))
-        .and_then(|hz| hz.parse().ok())
-        .map(|hz: u32| hz.clamp(1, 100_000))
+        .find(|w| w.starts_with("profile="))
+        .map(|word| {
+            word["profile=".len()..]
+                .parse::<u32>()
+                .map(|hz| hz.clamp(1, 100_000))
+                .map_err(|_| word)
+        })
 }
 
 /// Starts sampling on every CPU at `hz` (the boot CPU's timer now, the others' as they

@@ -405,6 +405,10 @@ fn start_native(config: &KvBenchConfig, native: &NativeServer) -> anyhow::Result
             let here = devices
                 .lines()
                 .any(|l| l.trim_start().split(':').next() == Some(tap.as_str()));
+            if tap.contains(',') {
+                // It goes into QEMU's option string, where a comma starts an option.
+                bail!("{tap:?}: a tap device's name for QEMU may not contain a comma");
+            }
             if !here {
                 bail!(
                     "no network device {tap:?} here: run the benchmark inside the network \

@@ -523,6 +523,14 @@ fn the_store_bench_reaches_a_native_node_through_a_tap_device() {
 /// `scripts/native-profile.py` turns them into the kernel's functions.
 #[test]
 fn the_native_kernel_profiles_itself_and_the_script_names_its_functions() {
+    // A rate that is not a number is refused, saying so.
+    let (code, out) = boot("tcg", "events 1 profile=ten");
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("\"profile=ten\": the profiler's rate is a number"),
+        "{out}"
+    );
+
     let mut node = Networked::start("kv 1 16 profile=100000", 11211, &[]);
     node.wait_for(
         "sesa-native: profiling at 100000 Hz",
