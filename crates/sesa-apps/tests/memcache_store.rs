@@ -198,6 +198,35 @@ fn eviction_passes_over_read_items_once() {
     assert_eq!(p.stats().evictions, 4);
 }
 
+/// Writing the same key over and over leaves stale entries in the eviction queue;
+/// they neither hold memory for long nor change whom eviction picks.
+#[test]
+fn rewrites_do_not_disturb_eviction_order() {
+    let item = 10 + ITEM_OVERHEAD;
+    // A few rewrites (their stale entries still queued, the first one at the front),
+    // and many (the queue compacted on the way).
+    for rewrites in [10, 10_000] {
+        let mut p = Partition::new(item * 3);
+        for k in [b"a", b"b", b"c"] {
+            p.store(StoreMode::Set, k, 0, 0, b"123456789", NOW);
+        }
+        for _ in 0..rewrites {
+            p.store(StoreMode::Set, b"a", 0, 0, b"987654321", NOW);
+        }
+        p.store(StoreMode::Set, b"d", 0, 0, b"123456789", NOW);
+        assert!(
+            !p.holds(b"b", NOW),
+            "{rewrites}: b, the oldest not stored again"
+        );
+        assert!(
+            p.holds(b"a", NOW) && p.holds(b"c", NOW) && p.holds(b"d", NOW),
+            "{rewrites}"
+        );
+        assert_eq!(p.stats().evictions, 1, "{rewrites}");
+        assert_eq!(p.stats().bytes as usize, item * 3, "{rewrites}");
+    }
+}
+
 #[test]
 fn the_memory_limit_evicts_least_recently_used_first() {
     let item = 10 + ITEM_OVERHEAD; // a 1-byte key and a 9-byte value
@@ -302,6 +331,39 @@ proptest! {
         p.flush_all(0, NOW);
         prop_assert_eq!(p.stats().items, 0);
         prop_assert_eq!(p.stats().bytes, 0);
+    }
+}
+
+proptest! {
+    /// Under a tight memory limit, whatever the mix of writes, reads and deletes: the
+    /// bytes counted never pass the limit and are exactly what the live items cost.
+    #[test]
+    fn eviction_keeps_the_bytes_within_the_limit_and_counted_right(
+        ops in proptest::collection::vec((0u8..3, 0u8..12, 0usize..40), 0..400)
+    ) {
+        let limit = 6 * (ITEM_OVERHEAD + 20);
+        let mut p = Partition::new(limit);
+        for (op, k, len) in ops {
+            let key = [b'k', b'a' + k];
+            match op {
+                0 => {
+                    p.store(StoreMode::Set, &key, 0, 0, &vec![b'v'; len], NOW);
+                }
+                1 => {
+                    p.get(&key, NOW);
+                }
+                _ => {
+                    p.delete(&key, NOW);
+                }
+            }
+            prop_assert!(p.stats().bytes as usize <= limit);
+        }
+        let counted: usize = p
+            .keys(NOW)
+            .iter()
+            .map(|k| k.len() + p.export(k, NOW).unwrap().value.len() + ITEM_OVERHEAD)
+            .sum();
+        prop_assert_eq!(p.stats().bytes as usize, counted);
     }
 }
 

@@ -20,7 +20,7 @@
 //!   entropy: clients choose the keys, and must not be able to choose colliding ones.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
+use alloc::collections::VecDeque;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
@@ -158,8 +158,12 @@ struct Entry {
 /// One partition.
 pub struct Partition {
     items: HashMap<Key, Entry, foldhash::fast::FixedState>,
-    /// The eviction queue: `touched` tick -> key, oldest first.
-    lru: BTreeMap<u64, Vec<u8>>,
+    /// The eviction queue, oldest first: (tick, key) as items were queued. An entry
+    /// whose tick is no longer its key's `touched` is stale (the item went, or was
+    /// stored or queued again since) and is dropped when it comes to the front, so
+    /// removing or replacing an item costs the queue nothing; it is compacted when
+    /// stale entries outnumber live ones ([`Partition::insert`]).
+    lru: VecDeque<(u64, Key)>,
     tick: u64,
     next_cas: u64,
     bytes: usize,
@@ -203,7 +207,7 @@ impl Partition {
     pub fn with_seed(limit: usize, seed: u64) -> Self {
         Partition {
             items: HashMap::with_hasher(foldhash::fast::FixedState::with_seed(seed)),
-            lru: BTreeMap::new(),
+            lru: VecDeque::new(),
             tick: 0,
             next_cas: 1,
             bytes: 0,
@@ -250,7 +254,6 @@ impl Partition {
             EntryRef::Occupied(dead) => {
                 // What `remove` does, on the fields the entry does not borrow.
                 let (key, entry) = dead.remove_entry();
-                self.lru.remove(&entry.touched);
                 self.bytes -= cost(key.as_slice(), &entry.item.value);
                 self.stats.misses += 1;
                 None
@@ -271,7 +274,6 @@ impl Partition {
 
     fn remove(&mut self, key: &[u8]) -> Option<Item> {
         let entry = self.items.remove(key)?;
-        self.lru.remove(&entry.touched);
         self.bytes -= cost(key, &entry.item.value);
         Some(entry.item)
     }
@@ -325,9 +327,10 @@ impl Partition {
         self.next_cas += 1;
         self.tick += 1;
         self.bytes += cost(key, &item.value);
-        self.lru.insert(self.tick, key.to_vec());
+        let key = Key::new(key);
+        self.queue(self.tick, key.clone());
         self.items.insert(
-            Key::new(key),
+            key,
             Entry {
                 item,
                 touched: self.tick,
@@ -338,29 +341,44 @@ impl Partition {
     }
 
     /// Evicts items until `needed` more bytes fit: the oldest in the queue that was
-    /// not read since it was queued (CLOCK). A read one is queued again, unmarked, so
-    /// this ends within two trips through the queue.
+    /// not read since it was queued (CLOCK). A read one is queued again, unmarked, and
+    /// a stale entry is dropped, so this ends within two trips through the queue.
     fn make_room(&mut self, needed: usize) {
         while self.bytes + needed > self.limit {
-            let Some((_, key)) = self.lru.pop_first() else {
+            let Some((tick, key)) = self.lru.pop_front() else {
                 return;
             };
             match self.items.get_mut(key.as_slice()) {
+                // Stale: the item went, or was queued again later.
+                Some(entry) if entry.touched != tick => {}
+                None => {}
                 Some(entry) if entry.referenced => {
                     entry.referenced = false;
                     self.tick += 1;
                     entry.touched = self.tick;
-                    self.lru.insert(self.tick, key);
+                    self.lru.push_back((self.tick, key));
                 }
                 Some(_) => {
                     if let Some(entry) = self.items.remove(key.as_slice()) {
-                        self.bytes -= cost(&key, &entry.item.value);
+                        self.bytes -= cost(key.as_slice(), &entry.item.value);
                         self.stats.evictions += 1;
                     }
                 }
-                None => {}
             }
         }
+    }
+
+    /// Queues `key` at `tick` (its entry's `touched`), first dropping the stale entries
+    /// once they are as many as the live ones (each queued entry is looked at once per
+    /// compaction, and a compaction comes after as many insertions as there are items:
+    /// constant work per insertion, amortised).
+    fn queue(&mut self, tick: u64, key: Key) {
+        if self.lru.len() >= 2 * self.items.len() + 64 {
+            let items = &self.items;
+            self.lru
+                .retain(|(t, k)| items.get(k.as_slice()).is_some_and(|e| e.touched == *t));
+        }
+        self.lru.push_back((tick, key));
     }
 
     /// `delete`: whether the key was there.
@@ -476,10 +494,9 @@ impl Partition {
     pub fn flush_all(&mut self, delay: i64, now: u64) {
         let at = now.saturating_add(delay.max(0) as u64);
         if delay <= 0 {
-            let keys: Vec<Vec<u8>> = self.items.keys().map(|k| k.as_slice().to_vec()).collect();
-            for k in keys {
-                self.remove(&k);
-            }
+            self.items.clear();
+            self.lru.clear();
+            self.bytes = 0;
             self.flushed_before = None;
         } else {
             self.flushed_before = Some(at);
