@@ -3,10 +3,10 @@
 
 Reads the console lines `sesa-native: profile <address> <count>` of the last complete
 report in LOG (the kernel prints one per 64 Ki samples), resolves each address with
-binutils' addr2line against the kernel image (built with debug information, as the
-release profile is), and prints the functions by their share of the samples. With
---inline, the innermost inlined function each address is in; without, the function the
-code was compiled into.
+binutils' addr2line against the kernel image that printed it (built with debug
+information, as the release profile is), and prints the functions the code was compiled
+into by their share of the samples (an address in code inlined from elsewhere counts for
+the function it was inlined into).
 
     cargo build --release --manifest-path crates/sesa-native/Cargo.toml
     target/release/sesa bench kv --native crates/sesa-native/target/release/sesa-kernel \\
@@ -40,7 +40,6 @@ def main():
     parser.add_argument("kernel")
     parser.add_argument("log")
     parser.add_argument("--top", type=int, default=40)
-    parser.add_argument("--inline", action="store_true")
     args = parser.parse_args()
     with open(args.log, errors="replace") as log:
         report = last_report(log)
@@ -48,20 +47,10 @@ def main():
         sys.exit(f"{args.log}: no complete profile report (was profile=<hz> on the command line, "
                  "and did the run last until 64 Ki samples were taken?)")
     addrs = [a for a, _ in report["addrs"]]
-    command = ["addr2line", "-f", "-C", "-e", args.kernel] + (["-i"] if args.inline else [])
-    out = subprocess.run(command + [hex(a) for a in addrs], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
-    # Without -i: two lines per address (function, place). With -i: pairs per inline level,
-    # the innermost first; an address's group ends where the next one's begins, which
-    # addr2line does not mark, so resolve one at a time then.
-    names = []
-    if args.inline:
-        for a in addrs:
-            lines = subprocess.run(command + [hex(a)], capture_output=True, text=True,
-                                   check=True).stdout.splitlines()
-            names.append(lines[0] if lines else "??")
-    else:
-        names = out[0::2]
+    # Two lines per address: the function, then the place.
+    out = subprocess.run(["addr2line", "-f", "-C", "-e", args.kernel] + [hex(a) for a in addrs],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    names = out[0::2]
     by_function = collections.Counter()
     for name, (_, count) in zip(names, report["addrs"]):
         by_function[re.sub(r"::h[0-9a-f]{16}$", "", name)] += count

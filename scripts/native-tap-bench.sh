@@ -7,7 +7,8 @@
 # sesatap0 holds 10.0.2.2/24, the gateway address the kernel expects. Clients then reach
 # the guest at 10.0.2.15 through the host kernel's TCP stack and QEMU's tap backend, the
 # way a NIC carries them; the hosted node is on the namespace's loopback. Everything
-# ends with the namespace: the bench stops its QEMU and servers by PID.
+# ends with the namespace: the bench stops its QEMU and servers by PID. The script execs
+# into the benchmark (unshare and bash exec too), so its PID is the benchmark's.
 #
 #   cargo build --release -p sesa
 #   cargo build --release --manifest-path crates/sesa-native/Cargo.toml
@@ -25,5 +26,5 @@ exec unshare -n bash -euo pipefail -c '
     ip addr add 10.0.2.2/24 dev sesatap0
     ip link set sesatap0 up
     sesa=$1 kernel=$2; shift 2
-    "$sesa" bench kv --native "$kernel" --tap sesatap0 --against hosted "$@"
+    exec "$sesa" bench kv --native "$kernel" --tap sesatap0 --against hosted "$@"
 ' bash "$sesa" "$kernel" "$@"

@@ -348,7 +348,7 @@ where
     F: FnOnce() -> Fut + 'static,
     Fut: core::future::Future<Output = ()> + 'static,
 {
-    let profiling = cpu::idt::profiling();
+    let profiling = cpu::apic::profiling();
     let main = move || async move {
         if profiling {
             sesa_event::spawn_local(profile::report());

@@ -259,8 +259,6 @@ impl NativeNet {
             let acked = stack.acked;
             stack.acked = taken;
             let mut nic = stack.device.0.borrow_mut();
-            // Nothing given to the device may wait for the core's wake-up.
-            nic.flush();
             nic.enable_interrupts();
             if taken != acked {
                 nic.ack_interrupt();
@@ -294,7 +292,8 @@ impl NativeNet {
         } = &mut *stack;
         let changed = iface.poll(now(), device, sockets) == PollResult::SocketStateChanged;
         // One notification for what this poll sent (and the receive buffers it gave
-        // back), not one per frame.
+        // back), not one per frame. The device is given work only here (and when it is
+        // set up), so nothing it was given waits for a sleeping core.
         device.0.borrow_mut().flush();
         // Dropped sockets go once their close is done.
         let mut closing = core::mem::take(&mut stack.closing);

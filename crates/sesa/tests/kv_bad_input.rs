@@ -87,17 +87,23 @@ fn garbage(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn garbage_gets_errors_or_a_closed_connection_and_the_node_serves_on() {
-    let kv = start();
-    for seed in 1..=200u64 {
+/// Sends `connections` connections' worth of seeded garbage (each under `max_len`
+/// bytes), one at a time; whatever the node answers, each connection ends (closed here,
+/// or by the node).
+fn send_garbage(kv: &Kv, connections: u64, max_len: usize) {
+    for seed in 1..=connections {
         let mut conn = kv.connect();
-        let _ = conn.write_all(&garbage(seed, 1 + (seed as usize * 97) % 70_000));
-        // Whatever it answered, the connection ends (it is closed here, or by the node).
+        let _ = conn.write_all(&garbage(seed, 1 + (seed as usize * 97) % max_len));
         let _ = conn.shutdown(std::net::Shutdown::Write);
         let mut sink = Vec::new();
         let _ = conn.read_to_end(&mut sink);
     }
+}
+
+#[test]
+fn garbage_gets_errors_or_a_closed_connection_and_the_node_serves_on() {
+    let kv = start();
+    send_garbage(&kv, 200, 70_000);
     assert_eq!(
         kv.ask(b"set k 0 0 2\r\nok\r\nget k\r\n", b"END\r\n"),
         "STORED\r\nVALUE k 0 2\r\nok\r\nEND\r\n"
@@ -168,13 +174,7 @@ fn a_native_node_survives_garbage_and_a_flood_of_connections() {
     // `-m 128`: a 31 MiB heap, room for 31 sockets' buffers, 16 of them listening.
     let node = common::native_kv(1, 8, 128);
     let kv = Kv(node.server);
-    for seed in 1..=30u64 {
-        let mut conn = kv.connect();
-        let _ = conn.write_all(&garbage(seed, 1 + (seed as usize * 97) % 20_000));
-        let _ = conn.shutdown(std::net::Shutdown::Write);
-        let mut sink = Vec::new();
-        let _ = conn.read_to_end(&mut sink);
-    }
+    send_garbage(&kv, 30, 20_000);
     // Over twice what it can serve at once, held open; each says `version` if it can.
     // (QEMU's forwarded port takes connections slowly: its listen backlog is 1.)
     let mut flood = Vec::new();

@@ -91,12 +91,18 @@ impl Networked {
     /// Reads the console until a line contains `what` (QEMU is killed and the test fails
     /// after `within`).
     fn wait_for(&mut self, what: &str, within: Duration) {
+        self.wait_until(|out| out.contains(what), &format!("{what:?}"), within);
+    }
+
+    /// Reads the console until `done` holds of all of it (QEMU is killed and the test
+    /// fails, saying it waited for `what`, after `within`).
+    fn wait_until(&mut self, done: impl Fn(&str) -> bool, what: &str, within: Duration) {
         let deadline = Instant::now() + within;
-        while !self.out.contains(what) {
+        while !done(&self.out) {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = self.lines.recv_timeout(left) else {
                 let _ = self.qemu.kill();
-                panic!("no {what:?} on the console within {within:?}: {}", self.out);
+                panic!("no {what} on the console within {within:?}: {}", self.out);
             };
             self.out.push_str(&line);
             self.out.push('\n');
@@ -112,7 +118,7 @@ impl Networked {
             mut out,
             ..
         } = self;
-        let (code, rest) = finish(qemu, "tcg");
+        let (code, rest) = finish(qemu);
         reader.join().unwrap();
         out.extend(lines.try_iter().map(|l| l + "\n"));
         out.push_str(&rest);
@@ -120,26 +126,21 @@ impl Networked {
     }
 }
 
+/// The number printed just before the first `marker` in `out` ("... 252 MiB usable").
+fn number_before(out: &str, marker: &str) -> Option<u64> {
+    let (before, _) = out.split_once(marker)?;
+    before.rsplit(' ').next()?.parse().ok()
+}
+
 /// Boots the kernel with `-append command` under `accel`; its exit status and serial
 /// output.
 fn boot(accel: &str, command: &str) -> (i32, String) {
-    finish(start(accel, command, &[]), accel)
+    finish(start(accel, command, &[]))
 }
 
 /// Waits (30 s at most, then kills it) for QEMU to exit; its exit status and output.
-fn finish(mut qemu: std::process::Child, accel: &str) -> (i32, String) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = qemu.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = qemu.kill();
-            let _ = qemu.wait();
-            panic!("QEMU ({accel}) did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+fn finish(mut qemu: std::process::Child) -> (i32, String) {
+    let status = common::wait_for_exit(&mut qemu, Duration::from_secs(30));
     let mut out = String::new();
     if let Some(mut stdout) = qemu.stdout.take() {
         std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
@@ -157,12 +158,8 @@ fn boots_and_panics_as_it_should(accel: &str) {
     assert_eq!(code, 1, "{accel}: {out}");
     assert!(out.contains("sesa-native 0.1.0: booted"), "{out}");
     // `-m 256`: the usable RAM the loader reports, less what firmware keeps.
-    let usable: u64 = out
-        .split(" MiB usable")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no memory map in {out}"));
+    let usable =
+        number_before(&out, " MiB usable").unwrap_or_else(|| panic!("no memory map in {out}"));
     assert!((250..=256).contains(&usable), "{out}");
     // A heap and a frame allocator from the map; the object model unchanged on the core.
     assert!(out.contains("sesa-native: heap of 63 MiB"), "{out}");
@@ -263,11 +260,7 @@ fn the_native_kernel_serves_tcp_over_virtio_net_under_tcg() {
         "{out}"
     );
     assert!(out.contains("MHz (against the PIT)"), "{out}");
-    let interrupts: u64 = out
-        .split(" device interrupts")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
+    let interrupts = number_before(&out, " device interrupts")
         .unwrap_or_else(|| panic!("no interrupt count: {out}"));
     assert!(
         interrupts >= 1,
@@ -289,7 +282,7 @@ fn the_native_kernel_boots_reports_panics_and_exits_under_tcg() {
 /// per-core EBB by its own miss; then the event model runs a loop on every core.
 #[test]
 fn the_native_kernel_brings_up_four_cpus_each_missing_on_its_own_core_under_tcg() {
-    let (code, out) = finish(start("tcg", "smp 4", &["-smp", "4"]), "tcg");
+    let (code, out) = finish(start("tcg", "smp 4", &["-smp", "4"]));
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("sesa-native: smp: 4 CPUs up in ") && out.contains("(4 reps, total 4)"),
@@ -298,7 +291,7 @@ fn the_native_kernel_brings_up_four_cpus_each_missing_on_its_own_core_under_tcg(
     // The event model on four cores: a loop per core, events shipped across cores,
     // spawn_on to another core, and a per-core EBB missing on every core through
     // on_all_cores.
-    let (code, out) = finish(start("tcg", "events 4", &["-smp", "4"]), "tcg");
+    let (code, out) = finish(start("tcg", "events 4", &["-smp", "4"]));
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("sesa-native: events: ok (4 core(s);")
@@ -306,7 +299,7 @@ fn the_native_kernel_brings_up_four_cpus_each_missing_on_its_own_core_under_tcg(
         "{out}"
     );
     // Asking for more CPUs than the machine has is reported, not hung on.
-    let (code, out) = finish(start("tcg", "smp 3", &["-smp", "2"]), "tcg");
+    let (code, out) = finish(start("tcg", "smp 3", &["-smp", "2"]));
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("sesa-native: smp: 2 of 3 CPUs up"), "{out}");
 }
@@ -329,7 +322,7 @@ fn the_native_kernel_boots_under_kvm_where_it_works() {
     boots_and_panics_as_it_should("kvm");
     // The event model on two CPUs, the application processors brought up and sent into
     // ring 3 as the boot CPU is, idling through the idle gate.
-    let (code, out) = finish(start("kvm", "events 2", &["-smp", "2"]), "kvm");
+    let (code, out) = finish(start("kvm", "events 2", &["-smp", "2"]));
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("sesa-native: events: ok (2 core(s);"), "{out}");
 }
@@ -410,7 +403,7 @@ fn a_hosted_node_calls_an_ebb_on_a_native_node_through_the_messenger() {
 /// runs) on two native cores: every figure is reported and plausible.
 #[test]
 fn the_native_kernel_runs_the_portable_micro_benchmarks_under_tcg() {
-    let (code, out) = finish(start("tcg", "bench 2 quick", &["-smp", "2"]), "tcg");
+    let (code, out) = finish(start("tcg", "bench 2 quick", &["-smp", "2"]));
     assert_eq!(code, 1, "{out}");
     let line = out
         .lines()
@@ -480,27 +473,23 @@ fn the_store_bench_reaches_a_native_node_through_a_tap_device() {
     }
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/native-tap-bench.sh");
+    let console = std::env::temp_dir().join(format!("sesa-tap-{}.log", std::process::id()));
     let mut bench = Command::new(script)
         .env("SESA", sesa)
         .env("SESA_KERNEL", kernel())
         .args(["--accel", "tcg", "--quick", "--json", "--pipeline", "4"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        // The nodes' consoles go to a file: a pipe nobody reads until the end could
+        // fill and stall the run.
+        .stderr(std::fs::File::create(&console).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while bench.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            // The bench stops its QEMU and servers by PID; a hung one ends with its
-            // namespace's last process.
-            let _ = bench.kill();
-            let _ = bench.wait();
-            panic!("the tap benchmark overstayed 180 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The script execs into the benchmark: stopped by its PID if it overstays.
+    let status = common::wait_for_exit(&mut bench, Duration::from_secs(180));
     let out = bench.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let said = std::fs::read_to_string(&console).unwrap_or_default();
+    let _ = std::fs::remove_file(&console);
+    assert!(status.success(), "{out:?}: {said}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     assert!(
@@ -554,20 +543,11 @@ fn the_native_kernel_profiles_itself_and_the_script_names_its_functions() {
         })
         .unwrap_or_else(|| panic!("no count in the header: {}", node.out));
     assert!(expected > 0, "{}", node.out);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while node.out.matches("sesa-native: profile 0x").count() < expected {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match node.lines.recv_timeout(left) {
-            Ok(line) => {
-                node.out.push_str(&line);
-                node.out.push('\n');
-            }
-            Err(_) => {
-                let _ = node.qemu.kill();
-                panic!("the report ended early: {}", node.out);
-            }
-        }
-    }
+    node.wait_until(
+        |out| out.matches("sesa-native: profile 0x").count() >= expected,
+        &format!("whole report ({expected} addresses)"),
+        Duration::from_secs(30),
+    );
     // Stopped by its PID (it serves until then).
     let _ = node.qemu.kill();
     let _ = node.qemu.wait();

@@ -71,6 +71,11 @@ pub fn init(index: usize) {
 /// Timer ticks between profiling samples (`profile.rs`); 0: not profiling.
 static PROFILE_TICKS: AtomicU64 = AtomicU64::new(0);
 
+/// Whether the timers are periodic for the profiler ([`start_profiling`]).
+pub fn profiling() -> bool {
+    PROFILE_TICKS.load(Ordering::Relaxed) != 0
+}
+
 /// Makes every CPU's timer periodic, `hz` times a second, so the timer's stub samples
 /// where the CPU is (`idt.rs`): the calling CPU's now, the others' as they start
 /// ([`init`]). Call on the boot CPU, after its [`init`] and before the others start.
@@ -90,7 +95,7 @@ fn periodic(ticks: u64) {
 /// Arms the calling CPU's timer to fire once after `ns` (while profiling, the periodic
 /// timer wakes it instead).
 pub fn arm(ns: u64) {
-    if PROFILE_TICKS.load(Ordering::Relaxed) != 0 {
+    if profiling() {
         return;
     }
     let ticks = (ns / 1000).max(1) * TICKS_PER_US.load(Ordering::Acquire);

@@ -110,6 +110,10 @@ exception_common:
     # other stubs end too.
     .global timer_stub
 timer_stub:
+    # Not sampling (the index at or past the end, as it starts): no locked operation on
+    # a line every CPU shares, just a look.
+    cmpq ${profile_cap}, PROFILE_NEXT(%rip)
+    jae eoi
     pushq %rax
     pushq %rcx
     pushq %rdx
@@ -219,16 +223,8 @@ pub fn samples_if_full() -> Option<impl Iterator<Item = u64>> {
         .then(|| PROFILE_SAMPLES.iter().map(|s| s.load(Acquire)))
 }
 
-/// Whether the profiler was started (`profile.rs`).
-pub fn profiling() -> bool {
-    PROFILING.load(core::sync::atomic::Ordering::Relaxed)
-}
-
-static PROFILING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
 /// Starts taking [`PROFILE_CAP`] samples again.
 pub fn restart_samples() {
-    PROFILING.store(true, core::sync::atomic::Ordering::Relaxed);
     PROFILE_NEXT.store(0, core::sync::atomic::Ordering::Release);
 }
 
