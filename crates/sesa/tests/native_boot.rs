@@ -419,12 +419,7 @@ fn the_native_kernel_runs_the_portable_micro_benchmarks_under_tcg() {
         "spawn_rtt_p99_ns",
         "spawn_mops",
     ] {
-        let value: f64 = line
-            .split(' ')
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {line}"));
-        assert!(value > 0.0 && value.is_finite(), "{name}={value}: {line}");
+        assert_measured(line, name);
     }
     assert!(line.starts_with("cores=2 "), "{line}");
     // The heap's per-CPU caches against talc alone, both measured.
@@ -433,13 +428,18 @@ fn the_native_kernel_runs_the_portable_micro_benchmarks_under_tcg() {
         .find_map(|l| l.split_once("sesa-native: heap (").map(|(_, rest)| rest))
         .unwrap_or_else(|| panic!("no heap figures: {out}"));
     for name in ["cached_ns", "talc_ns"] {
-        let value: f64 = heap
-            .split(' ')
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {heap}"));
-        assert!(value > 0.0 && value.is_finite(), "{name}={value}: {heap}");
+        assert_measured(heap, name);
     }
+}
+
+/// Asserts `line` (`name=value` words) holds a finite, positive `name`.
+fn assert_measured(line: &str, name: &str) {
+    let value: f64 = line
+        .split(' ')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line}"));
+    assert!(value > 0.0 && value.is_finite(), "{name}={value}: {line}");
 }
 
 /// `sesa bench kv --native --tap`: the store's native side reached through a tap device
