@@ -3,7 +3,9 @@
 
 use proptest::prelude::*;
 use sesa_apps::memcache::protocol::StoreMode;
-use sesa_apps::memcache::store::{ArithError, ITEM_OVERHEAD, Item, Partition, Stored, expiry};
+use sesa_apps::memcache::store::{
+    ArithError, ITEM_OVERHEAD, Item, Partition, Scan, Stored, expiry,
+};
 
 const NOW: u64 = 1_700_000_000;
 
@@ -367,15 +369,19 @@ proptest! {
     }
 }
 
-#[test]
-fn a_replica_copy_keeps_its_cas_refuses_older_copies_and_later_writes_go_above_it() {
-    let mut p = Partition::new(1 << 20);
-    let copy = |value: &[u8], cas| Item {
+/// A copy of an item as its primary sends it.
+fn copy(value: &[u8], cas: u64) -> Item {
+    Item {
         value: value.to_vec(),
         flags: 3,
         expires_at: None,
         cas,
-    };
+    }
+}
+
+#[test]
+fn a_replica_copy_keeps_its_cas_refuses_older_copies_and_later_writes_go_above_it() {
+    let mut p = Partition::new(1 << 20);
     assert!(p.import(b"k", Some(copy(b"new", 500)), NOW));
     assert_eq!(p.get(b"k", NOW).unwrap().cas, 500);
     // An older copy arriving late does not undo the newer one.
@@ -393,4 +399,62 @@ fn a_replica_copy_keeps_its_cas_refuses_older_copies_and_later_writes_go_above_i
     assert!(!p.holds(b"k", NOW));
     assert_eq!(p.keys(NOW), Vec::<Vec<u8>>::new());
     assert_eq!(p.live_keys(NOW), 0);
+}
+
+proptest! {
+    /// A scan for a move, a slice at a time with writes and deletes between the slices:
+    /// every key held when it began, and neither written nor deleted since, is in
+    /// exactly one slice; no key is in two.
+    #[test]
+    fn a_scan_finds_every_key_held_when_it_began_once(
+        keys in 0usize..3000,
+        ops in proptest::collection::vec((0u8..3, 0usize..4000), 0..300),
+        slices_between in 1usize..40,
+    ) {
+        let mut p = Partition::new(1 << 30);
+        for k in 0..keys {
+            p.store(StoreMode::Set, format!("key{k}").as_bytes(), 0, 0, b"v", NOW);
+        }
+        let mut untouched: std::collections::BTreeSet<Vec<u8>> =
+            (0..keys).map(|k| format!("key{k}").into_bytes()).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut scan = Scan::default();
+        let mut ops = ops.into_iter();
+        let mut slices = 0;
+        while let Some(slice) = p.scan(&mut scan, NOW) {
+            slices += 1;
+            for key in slice {
+                prop_assert!(seen.insert(key.clone()), "{:?} twice", key);
+            }
+            if slices % slices_between == 0 {
+                for (op, k) in ops.by_ref().take(20) {
+                    let key = format!("key{k}").into_bytes();
+                    if op == 0 {
+                        p.delete(&key, NOW);
+                    } else {
+                        p.store(StoreMode::Set, &key, 0, 0, b"w", NOW);
+                    }
+                    untouched.remove(&key);
+                }
+            }
+        }
+        prop_assert_eq!(slices, 256);
+        let missed: Vec<_> = untouched.difference(&seen).collect();
+        prop_assert!(missed.is_empty(), "missed {:?}", missed);
+    }
+}
+
+#[test]
+fn a_copy_replaces_a_dead_item_and_removing_one_reports_nothing_removed() {
+    let mut p = Partition::new(1 << 20);
+    // Expired, with a higher cas than the copy: the copy is installed anyway.
+    p.store(StoreMode::Set, b"k", 0, 0, b"old", NOW);
+    p.touch(b"k", -1, NOW);
+    assert!(p.import(b"k", Some(copy(b"new", 1)), NOW));
+    assert_eq!(p.get(b"k", NOW).unwrap().value, b"new");
+    // Removing an expired item by copy: nothing live was removed, and its bytes go.
+    p.touch(b"k", -1, NOW);
+    assert!(!p.import(b"k", None, NOW));
+    assert_eq!(p.stats().items, 0);
+    assert_eq!(p.stats().bytes, 0);
 }

@@ -24,8 +24,10 @@ use alloc::collections::VecDeque;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
-use hashbrown::HashMap;
-use hashbrown::hash_map::EntryRef;
+use core::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry as Slot;
 
 use super::protocol::StoreMode;
 
@@ -145,6 +147,201 @@ impl PartialEq for Key {
 
 impl Eq for Key {}
 
+/// Entries per block of the eviction queue.
+const QUEUE_BLOCK: usize = 4096;
+
+/// The eviction queue: (tick, key) in tick order, in blocks of [`QUEUE_BLOCK`] entries.
+/// One `VecDeque` of a million entries grows by moving them all into a new buffer
+/// twice as large (tens of megabytes, while the core serves nobody); this grows a
+/// block at a time.
+#[derive(Default)]
+struct Queue {
+    /// Never an empty block.
+    blocks: VecDeque<VecDeque<(u64, Key)>>,
+    len: usize,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push_back(&mut self, entry: (u64, Key)) {
+        match self.blocks.back_mut() {
+            Some(block) if block.len() < QUEUE_BLOCK => block.push_back(entry),
+            _ => {
+                let mut block = VecDeque::with_capacity(QUEUE_BLOCK);
+                block.push_back(entry);
+                self.blocks.push_back(block);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn pop_front(&mut self) -> Option<(u64, Key)> {
+        let block = self.blocks.front_mut()?;
+        let entry = block.pop_front();
+        if block.is_empty() {
+            self.blocks.pop_front();
+        }
+        self.len -= 1;
+        entry
+    }
+
+    /// Keeps the entries `keep` says, in order, packed into full blocks again (a block
+    /// emptied is freed before the next is made).
+    fn retain(&mut self, mut keep: impl FnMut(&(u64, Key)) -> bool) {
+        let blocks = core::mem::take(&mut self.blocks);
+        self.len = 0;
+        for block in blocks {
+            for entry in block {
+                if keep(&entry) {
+                    self.push_back(entry);
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.blocks.clear();
+        self.len = 0;
+    }
+}
+
+/// Tables a partition's items are split over, by bits of their keys' hash.
+const SHARDS: usize = 256;
+
+/// Entries of [`Index::map`].
+const MAP: usize = 4096;
+
+/// A partition's items: [`SHARDS`] hash tables, a key's chosen by bits 32-43 of its
+/// hash (the tables use the lowest bits for the slot and the highest for their tags).
+/// A table that grows rehashes and moves every item in it, and takes fresh memory the
+/// kernel must zero, while its core serves nobody: for one table of a million items
+/// that was 300 ms on these machines. Split, growing moves a 256th of the items at a
+/// time. The key is hashed once per operation, here, not again by the table.
+///
+/// The tables get unequal shares of the keys (see [`Index::map`]): with equal shares
+/// they would all reach their load limit, and grow, within moments of one another
+/// while keys pour in (a move's copies), which only splits the same pause in 256.
+struct Index {
+    shards: Box<[HashTable<(Key, Entry)>]>,
+    /// Bits 32-43 of a key's hash -> its table. Table `i` gets a share of the keys
+    /// proportional to 2^(i/256): the shares span one doubling, evenly in log scale,
+    /// so as the keys grow in number the tables reach their limits one after another,
+    /// spread over every doubling of the total.
+    map: Box<[u8]>,
+    state: foldhash::fast::FixedState,
+    len: usize,
+}
+
+impl Index {
+    fn new(state: foldhash::fast::FixedState) -> Index {
+        Index {
+            shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
+            map: Index::shares(),
+            state,
+            len: 0,
+        }
+    }
+
+    /// [`Index::map`]: table `i` owns the entries from `MAP * W(i) / W(SHARDS)` on,
+    /// where `W(i)` sums `2^(j/256)` over `j < i` (so each gets 11 to 22 of them).
+    fn shares() -> Box<[u8]> {
+        // 2^(1/256), to step the weights without `powf` (not in `core`).
+        const STEP: f64 = 1.002_711_275_050_202_5;
+        let mut starts = [0f64; SHARDS + 1];
+        let mut weight = 1.0;
+        for i in 0..SHARDS {
+            starts[i + 1] = starts[i] + weight;
+            weight *= STEP;
+        }
+        let total = starts[SHARDS];
+        let mut map = alloc::vec![0u8; MAP].into_boxed_slice();
+        let mut shard = 0;
+        for (at, slot) in map.iter_mut().enumerate() {
+            while shard + 1 < SHARDS && (at as f64) >= starts[shard + 1] * MAP as f64 / total {
+                shard += 1;
+            }
+            // At most 255: `shard` stays below SHARDS.
+            *slot = shard as u8;
+        }
+        map
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.state.hash_one(key)
+    }
+
+    fn shard(&self, hash: u64) -> usize {
+        usize::from(self.map[(hash >> 32) as usize % MAP])
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Entry> {
+        let hash = self.hash(key);
+        self.shards[self.shard(hash)]
+            .find(hash, |(k, _)| k.as_slice() == key)
+            .map(|(_, e)| e)
+    }
+
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        let hash = self.hash(key);
+        self.shards[self.shard(hash)]
+            .find_mut(hash, |(k, _)| k.as_slice() == key)
+            .map(|(_, e)| e)
+    }
+
+    fn contains_key(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let hash = self.hash(key);
+        let found = self.shards[self.shard(hash)]
+            .find_entry(hash, |(k, _)| k.as_slice() == key)
+            .ok()?;
+        let ((_, entry), _) = found.remove();
+        self.len -= 1;
+        Some(entry)
+    }
+
+    /// Stores `entry` under `key`, replacing what was there.
+    fn insert(&mut self, key: Key, entry: Entry) {
+        let hash = self.hash(key.as_slice());
+        let state = &self.state;
+        match self.shards[self.shard(hash)].entry(
+            hash,
+            |(k, _)| *k == key,
+            |(k, _)| state.hash_one(k.as_slice()),
+        ) {
+            Slot::Occupied(mut found) => found.get_mut().1 = entry,
+            Slot::Vacant(slot) => {
+                slot.insert((key, entry));
+                self.len += 1;
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter().map(|(k, e)| (k, e)))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Entry> {
+        self.iter().map(|(_, e)| e)
+    }
+
+    fn clear(&mut self) {
+        self.shards.iter_mut().for_each(HashTable::clear);
+        self.len = 0;
+    }
+}
+
 struct Entry {
     item: Item,
     /// The entry's position in the eviction queue.
@@ -157,13 +354,13 @@ struct Entry {
 
 /// One partition.
 pub struct Partition {
-    items: HashMap<Key, Entry, foldhash::fast::FixedState>,
+    items: Index,
     /// The eviction queue, oldest first: (tick, key) as items were queued. An entry
     /// whose tick is no longer its key's `touched` is stale (the item went, or was
     /// stored or queued again since) and is dropped when it comes to the front, so
     /// removing or replacing an item costs the queue nothing; it is compacted when
     /// stale entries outnumber live ones ([`Partition::insert`]).
-    lru: VecDeque<(u64, Key)>,
+    lru: Queue,
     tick: u64,
     next_cas: u64,
     bytes: usize,
@@ -171,6 +368,13 @@ pub struct Partition {
     /// Items stored at or before this time are invalid (`flush_all`).
     flushed_before: Option<u64>,
     stats: PartitionStats,
+}
+
+/// Where a scan of a partition's keys stands ([`Partition::scan`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// The next of the partition's tables to look at.
+    shard: usize,
 }
 
 fn cost(key: &[u8], value: &[u8]) -> usize {
@@ -206,8 +410,8 @@ impl Partition {
     /// (which should be secret: from the platform's entropy).
     pub fn with_seed(limit: usize, seed: u64) -> Self {
         Partition {
-            items: HashMap::with_hasher(foldhash::fast::FixedState::with_seed(seed)),
-            lru: VecDeque::new(),
+            items: Index::new(foldhash::fast::FixedState::with_seed(seed)),
+            lru: Queue::default(),
             tick: 0,
             next_cas: 1,
             bytes: 0,
@@ -244,21 +448,24 @@ impl Partition {
     /// a dead item found is removed through the same entry.
     pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Item> {
         let flushed_before = self.flushed_before;
-        match self.items.entry_ref(key) {
-            EntryRef::Occupied(found) if live(found.get(), now, flushed_before) => {
+        let hash = self.items.hash(key);
+        let shard = &mut self.items.shards[self.items.shard(hash)];
+        match shard.find_entry(hash, |(k, _)| k.as_slice() == key) {
+            Ok(found) if live(&found.get().1, now, flushed_before) => {
                 self.stats.hits += 1;
-                let entry = found.into_mut();
+                let (_, entry) = found.into_mut();
                 entry.referenced = true;
                 Some(&entry.item)
             }
-            EntryRef::Occupied(dead) => {
+            Ok(dead) => {
                 // What `remove` does, on the fields the entry does not borrow.
-                let (key, entry) = dead.remove_entry();
+                let ((key, entry), _) = dead.remove();
+                self.items.len -= 1;
                 self.bytes -= cost(key.as_slice(), &entry.item.value);
                 self.stats.misses += 1;
                 None
             }
-            EntryRef::Vacant(_) => {
+            Err(_) => {
                 self.stats.misses += 1;
                 None
             }
@@ -325,6 +532,11 @@ impl Partition {
     fn insert(&mut self, key: &[u8], mut item: Item, now: u64) {
         item.cas = self.next_cas;
         self.next_cas += 1;
+        self.put(key, item, now);
+    }
+
+    /// Stores `item` as it is (its cas included) and queues it for eviction.
+    fn put(&mut self, key: &[u8], item: Item, now: u64) {
         self.tick += 1;
         self.bytes += cost(key, &item.value);
         let key = Key::new(key);
@@ -429,6 +641,16 @@ impl Partition {
         self.items.get(key).map(|e| e.item.clone())
     }
 
+    /// The live item under `key` (for replication), without marking it used or
+    /// counting a hit: [`Partition::export`] without the copy (and a dead item is
+    /// left for the next write or read of its key to remove).
+    pub fn peek(&self, key: &[u8], now: u64) -> Option<&Item> {
+        self.items
+            .get(key)
+            .filter(|e| self.live(e, now))
+            .map(|e| &e.item)
+    }
+
     /// Whether a live item is under `key` (no hit or miss counted).
     pub fn holds(&mut self, key: &[u8], now: u64) -> bool {
         self.purge_if_dead(key, now);
@@ -440,7 +662,25 @@ impl Partition {
         self.items.values().filter(|e| self.live(e, now)).count()
     }
 
-    /// The live keys (for moving them when the cluster changes).
+    /// The live keys of the next of the partition's tables, for moving them when the
+    /// cluster changes (`None` once `scan` has been through them all): a slice of a
+    /// 256th of the keys at a time, where [`Partition::keys`] copies every key out at
+    /// once (for a million keys, tens of megabytes of fresh memory, and a core that
+    /// serves nobody while it is made). Every key held when the scan began and still
+    /// held is in some slice; one stored since may be too, or not.
+    pub fn scan(&self, scan: &mut Scan, now: u64) -> Option<Vec<Vec<u8>>> {
+        let shard = self.items.shards.get(scan.shard)?;
+        scan.shard += 1;
+        Some(
+            shard
+                .iter()
+                .filter(|(_, e)| self.live(e, now))
+                .map(|(k, _)| k.as_slice().to_vec())
+                .collect(),
+        )
+    }
+
+    /// The live keys, all at once (see [`Partition::scan`] for moving them).
     pub fn keys(&self, now: u64) -> Vec<Vec<u8>> {
         self.items
             .iter()
@@ -455,12 +695,24 @@ impl Partition {
     /// later (after a failover) always carries a higher cas than any copy it received.
     /// Returns whether the copy was installed.
     pub fn import(&mut self, key: &[u8], item: Option<Item>, now: u64) -> bool {
-        self.purge_if_dead(key, now);
+        // A move installs hundreds of thousands of these: the table is looked up once
+        // before the replacement (a dead item counts as absent, as `purge_if_dead`
+        // would make it), not once more to purge it.
         let Some(item) = item else {
-            return self.remove(key).is_some();
+            let flushed_before = self.flushed_before;
+            let Some(entry) = self.items.remove(key) else {
+                return false;
+            };
+            self.bytes -= cost(key, &entry.item.value);
+            return live(&entry, now, flushed_before);
         };
         self.next_cas = self.next_cas.max(item.cas.saturating_add(1));
-        if self.items.get(key).is_some_and(|e| e.item.cas > item.cas) {
+        let flushed_before = self.flushed_before;
+        if self
+            .items
+            .get(key)
+            .is_some_and(|e| live(e, now, flushed_before) && e.item.cas > item.cas)
+        {
             return false;
         }
         let needed = cost(key, &item.value);
@@ -469,11 +721,7 @@ impl Partition {
         }
         self.remove(key);
         self.make_room(needed);
-        let cas = item.cas;
-        self.insert(key, item, now);
-        if let Some(e) = self.items.get_mut(key) {
-            e.item.cas = cas;
-        }
+        self.put(key, item, now);
         true
     }
 
@@ -531,4 +779,61 @@ pub fn leading_number(value: &[u8]) -> Option<u64> {
     // negative as a signed number.
     let wrapped = n.wrapping_neg();
     (wrapped as i64 >= 0).then_some(wrapped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tables_shares_span_one_doubling_in_order() {
+        let map = Index::shares();
+        let mut counts = [0usize; SHARDS];
+        for &shard in map.iter() {
+            counts[usize::from(shard)] += 1;
+        }
+        // Table i's share is MAP * 2^(i/256) / sum (11.1 for the first, 22.1 for the
+        // last), to within the rounding of the map's boundaries.
+        let total: f64 = (0..SHARDS).map(|i| 2f64.powf(i as f64 / 256.0)).sum();
+        for (i, &count) in counts.iter().enumerate() {
+            let ideal = MAP as f64 * 2f64.powf(i as f64 / 256.0) / total;
+            assert!(
+                (count as f64 - ideal).abs() <= 1.0,
+                "table {i}: {count} of {ideal}"
+            );
+        }
+        // And the map is in table order, so each table's share is one run of it.
+        assert!(map.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn the_queue_keeps_its_order_across_blocks() {
+        let mut q = Queue::default();
+        let n = 3 * QUEUE_BLOCK as u64 + 17;
+        for t in 0..n {
+            q.push_back((t, Key::new(&t.to_le_bytes())));
+        }
+        assert_eq!(q.len(), n as usize);
+        for t in 0..QUEUE_BLOCK as u64 + 5 {
+            assert_eq!(q.pop_front().map(|(t, _)| t), Some(t));
+        }
+        // Compaction keeps the order and packs the blocks again.
+        q.retain(|(t, _)| t % 3 == 0);
+        let left: Vec<u64> = core::iter::from_fn(|| q.pop_front().map(|(t, _)| t)).collect();
+        let expected: Vec<u64> = (QUEUE_BLOCK as u64 + 5..n).filter(|t| t % 3 == 0).collect();
+        assert_eq!(left, expected);
+        assert_eq!(q.len(), 0);
+        assert!(q.blocks.is_empty());
+    }
+
+    #[test]
+    fn compaction_packs_the_queue_into_full_blocks() {
+        let mut q = Queue::default();
+        for t in 0..4 * QUEUE_BLOCK as u64 {
+            q.push_back((t, Key::new(b"k")));
+        }
+        q.retain(|(t, _)| t % 2 == 0);
+        assert_eq!(q.len(), 2 * QUEUE_BLOCK);
+        assert_eq!(q.blocks.len(), 2);
+    }
 }
