@@ -38,7 +38,9 @@ fn the_checkers_report_the_losses_of_careless_runs() {
 }
 
 fn careless_runs_lose_writes(workload: Workload) {
-    let lost: u64 = (25..30)
+    // Twenty seeds: about a third of careless runs lose a write, which ones depends on
+    // the schedule, and five seeds once all happened to lose none.
+    let lost: u64 = (0..20)
         .map(|seed| {
             let o = run(&Options {
                 careless: true,
@@ -59,7 +61,7 @@ fn careless_runs_lose_writes(workload: Workload) {
 /// the fault schedule of 2026-11-29), and must pass.
 #[test]
 fn the_seeds_that_found_bugs_pass() {
-    let cases: [(Workload, &[u64], &str); 8] = [
+    let cases: [(Workload, &[u64], &str); 9] = [
         (
             Workload::Idmap,
             &[31, 46, 84, 159],
@@ -102,6 +104,11 @@ fn the_seeds_that_found_bugs_pass() {
             Workload::Kv,
             &[2040],
             "a node that missed a view (not connected yet) owned keys without knowing",
+        ),
+        (
+            Workload::Kv,
+            &[3089],
+            "a node rejoining a store left with one owner per key copied at a join's gentle              pace, and the last old owner crashed before the copies were made",
         ),
     ];
     for (workload, seeds, bug) in cases {
