@@ -592,8 +592,11 @@ impl Node {
             // While keys move, a read goes to an owner of the key in both views: it holds
             // every acknowledged write, where a new primary may first have to fetch the
             // key from an old owner (an extra round trip for most reads of a moving key).
-            let (target, method) = match self.steady_owner(&view, op.key()) {
-                Some(m) if nearest && m.node != primary.node => (m, READ),
+            let steady = nearest
+                .then(|| self.steady_owner(&view, op.key()))
+                .flatten();
+            let (target, method) = match steady {
+                Some(m) if m.node != primary.node => (m, READ),
                 _ => (primary, EXEC),
             };
             let Some(service) = EbbId::from_raw(target.service) else {
