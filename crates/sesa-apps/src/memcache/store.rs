@@ -27,7 +27,6 @@ use alloc::vec::Vec;
 use core::hash::BuildHasher;
 
 use hashbrown::HashTable;
-use hashbrown::hash_table::Entry as Slot;
 
 use super::protocol::StoreMode;
 
@@ -211,8 +210,42 @@ impl Queue {
 /// Tables a partition's items are split over, by bits of their keys' hash.
 const SHARDS: usize = 256;
 
-/// Entries of [`Index::map`].
+/// Entries of [`SHARE_MAP`].
 const MAP: usize = 4096;
+
+/// Bits 32-43 of a key's hash -> its table ([`Index`]). Table `i` gets a share of the
+/// keys proportional to 2^(i/256): the shares span one doubling, evenly in log scale, so
+/// as the keys grow in number the tables reach their limits one after another, spread
+/// over every doubling of the total. The same for every partition: made at compile
+/// time.
+static SHARE_MAP: [u8; MAP] = shares();
+
+/// [`SHARE_MAP`]: table `i` owns the entries from `MAP * W(i) / W(SHARDS)` on, where
+/// `W(i)` sums `2^(j/256)` over `j < i` (so each gets 11 to 22 of them).
+const fn shares() -> [u8; MAP] {
+    // 2^(1/256), to step the weights without `powf` (not in `core`).
+    const STEP: f64 = 1.002_711_275_050_202_5;
+    let mut starts = [0f64; SHARDS + 1];
+    let mut weight = 1.0;
+    let mut i = 0;
+    while i < SHARDS {
+        starts[i + 1] = starts[i] + weight;
+        weight *= STEP;
+        i += 1;
+    }
+    let total = starts[SHARDS];
+    let mut map = [0u8; MAP];
+    let (mut at, mut shard) = (0, 0);
+    while at < MAP {
+        while shard + 1 < SHARDS && (at as f64) >= starts[shard + 1] * MAP as f64 / total {
+            shard += 1;
+        }
+        // At most 255: `shard` stays below SHARDS.
+        map[at] = shard as u8;
+        at += 1;
+    }
+    map
+}
 
 /// A partition's items: [`SHARDS`] hash tables, a key's chosen by bits 32-43 of its
 /// hash (the tables use the lowest bits for the slot and the highest for their tags).
@@ -221,16 +254,11 @@ const MAP: usize = 4096;
 /// that was 300 ms on these machines. Split, growing moves a 256th of the items at a
 /// time. The key is hashed once per operation, here, not again by the table.
 ///
-/// The tables get unequal shares of the keys (see [`Index::map`]): with equal shares
+/// The tables get unequal shares of the keys (see [`SHARE_MAP`]): with equal shares
 /// they would all reach their load limit, and grow, within moments of one another
 /// while keys pour in (a move's copies), which only splits the same pause in 256.
 struct Index {
     shards: Box<[HashTable<(Key, Entry)>]>,
-    /// Bits 32-43 of a key's hash -> its table. Table `i` gets a share of the keys
-    /// proportional to 2^(i/256): the shares span one doubling, evenly in log scale,
-    /// so as the keys grow in number the tables reach their limits one after another,
-    /// spread over every doubling of the total.
-    map: Box<[u8]>,
     state: foldhash::fast::FixedState,
     len: usize,
 }
@@ -239,34 +267,9 @@ impl Index {
     fn new(state: foldhash::fast::FixedState) -> Index {
         Index {
             shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
-            map: Index::shares(),
             state,
             len: 0,
         }
-    }
-
-    /// [`Index::map`]: table `i` owns the entries from `MAP * W(i) / W(SHARDS)` on,
-    /// where `W(i)` sums `2^(j/256)` over `j < i` (so each gets 11 to 22 of them).
-    fn shares() -> Box<[u8]> {
-        // 2^(1/256), to step the weights without `powf` (not in `core`).
-        const STEP: f64 = 1.002_711_275_050_202_5;
-        let mut starts = [0f64; SHARDS + 1];
-        let mut weight = 1.0;
-        for i in 0..SHARDS {
-            starts[i + 1] = starts[i] + weight;
-            weight *= STEP;
-        }
-        let total = starts[SHARDS];
-        let mut map = alloc::vec![0u8; MAP].into_boxed_slice();
-        let mut shard = 0;
-        for (at, slot) in map.iter_mut().enumerate() {
-            while shard + 1 < SHARDS && (at as f64) >= starts[shard + 1] * MAP as f64 / total {
-                shard += 1;
-            }
-            // At most 255: `shard` stays below SHARDS.
-            *slot = shard as u8;
-        }
-        map
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
@@ -274,7 +277,7 @@ impl Index {
     }
 
     fn shard(&self, hash: u64) -> usize {
-        usize::from(self.map[(hash >> 32) as usize % MAP])
+        usize::from(SHARE_MAP[(hash >> 32) as usize % MAP])
     }
 
     fn len(&self) -> usize {
@@ -309,31 +312,19 @@ impl Index {
         Some(entry)
     }
 
-    /// Stores `entry` under `key`, replacing what was there.
+    /// Stores `entry` under `key`, which is not there: every caller removes it first
+    /// (its bytes are counted out as it goes), so no probe compares keys.
     fn insert(&mut self, key: Key, entry: Entry) {
+        debug_assert!(self.get(key.as_slice()).is_none(), "inserted twice");
         let hash = self.hash(key.as_slice());
         let state = &self.state;
-        match self.shards[self.shard(hash)].entry(
-            hash,
-            |(k, _)| *k == key,
-            |(k, _)| state.hash_one(k.as_slice()),
-        ) {
-            Slot::Occupied(mut found) => found.get_mut().1 = entry,
-            Slot::Vacant(slot) => {
-                slot.insert((key, entry));
-                self.len += 1;
-            }
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
-        self.shards
-            .iter()
-            .flat_map(|s| s.iter().map(|(k, e)| (k, e)))
+        self.shards[self.shard(hash)]
+            .insert_unique(hash, (key, entry), |(k, _)| state.hash_one(k.as_slice()));
+        self.len += 1;
     }
 
     fn values(&self) -> impl Iterator<Item = &Entry> {
-        self.iter().map(|(_, e)| e)
+        self.shards.iter().flat_map(|s| s.iter().map(|(_, e)| e))
     }
 
     fn clear(&mut self) {
@@ -657,16 +648,16 @@ impl Partition {
         self.items.contains_key(key)
     }
 
-    /// How many live keys there are (what [`Partition::keys`] would return).
+    /// How many live keys there are (what a [`Partition::scan`] returns in all).
     pub fn live_keys(&self, now: u64) -> usize {
         self.items.values().filter(|e| self.live(e, now)).count()
     }
 
     /// The live keys of the next of the partition's tables, for moving them when the
     /// cluster changes (`None` once `scan` has been through them all): a slice of a
-    /// 256th of the keys at a time, where [`Partition::keys`] copies every key out at
-    /// once (for a million keys, tens of megabytes of fresh memory, and a core that
-    /// serves nobody while it is made). Every key held when the scan began and still
+    /// 256th of the keys at a time, not every key copied out at once (for a million
+    /// keys, tens of megabytes of fresh memory, and a core that serves nobody while it
+    /// is made). Every key held when the scan began and still
     /// held is in some slice; one stored since may be too, or not.
     pub fn scan(&self, scan: &mut Scan, now: u64) -> Option<Vec<Vec<u8>>> {
         let shard = self.items.shards.get(scan.shard)?;
@@ -678,15 +669,6 @@ impl Partition {
                 .map(|(k, _)| k.as_slice().to_vec())
                 .collect(),
         )
-    }
-
-    /// The live keys, all at once (see [`Partition::scan`] for moving them).
-    pub fn keys(&self, now: u64) -> Vec<Vec<u8>> {
-        self.items
-            .iter()
-            .filter(|(_, e)| self.live(e, now))
-            .map(|(k, _)| k.as_slice().to_vec())
-            .collect()
     }
 
     /// Installs a replica's copy of `key` from its primary: `Some` replaces the item
@@ -787,7 +769,7 @@ mod tests {
 
     #[test]
     fn the_tables_shares_span_one_doubling_in_order() {
-        let map = Index::shares();
+        let map = SHARE_MAP;
         let mut counts = [0usize; SHARDS];
         for &shard in map.iter() {
             counts[usize::from(shard)] += 1;
