@@ -82,7 +82,7 @@ pub const FLUSH: u16 = 7;
 pub const INVALIDATE: u16 = 8;
 /// Run a client's read here as a holder of the key (not necessarily its primary): sent
 /// while keys move to an owner of the key in both views, which has every acknowledged
-/// write of it.
+/// write of it (see `Node::route`).
 pub const READ: u16 = 9;
 /// Connect to every node of a [`View`] (the frontend's first step of a change, before
 /// [`VIEW`]); answered once connected.
@@ -104,6 +104,7 @@ const PACE_REST_JOIN: u32 = 5;
 /// As [`PACE_REST_JOIN`] when a node left or was lost: its keys are on fewer owners
 /// until they are copied, so they move faster, at more cost to the clients.
 const PACE_REST_LOSS: u32 = 1;
+const _: () = assert!(PACE_REST_LOSS < PACE_REST_JOIN);
 /// The least rest worth a sleep ([`Pace`]).
 const PACE_SLEEP: Duration = Duration::from_millis(2);
 /// How long a request waits for the frontend's next view when its primary is lost.
@@ -399,21 +400,18 @@ impl Node {
     /// Whether this node owns `key` in `view` and, if keys are moving, owned it in the
     /// previous view too (so it holds every acknowledged write of it).
     fn holds_for_sure(&self, view: &View, key: &[u8]) -> bool {
-        let mine = |v: &View| v.owners(key).iter().any(|m| m.node == self.me);
-        mine(view) && self.views().previous.as_deref().is_none_or(mine)
+        self.holds_for_sure_among(&view.owners(key), self.owners_before(key).as_deref())
     }
 
-    /// While keys move to `view`: an owner of `key` in both `view` and the previous view,
-    /// the earliest in `view`'s order. It holds every acknowledged write of the key (an
-    /// old owner had them all, a new one gets every write made since), with nothing to
-    /// wait for. `None` when no keys move, or when every owner is new (several nodes
-    /// joined at once, say).
-    fn steady_owner(&self, view: &View, key: &[u8]) -> Option<Member> {
-        let previous = self.views().previous.clone()?;
-        let before = previous.owners(key);
-        view.owners(key)
-            .into_iter()
-            .find(|m| before.iter().any(|b| b.node == m.node))
+    /// [`Node::holds_for_sure`], given the key's owners now and, while keys move, before.
+    fn holds_for_sure_among(&self, now: &[Member], before: Option<&[Member]>) -> bool {
+        let mine = |owners: &[Member]| owners.iter().any(|m| m.node == self.me);
+        mine(now) && before.is_none_or(mine)
+    }
+
+    /// `key`'s owners in the previous view, while keys move to the current one.
+    fn owners_before(&self, key: &[u8]) -> Option<Vec<Member>> {
+        self.views().previous.as_ref().map(|p| p.owners(key))
     }
 
     /// This node's rebalance progress.
@@ -446,7 +444,7 @@ impl Node {
                 Ok(self.route(op, epoch, hops, Reads::Nearest).await)
             }
             PUT => {
-                let (epoch, copies): (u64, Vec<Copy>) =
+                let (epoch, mut copies): (u64, Vec<Copy>) =
                     postcard::from_bytes(&payload).map_err(|_| bad())?;
                 let here = sesa_event::current_core();
                 let cores = sesa_event::cores();
@@ -455,7 +453,6 @@ impl Node {
                         "copies sent to a core that does not own them".into(),
                     ));
                 }
-                let mut copies = copies;
                 self.kv.with_partition(|p, now| {
                     for c in &mut copies {
                         p.import(&c.key, c.item.take().map(Item::from), now);
@@ -555,7 +552,8 @@ impl Node {
             if view.epoch == 0 {
                 return server_error("the store has no view of its nodes yet");
             }
-            let Some(primary) = view.owners(op.key()).first().copied() else {
+            let owners = view.owners(op.key());
+            let Some(primary) = owners.first().copied() else {
                 return server_error("the store has no nodes");
             };
             if primary.node == self.me {
@@ -568,7 +566,13 @@ impl Node {
             // owner before it is acknowledged. While keys move, only if this node owned
             // the key before too (a new owner may still be waiting for its copy).
             let nearest = reads == Reads::Nearest && !op.writes();
-            if nearest && self.holds_for_sure(&view, op.key()) {
+            // Only a read may be answered by another holder than the primary.
+            let before = if nearest {
+                self.owners_before(op.key())
+            } else {
+                None
+            };
+            if nearest && self.holds_for_sure_among(&owners, before.as_deref()) {
                 let (kv, core) = (self.kv, owner(op.key(), sesa_event::cores()));
                 return sesa_event::spawn_on(core, move || kv.apply_here(op))
                     .await
@@ -589,12 +593,18 @@ impl Node {
             if hops >= MAX_HOPS {
                 return server_error("the nodes disagree on where the key lives");
             }
-            // While keys move, a read goes to an owner of the key in both views: it holds
-            // every acknowledged write, where a new primary may first have to fetch the
-            // key from an old owner (an extra round trip for most reads of a moving key).
-            let steady = nearest
-                .then(|| self.steady_owner(&view, op.key()))
-                .flatten();
+            // While keys move, a read goes to an owner of the key in both views, the
+            // earliest in the current one's order: it holds every acknowledged write (an
+            // old owner had them all, a new one gets every write made since), where a new
+            // primary may first have to fetch the key from an old owner (an extra round
+            // trip for most reads of a moving key). None when every owner is new
+            // (several nodes joined at once, say).
+            let steady = before.as_deref().and_then(|before| {
+                owners
+                    .iter()
+                    .find(|m| before.iter().any(|b| b.node == m.node))
+                    .copied()
+            });
             let (target, method) = match steady {
                 Some(m) if m.node != primary.node => (m, READ),
                 _ => (primary, EXEC),
@@ -1522,6 +1532,5 @@ mod tests {
             Pace::of(&view(&[1], 1), &view(&[1, 3], 2)).rest,
             PACE_REST_LOSS
         );
-        const { assert!(PACE_REST_LOSS < PACE_REST_JOIN) };
     }
 }
