@@ -30,15 +30,14 @@ const REPORTED: usize = 400;
 /// The sampling rate `profile=<hz>` asks for, if a word of `command_line` does (1 Hz to
 /// 100 kHz); `Err` with the word if it is not a number.
 pub fn rate(command_line: &str) -> Option<Result<u32, &str>> {
-    command_line
-        .split_ascii_whitespace()
-        .find(|w| w.starts_with("profile="))
-        .map(|word| {
-            word["profile=".len()..]
-                .parse::<u32>()
+    command_line.split_ascii_whitespace().find_map(|word| {
+        let hz = word.strip_prefix("profile=")?;
+        Some(
+            hz.parse::<u32>()
                 .map(|hz| hz.clamp(1, 100_000))
-                .map_err(|_| word)
-        })
+                .map_err(|_| word),
+        )
+    })
 }
 
 /// Starts sampling on every CPU at `hz` (the boot CPU's timer now, the others' as they

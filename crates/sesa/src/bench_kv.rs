@@ -397,6 +397,10 @@ fn start_native(config: &KvBenchConfig, native: &NativeServer) -> anyhow::Result
             (netdev, addr)
         }
         Some(tap) => {
+            if tap.contains(',') {
+                // It goes into QEMU's option string, where a comma starts an option.
+                bail!("{tap:?}: a tap device's name for QEMU may not contain a comma");
+            }
             // QEMU would create a missing tap itself, with no address: the run would
             // then wait for a guest nobody can reach. Say what is missing instead.
             // (/proc/self/net is this process's namespace; /sys/class/net is the one
@@ -405,10 +409,6 @@ fn start_native(config: &KvBenchConfig, native: &NativeServer) -> anyhow::Result
             let here = devices
                 .lines()
                 .any(|l| l.trim_start().split(':').next() == Some(tap.as_str()));
-            if tap.contains(',') {
-                // It goes into QEMU's option string, where a comma starts an option.
-                bail!("{tap:?}: a tap device's name for QEMU may not contain a comma");
-            }
             if !here {
                 bail!(
                     "no network device {tap:?} here: run the benchmark inside the network \

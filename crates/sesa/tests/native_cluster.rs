@@ -74,39 +74,35 @@ fn sesa(dir: &std::path::Path) -> Command {
     cmd
 }
 
-/// `sesa run counter` on one native node (and `extra` options), once the node joined:
-/// what [`frontend`] returns, and the stderr lines read so far.
-fn count_on_a_native_node(
-    dir: &std::path::Path,
-    extra: &[&str],
-) -> (
+/// A started frontend: the process, a guard that kills what the test started if it
+/// fails, and its stderr and stdout lines.
+type Frontend = (
     Child,
     Started,
     mpsc::Receiver<String>,
     mpsc::Receiver<String>,
-    Vec<String>,
-) {
+);
+
+/// `sesa run counter` on one native node (and `extra` options), once the node joined:
+/// the frontend, and the stderr lines read so far.
+fn count_on_a_native_node(dir: &std::path::Path, extra: &[&str]) -> (Frontend, Vec<String>) {
     let mut args = vec![
         "run", "counter", "--nodes", "1", "--accel", ACCEL, "--native",
     ];
     args.extend_from_slice(extra);
-    let (frontend, started, err, out) = frontend(dir, &args);
+    let started = frontend(dir, &args);
     let mut said = Vec::new();
-    wait_for(&err, "node 1 joined", Duration::from_secs(30), &mut said);
-    (frontend, started, err, out, said)
+    wait_for(
+        &started.2,
+        "node 1 joined",
+        Duration::from_secs(30),
+        &mut said,
+    );
+    (started, said)
 }
 
-/// Starts `sesa` with `args` (in runtime directory `dir`): the frontend, a guard that
-/// kills what the test started if it fails, and its stderr and stdout lines.
-fn frontend(
-    dir: &std::path::Path,
-    args: &[&str],
-) -> (
-    Child,
-    Started,
-    mpsc::Receiver<String>,
-    mpsc::Receiver<String>,
-) {
+/// Starts `sesa` with `args` (in runtime directory `dir`).
+fn frontend(dir: &std::path::Path, args: &[&str]) -> Frontend {
     let mut child = sesa(dir)
         .args(args)
         .stdout(Stdio::piped())
@@ -208,7 +204,7 @@ fn the_counter_runs_exactly_across_native_and_hosted_nodes() {
 fn a_native_node_joins_and_leaves_a_running_count() {
     let scratch = scratch("scale");
     let dir = &scratch.dir;
-    let (mut frontend, started, err, out, mut said) =
+    let ((mut frontend, started, err, out), mut said) =
         count_on_a_native_node(dir, &["--cores", "1", "--incs", "600000000"]);
     let scale = |n: &str| {
         let out = sesa(dir).args(["scale", "--nodes", n]).output().unwrap();
@@ -443,7 +439,7 @@ fn a_native_node_reads_granted_files_and_prints_through_the_frontend() {
 fn kill_9_of_the_frontend_leaves_no_native_node_behind() {
     let scratch = scratch("orphan");
     let dir = &scratch.dir;
-    let (mut frontend, started, _err, _out, _said) =
+    let ((mut frontend, started, _err, _out), _said) =
         count_on_a_native_node(dir, &["--incs", "1000000000000"]);
     let pids = started.nodes();
     frontend.kill().unwrap();
