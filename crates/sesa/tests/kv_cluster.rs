@@ -476,13 +476,17 @@ fn scaling_out_and_in_under_writes_fails_no_request_and_loses_no_key() {
     );
     assert_eq!(r["copies_sent"], sent, "{status}");
     // Both nodes held every key and looked at all of them. The total is counted when
-    // the move begins, so the writes running meanwhile may move the count a little.
-    let (total, seen) = (
+    // the move begins; a node scans its tables one after another, so a key written
+    // meanwhile may be seen too: the writer makes at most one write per 2 ms, each on
+    // at most both old nodes, so the count may grow by up to one a millisecond of the
+    // move (a gentle move of a join lasts seconds).
+    let (total, seen, took) = (
         r["keys_total"].as_u64().unwrap(),
         r["keys_seen"].as_u64().unwrap(),
+        r["elapsed_ms"].as_u64().unwrap(),
     );
     assert!(total >= 2 * loaded && seen >= 2 * loaded, "{status}");
-    assert!(seen.abs_diff(total) < 200, "{status}");
+    assert!(seen.abs_diff(total) < 200 + took, "{status}");
     let mut three = store.client(3);
     for i in 0..LOADED {
         assert_eq!(three.get(&format!("k{i}")), Some(format!("v{i}")));
