@@ -15,7 +15,14 @@ pub struct Config {
     /// handlers, and yielding to the core's other tasks in between) an idle core makes
     /// before it parks. A polling core answers a cross-core event in well under a
     /// microsecond; waking a parked thread costs tens of microseconds. 0 parks at once.
+    /// The spinning is gated by `contended_wait_pct`.
     pub idle_spins: u32,
+    /// An idle core spins only while its thread has lately waited for a CPU at most this
+    /// share (percent) of the time; above it, the machine's CPUs run more threads than
+    /// they can, a spin takes the CPU from the thread that would bring work, and the
+    /// core parks at once. 100 spins regardless. Measured (see `contention.rs`): about
+    /// 1-2% with a CPU to itself, 30-50% with three nodes and their clients on 2 CPUs.
+    pub contended_wait_pct: u32,
     /// How many shipped events a core runs before letting its other tasks and I/O run.
     pub events_per_turn: usize,
     /// Stop cleanly on SIGINT and SIGTERM (a second signal exits at once). Installs
@@ -31,6 +38,7 @@ impl Default for Config {
             cores: None,
             pin_threads: true,
             idle_spins: 2_000,
+            contended_wait_pct: 10,
             events_per_turn: 64,
             handle_signals: false,
             ebbs_max: 1 << 20,

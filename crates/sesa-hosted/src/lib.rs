@@ -27,6 +27,7 @@
 #![deny(unsafe_code)] // allowed once: the quiescent-point call in runtime.rs
 
 mod config;
+mod contention;
 mod inbox;
 mod net;
 mod panic;

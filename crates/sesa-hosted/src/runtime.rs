@@ -8,7 +8,8 @@
 //! - the core's **tasks** (`spawn_local` futures), which tokio polls;
 //! - the **idle policy**: an idle inbox task keeps yielding for `idle_spins` rounds
 //!   (running the idle handlers each round) before it arms the inbox and lets the thread
-//!   park in tokio's driver (epoll plus timers); see `InboxTask`;
+//!   park in tokio's driver (epoll plus timers), unless the core's thread is kept waiting
+//!   for a CPU, when it parks at once; see `InboxTask` and `contention.rs`;
 //! - the **before-park hook**, which tokio calls when nothing is runnable: the final,
 //!   race-free check before the thread sleeps.
 //!
@@ -34,6 +35,7 @@ use sesa_event::{
     Event, EventError, IdleHandler, IdleHandlerId, Instant, LocalTask, Platform, ShipError,
 };
 
+use crate::contention::Contention;
 use crate::inbox::{Idle, Inbox};
 use crate::net::HostedNet;
 use crate::panic::{install_hook, payload_message, set_thread_core};
@@ -304,6 +306,8 @@ fn core_thread(
             core: this.clone(),
             stopped: stopped.clone(),
             empty_rounds: 0,
+            spins: 0,
+            contention: Contention::for_this_thread(shared.config.contended_wait_pct),
         });
         if let Some(signals) = signals {
             tokio::task::spawn_local(signals.watch(shared.clone()));
@@ -446,7 +450,8 @@ impl Platform for HostedCore {
 /// call. Each empty round also runs the idle handlers. After `idle_spins` consecutive
 /// empty rounds in which no handler found work it arms the inbox (`IDLE`: senders now
 /// wake it) and really waits; if nothing else is runnable tokio then calls the
-/// before-park hook and parks the thread.
+/// before-park hook and parks the thread. A core whose thread is kept waiting for a CPU
+/// (`Contention`) does not spin: it arms the inbox after its first empty round.
 ///
 /// Spinning here rather than in the before-park hook matters: work that the hook
 /// schedules makes tokio poll its driver (an `epoll_wait` syscall) before running it,
@@ -455,6 +460,9 @@ struct InboxTask {
     core: Rc<HostedCore>,
     stopped: Rc<StopSignal>,
     empty_rounds: u32,
+    /// The empty rounds this idle spell may spin, chosen as it begins.
+    spins: u32,
+    contention: Contention,
 }
 
 impl Future for InboxTask {
@@ -499,7 +507,15 @@ impl Future for InboxTask {
             if core.run_idle_handlers() {
                 this.empty_rounds = 0;
             }
-            if this.empty_rounds < core.shared.config.idle_spins {
+            if this.empty_rounds == 0 {
+                // An idle spell begins: spin only with a CPU to ourselves.
+                this.spins = if this.contention.contended() {
+                    0
+                } else {
+                    core.shared.config.idle_spins
+                };
+            }
+            if this.empty_rounds < this.spins {
                 this.empty_rounds += 1;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
