@@ -311,6 +311,8 @@ pub struct LocalProcesses {
     /// Which nodes are QEMUs (they do not stop when their stdin closes: a node stops
     /// itself when let go or when it loses the frontend, or is killed).
     native: Option<NativeNodes>,
+    /// `sesa node --idle-spins` for the hosted nodes (default: the runtime's).
+    idle_spins: Option<u32>,
 }
 
 impl LocalProcesses {
@@ -320,7 +322,16 @@ impl LocalProcesses {
             children: Vec::new(),
             stopping: Vec::new(),
             native,
+            idle_spins: None,
         }
+    }
+
+    /// Hosted nodes start with `sesa node --idle-spins <spins>` (see
+    /// `sesa_hosted::Config::idle_spins`).
+    #[must_use]
+    pub fn with_idle_spins(mut self, spins: Option<u32>) -> Self {
+        self.idle_spins = spins;
+        self
     }
 
     /// QEMU for node `spec.id`: the kernel's `join` command, the messenger's and the
@@ -379,6 +390,9 @@ impl NodeProvider for LocalProcesses {
                     .args(["--id", &spec.id.to_string()]);
                 if let Some(cores) = spec.cores {
                     cmd.args(["--cores", &cores.to_string()]);
+                }
+                if let Some(spins) = self.idle_spins {
+                    cmd.args(["--idle-spins", &spins.to_string()]);
                 }
                 cmd
             }
@@ -505,6 +519,9 @@ pub struct FrontendConfig {
     pub grants: Vec<std::path::PathBuf>,
     /// Which nodes run natively (`None`: every node is a hosted process).
     pub native: Option<NativeNodes>,
+    /// Empty polls before an idle core of a hosted node parks (default: the runtime's;
+    /// `sesa_hosted::Config::idle_spins`).
+    pub idle_spins: Option<u32>,
 }
 
 /// Runs `app` on local node processes, as their frontend.
@@ -522,7 +539,8 @@ pub fn frontend(
         ..Config::default()
     })?;
     Ok(runtime.run(move || async move {
-        let mut provider = LocalProcesses::with_native(config.native.clone());
+        let mut provider =
+            LocalProcesses::with_native(config.native.clone()).with_idle_spins(config.idle_spins);
         let result = coordinate(&mut provider, &config, grants, app).await;
         // Orderly shutdown of the nodes whatever happened (they exit when their stdin
         // closes); a signal to the frontend drops this future and `provider` with it.
@@ -1202,6 +1220,8 @@ pub struct NodeArgs {
     pub id: Option<u32>,
     /// Cores (default: all).
     pub cores: Option<usize>,
+    /// Empty polls before an idle core parks (default: the runtime's).
+    pub idle_spins: Option<u32>,
 }
 
 /// Runs a node process until the frontend lets go of it.
@@ -1228,10 +1248,12 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
         Some(id) => id,
         None => ask_for_an_id(&secret, args.join, registry_id)?,
     };
+    let defaults = Config::default();
     let runtime = Runtime::new(Config {
         cores: args.cores,
         handle_signals: true,
-        ..Config::default()
+        idle_spins: args.idle_spins.unwrap_or(defaults.idle_spins),
+        ..defaults
     })?;
     let registry = EbbId::from_raw(registry_id).context("bad registry id")?;
     Ok(runtime.run(move || async move {

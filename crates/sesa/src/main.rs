@@ -73,6 +73,10 @@ enum Command {
         /// Cores (default: all the process may use).
         #[arg(long)]
         cores: Option<usize>,
+        /// Empty polls of an idle core before it sleeps (default 2000; none while the
+        /// machine's CPUs are oversubscribed).
+        #[arg(long)]
+        idle_spins: Option<u32>,
     },
     /// Shows a running application: its nodes, cores, EBBs and messages.
     Status {
@@ -367,22 +371,13 @@ fn main() -> ExitCode {
 
 /// Runs `app` on `nodes` node processes with this process as their frontend.
 fn run_on_nodes(
-    nodes: u32,
-    cores: Option<usize>,
-    grants: Vec<std::path::PathBuf>,
-    native: Option<sesa::cluster::NativeNodes>,
+    config: sesa::cluster::FrontendConfig,
     app: sesa::cluster::App,
 ) -> anyhow::Result<ExitCode> {
-    use sesa::cluster::{AppResult, FrontendConfig};
-    if nodes == 0 {
+    use sesa::cluster::AppResult;
+    if config.nodes == 0 {
         anyhow::bail!("--nodes must be at least 1");
     }
-    let config = FrontendConfig {
-        nodes,
-        cores_per_node: cores,
-        grants,
-        native,
-    };
     // The store serves until it is stopped: that is its normal end.
     let serves = matches!(app, sesa::cluster::App::Kv(_));
     match sesa::cluster::frontend(config, app)? {
@@ -425,10 +420,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     native,
                 },
         } => run_on_nodes(
-            nodes,
-            cores,
-            Vec::new(),
-            native.nodes(0),
+            sesa::cluster::FrontendConfig {
+                nodes,
+                cores_per_node: cores,
+                grants: Vec::new(),
+                native: native.nodes(0),
+                idle_spins: None,
+            },
             sesa::cluster::App::Counter { incs },
         ),
         Command::Run {
@@ -441,10 +439,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     native,
                 },
         } => run_on_nodes(
-            nodes,
-            cores,
-            grants,
-            native.nodes(0),
+            sesa::cluster::FrontendConfig {
+                nodes,
+                cores_per_node: cores,
+                grants,
+                native: native.nodes(0),
+                idle_spins: None,
+            },
             sesa::cluster::App::Cat { files },
         ),
         Command::Sim {
@@ -558,11 +559,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     replicas,
                     layout,
                 };
+                if idle_spins.is_some() && native.is_some() {
+                    // A native node's cores poll by the kernel's own policy.
+                    anyhow::bail!("--idle-spins applies to hosted nodes, not with --native");
+                }
                 return run_on_nodes(
-                    nodes,
-                    cores,
-                    Vec::new(),
-                    native,
+                    sesa::cluster::FrontendConfig {
+                        nodes,
+                        cores_per_node: cores,
+                        grants: Vec::new(),
+                        native,
+                        idle_spins,
+                    },
                     sesa::cluster::App::Kv(settings),
                 );
             }
@@ -612,12 +620,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             registry,
             id,
             cores,
+            idle_spins,
         } => {
             let args = sesa::cluster::NodeArgs {
                 join,
                 registry,
                 id,
                 cores,
+                idle_spins,
             };
             match sesa::cluster::node(args)? {
                 Exit::Completed(Err(e)) => {
