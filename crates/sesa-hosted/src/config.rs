@@ -21,7 +21,7 @@ pub struct Config {
     /// share (percent) of the time; above it, the machine's CPUs run more threads than
     /// they can, a spin takes the CPU from the thread that would bring work, and the
     /// core parks at once. 100 spins regardless. Measured (see `contention.rs`): about
-    /// 1-2% with a CPU to itself, 30-50% with three nodes and their clients on 2 CPUs.
+    /// under 3% with a CPU to itself, 30-50% with three nodes and their clients on 2 CPUs.
     pub contended_wait_pct: u32,
     /// How many shipped events a core runs before letting its other tasks and I/O run.
     pub events_per_turn: usize,

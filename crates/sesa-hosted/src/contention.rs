@@ -12,7 +12,7 @@
 //!
 //! The kernel says which case a thread is in: `/proc/thread-self/schedstat` counts the
 //! nanoseconds it spent runnable but waiting for a CPU (the run delay). A thread with
-//! a CPU of its own waits for one about 1-2% of the time (a woken thread is not
+//! a CPU of its own waits for one under 3% of the time (a woken thread is not
 //! running at once); one on oversubscribed CPUs waits 30-50% (measured on the cases
 //! above). [`Contention`] samples that share every [`SAMPLE_EVERY`] and calls the CPU
 //! contended above a limit (`Config::contended_wait_pct`).
