@@ -85,6 +85,13 @@ pub struct ElasticReport {
     pub scale_copies: u64,
     /// The worst whole second of throughput while scaling, relative to the baseline.
     pub scale_worst_second: f64,
+    /// Requests per second once the keys moved (4 nodes): the whole seconds between the
+    /// move's end and the kill; 0 when none fits (a short settle).
+    pub after_scale_ops: f64,
+    /// The worst second while scaling relative to [`ElasticReport::after_scale_ops`]
+    /// (what the move itself cost, apart from the 4 nodes' own throughput); 0 when
+    /// `after_scale_ops` is.
+    pub scale_worst_vs_after: f64,
     /// Whole seconds after the kill with under half the baseline throughput.
     pub kill_seconds_below_half: u32,
     /// Writes acknowledged with `STORED`.
@@ -108,6 +115,7 @@ impl ElasticReport {
             "keys loaded            {}\n\
              baseline               {:.0} requests/s\n\
              scale 3 -> 4 nodes     {:.2} s, {} copies moved, worst second {:.0}% of baseline\n\
+             after the move         {:.0} requests/s (worst second {:.0}% of it)\n\
              kill -9 of node 2      {} s below half the baseline\n\
              writes                 {} acknowledged, {} lost, {} indeterminate\n\
              failed requests        {}\n\
@@ -118,6 +126,8 @@ impl ElasticReport {
             self.scale_seconds,
             self.scale_copies,
             self.scale_worst_second * 100.0,
+            self.after_scale_ops,
+            self.scale_worst_vs_after * 100.0,
             self.kill_seconds_below_half,
             self.acked_writes,
             self.lost_writes,
@@ -479,6 +489,11 @@ pub fn run(config: &ElasticConfig) -> anyhow::Result<ElasticReport> {
         .map(|(_, c)| *c)
         .min()
         .unwrap_or(0);
+    // Four nodes, settled: the whole seconds after the move's and before the kill's.
+    let after = per_second
+        .get(finished.as_secs() as usize + 1..(kill_at.as_secs() as usize).min(per_second.len()))
+        .unwrap_or_default();
+    let after_scale_ops = after.iter().sum::<u64>() as f64 / after.len().max(1) as f64;
     let below_half = per_second
         .iter()
         .enumerate()
@@ -490,6 +505,12 @@ pub fn run(config: &ElasticConfig) -> anyhow::Result<ElasticReport> {
         scale_seconds: (finished - asked).as_secs_f64(),
         scale_copies: copies,
         scale_worst_second: worst as f64 / baseline.max(1.0),
+        after_scale_ops,
+        scale_worst_vs_after: if after_scale_ops > 0.0 {
+            worst as f64 / after_scale_ops
+        } else {
+            0.0
+        },
         kill_seconds_below_half: below_half,
         acked_writes: acked.len() as u64,
         lost_writes: lost,

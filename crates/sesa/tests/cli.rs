@@ -213,6 +213,19 @@ fn bench_kv_elastic_loses_nothing_and_reports_every_figure() {
     }
     let worst = report["scale_worst_second"].as_f64().unwrap();
     assert!((0.0..=2.0).contains(&worst), "{report}");
+    // The same worst second against the four nodes' throughput after the move.
+    let after = report["after_scale_ops"].as_f64().unwrap();
+    let vs_after = report["scale_worst_vs_after"].as_f64().unwrap();
+    if after > 0.0 {
+        let baseline = report["baseline_ops"].as_f64().unwrap();
+        let expected = worst * baseline / after;
+        assert!(
+            (vs_after - expected).abs() < 1e-6 * expected.max(1.0),
+            "{report}"
+        );
+    } else {
+        assert_eq!(vs_after, 0.0, "{report}");
+    }
 }
 
 #[test]
