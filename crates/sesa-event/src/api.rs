@@ -222,19 +222,14 @@ pub fn timeout<F: Future>(limit: Duration, future: F) -> impl Future<Output = Op
     timeout_at(now() + limit, future)
 }
 
-/// Lets the core's other events run before continuing.
+/// Lets the core's other events, and the I/O they wait for, run before continuing
+/// (see [`Platform::yield_now`]). Off a core, it only returns to the caller's executor
+/// once.
 pub async fn yield_now() {
-    let mut yielded = false;
-    poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await
+    match platform(|p| p.yield_now()) {
+        Ok(yielding) => yielding.await,
+        Err(_) => crate::platform::YieldOnce(false).await,
+    }
 }
 
 /// Installs `handler` to run whenever this core is idle (a poller: a NIC ring, a

@@ -60,6 +60,14 @@ pub trait Platform {
     fn ship(&self, core: CoreId, event: Event) -> Result<(), ShipError>;
     /// A future that completes at `deadline` (or at once if it has passed).
     fn sleep_until(&self, deadline: Instant) -> LocalTask;
+    /// A future that lets this core's other tasks, and the I/O and timers they wait
+    /// for, run before it completes (`sesa_event::yield_now`). The default puts the
+    /// task back in the core's run queue at once, which lets the other ready tasks run;
+    /// a platform whose I/O is polled only now and then between tasks overrides it, so
+    /// that a task that computes for long in slices does not starve the network.
+    fn yield_now(&self) -> LocalTask {
+        Box::pin(YieldOnce(false))
+    }
     /// Installs an idle handler on this core.
     fn add_idle_handler(&self, handler: IdleHandler) -> IdleHandlerId;
     /// Removes an idle handler; `false` if it was not installed on this core.
@@ -71,6 +79,22 @@ pub trait Platform {
     fn stop(&self, exit_code: i32);
     /// The network.
     fn net(&self) -> &dyn Net;
+}
+
+/// Pending once (waking itself at once), then ready: the portable yield.
+pub(crate) struct YieldOnce(pub(crate) bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> core::task::Poll<()> {
+        if self.0 {
+            return core::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        core::task::Poll::Pending
+    }
 }
 
 #[cfg(feature = "std")]

@@ -179,6 +179,62 @@ fn a_parked_core_is_woken_by_a_shipped_event() {
 }
 
 #[test]
+fn a_task_computing_in_yielded_slices_lets_the_cores_io_in() {
+    // tokio polls its driver (sockets, timers) only every 61 task polls, unless a task
+    // yields through it: a task that computes in slices, yielding between them, must
+    // not keep a socket that became readable waiting for dozens of slices (a node doing
+    // so missed its membership probes on busy CPUs and was declared down). Five times:
+    // a byte is written while the core is busy, then the task counts its slices until
+    // the byte is read.
+    let most_slices = run(1, || async {
+        let listener = sesa_event::tcp_listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let (wrote, written) = std::sync::mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            for () in asked {
+                // On loopback the byte is in the reader's socket once write returns.
+                std::io::Write::write_all(&mut s, b"x").unwrap();
+                wrote.send(()).unwrap();
+            }
+        });
+        let (mut conn, _peer) = listener.accept().await.unwrap();
+        let read = Rc::new(Cell::new(0u32));
+        spawn_local({
+            let read = read.clone();
+            async move {
+                let mut byte = [0u8; 1];
+                while conn.read_exact(&mut byte).await.is_ok() {
+                    read.set(read.get() + 1);
+                }
+            }
+        });
+        let mut most = 0u32;
+        for round in 1..=5 {
+            ask.send(()).unwrap();
+            // Blocks the core (no yield) until the byte is there: the driver has not
+            // looked at the socket since.
+            written.recv().unwrap();
+            let mut slices = 0u32;
+            while read.get() < round {
+                slices += 1;
+                assert!(slices < 10_000_000, "the byte was never read");
+                sesa_event::yield_now().await;
+            }
+            most = most.max(slices);
+        }
+        drop(ask);
+        writer.join().unwrap();
+        most
+    });
+    assert!(
+        most_slices <= 3,
+        "a readable socket waited {most_slices} slices of the computing task"
+    );
+}
+
+#[test]
 fn tcp_through_the_platform_seam_inside_events() {
     let echoed = run(2, || async {
         let listener = sesa_event::tcp_listen("127.0.0.1:0".parse().unwrap()).unwrap();
