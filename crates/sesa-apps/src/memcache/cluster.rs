@@ -193,17 +193,11 @@ impl View {
             return self.members.iter().take(owners).copied().collect();
         }
         // The `owners` highest scores, best first (ties to the lower node id), kept by
-        // insertion: a move asks this twice for every key a node holds, so no scored
-        // list of every member is made and sorted.
+        // insertion: no scored list of every member is made and sorted.
         let mut top: Vec<(u64, Member)> = Vec::with_capacity(owners + 1);
         for m in &self.members {
             let score = xxhash_rust::xxh3::xxh3_64_with_seed(key, u64::from(m.node));
-            let before = |t: &(u64, Member)| t.0 > score || (t.0 == score && t.1.node < m.node);
-            let at = top.iter().take_while(|t| before(t)).count();
-            if at < owners {
-                top.insert(at, (score, *m));
-                top.truncate(owners);
-            }
+            keep_top(&mut top, self.replicas, score, *m);
         }
         top.into_iter().map(|(_, m)| m).collect()
     }
@@ -211,6 +205,85 @@ impl View {
     /// Whether `node` is in this view.
     pub fn has(&self, node: u32) -> bool {
         self.members.iter().any(|m| m.node == node)
+    }
+}
+
+/// A key's owners in two views at once, as [`View::owners`] finds them in each, for a
+/// move that asks both for every key a node holds (a million keys): a node's score does
+/// not depend on the view, so it is computed once for every node of either view, and
+/// the owners are kept in buffers reused from key to key instead of new vectors.
+struct OwnersInBoth<'v> {
+    old: &'v View,
+    new: &'v View,
+    /// Every node of either view: its member in the old view and in the new one.
+    nodes: Vec<(Option<Member>, Option<Member>)>,
+    /// The owners found for the last key, with their scores, best first.
+    before: Vec<(u64, Member)>,
+    after: Vec<(u64, Member)>,
+    /// The same, without the scores (what [`OwnersInBoth::of`] lends).
+    members: (Vec<Member>, Vec<Member>),
+}
+
+impl<'v> OwnersInBoth<'v> {
+    fn new(old: &'v View, new: &'v View) -> Self {
+        let mut nodes: Vec<(Option<Member>, Option<Member>)> =
+            old.members.iter().map(|m| (Some(*m), None)).collect();
+        for m in &new.members {
+            let same = |n: &(Option<Member>, Option<Member>)| n.0.is_some_and(|o| o.node == m.node);
+            match nodes.iter_mut().find(|n| same(n)) {
+                Some(n) => n.1 = Some(*m),
+                None => nodes.push((None, Some(*m))),
+            }
+        }
+        OwnersInBoth {
+            old,
+            new,
+            nodes,
+            before: Vec::new(),
+            after: Vec::new(),
+            members: (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// `key`'s owners in the old view and in the new one, primary first.
+    fn of(&mut self, key: &[u8]) -> (&[Member], &[Member]) {
+        let (before, after) = &mut self.members;
+        if self.old.layout != Layout::Partitioned || self.new.layout != Layout::Partitioned {
+            *before = self.old.owners(key);
+            *after = self.new.owners(key);
+            return (before, after);
+        }
+        self.before.clear();
+        self.after.clear();
+        for &(in_old, in_new) in &self.nodes {
+            let Some(node) = in_old.or(in_new).map(|m| m.node) else {
+                continue;
+            };
+            let score = xxhash_rust::xxh3::xxh3_64_with_seed(key, u64::from(node));
+            if let Some(m) = in_old {
+                keep_top(&mut self.before, self.old.replicas, score, m);
+            }
+            if let Some(m) = in_new {
+                keep_top(&mut self.after, self.new.replicas, score, m);
+            }
+        }
+        before.clear();
+        before.extend(self.before.iter().map(|t| t.1));
+        after.clear();
+        after.extend(self.after.iter().map(|t| t.1));
+        (before, after)
+    }
+}
+
+/// Adds `m` with `score` to `top`, the `replicas` best so far, best first (ties to the
+/// lower node id): [`View::owners`]' order.
+fn keep_top(top: &mut Vec<(u64, Member)>, replicas: u32, score: u64, m: Member) {
+    let owners = replicas.max(1) as usize;
+    let before = |t: &(u64, Member)| t.0 > score || (t.0 == score && t.1.node < m.node);
+    let at = top.iter().take_while(|t| before(t)).count();
+    if at < owners {
+        top.insert(at, (score, m));
+        top.truncate(owners);
     }
 }
 
@@ -986,14 +1059,14 @@ impl Node {
     ) {
         let mut outgoing: BTreeMap<(u32, u32), Vec<&[u8]>> = BTreeMap::new();
         let mut leaving = Vec::new();
+        let mut owners = OwnersInBoth::new(old, new);
         for key in keys {
-            let before = old.owners(key);
-            let after = new.owners(key);
+            let (before, after) = owners.of(key);
             let pusher = before.iter().find(|m| new.has(m.node)).map(|m| m.node);
             // A key held here that no surviving old owner claims (this node joined
             // late, say) is pushed from here.
             if pusher == Some(self.me) || pusher.is_none() {
-                for m in &after {
+                for m in after {
                     if m.node != self.me && !before.iter().any(|b| b.node == m.node) {
                         let core = owner(key, m.cores as usize).index() as u32;
                         outgoing.entry((m.node, core)).or_default().push(key);
@@ -1446,6 +1519,43 @@ mod tests {
     fn owners_are_capped_by_the_nodes() {
         assert_eq!(view(&[5], 2).owners(b"k").len(), 1);
         assert!(View::default().owners(b"k").is_empty());
+    }
+
+    #[test]
+    fn owners_in_both_views_are_each_views_owners() {
+        // Joins, losses, both at once, replicas changing, a member's cores changing, and
+        // the central layouts, key after key with the same buffers.
+        let with_cores = |mut v: View, node: u32, cores: u32| {
+            v.members
+                .iter_mut()
+                .filter(|m| m.node == node)
+                .for_each(|m| m.cores = cores);
+            v
+        };
+        let changes = [
+            (view(&[1, 2, 3], 2), view(&[1, 2, 3, 4], 2)),
+            (view(&[1, 2, 3, 4], 2), view(&[1, 3, 4], 2)),
+            (view(&[1, 2], 2), view(&[3, 4, 5], 3)),
+            (view(&[5], 1), view(&[5, 6, 7, 8, 9], 2)),
+            (view(&[1, 2, 3], 3), with_cores(view(&[1, 2, 3], 1), 2, 4)),
+            (
+                view(&[1, 2, 3], 2),
+                View {
+                    layout: Layout::Central,
+                    ..view(&[3, 2], 2)
+                },
+            ),
+            (View::default(), view(&[1], 2)),
+        ];
+        for (old, new) in &changes {
+            let mut both = OwnersInBoth::new(old, new);
+            for i in 0..500 {
+                let key = format!("key{i}");
+                let (before, after) = both.of(key.as_bytes());
+                assert_eq!(before, old.owners(key.as_bytes()), "{old:?} {key}");
+                assert_eq!(after, new.owners(key.as_bytes()), "{new:?} {key}");
+            }
+        }
     }
 
     #[test]
