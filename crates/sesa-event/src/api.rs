@@ -232,6 +232,13 @@ pub async fn yield_now() {
     }
 }
 
+/// The share of the time (percent) the calling core's thread lately waited for a CPU,
+/// where its platform measures it (see [`Platform::cpu_wait_pct`]).
+#[track_caller]
+pub fn cpu_wait_pct() -> Option<u32> {
+    on_core(|p| p.cpu_wait_pct())
+}
+
 /// Installs `handler` to run whenever this core is idle (a poller: a NIC ring, a
 /// queue). While any handler reports work, the core keeps polling instead of parking.
 #[track_caller]

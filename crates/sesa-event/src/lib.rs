@@ -50,8 +50,8 @@ pub mod platform;
 mod time;
 
 pub use api::{
-    add_idle_handler, all_cores, cores, current_core, destroy, fill_random, now, on_all_cores,
-    random_u64, remove_idle_handler, ship, sleep, sleep_until, spawn_local, spawn_on,
+    add_idle_handler, all_cores, cores, cpu_wait_pct, current_core, destroy, fill_random, now,
+    on_all_cores, random_u64, remove_idle_handler, ship, sleep, sleep_until, spawn_local, spawn_on,
     spawn_on_async, stop, tcp_connect, tcp_listen, tcp_listen_shared, timeout, timeout_at,
     try_current_core, unix_time, yield_now,
 };

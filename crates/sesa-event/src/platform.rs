@@ -68,6 +68,12 @@ pub trait Platform {
     fn yield_now(&self) -> LocalTask {
         Box::pin(YieldOnce(false))
     }
+    /// The share of the time (percent) this core's thread lately spent runnable but
+    /// waiting for a CPU, where the platform measures it (a hosted core does, and spins
+    /// while idle only when it is low); `None` elsewhere.
+    fn cpu_wait_pct(&self) -> Option<u32> {
+        None
+    }
     /// Installs an idle handler on this core.
     fn add_idle_handler(&self, handler: IdleHandler) -> IdleHandlerId;
     /// Removes an idle handler; `false` if it was not installed on this core.

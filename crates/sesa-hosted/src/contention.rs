@@ -36,6 +36,8 @@ pub(crate) struct Contention {
     at: Instant,
     waited_ns: u64,
     contended: bool,
+    /// The share of the last sample's time spent waiting (percent), once sampled.
+    waited_pct: Option<u32>,
 }
 
 impl Contention {
@@ -54,6 +56,7 @@ impl Contention {
             at: Instant::now(),
             waited_ns: 0,
             contended: false,
+            waited_pct: None,
         };
         gauge.waited_ns = gauge.read_waited_ns().unwrap_or(0);
         gauge
@@ -73,14 +76,18 @@ impl Contention {
         let Some(waited_ns) = self.read_waited_ns() else {
             return self.contended;
         };
-        self.contended = over_limit(
-            waited_ns.saturating_sub(self.waited_ns),
-            elapsed,
-            self.limit_pct,
-        );
+        let waited = waited_ns.saturating_sub(self.waited_ns);
+        self.contended = over_limit(waited, elapsed, self.limit_pct);
+        self.waited_pct = Some(share_pct(waited, elapsed));
         self.at = now;
         self.waited_ns = waited_ns;
         self.contended
+    }
+
+    /// The share of the last sample's time the thread waited for a CPU (percent); `None`
+    /// before the first sample or where the kernel does not say.
+    pub(crate) fn waited_pct(&self) -> Option<u32> {
+        self.schedstat.as_ref().and(self.waited_pct)
     }
 
     fn read_waited_ns(&mut self) -> Option<u64> {
@@ -108,6 +115,12 @@ impl Contention {
 fn over_limit(waited_ns: u64, elapsed: Duration, limit_pct: u32) -> bool {
     let elapsed_ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
     u128::from(waited_ns) * 100 > u128::from(elapsed_ns) * u128::from(limit_pct)
+}
+
+/// `waited_ns` as a share of `elapsed`, in percent (at most 100).
+fn share_pct(waited_ns: u64, elapsed: Duration) -> u32 {
+    let elapsed_ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
+    (u128::from(waited_ns) * 100 / u128::from(elapsed_ns)).min(100) as u32
 }
 
 /// The run delay (ns) from a schedstat line: `<on-CPU ns> <run-delay ns> <timeslices>`.
@@ -142,6 +155,9 @@ mod tests {
         assert!(over_limit(u64::MAX, ms10, u32::MAX));
         assert!(!over_limit(u64::MAX, Duration::MAX, 100));
         assert!(!over_limit(10_000_000, ms10, 100), "100% never spins less");
+        assert_eq!(share_pct(2_500_000, ms10), 25);
+        assert_eq!(share_pct(20_000_000, ms10), 100, "capped");
+        assert_eq!(share_pct(1, Duration::ZERO), 100);
     }
 
     /// Two busy threads on one CPU each wait about half the time: contended.
@@ -172,6 +188,7 @@ mod tests {
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(5) {
                 if gauge.contended() {
+                    assert!(gauge.waited_pct().is_some_and(|pct| pct > 10));
                     return Some(true);
                 }
                 std::hint::spin_loop();

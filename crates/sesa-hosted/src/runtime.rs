@@ -287,6 +287,7 @@ fn core_thread(
         idle: IdleHandlers::new(),
         net: HostedNet,
         tokio_epoch: tokio::time::Instant::from_std(shared.epoch),
+        cpu_wait_pct: Cell::new(None),
     });
     set_thread_core(Some(core));
     CURRENT.with(|c| *c.borrow_mut() = Some(this.clone()));
@@ -349,6 +350,8 @@ struct HostedCore {
     idle: IdleHandlers,
     net: HostedNet,
     tokio_epoch: tokio::time::Instant,
+    /// The inbox task's last reading of its thread's run delay (`Contention`).
+    cpu_wait_pct: Cell<Option<u32>>,
 }
 
 impl HostedCore {
@@ -411,6 +414,10 @@ impl Platform for HostedCore {
     fn sleep_until(&self, deadline: Instant) -> LocalTask {
         let deadline = self.tokio_epoch + std::time::Duration::from_nanos(deadline.as_nanos());
         Box::pin(tokio::time::sleep_until(deadline))
+    }
+
+    fn cpu_wait_pct(&self) -> Option<u32> {
+        self.cpu_wait_pct.get()
     }
 
     fn yield_now(&self) -> LocalTask {
@@ -523,6 +530,7 @@ impl Future for InboxTask {
                 } else {
                     core.shared.config.idle_spins
                 };
+                core.cpu_wait_pct.set(this.contention.waited_pct());
             }
             if this.empty_rounds < this.spins {
                 this.empty_rounds += 1;

@@ -145,6 +145,9 @@ pub struct NodeStatus {
     pub ebbs: usize,
     /// Reps on all its cores.
     pub reps: usize,
+    /// The most any of its cores' threads lately waited for a CPU (percent of the time;
+    /// above 10% its idle cores stop spinning), where the platform measures it.
+    pub cpu_wait_pct: Option<u32>,
     /// Nodes it is connected to.
     pub peers: Vec<u32>,
     /// Its messenger's counters.

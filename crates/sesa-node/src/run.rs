@@ -241,6 +241,11 @@ pub async fn local_status(
             .into_iter()
             .map(|r| r.unwrap_or(0))
             .sum(),
+        cpu_wait_pct: sesa_event::on_all_cores(|_| sesa_event::cpu_wait_pct())
+            .await
+            .into_iter()
+            .filter_map(|r| r.ok().flatten())
+            .max(),
         peers: peers
             .iter()
             .map(|p| p.node)

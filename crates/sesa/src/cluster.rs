@@ -96,7 +96,7 @@ impl AppStatus {
     /// A table for people.
     pub fn table(&self) -> String {
         let mut out = format!("application: {}\n", self.app);
-        out += "node  gen  platform  pid      cores  ebbs  reps  peers        frames in/out      rate in/out (/s)  state\n";
+        out += "node  gen  platform  pid      cores  ebbs  reps  cpu wait  peers        frames in/out      rate in/out (/s)  state\n";
         for n in &self.nodes {
             let secs = (n.uptime_ms.max(1)) as f64 / 1e3;
             let peers = n
@@ -106,7 +106,7 @@ impl AppStatus {
                 .collect::<Vec<_>>()
                 .join(",");
             out += &format!(
-                "{:<5} {:<4} {:<9} {:<8} {:<6} {:<5} {:<5} {:<12} {:>8}/{:<8} {:>8.0}/{:<8.0} {}\n",
+                "{:<5} {:<4} {:<9} {:<8} {:<6} {:<5} {:<5} {:<9} {:<12} {:>8}/{:<8} {:>8.0}/{:<8.0} {}\n",
                 n.node,
                 n.generation,
                 n.platform,
@@ -114,6 +114,8 @@ impl AppStatus {
                 n.cores,
                 n.ebbs,
                 n.reps,
+                n.cpu_wait_pct
+                    .map_or_else(|| "-".to_owned(), |pct| format!("{pct}%")),
                 if peers.is_empty() {
                     "-".to_owned()
                 } else {
@@ -667,6 +669,7 @@ async fn coordinate(
                                 cores: r.cores,
                                 ebbs: 0,
                                 reps: 0,
+                                cpu_wait_pct: None,
                                 peers: Vec::new(),
                                 messages: Default::default(),
                                 uptime_ms: 0,

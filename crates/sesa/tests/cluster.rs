@@ -345,6 +345,13 @@ fn status_shows_every_node_of_a_running_application() {
         assert!(n["cores"].as_u64().unwrap() >= 1);
         // Every node holds reps: its messenger's and membership's, at least.
         assert!(n["reps"].as_u64().unwrap() >= 1, "{n}");
+        // A hosted node's cores read their run delay (a share, where the kernel keeps
+        // it: null otherwise).
+        let wait = &n["cpu_wait_pct"];
+        assert!(
+            wait.is_null() || wait.as_u64().is_some_and(|p| p <= 100),
+            "{n}"
+        );
     }
     let node_pids: Vec<u32> = nodes[1..]
         .iter()
