@@ -287,7 +287,9 @@ fn core_thread(
         idle: IdleHandlers::new(),
         net: HostedNet,
         tokio_epoch: tokio::time::Instant::from_std(shared.epoch),
-        cpu_wait_pct: Cell::new(None),
+        contention: RefCell::new(Contention::for_this_thread(
+            shared.config.contended_wait_pct,
+        )),
     });
     set_thread_core(Some(core));
     CURRENT.with(|c| *c.borrow_mut() = Some(this.clone()));
@@ -308,7 +310,6 @@ fn core_thread(
             stopped: stopped.clone(),
             empty_rounds: 0,
             spins: 0,
-            contention: Contention::for_this_thread(shared.config.contended_wait_pct),
         });
         if let Some(signals) = signals {
             tokio::task::spawn_local(signals.watch(shared.clone()));
@@ -350,8 +351,9 @@ struct HostedCore {
     idle: IdleHandlers,
     net: HostedNet,
     tokio_epoch: tokio::time::Instant,
-    /// The inbox task's last reading of its thread's run delay (`Contention`).
-    cpu_wait_pct: Cell<Option<u32>>,
+    /// How long this core's thread has lately waited for a CPU: read by the inbox task
+    /// as an idle spell begins (whether to spin), and by `cpu_wait_pct`.
+    contention: RefCell<Contention>,
 }
 
 impl HostedCore {
@@ -417,7 +419,7 @@ impl Platform for HostedCore {
     }
 
     fn cpu_wait_pct(&self) -> Option<u32> {
-        self.cpu_wait_pct.get()
+        self.contention.borrow().waited_pct()
     }
 
     fn yield_now(&self) -> LocalTask {
@@ -478,7 +480,6 @@ struct InboxTask {
     empty_rounds: u32,
     /// The empty rounds this idle spell may spin, chosen as it begins.
     spins: u32,
-    contention: Contention,
 }
 
 impl Future for InboxTask {
@@ -525,12 +526,11 @@ impl Future for InboxTask {
             }
             if this.empty_rounds == 0 {
                 // An idle spell begins: spin only with a CPU to ourselves.
-                this.spins = if this.contention.contended() {
+                this.spins = if core.contention.borrow_mut().contended() {
                     0
                 } else {
                     core.shared.config.idle_spins
                 };
-                core.cpu_wait_pct.set(this.contention.waited_pct());
             }
             if this.empty_rounds < this.spins {
                 this.empty_rounds += 1;
