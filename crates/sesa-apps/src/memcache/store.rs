@@ -302,14 +302,27 @@ impl Index {
         self.get(key).is_some()
     }
 
-    fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+    /// The entry under `key` if `keep` says so; one it does not keep is removed and
+    /// handed back. One lookup either way.
+    fn get_or_evict(&mut self, key: &[u8], keep: impl FnOnce(&Entry) -> bool) -> Found<'_> {
         let hash = self.hash(key);
-        let found = self.shards[self.shard(hash)]
-            .find_entry(hash, |(k, _)| k.as_slice() == key)
-            .ok()?;
-        let ((_, entry), _) = found.remove();
-        self.len -= 1;
-        Some(entry)
+        let shard = self.shard(hash);
+        match self.shards[shard].find_entry(hash, |(k, _)| k.as_slice() == key) {
+            Ok(found) if keep(&found.get().1) => Found::Kept(&mut found.into_mut().1),
+            Ok(other) => {
+                let ((key, entry), _) = other.remove();
+                self.len -= 1;
+                Found::Evicted(key, entry)
+            }
+            Err(_) => Found::Absent,
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        match self.get_or_evict(key, |_| false) {
+            Found::Evicted(_, entry) => Some(entry),
+            Found::Kept(_) | Found::Absent => None,
+        }
     }
 
     /// Stores `entry` under `key`, which is not there: every caller removes it first
@@ -331,6 +344,13 @@ impl Index {
         self.shards.iter_mut().for_each(HashTable::clear);
         self.len = 0;
     }
+}
+
+/// What [`Index::get_or_evict`] found.
+enum Found<'a> {
+    Kept(&'a mut Entry),
+    Evicted(Key, Entry),
+    Absent,
 }
 
 struct Entry {
@@ -439,24 +459,21 @@ impl Partition {
     /// a dead item found is removed through the same entry.
     pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Item> {
         let flushed_before = self.flushed_before;
-        let hash = self.items.hash(key);
-        let shard = &mut self.items.shards[self.items.shard(hash)];
-        match shard.find_entry(hash, |(k, _)| k.as_slice() == key) {
-            Ok(found) if live(&found.get().1, now, flushed_before) => {
+        match self
+            .items
+            .get_or_evict(key, |e| live(e, now, flushed_before))
+        {
+            Found::Kept(entry) => {
                 self.stats.hits += 1;
-                let (_, entry) = found.into_mut();
                 entry.referenced = true;
                 Some(&entry.item)
             }
-            Ok(dead) => {
-                // What `remove` does, on the fields the entry does not borrow.
-                let ((key, entry), _) = dead.remove();
-                self.items.len -= 1;
-                self.bytes -= cost(key.as_slice(), &entry.item.value);
+            Found::Evicted(key, dead) => {
+                self.bytes -= cost(key.as_slice(), &dead.item.value);
                 self.stats.misses += 1;
                 None
             }
-            Err(_) => {
+            Found::Absent => {
                 self.stats.misses += 1;
                 None
             }
@@ -464,16 +481,24 @@ impl Partition {
     }
 
     fn purge_if_dead(&mut self, key: &[u8], now: u64) {
-        let dead = self.items.get(key).is_some_and(|e| !self.live(e, now));
-        if dead {
-            self.remove(key);
+        let flushed_before = self.flushed_before;
+        if let Found::Evicted(key, dead) = self
+            .items
+            .get_or_evict(key, |e| live(e, now, flushed_before))
+        {
+            self.bytes -= cost(key.as_slice(), &dead.item.value);
         }
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<Item> {
+        self.take(key).map(|e| e.item)
+    }
+
+    /// Removes `key`'s entry, live or not, and counts its bytes out.
+    fn take(&mut self, key: &[u8]) -> Option<Entry> {
         let entry = self.items.remove(key)?;
         self.bytes -= cost(key, &entry.item.value);
-        Some(entry.item)
+        Some(entry)
     }
 
     /// A storage command.
@@ -681,12 +706,7 @@ impl Partition {
         // before the replacement (a dead item counts as absent, as `purge_if_dead`
         // would make it), not once more to purge it.
         let Some(item) = item else {
-            let flushed_before = self.flushed_before;
-            let Some(entry) = self.items.remove(key) else {
-                return false;
-            };
-            self.bytes -= cost(key, &entry.item.value);
-            return live(&entry, now, flushed_before);
+            return self.take(key).is_some_and(|e| self.live(&e, now));
         };
         self.next_cas = self.next_cas.max(item.cas.saturating_add(1));
         let flushed_before = self.flushed_before;
