@@ -108,7 +108,8 @@ fn the_seeds_that_found_bugs_pass() {
         (
             Workload::Kv,
             &[3089],
-            "a node rejoining a store left with one owner per key copied at a join's gentle              pace, and the last old owner crashed before the copies were made",
+            "a node rejoining a store left with one owner per key copied at a join's gentle \
+             pace, and the last old owner crashed before the copies were made",
         ),
     ];
     for (workload, seeds, bug) in cases {

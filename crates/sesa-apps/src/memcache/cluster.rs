@@ -1041,9 +1041,10 @@ impl Node {
     async fn rebalance_core(&'static self, old: View, new: View) {
         let mut scan = Scan::default();
         let mut pace = Pace::of(&old, &new);
+        let mut owners = OwnersInBoth::new(&old, &new);
         while let Some(slice) = self.kv.with_partition(|p, now| p.scan(&mut scan, now)) {
             for keys in slice.chunks(SCAN) {
-                self.rebalance_slice(&old, &new, keys, &mut pace).await;
+                self.rebalance_slice(&mut owners, keys, &mut pace).await;
                 self.note(|p| p.keys_seen += keys.len() as u64);
                 sesa_event::yield_now().await;
             }
@@ -1052,14 +1053,13 @@ impl Node {
 
     async fn rebalance_slice(
         &'static self,
-        old: &View,
-        new: &View,
+        owners: &mut OwnersInBoth<'_>,
         keys: &[Vec<u8>],
         pace: &mut Pace,
     ) {
+        let new = owners.new;
         let mut outgoing: BTreeMap<(u32, u32), Vec<&[u8]>> = BTreeMap::new();
         let mut leaving = Vec::new();
-        let mut owners = OwnersInBoth::new(old, new);
         for key in keys {
             let (before, after) = owners.of(key);
             let pusher = before.iter().find(|m| new.has(m.node)).map(|m| m.node);
