@@ -24,7 +24,11 @@
 //! core, reached through QEMU's user network (a forwarded host port) or a tap device
 //! ([`NativeServer::tap`]). Its CPU figure is the QEMU process's: the whole emulated
 //! machine, the emulation included. Against a hosted node (`--against hosted`) that
-//! compares the two platforms under one load.
+//! compares the two platforms under one load. Against a hosted node or memcached in a
+//! Linux guest (`--against hosted-vm` or `memcached-vm`, [`LinuxGuest`]) it compares
+//! them on equal terms: the same QEMU machine, accelerator, cores, memory, virtio-net
+//! device and network for both, only the guest's software differs. That is EbbRT's own
+//! comparison (its memcached against memcached in a Linux VM on the same hypervisor).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -102,12 +106,29 @@ impl KvBenchConfig {
 }
 
 /// The server run beside sesa's under the same load.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Peer {
     /// memcached, from PATH, with `-t` the server cores.
     Memcached,
     /// A hosted `sesa kv` (to compare a native node with).
     Hosted,
+    /// A server in a Linux guest under the same QEMU as the native node.
+    LinuxVm(LinuxGuest),
+}
+
+/// A Linux guest running a hosted `sesa kv` or memcached (`scripts/linux-guest.sh`
+/// builds it): booted like the native node (`-M microvm`, the same accelerator, cores,
+/// memory and virtio-net device), its network QEMU's user network or a tap device of
+/// its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinuxGuest {
+    /// What the guest serves with.
+    pub server: GuestServer,
+    /// The directory with `vmlinuz` and `initrd.img` (default `target/linux-guest`).
+    pub dir: PathBuf,
+    /// The guest's tap device when the native node is on one ([`NativeServer::tap`]):
+    /// it must hold 10.0.3.2/24, the guest is 10.0.3.15.
+    pub tap: Option<String>,
 }
 
 /// A native node as sesa's side of the benchmark.
@@ -130,6 +151,40 @@ pub struct NativeServer {
 
 /// Where the kernel's interface is on a tap device (see [`NativeServer::tap`]).
 const NATIVE_GUEST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 2, 15);
+
+/// The server in a [`LinuxGuest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestServer {
+    /// A hosted `sesa kv` (`--against hosted-vm`).
+    Sesa,
+    /// memcached, the host's copy (`--against memcached-vm`).
+    Memcached,
+}
+
+impl LinuxGuest {
+    /// The guest's kernel and initrd, once both are there and the guest's network
+    /// matches the native node's (checked before anything boots).
+    fn files(&self, native: &NativeServer) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let (kernel, initrd) = (self.dir.join("vmlinuz"), self.dir.join("initrd.img"));
+        for file in [&kernel, &initrd] {
+            if !file.is_file() {
+                bail!(
+                    "{}: missing (scripts/linux-guest.sh {} builds the Linux guest)",
+                    file.display(),
+                    self.dir.display()
+                );
+            }
+        }
+        if native.tap.is_some() != self.tap.is_some() {
+            bail!("the native node and the Linux guest go on tap devices both, or neither");
+        }
+        Ok((kernel, initrd))
+    }
+}
+
+/// Where a Linux guest's interface is on its tap device (see [`LinuxGuest::tap`]), and
+/// the host's end (10.0.3.2).
+const LINUX_GUEST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 3, 15);
 
 /// One server at one pipeline depth.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -183,12 +238,15 @@ impl KvReport {
     /// A human-readable table.
     pub fn table(&self) -> String {
         let mut out = format!("load: {}\n", self.load);
-        out +=
-            "server                  depth      kops    p50 µs    p99 µs  p99.9 µs  cpu µs/req\n";
+        let width = self.server.len().max(self.peer.len()).max(23);
+        out += &format!(
+            "{:<width$} depth      kops    p50 µs    p99 µs  p99.9 µs  cpu µs/req\n",
+            "server"
+        );
         for (name, rows) in [(&self.server, &self.sesa), (&self.peer, &self.against)] {
             for f in rows {
                 out += &format!(
-                    "{name:<23} {:>5} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.2}\n",
+                    "{name:<width$} {:>5} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.2}\n",
                     f.pipeline, f.kops, f.p50_us, f.p99_us, f.p999_us, f.cpu_us_per_req
                 );
             }
@@ -381,44 +439,50 @@ fn start_sesa(config: &KvBenchConfig) -> anyhow::Result<Server> {
     Server::start(command, addr, Duration::from_secs(10))
 }
 
-/// Item memory of a native node (MiB): the load's keys take a few; the kernel's heap
-/// is a quarter of the guest's memory (`cluster::NATIVE_RAM_MB`) and must hold twice this.
-const NATIVE_ITEMS_MB: usize = 64;
-
-/// A native node under QEMU: `kv <cores> <MiB>` on the kernel's command line, port
-/// 11211 forwarded from a free host port. Its console goes to this process's stderr
-/// (stdout may carry the JSON report).
-fn start_native(config: &KvBenchConfig, native: &NativeServer) -> anyhow::Result<Server> {
-    use std::os::fd::AsFd as _;
-    let (netdev, addr) = match &native.tap {
-        None => {
-            let addr = free_port()?;
-            let netdev = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:11211", addr.port());
-            (netdev, addr)
-        }
-        Some(tap) => {
-            if tap.contains(',') {
-                // It goes into QEMU's option string, where a comma starts an option.
-                bail!("{tap:?}: a tap device's name for QEMU may not contain a comma");
-            }
-            // QEMU would create a missing tap itself, with no address: the run would
-            // then wait for a guest nobody can reach. Say what is missing instead.
-            // (/proc/self/net is this process's namespace; /sys/class/net is the one
-            // sysfs was mounted in.)
-            let devices = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
-            let here = devices
-                .lines()
-                .any(|l| l.trim_start().split(':').next() == Some(tap.as_str()));
-            if !here {
-                bail!(
-                    "no network device {tap:?} here: run the benchmark inside the network \
-                     namespace scripts/native-tap-bench.sh makes"
-                );
-            }
-            let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
-            (netdev, SocketAddr::from((NATIVE_GUEST, 11211)))
-        }
+/// QEMU's `-netdev` for a guest listening on port 11211 at `guest` (its address on a
+/// tap device), and where clients reach it: QEMU's user network with a free host port
+/// forwarded (`tap` `None`), or the tap device, which must exist here.
+fn guest_network(
+    tap: Option<&str>,
+    guest: std::net::Ipv4Addr,
+) -> anyhow::Result<(String, SocketAddr)> {
+    let Some(tap) = tap else {
+        let addr = free_port()?;
+        let netdev = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:11211", addr.port());
+        return Ok((netdev, addr));
     };
+    if tap.contains(',') {
+        // It goes into QEMU's option string, where a comma starts an option.
+        bail!("{tap:?}: a tap device's name for QEMU may not contain a comma");
+    }
+    // QEMU would create a missing tap itself, with no address: the run would then wait
+    // for a guest nobody can reach. Say what is missing instead. (/proc/self/net is
+    // this process's namespace; /sys/class/net is the one sysfs was mounted in.)
+    let devices = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
+    let here = devices
+        .lines()
+        .any(|l| l.trim_start().split(':').next() == Some(tap));
+    if !here {
+        bail!(
+            "no network device {tap:?} here: run the benchmark inside the network \
+             namespace scripts/native-tap-bench.sh makes"
+        );
+    }
+    let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
+    Ok((netdev, SocketAddr::from((guest, 11211))))
+}
+
+/// QEMU for a guest beside the native node, booted alike: the native node's machine,
+/// accelerator and memory, `server_cores` CPUs, a virtio-net device on `netdev`, and
+/// `kernel`. Its console goes to this process's stderr (stdout may carry the JSON
+/// report).
+fn guest_qemu(
+    config: &KvBenchConfig,
+    native: &NativeServer,
+    netdev: &str,
+    kernel: &std::path::Path,
+) -> anyhow::Result<Command> {
+    use std::os::fd::AsFd as _;
     let mut command = crate::cluster::qemu_command(
         &native.accel,
         crate::cluster::NATIVE_RAM_MB,
@@ -429,19 +493,94 @@ fn start_native(config: &KvBenchConfig, native: &NativeServer) -> anyhow::Result
         .arg(netdev)
         .args(["-device", "virtio-net-device,netdev=n0"])
         .arg("-kernel")
-        .arg(&native.kernel)
-        .arg("-append")
-        .arg(format!(
-            "kv {} {NATIVE_ITEMS_MB} {}",
-            config.server_cores,
-            native.kernel_args.as_deref().unwrap_or("")
-        ));
-    let console = std::io::stderr().as_fd().try_clone_to_owned()?;
-    command.stdout(console);
+        .arg(kernel)
+        .stdout(std::io::stderr().as_fd().try_clone_to_owned()?);
+    Ok(command)
+}
+
+/// Item memory of a native node (MiB): the load's keys take a few; the kernel's heap
+/// is a quarter of the guest's memory (`cluster::NATIVE_RAM_MB`) and must hold twice this.
+const NATIVE_ITEMS_MB: usize = 64;
+
+/// A native node under QEMU: `kv <cores> <MiB>` on the kernel's command line, port
+/// 11211 forwarded from a free host port. Its console goes to this process's stderr
+/// (stdout may carry the JSON report).
+fn start_native(config: &KvBenchConfig, native: &NativeServer) -> anyhow::Result<Server> {
+    let (netdev, addr) = guest_network(native.tap.as_deref(), NATIVE_GUEST)?;
+    let mut command = guest_qemu(config, native, &netdev, &native.kernel)?;
+    command.arg("-append").arg(format!(
+        "kv {} {NATIVE_ITEMS_MB} {}",
+        config.server_cores,
+        native.kernel_args.as_deref().unwrap_or("")
+    ));
     Server::start(command, addr, Duration::from_secs(30)).context(
         "starting the native node (qemu-system-x86_64 from PATH; build the kernel with \
          `cargo build --release --manifest-path crates/sesa-native/Cargo.toml`)",
     )
+}
+
+/// A hosted `sesa kv` or memcached in a Linux guest (see [`LinuxGuest`]), booted by the
+/// same QEMU command as the native node with Debian's kernel and the guest's initrd.
+/// Its console goes to this process's stderr.
+fn start_linux_guest(
+    config: &KvBenchConfig,
+    native: &NativeServer,
+    guest: &LinuxGuest,
+) -> anyhow::Result<Server> {
+    let (kernel, initrd) = guest.files(native)?;
+    let (netdev, addr) = guest_network(guest.tap.as_deref(), LINUX_GUEST)?;
+    // On QEMU's user network the guest is 10.0.2.15 behind 10.0.2.2, as the native node.
+    let (ip, gateway) = match guest.tap {
+        Some(_) => (LINUX_GUEST, std::net::Ipv4Addr::new(10, 0, 3, 2)),
+        None => (NATIVE_GUEST, std::net::Ipv4Addr::new(10, 0, 2, 2)),
+    };
+    let mut command = guest_qemu(config, native, &netdev, &kernel)?;
+    command
+        .arg("-initrd")
+        .arg(&initrd)
+        // `mitigations=off`: Linux at its fastest (no retpolines, no barriers on user
+        // copies), as the native kernel has none of them either.
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 quiet panic=-1 mitigations=off {}sesaip={ip}/24 sesagw={gateway} \
+             sesacores={} sesamb={NATIVE_ITEMS_MB} sesaserver={}",
+            host_tsc_khz(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
+                .map(|khz| format!("tsc_early_khz={khz} "))
+                .unwrap_or_default(),
+            config.server_cores,
+            match guest.server {
+                GuestServer::Sesa => "sesa",
+                GuestServer::Memcached => "memcached",
+            }
+        ));
+    // Booting Debian's kernel under TCG takes seconds. Under this machine's kvm_pvm it
+    // does not finish: ring 0 is emulated instruction by instruction there.
+    Server::start(command, addr, Duration::from_secs(120)).context(
+        "starting the Linux guest (under a software KVM such as kvm_pvm a stock kernel \
+         does not boot in time: use --accel tcg)",
+    )
+}
+
+/// The host's timestamp counter rate in kHz, from an x86 Linux host's `/proc/cpuinfo`:
+/// its `bogomips` are the TSC's MHz times two (the delay loop is the TSC's, its loops
+/// per jiffy the TSC's kHz x 1000 / HZ). `None` where the line is missing.
+///
+/// Why: under TCG the guest's TSC is the host's, and Linux calibrates it against the
+/// PIT at boot; on a loaded host TCG's slow port reads fail that calibration (seen 3
+/// times in 34 boots here: "tsc: Unable to calibrate against PIT"), and microvm has no
+/// HPET or ACPI PM timer to fall back on: the guest then hangs before init. Given the
+/// rate (`tsc_early_khz=`), it skips the calibration.
+fn host_tsc_khz(cpuinfo: &str) -> Option<u64> {
+    let bogomips: f64 = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("bogomips"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    let khz = (bogomips * 500.0).round();
+    (khz >= 1.0 && khz.is_finite()).then_some(khz as u64)
 }
 
 fn start_memcached(config: &KvBenchConfig) -> anyhow::Result<Server> {
@@ -705,8 +844,13 @@ pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
     if config.native.is_some() && config.nodes > 1 {
         bail!("a native node is one node: --native takes no --nodes");
     }
-    if config.against == Some(Peer::Hosted) && config.native.is_none() {
-        bail!("--against hosted compares a native node (--native KERNEL) with a hosted one");
+    if matches!(config.against, Some(Peer::Hosted | Peer::LinuxVm(_))) && config.native.is_none() {
+        bail!(
+            "--against hosted, hosted-vm and memcached-vm compare a native node (--native KERNEL)"
+        );
+    }
+    if let (Some(Peer::LinuxVm(guest)), Some(native)) = (&config.against, &config.native) {
+        guest.files(native)?;
     }
     let (sesa, server) = match &config.native {
         Some(native) => (
@@ -716,7 +860,7 @@ pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
         None => (start_sesa(config)?, "sesa".to_owned()),
     };
     preload(sesa.addrs[0], config)?;
-    let (peer, peer_name) = match config.against {
+    let (peer, peer_name) = match &config.against {
         None => (None, String::new()),
         Some(Peer::Memcached) => (Some(start_memcached(config)?), "memcached".to_owned()),
         Some(Peer::Hosted) => {
@@ -725,6 +869,17 @@ pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
                 ..config.clone()
             };
             (Some(start_sesa(&hosted)?), "sesa hosted".to_owned())
+        }
+        Some(Peer::LinuxVm(guest)) => {
+            let native = config.native.as_ref().context("checked above")?;
+            let name = match guest.server {
+                GuestServer::Sesa => "sesa hosted",
+                GuestServer::Memcached => "memcached",
+            };
+            (
+                Some(start_linux_guest(config, native, guest)?),
+                format!("{name} in Linux (QEMU {})", native.accel),
+            )
         }
     };
     if let Some(peer) = &peer {
@@ -779,4 +934,19 @@ pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
         report.sesa.push(ours);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_tsc_khz;
+
+    #[test]
+    fn the_host_tsc_rate_is_read_off_bogomips() {
+        let cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC\ncpu MHz\t\t: 2596.138\n\
+                       bogomips\t: 5192.27\n\nprocessor\t: 1\nbogomips\t: 5192.27\n";
+        assert_eq!(host_tsc_khz(cpuinfo), Some(2_596_135));
+        assert_eq!(host_tsc_khz("processor\t: 0\n"), None);
+        assert_eq!(host_tsc_khz("bogomips\t: many\n"), None);
+        assert_eq!(host_tsc_khz("bogomips\t: 0\n"), None);
+    }
 }

@@ -28,6 +28,10 @@ enum Command {
         /// The first node's port.
         #[arg(long, default_value_t = 11211)]
         port: u16,
+        /// The address a single-node store listens on (like memcached's -l; a local
+        /// cluster's nodes listen on 127.0.0.1).
+        #[arg(short = 'l', long, default_value = "127.0.0.1")]
+        listen: std::net::IpAddr,
         /// Cores (default: all the process may use).
         #[arg(long)]
         cores: Option<usize>,
@@ -270,10 +274,21 @@ enum Suite {
         /// Tiny sizes (a smoke run; the figures mean nothing).
         #[arg(long)]
         quick: bool,
-        /// Also run this server under the same load: `memcached` (from PATH), or
-        /// `hosted` (a hosted `sesa kv`, to compare a `--native` node with).
-        #[arg(long, value_parser = ["memcached", "hosted"])]
+        /// Also run this server under the same load: `memcached` (from PATH), `hosted`
+        /// (a hosted `sesa kv`, to compare a `--native` node with), or `hosted-vm` /
+        /// `memcached-vm` (a hosted `sesa kv` or memcached in a Linux guest under the
+        /// same QEMU as the `--native` node: see `--linux-guest`).
+        #[arg(long, value_parser = ["memcached", "hosted", "hosted-vm", "memcached-vm"])]
         against: Option<String>,
+        /// For `--against hosted-vm` and `memcached-vm`: the directory
+        /// scripts/linux-guest.sh filled (Debian's kernel, and an initrd with this sesa
+        /// and memcached in it).
+        #[arg(long, value_name = "DIR", default_value = "target/linux-guest")]
+        linux_guest: std::path::PathBuf,
+        /// For `--against hosted-vm` or `memcached-vm` with `--tap`: the Linux guest's
+        /// own tap device, holding 10.0.3.2/24 (scripts/native-tap-bench.sh makes it).
+        #[arg(long, value_name = "IFNAME", requires = "tap")]
+        guest_tap: Option<String>,
         /// sesa's side as a native node: this kernel image
         /// (crates/sesa-native/target/release/sesa-kernel) booted by QEMU with
         /// `-smp <server cores>`, reached through a forwarded port (or `--tap`); its CPU
@@ -535,6 +550,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Kv {
             port,
+            listen,
             cores,
             memory_mb,
             item_max,
@@ -551,6 +567,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let native = native.nodes(port);
             // A native store is a cluster even of one node: the frontend launches it.
             if nodes > 1 || native.is_some() {
+                if listen != std::net::IpAddr::from([127, 0, 0, 1]) {
+                    anyhow::bail!(
+                        "--listen applies to a single-node store: a local cluster's nodes \
+                         listen on 127.0.0.1"
+                    );
+                }
                 let settings = sesa::cluster::KvSettings {
                     port,
                     memory_bytes: memory_mb.saturating_mul(1 << 20),
@@ -592,7 +614,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             let exit = runtime.run(move || async move {
                 let kv = sesa_apps::memcache::server::Kv::create(&config)?;
-                let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+                let addr = std::net::SocketAddr::new(listen, port);
                 let addr = sesa_apps::memcache::server::serve_every_core(kv, addr)
                     .await
                     .with_context(|| format!("listening on {addr}"))?;
@@ -736,6 +758,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     json,
                     quick,
                     against,
+                    linux_guest,
+                    guest_tap,
                     connections,
                     pipeline,
                     keys,
@@ -753,7 +777,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     kernel_args,
                 },
         } => {
-            use sesa::bench_kv::{KvBenchConfig, NativeServer, Peer};
+            use sesa::bench_kv::{GuestServer, KvBenchConfig, LinuxGuest, NativeServer, Peer};
+            let guest = |server| {
+                Peer::LinuxVm(LinuxGuest {
+                    server,
+                    dir: linux_guest.clone(),
+                    tap: guest_tap.clone(),
+                })
+            };
+            if guest_tap.is_some()
+                && !matches!(against.as_deref(), Some("hosted-vm" | "memcached-vm"))
+            {
+                anyhow::bail!(
+                    "--guest-tap is the Linux guest's: it goes with --against hosted-vm or memcached-vm"
+                );
+            }
             let base = if quick {
                 KvBenchConfig::quick()
             } else {
@@ -775,6 +813,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 server_cores: server_cores.unwrap_or(base.server_cores),
                 against: against.map(|a| match a.as_str() {
                     "hosted" => Peer::Hosted,
+                    "hosted-vm" => guest(GuestServer::Sesa),
+                    "memcached-vm" => guest(GuestServer::Memcached),
                     _ => Peer::Memcached,
                 }),
                 native: native.map(|kernel| NativeServer {

@@ -228,10 +228,37 @@ fn bench_kv_elastic_loses_nothing_and_reports_every_figure() {
     }
 }
 
+/// `-l` as memcached's: a single-node store listens where told; a local cluster, whose
+/// nodes listen on 127.0.0.1, refuses another address rather than ignore it.
 #[test]
-fn kv_serves_memcached_clients_and_refuses_no_nodes_loudly() {
+fn kv_listens_on_the_address_given() {
+    let (mut child, line) = kv_started(&["-l", "127.0.0.2", "--port", "0", "--cores", "1"]);
+    let addr = line
+        .strip_prefix("node 0 listening on 127.0.0.2:")
+        .map(|port| format!("127.0.0.2:{}", port.trim()));
+    let answered = addr.as_ref().map(|addr| {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        use std::io::Write;
+        conn.write_all(b"version\r\n").unwrap();
+        let mut got = [0; 8];
+        conn.read_exact(&mut got).unwrap();
+        got
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answered, Some(*b"VERSION "), "first line {line:?}");
+
+    let said = fails_saying(&["kv", "-l", "127.0.0.2", "--nodes", "2", "--port", "0"]);
+    assert!(said.contains("single-node store"), "{said}");
+}
+
+/// `sesa kv args`, started, and the first line it printed.
+fn kv_started(args: &[&str]) -> (std::process::Child, String) {
     let mut child = sesa()
-        .args(["kv", "--port", "0", "--cores", "2"])
+        .arg("kv")
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -239,6 +266,44 @@ fn kv_serves_memcached_clients_and_refuses_no_nodes_loudly() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    (child, line)
+}
+
+/// Runs `sesa args`, which must fail: what it said on stderr.
+fn fails_saying(args: &[&str]) -> String {
+    let out = sesa().args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The Linux-guest peer of `sesa bench kv` says what is missing before booting anything.
+#[test]
+fn bench_kv_against_a_linux_guest_says_what_is_missing() {
+    let native = ["bench", "kv", "--quick", "--native", "/nonexistent/kernel"];
+    let said = fails_saying(&[&native[..], &["--against", "hosted-vm"]].concat());
+    assert!(
+        said.contains("target/linux-guest/vmlinuz: missing"),
+        "{said}"
+    );
+    let guest = ["--linux-guest", "/nonexistent/guest"];
+    let said = fails_saying(&[&native[..], &["--against", "memcached-vm"], &guest].concat());
+    assert!(
+        said.contains("/nonexistent/guest/vmlinuz: missing") && said.contains("linux-guest.sh"),
+        "{said}"
+    );
+    let said = fails_saying(
+        &[
+            &native[..],
+            &["--tap", "sesatap0", "--guest-tap", "sesatap1"],
+        ]
+        .concat(),
+    );
+    assert!(said.contains("goes with --against hosted-vm"), "{said}");
+}
+
+#[test]
+fn kv_serves_memcached_clients_and_refuses_no_nodes_loudly() {
+    let (mut child, line) = kv_started(&["--port", "0", "--cores", "2"]);
     let addr = line
         .strip_prefix("node 0 listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
@@ -299,13 +364,6 @@ fn kv_serves_memcached_clients_and_refuses_no_nodes_loudly() {
     );
 
     // (Many nodes: tests/kv_cluster.rs.) No nodes is refused with a reason.
-    let out = sesa()
-        .args(["kv", "--nodes", "0", "--port", "0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("must be at least 1"),
-        "{out:?}"
-    );
+    let said = fails_saying(&["kv", "--nodes", "0", "--port", "0"]);
+    assert!(said.contains("must be at least 1"), "{said}");
 }
