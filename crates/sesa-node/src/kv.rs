@@ -74,7 +74,7 @@ pub async fn start_on_node(
                 base => u16::try_from(u32::from(base) + me - 1)
                     .map_err(|_| format!("node {me}'s port would be above 65535"))?,
             };
-            (SocketAddr::from((Ipv4Addr::LOCALHOST, port)), None)
+            (SocketAddr::new(settings.listen, port), None)
         }
         Addressing::Forwarded { clients, .. } => (
             SocketAddr::from((Ipv4Addr::UNSPECIFIED, clients.guest)),

@@ -77,6 +77,10 @@ pub struct KvSettings {
     /// Node `i` listens on `port + i - 1` (0: every node picks a free port). A node
     /// behind port forwarding (native) serves on the port its provider forwarded.
     pub port: u16,
+    /// The address the nodes' client ports are on (like memcached's `-l`): 127.0.0.1
+    /// keeps the store on this machine, 0.0.0.0 opens it to every interface. (A
+    /// native node's provider forwards its port from this address.)
+    pub listen: core::net::IpAddr,
     /// Memory for items per node, in bytes.
     pub memory_bytes: usize,
     /// Largest item, in bytes.

@@ -257,9 +257,12 @@ pub struct NativeNodes {
     /// Only the nodes with ids up to this one are native (a mixed application); `None`:
     /// every node, those added later included.
     pub up_to: Option<u32>,
-    /// The data store's client port of node 1 on 127.0.0.1 (node `i` gets
-    /// `clients_base + i - 1`, as hosted nodes do); 0: free ports.
+    /// The data store's client port of node 1 (node `i` gets `clients_base + i - 1`,
+    /// as hosted nodes do); 0: free ports.
     pub clients_base: u16,
+    /// Where QEMU forwards the data store's client ports from (`sesa kv -l`; 127.0.0.1
+    /// by default). IPv4: QEMU's user network forwards from one.
+    pub clients_host: std::net::Ipv4Addr,
 }
 
 impl NativeNodes {
@@ -336,26 +339,26 @@ impl LocalProcesses {
         self
     }
 
-    /// QEMU for node `spec.id`: the kernel's `join` command, the messenger's and the
-    /// store's ports forwarded from free ports of 127.0.0.1.
+    /// QEMU for node `spec.id`: the kernel's `join` command, the messenger's port
+    /// forwarded from a free port of 127.0.0.1 and the store's from
+    /// [`NativeNodes::clients_host`].
     fn qemu(native: &NativeNodes, spec: &NodeSpec) -> anyhow::Result<Command> {
-        let free = || -> anyhow::Result<u16> {
-            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port())
+        let free = |host: std::net::Ipv4Addr| -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind((host, 0))?.local_addr()?.port())
         };
+        let host = native.clients_host;
         let clients = match native.clients_base {
-            0 => free()?,
+            0 => free(host)?,
             base => u16::try_from(u32::from(base) + spec.id - 1)
                 .map_err(|_| anyhow!("node {}'s port would be above 65535", spec.id))?,
         };
-        let messenger = free()?;
+        let messenger = free(std::net::Ipv4Addr::LOCALHOST)?;
         let cores = spec.cores.unwrap_or(1);
         let mut cmd = qemu_command(&native.accel, NATIVE_RAM_MB, cores);
         cmd.arg("-netdev")
             .arg(format!(
                 "user,id=n0,hostfwd=tcp:127.0.0.1:{messenger}-:7000,\
-                 hostfwd=tcp:127.0.0.1:{clients}-:11211"
+                 hostfwd=tcp:{host}:{clients}-:11211"
             ))
             .args(["-device", "virtio-net-device,netdev=n0", "-kernel"])
             .arg(&native.kernel)

@@ -67,7 +67,7 @@ pub(crate) async fn frontend(
     let mut launched: BTreeSet<u32> = first.keys().copied().collect();
     for r in first.values() {
         let (port, member) = start_store(cx.messenger, r, &settings).await?;
-        serving(&cx, r.node, port);
+        serving(&cx, r.node, settings.listen, port);
         members.insert(r.node, member);
         known.insert(r.node);
     }
@@ -110,7 +110,7 @@ pub(crate) async fn frontend(
                 eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
                 match start_store(cx.messenger, &r, &settings).await {
                     Ok((port, member)) => {
-                        serving(&cx, r.node, port);
+                        serving(&cx, r.node, settings.listen, port);
                         members.insert(r.node, member);
                         joined.push(r.node);
                     }
@@ -175,9 +175,13 @@ pub(crate) async fn frontend(
 }
 
 /// Prints the line clients (and tests) look for, and notes the port for `sesa status`.
-fn serving(cx: &Elastic<'_>, node: u32, port: u16) {
+fn serving(cx: &Elastic<'_>, node: u32, listen: std::net::IpAddr, port: u16) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "node {node} listening on 127.0.0.1:{port}");
+    let _ = writeln!(
+        out,
+        "node {node} listening on {}",
+        std::net::SocketAddr::new(listen, port)
+    );
     let _ = out.flush();
     update_status(cx, |s| {
         s.ports.insert(node, port);

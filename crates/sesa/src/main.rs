@@ -28,8 +28,8 @@ enum Command {
         /// The first node's port.
         #[arg(long, default_value_t = 11211)]
         port: u16,
-        /// The address a single-node store listens on (like memcached's -l; a local
-        /// cluster's nodes listen on 127.0.0.1).
+        /// The address the store's nodes listen on (like memcached's -l; 0.0.0.0: every
+        /// interface).
         #[arg(short = 'l', long, default_value = "127.0.0.1")]
         listen: std::net::IpAddr,
         /// Cores (default: all the process may use).
@@ -223,6 +223,7 @@ impl NativeArgs {
                 .unwrap_or_else(|| sesa::cluster::NativeNodes::default_accel().to_owned()),
             up_to: self.native_nodes,
             clients_base,
+            clients_host: std::net::Ipv4Addr::LOCALHOST,
         })
     }
 }
@@ -564,17 +565,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if nodes == 0 || replicas == 0 {
                 anyhow::bail!("--nodes and --replicas must be at least 1");
             }
-            let native = native.nodes(port);
+            let native = match (native.nodes(port), listen) {
+                (Some(native), std::net::IpAddr::V4(host)) => Some(sesa::cluster::NativeNodes {
+                    clients_host: host,
+                    ..native
+                }),
+                (Some(_), std::net::IpAddr::V6(_)) => anyhow::bail!(
+                    "--listen {listen}: a native node's port is forwarded from an IPv4 address"
+                ),
+                (None, _) => None,
+            };
             // A native store is a cluster even of one node: the frontend launches it.
             if nodes > 1 || native.is_some() {
-                if listen != std::net::IpAddr::from([127, 0, 0, 1]) {
-                    anyhow::bail!(
-                        "--listen applies to a single-node store: a local cluster's nodes \
-                         listen on 127.0.0.1"
-                    );
-                }
                 let settings = sesa::cluster::KvSettings {
                     port,
+                    listen,
                     memory_bytes: memory_mb.saturating_mul(1 << 20),
                     item_max,
                     max_connections,

@@ -228,30 +228,49 @@ fn bench_kv_elastic_loses_nothing_and_reports_every_figure() {
     }
 }
 
-/// `-l` as memcached's: a single-node store listens where told; a local cluster, whose
-/// nodes listen on 127.0.0.1, refuses another address rather than ignore it.
+/// `-l` as memcached's: a single-node store and every node of a local cluster listen
+/// where told, and say so; a native node's port, forwarded by QEMU from an IPv4
+/// address, refuses an IPv6 one.
 #[test]
 fn kv_listens_on_the_address_given() {
-    let (mut child, line) = kv_started(&["-l", "127.0.0.2", "--port", "0", "--cores", "1"]);
-    let addr = line
-        .strip_prefix("node 0 listening on 127.0.0.2:")
-        .map(|port| format!("127.0.0.2:{}", port.trim()));
-    let answered = addr.as_ref().map(|addr| {
-        let mut conn = std::net::TcpStream::connect(addr).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
+    for nodes in ["1", "2"] {
+        let mut child = sesa()
+            .args(["kv", "-l", "127.0.0.2", "--port", "0", "--cores", "1"])
+            .args(["--nodes", nodes])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
             .unwrap();
-        use std::io::Write;
-        conn.write_all(b"version\r\n").unwrap();
-        let mut got = [0; 8];
-        conn.read_exact(&mut got).unwrap();
-        got
-    });
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(answered, Some(*b"VERSION "), "first line {line:?}");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut answered = Vec::new();
+        for _ in 0..nodes.parse().unwrap() {
+            let line = lines.next().unwrap().unwrap();
+            let addr = line
+                .split_once(" listening on ")
+                .map(|(_, addr)| addr.to_owned())
+                .filter(|addr| addr.starts_with("127.0.0.2:"));
+            answered.push((line, addr.map(|addr| version_of(&addr))));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        for (line, version) in answered {
+            assert_eq!(version, Some(*b"VERSION "), "{nodes} node(s): {line:?}");
+        }
+    }
+    let said = fails_saying(&["kv", "-l", "::1", "--native", "--kernel", "/nonexistent"]);
+    assert!(said.contains("forwarded from an IPv4 address"), "{said}");
+}
 
-    let said = fails_saying(&["kv", "-l", "127.0.0.2", "--nodes", "2", "--port", "0"]);
-    assert!(said.contains("single-node store"), "{said}");
+/// The first 8 bytes of a store's answer to `version` at `addr`.
+fn version_of(addr: &str) -> [u8; 8] {
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    use std::io::Write;
+    conn.write_all(b"version\r\n").unwrap();
+    let mut got = [0; 8];
+    conn.read_exact(&mut got).unwrap();
+    got
 }
 
 /// `sesa kv args`, started, and the first line it printed.
