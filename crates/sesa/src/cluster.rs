@@ -84,8 +84,12 @@ pub struct StoreStatus {
     pub replicas: u32,
     /// How keys are placed (`Partitioned`, `Central` or `Cached`).
     pub layout: String,
-    /// Each serving node's client port (on 127.0.0.1), by node id.
+    /// Each serving node's client port (on [`StoreStatus::listen`]), by node id.
     pub ports: BTreeMap<u32, u16>,
+    /// The address the client ports are on (`sesa kv -l`; `None`: 127.0.0.1, from a
+    /// frontend older than the option).
+    #[serde(default)]
+    pub listen: Option<std::net::IpAddr>,
     /// The latest move of keys to a new view (`None` before the first change).
     pub rebalance: Option<Rebalance>,
 }
@@ -133,8 +137,10 @@ impl AppStatus {
                 "store: view {}, {} owner(s) per key, {} layout\n",
                 store.epoch, store.replicas, store.layout
             );
-            for (node, port) in &store.ports {
-                out += &format!("  node {node} serves clients on 127.0.0.1:{port}\n");
+            let listen = store.listen.unwrap_or([127, 0, 0, 1].into());
+            for (node, &port) in &store.ports {
+                let addr = std::net::SocketAddr::new(listen, port);
+                out += &format!("  node {node} serves clients on {addr}\n");
             }
             if let Some(r) = &store.rebalance {
                 out += &format!("  last rebalance: {}\n", r.line());

@@ -184,6 +184,7 @@ fn serving(cx: &Elastic<'_>, node: u32, listen: std::net::IpAddr, port: u16) {
     );
     let _ = out.flush();
     update_status(cx, |s| {
+        s.listen = Some(listen);
         s.ports.insert(node, port);
     });
 }

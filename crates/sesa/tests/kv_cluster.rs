@@ -468,6 +468,7 @@ fn scaling_out_and_in_under_writes_fails_no_request_and_loses_no_key() {
     assert_eq!(shown["layout"], "Partitioned", "{status}");
     let ports: BTreeMap<u32, u16> = serde_json::from_value(shown["ports"].clone()).unwrap();
     assert_eq!(ports, store.ports);
+    assert_eq!(shown["listen"], "127.0.0.1", "{status}");
     let r = &shown["rebalance"];
     assert_eq!(
         (&r["epoch"], &r["nodes"], &r["nodes_done"], &r["finished"]),
