@@ -260,7 +260,27 @@ const fn shares() -> [u8; MAP] {
 struct Index {
     shards: Box<[HashTable<(Key, Entry)>]>,
     state: foldhash::fast::FixedState,
+    counts: Counts,
+}
+
+/// How many items an [`Index`] holds and what they cost ([`cost`]): counted in and out
+/// with the items, so no way of removing one can forget its bytes.
+#[derive(Default)]
+struct Counts {
     len: usize,
+    bytes: usize,
+}
+
+impl Counts {
+    fn added(&mut self, key: &Key, entry: &Entry) {
+        self.len += 1;
+        self.bytes += cost(key.as_slice(), &entry.item.value);
+    }
+
+    fn removed(&mut self, key: &Key, entry: &Entry) {
+        self.len -= 1;
+        self.bytes -= cost(key.as_slice(), &entry.item.value);
+    }
 }
 
 impl Index {
@@ -268,7 +288,7 @@ impl Index {
         Index {
             shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
             state,
-            len: 0,
+            counts: Counts::default(),
         }
     }
 
@@ -281,7 +301,11 @@ impl Index {
     }
 
     fn len(&self) -> usize {
-        self.len
+        self.counts.len
+    }
+
+    fn bytes(&self) -> usize {
+        self.counts.bytes
     }
 
     fn get(&self, key: &[u8]) -> Option<&Entry> {
@@ -302,38 +326,44 @@ impl Index {
         self.get(key).is_some()
     }
 
-    /// The entry under `key` if `keep` says so; one it does not keep is removed and
-    /// handed back. One lookup either way.
-    fn get_or_evict(&mut self, key: &[u8], keep: impl FnOnce(&Entry) -> bool) -> Found<'_> {
+    /// The entry under `key` if `keep` says so; one it does not keep is removed. One
+    /// lookup either way.
+    fn get_or_evict(
+        &mut self,
+        key: &[u8],
+        keep: impl FnOnce(&Entry) -> bool,
+    ) -> Option<&mut Entry> {
         let hash = self.hash(key);
         let shard = self.shard(hash);
         match self.shards[shard].find_entry(hash, |(k, _)| k.as_slice() == key) {
-            Ok(found) if keep(&found.get().1) => Found::Kept(&mut found.into_mut().1),
+            Ok(found) if keep(&found.get().1) => Some(&mut found.into_mut().1),
             Ok(other) => {
                 let ((key, entry), _) = other.remove();
-                self.len -= 1;
-                Found::Evicted(key, entry)
+                self.counts.removed(&key, &entry);
+                None
             }
-            Err(_) => Found::Absent,
+            Err(_) => None,
         }
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        match self.get_or_evict(key, |_| false) {
-            Found::Evicted(_, entry) => Some(entry),
-            Found::Kept(_) | Found::Absent => None,
-        }
+        let hash = self.hash(key);
+        let shard = self.shard(hash);
+        let found = self.shards[shard].find_entry(hash, |(k, _)| k.as_slice() == key);
+        let ((key, entry), _) = found.ok()?.remove();
+        self.counts.removed(&key, &entry);
+        Some(entry)
     }
 
-    /// Stores `entry` under `key`, which is not there: every caller removes it first
-    /// (its bytes are counted out as it goes), so no probe compares keys.
+    /// Stores `entry` under `key`, which is not there: every caller removes it first,
+    /// so no probe compares keys.
     fn insert(&mut self, key: Key, entry: Entry) {
         debug_assert!(self.get(key.as_slice()).is_none(), "inserted twice");
         let hash = self.hash(key.as_slice());
+        self.counts.added(&key, &entry);
         let state = &self.state;
         self.shards[self.shard(hash)]
             .insert_unique(hash, (key, entry), |(k, _)| state.hash_one(k.as_slice()));
-        self.len += 1;
     }
 
     fn values(&self) -> impl Iterator<Item = &Entry> {
@@ -342,15 +372,8 @@ impl Index {
 
     fn clear(&mut self) {
         self.shards.iter_mut().for_each(HashTable::clear);
-        self.len = 0;
+        self.counts = Counts::default();
     }
-}
-
-/// What [`Index::get_or_evict`] found.
-enum Found<'a> {
-    Kept(&'a mut Entry),
-    Evicted(Key, Entry),
-    Absent,
 }
 
 struct Entry {
@@ -374,7 +397,6 @@ pub struct Partition {
     lru: Queue,
     tick: u64,
     next_cas: u64,
-    bytes: usize,
     limit: usize,
     /// Items stored at or before this time are invalid (`flush_all`).
     flushed_before: Option<u64>,
@@ -425,7 +447,6 @@ impl Partition {
             lru: Queue::default(),
             tick: 0,
             next_cas: 1,
-            bytes: 0,
             limit,
             flushed_before: None,
             stats: PartitionStats::default(),
@@ -436,7 +457,7 @@ impl Partition {
     pub fn stats(&self) -> PartitionStats {
         PartitionStats {
             items: self.items.len() as u64,
-            bytes: self.bytes as u64,
+            bytes: self.items.bytes() as u64,
             ..self.stats
         }
     }
@@ -463,17 +484,12 @@ impl Partition {
             .items
             .get_or_evict(key, |e| live(e, now, flushed_before))
         {
-            Found::Kept(entry) => {
+            Some(entry) => {
                 self.stats.hits += 1;
                 entry.referenced = true;
                 Some(&entry.item)
             }
-            Found::Evicted(key, dead) => {
-                self.bytes -= cost(key.as_slice(), &dead.item.value);
-                self.stats.misses += 1;
-                None
-            }
-            Found::Absent => {
+            None => {
                 self.stats.misses += 1;
                 None
             }
@@ -482,23 +498,12 @@ impl Partition {
 
     fn purge_if_dead(&mut self, key: &[u8], now: u64) {
         let flushed_before = self.flushed_before;
-        if let Found::Evicted(key, dead) = self
-            .items
-            .get_or_evict(key, |e| live(e, now, flushed_before))
-        {
-            self.bytes -= cost(key.as_slice(), &dead.item.value);
-        }
+        self.items
+            .get_or_evict(key, |e| live(e, now, flushed_before));
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<Item> {
-        self.take(key).map(|e| e.item)
-    }
-
-    /// Removes `key`'s entry, live or not, and counts its bytes out.
-    fn take(&mut self, key: &[u8]) -> Option<Entry> {
-        let entry = self.items.remove(key)?;
-        self.bytes -= cost(key, &entry.item.value);
-        Some(entry)
+        self.items.remove(key).map(|e| e.item)
     }
 
     /// A storage command.
@@ -554,7 +559,6 @@ impl Partition {
     /// Stores `item` as it is (its cas included) and queues it for eviction.
     fn put(&mut self, key: &[u8], item: Item, now: u64) {
         self.tick += 1;
-        self.bytes += cost(key, &item.value);
         let key = Key::new(key);
         self.queue(self.tick, key.clone());
         self.items.insert(
@@ -572,7 +576,7 @@ impl Partition {
     /// not read since it was queued (CLOCK). A read one is queued again, unmarked, and
     /// a stale entry is dropped, so this ends within two trips through the queue.
     fn make_room(&mut self, needed: usize) {
-        while self.bytes + needed > self.limit {
+        while self.items.bytes() + needed > self.limit {
             let Some((tick, key)) = self.lru.pop_front() else {
                 return;
             };
@@ -587,10 +591,8 @@ impl Partition {
                     self.lru.push_back((self.tick, key));
                 }
                 Some(_) => {
-                    if let Some(entry) = self.items.remove(key.as_slice()) {
-                        self.bytes -= cost(key.as_slice(), &entry.item.value);
-                        self.stats.evictions += 1;
-                    }
+                    self.items.remove(key.as_slice());
+                    self.stats.evictions += 1;
                 }
             }
         }
@@ -706,7 +708,7 @@ impl Partition {
         // before the replacement (a dead item counts as absent, as `purge_if_dead`
         // would make it), not once more to purge it.
         let Some(item) = item else {
-            return self.take(key).is_some_and(|e| self.live(&e, now));
+            return self.items.remove(key).is_some_and(|e| self.live(&e, now));
         };
         self.next_cas = self.next_cas.max(item.cas.saturating_add(1));
         let flushed_before = self.flushed_before;
@@ -746,7 +748,6 @@ impl Partition {
         if delay <= 0 {
             self.items.clear();
             self.lru.clear();
-            self.bytes = 0;
             self.flushed_before = None;
         } else {
             self.flushed_before = Some(at);
