@@ -32,12 +32,11 @@ pub(crate) struct Contention {
     schedstat: Option<File>,
     /// Contended when the thread waited more than this many percent of a sample's time.
     limit_pct: u32,
-    /// The last sample: when, and the thread's total run delay then (ns).
+    /// When the last sample was taken, and the thread's total run delay then (ns).
     at: Instant,
     waited_ns: u64,
-    contended: bool,
-    /// The share of the last sample's time spent waiting (percent), once sampled.
-    waited_pct: Option<u32>,
+    /// The last sample: how long the thread waited (ns) of how long it lasted.
+    last: Option<(u64, Duration)>,
 }
 
 impl Contention {
@@ -55,8 +54,7 @@ impl Contention {
             limit_pct,
             at: Instant::now(),
             waited_ns: 0,
-            contended: false,
-            waited_pct: None,
+            last: None,
         };
         gauge.waited_ns = gauge.read_waited_ns().unwrap_or(0);
         gauge
@@ -70,24 +68,23 @@ impl Contention {
         }
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.at);
-        if elapsed < SAMPLE_EVERY {
-            return self.contended;
+        if elapsed >= SAMPLE_EVERY
+            && let Some(waited_ns) = self.read_waited_ns()
+        {
+            self.last = Some((waited_ns.saturating_sub(self.waited_ns), elapsed));
+            self.at = now;
+            self.waited_ns = waited_ns;
         }
-        let Some(waited_ns) = self.read_waited_ns() else {
-            return self.contended;
-        };
-        let waited = waited_ns.saturating_sub(self.waited_ns);
-        self.contended = over_limit(waited, elapsed, self.limit_pct);
-        self.waited_pct = Some(share_pct(waited, elapsed));
-        self.at = now;
-        self.waited_ns = waited_ns;
-        self.contended
+        self.last
+            .is_some_and(|(waited, elapsed)| over_limit(waited, elapsed, self.limit_pct))
     }
 
     /// The share of the last sample's time the thread waited for a CPU (percent); `None`
     /// before the first sample or where the kernel does not say.
     pub(crate) fn waited_pct(&self) -> Option<u32> {
-        self.schedstat.as_ref().and(self.waited_pct)
+        let (waited, elapsed) = self.last?;
+        self.schedstat.as_ref()?;
+        Some(share_pct(waited, elapsed))
     }
 
     fn read_waited_ns(&mut self) -> Option<u64> {
