@@ -263,12 +263,10 @@ pub struct NativeNodes {
     /// Only the nodes with ids up to this one are native (a mixed application); `None`:
     /// every node, those added later included.
     pub up_to: Option<u32>,
-    /// The data store's client port of node 1 (node `i` gets `clients_base + i - 1`,
-    /// as hosted nodes do); 0: free ports.
-    pub clients_base: u16,
-    /// Where QEMU forwards the data store's client ports from (`sesa kv -l`; 127.0.0.1
-    /// by default). IPv4: QEMU's user network forwards from one.
-    pub clients_host: std::net::Ipv4Addr,
+    /// Where QEMU forwards the data store's client port of node 1 from (`sesa kv -l`
+    /// and `--port`; IPv4: QEMU's user network forwards from one). Node `i` gets port
+    /// `+ i - 1`, as hosted nodes do; port 0: free ports.
+    pub clients: std::net::SocketAddrV4,
 }
 
 impl NativeNodes {
@@ -347,13 +345,13 @@ impl LocalProcesses {
 
     /// QEMU for node `spec.id`: the kernel's `join` command, the messenger's port
     /// forwarded from a free port of 127.0.0.1 and the store's from
-    /// [`NativeNodes::clients_host`].
+    /// [`NativeNodes::clients`].
     fn qemu(native: &NativeNodes, spec: &NodeSpec) -> anyhow::Result<Command> {
         let free = |host: std::net::Ipv4Addr| -> anyhow::Result<u16> {
             Ok(std::net::TcpListener::bind((host, 0))?.local_addr()?.port())
         };
-        let host = native.clients_host;
-        let clients = match native.clients_base {
+        let host = *native.clients.ip();
+        let clients = match native.clients.port() {
             0 => free(host)?,
             base => u16::try_from(u32::from(base) + spec.id - 1)
                 .map_err(|_| anyhow!("node {}'s port would be above 65535", spec.id))?,

@@ -65,6 +65,7 @@ pub(crate) async fn frontend(
     // Nodes ever part of the store (a lost node that registered is not taken back).
     let mut known: BTreeSet<u32> = BTreeSet::new();
     let mut launched: BTreeSet<u32> = first.keys().copied().collect();
+    update_status(&cx, |s| s.listen = Some(settings.listen));
     for r in first.values() {
         let (port, member) = start_store(cx.messenger, r, &settings).await?;
         serving(&cx, r.node, settings.listen, port);
@@ -184,7 +185,6 @@ fn serving(cx: &Elastic<'_>, node: u32, listen: std::net::IpAddr, port: u16) {
     );
     let _ = out.flush();
     update_status(cx, |s| {
-        s.listen = Some(listen);
         s.ports.insert(node, port);
     });
 }

@@ -206,10 +206,21 @@ struct NativeArgs {
     accel: Option<String>,
 }
 
+/// The client address of an application without a store (its nodes' client port is
+/// forwarded, unused, from any free port of 127.0.0.1).
+const NO_STORE: std::net::SocketAddrV4 =
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0);
+
 impl NativeArgs {
-    /// The native nodes asked for, if any; `clients_base` is the store's first port.
-    fn nodes(self, clients_base: u16) -> Option<sesa::cluster::NativeNodes> {
-        if !self.native && self.native_nodes.is_none() {
+    /// Whether any node is to run natively.
+    fn wanted(&self) -> bool {
+        self.native || self.native_nodes.is_some()
+    }
+
+    /// The native nodes asked for, if any; `clients` is the store's first client
+    /// address.
+    fn nodes(self, clients: std::net::SocketAddrV4) -> Option<sesa::cluster::NativeNodes> {
+        if !self.wanted() {
             return None;
         }
         let kernel = self
@@ -222,8 +233,7 @@ impl NativeArgs {
                 .accel
                 .unwrap_or_else(|| sesa::cluster::NativeNodes::default_accel().to_owned()),
             up_to: self.native_nodes,
-            clients_base,
-            clients_host: std::net::Ipv4Addr::LOCALHOST,
+            clients,
         })
     }
 }
@@ -440,7 +450,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 nodes,
                 cores_per_node: cores,
                 grants: Vec::new(),
-                native: native.nodes(0),
+                native: native.nodes(NO_STORE),
                 idle_spins: None,
             },
             sesa::cluster::App::Counter { incs },
@@ -459,7 +469,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 nodes,
                 cores_per_node: cores,
                 grants,
-                native: native.nodes(0),
+                native: native.nodes(NO_STORE),
                 idle_spins: None,
             },
             sesa::cluster::App::Cat { files },
@@ -565,15 +575,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if nodes == 0 || replicas == 0 {
                 anyhow::bail!("--nodes and --replicas must be at least 1");
             }
-            let native = match (native.nodes(port), listen) {
-                (Some(native), std::net::IpAddr::V4(host)) => Some(sesa::cluster::NativeNodes {
-                    clients_host: host,
-                    ..native
-                }),
-                (Some(_), std::net::IpAddr::V6(_)) => anyhow::bail!(
+            let native = match listen {
+                std::net::IpAddr::V4(host) => native.nodes(std::net::SocketAddrV4::new(host, port)),
+                std::net::IpAddr::V6(_) if native.wanted() => anyhow::bail!(
                     "--listen {listen}: a native node's port is forwarded from an IPv4 address"
                 ),
-                (None, _) => None,
+                std::net::IpAddr::V6(_) => None,
             };
             // A native store is a cluster even of one node: the frontend launches it.
             if nodes > 1 || native.is_some() {
@@ -674,7 +681,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     native,
                 },
         } => {
-            if native.nodes(0).is_some() {
+            if native.wanted() {
                 anyhow::bail!("--native runs nodes: say how many with --nodes");
             }
             let runtime = Runtime::new(Config {
