@@ -162,6 +162,8 @@ pub async fn join(
         // Items may take half the heap: the rest is their table, the connections and
         // the stack's socket buffers (an eighth).
         memory_max: Some(usize::try_from(heap_bytes / 2).unwrap_or(usize::MAX)),
+        // The applications this image is built with.
+        apps: sesa_node::builtin::builtin(),
     })
     .await
 }

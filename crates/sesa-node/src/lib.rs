@@ -11,10 +11,14 @@
 //! console, files and environment; [`elastic`] its side of the elastic counter's work
 //! pool; [`kv`] starts its part of the data store.
 //!
-//! The wire types between the frontend and its nodes live here too ([`App`],
-//! [`Register`], [`Outcome`], [`NodeStatus`]), so that the two sides cannot drift apart.
-//! The frontend itself (launching nodes, the registry, the pool, the offload service)
-//! is in the `sesa` crate: it needs an OS.
+//! [`app`] is the application API's node side: an application is a type implementing
+//! [`app::App`], and a node runs the applications of the [`app::Apps`] table it was
+//! built with ([`builtin`] has the counter, `cat` and the data store).
+//!
+//! The wire types between the frontend and its nodes live here too ([`app::RunApp`],
+//! [`Register`], [`NodeStatus`]), so that the two sides cannot drift apart. The
+//! frontend itself (launching nodes, the registry, the offload service) is the
+//! `sesa-frontend` crate: it needs an OS.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -26,6 +30,8 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
+pub mod app;
+pub mod builtin;
 pub mod elastic;
 pub mod kv;
 pub mod micro;
@@ -51,26 +57,6 @@ pub const STATS: u16 = 2;
 /// The node control's method: leave the application (planned, with drain).
 pub const LEAVE: u16 = 3;
 
-/// An application the frontend can run on its nodes.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub enum App {
-    /// The distributed counter: every core of every node increments `incs` times.
-    Counter {
-        /// Increments per core.
-        incs: u64,
-    },
-    /// Prints files through the offloaded console: node `i` reads (through the offloaded
-    /// file system) and prints every file whose position `p` has `p % nodes == i - 1`.
-    Cat {
-        /// Paths, as the user gave them (relative to the frontend's directory).
-        files: Vec<String>,
-    },
-    /// The memcached-compatible data store: every node serves clients on its own port
-    /// and the nodes hold the keys together (see `sesa_apps::memcache::cluster`). It
-    /// runs until the frontend is stopped.
-    Kv(KvSettings),
-}
-
 /// How the data store runs on each node.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct KvSettings {
@@ -91,28 +77,6 @@ pub struct KvSettings {
     pub replicas: u32,
     /// How keys are placed on the nodes.
     pub layout: sesa_apps::memcache::cluster::Layout,
-}
-
-/// What one node's part of an application produced.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub enum Outcome {
-    /// The counter: this node's increments.
-    Counted(i64),
-    /// `cat`: files printed, and files that could not be.
-    Printed {
-        /// Printed.
-        files: u32,
-        /// Refused or unreadable.
-        failed: u32,
-    },
-    /// The store serves clients on `port` (of 127.0.0.1); `member` is the node in a
-    /// view.
-    Serving {
-        /// The client port.
-        port: u16,
-        /// The node as a member of the store's views.
-        member: sesa_apps::memcache::cluster::Member,
-    },
 }
 
 /// What a node tells the frontend when it joins.

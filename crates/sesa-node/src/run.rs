@@ -22,11 +22,9 @@ use sesa_exec::{
     NodeIdentity, RemoteError, Secret,
 };
 
-use crate::elastic::PoolAddress;
-use crate::offload::{OffloadClient, Stream};
-use crate::{
-    ADMIN_FIRST, App, FRONTEND, LEAVE, NodeStatus, Outcome, REGISTER, RUN_APP, Register, STATS,
-};
+use crate::app::{Apps, NodeContext, RunApp};
+use crate::offload::OffloadClient;
+use crate::{ADMIN_FIRST, FRONTEND, LEAVE, NodeStatus, REGISTER, RUN_APP, Register, STATS};
 
 /// A port of the node's as the frontend's host sees it: `host` on 127.0.0.1 forwarded
 /// to `guest` on the node.
@@ -75,6 +73,8 @@ pub struct NodeParams {
     /// The most memory the data store's items may take on this node (`None`: what the
     /// application's settings say).
     pub memory_max: Option<usize>,
+    /// The applications this node runs.
+    pub apps: Apps,
 }
 
 /// Runs the node until the frontend lets go of it (`Ok`) or is lost (`Err`).
@@ -93,7 +93,9 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
         pid,
         platform,
         memory_max,
+        apps,
     } = p;
+    let apps = Arc::new(apps);
     let host = crate::kv::Host {
         addressing,
         pid,
@@ -139,6 +141,7 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
         .serve_async(control.id(), move |_from, method, payload| {
             let offload_id = known.clone();
             let (leaving, departures) = (leaving.clone(), departures.clone());
+            let apps = apps.clone();
             async move {
                 if method == LEAVE {
                     leaving.store(true, SeqCst);
@@ -157,24 +160,21 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
                 if method != RUN_APP {
                     return Err(RemoteError::NoHandler);
                 }
-                let (app, nodes, pool): (App, u32, Option<PoolAddress>) =
-                    postcard::from_bytes(&payload)
-                        .map_err(|_| RemoteError::Refused("bad application request".into()))?;
+                let request: RunApp = postcard::from_bytes(&payload)
+                    .map_err(|_| RemoteError::Refused("bad application request".into()))?;
                 let service = offload_id
                     .get()
                     .and_then(|id| EbbId::from_raw(*id))
                     .ok_or_else(|| RemoteError::Refused("not registered yet".into()))?;
-                let part = Part {
-                    nodes,
-                    me,
+                let node = NodeContext {
+                    id: me,
+                    nodes: request.nodes,
                     offload: OffloadClient::new(messenger, FRONTEND, service),
-                    pool,
                     leaving,
                     departures,
                     host,
                 };
-                let outcome = run_part(app, part).await?;
-                crate::encode_reply(&outcome)
+                Ok(apps.run(node, &request).await?)
             }
         })
         .await
@@ -254,97 +254,6 @@ pub async fn local_status(
         messages: messenger.stats().await.unwrap_or_default(),
         uptime_ms: (sesa_event::now() - started).as_millis() as u64,
         state: "up".into(),
-    }
-}
-
-/// What a node's part of an application works with.
-struct Part {
-    nodes: u32,
-    me: u32,
-    offload: OffloadClient,
-    pool: Option<PoolAddress>,
-    leaving: Arc<AtomicBool>,
-    departures: Arc<Departures>,
-    host: crate::kv::Host,
-}
-
-/// Runs this node's part of `app`.
-async fn run_part(app: App, part: Part) -> Result<Outcome, RemoteError> {
-    let Part {
-        nodes,
-        me,
-        offload,
-        pool,
-        leaving,
-        departures,
-        host,
-    } = part;
-    let refused = |e: &dyn core::fmt::Display| RemoteError::Refused(e.to_string());
-    match app {
-        App::Counter { incs } => match pool {
-            // Elastic: count chunks leased from the frontend's pool.
-            Some(pool) => {
-                let counting = Arc::new(AtomicBool::new(true));
-                let watched = counting.clone();
-                // The counter's departure event: wait until the chunk in hand is
-                // counted and reported, so no count is lost when this node leaves.
-                departures.on_departure(move || {
-                    let watched = watched.clone();
-                    async move {
-                        while watched.load(SeqCst) {
-                            sesa_event::sleep(Duration::from_millis(1)).await;
-                        }
-                    }
-                });
-                let messenger = offload.messenger();
-                let result = crate::elastic::count_from_pool(messenger, pool, leaving).await;
-                counting.store(false, SeqCst);
-                result.map(Outcome::Counted).map_err(|e| refused(&e))
-            }
-            None => sesa_apps::counter::count_on_all_cores(incs)
-                .await
-                .map(Outcome::Counted)
-                .map_err(|e| refused(&e)),
-        },
-        App::Kv(settings) => {
-            let messenger = offload.messenger();
-            let (port, member) = crate::kv::start_on_node(messenger, me, &settings, host)
-                .await
-                .map_err(|e| refused(&e))?;
-            Ok(Outcome::Serving { port, member })
-        }
-        App::Cat { files } => {
-            let (mut printed, mut failed) = (0, 0);
-            let mine = files
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i as u32 % nodes == me - 1)
-                .map(|(_, f)| f);
-            for file in mine {
-                match offload.read(file).await {
-                    Ok(bytes) => {
-                        let text = String::from_utf8_lossy(&bytes);
-                        offload
-                            .print(Stream::Out, &text)
-                            .await
-                            .map_err(|e| refused(&e))?;
-                        printed += 1;
-                    }
-                    Err(e) => {
-                        let msg = format!("cat: {e}\n");
-                        offload
-                            .print(Stream::Err, &msg)
-                            .await
-                            .map_err(|e| refused(&e))?;
-                        failed += 1;
-                    }
-                }
-            }
-            Ok(Outcome::Printed {
-                files: printed,
-                failed,
-            })
-        }
     }
 }
 

@@ -303,7 +303,7 @@ pub fn native_micro(
     quick: bool,
 ) -> anyhow::Result<sesa_node::micro::Figures> {
     use std::io::Read as _;
-    let mut qemu = crate::cluster::qemu_command(accel, 256, cores)
+    let mut qemu = sesa_frontend::qemu_command(accel, 256, cores)
         .arg("-kernel")
         .arg(kernel)
         .arg("-append")

@@ -483,9 +483,9 @@ fn guest_qemu(
     kernel: &std::path::Path,
 ) -> anyhow::Result<Command> {
     use std::os::fd::AsFd as _;
-    let mut command = crate::cluster::qemu_command(
+    let mut command = sesa_frontend::qemu_command(
         &native.accel,
-        crate::cluster::NATIVE_RAM_MB,
+        sesa_frontend::NATIVE_RAM_MB,
         config.server_cores,
     );
     command

@@ -18,8 +18,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use anyhow::{Context, anyhow, bail};
+use sesa_ebb::NodeShared;
 use sesa_exec::{RemoteError, RemoteRep, Request};
+use sesa_frontend::{Application, Cluster, Register};
+use sesa_node::FRONTEND;
+use sesa_node::builtin::{Counter, CounterSettings};
 
 // The node's side (leasing and counting) is in `sesa-node`, which every node runs.
 pub use sesa_node::elastic::{Lease, PoolAddress, REPORT, TAKE, count_from_pool};
@@ -184,6 +190,194 @@ impl RemoteRep for WorkPool {
             _ => Err(RemoteError::NoHandler),
         }
     }
+}
+
+/// The counter's frontend: the elastic loop below, whose output is the total.
+pub struct CounterFrontend;
+
+impl Application for CounterFrontend {
+    type Node = Counter;
+    type Output = i64;
+
+    async fn frontend(cx: &mut Cluster<'_>, settings: CounterSettings) -> anyhow::Result<i64> {
+        elastic_counter(cx, settings.incs).await
+    }
+}
+
+/// Runs the elastic counter to completion while nodes join, leave and crash.
+async fn elastic_counter(cx: &mut Cluster<'_>, incs: u64) -> anyhow::Result<i64> {
+    let first = cx.first_nodes().clone();
+    let total: u64 = first.values().map(|r| u64::from(r.cores) * incs).sum();
+    let (pool, pool_root) = NodeShared::create(move || WorkPool::new(total))?;
+    cx.messenger().serve(pool).await?;
+    pool.try_with(|_| ()).map_err(|e| anyhow!("{e}"))?;
+    let work = pool_root.rep().context("the pool rep")?;
+    let address = PoolAddress {
+        node: FRONTEND,
+        pool: pool.id().raw(),
+    };
+    let mut started_app: BTreeSet<u32> = BTreeSet::new();
+    let mut running: BTreeMap<u32, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
+    let mut leaving: BTreeMap<u32, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
+    let mut live: BTreeSet<u32> = first.keys().copied().collect();
+    let mut launching: BTreeSet<u32> = BTreeSet::new();
+    // Nodes this frontend launched (the others joined by hand and are asked to leave at
+    // the end).
+    let mut launched: BTreeSet<u32> = first.keys().copied().collect();
+    let mut pending: Option<(u64, u32, Instant)> = None;
+    cx.accept_scaling(true);
+    loop {
+        let registered = cx.registered();
+        // Start the count on every node that joined and has not started it.
+        let newcomers: Vec<&Register> = registered
+            .iter()
+            .filter(|r| !started_app.contains(&r.node))
+            .collect();
+        for r in newcomers {
+            started_app.insert(r.node);
+            launching.remove(&r.node);
+            live.insert(r.node);
+            if r.node > first.keys().max().copied().unwrap_or(0) {
+                eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
+            }
+            let settings = CounterSettings {
+                incs,
+                pool: Some(address),
+            };
+            let part = cx.run_on::<Counter>(r, &settings);
+            running.insert(
+                r.node,
+                sesa_event::spawn_local(async move { part.await.map(drop) }),
+            );
+        }
+        // Nodes whose part ended: done, left, or lost.
+        for (node, handle) in take_finished(&mut running) {
+            let outcome = handle.await;
+            let failed = !matches!(outcome, Ok(Ok(())));
+            if failed && !leaving.contains_key(&node) {
+                let back = work.requeue(node);
+                live.remove(&node);
+                let why = match outcome {
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(e) => e.to_string(),
+                    Ok(Ok(())) => String::new(),
+                };
+                eprintln!(
+                    "sesa: node {node} lost ({why}); {back} chunk(s) of its work go back to the pool"
+                );
+            }
+        }
+        // Planned leaves that completed: the node drained; stop its process.
+        for (node, h) in take_finished(&mut leaving) {
+            if let Ok(Err(e)) | Err(e) = h.await.map_err(anyhow::Error::from) {
+                eprintln!("sesa: node {node} left uncleanly: {e:#}");
+                work.requeue(node);
+            }
+            cx.stop_node(node, Duration::from_secs(5));
+            live.remove(&node);
+            eprintln!("sesa: node {node} left");
+        }
+        while let Some((node, status)) = cx.exited() {
+            if live.remove(&node) || launching.remove(&node) {
+                let back = work.requeue(node);
+                eprintln!(
+                    "sesa: node {node} exited ({status}); {back} chunk(s) go back to the pool"
+                );
+            }
+        }
+        // Nodes SWIM declared down (crashed, or hung with their connection still open):
+        // their work goes back, and their process is stopped. If one was only frozen
+        // and resumes, its late reports are ignored (it no longer holds the leases).
+        for node in cx.take_down() {
+            if live.remove(&node) && !leaving.contains_key(&node) {
+                let back = work.requeue(node);
+                eprintln!("sesa: node {node} declared down; {back} chunk(s) go back to the pool");
+                running.remove(&node);
+                cx.stop_node(node, Duration::from_secs(2));
+            }
+        }
+        // Scale requests.
+        if let Some((target, request)) = cx.take_scale_request() {
+            let staying: Vec<u32> = live
+                .iter()
+                .copied()
+                .filter(|n| !leaving.contains_key(n))
+                .collect();
+            let have = staying.len() + launching.len();
+            for _ in have..target as usize {
+                let id = cx.launch()?;
+                launching.insert(id);
+                launched.insert(id);
+            }
+            for node in staying
+                .iter()
+                .rev()
+                .take(have.saturating_sub(target as usize))
+            {
+                if !registered.iter().any(|r| r.node == *node) {
+                    continue;
+                }
+                eprintln!("sesa: node {node} leaving");
+                leaving.insert(*node, sesa_event::spawn_local(cx.leave(*node)));
+            }
+            pending = Some((request, target, Instant::now()));
+        }
+        if let Some((request, target, since)) = pending {
+            let staying = live.iter().filter(|n| !leaving.contains_key(n)).count();
+            if launching.is_empty() && leaving.is_empty() && staying == target as usize {
+                let took = since.elapsed().as_millis();
+                cx.scale_served(request, format!("{target} node(s) in {took} ms"));
+                pending = None;
+            }
+        }
+        if work.finished() {
+            break;
+        }
+        if live.is_empty() && launching.is_empty() {
+            cx.accept_scaling(false);
+            bail!("every node was lost before the count finished");
+        }
+        // Nodes end their part only when every chunk is counted or they leave; if none
+        // is counting, none will, and waiting would hang the application.
+        if running.is_empty() && launching.is_empty() && leaving.is_empty() {
+            let (done, chunks) = work.progress();
+            cx.accept_scaling(false);
+            bail!(
+                "no node is counting, yet {} of {chunks} chunk(s) are not counted",
+                chunks - done
+            );
+        }
+        sesa_event::sleep(Duration::from_millis(5)).await;
+    }
+    cx.accept_scaling(false);
+    for (_, h) in running {
+        let _ = h.await;
+    }
+    // Nodes that joined by hand are not our processes: ask them to leave cleanly.
+    for r in cx.registered() {
+        if !launched.contains(&r.node) && live.contains(&r.node) && !leaving.contains_key(&r.node) {
+            let _ = cx.leave(r.node).await;
+        }
+    }
+    for (node, h) in leaving {
+        let _ = h.await;
+        cx.stop_node(node, Duration::from_secs(5));
+    }
+    Ok(work.tally())
+}
+
+/// Removes and returns the tasks that have finished.
+fn take_finished<T>(
+    tasks: &mut BTreeMap<u32, sesa_event::JoinHandle<T>>,
+) -> Vec<(u32, sesa_event::JoinHandle<T>)> {
+    let done: Vec<u32> = tasks
+        .iter()
+        .filter(|(_, h)| h.is_finished())
+        .map(|(n, _)| *n)
+        .collect();
+    done.into_iter()
+        .filter_map(|n| tasks.remove(&n).map(|h| (n, h)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -11,15 +11,28 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use sesa_apps::memcache::cluster::{self as store, Coordinator, Member};
-use sesa_ebb::{CoreId, EbbId};
 use sesa_exec::MessengerRef;
+use sesa_frontend::{Application, Cluster, JOIN_TIMEOUT, Register};
+use sesa_node::KvSettings;
+use sesa_node::builtin::{Kv, Serving};
 
-use crate::cluster::{
-    App, AppResult, Elastic, JOIN_TIMEOUT, KvSettings, LEAVE, Outcome, RUN_APP, Register,
-    StoreStatus, registered,
-};
+/// The store's frontend: the loop below, which serves until the frontend is stopped.
+pub struct KvFrontend;
+
+impl Application for KvFrontend {
+    type Node = Kv;
+    /// The store never finishes: it serves until it is stopped, or fails.
+    type Output = std::convert::Infallible;
+
+    async fn frontend(
+        cx: &mut Cluster<'_>,
+        settings: KvSettings,
+    ) -> anyhow::Result<std::convert::Infallible> {
+        frontend(cx, settings).await
+    }
+}
 
 /// How long a node SWIM declared down has to answer a direct call before it is removed.
 const CONFIRM: Duration = Duration::from_secs(1);
@@ -34,52 +47,40 @@ async fn answers(messenger: MessengerRef, member: Member, within: Duration) -> b
 
 /// Starts the store on a registered node; its port and view member.
 async fn start_store(
-    messenger: MessengerRef,
+    cx: &Cluster<'_>,
     r: &Register,
     settings: &KvSettings,
 ) -> anyhow::Result<(u16, Member)> {
-    let control = EbbId::from_raw(r.control).context("bad control id")?;
-    let arg = postcard::to_allocvec(&(
-        App::Kv(settings.clone()),
-        0u32,
-        None::<crate::elastic::PoolAddress>,
-    ))?;
-    let reply = messenger
-        .call(r.node, CoreId::new(0), control, RUN_APP, arg)
-        .await
-        .with_context(|| format!("starting the store on node {}", r.node))?;
-    match postcard::from_bytes::<Outcome>(&reply)? {
-        Outcome::Serving { port, member } => Ok((port, member)),
-        other => bail!("node {} answered {other:?} to the store", r.node),
-    }
+    let Serving { port, member } = cx.run_on::<Kv>(r, settings).await?;
+    Ok((port, member))
 }
 
 /// The frontend's loop for the store: runs until the frontend is stopped (Ctrl-C), or
 /// fails when every node is lost.
-pub(crate) async fn frontend(
-    mut cx: Elastic<'_>,
+async fn frontend(
+    cx: &mut Cluster<'_>,
     settings: KvSettings,
-    first: &BTreeMap<u32, Register>,
-) -> anyhow::Result<AppResult> {
+) -> anyhow::Result<std::convert::Infallible> {
+    let first = cx.first_nodes().clone();
     let mut members: BTreeMap<u32, Member> = BTreeMap::new();
     // Nodes ever part of the store (a lost node that registered is not taken back).
     let mut known: BTreeSet<u32> = BTreeSet::new();
     let mut launched: BTreeSet<u32> = first.keys().copied().collect();
-    update_status(&cx, |s| s.listen = Some(settings.listen));
+    cx.update_store_status(|s| s.listen = Some(settings.listen));
     for r in first.values() {
-        let (port, member) = start_store(cx.messenger, r, &settings).await?;
-        serving(&cx, r.node, settings.listen, port);
+        let (port, member) = start_store(cx, r, &settings).await?;
+        serving(cx, r.node, settings.listen, port);
         members.insert(r.node, member);
         known.insert(r.node);
     }
-    let mut coordinator = Coordinator::new(cx.messenger, settings.replicas, settings.layout);
-    change_view(&cx, &mut coordinator, &members, &[], &settings).await?;
-    cx.scale.lock().unwrap_or_else(|p| p.into_inner()).accepting = true;
+    let mut coordinator = Coordinator::new(cx.messenger(), settings.replicas, settings.layout);
+    change_view(cx, &mut coordinator, &members, &[], &settings).await?;
+    cx.accept_scaling(true);
     let mut pending: Option<(u64, u32, Instant)> = None;
     loop {
         // Lost nodes: their process exited, or SWIM declared them down.
         let mut lost = Vec::new();
-        while let Some((node, status)) = cx.provider.exited() {
+        while let Some((node, status)) = cx.exited() {
             if members.remove(&node).is_some() {
                 eprintln!("sesa: node {node} exited ({status}); its keys get new replicas");
                 lost.push(node);
@@ -92,13 +93,13 @@ pub(crate) async fn frontend(
             // Removing a node drops a copy of its keys: on SWIM's word alone, a few
             // nodes busy for a second could all be removed at once and the keys lost
             // with them. A node that still answers is slow, not down.
-            if answers(cx.messenger, member, CONFIRM).await {
+            if answers(cx.messenger(), member, CONFIRM).await {
                 eprintln!("sesa: node {node} was declared down but answers; it stays");
                 continue;
             }
             members.remove(&node);
             eprintln!("sesa: node {node} declared down and silent; its keys get new replicas");
-            cx.provider.stop_node(node, Duration::from_secs(2));
+            cx.stop_node(node, Duration::from_secs(2));
             lost.push(node);
         }
         if members.is_empty() {
@@ -106,12 +107,12 @@ pub(crate) async fn frontend(
         }
         // Newcomers: launched by a scale request, or joined by hand.
         let mut joined = Vec::new();
-        for r in registered(&cx.registry) {
+        for r in cx.registered() {
             if known.insert(r.node) {
                 eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
-                match start_store(cx.messenger, &r, &settings).await {
+                match start_store(cx, &r, &settings).await {
                     Ok((port, member)) => {
-                        serving(&cx, r.node, settings.listen, port);
+                        serving(cx, r.node, settings.listen, port);
                         members.insert(r.node, member);
                         joined.push(r.node);
                     }
@@ -120,21 +121,14 @@ pub(crate) async fn frontend(
             }
         }
         if !lost.is_empty() || !joined.is_empty() {
-            change_view(&cx, &mut coordinator, &members, &[], &settings).await?;
+            change_view(cx, &mut coordinator, &members, &[], &settings).await?;
         }
         // Scale requests.
         if let Some((target, request)) = cx.take_scale_request() {
             let since = Instant::now();
             let target_n = target as usize;
             for _ in members.len()..target_n {
-                let id = cx.next_id.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let spec = crate::cluster::NodeSpec {
-                    id,
-                    ..cx.spec.clone()
-                };
-                let pid = cx.provider.launch(&spec)?;
-                eprintln!("sesa: node {id} started (pid {pid})");
-                launched.insert(id);
+                launched.insert(cx.launch()?);
             }
             if members.len() > target_n {
                 // The newest nodes leave: they move their keys away first.
@@ -148,9 +142,9 @@ pub(crate) async fn frontend(
                     members.remove(&m.node);
                     eprintln!("sesa: node {} leaving", m.node);
                 }
-                change_view(&cx, &mut coordinator, &members, &leaving, &settings).await?;
+                change_view(cx, &mut coordinator, &members, &leaving, &settings).await?;
                 for m in &leaving {
-                    let_go(&mut cx, m.node, launched.contains(&m.node)).await;
+                    let_go(cx, m.node, launched.contains(&m.node)).await;
                 }
             }
             pending = Some((request, target, since));
@@ -176,7 +170,7 @@ pub(crate) async fn frontend(
 }
 
 /// Prints the line clients (and tests) look for, and notes the port for `sesa status`.
-fn serving(cx: &Elastic<'_>, node: u32, listen: std::net::IpAddr, port: u16) {
+fn serving(cx: &Cluster<'_>, node: u32, listen: std::net::IpAddr, port: u16) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -184,15 +178,9 @@ fn serving(cx: &Elastic<'_>, node: u32, listen: std::net::IpAddr, port: u16) {
         std::net::SocketAddr::new(listen, port)
     );
     let _ = out.flush();
-    update_status(cx, |s| {
+    cx.update_store_status(|s| {
         s.ports.insert(node, port);
     });
-}
-
-/// Changes the store's figures that `sesa status` shows.
-fn update_status(cx: &Elastic<'_>, f: impl FnOnce(&mut StoreStatus)) {
-    let mut status = cx.store.lock().unwrap_or_else(|p| p.into_inner());
-    f(status.get_or_insert_with(StoreStatus::default));
 }
 
 /// The rebalance bar, on a terminal only (elsewhere, one line a second).
@@ -213,19 +201,10 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
 
 /// Stops a node that has left the store: it is asked to leave (it stops by itself), and
 /// our own process is also stopped through the provider if it does not.
-async fn let_go(cx: &mut Elastic<'_>, node: u32, ours: bool) {
-    let control = registered(&cx.registry)
-        .into_iter()
-        .find(|r| r.node == node)
-        .and_then(|r| EbbId::from_raw(r.control));
-    if let Some(control) = control {
-        let _ = cx
-            .messenger
-            .call(node, CoreId::new(0), control, LEAVE, Vec::new())
-            .await;
-    }
+async fn let_go(cx: &mut Cluster<'_>, node: u32, ours: bool) {
+    let _ = cx.leave(node).await;
     if ours {
-        cx.provider.stop_node(node, Duration::from_secs(5));
+        cx.stop_node(node, Duration::from_secs(5));
     }
 }
 
@@ -233,14 +212,14 @@ async fn let_go(cx: &mut Elastic<'_>, node: u32, ours: bool) {
 /// store's coordinator, waits until each has moved its keys (a progress bar on a
 /// terminal, else a line a second), then settles it.
 async fn change_view(
-    cx: &Elastic<'_>,
+    cx: &Cluster<'_>,
     coordinator: &mut Coordinator,
     members: &BTreeMap<u32, Member>,
     leaving: &[Member],
     settings: &KvSettings,
 ) -> anyhow::Result<()> {
     let epoch = coordinator.view().map_or(0, |v| v.epoch) + 1;
-    update_status(cx, |s| {
+    cx.update_store_status(|s| {
         s.epoch = epoch;
         s.replicas = settings.replicas.min(members.len() as u32).max(1);
         s.layout = format!("{:?}", settings.layout);
@@ -250,7 +229,7 @@ async fn change_view(
     let mut last_said = Instant::now();
     let r = coordinator
         .change(members, leaving, |r| {
-            update_status(cx, |s| s.rebalance = (r.epoch > 1).then(|| r.clone()));
+            cx.update_store_status(|s| s.rebalance = (r.epoch > 1).then(|| r.clone()));
             if r.epoch == 1 {
                 return;
             }

@@ -185,58 +185,7 @@ enum App {
     },
 }
 
-/// Where and how nodes run natively (`--native`).
-#[derive(clap::Args, Clone, Debug)]
-struct NativeArgs {
-    /// Run the nodes natively: the kernel of crates/sesa-native booted by QEMU, one
-    /// QEMU per node (its cores: --cores, default 1).
-    #[arg(long)]
-    native: bool,
-    /// Run only this many of the nodes natively (the first ones by id) and the others
-    /// as hosted processes: a mixed application.
-    #[arg(long, value_name = "K")]
-    native_nodes: Option<u32>,
-    /// The native kernel (default: $SESA_KERNEL, else
-    /// crates/sesa-native/target/release/sesa-kernel under the current directory).
-    #[arg(long, value_name = "PATH")]
-    kernel: Option<std::path::PathBuf>,
-    /// QEMU's accelerator for native nodes (default: kvm where /dev/kvm opens, else
-    /// tcg).
-    #[arg(long, value_parser = ["tcg", "kvm"])]
-    accel: Option<String>,
-}
-
-/// The client address of an application without a store (its nodes' client port is
-/// forwarded, unused, from any free port of 127.0.0.1).
-const NO_STORE: std::net::SocketAddrV4 =
-    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0);
-
-impl NativeArgs {
-    /// Whether any node is to run natively.
-    fn wanted(&self) -> bool {
-        self.native || self.native_nodes.is_some()
-    }
-
-    /// The native nodes asked for, if any; `clients` is the store's first client
-    /// address.
-    fn nodes(self, clients: std::net::SocketAddrV4) -> Option<sesa::cluster::NativeNodes> {
-        if !self.wanted() {
-            return None;
-        }
-        let kernel = self
-            .kernel
-            .or_else(|| std::env::var_os("SESA_KERNEL").map(Into::into))
-            .unwrap_or_else(|| "crates/sesa-native/target/release/sesa-kernel".into());
-        Some(sesa::cluster::NativeNodes {
-            kernel,
-            accel: self
-                .accel
-                .unwrap_or_else(|| sesa::cluster::NativeNodes::default_accel().to_owned()),
-            up_to: self.native_nodes,
-            clients,
-        })
-    }
-}
+use sesa_frontend::{NO_CLIENTS as NO_STORE, NativeArgs};
 
 #[derive(Subcommand)]
 // Parsed once per process: the size of the largest variant costs nothing worth a box.
@@ -395,33 +344,36 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs `app` on `nodes` node processes with this process as their frontend.
-fn run_on_nodes(
-    config: sesa::cluster::FrontendConfig,
-    app: sesa::cluster::App,
+/// The frontend's configuration for the `sesa` binary's built-in applications.
+fn frontend_config(
+    nodes: u32,
+    cores_per_node: Option<usize>,
+    grants: Vec<std::path::PathBuf>,
+    native: Option<sesa_frontend::NativeNodes>,
+    idle_spins: Option<u32>,
+) -> sesa_frontend::FrontendConfig {
+    sesa_frontend::FrontendConfig {
+        nodes,
+        cores_per_node,
+        grants,
+        native,
+        idle_spins,
+        node_args: vec!["node".into()],
+    }
+}
+
+/// Runs `A` on node processes with this process as their frontend; `done` turns its
+/// output into the exit status.
+fn run_on_nodes<A: sesa_frontend::Application>(
+    config: sesa_frontend::FrontendConfig,
+    settings: <A::Node as sesa_node::app::App>::Settings,
+    done: impl FnOnce(A::Output) -> ExitCode,
 ) -> anyhow::Result<ExitCode> {
-    use sesa::cluster::AppResult;
     if config.nodes == 0 {
         anyhow::bail!("--nodes must be at least 1");
     }
-    // The store serves until it is stopped: that is its normal end.
-    let serves = matches!(app, sesa::cluster::App::Kv(_));
-    match sesa::cluster::frontend(config, app)? {
-        Exit::Completed(result) => match result? {
-            AppResult::Total(total) => {
-                println!("total={total}");
-                Ok(ExitCode::SUCCESS)
-            }
-            AppResult::Printed { failed: 0, .. } => Ok(ExitCode::SUCCESS),
-            AppResult::Printed { failed, .. } => {
-                eprintln!("sesa: {failed} file(s) could not be printed");
-                Ok(ExitCode::FAILURE)
-            }
-        },
-        other if serves => {
-            eprintln!("sesa: the store and its nodes stopped");
-            Ok(ExitCode::from(u8::try_from(other.code()).unwrap_or(1)))
-        }
+    match sesa_frontend::run::<A>(config, settings)? {
+        Exit::Completed(output) => Ok(done(output?)),
         other => {
             eprintln!("sesa: stopped before the application finished");
             Ok(ExitCode::from(u8::try_from(other.code()).unwrap_or(1)))
@@ -445,15 +397,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     nodes: Some(nodes),
                     native,
                 },
-        } => run_on_nodes(
-            sesa::cluster::FrontendConfig {
-                nodes,
-                cores_per_node: cores,
-                grants: Vec::new(),
-                native: native.nodes(NO_STORE),
-                idle_spins: None,
+        } => run_on_nodes::<sesa::elastic::CounterFrontend>(
+            frontend_config(nodes, cores, Vec::new(), native.nodes(NO_STORE), None),
+            sesa_node::builtin::CounterSettings { incs, pool: None },
+            |total| {
+                println!("total={total}");
+                ExitCode::SUCCESS
             },
-            sesa::cluster::App::Counter { incs },
         ),
         Command::Run {
             app:
@@ -464,15 +414,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     files,
                     native,
                 },
-        } => run_on_nodes(
-            sesa::cluster::FrontendConfig {
-                nodes,
-                cores_per_node: cores,
-                grants,
-                native: native.nodes(NO_STORE),
-                idle_spins: None,
+        } => run_on_nodes::<sesa::cat::CatFrontend>(
+            frontend_config(nodes, cores, grants, native.nodes(NO_STORE), None),
+            files,
+            |printed| match printed.failed {
+                0 => ExitCode::SUCCESS,
+                failed => {
+                    eprintln!("sesa: {failed} file(s) could not be printed");
+                    ExitCode::FAILURE
+                }
             },
-            sesa::cluster::App::Cat { files },
         ),
         Command::Sim {
             workload,
@@ -551,7 +502,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Status { pid, json } => {
-            let status = sesa::cluster::status(pid)?;
+            let status = sesa_frontend::status(pid)?;
             if json {
                 println!("{}", serde_json::to_string(&status)?);
             } else {
@@ -584,7 +535,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             // A native store is a cluster even of one node: the frontend launches it.
             if nodes > 1 || native.is_some() {
-                let settings = sesa::cluster::KvSettings {
+                let settings = sesa_node::KvSettings {
                     port,
                     listen,
                     memory_bytes: memory_mb.saturating_mul(1 << 20),
@@ -597,15 +548,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     // A native node's cores poll by the kernel's own policy.
                     anyhow::bail!("--idle-spins applies to hosted nodes, not with --native");
                 }
-                return run_on_nodes(
-                    sesa::cluster::FrontendConfig {
-                        nodes,
-                        cores_per_node: cores,
-                        grants: Vec::new(),
-                        native,
-                        idle_spins,
-                    },
-                    sesa::cluster::App::Kv(settings),
+                return run_on_nodes::<sesa::kv::KvFrontend>(
+                    frontend_config(nodes, cores, Vec::new(), native, idle_spins),
+                    settings,
+                    |never| match never {},
                 );
             }
             let config = sesa_apps::memcache::server::KvConfig {
@@ -642,7 +588,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Scale { nodes, pid } => {
             let started = std::time::Instant::now();
-            let outcome = sesa::cluster::scale(pid, nodes)?;
+            let outcome = sesa_frontend::scale(pid, nodes)?;
             println!(
                 "scaled to {outcome} (command took {} ms)",
                 started.elapsed().as_millis()
@@ -656,14 +602,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cores,
             idle_spins,
         } => {
-            let args = sesa::cluster::NodeArgs {
+            let args = sesa_frontend::NodeArgs {
                 join,
                 registry,
                 id,
                 cores,
                 idle_spins,
             };
-            match sesa::cluster::node(args)? {
+            match sesa_frontend::node(args, sesa_node::builtin::builtin())? {
                 Exit::Completed(Err(e)) => {
                     let id = id.map_or_else(|| "(joining)".to_owned(), |i| i.to_string());
                     eprintln!("sesa node {id}: {e:#}");
@@ -731,7 +677,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut report = micro(&config)?;
             if let Some(kernel) = native {
                 let accel =
-                    accel.unwrap_or_else(|| sesa::cluster::NativeNodes::default_accel().to_owned());
+                    accel.unwrap_or_else(|| sesa_frontend::NativeNodes::default_accel().to_owned());
                 let figures = sesa::bench::native_micro(&kernel, &accel, cores, quick)?;
                 report = report.with_native(&accel, figures);
             }
@@ -832,7 +778,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 native: native.map(|kernel| NativeServer {
                     kernel,
                     accel: accel
-                        .unwrap_or_else(|| sesa::cluster::NativeNodes::default_accel().to_owned()),
+                        .unwrap_or_else(|| sesa_frontend::NativeNodes::default_accel().to_owned()),
                     tap,
                     kernel_args,
                 }),

@@ -101,7 +101,7 @@ impl Grants {
                         "{path}: {len} bytes is over the {FILE_MAX}-byte offload limit"
                     )));
                 }
-                crate::encode_reply(&std::fs::read(&real).map_err(io)?)
+                sesa_node::encode_reply(&std::fs::read(&real).map_err(io)?)
             }
             WRITE => {
                 let (path, data): (String, Vec<u8>) =
@@ -118,7 +118,7 @@ impl Grants {
             STAT => {
                 let path: String = postcard::from_bytes(payload).map_err(|_| bad())?;
                 let m = std::fs::metadata(self.confine(&path, false)?).map_err(io)?;
-                crate::encode_reply(&Stat {
+                sesa_node::encode_reply(&Stat {
                     len: m.len(),
                     is_dir: m.is_dir(),
                 })
@@ -130,11 +130,11 @@ impl Grants {
                     .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
                     .collect();
                 names.sort();
-                crate::encode_reply(&names)
+                sesa_node::encode_reply(&names)
             }
             ENV => {
                 let name: String = postcard::from_bytes(payload).map_err(|_| bad())?;
-                crate::encode_reply(&std::env::var(name).ok())
+                sesa_node::encode_reply(&std::env::var(name).ok())
             }
             _ => Err(RemoteError::NoHandler),
         }

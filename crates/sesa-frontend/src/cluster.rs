@@ -1,28 +1,23 @@
-//! Many nodes as one application: the frontend, the node process, and local nodes.
+//! Many nodes as one application: the frontend's setup and its [`Cluster`] handle, node
+//! providers (processes and QEMU), the node process, and `sesa status` / `sesa scale`.
 //!
-//! `sesa run <app> --nodes N` makes the calling process the **frontend** (node 0). It
-//! listens for nodes, launches N node processes through a [`NodeProvider`], forwards
-//! their output prefixed by node, waits until each has registered, runs the application
-//! on the nodes by remote invocation, prints the result, and stops the nodes. The
-//! application therefore looks like one local process: one command, one output, one
-//! exit status, and Ctrl-C stops everything. The frontend also serves the nodes'
-//! offloaded console, files and environment ([`crate::offload`]), and answers
-//! `sesa status` and `sesa scale` through its admin service.
+//! The frontend (node 0) listens for nodes, launches them through a [`NodeProvider`],
+//! forwards their output prefixed by node, waits until each has registered, then hands
+//! a [`Cluster`] to the application's [`Application::frontend`]. The application
+//! therefore looks like one local process: one command, one output, one exit status,
+//! and Ctrl-C stops everything. The frontend also serves the nodes' offloaded console,
+//! files and environment ([`crate::offload`]), and answers `sesa status` and
+//! `sesa scale` through its admin service.
 //!
-//! The counter runs **elastically** ([`crate::elastic`]): nodes lease chunks of the
-//! work. Nodes can join (`sesa scale`, or `sesa node --join` by hand) and leave (planned,
-//! with drain), and a node can crash (kill -9) or hang (SIGSTOP, detected by SWIM
-//! membership), all without changing the total.
-//!
-//! A node (`sesa node --join ADDR`) reads the cluster secret (the `SESA_SECRET`
-//! variable, or the first line of its standard input), connects to the frontend, joins
-//! the SWIM membership, serves its control EBB, and registers with the frontend's
-//! registry. The registry is static EBB 1, so a node needs no id from anyone; a node
-//! without `--id` gets one from the registry. It stops when the frontend closes its
-//! standard input (normal shutdown), asks it to leave, or is lost, and on SIGINT/SIGTERM.
-//! So a `kill -9` of the frontend leaves no node running.
+//! A node ([`node`]) reads the cluster secret (the `SESA_SECRET` variable, or the first
+//! line of its standard input), connects to the frontend, joins the SWIM membership,
+//! serves its control EBB, and registers with the frontend's registry. The registry is
+//! static EBB 1, so a node needs no id from anyone; a node without an id gets one from
+//! the registry. It stops when the frontend closes its standard input (normal
+//! shutdown), asks it to leave, or is lost, and on SIGINT/SIGTERM. So a `kill -9` of
+//! the frontend leaves no node running.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -37,13 +32,12 @@ use sesa_exec::{
     RemoteError, RemoteRep, Request, Secret,
 };
 use sesa_hosted::{Config, Exit, Runtime};
+use sesa_node::app::{App, Apps, RunApp};
+pub use sesa_node::builtin::StoreStatus;
+use sesa_node::{ADMIN_FIRST, FRONTEND, JOIN, LEAVE, REGISTER, REGISTRY_INDEX, RUN_APP, STATS};
+pub use sesa_node::{NodeStatus, Register};
 
-// The wire between the frontend and its nodes is the node crate's, which every node
-// runs, hosted or native.
-pub(crate) use sesa_node::{
-    ADMIN_FIRST, FRONTEND, JOIN, LEAVE, REGISTER, REGISTRY_INDEX, RUN_APP, STATS,
-};
-pub use sesa_node::{App, KvSettings, NodeStatus, Outcome, Register};
+use crate::Application;
 
 /// The frontend admin service's method: report the application's state.
 const STATUS: u16 = 1;
@@ -52,16 +46,16 @@ const SCALE: u16 = 2;
 
 /// A scale request between the admin service and the frontend's elastic loop.
 #[derive(Default)]
-pub(crate) struct ScaleState {
+struct ScaleState {
     /// Whether the running application can scale (the elastic counter and the store can).
-    pub(crate) accepting: bool,
+    accepting: bool,
     /// The latest target, not yet picked up.
-    pub(crate) target: Option<u32>,
+    target: Option<u32>,
     /// Requests made, and requests completed (the loop sets `served`).
-    pub(crate) requested: u64,
-    pub(crate) served: u64,
+    requested: u64,
+    served: u64,
     /// The outcome of the last completed request.
-    pub(crate) outcome: String,
+    outcome: String,
 }
 
 /// What `sesa status` prints.
@@ -74,27 +68,6 @@ pub struct AppStatus {
     /// The data store's view and rebalance (`None` for other applications).
     pub store: Option<StoreStatus>,
 }
-
-/// The data store as its frontend sees it.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct StoreStatus {
-    /// The current view's epoch.
-    pub epoch: u64,
-    /// Owners per key.
-    pub replicas: u32,
-    /// How keys are placed (`Partitioned`, `Central` or `Cached`).
-    pub layout: String,
-    /// Each serving node's client port (on [`StoreStatus::listen`]), by node id.
-    pub ports: BTreeMap<u32, u16>,
-    /// The address the client ports are on (`sesa kv -l`; `None`: 127.0.0.1, from a
-    /// frontend older than the option).
-    #[serde(default)]
-    pub listen: Option<std::net::IpAddr>,
-    /// The latest move of keys to a new view (`None` before the first change).
-    pub rebalance: Option<Rebalance>,
-}
-
-pub use sesa_apps::memcache::cluster::Rebalance;
 
 impl AppStatus {
     /// A table for people.
@@ -150,26 +123,12 @@ impl AppStatus {
     }
 }
 
-/// The application's result, as the frontend reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AppResult {
-    /// The counter's total over every node.
-    Total(i64),
-    /// How many files were printed, and how many could not be.
-    Printed {
-        /// Printed.
-        files: u32,
-        /// Refused or unreadable (each reported on stderr by its node).
-        failed: u32,
-    },
-}
-
 /// How long nodes have to start and register.
-pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The frontend's registry of joined nodes (a node-shared EBB, served remotely). Its
 /// answer to a registration is the id of the offload service.
-pub(crate) struct Registry {
+pub struct Registry {
     nodes: Mutex<BTreeMap<u32, Register>>,
     offload: u64,
     /// The next node id to hand out (shared with the elastic loop's launches).
@@ -177,7 +136,7 @@ pub(crate) struct Registry {
 }
 
 /// Every node registered so far.
-pub(crate) fn registered(registry: &NodeShared<Registry>) -> Vec<Register> {
+fn registered(registry: &NodeShared<Registry>) -> Vec<Register> {
     registry
         .rep()
         .map(|r| {
@@ -200,7 +159,7 @@ impl RemoteRep for Registry {
             if id >= ADMIN_FIRST {
                 return Err(RemoteError::Refused("out of node ids".into()));
             }
-            return crate::encode_reply(&id);
+            return sesa_node::encode_reply(&id);
         }
         if request.method != REGISTER {
             return Err(RemoteError::NoHandler);
@@ -287,7 +246,7 @@ impl NativeNodes {
 }
 
 /// Guest memory of a native node, MiB: its heap is a quarter (at most 256 MiB).
-pub(crate) const NATIVE_RAM_MB: u32 = 1024;
+pub const NATIVE_RAM_MB: u32 = 1024;
 
 /// QEMU for a native node, before its devices and command line: `-M microvm` with its
 /// RTC (the node's wall clock), `cpus` CPUs and `ram_mb` MiB under `accel`, the serial
@@ -310,7 +269,8 @@ pub fn qemu_command(accel: &str, ram_mb: u32, cpus: usize) -> Command {
     cmd
 }
 
-/// Nodes as child processes of the frontend: this same executable (`sesa node`), or
+/// Nodes as child processes of the frontend: this same executable (`sesa node`, or an
+/// application's own binary), or
 /// QEMU booting the native kernel for the nodes [`NativeNodes`] covers.
 #[derive(Default)]
 pub struct LocalProcesses {
@@ -322,6 +282,8 @@ pub struct LocalProcesses {
     native: Option<NativeNodes>,
     /// `sesa node --idle-spins` for the hosted nodes (default: the runtime's).
     idle_spins: Option<u32>,
+    /// The arguments that make this executable a node, before `--join`.
+    node_args: Vec<String>,
 }
 
 impl LocalProcesses {
@@ -332,7 +294,16 @@ impl LocalProcesses {
             stopping: Vec::new(),
             native,
             idle_spins: None,
+            node_args: vec!["node".into()],
         }
+    }
+
+    /// Hosted nodes start as this executable with `args` before `--join ...` (default:
+    /// `node`, as `sesa node`).
+    #[must_use]
+    pub fn with_node_args(mut self, args: Vec<String>) -> Self {
+        self.node_args = args;
+        self
     }
 
     /// Hosted nodes start with `sesa node --idle-spins <spins>` (see
@@ -394,7 +365,8 @@ impl NodeProvider for LocalProcesses {
             None => {
                 let exe = std::env::current_exe().context("finding the sesa executable")?;
                 let mut cmd = Command::new(exe);
-                cmd.args(["node", "--join", &spec.join.to_string()])
+                cmd.args(&self.node_args)
+                    .args(["--join", &spec.join.to_string()])
                     .args(["--registry", &spec.registry.raw().to_string()])
                     .args(["--id", &spec.id.to_string()]);
                 if let Some(cores) = spec.cores {
@@ -531,16 +503,25 @@ pub struct FrontendConfig {
     /// Empty polls before an idle core of a hosted node parks (default: the runtime's;
     /// `sesa_hosted::Config::idle_spins`).
     pub idle_spins: Option<u32>,
+    /// The arguments that make this executable a hosted node, before `--join ...`
+    /// (`["node"]` for `sesa`; [`crate::main`] uses its own).
+    pub node_args: Vec<String>,
 }
 
-/// Runs `app` on local node processes, as their frontend.
+/// Runs application `A` on local node processes, as their frontend: starts the nodes,
+/// waits until they have joined, then runs [`Application::frontend`]. Its output is the
+/// application's result. The nodes are stopped when it returns, and when the frontend
+/// is stopped (a signal).
 ///
 /// # Errors
-/// If a node fails to start, register, or run (a lost node fails the run).
-pub fn frontend(
+/// If a node fails to start or register, or the application's frontend side failed.
+pub fn run<A: Application>(
     config: FrontendConfig,
-    app: App,
-) -> anyhow::Result<Exit<anyhow::Result<AppResult>>> {
+    settings: <A::Node as App>::Settings,
+) -> anyhow::Result<Exit<anyhow::Result<A::Output>>> {
+    if config.nodes == 0 {
+        bail!("an application needs at least 1 node");
+    }
     let grants = crate::offload::Grants::new(&config.grants)?;
     let runtime = Runtime::new(Config {
         cores: Some(1),
@@ -548,264 +529,20 @@ pub fn frontend(
         ..Config::default()
     })?;
     Ok(runtime.run(move || async move {
-        let mut provider =
-            LocalProcesses::with_native(config.native.clone()).with_idle_spins(config.idle_spins);
-        let result = coordinate(&mut provider, &config, grants, app).await;
+        let mut provider = LocalProcesses::with_native(config.native.clone())
+            .with_idle_spins(config.idle_spins)
+            .with_node_args(config.node_args.clone());
+        let result = async {
+            let mut cluster =
+                Cluster::start(&mut provider, &config, grants, <A::Node as App>::NAME).await?;
+            A::frontend(&mut cluster, settings).await
+        }
+        .await;
         // Orderly shutdown of the nodes whatever happened (they exit when their stdin
         // closes); a signal to the frontend drops this future and `provider` with it.
         provider.stop_all(Duration::from_secs(5));
         result
     })?)
-}
-
-async fn coordinate(
-    provider: &mut dyn NodeProvider,
-    config: &FrontendConfig,
-    grants: crate::offload::Grants,
-    app: App,
-) -> anyhow::Result<AppResult> {
-    let (nodes, cores) = (config.nodes, config.cores_per_node);
-    let mut bytes = [0u8; 32];
-    sesa_event::fill_random(&mut bytes);
-    let secret = Secret::from_bytes(bytes);
-    let me = Identity {
-        node: FRONTEND,
-        generation: 1,
-    };
-    let messenger = Messenger::create(MessengerConfig::new(me, secret.clone()))?;
-    let join = messenger.listen("127.0.0.1:0".parse()?).await?;
-    // SWIM membership: the frontend learns of a hung or crashed node within a second,
-    // even when its TCP connection stays open (a node stopped with SIGSTOP).
-    let members = Membership::start(messenger, join, MembershipConfig::tolerant_local()).await?;
-    let down = std::sync::Arc::new(Mutex::new(Vec::<u32>::new()));
-    let noted = down.clone();
-    members
-        .subscribe(move |event| {
-            if let MemberEvent::Down(id) = event {
-                noted
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(id.node);
-            }
-        })
-        .await?;
-    // The offload service: console, files and environment, served on this core.
-    let (offload, _) = NodeShared::create(|| ())?;
-    let grants = std::sync::Arc::new(grants);
-    messenger
-        .serve_async(offload.id(), move |_from, method, payload| {
-            let grants = grants.clone();
-            async move { grants.serve(method, &payload) }
-        })
-        .await?;
-    let offload_id = offload.id().raw();
-    let next_id = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(nodes + 1));
-    let ids = next_id.clone();
-    let registry_root = std::sync::Arc::new(NodeShared::new(move || Registry {
-        nodes: Mutex::new(BTreeMap::new()),
-        offload: offload_id,
-        next_id: ids.clone(),
-    }));
-    let registry =
-        sesa_ebb::EbbNode::current()?.create_static(REGISTRY_INDEX, registry_root.clone())?;
-    messenger.serve(registry).await?;
-    // The admin service behind `sesa status`.
-    let app_name = match &app {
-        App::Counter { .. } => "counter",
-        App::Cat { .. } => "cat",
-        App::Kv(_) => "kv",
-    };
-    let (admin, _) = NodeShared::create(|| ())?;
-    let started = sesa_event::now();
-    let registry_for_admin = registry_root.clone();
-    // Process ids of the launched nodes: a native node does not know its QEMU's.
-    let pids: std::sync::Arc<Mutex<BTreeMap<u32, u32>>> = Default::default();
-    let pids_for_admin = pids.clone();
-    let scale = std::sync::Arc::new(Mutex::new(ScaleState::default()));
-    let scale_for_admin = scale.clone();
-    let store_status: std::sync::Arc<Mutex<Option<StoreStatus>>> = Default::default();
-    let store_for_admin = store_status.clone();
-    messenger
-        .serve_async(admin.id(), move |_from, method, payload| {
-            let registry = registry_for_admin.clone();
-            let scale = scale_for_admin.clone();
-            let store = store_for_admin.clone();
-            let pids = pids_for_admin.clone();
-            async move {
-                if method == SCALE {
-                    return serve_scale(&scale, &payload).await;
-                }
-                if method != STATUS {
-                    return Err(RemoteError::NoHandler);
-                }
-                let mut frontend = sesa_node::run::local_status(
-                    messenger,
-                    FRONTEND,
-                    started,
-                    std::process::id(),
-                    "hosted",
-                )
-                .await;
-                frontend.pid = std::process::id();
-                let mut nodes = vec![frontend];
-                for r in registered(&registry) {
-                    let asked = match EbbId::from_raw(r.control) {
-                        Some(control) => messenger
-                            .call(r.node, CoreId::new(0), control, STATS, Vec::new())
-                            .await
-                            .ok(),
-                        None => None,
-                    };
-                    let launched = pids
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&r.node)
-                        .copied();
-                    nodes.push(
-                        match asked.and_then(|b| postcard::from_bytes::<NodeStatus>(&b).ok()) {
-                            Some(n) if n.pid == 0 => NodeStatus {
-                                pid: launched.unwrap_or(0),
-                                ..n
-                            },
-                            Some(n) => n,
-                            None => NodeStatus {
-                                node: r.node,
-                                generation: r.generation,
-                                pid: r.pid,
-                                platform: r.platform.clone(),
-                                cores: r.cores,
-                                ebbs: 0,
-                                reps: 0,
-                                cpu_wait_pct: None,
-                                peers: Vec::new(),
-                                messages: Default::default(),
-                                uptime_ms: 0,
-                                state: "unreachable".into(),
-                            },
-                        },
-                    );
-                }
-                let store = store.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                postcard::to_allocvec(&AppStatus {
-                    app: app_name.into(),
-                    nodes,
-                    store,
-                })
-                .map_err(|_| RemoteError::Refused("encoding".into()))
-            }
-        })
-        .await?;
-    let _published = publish(&AppFile {
-        pid: std::process::id(),
-        app: app_name.into(),
-        addr: join,
-        secret: secret.to_hex(),
-        admin: admin.id().raw(),
-    })?;
-    for id in 1..=nodes {
-        let spec = NodeSpec {
-            id,
-            join,
-            registry: registry.id(),
-            cores,
-            secret: secret.clone(),
-        };
-        let pid = provider.launch(&spec)?;
-        eprintln!("sesa: node {id} started (pid {pid})");
-        pids.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, pid);
-    }
-    // Wait for every node to register (the registry's rep exists once one has).
-    let started = Instant::now();
-    let joined = loop {
-        let joined = registry_root
-            .rep()
-            .map(|r| r.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone())
-            .unwrap_or_default();
-        if joined.len() == nodes as usize {
-            break joined;
-        }
-        if let Some((id, status)) = provider.exited() {
-            bail!("node {id} exited before joining ({status})");
-        }
-        if started.elapsed() > JOIN_TIMEOUT {
-            bail!(
-                "only {} of {nodes} nodes joined within {JOIN_TIMEOUT:?}",
-                joined.len()
-            );
-        }
-        sesa_event::sleep(Duration::from_millis(5)).await;
-    };
-    for r in joined.values() {
-        eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
-    }
-    if matches!(app, App::Counter { .. } | App::Kv(_)) {
-        let spec = NodeSpec {
-            id: 0,
-            join,
-            registry: registry.id(),
-            cores,
-            secret: secret.clone(),
-        };
-        let cx = Elastic {
-            messenger,
-            provider,
-            registry: registry_root.clone(),
-            scale,
-            spec,
-            down,
-            next_id,
-            store: store_status,
-            pids,
-        };
-        return match app {
-            App::Kv(settings) => crate::kv::frontend(cx, settings, &joined).await,
-            App::Counter { incs } => elastic_counter(cx, incs, &joined).await,
-            App::Cat { .. } => unreachable!("matched above"),
-        };
-    }
-    let calls: Vec<_> = joined
-        .values()
-        .map(|r| {
-            let (node, control) = (r.node, r.control);
-            let arg =
-                postcard::to_allocvec(&(app.clone(), nodes, None::<crate::elastic::PoolAddress>));
-            sesa_event::spawn_local(async move {
-                let control = EbbId::from_raw(control).context("bad control id")?;
-                let reply = messenger
-                    .call(node, CoreId::new(0), control, RUN_APP, arg?)
-                    .await
-                    .with_context(|| format!("node {node}"))?;
-                anyhow::Ok(postcard::from_bytes::<Outcome>(&reply)?)
-            })
-        })
-        .collect();
-    let mut result = match app {
-        App::Counter { .. } => AppResult::Total(0),
-        App::Cat { .. } => AppResult::Printed {
-            files: 0,
-            failed: 0,
-        },
-        App::Kv(_) => bail!("the data store runs through its own loop"),
-    };
-    for call in calls {
-        match (&mut result, call.await??) {
-            (AppResult::Total(t), Outcome::Counted(n)) => *t += n,
-            (
-                AppResult::Printed { files, failed },
-                Outcome::Printed {
-                    files: f,
-                    failed: x,
-                },
-            ) => {
-                *files += f;
-                *failed += x;
-            }
-            (_, other) => bail!("a node answered {other:?} to {app:?}"),
-        }
-    }
-    Ok(result)
 }
 
 /// The admin side of `sesa scale`: hands the target to the elastic loop and waits until
@@ -853,253 +590,374 @@ async fn serve_scale(scale: &Mutex<ScaleState>, payload: &[u8]) -> Result<Vec<u8
     }
 }
 
-/// What the elastic loops (the counter's, the store's) need from the frontend's setup.
-pub(crate) struct Elastic<'a> {
-    pub(crate) messenger: MessengerRef,
-    pub(crate) provider: &'a mut dyn NodeProvider,
-    pub(crate) registry: std::sync::Arc<NodeShared<Registry>>,
-    pub(crate) scale: std::sync::Arc<Mutex<ScaleState>>,
-    pub(crate) spec: NodeSpec,
+/// The frontend's handle on a running application's nodes, for
+/// [`Application::frontend`]: run the application on nodes, launch more, notice the
+/// ones lost, answer `sesa scale`, and report to `sesa status`.
+pub struct Cluster<'a> {
+    messenger: MessengerRef,
+    provider: &'a mut dyn NodeProvider,
+    registry: std::sync::Arc<NodeShared<Registry>>,
+    scale: std::sync::Arc<Mutex<ScaleState>>,
+    spec: NodeSpec,
     /// Members SWIM declared down since the last look.
-    pub(crate) down: std::sync::Arc<Mutex<Vec<u32>>>,
+    down: std::sync::Arc<Mutex<Vec<u32>>>,
     /// Node ids to hand out (shared with the registry's `JOIN`).
-    pub(crate) next_id: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    next_id: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// The data store's figures for `sesa status` (shared with the admin service).
-    pub(crate) store: std::sync::Arc<Mutex<Option<StoreStatus>>>,
+    store: std::sync::Arc<Mutex<Option<StoreStatus>>>,
     /// The process id of each node launched (shared with the admin service).
-    pub(crate) pids: std::sync::Arc<Mutex<BTreeMap<u32, u32>>>,
+    pids: std::sync::Arc<Mutex<BTreeMap<u32, u32>>>,
+    /// The nodes launched at the start, all joined.
+    first: BTreeMap<u32, Register>,
 }
 
-impl Elastic<'_> {
+impl<'a> Cluster<'a> {
+    /// Sets the frontend up (messenger, SWIM membership, offload, registry and admin
+    /// services, the published application file), launches `config.nodes` nodes through
+    /// `provider` and waits until every one has registered.
+    async fn start(
+        provider: &'a mut dyn NodeProvider,
+        config: &FrontendConfig,
+        grants: crate::offload::Grants,
+        app_name: &'static str,
+    ) -> anyhow::Result<Cluster<'a>> {
+        let (nodes, cores) = (config.nodes, config.cores_per_node);
+        let mut bytes = [0u8; 32];
+        sesa_event::fill_random(&mut bytes);
+        let secret = Secret::from_bytes(bytes);
+        let me = Identity {
+            node: FRONTEND,
+            generation: 1,
+        };
+        let messenger = Messenger::create(MessengerConfig::new(me, secret.clone()))?;
+        let join = messenger.listen("127.0.0.1:0".parse()?).await?;
+        // SWIM membership: the frontend learns of a hung or crashed node within a second,
+        // even when its TCP connection stays open (a node stopped with SIGSTOP).
+        let members =
+            Membership::start(messenger, join, MembershipConfig::tolerant_local()).await?;
+        let down = std::sync::Arc::new(Mutex::new(Vec::<u32>::new()));
+        let noted = down.clone();
+        members
+            .subscribe(move |event| {
+                if let MemberEvent::Down(id) = event {
+                    noted
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(id.node);
+                }
+            })
+            .await?;
+        // The offload service: console, files and environment, served on this core.
+        let (offload, _) = NodeShared::create(|| ())?;
+        let grants = std::sync::Arc::new(grants);
+        messenger
+            .serve_async(offload.id(), move |_from, method, payload| {
+                let grants = grants.clone();
+                async move { grants.serve(method, &payload) }
+            })
+            .await?;
+        let offload_id = offload.id().raw();
+        let next_id = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(nodes + 1));
+        let ids = next_id.clone();
+        let registry_root = std::sync::Arc::new(NodeShared::new(move || Registry {
+            nodes: Mutex::new(BTreeMap::new()),
+            offload: offload_id,
+            next_id: ids.clone(),
+        }));
+        let registry =
+            sesa_ebb::EbbNode::current()?.create_static(REGISTRY_INDEX, registry_root.clone())?;
+        messenger.serve(registry).await?;
+        // The admin service behind `sesa status`.
+        let (admin, _) = NodeShared::create(|| ())?;
+        let started = sesa_event::now();
+        let registry_for_admin = registry_root.clone();
+        // Process ids of the launched nodes: a native node does not know its QEMU's.
+        let pids: std::sync::Arc<Mutex<BTreeMap<u32, u32>>> = Default::default();
+        let pids_for_admin = pids.clone();
+        let scale = std::sync::Arc::new(Mutex::new(ScaleState::default()));
+        let scale_for_admin = scale.clone();
+        let store_status: std::sync::Arc<Mutex<Option<StoreStatus>>> = Default::default();
+        let store_for_admin = store_status.clone();
+        messenger
+            .serve_async(admin.id(), move |_from, method, payload| {
+                let registry = registry_for_admin.clone();
+                let scale = scale_for_admin.clone();
+                let store = store_for_admin.clone();
+                let pids = pids_for_admin.clone();
+                async move {
+                    if method == SCALE {
+                        return serve_scale(&scale, &payload).await;
+                    }
+                    if method != STATUS {
+                        return Err(RemoteError::NoHandler);
+                    }
+                    let mut frontend = sesa_node::run::local_status(
+                        messenger,
+                        FRONTEND,
+                        started,
+                        std::process::id(),
+                        "hosted",
+                    )
+                    .await;
+                    frontend.pid = std::process::id();
+                    let mut nodes = vec![frontend];
+                    for r in registered(&registry) {
+                        let asked = match EbbId::from_raw(r.control) {
+                            Some(control) => messenger
+                                .call(r.node, CoreId::new(0), control, STATS, Vec::new())
+                                .await
+                                .ok(),
+                            None => None,
+                        };
+                        let launched = pids
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get(&r.node)
+                            .copied();
+                        nodes.push(
+                            match asked.and_then(|b| postcard::from_bytes::<NodeStatus>(&b).ok()) {
+                                Some(n) if n.pid == 0 => NodeStatus {
+                                    pid: launched.unwrap_or(0),
+                                    ..n
+                                },
+                                Some(n) => n,
+                                None => NodeStatus {
+                                    node: r.node,
+                                    generation: r.generation,
+                                    pid: r.pid,
+                                    platform: r.platform.clone(),
+                                    cores: r.cores,
+                                    ebbs: 0,
+                                    reps: 0,
+                                    cpu_wait_pct: None,
+                                    peers: Vec::new(),
+                                    messages: Default::default(),
+                                    uptime_ms: 0,
+                                    state: "unreachable".into(),
+                                },
+                            },
+                        );
+                    }
+                    let store = store.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    postcard::to_allocvec(&AppStatus {
+                        app: app_name.into(),
+                        nodes,
+                        store,
+                    })
+                    .map_err(|_| RemoteError::Refused("encoding".into()))
+                }
+            })
+            .await?;
+        let _published = publish(&AppFile {
+            pid: std::process::id(),
+            app: app_name.into(),
+            addr: join,
+            secret: secret.to_hex(),
+            admin: admin.id().raw(),
+        })?;
+        for id in 1..=nodes {
+            let spec = NodeSpec {
+                id,
+                join,
+                registry: registry.id(),
+                cores,
+                secret: secret.clone(),
+            };
+            let pid = provider.launch(&spec)?;
+            eprintln!("sesa: node {id} started (pid {pid})");
+            pids.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, pid);
+        }
+        // Wait for every node to register (the registry's rep exists once one has).
+        let started = Instant::now();
+        let joined = loop {
+            let joined = registry_root
+                .rep()
+                .map(|r| r.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone())
+                .unwrap_or_default();
+            if joined.len() == nodes as usize {
+                break joined;
+            }
+            if let Some((id, status)) = provider.exited() {
+                bail!("node {id} exited before joining ({status})");
+            }
+            if started.elapsed() > JOIN_TIMEOUT {
+                bail!(
+                    "only {} of {nodes} nodes joined within {JOIN_TIMEOUT:?}",
+                    joined.len()
+                );
+            }
+            sesa_event::sleep(Duration::from_millis(5)).await;
+        };
+        for r in joined.values() {
+            eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
+        }
+        let spec = NodeSpec {
+            id: 0,
+            join,
+            registry: registry.id(),
+            cores,
+            secret,
+        };
+        Ok(Cluster {
+            messenger,
+            provider,
+            registry: registry_root,
+            scale,
+            spec,
+            down,
+            next_id,
+            store: store_status,
+            pids,
+            first: joined,
+        })
+    }
+
+    /// The frontend's messenger (node 0): calls to the nodes' EBBs.
+    pub fn messenger(&self) -> MessengerRef {
+        self.messenger
+    }
+
+    /// The nodes launched at the start (ids `1..=nodes`), all registered.
+    pub fn first_nodes(&self) -> &BTreeMap<u32, Register> {
+        &self.first
+    }
+
+    /// Every node registered so far, the first ones included (a node lost stays listed).
+    pub fn registered(&self) -> Vec<Register> {
+        registered(&self.registry)
+    }
+
+    /// Runs `A`'s part on node `node` with `settings`; resolves to that node's outcome.
+    /// The future owns what it needs, so it can be spawned.
+    pub fn run_on<A: App>(
+        &self,
+        node: &Register,
+        settings: &A::Settings,
+    ) -> impl Future<Output = anyhow::Result<A::Outcome>> + 'static {
+        let (messenger, id, control) = (self.messenger, node.node, node.control);
+        let request = RunApp::new::<A>(self.first.len() as u32, settings)
+            .map_err(|e| anyhow!("encoding the settings: {e}"))
+            .and_then(|r| Ok(postcard::to_allocvec(&r)?));
+        async move {
+            let control = EbbId::from_raw(control).context("bad control id")?;
+            let reply = messenger
+                .call(id, CoreId::new(0), control, RUN_APP, request?)
+                .await
+                .with_context(|| format!("node {id}"))?;
+            postcard::from_bytes::<A::Outcome>(&reply)
+                .with_context(|| format!("node {id}'s outcome does not decode"))
+        }
+    }
+
+    /// Runs `A` once on every first node at the same time; each node's outcome, by node.
+    ///
+    /// # Errors
+    /// A node failed or was lost: the first such error.
+    pub async fn run_everywhere<A: App>(
+        &self,
+        settings: &A::Settings,
+    ) -> anyhow::Result<Vec<(u32, A::Outcome)>> {
+        let calls: Vec<_> = self
+            .first
+            .values()
+            .map(|r| {
+                (
+                    r.node,
+                    sesa_event::spawn_local(self.run_on::<A>(r, settings)),
+                )
+            })
+            .collect();
+        let mut outcomes = Vec::with_capacity(calls.len());
+        for (node, call) in calls {
+            outcomes.push((node, call.await??));
+        }
+        Ok(outcomes)
+    }
+
+    /// Asks node `node` to leave (its departure handlers run, then it stops); resolves
+    /// when it has drained.
+    pub fn leave(&self, node: u32) -> impl Future<Output = anyhow::Result<()>> + 'static {
+        let messenger = self.messenger;
+        let control = self
+            .registered()
+            .into_iter()
+            .find(|r| r.node == node)
+            .and_then(|r| EbbId::from_raw(r.control));
+        async move {
+            let control = control.with_context(|| format!("node {node} is not registered"))?;
+            messenger
+                .call(node, CoreId::new(0), control, LEAVE, Vec::new())
+                .await?;
+            anyhow::Ok(())
+        }
+    }
+
+    /// Launches one more node (it registers later: watch [`Cluster::registered`]); its id.
+    ///
+    /// # Errors
+    /// The node cannot be started.
+    pub fn launch(&mut self) -> anyhow::Result<u32> {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let spec = NodeSpec {
+            id,
+            ..self.spec.clone()
+        };
+        let pid = self.provider.launch(&spec)?;
+        eprintln!("sesa: node {id} started (pid {pid})");
+        self.pids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, pid);
+        Ok(id)
+    }
+
+    /// A node whose process has exited, with its status (each reported once).
+    pub fn exited(&mut self) -> Option<(u32, String)> {
+        self.provider.exited()
+    }
+
+    /// Stops node `node`'s process: asked at once, killed if it has not stopped after
+    /// `grace`.
+    pub fn stop_node(&mut self, node: u32, grace: Duration) {
+        self.provider.stop_node(node, grace);
+    }
+
+    /// Nodes SWIM declared down since the last look.
+    pub fn take_down(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.down.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether `sesa scale` requests are taken now.
+    pub fn accept_scaling(&self, accepting: bool) {
+        self.scale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .accepting = accepting;
+    }
+
     /// The latest scale request not yet picked up: (target nodes, request number).
-    pub(crate) fn take_scale_request(&self) -> Option<(u32, u64)> {
+    pub fn take_scale_request(&self) -> Option<(u32, u64)> {
         let mut s = self.scale.lock().unwrap_or_else(|p| p.into_inner());
         let target = s.target.take()?;
         Some((target, s.requested))
     }
 
     /// Completes scale requests up to `request`, with what `sesa scale` prints.
-    pub(crate) fn scale_served(&self, request: u64, outcome: String) {
+    pub fn scale_served(&self, request: u64, outcome: String) {
         let mut s = self.scale.lock().unwrap_or_else(|p| p.into_inner());
         s.served = request;
         s.outcome = outcome;
     }
 
-    /// Nodes SWIM declared down since the last look.
-    pub(crate) fn take_down(&self) -> Vec<u32> {
-        std::mem::take(&mut *self.down.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Changes the data store's figures that `sesa status` shows.
+    pub fn update_store_status(&self, f: impl FnOnce(&mut StoreStatus)) {
+        let mut status = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        f(status.get_or_insert_with(StoreStatus::default));
     }
-}
-
-/// Runs the elastic counter to completion while nodes join, leave and crash.
-async fn elastic_counter(
-    cx: Elastic<'_>,
-    incs: u64,
-    first: &BTreeMap<u32, Register>,
-) -> anyhow::Result<AppResult> {
-    use crate::elastic::{PoolAddress, WorkPool};
-    let total: u64 = first.values().map(|r| u64::from(r.cores) * incs).sum();
-    let (pool, pool_root) = NodeShared::create(move || WorkPool::new(total))?;
-    cx.messenger.serve(pool).await?;
-    pool.try_with(|_| ()).map_err(|e| anyhow!("{e}"))?;
-    let work = pool_root.rep().context("the pool rep")?;
-    let address = PoolAddress {
-        node: FRONTEND,
-        pool: pool.id().raw(),
-    };
-    let mut started_app: BTreeSet<u32> = BTreeSet::new();
-    let mut running: BTreeMap<u32, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
-    let mut leaving: BTreeMap<u32, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
-    let mut live: BTreeSet<u32> = first.keys().copied().collect();
-    let mut launching: BTreeSet<u32> = BTreeSet::new();
-    // Nodes this frontend launched (the others joined by hand and are asked to leave at
-    // the end).
-    let mut launched: BTreeSet<u32> = first.keys().copied().collect();
-    let mut pending: Option<(u64, u32, Instant)> = None;
-    cx.scale.lock().unwrap_or_else(|p| p.into_inner()).accepting = true;
-    let finish =
-        |cx: &Elastic<'_>| cx.scale.lock().unwrap_or_else(|p| p.into_inner()).accepting = false;
-    loop {
-        let registered = registered(&cx.registry);
-        // Start the count on every node that joined and has not started it.
-        let newcomers: Vec<&Register> = registered
-            .iter()
-            .filter(|r| !started_app.contains(&r.node))
-            .collect();
-        for r in newcomers {
-            started_app.insert(r.node);
-            launching.remove(&r.node);
-            live.insert(r.node);
-            if r.node > first.keys().max().copied().unwrap_or(0) {
-                eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
-            }
-            let (node, control, messenger) = (r.node, r.control, cx.messenger);
-            let arg = postcard::to_allocvec(&(App::Counter { incs }, 0u32, Some(address)))?;
-            running.insert(
-                node,
-                sesa_event::spawn_local(async move {
-                    let control = EbbId::from_raw(control).context("bad control id")?;
-                    messenger
-                        .call(node, CoreId::new(0), control, RUN_APP, arg)
-                        .await?;
-                    anyhow::Ok(())
-                }),
-            );
-        }
-        // Nodes whose part ended: done, left, or lost.
-        for (node, handle) in take_finished(&mut running) {
-            let outcome = handle.await;
-            let failed = !matches!(outcome, Ok(Ok(())));
-            if failed && !leaving.contains_key(&node) {
-                let back = work.requeue(node);
-                live.remove(&node);
-                let why = match outcome {
-                    Ok(Err(e)) => format!("{e:#}"),
-                    Err(e) => e.to_string(),
-                    Ok(Ok(())) => String::new(),
-                };
-                eprintln!(
-                    "sesa: node {node} lost ({why}); {back} chunk(s) of its work go back to the pool"
-                );
-            }
-        }
-        // Planned leaves that completed: the node drained; stop its process.
-        for (node, h) in take_finished(&mut leaving) {
-            if let Ok(Err(e)) | Err(e) = h.await.map_err(anyhow::Error::from) {
-                eprintln!("sesa: node {node} left uncleanly: {e:#}");
-                work.requeue(node);
-            }
-            cx.provider.stop_node(node, Duration::from_secs(5));
-            live.remove(&node);
-            eprintln!("sesa: node {node} left");
-        }
-        while let Some((node, status)) = cx.provider.exited() {
-            if live.remove(&node) || launching.remove(&node) {
-                let back = work.requeue(node);
-                eprintln!(
-                    "sesa: node {node} exited ({status}); {back} chunk(s) go back to the pool"
-                );
-            }
-        }
-        // Nodes SWIM declared down (crashed, or hung with their connection still open):
-        // their work goes back, and their process is stopped. If one was only frozen
-        // and resumes, its late reports are ignored (it no longer holds the leases).
-        for node in cx.take_down() {
-            if live.remove(&node) && !leaving.contains_key(&node) {
-                let back = work.requeue(node);
-                eprintln!("sesa: node {node} declared down; {back} chunk(s) go back to the pool");
-                running.remove(&node);
-                cx.provider.stop_node(node, Duration::from_secs(2));
-            }
-        }
-        // Scale requests.
-        if let Some((target, request)) = cx.take_scale_request() {
-            let staying: Vec<u32> = live
-                .iter()
-                .copied()
-                .filter(|n| !leaving.contains_key(n))
-                .collect();
-            let have = staying.len() + launching.len();
-            for _ in have..target as usize {
-                let id = cx.next_id.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let spec = NodeSpec {
-                    id,
-                    ..cx.spec.clone()
-                };
-                let pid = cx.provider.launch(&spec)?;
-                eprintln!("sesa: node {id} started (pid {pid})");
-                cx.pids
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, pid);
-                launching.insert(id);
-                launched.insert(id);
-            }
-            for node in staying
-                .iter()
-                .rev()
-                .take(have.saturating_sub(target as usize))
-            {
-                let r = registered.iter().find(|r| r.node == *node).cloned();
-                let Some(r) = r else { continue };
-                let messenger = cx.messenger;
-                eprintln!("sesa: node {node} leaving");
-                leaving.insert(
-                    *node,
-                    sesa_event::spawn_local(async move {
-                        let control = EbbId::from_raw(r.control).context("bad control id")?;
-                        messenger
-                            .call(r.node, CoreId::new(0), control, LEAVE, Vec::new())
-                            .await?;
-                        anyhow::Ok(())
-                    }),
-                );
-            }
-            pending = Some((request, target, Instant::now()));
-        }
-        if let Some((request, target, since)) = pending {
-            let staying = live.iter().filter(|n| !leaving.contains_key(n)).count();
-            if launching.is_empty() && leaving.is_empty() && staying == target as usize {
-                let took = since.elapsed().as_millis();
-                cx.scale_served(request, format!("{target} node(s) in {took} ms"));
-                pending = None;
-            }
-        }
-        if work.finished() {
-            break;
-        }
-        if live.is_empty() && launching.is_empty() {
-            finish(&cx);
-            bail!("every node was lost before the count finished");
-        }
-        // Nodes end their part only when every chunk is counted or they leave; if none
-        // is counting, none will, and waiting would hang the application.
-        if running.is_empty() && launching.is_empty() && leaving.is_empty() {
-            let (done, chunks) = work.progress();
-            finish(&cx);
-            bail!(
-                "no node is counting, yet {} of {chunks} chunk(s) are not counted",
-                chunks - done
-            );
-        }
-        sesa_event::sleep(Duration::from_millis(5)).await;
-    }
-    finish(&cx);
-    for (_, h) in running {
-        let _ = h.await;
-    }
-    // Nodes that joined by hand are not our processes: ask them to leave cleanly.
-    for r in registered(&cx.registry) {
-        if !launched.contains(&r.node)
-            && live.contains(&r.node)
-            && !leaving.contains_key(&r.node)
-            && let Some(control) = EbbId::from_raw(r.control)
-        {
-            let _ = cx
-                .messenger
-                .call(r.node, CoreId::new(0), control, LEAVE, Vec::new())
-                .await;
-        }
-    }
-    for (node, h) in leaving {
-        let _ = h.await;
-        cx.provider.stop_node(node, Duration::from_secs(5));
-    }
-    Ok(AppResult::Total(work.tally()))
-}
-
-/// Removes and returns the tasks that have finished.
-fn take_finished<T>(
-    tasks: &mut BTreeMap<u32, sesa_event::JoinHandle<T>>,
-) -> Vec<(u32, sesa_event::JoinHandle<T>)> {
-    let done: Vec<u32> = tasks
-        .iter()
-        .filter(|(_, h)| h.is_finished())
-        .map(|(n, _)| *n)
-        .collect();
-    done.into_iter()
-        .filter_map(|n| tasks.remove(&n).map(|h| (n, h)))
-        .collect()
 }
 
 /// What a running frontend publishes for `sesa status`: how to reach it. Written to a
@@ -1234,11 +1092,11 @@ pub struct NodeArgs {
     pub idle_spins: Option<u32>,
 }
 
-/// Runs a node process until the frontend lets go of it.
+/// Runs this process as a node running `apps`, until the frontend lets go of it.
 ///
 /// # Errors
 /// If the secret is missing or the node cannot join.
-pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
+pub fn node(args: NodeArgs, apps: Apps) -> anyhow::Result<Exit<anyhow::Result<()>>> {
     let (secret, from_stdin) = match std::env::var("SESA_SECRET") {
         Ok(hex) => (hex, false),
         Err(_) => {
@@ -1280,6 +1138,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<Exit<anyhow::Result<()>>> {
             pid: std::process::id(),
             platform: "hosted",
             memory_max: None,
+            apps,
         })
         .await
         .map_err(|e| anyhow!(e))
