@@ -392,7 +392,12 @@ impl NodeProvider for LocalProcesses {
         writeln!(stdin, "{}", spec.secret.to_hex()).context("handing the node its secret")?;
         let id = spec.id;
         if let Some(out) = child.stdout.take() {
-            forward(out, move |line| println!("[node {id}] {line}"));
+            // A native node's serial console is its log (its application's output comes
+            // through the offloaded console): it goes to stderr, as a hosted node's log.
+            match native {
+                Some(_) => forward(out, move |line| eprintln!("[node {id}] {line}")),
+                None => forward(out, move |line| println!("[node {id}] {line}")),
+            }
         }
         if let Some(err) = child.stderr.take() {
             forward(err, move |line| eprintln!("[node {id}] {line}"));
@@ -609,6 +614,9 @@ pub struct Cluster<'a> {
     pids: std::sync::Arc<Mutex<BTreeMap<u32, u32>>>,
     /// The nodes launched at the start, all joined.
     first: BTreeMap<u32, Register>,
+    /// The file `sesa status` and `sesa scale` find the frontend by, removed when the
+    /// application ends.
+    _published: Published,
 }
 
 impl<'a> Cluster<'a> {
@@ -748,7 +756,7 @@ impl<'a> Cluster<'a> {
                 }
             })
             .await?;
-        let _published = publish(&AppFile {
+        let published = publish(&AppFile {
             pid: std::process::id(),
             app: app_name.into(),
             addr: join,
@@ -811,6 +819,7 @@ impl<'a> Cluster<'a> {
             store: store_status,
             pids,
             first: joined,
+            _published: published,
         })
     }
 

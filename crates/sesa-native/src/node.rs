@@ -133,6 +133,7 @@ pub async fn join(
     args: JoinArgs,
     secret: Secret,
     heap_bytes: u64,
+    apps: sesa_node::app::Apps,
 ) -> Result<(), alloc::string::String> {
     use sesa_node::run::{Addressing, Forward, NodeParams};
     let registry = sesa_ebb::EbbId::from_raw(args.registry)
@@ -163,7 +164,7 @@ pub async fn join(
         // the stack's socket buffers (an eighth).
         memory_max: Some(usize::try_from(heap_bytes / 2).unwrap_or(usize::MAX)),
         // The applications this image is built with.
-        apps: sesa_node::builtin::builtin(),
+        apps,
     })
     .await
 }

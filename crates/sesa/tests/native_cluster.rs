@@ -183,11 +183,15 @@ fn the_counter_runs_exactly_across_native_and_hosted_nodes() {
         printed.iter().any(|l| l == "total=30000000"),
         "{printed:#?}"
     );
-    // Node 1's console came through the frontend: it booted natively and joined.
+    // Node 1's console came through the frontend, on its stderr (the node's log, not
+    // the application's output): it booted natively and joined.
     assert!(
-        printed
-            .iter()
+        said.iter()
             .any(|l| l.starts_with("[node 1] sesa-native: node 1 joining the frontend")),
+        "{said:#?}"
+    );
+    assert!(
+        !printed.iter().any(|l| l.starts_with("[node 1]")),
         "{printed:#?}"
     );
     assert!(
@@ -233,8 +237,8 @@ fn a_native_node_joins_and_leaves_a_running_count() {
     );
     // Node 2's kernel ended by itself after the drain (not killed): it says so.
     assert!(
-        printed.iter().any(|l| l == "[node 2] sesa-native: done"),
-        "{printed:#?}"
+        said.iter().any(|l| l == "[node 2] sesa-native: done"),
+        "{said:#?}"
     );
     let pids = started.nodes();
     assert_eq!(pids.len(), 2, "{said:#?}");

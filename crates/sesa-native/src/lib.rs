@@ -1,0 +1,627 @@
+//! # sesa-native: a sesa node as a unikernel, linked with its application
+//!
+//! The native platform of the paper's library OS (section 4.3): the runtime linked with
+//! the application and booted directly on a (virtual) machine, with no OS under it. This
+//! crate is a library: an application's native image is a `no_std`, `no_main` binary of
+//! its own that names its applications with [`entry!`] and is linked by this crate's
+//! script (its build script forwards `DEP_SESA_NATIVE_LINK_ARGS`, see below). The
+//! `sesa-kernel` binary of this crate is such an image with the built-in applications:
+//!
+//! ```ignore
+//! #![no_std]
+//! #![no_main]
+//! sesa_native::entry!(sesa_node::builtin::builtin);
+//! ```
+//!
+//! and an application crate's image build script is
+//!
+//! ```ignore
+//! fn main() {
+//!     for arg in std::env::var("DEP_SESA_NATIVE_LINK_ARGS").unwrap().split('\x1f') {
+//!         println!("cargo:rustc-link-arg-bins={arg}");
+//!     }
+//! }
+//! ```
+//!
+//! It boots on QEMU `-M microvm` through the PVH entry point (under TCG or KVM): long
+//! mode and SSE, the serial console, the loader's memory map and command line, a heap
+//! (talc, with per-CPU caches) and a frame allocator, panics and CPU exceptions reported,
+//! an exit status through QEMU's `isa-debug-exit` device. The object model (`sesa-ebb`)
+//! and the event model (`sesa-event`, `runtime.rs`: one loop per core, APIC timers,
+//! wake-up IPIs) run unchanged, with the network (virtio-net under smoltcp behind
+//! `sesa_event`'s TCP API, `net.rs`) and the executive's messenger, so that a native
+//! node joins an application's frontend like a hosted one (`node.rs`, through
+//! `sesa-node`).
+//!
+//! It builds on stable Rust for the x86_64-unknown-linux-gnu target with that target's
+//! prebuilt `core`, linked by `linker.ld` (see `build.rs`), in a workspace of its own
+//! (built with `panic = "abort"`):
+//! `cargo build --release --manifest-path crates/sesa-native/Cargo.toml`.
+//!
+//! The command line selects what to run: empty boots and exits with success; `panic`
+//! panics (the test of the panic path); `fault` reads unmapped memory (the test of the
+//! CPU exception path: reported with vector, instruction and address, exit status 5);
+//! `events` runs checks of the event model on the native loops (`runtime.rs`;
+//! `events <cpus>` on that many cores, with `-smp <cpus>`); `smp <cpus>` starts the
+//! application processors and checks the object model on each (`smp.rs`, boot with
+//! `-smp <cpus>`); `node <id> <secret>` runs the messenger and serves a counter EBB to
+//! hosted nodes (`node.rs`; needs RDRAND: `-cpu max`); `join ...` joins a frontend as a
+//! node of an application (what the frontend's QEMU launcher passes); `kv` and `bench`
+//! serve the data store and run the micro-benchmarks; `echo` serves TCP echo on port 7
+//! over virtio-net to one client, then exits with success.
+
+#![no_std]
+
+extern crate alloc;
+
+mod arch;
+mod console;
+mod kv;
+mod memory;
+mod net;
+mod node;
+mod profile;
+mod runtime;
+mod smp;
+
+use arch::x86_64 as cpu;
+
+/// How the kernel ends. QEMU's `isa-debug-exit` device (port 0xf4) makes QEMU exit with
+/// status `(code << 1) | 1`: 1 for success, 3 for a failure, 5 after a panic.
+#[derive(Clone, Copy, Debug)]
+#[repr(u32)]
+enum Exit {
+    Success = 0,
+    Failure = 1,
+    Panic = 2,
+}
+
+fn exit(code: Exit) -> ! {
+    cpu::outl(0xf4, code as u32);
+    // Without the device (another machine or VMM), stop here.
+    cpu::halt()
+}
+
+/// Defines the image's entry: the boot code calls it in long mode on the boot stack, and
+/// it runs the kernel ([`start`]) with the applications `$apps()` returns (a path to a
+/// `fn() -> sesa_node::app::Apps`). Once per image, in its binary crate.
+#[macro_export]
+macro_rules! entry {
+    ($apps:path) => {
+        /// The boot code's call into Rust (`arch/x86_64/boot.rs` of `sesa-native`).
+        #[unsafe(no_mangle)]
+        extern "C" fn kernel_main(start_info: u32) -> ! {
+            $crate::start(start_info, $apps)
+        }
+    };
+}
+
+/// The kernel: boots with the PVH start information at `start_info` (a physical
+/// address), then runs what the command line says; a node that joins an application
+/// runs the applications `apps` returns. Called by [`entry!`]'s `kernel_main`.
+pub fn start(start_info: u32, apps: fn() -> sesa_node::app::Apps) -> ! {
+    // The boot CPU's own block, before anything uses the object or event model; then
+    // CPU exceptions are reported instead of resetting the machine.
+    cpu::idt::init();
+    console::init();
+    println!("sesa-native {}: booted", env!("CARGO_PKG_VERSION"));
+    let Some(info) = cpu::StartInfo::at(start_info) else {
+        println!("sesa-native: no PVH start information at {start_info:#x}");
+        exit(Exit::Failure);
+    };
+    // QEMU's table ends with an empty entry: skipped.
+    let map = info.memory_map().iter().filter(|r| r.size > 0);
+    let usable: u64 = map.clone().filter(|r| r.kind == 1).map(|r| r.size).sum();
+    println!(
+        "sesa-native: memory map of {} regions, {} MiB usable",
+        map.clone().count(),
+        usable >> 20
+    );
+    for r in map {
+        println!(
+            "sesa-native:   {:#012x}..{:#012x} type {}",
+            r.addr,
+            r.addr + r.size,
+            r.kind
+        );
+    }
+    let Some(mut memory) = memory::init(info.memory_map()) else {
+        println!("sesa-native: not enough memory for a heap");
+        exit(Exit::Failure);
+    };
+    println!(
+        "sesa-native: heap of {} MiB, {} free frames of 4 KiB",
+        memory.heap_bytes >> 20,
+        memory.frames.total()
+    );
+    if memory.regions_ignored > 0 {
+        println!(
+            "sesa-native: {} usable memory regions past the first 32 left unused",
+            memory.regions_ignored
+        );
+    }
+    if let Err(why) = check_frames(&mut memory.frames) {
+        println!("sesa-native: frame allocator: {why}");
+        exit(Exit::Failure);
+    }
+    match counter_on_this_core() {
+        Ok(total) => println!("sesa-native: EBB counter on core 0: {total}"),
+        Err(why) => {
+            println!("sesa-native: EBB counter: {why}");
+            exit(Exit::Failure);
+        }
+    }
+    match cpu::clock::calibrate() {
+        Some(hz) => println!(
+            "sesa-native: TSC at {} MHz (against the PIT)",
+            hz / 1_000_000
+        ),
+        None => println!("sesa-native: no PIT: the clock is not calibrated"),
+    }
+    match cpu::rtc::init(cpu::clock::now_ns()) {
+        Some(unix) => println!("sesa-native: wall clock {unix} (Unix seconds, CMOS RTC)"),
+        None => println!("sesa-native: no RTC: wall time counts from boot"),
+    }
+    // The APIC's timer is measured against the calibrated clock.
+    cpu::apic::init(0);
+    let line = info.command_line();
+    println!("sesa-native: command line {line:?}");
+    match profile::rate(line) {
+        None => {}
+        Some(Ok(hz)) => profile::start(hz),
+        Some(Err(word)) => {
+            println!("sesa-native: {word:?}: the profiler's rate is a number of samples a second");
+            exit(Exit::Failure);
+        }
+    }
+    // QEMU's microvm appends `virtio_mmio.device=...` words for Linux; they are not ours.
+    // `profile=<hz>` is an option of every command.
+    let mut words = line
+        .split_ascii_whitespace()
+        .filter(|w| !w.starts_with("virtio_mmio.") && !w.starts_with("profile="));
+    match words.next() {
+        None => {}
+        Some("panic") => panic!("the command line asked for a panic"),
+        Some("fault") => {
+            let value = cpu::idt::read_unmapped(0x10_0000_0000);
+            println!("sesa-native: read {value:#x} where nothing is mapped");
+            exit(Exit::Failure);
+        }
+        Some("smp") => {
+            let expected = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
+            match smp::check(expected) {
+                Ok(report) => println!("sesa-native: smp: {report}"),
+                Err(why) => {
+                    println!("sesa-native: smp: {why}");
+                    exit(Exit::Failure);
+                }
+            }
+        }
+        Some("events") => {
+            let cores = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
+            run_or_fail(cores, None, move || async move {
+                match events_check(cores).await {
+                    Ok(report) => println!("sesa-native: events: ok ({report})"),
+                    Err(why) => {
+                        println!("sesa-native: events: {why}");
+                        sesa_event::stop(1);
+                    }
+                }
+            });
+        }
+        Some("node") => {
+            let (Some(id), Some(secret)) = (
+                words.next().and_then(|w| w.parse::<u32>().ok()),
+                words.next().and_then(node::secret_from_hex),
+            ) else {
+                println!("sesa-native: usage: node <id> <secret: 64 hex digits>");
+                exit(Exit::Failure);
+            };
+            let net = start_net(line, memory.heap_bytes);
+            run_or_fail(1, Some(net), move || async move {
+                if let Err(why) = node::serve(id, secret).await {
+                    println!("sesa-native: node: {why}");
+                    sesa_event::stop(1);
+                }
+            });
+        }
+        Some("join") => {
+            let cores = match words.next().and_then(|w| w.parse().ok()) {
+                Some(cores) => cores,
+                None => usage_of_join(),
+            };
+            let Some(args) = node::JoinArgs::parse(&mut words) else {
+                usage_of_join()
+            };
+            // The secret comes on the console's input, never the command line (which
+            // anyone on the host can read in QEMU's).
+            let Some(secret) = console::read_line(128, 10_000_000_000).and_then(|line| {
+                core::str::from_utf8(&line)
+                    .ok()
+                    .and_then(node::secret_from_hex)
+            }) else {
+                println!(
+                    "sesa-native: join: no cluster secret (64 hex digits) on the console within 10 s"
+                );
+                exit(Exit::Failure);
+            };
+            let heap_bytes = memory.heap_bytes;
+            let net = start_net(line, heap_bytes);
+            run_or_fail(cores, Some(net), move || async move {
+                match node::join(args, secret, heap_bytes, apps()).await {
+                    Ok(()) => println!("sesa-native: join: the frontend let this node go"),
+                    Err(why) => {
+                        println!("sesa-native: join: {why}");
+                        sesa_event::stop(1);
+                    }
+                }
+            });
+        }
+        Some("bench") => {
+            let cores = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
+            let sizes = match words.next() {
+                Some("quick") => sesa_node::micro::Sizes::QUICK,
+                _ => sesa_node::micro::Sizes::FULL,
+            };
+            run_or_fail(cores, None, move || async move {
+                match sesa_node::micro::measure(sizes).await {
+                    Ok(f) => println!(
+                        "sesa-native: micro cores={} ebb_call_ns={} ebb_inline_ns={} \
+                         counter_ebb_mops={} counter_atomic_mops={} miss_ns={} \
+                         spawn_rtt_p50_ns={} spawn_rtt_p99_ns={} spawn_mops={}",
+                        f.cores,
+                        f.ebb_call_ns,
+                        f.ebb_inline_ns,
+                        f.counter_ebb_mops,
+                        f.counter_atomic_mops,
+                        f.miss_ns,
+                        f.spawn_rtt_p50_ns,
+                        f.spawn_rtt_p99_ns,
+                        f.spawn_mops
+                    ),
+                    Err(why) => {
+                        println!("sesa-native: micro: {why}");
+                        sesa_event::stop(1);
+                        return;
+                    }
+                }
+                match heap_bench(sizes.incs_per_core / 4, sizes.runs).await {
+                    Ok((cached, talc)) => println!(
+                        "sesa-native: heap (64-byte allocation and free, every core at once) \
+                         cached_ns={cached} talc_ns={talc}"
+                    ),
+                    Err(why) => {
+                        println!("sesa-native: heap: {why}");
+                        sesa_event::stop(1);
+                    }
+                }
+            });
+        }
+        Some("kv") => {
+            let cores = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
+            let memory_mb = words
+                .next()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(kv::DEFAULT_MEMORY_MB);
+            let heap_bytes = memory.heap_bytes;
+            let net = start_net(line, memory.heap_bytes);
+            run_or_fail(cores, Some(net), move || async move {
+                if let Err(why) = kv::serve(memory_mb, heap_bytes).await {
+                    println!("sesa-native: kv: {why}");
+                    sesa_event::stop(1);
+                }
+            });
+        }
+        Some("echo") => {
+            let net = start_net(line, memory.heap_bytes);
+            run_or_fail(1, Some(net), || async {
+                if let Err(why) = echo_once(7).await {
+                    println!("sesa-native: echo: {why}");
+                    sesa_event::stop(1);
+                }
+            });
+        }
+        Some(other) => {
+            println!("sesa-native: unknown command {other:?}");
+            exit(Exit::Failure);
+        }
+    }
+    println!("sesa-native: done");
+    exit(Exit::Success)
+}
+
+fn usage_of_join() -> ! {
+    println!(
+        "sesa-native: usage: join <cores> <frontend address> <registry id> <node id> \
+         <messenger host port> <clients host port> (and the secret on the console)"
+    );
+    exit(Exit::Failure);
+}
+
+/// An allocation and free of a 64-byte block on every core at once, `n` times each, with
+/// the per-CPU heap caches and with talc alone, interleaved `runs` times: the medians,
+/// in ns per pair on each core.
+async fn heap_bench(n: u64, runs: usize) -> Result<(f64, f64), sesa_event::EventError> {
+    const BLOCK: core::alloc::Layout = core::alloc::Layout::new::<[u8; 64]>();
+    let cores = sesa_event::cores() as f64;
+    let cached = || {
+        // The global allocator, 64 bytes as the baseline takes them.
+        // SAFETY: a valid non-zero layout; the block is freed with it at once.
+        unsafe {
+            let block = alloc::alloc::alloc(BLOCK);
+            if !block.is_null() {
+                core::hint::black_box(block).write(0);
+                alloc::alloc::dealloc(block, BLOCK);
+            }
+        }
+    };
+    let (mut with_caches, mut talc) = (alloc::vec::Vec::new(), alloc::vec::Vec::new());
+    for _ in 0..runs.max(1) {
+        let mops = sesa_node::micro::counter_mops(n.max(1), cached).await?;
+        with_caches.push(1e3 * cores / mops);
+        let mops =
+            sesa_node::micro::counter_mops(n.max(1), || memory::talc_alloc_free(BLOCK)).await?;
+        talc.push(1e3 * cores / mops);
+    }
+    Ok((
+        sesa_node::micro::median(with_caches),
+        sesa_node::micro::median(talc),
+    ))
+}
+
+/// Runs the event loops (`runtime::run`); a failure ends the kernel with the failure
+/// status (the loops said why on the console).
+fn run_or_fail<F, Fut>(cores: usize, net: Option<net::NativeNet>, main: F)
+where
+    F: FnOnce() -> Fut + 'static,
+    Fut: core::future::Future<Output = ()> + 'static,
+{
+    let profiling = cpu::apic::profiling();
+    let main = move || async move {
+        if profiling {
+            sesa_event::spawn_local(profile::report());
+        }
+        main().await;
+    };
+    if runtime::run(cores, net, main) != 0 {
+        exit(Exit::Failure);
+    }
+}
+
+/// Brings the network up, or ends the run saying why.
+fn start_net(command_line: &str, heap_bytes: u64) -> net::NativeNet {
+    match net::NativeNet::start(command_line, heap_bytes) {
+        Ok(net) => net,
+        Err(why) => {
+            println!("sesa-native: net: {why}");
+            exit(Exit::Failure);
+        }
+    }
+}
+
+/// The event model on the native loop, as applications use it: shipped events run in
+/// order and never inline, a function shipped to a core returns its result, sleeps end
+/// in deadline order on the calibrated clock, a per-core EBB's rep is made by a miss
+/// inside an event, and what the native core cannot do yet fails with an error.
+async fn events_check(cores: usize) -> Result<alloc::string::String, alloc::string::String> {
+    use alloc::format;
+    use alloc::sync::Arc;
+    use alloc::vec::Vec;
+    use core::time::Duration;
+    use sesa_event::CoreId;
+    let here = CoreId::new(0);
+    let order = Arc::new(spinning_top::Spinlock::new(Vec::new()));
+    for i in 0..3u32 {
+        let order = order.clone();
+        sesa_event::ship(here, move || order.lock().push(i)).map_err(|e| format!("{e}"))?;
+    }
+    if !order.lock().is_empty() {
+        return Err("a shipped event ran inline".into());
+    }
+    let answer = sesa_event::spawn_on(here, || 6 * 7)
+        .await
+        .map_err(|e| format!("spawn_on: {e}"))?;
+    if answer != 42 || *order.lock() != [0, 1, 2] {
+        return Err(format!("events out of order: {:?}, {answer}", order.lock()));
+    }
+    // Two tasks: the later deadline is started first.
+    let woke = Arc::new(spinning_top::Spinlock::new(Vec::new()));
+    let tasks: Vec<_> = [(30u64, 'a'), (10, 'b')]
+        .into_iter()
+        .map(|(ms, name)| {
+            let woke = woke.clone();
+            sesa_event::spawn_local(async move {
+                sesa_event::sleep(Duration::from_millis(ms)).await;
+                woke.lock().push(name);
+            })
+        })
+        .collect();
+    let started = sesa_event::now();
+    sesa_event::sleep(Duration::from_millis(20)).await;
+    let slept = sesa_event::now() - started;
+    for t in tasks {
+        t.await.map_err(|e| format!("a task: {e}"))?;
+    }
+    if *woke.lock() != ['b', 'a'] {
+        return Err(format!("sleeps ended out of order: {:?}", woke.lock()));
+    }
+    if slept < Duration::from_millis(20) || slept > Duration::from_millis(500) {
+        return Err(format!("a 20 ms sleep took {slept:?}"));
+    }
+    // A per-core EBB: the rep appears by a miss in the event on each core, each core
+    // counting a thousand times.
+    let (counter, root) = sesa_ebb::PerCore::create(|_core| core::sync::atomic::AtomicI64::new(0))
+        .map_err(|e| format!("{e}"))?;
+    let counts = sesa_event::on_all_cores(move |core| {
+        for _ in 0..1000 {
+            counter.with(|rep| rep.fetch_add(1, core::sync::atomic::Ordering::Relaxed));
+        }
+        core.get()
+    })
+    .await;
+    let on: Vec<u32> = counts
+        .iter()
+        .filter_map(|c| c.as_ref().ok().copied())
+        .collect();
+    let total: i64 = root
+        .reps()
+        .map(|(_, r)| r.load(core::sync::atomic::Ordering::Relaxed))
+        .sum();
+    if sesa_event::cores() != cores
+        || on != (0..cores as u32).collect::<Vec<_>>()
+        || root.reps().count() != cores
+        || total != 1000 * cores as i64
+    {
+        return Err(format!(
+            "on_all_cores: {counts:?}, {} reps, total {total}",
+            root.reps().count()
+        ));
+    }
+    // A cross-core round trip: core 0 ships to the last core and back.
+    let last = CoreId::new(cores as u32 - 1);
+    let there = sesa_event::spawn_on(last, || sesa_event::current_core().get())
+        .await
+        .map_err(|e| format!("spawn_on the last core: {e}"))?;
+    if there != last.get() {
+        return Err(format!("spawn_on ran on core {there}, not {}", last.get()));
+    }
+    // What this core cannot do says so: ship to a core it does not have, or use a
+    // network the machine does not have.
+    if sesa_event::ship(CoreId::new(cores as u32), || {}).is_ok() {
+        return Err("a ship to a core that does not exist was taken".into());
+    }
+    match sesa_event::tcp_listen("0.0.0.0:7000".parse().map_err(|_| "an address")?) {
+        Ok(_) => return Err("listen worked on a machine without a network device".into()),
+        Err(e) if format!("{e}").contains("no network device") => {}
+        Err(e) => return Err(format!("listen failed otherwise: {e}")),
+    }
+    Ok(format!(
+        "{cores} core(s); 3 events in order, spawn_on, sleeps in deadline order, a 20 ms sleep took {} us, a per-core EBB with a rep on each core",
+        slept.as_micros()
+    ))
+}
+
+/// TCP echo on `port` for one client, through the event model's network
+/// (`sesa_event::tcp_listen`, as any application would), until the client closes its
+/// side.
+async fn echo_once(port: u16) -> Result<(), sesa_event::EventError> {
+    let addr = core::net::SocketAddr::from(([0, 0, 0, 0], port));
+    let listener = sesa_event::tcp_listen(addr)?;
+    println!("sesa-native: echo on port {port}");
+    let (mut stream, peer) = listener
+        .accept()
+        .await
+        .map_err(sesa_event::EventError::Net)?;
+    let mut buf = alloc::vec![0u8; 4096];
+    let mut echoed = 0u64;
+    loop {
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(sesa_event::EventError::Net)?;
+        if n == 0 {
+            break;
+        }
+        stream
+            .write_all(&buf[..n])
+            .await
+            .map_err(sesa_event::EventError::Net)?;
+        echoed += n as u64;
+    }
+    stream
+        .shutdown()
+        .await
+        .map_err(sesa_event::EventError::Net)?;
+    println!(
+        "sesa-native: echo: served one client ({peer}), {echoed} bytes; {} device interrupts",
+        cpu::idt::device_interrupts()
+    );
+    // Let the stack send the last bytes and the close before the loop stops.
+    sesa_event::sleep(core::time::Duration::from_millis(20)).await;
+    Ok(())
+}
+
+/// Takes frames and gives them back: distinct, aligned, and counted.
+fn check_frames(frames: &mut memory::Frames) -> Result<(), &'static str> {
+    let before = frames.available();
+    let taken: alloc::vec::Vec<u64> = (0..64).filter_map(|_| frames.alloc()).collect();
+    if taken.len() != 64 || frames.available() != before - 64 {
+        return Err("could not take 64 frames");
+    }
+    let mut sorted = taken.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != 64 || taken.iter().any(|f| !f.is_multiple_of(memory::FRAME)) {
+        return Err("frames repeated or misaligned");
+    }
+    for f in taken {
+        frames.free(f);
+    }
+    (frames.available() == before)
+        .then_some(())
+        .ok_or("frames lost on the way back")
+}
+
+/// The paper's distributed counter with the portable object model, unchanged: an EBB
+/// with per-core reps, whose rep on this core is made by its miss handler on the first
+/// increment; the total is read through the root.
+fn counter_on_this_core() -> Result<i64, sesa_ebb::EbbError> {
+    use core::sync::atomic::{AtomicI64, Ordering::Relaxed};
+    use sesa_ebb::{CoreId, EbbNode, NodeConfig, PerCore};
+    let node = EbbNode::new(NodeConfig::with_cores(1));
+    let _bound = node.bind(CoreId::new(0))?;
+    let (counter, root) = PerCore::create_on(&node, |_core| AtomicI64::new(0))?;
+    for _ in 0..1000 {
+        counter.with(|rep| rep.store(rep.load(Relaxed) + 1, Relaxed));
+    }
+    Ok(root.reps().map(|(_, rep)| rep.load(Relaxed)).sum())
+}
+
+/// A CPU exception (from `arch/x86_64/idt.rs`): reported like a panic, and the end.
+pub fn exception(vector: u64, error: u64, rip: u64, cr2: Option<u64>) -> ! {
+    let name = match vector {
+        0 => "divide error",
+        1 => "debug",
+        2 => "non-maskable interrupt",
+        3 => "breakpoint",
+        4 => "overflow",
+        5 => "bound range",
+        6 => "invalid opcode",
+        7 => "device not available",
+        8 => "double fault",
+        10 => "invalid TSS",
+        11 => "segment not present",
+        12 => "stack fault",
+        13 => "general protection",
+        14 => "page fault",
+        16 => "x87 floating point",
+        17 => "alignment check",
+        18 => "machine check",
+        19 => "SIMD floating point",
+        _ => "reserved",
+    };
+    match cr2 {
+        Some(addr) => println!(
+            "sesa-native: CPU exception {vector} ({name}) at {rip:#x}, error code {error:#x}, address {addr:#x}"
+        ),
+        None => println!(
+            "sesa-native: CPU exception {vector} ({name}) at {rip:#x}, error code {error:#x}"
+        ),
+    }
+    exit(Exit::Panic)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    match info.location() {
+        Some(at) => println!(
+            "sesa-native: panicked at {}:{}:{}: {}",
+            at.file(),
+            at.line(),
+            at.column(),
+            info.message()
+        ),
+        None => println!("sesa-native: panicked: {}", info.message()),
+    }
+    exit(Exit::Panic)
+}

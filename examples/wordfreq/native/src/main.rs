@@ -1,0 +1,14 @@
+//! wordfreq's native image: the sesa kernel with wordfreq's node side. The frontend
+//! (`wordfreq --native-nodes K --kernel <this image>`) boots it under QEMU as a node.
+
+#![no_std]
+#![no_main]
+
+use sesa_node::app::Apps;
+
+/// The applications this image runs.
+fn apps() -> Apps {
+    Apps::new().with::<wordfreq::WordFreq>()
+}
+
+sesa_native::entry!(apps);
