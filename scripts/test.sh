@@ -34,18 +34,23 @@ fi
 memcached -V
 qemu-system-x86_64 --version | head -n 1
 
-# The native kernel is a workspace of its own (built with panic = "abort").
+# The native kernel is a workspace of its own (built with panic = "abort"), and so is
+# every application's native image (examples/wordfreq/native), built into the kernel's
+# target directory to share its dependencies.
 native=(--manifest-path crates/sesa-native/Cargo.toml)
+wordfreq_native=(--manifest-path examples/wordfreq/native/Cargo.toml --target-dir crates/sesa-native/target)
 
 step "formatting"
 cargo fmt --all --check
 cargo fmt "${native[@]}" --check
+cargo fmt --manifest-path examples/wordfreq/native/Cargo.toml --check
 
 step "lints (all targets, and the shuttle builds)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p sesa-ebb -p sesa-hosted --features sesa-ebb/shuttle,sesa-hosted/shuttle \
     --all-targets --locked -- -D warnings
 cargo clippy "${native[@]}" --release --locked -- -D warnings
+cargo clippy "${wordfreq_native[@]}" --release --locked -- -D warnings
 
 step "docs build without warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
@@ -53,6 +58,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc "${native[@]}" --no-deps --locked --quiet
 
 step "the portable crates build without std"
 cargo build -p sesa-ebb -p sesa-event -p sesa-wire -p sesa-exec --locked --quiet
+# An application's node side alone (what its native image links) is no_std too.
+cargo build -p wordfreq --no-default-features --locked --quiet
 
 step "tests"
 cargo test --workspace --locked 2>&1 | tee -a "$results"

@@ -138,15 +138,16 @@ impl From<AppError> for RemoteError {
 pub struct RunApp {
     /// [`App::NAME`].
     pub app: String,
-    /// Nodes of the application when the frontend asked (node ids are `1..=nodes` at
-    /// the start; nodes added later have higher ids).
+    /// The nodes the application started with (their ids are `1..=nodes`; nodes added
+    /// later have higher ids).
     pub nodes: u32,
     /// The encoded [`App::Settings`].
     pub settings: Vec<u8>,
 }
 
 impl RunApp {
-    /// The request to run `A` with `settings` on an application of `nodes` nodes.
+    /// The request to run `A` with `settings` on an application that started with
+    /// `nodes` nodes.
     ///
     /// # Errors
     /// The settings cannot be encoded.
@@ -176,7 +177,8 @@ impl NodeContext {
         self.id
     }
 
-    /// Nodes of the application when the frontend asked this node to run it.
+    /// The nodes the application started with (ids `1..=nodes`; a node added later has
+    /// a higher id): what a static split of the work divides by.
     pub fn nodes(&self) -> u32 {
         self.nodes
     }

@@ -173,7 +173,7 @@ fn boots_and_panics_as_it_should(accel: &str) {
     let (code, out) = boot(accel, "panic");
     assert_eq!(code, 5, "{accel}: {out}");
     assert!(
-        out.contains("sesa-native: panicked at src/main.rs:")
+        out.contains("sesa-native: panicked at src/lib.rs:")
             && out.contains("the command line asked for a panic"),
         "{out}"
     );

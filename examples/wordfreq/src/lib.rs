@@ -23,7 +23,7 @@
 //! - Node `i` of `n` takes the files at positions `p` with `p % n == i - 1` and reads
 //!   each through the frontend's offloaded file system (only under `--grant`
 //!   directories).
-//! - A node counts into a **per-core EBB** ([`Words`]): a file is cut at word
+//! - A node counts into a **per-core EBB** (`Words`): a file is cut at word
 //!   boundaries into one slice per core, each slice shipped to its core as an event,
 //!   where the first access misses and the template's miss handler builds that core's
 //!   rep (an empty table). No core touches another's table while counting.
