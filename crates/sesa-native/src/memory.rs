@@ -171,6 +171,20 @@ pub fn talc_alloc_free(layout: Layout) {
     }
 }
 
+/// One allocation and free of `layout` through the global allocator (the per-CPU
+/// caches in front of talc), for the heap benchmark.
+pub fn global_alloc_free(layout: Layout) {
+    // SAFETY: `layout` is non-zero (the benchmark's 64 bytes); the block is freed with
+    // the same layout at once.
+    unsafe {
+        let block = alloc::alloc::alloc(layout);
+        if !block.is_null() {
+            core::hint::black_box(block).write(0);
+            alloc::alloc::dealloc(block, layout);
+        }
+    }
+}
+
 #[global_allocator]
 static HEAP: Heap = Heap(talc::TalcLock::new(talc::source::Manual));
 

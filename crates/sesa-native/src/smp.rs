@@ -26,6 +26,8 @@ pub fn start(work: fn(u32)) {
 }
 
 /// An AP's entry, from the trampoline (`arch/x86_64/smp.rs`), on its own stack.
+// The symbol the trampoline calls: exported unmangled, nothing else unsafe.
+#[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 extern "C" fn ap_main(index: u32) -> ! {
     cpu::apic::init(index as usize);

@@ -11,8 +11,11 @@
 //! scheduling decision, and the same seed gives the same hash. A failure found by a
 //! sweep of seeds is replayed, step for step, by running its seed again.
 //!
-//! `sesa sim` (in the `sesa` crate) runs the workloads and their checkers
-//! (`sesa_sim::workload`) over sweeps of seeds.
+//! `sesa sim` runs the workloads and their checkers
+//! (`sesa::sim`, in the `sesa` crate) over sweeps of seeds.
+
+// Unsafe code only where an item says why (the scheduler's quiescent points).
+#![deny(unsafe_code)]
 
 mod net;
 pub mod rng;

@@ -97,12 +97,8 @@ const SCAN: usize = 1024;
 /// The longest a copy batch counts for its rest ([`Pace`]).
 const PACE_MAX: Duration = Duration::from_millis(5);
 /// A copy batch's rest, in multiples of its time ([`Pace`]), when nodes only joined:
-/// the copying takes at most a sixth of the time. Measured (`sesa bench kv-elastic`,
-/// 3 -> 4 nodes): rests of 1, 3, 5 and 8 times took 3.3-3.6, 5.7, 8.7-8.8 and 12.0-12.3
-/// s, with worst seconds of 48%, 62-63%, 67-71% and 72-74% of the throughput before;
-/// once idle cores stopped spinning on the oversubscribed CPUs (a 1.7x higher
-/// throughput before), 5, 10 and 20 times took 7.9-8.9, 13.8-14.6 and 26.5-28.9 s, with
-/// worst seconds of 52%, 52-57% and 56-64%.
+/// the copying takes at most a sixth of the time (docs/benchmarks.md, "the pace of a
+/// move", has the rests measured and why 5).
 const PACE_REST_JOIN: u32 = 5;
 /// As [`PACE_REST_JOIN`] when a node left or was lost: its keys are on fewer owners
 /// until they are copied, so they move faster, at more cost to the clients.

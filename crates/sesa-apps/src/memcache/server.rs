@@ -76,9 +76,6 @@ impl EbbRoot for Partitions {
     }
 }
 
-/// The reply to `version`: the memcached protocol level implemented, then sesa's own.
-pub const VERSION_LINE: &str = concat!("VERSION 1.6.0 sesa-", env!("CARGO_PKG_VERSION"), "\r\n");
-
 /// A node's store: `Copy`, usable from any core.
 #[derive(Clone, Copy)]
 pub struct Kv {
