@@ -18,6 +18,7 @@ pub mod departure;
 pub mod idmap;
 pub mod membership;
 pub mod messenger;
+pub mod service;
 
 pub use departure::Departures;
 pub use idmap::{GlobalIdError, GlobalIdMap, GlobalIds, IdMapError, Member, Versioned};
@@ -26,4 +27,5 @@ pub use messenger::{
     CallError, ConnectError, Messenger, MessengerConfig, MessengerRef, MessengerStats, RemoteRep,
     Request, ServiceFuture,
 };
+pub use service::{Client, Service, ServiceError};
 pub use sesa_wire::{Identity, RemoteError, Secret};

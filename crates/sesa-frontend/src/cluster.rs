@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use sesa_ebb::{CoreId, EbbId, NodeShared};
+use sesa_exec::service::{self, Client, Service, ServiceError};
 use sesa_exec::{
     Identity, MemberEvent, Membership, MembershipConfig, Messenger, MessengerConfig, MessengerRef,
     RemoteError, RemoteRep, Request, Secret,
@@ -34,15 +35,69 @@ use sesa_exec::{
 use sesa_hosted::{Config, Exit, Runtime};
 use sesa_node::app::{App, Apps, RunApp};
 pub use sesa_node::builtin::StoreStatus;
-use sesa_node::{ADMIN_FIRST, FRONTEND, JOIN, LEAVE, REGISTER, REGISTRY_INDEX, RUN_APP, STATS};
+use sesa_node::offload::OffloadService;
+use sesa_node::{
+    ADMIN_FIRST, Control, ControlReply, ControlService, FRONTEND, REGISTRY_INDEX, Registered,
+    Registry as RegistryRequest, RegistryError, RegistryService,
+};
 pub use sesa_node::{NodeStatus, Register};
 
 use crate::Application;
 
-/// The frontend admin service's method: report the application's state.
-const STATUS: u16 = 1;
-/// The frontend admin service's method: grow or shrink to a number of nodes.
-const SCALE: u16 = 2;
+/// The frontend's admin service, behind `sesa status` and `sesa scale` ([`Admin`]
+/// requests).
+pub struct AdminService;
+
+/// What `sesa status` and `sesa scale` ask the frontend.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+pub enum Admin {
+    /// The application's state, gathered live from every node.
+    Status,
+    /// Grow or shrink to this many nodes; answered when done.
+    Scale(u32),
+}
+
+/// The admin service's answers.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub enum AdminReply {
+    /// The application's state.
+    Status(AppStatus),
+    /// What scaling did.
+    Scaled(String),
+}
+
+/// Why the admin service refused.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// Scaling to no node.
+    #[error("an application needs at least 1 node")]
+    NoNodes,
+    /// The application does not scale, or not now.
+    #[error(
+        "this application cannot scale now (the elastic counter can, while it counts, and the store)"
+    )]
+    CannotScale,
+    /// The application ended before the scale completed.
+    #[error("the application finished while scaling")]
+    Finished,
+    /// Scaling took longer than its bound.
+    #[error("scaling did not finish within a minute")]
+    TimedOut,
+}
+
+impl Service for AdminService {
+    const NAME: &'static str = "admin";
+    type Request = Admin;
+    type Reply = AdminReply;
+    type Error = AdminError;
+
+    fn method(request: &Admin) -> u16 {
+        match request {
+            Admin::Status => 1,
+            Admin::Scale(_) => 2,
+        }
+    }
+}
 
 /// A scale request between the admin service and the frontend's elastic loop.
 #[derive(Default)]
@@ -152,31 +207,30 @@ fn registered(registry: &NodeShared<Registry>) -> Vec<Register> {
 
 impl RemoteRep for Registry {
     fn handle(&self, request: Request<'_>) -> Result<Vec<u8>, RemoteError> {
-        if request.method == JOIN {
-            let id = self
-                .next_id
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if id >= ADMIN_FIRST {
-                return Err(RemoteError::Refused("out of node ids".into()));
+        service::handle::<RegistryService>(request, |from, request| match request {
+            RegistryRequest::Join => {
+                let id = self
+                    .next_id
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if id >= ADMIN_FIRST {
+                    return Err(RegistryError::OutOfIds);
+                }
+                Ok(Registered::Id(id))
             }
-            return sesa_node::encode_reply(&id);
-        }
-        if request.method != REGISTER {
-            return Err(RemoteError::NoHandler);
-        }
-        let r: Register = postcard::from_bytes(request.payload)
-            .map_err(|_| RemoteError::Refused("malformed registration".into()))?;
-        if r.node != request.from.node {
-            return Err(RemoteError::Refused(
-                "a node may only register itself".into(),
-            ));
-        }
-        self.nodes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(r.node, r);
-        postcard::to_allocvec(&self.offload)
-            .map_err(|_| RemoteError::Refused("encoding the reply".into()))
+            RegistryRequest::Register(r) => {
+                if r.node != from.node {
+                    return Err(RegistryError::NotItself {
+                        caller: from.node,
+                        named: r.node,
+                    });
+                }
+                self.nodes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(r.node, r);
+                Ok(Registered::Offload(self.offload))
+            }
+        })
     }
 }
 
@@ -552,21 +606,14 @@ pub fn run<A: Application>(
 
 /// The admin side of `sesa scale`: hands the target to the elastic loop and waits until
 /// it is reached (or a minute has passed).
-async fn serve_scale(scale: &Mutex<ScaleState>, payload: &[u8]) -> Result<Vec<u8>, RemoteError> {
-    let target: u32 = postcard::from_bytes(payload)
-        .map_err(|_| RemoteError::Refused("bad scale request".into()))?;
+async fn serve_scale(scale: &Mutex<ScaleState>, target: u32) -> Result<String, AdminError> {
     if target == 0 {
-        return Err(RemoteError::Refused(
-            "an application needs at least 1 node".into(),
-        ));
+        return Err(AdminError::NoNodes);
     }
     let request = {
         let mut s = scale.lock().unwrap_or_else(|p| p.into_inner());
         if !s.accepting {
-            return Err(RemoteError::Refused(
-                "this application cannot scale now (the elastic counter can, while it counts)"
-                    .into(),
-            ));
+            return Err(AdminError::CannotScale);
         }
         s.target = Some(target);
         s.requested += 1;
@@ -577,19 +624,14 @@ async fn serve_scale(scale: &Mutex<ScaleState>, payload: &[u8]) -> Result<Vec<u8
         {
             let s = scale.lock().unwrap_or_else(|p| p.into_inner());
             if s.served >= request {
-                return postcard::to_allocvec(&s.outcome)
-                    .map_err(|_| RemoteError::Refused("encoding".into()));
+                return Ok(s.outcome.clone());
             }
             if !s.accepting {
-                return Err(RemoteError::Refused(
-                    "the application finished while scaling".into(),
-                ));
+                return Err(AdminError::Finished);
             }
         }
         if Instant::now() > deadline {
-            return Err(RemoteError::Refused(
-                "scaling did not finish within a minute".into(),
-            ));
+            return Err(AdminError::TimedOut);
         }
         sesa_event::sleep(Duration::from_millis(5)).await;
     }
@@ -658,12 +700,11 @@ impl<'a> Cluster<'a> {
         // The offload service: console, files and environment, served on this core.
         let (offload, _) = NodeShared::create(|| ())?;
         let grants = std::sync::Arc::new(grants);
-        messenger
-            .serve_async(offload.id(), move |_from, method, payload| {
-                let grants = grants.clone();
-                async move { grants.serve(method, &payload) }
-            })
-            .await?;
+        service::serve::<OffloadService, _, _>(messenger, offload.id(), move |_from, request| {
+            let grants = grants.clone();
+            async move { grants.serve(request) }
+        })
+        .await?;
         let offload_id = offload.id().raw();
         let next_id = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(nodes + 1));
         let ids = next_id.clone();
@@ -686,76 +727,77 @@ impl<'a> Cluster<'a> {
         let scale_for_admin = scale.clone();
         let store_status: std::sync::Arc<Mutex<Option<StoreStatus>>> = Default::default();
         let store_for_admin = store_status.clone();
-        messenger
-            .serve_async(admin.id(), move |_from, method, payload| {
-                let registry = registry_for_admin.clone();
-                let scale = scale_for_admin.clone();
-                let store = store_for_admin.clone();
-                let pids = pids_for_admin.clone();
-                async move {
-                    if method == SCALE {
-                        return serve_scale(&scale, &payload).await;
-                    }
-                    if method != STATUS {
-                        return Err(RemoteError::NoHandler);
-                    }
-                    let mut frontend = sesa_node::run::local_status(
-                        messenger,
-                        FRONTEND,
-                        started,
-                        std::process::id(),
-                        "hosted",
-                    )
-                    .await;
-                    frontend.pid = std::process::id();
-                    let mut nodes = vec![frontend];
-                    for r in registered(&registry) {
-                        let asked = match EbbId::from_raw(r.control) {
-                            Some(control) => messenger
-                                .call(r.node, CoreId::new(0), control, STATS, Vec::new())
-                                .await
-                                .ok(),
-                            None => None,
-                        };
-                        let launched = pids
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get(&r.node)
-                            .copied();
-                        nodes.push(
-                            match asked.and_then(|b| postcard::from_bytes::<NodeStatus>(&b).ok()) {
-                                Some(n) if n.pid == 0 => NodeStatus {
-                                    pid: launched.unwrap_or(0),
-                                    ..n
-                                },
-                                Some(n) => n,
-                                None => NodeStatus {
-                                    node: r.node,
-                                    generation: r.generation,
-                                    pid: r.pid,
-                                    platform: r.platform.clone(),
-                                    cores: r.cores,
-                                    ebbs: 0,
-                                    reps: 0,
-                                    cpu_wait_pct: None,
-                                    peers: Vec::new(),
-                                    messages: Default::default(),
-                                    uptime_ms: 0,
-                                    state: "unreachable".into(),
-                                },
-                            },
-                        );
-                    }
-                    let store = store.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    postcard::to_allocvec(&AppStatus {
-                        app: app_name.into(),
-                        nodes,
-                        store,
-                    })
-                    .map_err(|_| RemoteError::Refused("encoding".into()))
+        service::serve::<AdminService, _, _>(messenger, admin.id(), move |_from, request| {
+            let registry = registry_for_admin.clone();
+            let scale = scale_for_admin.clone();
+            let store = store_for_admin.clone();
+            let pids = pids_for_admin.clone();
+            async move {
+                if let Admin::Scale(target) = request {
+                    return serve_scale(&scale, target).await.map(AdminReply::Scaled);
                 }
-            })
-            .await?;
+                let mut frontend = sesa_node::run::local_status(
+                    messenger,
+                    FRONTEND,
+                    started,
+                    std::process::id(),
+                    "hosted",
+                )
+                .await;
+                frontend.pid = std::process::id();
+                let mut nodes = vec![frontend];
+                for r in registered(&registry) {
+                    let asked = match EbbId::from_raw(r.control) {
+                        Some(control) => {
+                            let node = Client::<ControlService>::new(
+                                messenger,
+                                r.node,
+                                CoreId::new(0),
+                                control,
+                            );
+                            match node.call(Control::Stats).await {
+                                Ok(ControlReply::Stats(status)) => Some(status),
+                                _ => None,
+                            }
+                        }
+                        None => None,
+                    };
+                    let launched = pids
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&r.node)
+                        .copied();
+                    nodes.push(match asked {
+                        Some(n) if n.pid == 0 => NodeStatus {
+                            pid: launched.unwrap_or(0),
+                            ..n
+                        },
+                        Some(n) => n,
+                        None => NodeStatus {
+                            node: r.node,
+                            generation: r.generation,
+                            pid: r.pid,
+                            platform: r.platform.clone(),
+                            cores: r.cores,
+                            ebbs: 0,
+                            reps: 0,
+                            cpu_wait_pct: None,
+                            peers: Vec::new(),
+                            messages: Default::default(),
+                            uptime_ms: 0,
+                            state: "unreachable".into(),
+                        },
+                    });
+                }
+                let store = store.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                Ok(AdminReply::Status(AppStatus {
+                    app: app_name.into(),
+                    nodes,
+                    store,
+                }))
+            }
+        })
+        .await?;
         let published = publish(&AppFile {
             pid: std::process::id(),
             app: app_name.into(),
@@ -847,15 +889,18 @@ impl<'a> Cluster<'a> {
     ) -> impl Future<Output = anyhow::Result<A::Outcome>> + 'static {
         let (messenger, id, control) = (self.messenger, node.node, node.control);
         let request = RunApp::new::<A>(self.first.len() as u32, settings)
-            .map_err(|e| anyhow!("encoding the settings: {e}"))
-            .and_then(|r| Ok(postcard::to_allocvec(&r)?));
+            .map_err(|e| anyhow!("encoding the settings: {e}"));
         async move {
             let control = EbbId::from_raw(control).context("bad control id")?;
-            let reply = messenger
-                .call(id, CoreId::new(0), control, RUN_APP, request?)
+            let node = Client::<ControlService>::new(messenger, id, CoreId::new(0), control);
+            let reply = node
+                .call(Control::RunApp(request?))
                 .await
                 .with_context(|| format!("node {id}"))?;
-            postcard::from_bytes::<A::Outcome>(&reply)
+            let ControlReply::Ran(outcome) = reply else {
+                bail!("node {id} answered {reply:?} to running {}", A::NAME);
+            };
+            postcard::from_bytes::<A::Outcome>(&outcome)
                 .with_context(|| format!("node {id}'s outcome does not decode"))
         }
     }
@@ -896,8 +941,8 @@ impl<'a> Cluster<'a> {
             .and_then(|r| EbbId::from_raw(r.control));
         async move {
             let control = control.with_context(|| format!("node {node} is not registered"))?;
-            messenger
-                .call(node, CoreId::new(0), control, LEAVE, Vec::new())
+            Client::<ControlService>::new(messenger, node, CoreId::new(0), control)
+                .call(Control::Leave)
                 .await?;
             anyhow::Ok(())
         }
@@ -1036,7 +1081,7 @@ fn publish(file: &AppFile) -> anyhow::Result<Published> {
 }
 
 /// Calls the admin service of a running application (the newest, or frontend `pid`).
-fn admin_call(pid: Option<u32>, method: u16, payload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+fn admin_call(pid: Option<u32>, request: Admin) -> anyhow::Result<AdminReply> {
     let dir = app_dir();
     // A file whose frontend is gone (killed with -9) is stale: remove it.
     let live = |path: &std::path::Path| {
@@ -1066,7 +1111,7 @@ fn admin_call(pid: Option<u32>, method: u16, payload: Vec<u8>) -> anyhow::Result
         &std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
     )?;
     let secret = Secret::from_hex(&published.secret).context("a corrupt application file")?;
-    call_frontend_once(secret, published.addr, published.admin, method, payload)
+    call_frontend_once::<AdminService>(secret, published.addr, published.admin, request)
 }
 
 /// The state of a running application: `sesa status`.
@@ -1074,7 +1119,10 @@ fn admin_call(pid: Option<u32>, method: u16, payload: Vec<u8>) -> anyhow::Result
 /// # Errors
 /// No application is running (for this user), or it cannot be reached.
 pub fn status(pid: Option<u32>) -> anyhow::Result<AppStatus> {
-    Ok(postcard::from_bytes(&admin_call(pid, STATUS, Vec::new())?)?)
+    match admin_call(pid, Admin::Status)? {
+        AdminReply::Status(status) => Ok(status),
+        other => bail!("the frontend answered {other:?} to a status request"),
+    }
 }
 
 /// Grows or shrinks a running application to `nodes` nodes: `sesa scale`. Returns when
@@ -1083,8 +1131,10 @@ pub fn status(pid: Option<u32>) -> anyhow::Result<AppStatus> {
 /// # Errors
 /// No application is running, it cannot scale, or scaling failed.
 pub fn scale(pid: Option<u32>, nodes: u32) -> anyhow::Result<String> {
-    let reply = admin_call(pid, SCALE, postcard::to_allocvec(&nodes)?)?;
-    Ok(postcard::from_bytes(&reply)?)
+    match admin_call(pid, Admin::Scale(nodes))? {
+        AdminReply::Scaled(outcome) => Ok(outcome),
+        other => bail!("the frontend answered {other:?} to a scale request"),
+    }
 }
 
 /// Arguments of a node process.
@@ -1156,20 +1206,31 @@ pub fn node(args: NodeArgs, apps: Apps) -> anyhow::Result<Exit<anyhow::Result<()
 
 /// A node arriving by hand has no id yet: it asks the frontend's registry for one.
 fn ask_for_an_id(secret: &Secret, join: SocketAddr, registry: u64) -> anyhow::Result<u32> {
-    let reply = call_frontend_once(secret.clone(), join, registry, JOIN, Vec::new())?;
-    Ok(postcard::from_bytes(&reply)?)
+    match call_frontend_once::<RegistryService>(
+        secret.clone(),
+        join,
+        registry,
+        RegistryRequest::Join,
+    )? {
+        Registered::Id(id) => Ok(id),
+        other => bail!("the registry answered {other:?} to a request for an id"),
+    }
 }
 
 /// Makes one call to a service of the frontend at `addr`, from a short-lived runtime,
 /// authenticated under a provisional admin identity (for `sesa status`, `sesa scale`, and
 /// nodes asking for an id).
-fn call_frontend_once(
+fn call_frontend_once<S: Service>(
     secret: Secret,
     addr: SocketAddr,
     service: u64,
-    method: u16,
-    payload: Vec<u8>,
-) -> anyhow::Result<Vec<u8>> {
+    request: S::Request,
+) -> anyhow::Result<S::Reply>
+where
+    S::Request: Send,
+    S::Reply: Send,
+    S::Error: Send + Sync,
+{
     let runtime = Runtime::new(Config {
         cores: Some(1),
         pin_threads: false,
@@ -1181,11 +1242,11 @@ fn call_frontend_once(
             .await
             .map_err(|e| anyhow!(e))?;
         let service = EbbId::from_raw(service).context("bad service id")?;
-        let reply = messenger
-            .call(FRONTEND, CoreId::new(0), service, method, payload)
+        let reply = Client::<S>::new(messenger, FRONTEND, CoreId::new(0), service)
+            .call(request)
             .await;
         messenger.disconnect_all().await?;
-        anyhow::Ok(reply?)
+        reply.map_err(|e: ServiceError<S::Error>| anyhow!("{e}"))
     })?;
     match exit {
         Exit::Completed(reply) => reply,

@@ -16,10 +16,9 @@
 
 use std::path::{Path, PathBuf};
 
-use sesa_exec::RemoteError;
-
-use sesa_node::offload::{ENV, LIST, PRINT, READ, STAT, WRITE};
-pub use sesa_node::offload::{FILE_MAX, OffloadClient, Stat, Stream};
+pub use sesa_node::offload::{
+    FILE_MAX, Offload, OffloadClient, OffloadError, OffloadReply, Stat, Stream,
+};
 
 /// The frontend's side: what nodes may touch.
 pub struct Grants {
@@ -51,92 +50,91 @@ impl Grants {
 
     /// The real path for `path`, if it lies inside a grant. For a file about to be
     /// created, its directory must exist and lie inside a grant.
-    fn confine(&self, path: &str, creating: bool) -> Result<PathBuf, RemoteError> {
-        let refuse = |why: &str| RemoteError::Refused(format!("{path}: {why}"));
+    fn confine(&self, path: &str, creating: bool) -> Result<PathBuf, OffloadError> {
+        let io = |e: std::io::Error| OffloadError::Io {
+            path: path.into(),
+            error: e.to_string(),
+        };
         if self.dirs.is_empty() {
-            return Err(refuse(
-                "no directory was granted to the application (--grant DIR)",
-            ));
+            return Err(OffloadError::NothingGranted { path: path.into() });
         }
         let wanted = self.cwd.join(Path::new(path));
         let real = match wanted.canonicalize() {
             Ok(real) => real,
             Err(_) if creating => {
                 let (Some(dir), Some(name)) = (wanted.parent(), wanted.file_name()) else {
-                    return Err(refuse("not a file path"));
+                    return Err(OffloadError::Io {
+                        path: path.into(),
+                        error: "not a file path".into(),
+                    });
                 };
-                dir.canonicalize()
-                    .map_err(|e| refuse(&e.to_string()))?
-                    .join(name)
+                dir.canonicalize().map_err(io)?.join(name)
             }
-            Err(e) => return Err(refuse(&e.to_string())),
+            Err(e) => return Err(io(e)),
         };
         if self.dirs.iter().any(|d| real.starts_with(d)) {
             Ok(real)
         } else {
-            Err(refuse("outside the granted directories"))
+            Err(OffloadError::OutsideGrants { path: path.into() })
         }
     }
 
-    /// Serves one offload call.
-    pub fn serve(&self, method: u16, payload: &[u8]) -> Result<Vec<u8>, RemoteError> {
-        let bad = || RemoteError::Refused("malformed offload request".into());
-        let io = |e: std::io::Error| RemoteError::Refused(e.to_string());
-        match method {
-            PRINT => {
-                let (stream, text): (Stream, String) =
-                    postcard::from_bytes(payload).map_err(|_| bad())?;
+    /// Serves one offload request.
+    ///
+    /// # Errors
+    /// A path outside the grants, a file too large, or the file system's failure.
+    pub fn serve(&self, request: Offload) -> Result<OffloadReply, OffloadError> {
+        let io = |path: &str| {
+            let path = path.to_owned();
+            move |e: std::io::Error| OffloadError::Io {
+                path,
+                error: e.to_string(),
+            }
+        };
+        let too_large = |path: &str, bytes: u64| OffloadError::TooLarge {
+            path: path.into(),
+            bytes,
+        };
+        match request {
+            Offload::Print(stream, text) => {
                 match stream {
                     Stream::Out => print!("{text}"),
                     Stream::Err => eprint!("{text}"),
                 }
-                Ok(Vec::new())
+                Ok(OffloadReply::Printed)
             }
-            READ => {
-                let path: String = postcard::from_bytes(payload).map_err(|_| bad())?;
+            Offload::Read(path) => {
                 let real = self.confine(&path, false)?;
-                let len = std::fs::metadata(&real).map_err(io)?.len();
+                let len = std::fs::metadata(&real).map_err(io(&path))?.len();
                 if len > FILE_MAX as u64 {
-                    return Err(RemoteError::Refused(format!(
-                        "{path}: {len} bytes is over the {FILE_MAX}-byte offload limit"
-                    )));
+                    return Err(too_large(&path, len));
                 }
-                sesa_node::encode_reply(&std::fs::read(&real).map_err(io)?)
+                Ok(OffloadReply::Read(std::fs::read(&real).map_err(io(&path))?))
             }
-            WRITE => {
-                let (path, data): (String, Vec<u8>) =
-                    postcard::from_bytes(payload).map_err(|_| bad())?;
+            Offload::Write(path, data) => {
                 if data.len() > FILE_MAX {
-                    return Err(RemoteError::Refused(format!(
-                        "{path}: over the offload limit"
-                    )));
+                    return Err(too_large(&path, data.len() as u64));
                 }
                 let real = self.confine(&path, true)?;
-                std::fs::write(real, data).map_err(io)?;
-                Ok(Vec::new())
+                std::fs::write(real, data).map_err(io(&path))?;
+                Ok(OffloadReply::Written)
             }
-            STAT => {
-                let path: String = postcard::from_bytes(payload).map_err(|_| bad())?;
-                let m = std::fs::metadata(self.confine(&path, false)?).map_err(io)?;
-                sesa_node::encode_reply(&Stat {
+            Offload::Stat(path) => {
+                let m = std::fs::metadata(self.confine(&path, false)?).map_err(io(&path))?;
+                Ok(OffloadReply::Stat(Stat {
                     len: m.len(),
                     is_dir: m.is_dir(),
-                })
+                }))
             }
-            LIST => {
-                let path: String = postcard::from_bytes(payload).map_err(|_| bad())?;
+            Offload::List(path) => {
                 let mut names: Vec<String> = std::fs::read_dir(self.confine(&path, false)?)
-                    .map_err(io)?
+                    .map_err(io(&path))?
                     .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
                     .collect();
                 names.sort();
-                sesa_node::encode_reply(&names)
+                Ok(OffloadReply::List(names))
             }
-            ENV => {
-                let name: String = postcard::from_bytes(payload).map_err(|_| bad())?;
-                sesa_node::encode_reply(&std::env::var(name).ok())
-            }
-            _ => Err(RemoteError::NoHandler),
+            Offload::Env(name) => Ok(OffloadReply::Env(std::env::var(name).ok())),
         }
     }
 }
@@ -165,31 +163,39 @@ mod tests {
             !ok(root.join("other/x").to_str().unwrap()),
             "absolute, outside"
         );
-        let write = postcard::to_allocvec(&("g/out.txt", b"data".to_vec())).unwrap();
-        assert!(grants.serve(WRITE, &write).is_ok());
+        let write = Offload::Write("g/out.txt".into(), b"data".to_vec());
+        assert_eq!(grants.serve(write), Ok(OffloadReply::Written));
         assert_eq!(std::fs::read(root.join("g/out.txt")).unwrap(), b"data");
-        let stat = grants
-            .serve(STAT, &postcard::to_allocvec(&"g/out.txt").unwrap())
-            .unwrap();
         assert_eq!(
-            postcard::from_bytes::<Stat>(&stat).unwrap(),
-            Stat {
+            grants.serve(Offload::Stat("g/out.txt".into())),
+            Ok(OffloadReply::Stat(Stat {
                 len: 4,
                 is_dir: false
-            }
+            }))
         );
-        let list = grants
-            .serve(LIST, &postcard::to_allocvec(&"g").unwrap())
-            .unwrap();
         assert_eq!(
-            postcard::from_bytes::<Vec<String>>(&list).unwrap(),
-            ["out.txt", "sub"]
+            grants.serve(Offload::List("g".into())),
+            Ok(OffloadReply::List(vec!["out.txt".into(), "sub".into()]))
         );
-        assert!(grants.serve(99, &[]).is_err());
-        assert!(
-            grants.serve(READ, &[0xff, 0xff]).is_err(),
-            "malformed request"
+        assert_eq!(
+            grants.serve(Offload::Read("other/x".into())),
+            Err(OffloadError::Io {
+                path: "other/x".into(),
+                error: "No such file or directory (os error 2)".into()
+            })
         );
+        std::fs::write(root.join("other/x"), b"x").unwrap();
+        assert_eq!(
+            grants.serve(Offload::Read("other/x".into())),
+            Err(OffloadError::OutsideGrants {
+                path: "other/x".into()
+            })
+        );
+        let big = vec![0u8; FILE_MAX + 1];
+        assert!(matches!(
+            grants.serve(Offload::Write("g/big".into(), big)),
+            Err(OffloadError::TooLarge { .. })
+        ));
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

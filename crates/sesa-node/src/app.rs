@@ -47,7 +47,7 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sesa_exec::{CallError, Departures, MessengerRef, RemoteError};
+use sesa_exec::{CallError, Departures, MessengerRef, RemoteError, ServiceError};
 
 use crate::kv::Host;
 use crate::offload::OffloadClient;
@@ -126,6 +126,12 @@ impl From<CallError> for AppError {
     }
 }
 
+impl<E: fmt::Display + fmt::Debug> From<ServiceError<E>> for AppError {
+    fn from(e: ServiceError<E>) -> Self {
+        AppError::Call(e.to_string())
+    }
+}
+
 impl From<AppError> for RemoteError {
     fn from(e: AppError) -> Self {
         RemoteError::Refused(e.to_string())
@@ -133,7 +139,7 @@ impl From<AppError> for RemoteError {
 }
 
 /// The frontend's request to run an application on a node (the control EBB's
-/// [`crate::RUN_APP`]); the reply is the encoded [`App::Outcome`].
+/// [`crate::Control::RunApp`]); the reply is the encoded [`App::Outcome`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunApp {
     /// [`App::NAME`].

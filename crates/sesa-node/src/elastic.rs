@@ -2,7 +2,6 @@
 //! work pool (the pool itself is `sesa::elastic::WorkPool`), count each on every core
 //! through the node's counter EBB, and report it.
 
-use alloc::string::ToString;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -10,12 +9,58 @@ use core::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sesa_ebb::{CoreId, EbbId};
-use sesa_exec::{CallError, MessengerRef, RemoteError};
+use sesa_exec::{Client, MessengerRef, ServiceError};
 
-/// The work pool's method: lease the next chunk.
-pub const TAKE: u16 = 1;
-/// The work pool's method: report a finished chunk.
-pub const REPORT: u16 = 2;
+/// The frontend's work pool ([`Pool`] requests).
+pub struct PoolService;
+
+/// What a node asks the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Pool {
+    /// Lease the next chunk (giving back the one held, if any).
+    Take,
+    /// Chunk `chunk` is counted: `counted` increments.
+    Report {
+        /// The chunk's index.
+        chunk: u64,
+        /// Its increments, as counted.
+        counted: i64,
+    },
+}
+
+/// The pool's answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PoolReply {
+    /// The answer to [`Pool::Take`].
+    Lease(Lease),
+    /// The report was taken (or was stale: only the leaseholder's report counts).
+    Reported,
+}
+
+/// The pool refuses nothing it can name: a stale request gets [`Lease::Done`] or is
+/// ignored. (An empty enum: no value exists.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PoolError {}
+
+impl core::fmt::Display for PoolError {
+    fn fmt(&self, _: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {}
+    }
+}
+
+impl sesa_exec::Service for PoolService {
+    const NAME: &'static str = "work pool";
+    type Request = Pool;
+    type Reply = PoolReply;
+    type Error = PoolError;
+
+    fn method(request: &Pool) -> u16 {
+        match request {
+            Pool::Take => 1,
+            Pool::Report { .. } => 2,
+        }
+    }
+}
 
 /// How long a node waits before asking again when every chunk left is leased.
 const RETRY: Duration = Duration::from_millis(10);
@@ -55,45 +100,49 @@ pub async fn count_from_pool(
     messenger: MessengerRef,
     pool: PoolAddress,
     leaving: Arc<AtomicBool>,
-) -> Result<i64, CallError> {
-    let counter = sesa_apps::counter::Counter::create().map_err(|e| refused(&e))?;
-    let id = EbbId::from_raw(pool.pool).ok_or_else(|| refused(&"bad pool id"))?;
+) -> Result<i64, CountError> {
+    let counter = sesa_apps::counter::Counter::create()?;
+    let id = EbbId::from_raw(pool.pool).ok_or(CountError::BadPool(pool.pool))?;
+    let client = Client::<PoolService>::new(messenger, pool.node, CoreId::new(0), id);
     let mut mine = 0i64;
     while !leaving.load(SeqCst) {
-        let lease = messenger
-            .call(pool.node, CoreId::new(0), id, TAKE, Vec::new())
-            .await?;
-        let (chunk, size) =
-            match postcard::from_bytes(&lease).map_err(|_| refused(&"malformed lease"))? {
-                Lease::Chunk { chunk, size } => (chunk, size),
-                Lease::Wait => {
-                    sesa_event::sleep(RETRY).await;
-                    continue;
-                }
-                Lease::Done => break,
-            };
-        let before = counter.try_val().map_err(|e| refused(&e))?;
-        count_on_every_core(counter, size)
-            .await
-            .map_err(|e| refused(&e))?;
-        let counted = counter.try_val().map_err(|e| refused(&e))? - before;
-        let report = postcard::to_allocvec(&(chunk, counted)).map_err(|_| refused(&"encoding"))?;
-        messenger
-            .call(pool.node, CoreId::new(0), id, REPORT, report)
-            .await?;
+        let (chunk, size) = match client.call(Pool::Take).await? {
+            PoolReply::Lease(Lease::Chunk { chunk, size }) => (chunk, size),
+            PoolReply::Lease(Lease::Wait) => {
+                sesa_event::sleep(RETRY).await;
+                continue;
+            }
+            PoolReply::Lease(Lease::Done) => break,
+            PoolReply::Reported => return Err(CountError::Unexpected),
+        };
+        let before = counter.try_val()?;
+        count_on_every_core(counter, size).await?;
+        let counted = counter.try_val()? - before;
+        client.call(Pool::Report { chunk, counted }).await?;
         mine += counted;
     }
-    sesa_event::destroy(counter.ebb())
-        .await
-        .map_err(|e| refused(&e))?;
+    sesa_event::destroy(counter.ebb()).await?;
     Ok(mine)
 }
 
-fn refused(e: &dyn core::fmt::Display) -> CallError {
-    CallError::Remote {
-        node: 0,
-        error: RemoteError::Refused(e.to_string()),
-    }
+/// Why a node's counting from the pool stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CountError {
+    /// The pool could not be reached.
+    #[error("the work pool: {0}")]
+    Pool(#[from] ServiceError<PoolError>),
+    /// The pool's id is not an EBB id.
+    #[error("{0} is not a work pool's EBB id")]
+    BadPool(u64),
+    /// The pool answered a lease request with something else.
+    #[error("the work pool answered a lease request with another reply")]
+    Unexpected,
+    /// The node's counter EBB failed.
+    #[error("the counter EBB: {0}")]
+    Counter(#[from] sesa_ebb::EbbError),
+    /// A core failed.
+    #[error("counting: {0}")]
+    Event(#[from] sesa_event::EventError),
 }
 
 /// Increments `counter` `n` times, spread over every core.

@@ -43,19 +43,130 @@ pub const FRONTEND: u32 = 0;
 /// Node ids from here up are for `sesa status` clients, not nodes.
 pub const ADMIN_FIRST: u32 = 0xFFFF_0000;
 
-/// The registry's method: a node announces itself.
-pub const REGISTER: u16 = 1;
-/// The registry's method: a node arriving by hand (`sesa node --join`) asks for an id.
-pub const JOIN: u16 = 2;
 /// The registry is a static EBB at this index on the frontend: a node knows its id
 /// (`EbbId::static_id(1)`) without being told.
 pub const REGISTRY_INDEX: u32 = 1;
-/// The node control's method: run (this node's part of) an application.
-pub const RUN_APP: u16 = 1;
-/// The node control's method: report this node's figures.
-pub const STATS: u16 = 2;
-/// The node control's method: leave the application (planned, with drain).
-pub const LEAVE: u16 = 3;
+
+/// The frontend's registry of nodes ([`Registry`] requests).
+pub struct RegistryService;
+
+/// What a node asks the frontend's registry.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub enum Registry {
+    /// A node announces itself, ready for work; the answer names the offload service.
+    Register(Register),
+    /// A node arriving by hand (`sesa node --join`) asks for an id.
+    Join,
+}
+
+/// The registry's answers.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    /// Registered: the frontend's offload service is this EBB.
+    Offload(u64),
+    /// The id for a node arriving by hand.
+    Id(u32),
+}
+
+/// Why the registry refused.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum RegistryError {
+    /// A node may only register itself (its id is the one it authenticated with).
+    NotItself {
+        /// The id it authenticated with.
+        caller: u32,
+        /// The id it tried to register.
+        named: u32,
+    },
+    /// Every node id has been handed out.
+    OutOfIds,
+}
+
+impl core::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RegistryError::NotItself { caller, named } => {
+                write!(
+                    f,
+                    "node {caller} may not register node {named}: only itself"
+                )
+            }
+            RegistryError::OutOfIds => f.write_str("out of node ids"),
+        }
+    }
+}
+
+impl sesa_exec::Service for RegistryService {
+    const NAME: &'static str = "registry";
+    type Request = Registry;
+    type Reply = Registered;
+    type Error = RegistryError;
+
+    fn method(request: &Registry) -> u16 {
+        match request {
+            Registry::Register(_) => 1,
+            Registry::Join => 2,
+        }
+    }
+}
+
+/// A node's control EBB, called by the frontend ([`Control`] requests).
+pub struct ControlService;
+
+/// What the frontend asks a node.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub enum Control {
+    /// Run (this node's part of) an application; the answer is its encoded outcome.
+    RunApp(app::RunApp),
+    /// Report this node's figures.
+    Stats,
+    /// Leave the application (planned, with drain): answered once drained.
+    Leave,
+}
+
+/// A node's answers.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub enum ControlReply {
+    /// The application's part completed: its outcome, encoded.
+    Ran(Vec<u8>),
+    /// The node's figures.
+    Stats(NodeStatus),
+    /// Drained: the node stops.
+    Left,
+}
+
+/// Why a node refused.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ControlError {
+    /// Asked to run an application before its registration was answered.
+    NotRegistered,
+    /// The application's part failed.
+    App(app::AppError),
+}
+
+impl core::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ControlError::NotRegistered => f.write_str("the node has not registered yet"),
+            ControlError::App(e) => e.fmt(f),
+        }
+    }
+}
+
+impl sesa_exec::Service for ControlService {
+    const NAME: &'static str = "node control";
+    type Request = Control;
+    type Reply = ControlReply;
+    type Error = ControlError;
+
+    fn method(request: &Control) -> u16 {
+        match request {
+            Control::RunApp(_) => 1,
+            Control::Stats => 2,
+            Control::Leave => 3,
+        }
+    }
+}
 
 /// How the data store runs on each node.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -124,13 +235,4 @@ pub struct NodeStatus {
     pub uptime_ms: u64,
     /// "up", or why its figures could not be read.
     pub state: String,
-}
-
-/// Encodes a service's reply (postcard); a failure becomes the caller's error.
-///
-/// # Errors
-/// The value cannot be encoded.
-pub fn encode_reply<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, sesa_exec::RemoteError> {
-    postcard::to_allocvec(value)
-        .map_err(|_| sesa_exec::RemoteError::Refused("encoding the reply".into()))
 }

@@ -3,14 +3,15 @@
 //!
 //! [`run`] connects to the frontend (the messenger's authenticated handshake), listens
 //! for the other members, joins the SWIM membership through the frontend, serves the
-//! node's control EBB ([`RUN_APP`], [`STATS`], [`LEAVE`]) and registers with the
+//! node's control EBB ([`ControlService`]: run an application, report its figures,
+//! leave) and registers with the
 //! frontend's registry, whose answer names the offload service. It returns when the
 //! frontend's connection is lost (an error: no node outlives its frontend), or after
-//! the frontend let it go ([`LEAVE`], with a drain). A platform adds its own ways to
+//! the frontend let it go ([`Control::Leave`], with a drain). A platform adds its own ways to
 //! stop (a hosted node: its stdin closing, SIGINT/SIGTERM).
 
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::sync::Arc;
 use core::net::{Ipv4Addr, SocketAddr};
 use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -18,13 +19,16 @@ use core::time::Duration;
 
 use sesa_ebb::{CoreId, EbbId, NodeShared};
 use sesa_exec::{
-    Departures, Identity, Membership, MembershipConfig, Messenger, MessengerConfig, MessengerRef,
-    NodeIdentity, RemoteError, Secret,
+    Client, Departures, Identity, Membership, MembershipConfig, Messenger, MessengerConfig,
+    MessengerRef, NodeIdentity, Secret,
 };
 
-use crate::app::{Apps, NodeContext, RunApp};
+use crate::app::{Apps, NodeContext};
 use crate::offload::OffloadClient;
-use crate::{ADMIN_FIRST, FRONTEND, LEAVE, NodeStatus, REGISTER, RUN_APP, Register, STATS};
+use crate::{
+    ADMIN_FIRST, Control, ControlError, ControlReply, ControlService, FRONTEND, NodeStatus,
+    Register, Registered, Registry, RegistryService,
+};
 
 /// A port of the node's as the frontend's host sees it: `host` on 127.0.0.1 forwarded
 /// to `guest` on the node.
@@ -137,35 +141,35 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
     let let_go = leaving.clone();
     let departures = Arc::new(Departures::new());
     let me = id;
-    messenger
-        .serve_async(control.id(), move |_from, method, payload| {
+    sesa_exec::service::serve::<ControlService, _, _>(
+        messenger,
+        control.id(),
+        move |_from, request| {
             let offload_id = known.clone();
             let (leaving, departures) = (leaving.clone(), departures.clone());
             let apps = apps.clone();
             async move {
-                if method == LEAVE {
-                    leaving.store(true, SeqCst);
-                    departures.depart().await;
-                    // Stop once this reply is on its way.
-                    sesa_event::spawn_local(async {
-                        sesa_event::sleep(Duration::from_millis(100)).await;
-                        sesa_event::stop(0);
-                    });
-                    return Ok(alloc::vec::Vec::new());
-                }
-                if method == STATS {
-                    let status = local_status(messenger, me, started, pid, platform).await;
-                    return crate::encode_reply(&status);
-                }
-                if method != RUN_APP {
-                    return Err(RemoteError::NoHandler);
-                }
-                let request: RunApp = postcard::from_bytes(&payload)
-                    .map_err(|_| RemoteError::Refused("bad application request".into()))?;
+                let request = match request {
+                    Control::Leave => {
+                        leaving.store(true, SeqCst);
+                        departures.depart().await;
+                        // Stop once this reply is on its way.
+                        sesa_event::spawn_local(async {
+                            sesa_event::sleep(Duration::from_millis(100)).await;
+                            sesa_event::stop(0);
+                        });
+                        return Ok(ControlReply::Left);
+                    }
+                    Control::Stats => {
+                        let status = local_status(messenger, me, started, pid, platform).await;
+                        return Ok(ControlReply::Stats(status));
+                    }
+                    Control::RunApp(request) => request,
+                };
                 let service = offload_id
                     .get()
                     .and_then(|id| EbbId::from_raw(*id))
-                    .ok_or_else(|| RemoteError::Refused("not registered yet".into()))?;
+                    .ok_or(ControlError::NotRegistered)?;
                 let node = NodeContext {
                     id: me,
                     nodes: request.nodes,
@@ -174,11 +178,13 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
                     departures,
                     host,
                 };
-                Ok(apps.run(node, &request).await?)
+                let outcome = apps.run(node, &request).await.map_err(ControlError::App)?;
+                Ok(ControlReply::Ran(outcome))
             }
-        })
-        .await
-        .map_err(|e| format!("serving the control EBB: {e}"))?;
+        },
+    )
+    .await
+    .map_err(|e| format!("serving the control EBB: {e}"))?;
     let registration = Register {
         node: id,
         generation: 1,
@@ -187,14 +193,12 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
         pid,
         platform: platform.into(),
     };
-    let payload = postcard::to_allocvec(&registration).map_err(|e| format!("encoding: {e}"))?;
-    let reply = messenger
-        .call(FRONTEND, CoreId::new(0), registry, REGISTER, payload)
-        .await
-        .map_err(|e| format!("registering with the frontend: {e}"))?;
-    let offload: u64 =
-        postcard::from_bytes(&reply).map_err(|_| "a malformed registration reply".to_string())?;
-    offload_id.call_once(|| offload);
+    let registry = Client::<RegistryService>::new(messenger, FRONTEND, CoreId::new(0), registry);
+    match registry.call(Registry::Register(registration)).await {
+        Ok(Registered::Offload(offload)) => offload_id.call_once(|| offload),
+        Ok(other) => return Err(format!("the registry answered {other:?} to a registration")),
+        Err(e) => return Err(format!("registering with the frontend: {e}")),
+    };
     watch_frontend(messenger, &let_go).await
 }
 
@@ -258,7 +262,7 @@ pub async fn local_status(
 }
 
 /// Returns when the frontend's connection is lost: an error (the node stops with it),
-/// unless the frontend had already let this node go (`LEAVE`), in which case the
+/// unless the frontend had already let this node go (`Control::Leave`), in which case the
 /// frontend may well exit before this node's own delayed stop.
 async fn watch_frontend(messenger: MessengerRef, let_go: &AtomicBool) -> Result<(), String> {
     loop {

@@ -28,7 +28,7 @@ use sesa_node::FRONTEND;
 use sesa_node::builtin::{Counter, CounterSettings};
 
 // The node's side (leasing and counting) is in `sesa-node`, which every node runs.
-pub use sesa_node::elastic::{Lease, PoolAddress, REPORT, TAKE, count_from_pool};
+pub use sesa_node::elastic::{Lease, Pool, PoolAddress, PoolReply, PoolService, count_from_pool};
 
 /// Increments per chunk by default: a few milliseconds of counting per core.
 const CHUNK: u64 = 1 << 22;
@@ -140,54 +140,56 @@ impl PoolState {
 
 impl RemoteRep for WorkPool {
     fn handle(&self, request: Request<'_>) -> Result<Vec<u8>, RemoteError> {
-        let bad = || RemoteError::Refused("malformed work request".into());
-        let mut s = self.lock();
-        match request.method {
-            TAKE => {
-                let (node, generation) = (request.from.node, request.from.generation);
-                if s.gone.get(&node).is_some_and(|&g| generation <= g) {
-                    // A lost life's request, arriving after its loss was handled.
-                    return crate::encode_reply(&Lease::Done);
-                }
-                if s.newest.get(&node).is_none_or(|&g| generation > g) {
-                    // A newer life of the node: the older ones are gone with their leases.
-                    s.newest.insert(node, generation);
-                    s.requeue_where(|(n, g)| n == node && g < generation);
-                }
-                // A node counts one chunk at a time: asking again means it gave up the
-                // one it held (its report was lost with a connection, say). That chunk
-                // goes back; the tally only ever adds reports the pool took, so a chunk
-                // counted twice is counted once.
-                s.requeue_where(|holder| holder == (node, generation));
-                let chunk = s.requeued.pop().or_else(|| {
-                    (s.next < s.chunks).then(|| {
-                        s.next += 1;
-                        s.next - 1
-                    })
-                });
-                let lease = match chunk {
-                    Some(c) => {
-                        s.leases.insert(c, (node, generation));
-                        let size = s.chunk.min(s.total - c * s.chunk);
-                        Lease::Chunk { chunk: c, size }
+        sesa_exec::service::handle::<PoolService>(request, |from, request| {
+            let mut s = self.lock();
+            let holder = (from.node, from.generation);
+            Ok(match request {
+                Pool::Take => PoolReply::Lease(s.lease(holder)),
+                Pool::Report { chunk, counted } => {
+                    if s.leases.get(&chunk) == Some(&holder) {
+                        s.leases.remove(&chunk);
+                        if s.done.insert(chunk) {
+                            s.tally += counted;
+                        }
                     }
-                    None if s.leases.is_empty() => Lease::Done,
-                    None => Lease::Wait,
-                };
-                crate::encode_reply(&lease)
-            }
-            REPORT => {
-                let (chunk, counted): (u64, i64) =
-                    postcard::from_bytes(request.payload).map_err(|_| bad())?;
-                if s.leases.get(&chunk) == Some(&(request.from.node, request.from.generation)) {
-                    s.leases.remove(&chunk);
-                    if s.done.insert(chunk) {
-                        s.tally += counted;
-                    }
+                    PoolReply::Reported
                 }
-                crate::encode_reply(&())
+            })
+        })
+    }
+}
+
+impl PoolState {
+    /// The next lease for node life `holder` (node, generation).
+    fn lease(&mut self, (node, generation): (u32, u64)) -> Lease {
+        if self.gone.get(&node).is_some_and(|&g| generation <= g) {
+            // A lost life's request, arriving after its loss was handled.
+            return Lease::Done;
+        }
+        if self.newest.get(&node).is_none_or(|&g| generation > g) {
+            // A newer life of the node: the older ones are gone with their leases.
+            self.newest.insert(node, generation);
+            self.requeue_where(|(n, g)| n == node && g < generation);
+        }
+        // A node counts one chunk at a time: asking again means it gave up the one it
+        // held (its report was lost with a connection, say). That chunk goes back; the
+        // tally only ever adds reports the pool took, so a chunk counted twice is
+        // counted once.
+        self.requeue_where(|holder| holder == (node, generation));
+        let chunk = self.requeued.pop().or_else(|| {
+            (self.next < self.chunks).then(|| {
+                self.next += 1;
+                self.next - 1
+            })
+        });
+        match chunk {
+            Some(c) => {
+                self.leases.insert(c, (node, generation));
+                let size = self.chunk.min(self.total - c * self.chunk);
+                Lease::Chunk { chunk: c, size }
             }
-            _ => Err(RemoteError::NoHandler),
+            None if self.leases.is_empty() => Lease::Done,
+            None => Lease::Wait,
         }
     }
 }
@@ -385,30 +387,43 @@ mod tests {
     use super::*;
     use sesa_exec::Identity;
 
-    fn call(pool: &WorkPool, node: u32, method: u16, payload: &[u8]) -> Vec<u8> {
-        let from = Identity {
+    /// A call to the pool as the wire carries it.
+    fn call(pool: &WorkPool, from: Identity, request: Pool) -> PoolReply {
+        use sesa_exec::Service as _;
+        let payload = postcard::to_allocvec(&request).unwrap();
+        let reply = pool
+            .handle(Request {
+                from,
+                method: PoolService::method(&request),
+                payload: &payload,
+            })
+            .unwrap();
+        let reply: Result<PoolReply, sesa_node::elastic::PoolError> =
+            postcard::from_bytes(&reply).unwrap();
+        reply.unwrap()
+    }
+
+    fn first_life(node: u32) -> Identity {
+        Identity {
             node,
             generation: 1,
-        };
-        pool.handle(Request {
-            from,
-            method,
-            payload,
-        })
-        .unwrap()
+        }
+    }
+
+    fn take_as(pool: &WorkPool, who: Identity) -> Lease {
+        match call(pool, who, Pool::Take) {
+            PoolReply::Lease(lease) => lease,
+            other => panic!("{other:?} answered to a take"),
+        }
     }
 
     fn take(pool: &WorkPool, node: u32) -> Lease {
-        postcard::from_bytes(&call(pool, node, TAKE, &[])).unwrap()
+        take_as(pool, first_life(node))
     }
 
     fn report(pool: &WorkPool, node: u32, chunk: u64, counted: i64) {
-        call(
-            pool,
-            node,
-            REPORT,
-            &postcard::to_allocvec(&(chunk, counted)).unwrap(),
-        );
+        let reply = call(pool, first_life(node), Pool::Report { chunk, counted });
+        assert_eq!(reply, PoolReply::Reported);
     }
 
     /// The frozen-node case: node 2 runs out of free chunks while node 1 still holds one.
@@ -453,23 +468,13 @@ mod tests {
     fn a_lost_life_gets_no_work_but_its_next_generation_does() {
         let pool = WorkPool::with_chunk(10, 1);
         let at = |node, generation| Identity { node, generation };
-        let take_as = |who: Identity| -> Lease {
-            let reply = pool
-                .handle(Request {
-                    from: who,
-                    method: TAKE,
-                    payload: &[],
-                })
-                .unwrap();
-            postcard::from_bytes(&reply).unwrap()
-        };
-        assert!(matches!(take_as(at(1, 1)), Lease::Chunk { .. }));
+        assert!(matches!(take_as(&pool, at(1, 1)), Lease::Chunk { .. }));
         assert_eq!(pool.requeue_life(1, 1), 1);
         // Generation 1's late request: no lease.
-        assert_eq!(take_as(at(1, 1)), Lease::Done);
+        assert_eq!(take_as(&pool, at(1, 1)), Lease::Done);
         // Generation 2 of the same node id works, and keeps its lease when the loss
         // of generation 1 is reported again.
-        assert!(matches!(take_as(at(1, 2)), Lease::Chunk { .. }));
+        assert!(matches!(take_as(&pool, at(1, 2)), Lease::Chunk { .. }));
         assert_eq!(pool.requeue_life(1, 1), 0);
         assert_eq!(pool.requeue(1), 1);
     }

@@ -21,6 +21,3 @@ pub mod cat;
 pub mod elastic;
 pub mod kv;
 pub mod sim;
-
-/// Encodes a service's reply (the node crate's, shared by both sides).
-pub(crate) use sesa_node::encode_reply;
