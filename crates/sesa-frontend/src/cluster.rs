@@ -33,8 +33,8 @@ use sesa_exec::{
     RemoteError, RemoteRep, Request, Secret,
 };
 use sesa_hosted::{Config, Exit, Runtime};
+pub use sesa_node::StoreStatus;
 use sesa_node::app::{App, Apps, RunApp};
-pub use sesa_node::builtin::StoreStatus;
 use sesa_node::offload::OffloadService;
 use sesa_node::{
     ADMIN_FIRST, Control, ControlReply, ControlService, FRONTEND, REGISTRY_INDEX, Registered,

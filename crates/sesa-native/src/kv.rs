@@ -34,7 +34,7 @@ pub async fn serve(memory_mb: usize, heap_bytes: u64) -> Result<(), String> {
     let memory_bytes = memory_mb.saturating_mul(1 << 20);
     // Items, their table and the connections' buffers share the heap: half for items
     // leaves room for the rest (the same bound as a node of a cluster).
-    sesa_node::kv::check_memory(
+    sesa_kv::check_memory(
         memory_bytes,
         Some(usize::try_from(heap_bytes / 2).unwrap_or(usize::MAX)),
     )?;

@@ -10,7 +10,10 @@
 //! ```ignore
 //! #![no_std]
 //! #![no_main]
-//! sesa_native::entry!(sesa_node::builtin::builtin);
+//! fn apps() -> sesa_node::app::Apps {
+//!     sesa_node::app::Apps::new().with::<sesa_counter::Counter>() // ...
+//! }
+//! sesa_native::entry!(apps);
 //! ```
 //!
 //! and an application crate's image build script is

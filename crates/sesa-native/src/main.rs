@@ -4,4 +4,14 @@
 #![no_std]
 #![no_main]
 
-sesa_native::entry!(sesa_node::builtin::builtin);
+use sesa_node::app::Apps;
+
+/// The built-in applications (the same table as the `sesa` binary's).
+fn builtin() -> Apps {
+    Apps::new()
+        .with::<sesa_counter::Counter>()
+        .with::<sesa_cat::Cat>()
+        .with::<sesa_kv::Kv>()
+}
+
+sesa_native::entry!(builtin);

@@ -49,8 +49,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sesa_exec::{CallError, Departures, MessengerRef, RemoteError, ServiceError};
 
-use crate::kv::Host;
 use crate::offload::OffloadClient;
+use crate::run::Host;
 
 /// An application's node side.
 ///

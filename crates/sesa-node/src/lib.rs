@@ -31,9 +31,6 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 pub mod app;
-pub mod builtin;
-pub mod elastic;
-pub mod kv;
 pub mod micro;
 pub mod offload;
 pub mod run;
@@ -168,28 +165,6 @@ impl sesa_exec::Service for ControlService {
     }
 }
 
-/// How the data store runs on each node.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct KvSettings {
-    /// Node `i` listens on `port + i - 1` (0: every node picks a free port). A node
-    /// behind port forwarding (native) serves on the port its provider forwarded.
-    pub port: u16,
-    /// The address the nodes' client ports are on (like memcached's `-l`): 127.0.0.1
-    /// keeps the store on this machine, 0.0.0.0 opens it to every interface. (A
-    /// native node's provider forwards its port from this address.)
-    pub listen: core::net::IpAddr,
-    /// Memory for items per node, in bytes.
-    pub memory_bytes: usize,
-    /// Largest item, in bytes.
-    pub item_max: usize,
-    /// Client connections per node.
-    pub max_connections: u64,
-    /// Owners per key.
-    pub replicas: u32,
-    /// How keys are placed on the nodes.
-    pub layout: sesa_apps::memcache::cluster::Layout,
-}
-
 /// What a node tells the frontend when it joins.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct Register {
@@ -235,4 +210,22 @@ pub struct NodeStatus {
     pub uptime_ms: u64,
     /// "up", or why its figures could not be read.
     pub state: String,
+}
+/// The data store as its frontend sees it (`sesa status`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// The current view's epoch.
+    pub epoch: u64,
+    /// Owners per key.
+    pub replicas: u32,
+    /// How keys are placed (`Partitioned`, `Central` or `Cached`).
+    pub layout: String,
+    /// Each serving node's client port (on [`StoreStatus::listen`]), by node id.
+    pub ports: alloc::collections::BTreeMap<u32, u16>,
+    /// The address the client ports are on (`sesa kv -l`; `None`: 127.0.0.1, from a
+    /// frontend older than the option).
+    #[serde(default)]
+    pub listen: Option<core::net::IpAddr>,
+    /// The latest move of keys to a new view (`None` before the first change).
+    pub rebalance: Option<sesa_apps::memcache::cluster::Rebalance>,
 }

@@ -56,6 +56,20 @@ pub enum Addressing {
     },
 }
 
+/// What an application may need to know of the node it runs on (the data store: its
+/// client port's addressing, the pid its `stats` report, its memory bound).
+#[derive(Clone, Copy, Debug)]
+pub struct Host {
+    /// How the node's ports look from the frontend's host.
+    pub addressing: Addressing,
+    /// The node's process id, for `stats` (0 for a native node).
+    pub pid: u32,
+    /// The most memory the store's items may take here (a native node: half its heap,
+    /// the rest being the table, connections and the stack); `None`: what the settings
+    /// say.
+    pub memory_max: Option<usize>,
+}
+
 /// What a node needs to know to join.
 pub struct NodeParams {
     /// Its id.
@@ -100,7 +114,7 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
         apps,
     } = p;
     let apps = Arc::new(apps);
-    let host = crate::kv::Host {
+    let host = Host {
         addressing,
         pid,
         memory_max,

@@ -5,9 +5,8 @@
 //! benchmarks.
 //!
 //! The library half holds what the binary runs, so tests and `cargo bench` reach the
-//! same code: the built-in applications' frontend sides ([`elastic`]: the elastic
-//! counter and its work pool; [`kv`]: the data store's view changes; [`cat`]), the
-//! simulator's workloads ([`sim`]), [`bench`](mod@bench) (the micro-benchmarks behind
+//! same code: the table of built-in applications ([`builtin`]; each is a crate of its
+//! own under `apps/`), the simulator's workloads ([`sim`]), [`bench`](mod@bench) (the micro-benchmarks behind
 //! `sesa bench micro`), [`bench_msg`] (the messenger's, behind `sesa bench msg`) and
 //! [`bench_kv`] (the memcached load generator behind `sesa bench kv`).
 
@@ -17,7 +16,13 @@ pub mod bench;
 pub mod bench_elastic;
 pub mod bench_kv;
 pub mod bench_msg;
-pub mod cat;
-pub mod elastic;
-pub mod kv;
 pub mod sim;
+
+/// The applications the `sesa` binary and the `sesa-kernel` image are built with: the
+/// counter, `cat` and the data store.
+pub fn builtin() -> sesa_node::app::Apps {
+    sesa_node::app::Apps::new()
+        .with::<sesa_counter::Counter>()
+        .with::<sesa_cat::Cat>()
+        .with::<sesa_kv::Kv>()
+}

@@ -397,9 +397,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     nodes: Some(nodes),
                     native,
                 },
-        } => run_on_nodes::<sesa::elastic::CounterFrontend>(
+        } => run_on_nodes::<sesa_counter::frontend::CounterFrontend>(
             frontend_config(nodes, cores, Vec::new(), native.nodes(NO_STORE), None),
-            sesa_node::builtin::CounterSettings { incs, pool: None },
+            sesa_counter::CounterSettings { incs, pool: None },
             |total| {
                 println!("total={total}");
                 ExitCode::SUCCESS
@@ -414,7 +414,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     files,
                     native,
                 },
-        } => run_on_nodes::<sesa::cat::CatFrontend>(
+        } => run_on_nodes::<sesa_cat::CatFrontend>(
             frontend_config(nodes, cores, grants, native.nodes(NO_STORE), None),
             files,
             |printed| match printed.failed {
@@ -535,7 +535,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             // A native store is a cluster even of one node: the frontend launches it.
             if nodes > 1 || native.is_some() {
-                let settings = sesa_node::KvSettings {
+                let settings = sesa_kv::KvSettings {
                     port,
                     listen,
                     memory_bytes: memory_mb.saturating_mul(1 << 20),
@@ -548,7 +548,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     // A native node's cores poll by the kernel's own policy.
                     anyhow::bail!("--idle-spins applies to hosted nodes, not with --native");
                 }
-                return run_on_nodes::<sesa::kv::KvFrontend>(
+                return run_on_nodes::<sesa_kv::KvFrontend>(
                     frontend_config(nodes, cores, Vec::new(), native, idle_spins),
                     settings,
                     |never| match never {},
@@ -609,7 +609,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cores,
                 idle_spins,
             };
-            match sesa_frontend::node(args, sesa_node::builtin::builtin())? {
+            match sesa_frontend::node(args, sesa::builtin())? {
                 Exit::Completed(Err(e)) => {
                     let id = id.map_or_else(|| "(joining)".to_owned(), |i| i.to_string());
                     eprintln!("sesa node {id}: {e:#}");

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sesa_ebb::NodeShared;
 
 use super::*;
-use crate::elastic::{PoolAddress, WorkPool, count_from_pool};
+use sesa_counter::frontend::{PoolAddress, WorkPool, count_from_pool};
 
 /// Chunks of counting in the pool, per initial worker and virtual second of faults: a
 /// worker gets through about 600 a second (two round trips each), so the count runs

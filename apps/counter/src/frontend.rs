@@ -20,15 +20,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::{Counter, CounterSettings};
 use anyhow::{Context, anyhow, bail};
 use sesa_ebb::NodeShared;
 use sesa_exec::{RemoteError, RemoteRep, Request};
 use sesa_frontend::{Application, Cluster, Register};
 use sesa_node::FRONTEND;
-use sesa_node::builtin::{Counter, CounterSettings};
 
-// The node's side (leasing and counting) is in `sesa-node`, which every node runs.
-pub use sesa_node::elastic::{Lease, Pool, PoolAddress, PoolReply, PoolService, count_from_pool};
+// The node's side (leasing and counting) is `crate::pool`, which every node runs.
+pub use crate::pool::{Lease, Pool, PoolAddress, PoolReply, PoolService, count_from_pool};
 
 /// Increments per chunk by default: a few milliseconds of counting per core.
 const CHUNK: u64 = 1 << 22;
@@ -398,7 +398,7 @@ mod tests {
                 payload: &payload,
             })
             .unwrap();
-        let reply: Result<PoolReply, sesa_node::elastic::PoolError> =
+        let reply: Result<PoolReply, crate::pool::PoolError> =
             postcard::from_bytes(&reply).unwrap();
         reply.unwrap()
     }

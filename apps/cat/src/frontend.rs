@@ -1,8 +1,7 @@
-//! `sesa run cat`: nodes print files read through the frontend's offloaded file system
-//! (the node side is `sesa_node::builtin::Cat`).
+//! `cat`'s frontend side: runs it once on every node and adds up what they printed.
 
+use crate::{Cat, Printed};
 use sesa_frontend::{Application, Cluster};
-use sesa_node::builtin::{Cat, Printed};
 
 /// `cat`'s frontend: runs it once on every node and adds up what they printed.
 pub struct CatFrontend;

@@ -1,5 +1,5 @@
 //! A node's side of the elastic counter: lease chunks of counting from the frontend's
-//! work pool (the pool itself is `sesa::elastic::WorkPool`), count each on every core
+//! work pool (the pool itself is the frontend's `WorkPool`), count each on every core
 //! through the node's counter EBB, and report it.
 
 use alloc::sync::Arc;

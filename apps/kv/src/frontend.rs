@@ -1,4 +1,5 @@
-//! `sesa kv --nodes N`: the data store on an elastic cluster of local node processes.
+//! The store's frontend side (`sesa kv --nodes N`): the data store on an elastic
+//! cluster of node processes.
 //!
 //! The nodes hold the keys (`sesa_apps::memcache::cluster`); the frontend owns the
 //! membership. It starts the store on every node, hands out views of the store's nodes,
@@ -11,12 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+use crate::{Kv, KvSettings, Serving};
 use anyhow::{anyhow, bail};
 use sesa_apps::memcache::cluster::{self as store, Coordinator, Member};
 use sesa_exec::MessengerRef;
 use sesa_frontend::{Application, Cluster, JOIN_TIMEOUT, Register};
-use sesa_node::KvSettings;
-use sesa_node::builtin::{Kv, Serving};
 
 /// The store's frontend: the loop below, which serves until the frontend is stopped.
 pub struct KvFrontend;

@@ -9,21 +9,9 @@ use sesa_apps::memcache::cluster::{self as store, Member};
 use sesa_apps::memcache::{protocol::Limits, server};
 use sesa_exec::MessengerRef;
 
-use crate::KvSettings;
-use crate::run::Addressing;
+use sesa_node::run::{Addressing, Host};
 
-/// What the store needs to know of the node it runs on.
-#[derive(Clone, Copy, Debug)]
-pub struct Host {
-    /// How the node's ports look from the frontend's host.
-    pub addressing: Addressing,
-    /// The node's process id, for `stats` (0 for a native node).
-    pub pid: u32,
-    /// The most memory the store's items may take here (a native node: half its heap,
-    /// the rest being the table, connections and the stack); `None`: what the settings
-    /// say.
-    pub memory_max: Option<usize>,
-}
+use crate::KvSettings;
 
 /// Checks that `memory_bytes` of items fit under `memory_max`.
 ///

@@ -1,0 +1,75 @@
+//! # sesa-kv: the memcached-compatible data store, as a sesa application
+//!
+//! The paper's elastic data store (its hash-table EBB, section 4.4) as an application
+//! crate: the node side ([`Kv`], `no_std`: the native kernel links it) starts a node's
+//! part of the store (`sesa_apps::memcache`: its partitions, the cluster layer, the
+//! clients' listener on every core); the frontend side (feature `frontend`,
+//! [`KvFrontend`]) starts the store on every node, hands out views of the store's nodes,
+//! and changes the view when a node joins (`sesa scale`, or by hand), is asked to leave,
+//! or is lost, then waits until every node has moved its keys.
+
+#![cfg_attr(not(feature = "frontend"), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use serde::{Deserialize, Serialize};
+use sesa_node::app::{App, AppError, NodeContext};
+
+#[cfg(feature = "frontend")]
+mod frontend;
+mod node;
+
+#[cfg(feature = "frontend")]
+pub use frontend::KvFrontend;
+pub use node::{check_memory, start_on_node};
+
+/// How the data store runs on each node.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct KvSettings {
+    /// Node `i` listens on `port + i - 1` (0: every node picks a free port). A node
+    /// behind port forwarding (native) serves on the port its provider forwarded.
+    pub port: u16,
+    /// The address the nodes' client ports are on (like memcached's `-l`): 127.0.0.1
+    /// keeps the store on this machine, 0.0.0.0 opens it to every interface. (A
+    /// native node's provider forwards its port from this address.)
+    pub listen: core::net::IpAddr,
+    /// Memory for items per node, in bytes.
+    pub memory_bytes: usize,
+    /// Largest item, in bytes.
+    pub item_max: usize,
+    /// Client connections per node.
+    pub max_connections: u64,
+    /// Owners per key.
+    pub replicas: u32,
+    /// How keys are placed on the nodes.
+    pub layout: sesa_apps::memcache::cluster::Layout,
+}
+
+/// The memcached-compatible data store: every node serves clients on its own port and
+/// the nodes hold the keys together (see `sesa_apps::memcache::cluster`). A node's part
+/// completes once it serves; the store runs until the frontend is stopped.
+pub struct Kv;
+
+/// Where a node of the store serves.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+pub struct Serving {
+    /// The client port (on the settings' listen address, as the frontend's host sees it).
+    pub port: u16,
+    /// The node as a member of the store's views.
+    pub member: sesa_apps::memcache::cluster::Member,
+}
+
+impl App for Kv {
+    const NAME: &'static str = "kv";
+    type Settings = KvSettings;
+    type Outcome = Serving;
+
+    async fn run(node: NodeContext, settings: KvSettings) -> Result<Serving, AppError> {
+        let (port, member) =
+            crate::start_on_node(node.messenger(), node.id(), &settings, node.host())
+                .await
+                .map_err(AppError::Failed)?;
+        Ok(Serving { port, member })
+    }
+}
