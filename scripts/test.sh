@@ -58,8 +58,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc "${native[@]}" --no-deps --locked --quiet
 
 step "the portable crates build without std"
 cargo build -p sesa-ebb -p sesa-event -p sesa-wire -p sesa-exec --locked --quiet
-# An application's node side alone (what its native image links) is no_std too.
-cargo build -p wordfreq --no-default-features --locked --quiet
+# An application's node side alone (what a native image links) is no_std too.
+cargo build -p sesa-counter -p sesa-cat -p sesa-kv -p wordfreq --no-default-features --locked --quiet
 
 step "tests"
 cargo test --workspace --locked 2>&1 | tee -a "$results"
