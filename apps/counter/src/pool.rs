@@ -65,7 +65,7 @@ impl sesa_exec::Service for PoolService {
 /// How long a node waits before asking again when every chunk left is leased.
 const RETRY: Duration = Duration::from_millis(10);
 
-/// The pool's answer to [`TAKE`].
+/// The pool's answer to [`Pool::Take`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Lease {
     /// Count `size` increments and report them as chunk `chunk`.

@@ -1,24 +1,23 @@
 //! # sesa-node: a node of an application, on any platform
 //!
-//! `sesa run <app> --nodes N` makes the calling process the frontend (node 0) and starts
-//! N nodes: hosted ones (`sesa node` processes) and native ones (the kernel of
-//! `crates/sesa-native` under QEMU). This crate is what every one of them runs, written
-//! against the object model, the event API and the executive only, so both platforms run
-//! the same code: [`run`](mod@run) joins the frontend (authenticated messenger, SWIM
-//! membership), serves the node's control EBB (run an application, report figures,
-//! leave with a drain), registers with the frontend's registry, and stops when the
-//! frontend lets go of it or is lost. [`offload`] is the node's side of the frontend's
-//! console, files and environment; [`elastic`] its side of the elastic counter's work
-//! pool; [`kv`] starts its part of the data store.
+//! A frontend (`sesa-frontend`: `sesa run`, `sesa kv`, or an application's own binary)
+//! starts N nodes: hosted ones (processes) and native ones (a kernel image under QEMU).
+//! This crate is what every one of them runs, written against the object model, the
+//! event API and the executive only, so both platforms run the same code:
+//! [`run`](mod@run) joins the frontend (authenticated messenger, SWIM membership),
+//! serves the node's control EBB ([`ControlService`]: run an application, report
+//! figures, leave with a drain), registers with the frontend's registry
+//! ([`RegistryService`]), and stops when the frontend lets go of it or is lost.
+//! [`offload`] is the node's side of the frontend's console, files and environment.
 //!
 //! [`app`] is the application API's node side: an application is a type implementing
 //! [`app::App`], and a node runs the applications of the [`app::Apps`] table it was
-//! built with ([`builtin`] has the counter, `cat` and the data store).
+//! built with (the built-in ones are crates under `apps/`).
 //!
-//! The wire types between the frontend and its nodes live here too ([`app::RunApp`],
-//! [`Register`], [`NodeStatus`]), so that the two sides cannot drift apart. The
-//! frontend itself (launching nodes, the registry, the offload service) is the
-//! `sesa-frontend` crate: it needs an OS.
+//! The wire types between the frontend and its nodes live here too (the services,
+//! [`app::RunApp`], [`Register`], [`NodeStatus`]), so that the two sides cannot drift
+//! apart. The frontend itself (launching nodes, the registry, the offload service) is
+//! the `sesa-frontend` crate: it needs an OS.
 
 #![no_std]
 #![forbid(unsafe_code)]
