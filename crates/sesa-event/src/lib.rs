@@ -32,6 +32,8 @@
 //!   an `.await` (the closure is synchronous); this is what lets cores reclaim destroyed
 //!   EBBs between events.
 //! - Events shipped from one core to another run in the order they were shipped.
+//!
+//! Every platform is checked against these rules by the same code: [`conformance`].
 
 #![no_std]
 #![deny(unsafe_code)] // allowed only for the no_std platform binding (platform.rs)
@@ -42,6 +44,7 @@ extern crate std;
 
 mod api;
 pub mod central;
+pub mod conformance;
 mod error;
 mod join;
 pub mod net;

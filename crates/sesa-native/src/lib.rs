@@ -400,105 +400,51 @@ fn start_net(command_line: &str, heap_bytes: u64) -> net::NativeNet {
     }
 }
 
-/// The event model on the native loop, as applications use it: shipped events run in
-/// order and never inline, a function shipped to a core returns its result, sleeps end
-/// in deadline order on the calibrated clock, a per-core EBB's rep is made by a miss
-/// inside an event, and what the native core cannot do yet fails with an error.
+/// The event model on this machine: the platform conformance suite
+/// (`sesa_event::conformance`, every check but those that need panics to unwind: this
+/// kernel aborts on a panic; the entropy check where the CPU has RDRAND), then what
+/// only a native node without a network device must do.
 async fn events_check(cores: usize) -> Result<alloc::string::String, alloc::string::String> {
     use alloc::format;
-    use alloc::sync::Arc;
-    use alloc::vec::Vec;
-    use core::time::Duration;
-    use sesa_event::CoreId;
-    let here = CoreId::new(0);
-    let order = Arc::new(spinning_top::Spinlock::new(Vec::new()));
-    for i in 0..3u32 {
-        let order = order.clone();
-        sesa_event::ship(here, move || order.lock().push(i)).map_err(|e| format!("{e}"))?;
-    }
-    if !order.lock().is_empty() {
-        return Err("a shipped event ran inline".into());
-    }
-    let answer = sesa_event::spawn_on(here, || 6 * 7)
-        .await
-        .map_err(|e| format!("spawn_on: {e}"))?;
-    if answer != 42 || *order.lock() != [0, 1, 2] {
-        return Err(format!("events out of order: {:?}, {answer}", order.lock()));
-    }
-    // Two tasks: the later deadline is started first.
-    let woke = Arc::new(spinning_top::Spinlock::new(Vec::new()));
-    let tasks: Vec<_> = [(30u64, 'a'), (10, 'b')]
-        .into_iter()
-        .map(|(ms, name)| {
-            let woke = woke.clone();
-            sesa_event::spawn_local(async move {
-                sesa_event::sleep(Duration::from_millis(ms)).await;
-                woke.lock().push(name);
-            })
-        })
-        .collect();
-    let started = sesa_event::now();
-    sesa_event::sleep(Duration::from_millis(20)).await;
-    let slept = sesa_event::now() - started;
-    for t in tasks {
-        t.await.map_err(|e| format!("a task: {e}"))?;
-    }
-    if *woke.lock() != ['b', 'a'] {
-        return Err(format!("sleeps ended out of order: {:?}", woke.lock()));
-    }
-    if slept < Duration::from_millis(20) || slept > Duration::from_millis(500) {
-        return Err(format!("a 20 ms sleep took {slept:?}"));
-    }
-    // A per-core EBB: the rep appears by a miss in the event on each core, each core
-    // counting a thousand times.
-    let (counter, root) = sesa_ebb::PerCore::create(|_core| core::sync::atomic::AtomicI64::new(0))
-        .map_err(|e| format!("{e}"))?;
-    let counts = sesa_event::on_all_cores(move |core| {
-        for _ in 0..1000 {
-            counter.with(|rep| rep.fetch_add(1, core::sync::atomic::Ordering::Relaxed));
-        }
-        core.get()
-    })
-    .await;
-    let on: Vec<u32> = counts
-        .iter()
-        .filter_map(|c| c.as_ref().ok().copied())
-        .collect();
-    let total: i64 = root
-        .reps()
-        .map(|(_, r)| r.load(core::sync::atomic::Ordering::Relaxed))
-        .sum();
-    if sesa_event::cores() != cores
-        || on != (0..cores as u32).collect::<Vec<_>>()
-        || root.reps().count() != cores
-        || total != 1000 * cores as i64
-    {
+    use sesa_event::conformance::{self, Needs};
+    if sesa_event::cores() != cores {
         return Err(format!(
-            "on_all_cores: {counts:?}, {} reps, total {total}",
-            root.reps().count()
+            "{} core(s) run, {cores} were asked for",
+            sesa_event::cores()
         ));
     }
-    // A cross-core round trip: core 0 ships to the last core and back.
-    let last = CoreId::new(cores as u32 - 1);
-    let there = sesa_event::spawn_on(last, || sesa_event::current_core().get())
-        .await
-        .map_err(|e| format!("spawn_on the last core: {e}"))?;
-    if there != last.get() {
-        return Err(format!("spawn_on ran on core {there}, not {}", last.get()));
+    let entropy = cpu::entropy::available();
+    if !entropy {
+        println!("sesa-native: events: no RDRAND (QEMU's -cpu max has it): the entropy check is skipped");
     }
-    // What this core cannot do says so: ship to a core it does not have, or use a
-    // network the machine does not have.
-    if sesa_event::ship(CoreId::new(cores as u32), || {}).is_ok() {
-        return Err("a ship to a core that does not exist was taken".into());
+    let results = conformance::run(|c| {
+        c.runs_here()
+            && match c.needs {
+                Needs::Unwinding => false,
+                Needs::Entropy => entropy,
+                Needs::TwoCores | Needs::Nothing => true,
+            }
+    })
+    .await;
+    for (name, result) in &results {
+        match result {
+            Ok(()) => println!("sesa-native: events: {name}: ok"),
+            Err(why) => println!("sesa-native: events: {name}: FAILED: {why}"),
+        }
     }
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    if failed > 0 {
+        return Err(format!("{failed} of {} conformance check(s) failed", results.len()));
+    }
+    // Without a network device, the network seam says so rather than pretend.
     match sesa_event::tcp_listen("0.0.0.0:7000".parse().map_err(|_| "an address")?) {
         Ok(_) => return Err("listen worked on a machine without a network device".into()),
         Err(e) if format!("{e}").contains("no network device") => {}
         Err(e) => return Err(format!("listen failed otherwise: {e}")),
     }
     Ok(format!(
-        "{cores} core(s); 3 events in order, spawn_on, sleeps in deadline order, a 20 ms sleep took {} us, a per-core EBB with a rep on each core",
-        slept.as_micros()
+        "{cores} core(s); {} conformance checks passed",
+        results.len()
     ))
 }
 

@@ -189,11 +189,17 @@ fn boots_and_panics_as_it_should(accel: &str) {
         "{out}"
     );
 
-    // The event model on the native loop (sesa-event unchanged): ordered shipped events,
-    // spawn_on, sleeps on the calibrated clock, a per-core EBB made by a miss.
+    // The event model on the native loop: the platform conformance suite
+    // (sesa_event::conformance), every check named on the console.
     let (code, out) = boot(accel, "events");
     assert_eq!(code, 1, "{accel}: {out}");
     assert!(out.contains("sesa-native: events: ok ("), "{out}");
+    assert!(
+        out.contains(
+            "sesa-native: events: destroy returns once every core has dropped its rep: ok"
+        ) && !out.contains("FAILED"),
+        "{out}"
+    );
 }
 
 /// A TCP echo over virtio-net, served by an application on the native event loop
@@ -288,14 +294,16 @@ fn the_native_kernel_brings_up_four_cpus_each_missing_on_its_own_core_under_tcg(
         out.contains("sesa-native: smp: 4 CPUs up in ") && out.contains("(4 reps, total 4)"),
         "{out}"
     );
-    // The event model on four cores: a loop per core, events shipped across cores,
-    // spawn_on to another core, and a per-core EBB missing on every core through
-    // on_all_cores.
-    let (code, out) = finish(start("tcg", "events 4", &["-smp", "4"]));
+    // The event model on four cores (the conformance suite, with RDRAND for its entropy
+    // check): a loop per core, events shipped across cores in order, spawn_on to each
+    // core, a per-core EBB missing on every core, destroy after every core quiesced.
+    let (code, out) = finish(start("tcg", "events 4", &["-smp", "4", "-cpu", "max"]));
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("sesa-native: events: ok (4 core(s);")
-            && out.contains("a per-core EBB with a rep on each core"),
+        out.contains("sesa-native: events: ok (4 core(s); 11 conformance checks passed)")
+            && out.contains(
+                "sesa-native: events: a per-core EBB gets a rep on each core by that core's miss: ok"
+            ),
         "{out}"
     );
     // Asking for more CPUs than the machine has is reported, not hung on.
