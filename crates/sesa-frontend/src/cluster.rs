@@ -266,13 +266,39 @@ pub trait NodeProvider {
     fn stop_all(&mut self, grace: Duration);
 }
 
+/// QEMU's accelerator for native nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// QEMU's own translator (no hypervisor needed).
+    Tcg,
+    /// KVM (hardware, or this project's machines' kvm_pvm).
+    Kvm,
+}
+
+impl Accel {
+    /// QEMU's name for it (`-accel tcg|kvm`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Native nodes: the kernel of `crates/sesa-native`, one QEMU per node.
 #[derive(Clone, Debug)]
 pub struct NativeNodes {
     /// The kernel image.
     pub kernel: std::path::PathBuf,
-    /// QEMU's accelerator: `tcg` or `kvm`.
-    pub accel: String,
+    /// QEMU's accelerator.
+    pub accel: Accel,
     /// Only the nodes with ids up to this one are native (a mixed application); `None`:
     /// every node, those added later included.
     pub up_to: Option<u32>,
@@ -285,13 +311,13 @@ pub struct NativeNodes {
 impl NativeNodes {
     /// KVM where `/dev/kvm` opens (hardware KVM, or this project's kvm_pvm: the kernel's
     /// Rust code runs in ring 3, which kvm_pvm runs natively); TCG otherwise.
-    pub fn default_accel() -> &'static str {
+    pub fn default_accel() -> Accel {
         let opens = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/kvm")
             .is_ok();
-        if opens { "kvm" } else { "tcg" }
+        if opens { Accel::Kvm } else { Accel::Tcg }
     }
 
     fn covers(&self, id: u32) -> bool {
@@ -307,11 +333,11 @@ pub const NATIVE_RAM_MB: u32 = 1024;
 /// console on stdio, `isa-debug-exit` for the exit status. The CPU model gives the node
 /// RDRAND: TCG's `max`, or under KVM the host's, less IA32_ARCH_CAPABILITIES (which this
 /// project's kvm_pvm refuses to set, aborting QEMU; the guest does not use it).
-pub fn qemu_command(accel: &str, ram_mb: u32, cpus: usize) -> Command {
+pub fn qemu_command(accel: Accel, ram_mb: u32, cpus: usize) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", accel, "-M", "microvm,rtc=on"])
+    cmd.args(["-accel", accel.as_str(), "-M", "microvm,rtc=on"])
         .arg("-cpu")
-        .arg(if accel == "kvm" {
+        .arg(if accel == Accel::Kvm {
             "host,-arch-capabilities"
         } else {
             "max"
@@ -383,7 +409,7 @@ impl LocalProcesses {
         };
         let messenger = free(std::net::Ipv4Addr::LOCALHOST)?;
         let cores = spec.cores.unwrap_or(1);
-        let mut cmd = qemu_command(&native.accel, NATIVE_RAM_MB, cores);
+        let mut cmd = qemu_command(native.accel, NATIVE_RAM_MB, cores);
         cmd.arg("-netdev")
             .arg(format!(
                 "user,id=n0,hostfwd=tcp:127.0.0.1:{messenger}-:7000,\
@@ -741,7 +767,7 @@ impl<'a> Cluster<'a> {
                     FRONTEND,
                     started,
                     std::process::id(),
-                    "hosted",
+                    sesa_node::Platform::Hosted,
                 )
                 .await;
                 frontend.pid = std::process::id();
@@ -777,7 +803,7 @@ impl<'a> Cluster<'a> {
                             node: r.node,
                             generation: r.generation,
                             pid: r.pid,
-                            platform: r.platform.clone(),
+                            platform: r.platform,
                             cores: r.cores,
                             ebbs: 0,
                             reps: 0,
@@ -1195,7 +1221,7 @@ pub fn node(args: NodeArgs, apps: Apps) -> anyhow::Result<Exit<anyhow::Result<()
             addressing: sesa_node::run::Addressing::Loopback,
             membership: MembershipConfig::tolerant_local(),
             pid: std::process::id(),
-            platform: "hosted",
+            platform: sesa_node::Platform::Hosted,
             memory_max: None,
             apps,
         })

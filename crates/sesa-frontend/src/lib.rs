@@ -94,9 +94,9 @@ pub mod cluster;
 pub mod offload;
 
 pub use cluster::{
-    AppStatus, Cluster, FrontendConfig, JOIN_TIMEOUT, LocalProcesses, NATIVE_RAM_MB, NativeNodes,
-    NodeArgs, NodeProvider, NodeSpec, NodeStatus, Register, StoreStatus, node, qemu_command, run,
-    scale, status,
+    Accel, AppStatus, Cluster, FrontendConfig, JOIN_TIMEOUT, LocalProcesses, NATIVE_RAM_MB,
+    NativeNodes, NodeArgs, NodeProvider, NodeSpec, NodeStatus, Register, StoreStatus, node,
+    qemu_command, run, scale, status,
 };
 pub use sesa_hosted::Exit;
 
@@ -161,8 +161,8 @@ pub struct NativeArgs {
     pub kernel: Option<std::path::PathBuf>,
     /// QEMU's accelerator for native nodes (default: kvm where /dev/kvm opens, else
     /// tcg).
-    #[arg(long, value_parser = ["tcg", "kvm"])]
-    pub accel: Option<String>,
+    #[arg(long, value_enum)]
+    pub accel: Option<Accel>,
 }
 
 impl NativeArgs {
@@ -183,9 +183,7 @@ impl NativeArgs {
             .unwrap_or_else(|| "crates/sesa-native/target/release/sesa-kernel".into());
         Some(NativeNodes {
             kernel,
-            accel: self
-                .accel
-                .unwrap_or_else(|| NativeNodes::default_accel().to_owned()),
+            accel: self.accel.unwrap_or_else(NativeNodes::default_accel),
             up_to: self.native_nodes,
             clients,
         })

@@ -415,7 +415,9 @@ async fn events_check(cores: usize) -> Result<alloc::string::String, alloc::stri
     }
     let entropy = cpu::entropy::available();
     if !entropy {
-        println!("sesa-native: events: no RDRAND (QEMU's -cpu max has it): the entropy check is skipped");
+        println!(
+            "sesa-native: events: no RDRAND (QEMU's -cpu max has it): the entropy check is skipped"
+        );
     }
     let results = conformance::run(|c| {
         c.runs_here()
@@ -434,7 +436,10 @@ async fn events_check(cores: usize) -> Result<alloc::string::String, alloc::stri
     }
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     if failed > 0 {
-        return Err(format!("{failed} of {} conformance check(s) failed", results.len()));
+        return Err(format!(
+            "{failed} of {} conformance check(s) failed",
+            results.len()
+        ));
     }
     // Without a network device, the network seam says so rather than pretend.
     match sesa_event::tcp_listen("0.0.0.0:7000".parse().map_err(|_| "an address")?) {

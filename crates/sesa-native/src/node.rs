@@ -159,7 +159,7 @@ pub async fn join(
         },
         membership: sesa_exec::MembershipConfig::tolerant_local(),
         pid: 0,
-        platform: "native",
+        platform: sesa_node::Platform::Native,
         // Items may take half the heap: the rest is their table, the connections and
         // the stack's socket buffers (an eighth).
         memory_max: Some(usize::try_from(heap_bytes / 2).unwrap_or(usize::MAX)),

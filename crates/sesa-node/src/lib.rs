@@ -164,6 +164,33 @@ impl sesa_exec::Service for ControlService {
     }
 }
 
+/// What kind of machine a node runs on.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    /// A process on a legacy OS (Linux).
+    Hosted,
+    /// The native kernel, booted on a (virtual) machine.
+    Native,
+}
+
+impl Platform {
+    /// `hosted` or `native`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Hosted => "hosted",
+            Platform::Native => "native",
+        }
+    }
+}
+
+impl core::fmt::Display for Platform {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Through `pad`, so that widths and alignment apply (the status table).
+        f.pad(self.as_str())
+    }
+}
+
 /// What a node tells the frontend when it joins.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct Register {
@@ -177,8 +204,8 @@ pub struct Register {
     pub cores: u32,
     /// Its process id (0 for a native node: its QEMU is the frontend's child).
     pub pid: u32,
-    /// `hosted` or `native`.
-    pub platform: String,
+    /// What it runs on.
+    pub platform: Platform,
 }
 
 /// One node's figures, as `sesa status` shows them.
@@ -190,8 +217,8 @@ pub struct NodeStatus {
     pub generation: u64,
     /// Process id (a native node's QEMU's, filled in by the frontend).
     pub pid: u32,
-    /// `hosted` or `native`.
-    pub platform: String,
+    /// What it runs on.
+    pub platform: Platform,
     /// Cores.
     pub cores: u32,
     /// Live EBBs on the node.

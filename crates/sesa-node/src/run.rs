@@ -86,8 +86,8 @@ pub struct NodeParams {
     pub membership: MembershipConfig,
     /// Its process id (0 for a native node).
     pub pid: u32,
-    /// `hosted` or `native`, for `sesa status`.
-    pub platform: &'static str,
+    /// What it runs on, for `sesa status`.
+    pub platform: crate::Platform,
     /// The most memory the data store's items may take on this node (`None`: what the
     /// application's settings say).
     pub memory_max: Option<usize>,
@@ -205,7 +205,7 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
         control: control.id().raw(),
         cores: sesa_event::cores() as u32,
         pid,
-        platform: platform.into(),
+        platform,
     };
     let registry = Client::<RegistryService>::new(messenger, FRONTEND, CoreId::new(0), registry);
     match registry.call(Registry::Register(registration)).await {
@@ -244,14 +244,14 @@ pub async fn local_status(
     node: u32,
     started: sesa_event::Instant,
     pid: u32,
-    platform: &str,
+    platform: crate::Platform,
 ) -> NodeStatus {
     let peers = messenger.peers().await.unwrap_or_default();
     NodeStatus {
         node,
         generation: 1,
         pid,
-        platform: platform.into(),
+        platform,
         cores: sesa_event::cores() as u32,
         ebbs: sesa_ebb::EbbNode::current().map_or(0, |n| n.live_ebbs()),
         reps: sesa_event::on_all_cores(|_| sesa_ebb::reps_on_this_core())

@@ -100,7 +100,7 @@ pub struct MicroReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct NativeMicro {
     /// QEMU's accelerator.
-    pub accel: String,
+    pub accel: sesa_frontend::Accel,
     /// The native node's figures.
     pub figures: sesa_node::micro::Figures,
     /// Native over hosted, per figure (times for `_ns`, rates for `_mops`: above 1 is
@@ -298,7 +298,7 @@ fn ensure_direct_rep() {
 /// QEMU cannot run, the kernel failed, or its figures are missing.
 pub fn native_micro(
     kernel: &std::path::Path,
-    accel: &str,
+    accel: sesa_frontend::Accel,
     cores: usize,
     quick: bool,
 ) -> anyhow::Result<sesa_node::micro::Figures> {
@@ -355,9 +355,13 @@ pub fn native_micro(
 
 impl MicroReport {
     /// Sets a native node's figures beside these, with native-over-hosted ratios.
-    pub fn with_native(mut self, accel: &str, figures: sesa_node::micro::Figures) -> Self {
+    pub fn with_native(
+        mut self,
+        accel: sesa_frontend::Accel,
+        figures: sesa_node::micro::Figures,
+    ) -> Self {
         self.native = Some(NativeMicro {
-            accel: accel.to_owned(),
+            accel,
             ebb_call: figures.ebb_call_ns / self.ebb_call_ns,
             ebb_inline: figures.ebb_inline_ns / self.ebb_inline_ns,
             counter_ebb: figures.counter_ebb_mops / self.counter_ebb_mops,

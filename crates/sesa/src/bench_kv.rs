@@ -136,8 +136,8 @@ pub struct LinuxGuest {
 pub struct NativeServer {
     /// The kernel image (`crates/sesa-native/target/release/sesa-kernel`).
     pub kernel: PathBuf,
-    /// QEMU's accelerator: `tcg` or `kvm`.
-    pub accel: String,
+    /// QEMU's accelerator.
+    pub accel: sesa_frontend::Accel,
     /// The guest's network: QEMU's user network with a forwarded port (`None`), or
     /// this tap device, which must exist, be up and hold 10.0.2.2/24 (the address
     /// the kernel expects its gateway at) in the network namespace the benchmark runs
@@ -484,7 +484,7 @@ fn guest_qemu(
 ) -> anyhow::Result<Command> {
     use std::os::fd::AsFd as _;
     let mut command = sesa_frontend::qemu_command(
-        &native.accel,
+        native.accel,
         sesa_frontend::NATIVE_RAM_MB,
         config.server_cores,
     );

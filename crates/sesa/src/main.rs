@@ -187,6 +187,19 @@ enum App {
 
 use sesa_frontend::{NO_CLIENTS as NO_STORE, NativeArgs};
 
+/// The peer of `sesa bench kv --against`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Against {
+    /// memcached, from PATH.
+    Memcached,
+    /// A hosted `sesa kv` (to compare a `--native` node with).
+    Hosted,
+    /// A hosted `sesa kv` in a Linux guest under the same QEMU as the `--native` node.
+    HostedVm,
+    /// memcached in a Linux guest under the same QEMU as the `--native` node.
+    MemcachedVm,
+}
+
 #[derive(Subcommand)]
 // Parsed once per process: the size of the largest variant costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
@@ -222,8 +235,8 @@ enum Suite {
         native: Option<std::path::PathBuf>,
         /// QEMU's accelerator for `--native` (default: kvm where /dev/kvm opens, else
         /// tcg).
-        #[arg(long, value_parser = ["tcg", "kvm"])]
-        accel: Option<String>,
+        #[arg(long, value_enum)]
+        accel: Option<sesa_frontend::Accel>,
     },
     /// The data store under a memcached load, optionally against memcached itself
     /// (same load, same core count, interleaved runs).
@@ -238,8 +251,8 @@ enum Suite {
         /// (a hosted `sesa kv`, to compare a `--native` node with), or `hosted-vm` /
         /// `memcached-vm` (a hosted `sesa kv` or memcached in a Linux guest under the
         /// same QEMU as the `--native` node: see `--linux-guest`).
-        #[arg(long, value_parser = ["memcached", "hosted", "hosted-vm", "memcached-vm"])]
-        against: Option<String>,
+        #[arg(long, value_enum)]
+        against: Option<Against>,
         /// For `--against hosted-vm` and `memcached-vm`: the directory
         /// scripts/linux-guest.sh filled (Debian's kernel, and an initrd with this sesa
         /// and memcached in it).
@@ -257,8 +270,8 @@ enum Suite {
         native: Option<std::path::PathBuf>,
         /// QEMU's accelerator for `--native` (default: kvm where /dev/kvm opens, else
         /// tcg).
-        #[arg(long, value_parser = ["tcg", "kvm"])]
-        accel: Option<String>,
+        #[arg(long, value_enum)]
+        accel: Option<sesa_frontend::Accel>,
         /// The `--native` node on this tap device instead of QEMU's user network: it
         /// must hold 10.0.2.2/24 in this network namespace (see
         /// scripts/native-tap-bench.sh, which makes one and runs the benchmark in it).
@@ -676,10 +689,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let mut report = micro(&config)?;
             if let Some(kernel) = native {
-                let accel =
-                    accel.unwrap_or_else(|| sesa_frontend::NativeNodes::default_accel().to_owned());
-                let figures = sesa::bench::native_micro(&kernel, &accel, cores, quick)?;
-                report = report.with_native(&accel, figures);
+                let accel = accel.unwrap_or_else(sesa_frontend::NativeNodes::default_accel);
+                let figures = sesa::bench::native_micro(&kernel, accel, cores, quick)?;
+                report = report.with_native(accel, figures);
             }
             print_report(json, &report, || report.table())
         }
@@ -744,7 +756,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
             };
             if guest_tap.is_some()
-                && !matches!(against.as_deref(), Some("hosted-vm" | "memcached-vm"))
+                && !matches!(against, Some(Against::HostedVm | Against::MemcachedVm))
             {
                 anyhow::bail!(
                     "--guest-tap is the Linux guest's: it goes with --against hosted-vm or memcached-vm"
@@ -769,16 +781,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 seconds: seconds.unwrap_or(base.seconds).clamp(0.05, 600.0),
                 runs: runs.unwrap_or(base.runs),
                 server_cores: server_cores.unwrap_or(base.server_cores),
-                against: against.map(|a| match a.as_str() {
-                    "hosted" => Peer::Hosted,
-                    "hosted-vm" => guest(GuestServer::Sesa),
-                    "memcached-vm" => guest(GuestServer::Memcached),
-                    _ => Peer::Memcached,
+                against: against.map(|a| match a {
+                    Against::Memcached => Peer::Memcached,
+                    Against::Hosted => Peer::Hosted,
+                    Against::HostedVm => guest(GuestServer::Sesa),
+                    Against::MemcachedVm => guest(GuestServer::Memcached),
                 }),
                 native: native.map(|kernel| NativeServer {
                     kernel,
-                    accel: accel
-                        .unwrap_or_else(|| sesa_frontend::NativeNodes::default_accel().to_owned()),
+                    accel: accel.unwrap_or_else(sesa_frontend::NativeNodes::default_accel),
                     tap,
                     kernel_args,
                 }),
