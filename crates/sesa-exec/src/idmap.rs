@@ -152,19 +152,11 @@ impl IdMapStore {
     }
 }
 
-/// The replicas of `key` among `members`, best first.
+/// The replicas of `key` among `members`, best first ([`crate::placement`]).
 pub fn replicas_of(key: u64, members: &[Member], replicas: usize) -> Vec<Member> {
-    let mut scored: Vec<(u64, Member)> = members
-        .iter()
-        .map(|m| {
-            let mut bytes = [0u8; 12];
-            bytes[..8].copy_from_slice(&key.to_le_bytes());
-            bytes[8..].copy_from_slice(&m.node.to_le_bytes());
-            (xxhash_rust::xxh3::xxh3_64(&bytes), *m)
-        })
-        .collect();
-    scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.node.cmp(&b.1.node)));
-    scored.into_iter().take(replicas).map(|(_, m)| m).collect()
+    crate::placement::top(&key.to_le_bytes(), members.iter().copied(), replicas, |m| {
+        m.node
+    })
 }
 
 /// A handle to the global id map from one node: `Copy`-free but cheap to clone, usable

@@ -18,6 +18,7 @@ pub mod departure;
 pub mod idmap;
 pub mod membership;
 pub mod messenger;
+pub mod placement;
 pub mod service;
 
 pub use departure::Departures;

@@ -57,7 +57,7 @@ use spin::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use sesa_ebb::{CoreId, EbbId};
 use sesa_event::EventError;
-use sesa_exec::{CallError, MessengerRef, RemoteError};
+use sesa_exec::{CallError, MessengerRef, RemoteError, placement};
 
 use super::server::{Kv, Op, owner};
 use super::store::{Item, Scan};
@@ -190,12 +190,7 @@ impl View {
         }
         // The `owners` highest scores, best first (ties to the lower node id), kept by
         // insertion: no scored list of every member is made and sorted.
-        let mut top: Vec<(u64, Member)> = Vec::with_capacity(owners + 1);
-        for m in &self.members {
-            let score = xxhash_rust::xxh3::xxh3_64_with_seed(key, u64::from(m.node));
-            keep_top(&mut top, self.replicas, score, *m);
-        }
-        top.into_iter().map(|(_, m)| m).collect()
+        placement::top(key, self.members.iter().copied(), owners, |m| m.node)
     }
 
     /// Whether `node` is in this view.
@@ -255,12 +250,20 @@ impl<'v> OwnersInBoth<'v> {
             let Some(node) = in_old.or(in_new).map(|m| m.node) else {
                 continue;
             };
-            let score = xxhash_rust::xxh3::xxh3_64_with_seed(key, u64::from(node));
+            let score = placement::score(key, node);
             if let Some(m) = in_old {
-                keep_top(&mut self.before, self.old.replicas, score, m);
+                placement::keep_top(
+                    &mut self.before,
+                    self.old.replicas as usize,
+                    score,
+                    m,
+                    |m| m.node,
+                );
             }
             if let Some(m) = in_new {
-                keep_top(&mut self.after, self.new.replicas, score, m);
+                placement::keep_top(&mut self.after, self.new.replicas as usize, score, m, |m| {
+                    m.node
+                });
             }
         }
         before.clear();
@@ -268,18 +271,6 @@ impl<'v> OwnersInBoth<'v> {
         after.clear();
         after.extend(self.after.iter().map(|t| t.1));
         (before, after)
-    }
-}
-
-/// Adds `m` with `score` to `top`, the `replicas` best so far, best first (ties to the
-/// lower node id): [`View::owners`]' order.
-fn keep_top(top: &mut Vec<(u64, Member)>, replicas: u32, score: u64, m: Member) {
-    let owners = replicas.max(1) as usize;
-    let before = |t: &(u64, Member)| t.0 > score || (t.0 == score && t.1.node < m.node);
-    let at = top.iter().take_while(|t| before(t)).count();
-    if at < owners {
-        top.insert(at, (score, m));
-        top.truncate(owners);
     }
 }
 
@@ -1568,13 +1559,7 @@ mod tests {
                     let mut scored: Vec<(u64, u32)> = v
                         .members
                         .iter()
-                        .map(|m| {
-                            let score = xxhash_rust::xxh3::xxh3_64_with_seed(
-                                key.as_bytes(),
-                                u64::from(m.node),
-                            );
-                            (score, m.node)
-                        })
+                        .map(|m| (placement::score(key.as_bytes(), m.node), m.node))
                         .collect();
                     scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
                     let expected: Vec<u32> =
