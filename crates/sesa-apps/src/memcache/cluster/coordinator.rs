@@ -1,0 +1,174 @@
+//! The frontend's side: sending views to the nodes and following their moves.
+
+use super::*;
+
+/// The frontend's side of membership changes: it numbers the views, sends each to the
+/// store's nodes, waits until they have moved their keys, and settles it. Portable: the
+/// `sesa kv` frontend and the simulator's store workload drive the same code.
+pub struct Coordinator {
+    messenger: MessengerRef,
+    replicas: u32,
+    layout: Layout,
+    last: Option<View>,
+    /// How long a change may take before the coordinator stops waiting for it.
+    pub limit: Duration,
+}
+
+impl Coordinator {
+    /// A coordinator of a store with `replicas` owners per key and `layout`.
+    pub fn new(messenger: MessengerRef, replicas: u32, layout: Layout) -> Self {
+        Coordinator {
+            messenger,
+            replicas,
+            layout,
+            last: None,
+            limit: Duration::from_secs(120),
+        }
+    }
+
+    /// The last view sent.
+    pub fn view(&self) -> Option<&View> {
+        self.last.as_ref()
+    }
+
+    /// Sends the next view (of `members`) to every member and to `leaving`, waits until
+    /// each has moved its keys, calling `progress` with the figures after every round
+    /// (every 20 ms), then settles the view. Returns the last figures (`finished` is
+    /// false if [`limit`](Self::limit) passed first). Nodes that do not take the view
+    /// are left out of the wait: they are lost, and the next view handles them.
+    ///
+    /// # Errors
+    /// The view could not be encoded.
+    pub async fn change(
+        &mut self,
+        members: &BTreeMap<u32, Member>,
+        leaving: &[Member],
+        mut progress: impl FnMut(&Rebalance),
+    ) -> Result<Rebalance, RemoteError> {
+        let view = View {
+            epoch: self.last.as_ref().map_or(0, |v| v.epoch) + 1,
+            members: members.values().copied().collect(),
+            replicas: self.replicas.min(members.len() as u32).max(1),
+            layout: self.layout,
+        };
+        let epoch = view.epoch;
+        let change = ViewChange {
+            view: view.clone(),
+            previous: self.last.replace(view),
+        };
+        let payload = postcard::to_allocvec(&change)
+            .map_err(|_| RemoteError::Refused("encoding the view".into()))?;
+        let started = sesa_event::now();
+        let messenger = self.messenger;
+        // First every node connects to every other (a new one's connections are being
+        // made by the membership layer, each node on its own time), so that they all
+        // take the view within moments of one another: a node that had it would ship
+        // requests of the new view to one still connecting, where they would wait (a
+        // quarter of a second with the whole store stalled, measured, when nodes were
+        // sent the view straight away). One that fails here is told the view anyway, and
+        // its failure to take it is handled below.
+        if epoch > 1 {
+            let view = postcard::to_allocvec(&change.view)
+                .map_err(|_| RemoteError::Refused("encoding the view".into()))?;
+            let calls: Vec<_> = members
+                .values()
+                .chain(leaving)
+                .map(|m| {
+                    let (m, view) = (*m, view.clone());
+                    sesa_event::spawn_local(async move { call(messenger, m, CONNECT, view).await })
+                })
+                .collect();
+            for call in calls {
+                let _ = call.await;
+            }
+        }
+        // Every node must take the view: one that misses it (a connection being
+        // re-established, say) would own keys without knowing. Those that fail are asked
+        // again for up to `VIEW_WAIT`; a node still silent then is lost, and the next
+        // view (the frontend's, when it notices) handles it.
+        let mut told: Vec<Member> = Vec::new();
+        let mut untold: Vec<Member> = members.values().chain(leaving).copied().collect();
+        loop {
+            let calls: Vec<_> = untold
+                .iter()
+                .map(|m| {
+                    let (m, payload) = (*m, payload.clone());
+                    (
+                        m,
+                        sesa_event::spawn_local(
+                            async move { call(messenger, m, VIEW, payload).await },
+                        ),
+                    )
+                })
+                .collect();
+            let mut failed = Vec::new();
+            for (m, call) in calls {
+                match call.await {
+                    Ok(Ok(_)) => told.push(m),
+                    Ok(Err(e)) => failed.push((m, e.to_string())),
+                    Err(e) => failed.push((m, e.to_string())),
+                }
+            }
+            if failed.is_empty() || sesa_event::now() - started > VIEW_WAIT {
+                for (m, e) in failed {
+                    tracing::warn!(node = m.node, epoch, error = %e, "view not taken");
+                }
+                break;
+            }
+            untold = failed.into_iter().map(|(m, _)| m).collect();
+            sesa_event::sleep(Duration::from_millis(20)).await;
+        }
+        let mut r = Rebalance {
+            epoch,
+            nodes: told.len() as u32,
+            ..Rebalance::default()
+        };
+        if epoch > 1 {
+            loop {
+                r = Rebalance {
+                    epoch,
+                    nodes: told.len() as u32,
+                    ..Rebalance::default()
+                };
+                let mut waiting = 0;
+                for m in &told {
+                    let reply = call(messenger, *m, PROGRESS, Vec::new()).await;
+                    let Some(p) = reply
+                        .ok()
+                        .and_then(|b| postcard::from_bytes::<Progress>(&b).ok())
+                    else {
+                        continue; // Lost meanwhile: the next view handles it.
+                    };
+                    if p.epoch == epoch && !p.done {
+                        waiting += 1;
+                    }
+                    r.keys_total += p.keys_total;
+                    r.keys_seen += p.keys_seen;
+                    r.copies_sent += p.copies_sent;
+                    r.keys_dropped += p.keys_dropped;
+                    r.failures += p.failures;
+                }
+                r.nodes_done = r.nodes - waiting;
+                r.finished = waiting == 0;
+                r.elapsed_ms = (sesa_event::now() - started).as_millis() as u64;
+                progress(&r);
+                if r.finished || sesa_event::now() - started > self.limit {
+                    break;
+                }
+                sesa_event::sleep(Duration::from_millis(20)).await;
+            }
+        } else {
+            // The first view: nothing to move, nothing to settle.
+            r.finished = true;
+            r.nodes_done = r.nodes;
+            progress(&r);
+            return Ok(r);
+        }
+        let settle = postcard::to_allocvec(&epoch)
+            .map_err(|_| RemoteError::Refused("encoding the epoch".into()))?;
+        for m in &told {
+            let _ = call(messenger, *m, SETTLE, settle.clone()).await;
+        }
+        Ok(r)
+    }
+}

@@ -1,0 +1,598 @@
+//! A node of the store: requests routed to their key's primary, writes replicated to
+//! the key's owners, the cached layout's invalidations, and the store's service.
+
+use super::*;
+
+/// Shared (`Arc`) so that a request takes a reference, not a copy of the member list.
+#[derive(Default)]
+pub(super) struct Views {
+    pub(super) current: Arc<View>,
+    /// The view before `current`, while keys still move (until [`SETTLE`]).
+    pub(super) previous: Option<Arc<View>>,
+}
+
+/// This node's part of the store.
+pub struct Node {
+    pub(super) me: u32,
+    pub(super) messenger: MessengerRef,
+    /// The node's partitions (its own `Kv`, without the cluster layer).
+    pub(super) kv: Kv,
+    pub(super) service: EbbId,
+    pub(super) views: RwLock<Views>,
+    pub(super) progress: Mutex<Progress>,
+    /// Requests waiting for a newer view ([`Node::view_at_least`]), in the order they
+    /// began to wait; woken in that order when one is installed.
+    pub(super) view_waiters: Mutex<Vec<core::task::Waker>>,
+    /// Per core: invalidations received (the cached layout). A cache fill whose fetch
+    /// raced one is not kept.
+    pub(super) invalidations: Vec<AtomicU64>,
+}
+
+impl Node {
+    /// Makes `kv` (this node's partitions) a member of a cluster store and serves the
+    /// store's messages. Returns the node (it lives as long as the process) and the
+    /// `Kv` to serve clients with, which routes every command through the cluster.
+    /// Until the frontend sends the first view, commands wait for it.
+    ///
+    /// # Errors
+    /// Off a core, out of EBB ids, or the messenger cannot be reached.
+    pub async fn start(messenger: MessengerRef, kv: Kv) -> Result<(&'static Node, Kv), EventError> {
+        let (service, _) = sesa_ebb::NodeShared::create(|| ())?;
+        let (me, _) = messenger.identity_and_home().await?;
+        // One per node process, for the life of the process: the store's requests run
+        // on every core and need it without reference counting per request.
+        let node: &'static Node = Box::leak(Box::new(Node {
+            me: me.node,
+            messenger,
+            kv,
+            service: service.id(),
+            views: RwLock::new(Views::default()),
+            progress: Mutex::new(Progress::default()),
+            view_waiters: Mutex::new(Vec::new()),
+            invalidations: (0..sesa_event::cores())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }));
+        messenger
+            .serve_async(service.id(), move |_from, method, payload| {
+                node.serve(method, payload)
+            })
+            .await?;
+        Ok((node, kv.in_cluster(node)))
+    }
+
+    /// This node in a view.
+    pub fn member(&self) -> Member {
+        Member {
+            node: self.me,
+            service: self.service.raw(),
+            cores: sesa_event::cores() as u32,
+        }
+    }
+
+    pub(super) fn views(&self) -> spin::RwLockReadGuard<'_, Views> {
+        self.views.read()
+    }
+
+    pub(super) fn current(&self) -> Arc<View> {
+        self.views().current.clone()
+    }
+
+    /// Whether this node owns `key` in `view` and, if keys are moving, owned it in the
+    /// previous view too (so it holds every acknowledged write of it).
+    pub(super) fn holds_for_sure(&self, view: &View, key: &[u8]) -> bool {
+        self.holds_for_sure_among(&view.owners(key), self.owners_before(key).as_deref())
+    }
+
+    /// [`Node::holds_for_sure`], given the key's owners now and, while keys move, before.
+    pub(super) fn holds_for_sure_among(&self, now: &[Member], before: Option<&[Member]>) -> bool {
+        let mine = |owners: &[Member]| owners.iter().any(|m| m.node == self.me);
+        mine(now) && before.is_none_or(mine)
+    }
+
+    /// `key`'s owners in the previous view, while keys move to the current one.
+    pub(super) fn owners_before(&self, key: &[u8]) -> Option<Vec<Member>> {
+        self.views().previous.as_ref().map(|p| p.owners(key))
+    }
+
+    /// This node's rebalance progress.
+    pub fn progress(&self) -> Progress {
+        self.progress.lock().clone()
+    }
+
+    pub(super) fn note(&self, f: impl FnOnce(&mut Progress)) {
+        f(&mut self.progress.lock());
+    }
+
+    pub(super) async fn serve(
+        &'static self,
+        method: u16,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, RemoteError> {
+        let bad = || RemoteError::Refused("malformed store request".into());
+        match method {
+            EXEC => {
+                let (epoch, hops, op): (u64, u8, Op) =
+                    postcard::from_bytes(&payload).map_err(|_| bad())?;
+                // Shipped here as the key's primary: a copy here (this node may be a
+                // replica in a newer view) may lack a write the sender shipped before.
+                Ok(self.route(op, epoch, hops, Reads::AtPrimary).await)
+            }
+            READ => {
+                let (epoch, hops, op): (u64, u8, Op) =
+                    postcard::from_bytes(&payload).map_err(|_| bad())?;
+                if op.writes() {
+                    return Err(RemoteError::Refused("a write sent as a read".into()));
+                }
+                // The sender's client allowed any holder to answer; this node answers
+                // if it holds the key for sure by its own view, else routes it on.
+                Ok(self.route(op, epoch, hops, Reads::Nearest).await)
+            }
+            PUT => {
+                let (epoch, mut copies): (u64, Vec<Copy>) =
+                    postcard::from_bytes(&payload).map_err(|_| bad())?;
+                let here = sesa_event::current_core();
+                let cores = sesa_event::cores();
+                if copies.iter().any(|c| owner(&c.key, cores) != here) {
+                    return Err(RemoteError::Refused(
+                        "copies sent to a core that does not own them".into(),
+                    ));
+                }
+                self.kv.with_partition(|p, now| {
+                    for c in &mut copies {
+                        p.import(&c.key, c.item.take().map(Item::from), now);
+                    }
+                });
+                // Copies made under an older view (a write its primary ran before it
+                // knew the new one) may have missed owners that view does not have, and
+                // this node may have moved these keys already: pass them on.
+                let view = self.current();
+                if epoch < view.epoch {
+                    for Copy { key, .. } in copies {
+                        let item = self.kv.with_partition(|p, now| p.export(&key, now));
+                        self.replicate(key, item).await;
+                    }
+                }
+                encode(&())
+            }
+            FETCH => {
+                let key: Vec<u8> = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                if owner(&key, sesa_event::cores()) != sesa_event::current_core() {
+                    return Err(RemoteError::Refused("fetch sent to the wrong core".into()));
+                }
+                let item = self.kv.with_partition(|p, now| p.export(&key, now));
+                encode(&item.map(WireItem::from))
+            }
+            CONNECT => {
+                let view: View = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                self.connect_to(&view).await?;
+                encode(&())
+            }
+            VIEW => {
+                let change: ViewChange = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                self.install(change).await?;
+                encode(&())
+            }
+            PROGRESS => encode(&self.progress()),
+            SETTLE => {
+                let epoch: u64 = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                let mut views = self.views.write();
+                if views.current.epoch == epoch {
+                    views.previous = None;
+                }
+                encode(&())
+            }
+            INVALIDATE => {
+                let keys: Vec<Vec<u8>> = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                let here = sesa_event::current_core();
+                if keys.iter().any(|k| owner(k, sesa_event::cores()) != here) {
+                    return Err(RemoteError::Refused(
+                        "invalidation sent to a core that does not hold the keys".into(),
+                    ));
+                }
+                self.invalidated(here).fetch_add(1, Ordering::Relaxed);
+                self.kv.with_partition(|p, now| {
+                    for k in &keys {
+                        p.import(k, None, now);
+                    }
+                });
+                encode(&())
+            }
+            FLUSH => {
+                let delay: i64 = postcard::from_bytes(&payload).map_err(|_| bad())?;
+                self.kv
+                    .each_partition(move |p, now| p.flush_all(delay, now))
+                    .await
+                    .map_err(|_| RemoteError::Stopping)?;
+                encode(&())
+            }
+            _ => Err(RemoteError::NoHandler),
+        }
+    }
+
+    /// Whether a read of `key` may be answered at once on the calling core, without an
+    /// event: this core holds the key for sure (as its primary or a replica, with no
+    /// keys moving to this node; or a copy in its cache, in the cached layout).
+    pub(crate) fn reads_here(&self, key: &[u8]) -> bool {
+        if owner(key, sesa_event::cores()) != sesa_event::current_core() {
+            return false;
+        }
+        let view = self.current();
+        view.epoch > 0 && self.holds_for_sure(&view, key)
+            || view.layout == Layout::Cached && self.kv.with_partition(|p, now| p.holds(key, now))
+    }
+
+    /// Runs a client's command wherever its key lives; the reply bytes.
+    pub(crate) async fn execute(&'static self, op: Op, reads: Reads) -> Vec<u8> {
+        self.route(op, 0, 0, reads).await
+    }
+
+    /// Routes `op` by this node's view (waiting, briefly, for a view at least as new as
+    /// `epoch`, the sender's): runs it here if this node is the key's primary, else ships
+    /// it to the primary. A lost primary means waiting for the next view and routing
+    /// again.
+    pub(super) async fn route(
+        &'static self,
+        mut op: Op,
+        epoch: u64,
+        hops: u8,
+        reads: Reads,
+    ) -> Vec<u8> {
+        let mut view = self.view_at_least(epoch.max(1)).await;
+        loop {
+            if view.epoch == 0 {
+                return server_error("the store has no view of its nodes yet");
+            }
+            let owners = view.owners(op.key());
+            let Some(primary) = owners.first().copied() else {
+                return server_error("the store has no nodes");
+            };
+            if primary.node == self.me {
+                let core = owner(op.key(), sesa_event::cores());
+                return sesa_event::spawn_on_async(core, move || self.primary(op))
+                    .await
+                    .unwrap_or_else(|_| server_error("the node is stopping"));
+            }
+            // A read at one of the key's replicas is answered here: a write is on every
+            // owner before it is acknowledged. While keys move, only if this node owned
+            // the key before too (a new owner may still be waiting for its copy).
+            let nearest = reads == Reads::Nearest && !op.writes();
+            // Only a read may be answered by another holder than the primary.
+            let before = if nearest {
+                self.owners_before(op.key())
+            } else {
+                None
+            };
+            if nearest && self.holds_for_sure_among(&owners, before.as_deref()) {
+                let (kv, core) = (self.kv, owner(op.key(), sesa_event::cores()));
+                return sesa_event::spawn_on(core, move || kv.apply_here(op))
+                    .await
+                    .unwrap_or_else(|_| server_error("the node is stopping"));
+            }
+            // The cached layout: a client's read here is answered from this node's cache,
+            // filled from the primary on a miss.
+            if view.layout == Layout::Cached && nearest {
+                let core = owner(op.key(), sesa_event::cores());
+                match sesa_event::spawn_on_async(core, move || self.cached_read(op, primary)).await
+                {
+                    Ok(Ok(reply)) => return reply,
+                    // Not served from the cache: ship it to the primary as usual.
+                    Ok(Err(back)) => op = back,
+                    Err(_) => return server_error("the node is stopping"),
+                }
+            }
+            if hops >= MAX_HOPS {
+                return server_error("the nodes disagree on where the key lives");
+            }
+            // While keys move, a read goes to an owner of the key in both views, the
+            // earliest in the current one's order: it holds every acknowledged write (an
+            // old owner had them all, a new one gets every write made since), where a new
+            // primary may first have to fetch the key from an old owner (an extra round
+            // trip for most reads of a moving key). None when every owner is new
+            // (several nodes joined at once, say).
+            let steady = before.as_deref().and_then(|before| {
+                owners
+                    .iter()
+                    .find(|m| before.iter().any(|b| b.node == m.node))
+                    .copied()
+            });
+            let (target, method) = match steady {
+                Some(m) if m.node != primary.node => (m, READ),
+                _ => (primary, EXEC),
+            };
+            let Some(service) = EbbId::from_raw(target.service) else {
+                return server_error("a bad service id in the view");
+            };
+            let Ok(payload) = postcard::to_allocvec(&(view.epoch, hops + 1, &op)) else {
+                return server_error("encoding");
+            };
+            let core = owner(op.key(), target.cores as usize);
+            match self
+                .messenger
+                .call(target.node, core, service, method, payload)
+                .await
+            {
+                Ok(reply) => return reply,
+                Err(CallError::Remote { node, error }) => {
+                    return server_error(format_args!("node {node}: {error}"));
+                }
+                Err(e) => {
+                    // Lost or not yet connected: the frontend's next view routes around a
+                    // lost node; a connection being made just needs a moment.
+                    let Some(next) = self.next_view(view.epoch, target.node).await else {
+                        return server_error(format_args!("the key's node is unreachable: {e}"));
+                    };
+                    view = next;
+                }
+            }
+        }
+    }
+
+    /// The current view once its epoch is at least `epoch` (or the current one after
+    /// [`VIEW_WAIT`]).
+    ///
+    /// Requests that wait resume in the order they began to wait (see
+    /// [`Node::view_waiters`]): a client's pipelined requests, or those shipped here on
+    /// one connection, must not overtake one another while the view arrives.
+    pub(super) async fn view_at_least(&self, epoch: u64) -> Arc<View> {
+        let view = self.current();
+        if view.epoch >= epoch {
+            return view;
+        }
+        let mut deadline = core::pin::pin!(sesa_event::sleep(VIEW_WAIT));
+        core::future::poll_fn(|cx| {
+            // Checked under the waiters' lock, which `install` takes after switching
+            // views: either the new view is seen here, or this waker is woken.
+            let mut waiters = self.view_waiters.lock();
+            let view = self.current();
+            if view.epoch >= epoch || deadline.as_mut().poll(cx).is_ready() {
+                return core::task::Poll::Ready(view);
+            }
+            // A waiter that timed out leaves its waker here until the next view: past a
+            // bound, wake every one early (each re-checks and queues again, in order).
+            if waiters.len() >= VIEW_WAITERS_MAX {
+                waiters.drain(..).for_each(core::task::Waker::wake);
+            }
+            waiters.push(cx.waker().clone());
+            core::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// After a call to `node` failed under view `epoch`: a newer view, or the same one
+    /// once `node` is connected again; `None` after [`VIEW_WAIT`].
+    pub(super) async fn next_view(&self, epoch: u64, node: u32) -> Option<Arc<View>> {
+        let deadline = sesa_event::now() + VIEW_WAIT;
+        loop {
+            sesa_event::sleep(Duration::from_millis(5)).await;
+            let view = self.current();
+            if view.epoch > epoch {
+                return Some(view);
+            }
+            if self.connected(node).await {
+                return Some(view);
+            }
+            if sesa_event::now() > deadline {
+                return None;
+            }
+        }
+    }
+
+    pub(super) async fn connected(&self, node: u32) -> bool {
+        self.messenger
+            .peers()
+            .await
+            .is_ok_and(|peers| peers.iter().any(|p| p.node == node))
+    }
+
+    pub(super) fn invalidated(&self, core: CoreId) -> &AtomicU64 {
+        // One counter per core, made at start for every core of the node. Each is
+        // touched only on its own core (invalidations and cache fills run on the key's
+        // core), so the atomics need no ordering.
+        &self.invalidations[core.index()]
+    }
+
+    /// A read on the key's core of a node that caches (the cached layout): from the
+    /// cache if the key is there; else the item is fetched from `primary`, kept, and
+    /// the read answered from it. Gives the command back (to be shipped to the primary)
+    /// if the fetch failed or an invalidation raced it (the copy may be stale).
+    pub(super) async fn cached_read(&'static self, op: Op, primary: Member) -> Result<Vec<u8>, Op> {
+        let here = sesa_event::current_core();
+        let key = op.key().to_vec();
+        if self.kv.with_partition(|p, now| p.holds(&key, now)) {
+            return Ok(self.kv.apply_here(op));
+        }
+        let before = self.invalidated(here).load(Ordering::Relaxed);
+        let (Some(service), Ok(payload)) = (
+            EbbId::from_raw(primary.service),
+            postcard::to_allocvec(&key),
+        ) else {
+            return Err(op);
+        };
+        let core = owner(&key, primary.cores as usize);
+        let Ok(reply) = self
+            .messenger
+            .call(primary.node, core, service, FETCH, payload)
+            .await
+        else {
+            return Err(op);
+        };
+        let Ok(item) = postcard::from_bytes::<Option<WireItem>>(&reply) else {
+            return Err(op);
+        };
+        let raced = self.invalidated(here).load(Ordering::Relaxed) != before;
+        match item {
+            _ if raced => Err(op),
+            // Absent at the primary: a miss (nothing is cached).
+            None => Ok(self.kv.apply_here(op)),
+            Some(item) => {
+                self.kv
+                    .with_partition(|p, now| p.import(&key, Some(item.into()), now));
+                Ok(self.kv.apply_here(op))
+            }
+        }
+    }
+
+    /// Runs `op` as the key's primary, on the key's core: fetch the key from its
+    /// previous owners first if it is still moving here, apply, copy to the replicas.
+    pub(super) async fn primary(&'static self, op: Op) -> Vec<u8> {
+        let key = op.key().to_vec();
+        let previous = self.views().previous.clone();
+        // Only a new owner may lack the key: one that owned it before too has every
+        // acknowledged write of it, and a miss there is a miss (no round trip to ask).
+        if let Some(previous) = previous
+            && !previous.owners(&key).iter().any(|m| m.node == self.me)
+            && !self.kv.with_partition(|p, now| p.holds(&key, now))
+        {
+            self.pull(&key, &previous).await;
+        }
+        let writes = op.writes();
+        let reply = self.kv.apply_here(op);
+        if writes {
+            let item = self.kv.with_partition(|p, now| p.export(&key, now));
+            self.replicate(key, item).await;
+        }
+        reply
+    }
+
+    /// Sends the key's new state to its other owners and waits for them (and, in the
+    /// cached layout, drops it from every other node's cache). A replica whose
+    /// connection was lost gets the copy again once it is back (up to [`VIEW_WAIT`] at a
+    /// time); one that a newer view no longer lists is left to that view.
+    pub(super) async fn replicate(&self, key: Vec<u8>, item: Option<Item>) {
+        let view = self.current();
+        if view.layout == Layout::Cached {
+            self.invalidate_caches(&view, &key).await;
+        }
+        let others: Vec<Member> = view
+            .owners(&key)
+            .into_iter()
+            .filter(|m| m.node != self.me)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        // A slice, as PUT decodes a `Vec` (an array would be encoded without its length).
+        let copy = [Copy {
+            key,
+            item: item.map(WireItem::from),
+        }];
+        let Ok(payload) = postcard::to_allocvec(&(view.epoch, &copy[..])) else {
+            return;
+        };
+        for m in others {
+            let Some(service) = EbbId::from_raw(m.service) else {
+                continue;
+            };
+            let core = owner(&copy[0].key, m.cores as usize);
+            for attempt in 1.. {
+                let epoch = self.current().epoch;
+                let e = match self
+                    .messenger
+                    .call(m.node, core, service, PUT, payload.clone())
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) => e,
+                };
+                // A lost connection to a replica that is still in the view (a reset, not
+                // a crash) must not leave it stale: the write would be on one owner only,
+                // and a later move could copy the stale one over it. Wait for the
+                // connection to come back, or for a view that has the replica no more.
+                // Bounded: a connection that keeps coming back only to fail again is left to
+                // the frontend, which will see the node as lost.
+                let connection = matches!(e, CallError::NotConnected(_) | CallError::PeerLost(_))
+                    && attempt < REPLICATE_ATTEMPTS;
+                let retry = match self.next_view(epoch, m.node).await {
+                    Some(view) if connection => view.owners(&copy[0].key).contains(&m),
+                    _ => false,
+                };
+                if !retry {
+                    tracing::warn!(node = m.node, "replica not updated: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Drops `key` from the cache of every node of `view` that does not own it.
+    pub(super) async fn invalidate_caches(&self, view: &View, key: &[u8]) {
+        let owners = view.owners(key);
+        let Ok(payload) = postcard::to_allocvec(&[key][..]) else {
+            return;
+        };
+        for m in &view.members {
+            if m.node == self.me || owners.contains(m) {
+                continue;
+            }
+            let Some(service) = EbbId::from_raw(m.service) else {
+                continue;
+            };
+            let core = owner(key, m.cores as usize);
+            if let Err(e) = self
+                .messenger
+                .call(m.node, core, service, INVALIDATE, payload.clone())
+                .await
+            {
+                tracing::warn!(node = m.node, "cache not invalidated: {e}");
+            }
+        }
+    }
+
+    /// Installs `key` from the first of its previous owners that answers.
+    pub(super) async fn pull(&self, key: &[u8], previous: &View) {
+        let current = self.current();
+        for m in previous.owners(key) {
+            if m.node == self.me || !current.has(m.node) {
+                continue;
+            }
+            let (Some(service), Ok(payload)) =
+                (EbbId::from_raw(m.service), postcard::to_allocvec(key))
+            else {
+                continue;
+            };
+            let core = owner(key, m.cores as usize);
+            let Ok(reply) = self
+                .messenger
+                .call(m.node, core, service, FETCH, payload)
+                .await
+            else {
+                continue;
+            };
+            if let Ok(item) = postcard::from_bytes::<Option<WireItem>>(&reply) {
+                if let Some(item) = item {
+                    self.kv
+                        .with_partition(|p, now| p.import(key, Some(item.into()), now));
+                }
+                return;
+            }
+        }
+    }
+
+    /// `flush_all` on every node of the store: `OK`, or what went wrong.
+    pub(crate) async fn flush_all(&'static self, delay: i64) -> Vec<u8> {
+        let view = self.current();
+        let Ok(payload) = postcard::to_allocvec(&delay) else {
+            return server_error("encoding");
+        };
+        for &m in &view.members {
+            let result = if m.node == self.me {
+                self.serve(FLUSH, payload.clone()).await.map(|_| ())
+            } else {
+                match EbbId::from_raw(m.service) {
+                    Some(service) => self
+                        .messenger
+                        .call(m.node, CoreId::new(0), service, FLUSH, payload.clone())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| RemoteError::Refused(e.to_string())),
+                    None => Err(RemoteError::NoSuchEbb),
+                }
+            };
+            if let Err(e) = result {
+                return server_error(format_args!("flush_all on node {}: {e}", m.node));
+            }
+        }
+        b"OK\r\n".to_vec()
+    }
+}

@@ -1,0 +1,280 @@
+//! A view change on a node: installing the view, and moving the keys whose owners
+//! changed, paced so that clients keep most of the node's cores.
+
+use super::*;
+
+impl Node {
+    /// Installs the change's view if it is newer than the current one, once connected to
+    /// each of its nodes, and starts moving this node's keys to it.
+    pub(super) async fn install(&'static self, change: ViewChange) -> Result<(), RemoteError> {
+        let ViewChange { view, previous } = change;
+        self.connect_to(&view).await?;
+        let old = {
+            let mut views = self.views.write();
+            if view.epoch <= views.current.epoch {
+                return Ok(());
+            }
+            let old = core::mem::replace(&mut views.current, Arc::new(view.clone()));
+            // The cluster's previous view, not this node's: a node that just joined has
+            // none of its own, yet must ask the previous owners for keys moving to it.
+            views.previous = previous.map(Arc::new);
+            old
+        };
+        // In the order they began to wait.
+        let waiters = core::mem::take(&mut *self.view_waiters.lock());
+        for waker in waiters {
+            waker.wake();
+        }
+        self.note(|p| {
+            *p = Progress {
+                epoch: view.epoch,
+                done: old.epoch == 0,
+                ..Progress::default()
+            };
+        });
+        if old.epoch > 0 {
+            sesa_event::spawn_local(self.rebalance((*old).clone(), view));
+        }
+        Ok(())
+    }
+
+    /// Waits until this node is connected to every node of `view` (the membership layer
+    /// makes the connections), for up to [`CONNECT_WAIT`].
+    pub(super) async fn connect_to(&self, view: &View) -> Result<(), RemoteError> {
+        let deadline = sesa_event::now() + CONNECT_WAIT;
+        for m in &view.members {
+            while m.node != self.me && !self.connected(m.node).await {
+                if sesa_event::now() > deadline {
+                    return Err(RemoteError::Refused(format!(
+                        "node {} is not connected to node {} after {CONNECT_WAIT:?}",
+                        self.me, m.node
+                    )));
+                }
+                sesa_event::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves this node's keys from `old` to `new`, core by core.
+    pub(super) async fn rebalance(&'static self, old: View, new: View) {
+        let epoch = new.epoch;
+        // What there is to look at, so that the frontend can show how far along it is.
+        let held = self
+            .kv
+            .each_partition(|p, now| p.live_keys(now) as u64)
+            .await;
+        let total = held.map_or(0, |counts| counts.iter().sum());
+        self.note(|p| {
+            if p.epoch == epoch {
+                p.keys_total = total;
+            }
+        });
+        for core in sesa_event::all_cores() {
+            let (old, new) = (old.clone(), new.clone());
+            let _ = sesa_event::spawn_on_async(core, move || self.rebalance_core(old, new)).await;
+        }
+        self.note(|p| {
+            if p.epoch == epoch {
+                p.done = true;
+            }
+        });
+    }
+
+    /// [`Node::rebalance`] on one core's partition: the keys are found, planned, copied
+    /// and dropped a slice at a time ([`Partition::scan`](super::store::Partition::scan):
+    /// a 256th of them), with a yield after each, so that the core goes on serving
+    /// clients and answering membership probes while a million keys move (a core busy
+    /// for seconds would be declared down). The keys are not copied out all at once
+    /// first: for a million keys that took every node's core for 200-300 ms at the
+    /// start of a move, most of it the kernel zeroing the fresh pages.
+    pub(super) async fn rebalance_core(&'static self, old: View, new: View) {
+        let mut scan = Scan::default();
+        let mut pace = Pace::of(&old, &new);
+        let mut owners = OwnersInBoth::new(&old, &new);
+        while let Some(slice) = self.kv.with_partition(|p, now| p.scan(&mut scan, now)) {
+            for keys in slice.chunks(SCAN) {
+                self.rebalance_slice(&mut owners, keys, &mut pace).await;
+                self.note(|p| p.keys_seen += keys.len() as u64);
+                sesa_event::yield_now().await;
+            }
+        }
+    }
+
+    pub(super) async fn rebalance_slice(
+        &'static self,
+        owners: &mut OwnersInBoth<'_>,
+        keys: &[Vec<u8>],
+        pace: &mut Pace,
+    ) {
+        let new = owners.new;
+        let mut outgoing: BTreeMap<(u32, u32), Vec<&[u8]>> = BTreeMap::new();
+        let mut leaving = Vec::new();
+        for key in keys {
+            let (before, after) = owners.of(key);
+            let pusher = before.iter().find(|m| new.has(m.node)).map(|m| m.node);
+            // A key held here that no surviving old owner claims (this node joined
+            // late, say) is pushed from here.
+            if pusher == Some(self.me) || pusher.is_none() {
+                for m in after {
+                    if m.node != self.me && !before.iter().any(|b| b.node == m.node) {
+                        let core = owner(key, m.cores as usize).index() as u32;
+                        outgoing.entry((m.node, core)).or_default().push(key);
+                    }
+                }
+            }
+            if !after.iter().any(|m| m.node == self.me) {
+                leaving.push(key.as_slice());
+            }
+        }
+        let mut failed: BTreeSet<&[u8]> = BTreeSet::new();
+        for ((node, core), keys) in outgoing {
+            let Some(m) = new.members.iter().find(|m| m.node == node) else {
+                continue;
+            };
+            let Some(service) = EbbId::from_raw(m.service) else {
+                continue;
+            };
+            for chunk in keys.chunks(BATCH) {
+                let started = sesa_event::now();
+                // Read the items when sending, so the copy is as fresh as this core's
+                // partition (writes here and copies leave this core in order), and
+                // encode them where they are.
+                let (sent, encoded) = self.kv.with_partition(|p, now| {
+                    let copies: Vec<CopyRef<'_>> = chunk
+                        .iter()
+                        .filter_map(|&key| {
+                            let item = p.peek(key, now)?;
+                            Some(CopyRef {
+                                key,
+                                item: Some(item.into()),
+                            })
+                        })
+                        .collect();
+                    (
+                        copies.len() as u64,
+                        postcard::to_allocvec(&(new.epoch, &copies)),
+                    )
+                });
+                let result = match encoded {
+                    Ok(payload) => self
+                        .messenger
+                        .call(node, CoreId::new(core), service, PUT, payload)
+                        .await
+                        .map(|_| ()),
+                    Err(_) => Err(CallError::NotConnected(node)),
+                };
+                match result {
+                    Ok(()) => self.note(|p| p.copies_sent += sent),
+                    Err(e) => {
+                        tracing::warn!(node, "keys not copied: {e}");
+                        failed.extend(chunk.iter().copied());
+                        self.note(|p| p.failures += sent);
+                    }
+                }
+                pace.after(sesa_event::now() - started).await;
+            }
+        }
+        // Drop what this node no longer owns, unless its copy could not be made.
+        let dropped = self.kv.with_partition(|p, now| {
+            let mut n = 0;
+            for key in leaving.iter().filter(|k| !failed.contains(*k)) {
+                if p.import(key, None, now) {
+                    n += 1;
+                }
+            }
+            n
+        });
+        self.note(|p| p.keys_dropped += dropped);
+    }
+}
+
+/// How a move's copying rests, so that the node's clients keep most of its core: after
+/// each batch, for [`PACE_REST_JOIN`] (or [`PACE_REST_LOSS`]) times as long as the
+/// batch took (its encoding, the round trip, the new owner's installing). The rest is
+/// owed until it is worth a sleep ([`PACE_SLEEP`]): the timers' resolution is a
+/// millisecond, so a sleep after each batch shorter than that would rest longer than
+/// asked.
+pub(super) struct Pace {
+    /// The rest, in multiples of a batch's time.
+    pub(super) rest: u32,
+    pub(super) owed: Duration,
+}
+
+impl Pace {
+    /// The pace of a move from `old` to `new`: gentle only when nodes just joined a
+    /// store whose keys all had their owners already, so that no key has fewer copies
+    /// than it should while it moves. A node (re)joining a store left with fewer nodes
+    /// than owners per key restores lost copies: that is urgent too (a simulated run,
+    /// seed 3089, lost a write when the last old owner crashed during a gentle move).
+    pub(super) fn of(old: &View, new: &View) -> Pace {
+        let joined_only = old.members.iter().all(|m| new.has(m.node));
+        let redundant = old.replicas >= new.replicas;
+        Pace {
+            rest: if joined_only && redundant {
+                PACE_REST_JOIN
+            } else {
+                PACE_REST_LOSS
+            },
+            owed: Duration::ZERO,
+        }
+    }
+
+    pub(super) async fn after(&mut self, took: Duration) {
+        self.owed += took.min(PACE_MAX) * self.rest;
+        if self.owed >= PACE_SLEEP {
+            let start = sesa_event::now();
+            sesa_event::sleep(self.owed).await;
+            self.owed = self.owed.saturating_sub(sesa_event::now() - start);
+        }
+    }
+}
+
+/// A move of keys to a new view: every node's [`Progress`] summed, as the frontend last
+/// read it.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rebalance {
+    /// The view the keys move to.
+    pub epoch: u64,
+    /// Nodes done moving their keys.
+    pub nodes_done: u32,
+    /// Nodes moving keys (the view's, and any leaving it).
+    pub nodes: u32,
+    /// Keys the nodes held when the move began.
+    pub keys_total: u64,
+    /// Keys looked at so far.
+    pub keys_seen: u64,
+    /// Copies sent to new owners.
+    pub copies_sent: u64,
+    /// Keys dropped by nodes that no longer own them.
+    pub keys_dropped: u64,
+    /// Copies that could not be sent.
+    pub failures: u64,
+    /// Milliseconds since the view was sent.
+    pub elapsed_ms: u64,
+    /// Whether every node is done.
+    pub finished: bool,
+}
+
+impl Rebalance {
+    /// One line for people: `view 3: 2 of 4 node(s) moved their keys; ...`.
+    pub fn line(&self) -> String {
+        format!(
+            "view {}: {} of {} node(s) moved their keys; {} copies sent, {} keys dropped, {} failed{}",
+            self.epoch,
+            self.nodes_done,
+            self.nodes,
+            self.copies_sent,
+            self.keys_dropped,
+            self.failures,
+            if self.finished {
+                format!(" ({} ms)", self.elapsed_ms)
+            } else {
+                format!(
+                    " ({} of {} keys looked at)",
+                    self.keys_seen, self.keys_total
+                )
+            }
+        )
+    }
+}

@@ -1,0 +1,173 @@
+//! Views: the store's nodes under an epoch, and which of them own a key.
+
+use super::*;
+
+/// A node of the store, as the view names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The node id.
+    pub node: u32,
+    /// Its store service (an EBB id, for the messenger).
+    pub service: u64,
+    /// Its cores (a key's core there is the key's hash modulo this).
+    pub cores: u32,
+}
+
+/// How keys are placed on the store's nodes: the paper's progression for its
+/// hash-table EBB (section 4.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// (c) Each key on its own `R` nodes, by rendezvous hashing: the load and the
+    /// memory spread over every node. The default.
+    #[default]
+    Partitioned,
+    /// (a) Every key on the view's first node (and the next `R - 1` as replicas):
+    /// the other nodes ship every request there.
+    Central,
+    /// (b) As [`Layout::Central`], and every other node keeps a read cache of the items
+    /// its clients read. A write invalidates every cache before it is acknowledged.
+    Cached,
+}
+
+impl core::str::FromStr for Layout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "partitioned" => Ok(Layout::Partitioned),
+            "central" => Ok(Layout::Central),
+            "cached" => Ok(Layout::Cached),
+            other => Err(format!(
+                "no layout {other:?}: partitioned, central or cached"
+            )),
+        }
+    }
+}
+
+/// Where a read may be answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reads {
+    /// By the nearest holder: this node's copy when it is a replica of the key (or, in
+    /// the cached layout, its cache), else the primary.
+    Nearest,
+    /// Only by the primary, as a write to the key is: for a read that must see a
+    /// write sent just before it (on the same connection), which a copy here may not
+    /// have received yet.
+    AtPrimary,
+}
+
+/// The store's nodes at one epoch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    /// Increases with every change; 0 is "no view yet".
+    pub epoch: u64,
+    /// The nodes.
+    pub members: Vec<Member>,
+    /// Owners per key (capped by the number of nodes).
+    pub replicas: u32,
+    /// How keys are placed.
+    pub layout: Layout,
+}
+
+impl View {
+    /// The owners of `key`, primary first.
+    pub fn owners(&self, key: &[u8]) -> Vec<Member> {
+        let owners = self.replicas.max(1) as usize;
+        if self.layout != Layout::Partitioned {
+            return self.members.iter().take(owners).copied().collect();
+        }
+        // The `owners` highest scores, best first (ties to the lower node id), kept by
+        // insertion: no scored list of every member is made and sorted.
+        placement::top(key, self.members.iter().copied(), owners, |m| m.node)
+    }
+
+    /// Whether `node` is in this view.
+    pub fn has(&self, node: u32) -> bool {
+        self.members.iter().any(|m| m.node == node)
+    }
+}
+
+/// A key's owners in two views at once, as [`View::owners`] finds them in each, for a
+/// move that asks both for every key a node holds (a million keys): a node's score does
+/// not depend on the view, so it is computed once for every node of either view, and
+/// the owners are kept in buffers reused from key to key instead of new vectors.
+pub(super) struct OwnersInBoth<'v> {
+    pub(super) old: &'v View,
+    pub(super) new: &'v View,
+    /// Every node of either view: its member in the old view and in the new one.
+    pub(super) nodes: Vec<(Option<Member>, Option<Member>)>,
+    /// The owners found for the last key, with their scores, best first.
+    pub(super) before: Vec<(u64, Member)>,
+    pub(super) after: Vec<(u64, Member)>,
+    /// The same, without the scores (what [`OwnersInBoth::of`] lends).
+    pub(super) members: (Vec<Member>, Vec<Member>),
+}
+
+impl<'v> OwnersInBoth<'v> {
+    pub(super) fn new(old: &'v View, new: &'v View) -> Self {
+        let mut nodes: Vec<(Option<Member>, Option<Member>)> =
+            old.members.iter().map(|m| (Some(*m), None)).collect();
+        for m in &new.members {
+            let same = |n: &(Option<Member>, Option<Member>)| n.0.is_some_and(|o| o.node == m.node);
+            match nodes.iter_mut().find(|n| same(n)) {
+                Some(n) => n.1 = Some(*m),
+                None => nodes.push((None, Some(*m))),
+            }
+        }
+        OwnersInBoth {
+            old,
+            new,
+            nodes,
+            before: Vec::new(),
+            after: Vec::new(),
+            members: (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// `key`'s owners in the old view and in the new one, primary first.
+    pub(super) fn of(&mut self, key: &[u8]) -> (&[Member], &[Member]) {
+        let (before, after) = &mut self.members;
+        if self.old.layout != Layout::Partitioned || self.new.layout != Layout::Partitioned {
+            *before = self.old.owners(key);
+            *after = self.new.owners(key);
+            return (before, after);
+        }
+        self.before.clear();
+        self.after.clear();
+        for &(in_old, in_new) in &self.nodes {
+            let Some(node) = in_old.or(in_new).map(|m| m.node) else {
+                continue;
+            };
+            let score = placement::score(key, node);
+            if let Some(m) = in_old {
+                placement::keep_top(
+                    &mut self.before,
+                    self.old.replicas as usize,
+                    score,
+                    m,
+                    |m| m.node,
+                );
+            }
+            if let Some(m) = in_new {
+                placement::keep_top(&mut self.after, self.new.replicas as usize, score, m, |m| {
+                    m.node
+                });
+            }
+        }
+        before.clear();
+        before.extend(self.before.iter().map(|t| t.1));
+        after.clear();
+        after.extend(self.after.iter().map(|t| t.1));
+        (before, after)
+    }
+}
+
+/// What the frontend sends when the store's nodes change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChange {
+    /// The new view.
+    pub view: View,
+    /// The view before it, whose owners may still hold keys moving to the new owners
+    /// (`None` for the first view). A node that joins gets it too: it owns keys it has
+    /// not been sent yet.
+    pub previous: Option<View>,
+}
