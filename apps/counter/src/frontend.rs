@@ -24,7 +24,7 @@ use crate::{Counter, CounterSettings};
 use anyhow::{Context, anyhow, bail};
 use sesa_ebb::NodeShared;
 use sesa_exec::{RemoteError, RemoteRep, Request};
-use sesa_frontend::{Application, Cluster, Register};
+use sesa_frontend::{Application, Cluster, Event, Register};
 use sesa_node::FRONTEND;
 
 // The node's side (leasing and counting) is `crate::pool`, which every node runs.
@@ -240,7 +240,10 @@ async fn elastic_counter(cx: &mut Cluster<'_>, incs: u64) -> anyhow::Result<i64>
             launching.remove(&r.node);
             live.insert(r.node);
             if r.node > first.keys().max().copied().unwrap_or(0) {
-                eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
+                cx.report(Event::Joined {
+                    node: r.node,
+                    cores: r.cores,
+                });
             }
             let settings = CounterSettings {
                 incs,
@@ -264,27 +267,31 @@ async fn elastic_counter(cx: &mut Cluster<'_>, incs: u64) -> anyhow::Result<i64>
                     Err(e) => e.to_string(),
                     Ok(Ok(())) => String::new(),
                 };
-                eprintln!(
-                    "sesa: node {node} lost ({why}); {back} chunk(s) of its work go back to the pool"
-                );
+                cx.report(Event::Lost {
+                    node,
+                    cause: format!("lost ({why})"),
+                    then: format!("{back} chunk(s) of its work go back to the pool"),
+                });
             }
         }
         // Planned leaves that completed: the node drained; stop its process.
         for (node, h) in take_finished(&mut leaving) {
             if let Ok(Err(e)) | Err(e) = h.await.map_err(anyhow::Error::from) {
-                eprintln!("sesa: node {node} left uncleanly: {e:#}");
+                cx.report(Event::Note(format!("node {node} left uncleanly: {e:#}")));
                 work.requeue(node);
             }
             cx.stop_node(node, Duration::from_secs(5));
             live.remove(&node);
-            eprintln!("sesa: node {node} left");
+            cx.report(Event::Left { node });
         }
         while let Some((node, status)) = cx.exited() {
             if live.remove(&node) || launching.remove(&node) {
                 let back = work.requeue(node);
-                eprintln!(
-                    "sesa: node {node} exited ({status}); {back} chunk(s) go back to the pool"
-                );
+                cx.report(Event::Lost {
+                    node,
+                    cause: format!("exited ({status})"),
+                    then: format!("{back} chunk(s) go back to the pool"),
+                });
             }
         }
         // Nodes SWIM declared down (crashed, or hung with their connection still open):
@@ -293,7 +300,11 @@ async fn elastic_counter(cx: &mut Cluster<'_>, incs: u64) -> anyhow::Result<i64>
         for node in cx.take_down() {
             if live.remove(&node) && !leaving.contains_key(&node) {
                 let back = work.requeue(node);
-                eprintln!("sesa: node {node} declared down; {back} chunk(s) go back to the pool");
+                cx.report(Event::Lost {
+                    node,
+                    cause: "declared down".into(),
+                    then: format!("{back} chunk(s) go back to the pool"),
+                });
                 running.remove(&node);
                 cx.stop_node(node, Duration::from_secs(2));
             }
@@ -319,7 +330,7 @@ async fn elastic_counter(cx: &mut Cluster<'_>, incs: u64) -> anyhow::Result<i64>
                 if !registered.iter().any(|r| r.node == *node) {
                     continue;
                 }
-                eprintln!("sesa: node {node} leaving");
+                cx.report(Event::Leaving { node: *node });
                 leaving.insert(*node, sesa_event::spawn_local(cx.leave(*node)));
             }
             pending = Some((request, target, Instant::now()));

@@ -16,7 +16,7 @@ use crate::{Kv, KvSettings, Serving};
 use anyhow::{anyhow, bail};
 use sesa_apps::memcache::cluster::{self as store, Coordinator, Member};
 use sesa_exec::MessengerRef;
-use sesa_frontend::{Application, Cluster, JOIN_TIMEOUT, Register};
+use sesa_frontend::{Application, Cluster, Event, JOIN_TIMEOUT, Register};
 
 /// The store's frontend: the loop below, which serves until the frontend is stopped.
 pub struct KvFrontend;
@@ -82,7 +82,11 @@ async fn frontend(
         let mut lost = Vec::new();
         while let Some((node, status)) = cx.exited() {
             if members.remove(&node).is_some() {
-                eprintln!("sesa: node {node} exited ({status}); its keys get new replicas");
+                cx.report(Event::Lost {
+                    node,
+                    cause: format!("exited ({status})"),
+                    then: "its keys get new replicas".into(),
+                });
                 lost.push(node);
             }
         }
@@ -94,11 +98,17 @@ async fn frontend(
             // nodes busy for a second could all be removed at once and the keys lost
             // with them. A node that still answers is slow, not down.
             if answers(cx.messenger(), member, CONFIRM).await {
-                eprintln!("sesa: node {node} was declared down but answers; it stays");
+                cx.report(Event::Note(format!(
+                    "node {node} was declared down but answers; it stays"
+                )));
                 continue;
             }
             members.remove(&node);
-            eprintln!("sesa: node {node} declared down and silent; its keys get new replicas");
+            cx.report(Event::Lost {
+                node,
+                cause: "declared down and silent".into(),
+                then: "its keys get new replicas".into(),
+            });
             cx.stop_node(node, Duration::from_secs(2));
             lost.push(node);
         }
@@ -109,14 +119,19 @@ async fn frontend(
         let mut joined = Vec::new();
         for r in cx.registered() {
             if known.insert(r.node) {
-                eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
+                cx.report(Event::Joined {
+                    node: r.node,
+                    cores: r.cores,
+                });
                 match start_store(cx, &r, &settings).await {
                     Ok((port, member)) => {
                         serving(cx, r.node, settings.listen, port);
                         members.insert(r.node, member);
                         joined.push(r.node);
                     }
-                    Err(e) => eprintln!("sesa: node {} cannot serve: {e:#}", r.node),
+                    Err(e) => {
+                        cx.report(Event::Note(format!("node {} cannot serve: {e:#}", r.node)))
+                    }
                 }
             }
         }
@@ -140,7 +155,7 @@ async fn frontend(
                     .collect();
                 for m in &leaving {
                     members.remove(&m.node);
-                    eprintln!("sesa: node {} leaving", m.node);
+                    cx.report(Event::Leaving { node: m.node });
                 }
                 change_view(cx, &mut coordinator, &members, &leaving, &settings).await?;
                 for m in &leaving {
@@ -242,18 +257,18 @@ async fn change_view(
                 ));
             } else if !r.finished && last_said.elapsed() >= Duration::from_secs(1) {
                 last_said = Instant::now();
-                eprintln!("sesa: {}", r.line());
+                cx.report(Event::Note(r.line()));
             }
         })
         .await
         .map_err(|e| anyhow!("view {epoch}: {e}"))?;
     if let Some(view) = coordinator.view().filter(|v| v.epoch == 1) {
-        eprintln!(
-            "sesa: the store is up on {} node(s), {} owner(s) per key, {:?} layout",
+        cx.report(Event::Note(format!(
+            "the store is up on {} node(s), {} owner(s) per key, {:?} layout",
             view.members.len(),
             view.replicas,
             view.layout
-        );
+        )));
         return Ok(());
     }
     if let Some(bar) = &bar {
@@ -264,14 +279,14 @@ async fn change_view(
         }
     }
     if r.finished {
-        eprintln!("sesa: {}", r.line());
+        cx.report(Event::Note(r.line()));
     } else {
-        eprintln!(
-            "sesa: view {}: {} node(s) still moving keys after {:?}",
+        cx.report(Event::Note(format!(
+            "view {}: {} node(s) still moving keys after {:?}",
             r.epoch,
             r.nodes - r.nodes_done,
             coordinator.limit
-        );
+        )));
     }
     Ok(())
 }

@@ -43,6 +43,7 @@ use sesa_node::{
 pub use sesa_node::{NodeStatus, Register};
 
 use crate::Application;
+use crate::events::{Event, EventSink, Stderr};
 
 /// The frontend's admin service, behind `sesa status` and `sesa scale` ([`Admin`]
 /// requests).
@@ -352,7 +353,6 @@ pub fn qemu_command(accel: Accel, ram_mb: u32, cpus: usize) -> Command {
 /// Nodes as child processes of the frontend: this same executable (`sesa node`, or an
 /// application's own binary), or
 /// QEMU booting the native kernel for the nodes [`NativeNodes`] covers.
-#[derive(Default)]
 pub struct LocalProcesses {
     children: Vec<(u32, Child, Option<ChildStdin>)>,
     /// Nodes asked to stop, with the moment to kill them if they have not.
@@ -364,6 +364,8 @@ pub struct LocalProcesses {
     idle_spins: Option<u32>,
     /// The arguments that make this executable a node, before `--join`.
     node_args: Vec<String>,
+    /// Where it reports nodes it had to kill.
+    events: std::sync::Arc<dyn EventSink>,
 }
 
 impl LocalProcesses {
@@ -375,7 +377,15 @@ impl LocalProcesses {
             native,
             idle_spins: None,
             node_args: vec!["node".into()],
+            events: std::sync::Arc::new(Stderr),
         }
+    }
+
+    /// Reports through `events` (default: [`Stderr`]).
+    #[must_use]
+    pub fn with_events(mut self, events: std::sync::Arc<dyn EventSink>) -> Self {
+        self.events = events;
+        self
     }
 
     /// Hosted nodes start as this executable with `args` before `--join ...` (default:
@@ -488,11 +498,12 @@ impl NodeProvider for LocalProcesses {
 
     fn exited(&mut self) -> Option<(u32, String)> {
         // Reap nodes that were asked to stop; kill the ones past their grace.
+        let events = &self.events;
         self.stopping
             .retain_mut(|(id, child, deadline)| match child.try_wait() {
                 Ok(None) if Instant::now() < *deadline => true,
                 Ok(None) => {
-                    eprintln!("sesa: node {id} did not stop in time: killing it");
+                    events.report(Event::Killed { node: *id });
                     let _ = child.kill();
                     let _ = child.wait();
                     false
@@ -529,7 +540,7 @@ impl NodeProvider for LocalProcesses {
             self.children.push((id, child, None));
         }
         let deadline = Instant::now() + grace;
-        let native = &self.native;
+        let (native, events) = (&self.native, &self.events);
         for (id, child, _) in &mut self.children {
             if native.as_ref().is_some_and(|n| n.covers(*id)) {
                 // A native node has nothing to save (its output is already on its
@@ -545,7 +556,7 @@ impl NodeProvider for LocalProcesses {
                         std::thread::sleep(Duration::from_millis(10))
                     }
                     _ => {
-                        eprintln!("sesa: node {id} did not stop in time: killing it");
+                        events.report(Event::Killed { node: *id });
                         let _ = child.kill();
                         let _ = child.wait();
                         break;
@@ -591,6 +602,8 @@ pub struct FrontendConfig {
     /// The arguments that make this executable a hosted node, before `--join ...`
     /// (`["node"]` for `sesa`; [`crate::main`] uses its own).
     pub node_args: Vec<String>,
+    /// Where the frontend's events go (the `sesa` command: [`Stderr`]).
+    pub events: std::sync::Arc<dyn EventSink>,
 }
 
 /// Runs application `A` on local node processes, as their frontend: starts the nodes,
@@ -616,7 +629,8 @@ pub fn run<A: Application>(
     Ok(runtime.run(move || async move {
         let mut provider = LocalProcesses::with_native(config.native.clone())
             .with_idle_spins(config.idle_spins)
-            .with_node_args(config.node_args.clone());
+            .with_node_args(config.node_args.clone())
+            .with_events(config.events.clone());
         let result = async {
             let mut cluster =
                 Cluster::start(&mut provider, &config, grants, <A::Node as App>::NAME).await?;
@@ -685,6 +699,8 @@ pub struct Cluster<'a> {
     /// The file `sesa status` and `sesa scale` find the frontend by, removed when the
     /// application ends.
     _published: Published,
+    /// Where the frontend's events go.
+    events: std::sync::Arc<dyn EventSink>,
 }
 
 impl<'a> Cluster<'a> {
@@ -840,7 +856,7 @@ impl<'a> Cluster<'a> {
                 secret: secret.clone(),
             };
             let pid = provider.launch(&spec)?;
-            eprintln!("sesa: node {id} started (pid {pid})");
+            config.events.report(Event::Started { node: id, pid });
             pids.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(id, pid);
@@ -867,7 +883,10 @@ impl<'a> Cluster<'a> {
             sesa_event::sleep(Duration::from_millis(5)).await;
         };
         for r in joined.values() {
-            eprintln!("sesa: node {} joined with {} cores", r.node, r.cores);
+            config.events.report(Event::Joined {
+                node: r.node,
+                cores: r.cores,
+            });
         }
         let spec = NodeSpec {
             id: 0,
@@ -888,7 +907,13 @@ impl<'a> Cluster<'a> {
             pids,
             first: joined,
             _published: published,
+            events: config.events.clone(),
         })
+    }
+
+    /// Reports `event` (the `sesa` command prints it on stderr).
+    pub fn report(&self, event: Event) {
+        self.events.report(event);
     }
 
     /// The frontend's messenger (node 0): calls to the nodes' EBBs.
@@ -987,7 +1012,7 @@ impl<'a> Cluster<'a> {
             ..self.spec.clone()
         };
         let pid = self.provider.launch(&spec)?;
-        eprintln!("sesa: node {id} started (pid {pid})");
+        self.report(Event::Started { node: id, pid });
         self.pids
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -91,6 +91,7 @@ use clap::{FromArgMatches, Parser};
 use sesa_node::app::{App, Apps};
 
 pub mod cluster;
+pub mod events;
 pub mod offload;
 
 pub use cluster::{
@@ -98,6 +99,7 @@ pub use cluster::{
     NativeNodes, NodeArgs, NodeProvider, NodeSpec, NodeStatus, Register, StoreStatus, node,
     qemu_command, run, scale, status,
 };
+pub use events::{Event, EventSink, Recorded, Stderr};
 pub use sesa_hosted::Exit;
 
 /// The application API's frontend side: what the frontend does once the first nodes
@@ -291,6 +293,7 @@ where
         native: launch.native.nodes(NO_CLIENTS),
         idle_spins: None,
         node_args: vec![NODE_ARG.into()],
+        events: std::sync::Arc::new(Stderr),
     };
     match run::<P>(config, settings)? {
         Exit::Completed(output) => Ok(output?.report()),

@@ -416,6 +416,7 @@ fn frontend_config(
         native,
         idle_spins,
         node_args: vec!["node".into()],
+        events: std::sync::Arc::new(sesa_frontend::Stderr),
     }
 }
 

@@ -1,0 +1,132 @@
+//! What the frontend reports about its nodes, as values: an [`EventSink`] receives them
+//! (the `sesa` command prints them on stderr, [`Stderr`]; a test or the simulator can
+//! record them instead).
+
+use std::fmt;
+
+/// Something that happened to the application's nodes, or that its frontend says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A node was launched.
+    Started {
+        /// The node.
+        node: u32,
+        /// Its process (a native node's QEMU).
+        pid: u32,
+    },
+    /// A node registered: it is ready for work.
+    Joined {
+        /// The node.
+        node: u32,
+        /// Its cores.
+        cores: u32,
+    },
+    /// A node was asked to leave (a planned shrink): it drains first.
+    Leaving {
+        /// The node.
+        node: u32,
+    },
+    /// A node drained and left.
+    Left {
+        /// The node.
+        node: u32,
+    },
+    /// A node asked to stop did not within its grace: its process is killed.
+    Killed {
+        /// The node.
+        node: u32,
+    },
+    /// A node was lost.
+    Lost {
+        /// The node.
+        node: u32,
+        /// How: `exited (<status>)`, `declared down`, `lost (<why>)`.
+        cause: String,
+        /// What the application does about it.
+        then: String,
+    },
+    /// Anything else the application reports.
+    Note(String),
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Started { node, pid } => write!(f, "node {node} started (pid {pid})"),
+            Event::Joined { node, cores } => write!(f, "node {node} joined with {cores} cores"),
+            Event::Leaving { node } => write!(f, "node {node} leaving"),
+            Event::Left { node } => write!(f, "node {node} left"),
+            Event::Killed { node } => write!(f, "node {node} did not stop in time: killing it"),
+            Event::Lost { node, cause, then } => write!(f, "node {node} {cause}; {then}"),
+            Event::Note(text) => f.write_str(text),
+        }
+    }
+}
+
+/// Where the frontend's events go.
+pub trait EventSink: Send + Sync {
+    /// Takes one event.
+    fn report(&self, event: Event);
+}
+
+/// Events printed on stderr as `sesa: <event>` (what the `sesa` command does).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stderr;
+
+impl EventSink for Stderr {
+    fn report(&self, event: Event) {
+        eprintln!("sesa: {event}");
+    }
+}
+
+/// Events kept in memory, in order (for tests and the simulator).
+#[derive(Debug, Default)]
+pub struct Recorded(std::sync::Mutex<Vec<Event>>);
+
+impl Recorded {
+    /// Every event so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl EventSink for Recorded {
+    fn report(&self, event: Event) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_read_as_the_lines_the_frontend_always_printed() {
+        let lines = [
+            (
+                Event::Started { node: 1, pid: 42 },
+                "node 1 started (pid 42)",
+            ),
+            (
+                Event::Joined { node: 2, cores: 4 },
+                "node 2 joined with 4 cores",
+            ),
+            (Event::Leaving { node: 3 }, "node 3 leaving"),
+            (Event::Left { node: 3 }, "node 3 left"),
+            (
+                Event::Lost {
+                    node: 4,
+                    cause: "declared down".into(),
+                    then: "its keys get new replicas".into(),
+                },
+                "node 4 declared down; its keys get new replicas",
+            ),
+        ];
+        let recorded = Recorded::default();
+        for (event, line) in lines {
+            assert_eq!(event.to_string(), line);
+            recorded.report(event);
+        }
+        assert_eq!(recorded.events().len(), 5);
+    }
+}
