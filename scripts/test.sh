@@ -39,11 +39,13 @@ qemu-system-x86_64 --version | head -n 1
 # target directory to share its dependencies.
 native=(--manifest-path crates/sesa-native/Cargo.toml)
 wordfreq_native=(--manifest-path examples/wordfreq/native/Cargo.toml --target-dir crates/sesa-native/target)
+tally_native=(--manifest-path examples/tally/native/Cargo.toml --target-dir crates/sesa-native/target)
 
 step "formatting"
 cargo fmt --all --check
 cargo fmt "${native[@]}" --check
 cargo fmt --manifest-path examples/wordfreq/native/Cargo.toml --check
+cargo fmt --manifest-path examples/tally/native/Cargo.toml --check
 
 step "lints (all targets, and the shuttle builds)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -51,6 +53,7 @@ cargo clippy -p sesa-ebb -p sesa-hosted --features sesa-ebb/shuttle,sesa-hosted/
     --all-targets --locked -- -D warnings
 cargo clippy "${native[@]}" --release --locked -- -D warnings
 cargo clippy "${wordfreq_native[@]}" --release --locked -- -D warnings
+cargo clippy "${tally_native[@]}" --release --locked -- -D warnings
 
 step "docs build without warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
@@ -59,7 +62,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc "${native[@]}" --no-deps --locked --quiet
 step "the portable crates build without std"
 cargo build -p sesa-ebb -p sesa-event -p sesa-wire -p sesa-exec --locked --quiet
 # An application's node side alone (what a native image links) is no_std too.
-cargo build -p sesa-counter -p sesa-cat -p sesa-kv -p wordfreq --no-default-features --locked --quiet
+cargo build -p sesa-counter -p sesa-cat -p sesa-kv -p wordfreq -p tally --no-default-features --locked --quiet
 
 step "tests"
 cargo test --workspace --locked 2>&1 | tee -a "$results"

@@ -8,6 +8,7 @@ pub struct CatFrontend;
 
 impl Application for CatFrontend {
     type Node = Cat;
+    type Settings = Vec<String>;
     type Output = Printed;
 
     async fn frontend(cx: &mut Cluster<'_>, files: Vec<String>) -> anyhow::Result<Printed> {

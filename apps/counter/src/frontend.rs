@@ -199,6 +199,7 @@ pub struct CounterFrontend;
 
 impl Application for CounterFrontend {
     type Node = Counter;
+    type Settings = CounterSettings;
     type Output = i64;
 
     async fn frontend(cx: &mut Cluster<'_>, settings: CounterSettings) -> anyhow::Result<i64> {

@@ -23,6 +23,7 @@ pub struct KvFrontend;
 
 impl Application for KvFrontend {
     type Node = Kv;
+    type Settings = KvSettings;
     /// The store never finishes: it serves until it is stopped, or fails.
     type Output = std::convert::Infallible;
 

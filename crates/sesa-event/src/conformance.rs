@@ -7,7 +7,7 @@
 //! the checks that need panics to unwind ([`Needs::Unwinding`]: the kernel is built with
 //! `panic = "abort"` and reports a panic as its end).
 //!
-//! ```ignore
+//! ```text
 //! // On any platform, from an event on core 0:
 //! let results = sesa_event::conformance::run(|check| check.runs_here()).await;
 //! for (name, result) in &results { /* report */ }

@@ -15,6 +15,7 @@
 extern crate alloc;
 
 pub mod departure;
+pub mod global;
 pub mod idmap;
 pub mod membership;
 pub mod messenger;

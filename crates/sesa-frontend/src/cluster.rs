@@ -186,7 +186,9 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// answer to a registration is the id of the offload service.
 pub struct Registry {
     nodes: Mutex<BTreeMap<u32, Register>>,
+    /// The services a registered node is told of.
     offload: u64,
+    naming: u64,
     /// The next node id to hand out (shared with the elastic loop's launches).
     next_id: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
@@ -229,7 +231,10 @@ impl RemoteRep for Registry {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(r.node, r);
-                Ok(Registered::Offload(self.offload))
+                Ok(Registered::Services {
+                    offload: self.offload,
+                    naming: self.naming,
+                })
             }
         })
     }
@@ -615,7 +620,7 @@ pub struct FrontendConfig {
 /// If a node fails to start or register, or the application's frontend side failed.
 pub fn run<A: Application>(
     config: FrontendConfig,
-    settings: <A::Node as App>::Settings,
+    settings: A::Settings,
 ) -> anyhow::Result<Exit<anyhow::Result<A::Output>>> {
     if config.nodes == 0 {
         bail!("an application needs at least 1 node");
@@ -748,11 +753,25 @@ impl<'a> Cluster<'a> {
         })
         .await?;
         let offload_id = offload.id().raw();
+        // The naming service of global EBBs (`sesa_exec::global`): one table, here.
+        let (naming, _) = NodeShared::create(|| ())?;
+        let names = std::sync::Arc::new(sesa_exec::global::Names::default());
+        service::serve::<sesa_exec::global::NamingService, _, _>(
+            messenger,
+            naming.id(),
+            move |from, request| {
+                let names = names.clone();
+                async move { names.serve(from.node, request) }
+            },
+        )
+        .await?;
+        let naming_id = naming.id().raw();
         let next_id = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(nodes + 1));
         let ids = next_id.clone();
         let registry_root = std::sync::Arc::new(NodeShared::new(move || Registry {
             nodes: Mutex::new(BTreeMap::new()),
             offload: offload_id,
+            naming: naming_id,
             next_id: ids.clone(),
         }));
         let registry =

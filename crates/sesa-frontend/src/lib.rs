@@ -43,6 +43,7 @@
 //!
 //! impl Application for Hello {
 //!     type Node = Hello;
+//!     type Settings = String;
 //!     type Output = std::process::ExitCode;
 //!
 //!     async fn frontend(
@@ -112,6 +113,9 @@ pub use sesa_hosted::Exit;
 pub trait Application: 'static {
     /// The node side: what every node runs.
     type Node: App;
+    /// What the frontend starts from (the user's request): often the node side's
+    /// settings, sent to every node as they are.
+    type Settings: Send + 'static;
     /// The application's end result (it leaves the frontend's runtime thread).
     type Output: Send + 'static;
 
@@ -123,7 +127,7 @@ pub trait Application: 'static {
     /// The application failed (a node lost, a node's part failed...).
     async fn frontend(
         cluster: &mut Cluster<'_>,
-        settings: <Self::Node as App>::Settings,
+        settings: Self::Settings,
     ) -> anyhow::Result<Self::Output>;
 }
 
@@ -138,7 +142,7 @@ pub trait Program: Application {
     ///
     /// # Errors
     /// Arguments that make no settings: the message is printed and the program fails.
-    fn settings(args: Self::Args) -> anyhow::Result<<Self::Node as App>::Settings>;
+    fn settings(args: Self::Args) -> anyhow::Result<Self::Settings>;
 
     /// The applications a node of this program runs (default: this one alone).
     fn apps() -> Apps {

@@ -47,6 +47,7 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sesa_exec::global::GlobalEbbs;
 use sesa_exec::{CallError, Departures, MessengerRef, RemoteError, ServiceError};
 
 use crate::offload::OffloadClient;
@@ -172,6 +173,7 @@ pub struct NodeContext {
     pub(crate) id: u32,
     pub(crate) nodes: u32,
     pub(crate) offload: OffloadClient,
+    pub(crate) global: Arc<GlobalEbbs>,
     pub(crate) leaving: Arc<AtomicBool>,
     pub(crate) departures: Arc<Departures>,
     pub(crate) host: Host,
@@ -193,6 +195,12 @@ impl NodeContext {
     /// environment.
     pub fn offload(&self) -> OffloadClient {
         self.offload
+    }
+
+    /// This node's globally named EBBs: create one (reachable by its id on every node),
+    /// or resolve an id (on the first access here, the global miss).
+    pub fn global(&self) -> &GlobalEbbs {
+        &self.global
     }
 
     /// The node's messenger: calls to other nodes' EBBs, and serving this node's.

@@ -58,8 +58,13 @@ pub enum Registry {
 /// The registry's answers.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registered {
-    /// Registered: the frontend's offload service is this EBB.
-    Offload(u64),
+    /// Registered: the frontend's services for its nodes are these EBBs.
+    Services {
+        /// The offload service (console, files, environment).
+        offload: u64,
+        /// The naming service of global EBBs (`sesa_exec::global`).
+        naming: u64,
+    },
     /// The id for a node arriving by hand.
     Id(u32),
 }

@@ -18,6 +18,7 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use core::time::Duration;
 
 use sesa_ebb::{CoreId, EbbId, NodeShared};
+use sesa_exec::global::GlobalEbbs;
 use sesa_exec::{
     Client, Departures, Identity, Membership, MembershipConfig, Messenger, MessengerConfig,
     MessengerRef, NodeIdentity, Secret,
@@ -147,9 +148,10 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
         .map_err(|e| format!("announcing the frontend: {e}"))?;
     let started = sesa_event::now();
     let (control, _) = NodeShared::create(|| ()).map_err(|e| format!("the control EBB: {e}"))?;
-    // Filled in by the registration reply, before any application runs.
-    let offload_id = Arc::new(spin::Once::<u64>::new());
-    let known = offload_id.clone();
+    // Filled in by the registration reply, before any application runs: the frontend's
+    // offload service, and this node's global EBBs (named through the frontend).
+    let services = Arc::new(spin::Once::<(EbbId, Arc<GlobalEbbs>)>::new());
+    let known = services.clone();
     // Planned leave: set `leaving`, then the departure handlers drain this node.
     let leaving = Arc::new(AtomicBool::new(false));
     let let_go = leaving.clone();
@@ -159,7 +161,7 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
         messenger,
         control.id(),
         move |_from, request| {
-            let offload_id = known.clone();
+            let services = known.clone();
             let (leaving, departures) = (leaving.clone(), departures.clone());
             let apps = apps.clone();
             async move {
@@ -180,14 +182,12 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
                     }
                     Control::RunApp(request) => request,
                 };
-                let service = offload_id
-                    .get()
-                    .and_then(|id| EbbId::from_raw(*id))
-                    .ok_or(ControlError::NotRegistered)?;
+                let (service, global) = services.get().ok_or(ControlError::NotRegistered)?;
                 let node = NodeContext {
                     id: me,
                     nodes: request.nodes,
-                    offload: OffloadClient::new(messenger, FRONTEND, service),
+                    offload: OffloadClient::new(messenger, FRONTEND, *service),
+                    global: global.clone(),
                     leaving,
                     departures,
                     host,
@@ -209,7 +209,13 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
     };
     let registry = Client::<RegistryService>::new(messenger, FRONTEND, CoreId::new(0), registry);
     match registry.call(Registry::Register(registration)).await {
-        Ok(Registered::Offload(offload)) => offload_id.call_once(|| offload),
+        Ok(Registered::Services { offload, naming }) => {
+            let id = |raw| EbbId::from_raw(raw).ok_or_else(|| format!("{raw:#x} is not an EBB id"));
+            let names = Client::new(messenger, FRONTEND, CoreId::new(0), id(naming)?);
+            let global = GlobalEbbs::new(names, me, 1).map_err(|e| format!("{e}"))?;
+            let offload = id(offload)?;
+            services.call_once(|| (offload, Arc::new(global)))
+        }
         Ok(other) => return Err(format!("the registry answered {other:?} to a registration")),
         Err(e) => return Err(format!("registering with the frontend: {e}")),
     };

@@ -424,7 +424,7 @@ fn frontend_config(
 /// output into the exit status.
 fn run_on_nodes<A: sesa_frontend::Application>(
     config: sesa_frontend::FrontendConfig,
-    settings: <A::Node as sesa_node::app::App>::Settings,
+    settings: A::Settings,
     done: impl FnOnce(A::Output) -> ExitCode,
 ) -> anyhow::Result<ExitCode> {
     if config.nodes == 0 {

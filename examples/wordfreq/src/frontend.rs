@@ -11,6 +11,7 @@ use crate::{WordFreq, stitch};
 
 impl Application for WordFreq {
     type Node = WordFreq;
+    type Settings = Vec<String>;
     type Output = ExitCode;
 
     async fn frontend(cluster: &mut Cluster<'_>, files: Vec<String>) -> anyhow::Result<ExitCode> {
