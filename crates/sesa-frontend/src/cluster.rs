@@ -1207,17 +1207,24 @@ pub fn scale(pid: Option<u32>, nodes: u32) -> anyhow::Result<String> {
     }
 }
 
-/// Arguments of a node process.
+/// Arguments of a node process (`sesa node ...`, `<program> --sesa-node ...`).
+#[derive(clap::Args, Clone, Debug)]
 pub struct NodeArgs {
     /// The frontend's address.
+    #[arg(long)]
     pub join: SocketAddr,
-    /// The frontend's registry EBB (default: its static id).
+    /// The frontend's registry EBB id (default: its well-known static id).
+    #[arg(long)]
     pub registry: Option<u64>,
-    /// This node's id (default: one the frontend assigns).
+    /// This node's id, 1 and up (default: the frontend assigns one).
+    #[arg(long)]
     pub id: Option<u32>,
-    /// Cores (default: all).
+    /// Cores (default: all the process may use).
+    #[arg(long)]
     pub cores: Option<usize>,
-    /// Empty polls before an idle core parks (default: the runtime's).
+    /// Empty polls of an idle core before it sleeps (default 2000; none while the
+    /// machine's CPUs are oversubscribed).
+    #[arg(long)]
     pub idle_spins: Option<u32>,
 }
 

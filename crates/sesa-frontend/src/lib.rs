@@ -228,21 +228,8 @@ struct Launch<A: clap::Args> {
 /// A node process of a [`Program`] (its binary run as `<program> --sesa-node ...`).
 #[derive(Parser)]
 struct NodeLaunch {
-    /// The frontend's address.
-    #[arg(long)]
-    join: std::net::SocketAddr,
-    /// The frontend's registry EBB id (default: its well-known static id).
-    #[arg(long)]
-    registry: Option<u64>,
-    /// This node's id, 1 and up (default: the frontend assigns one).
-    #[arg(long)]
-    id: Option<u32>,
-    /// Cores (default: all the process may use).
-    #[arg(long)]
-    cores: Option<usize>,
-    /// Empty polls of an idle core before it sleeps.
-    #[arg(long)]
-    idle_spins: Option<u32>,
+    #[command(flatten)]
+    args: NodeArgs,
 }
 
 /// The `main` of a [`Program`]: as launched by a user, the frontend (its options:
@@ -256,7 +243,7 @@ where
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let result = if args.get(1).is_some_and(|a| a == NODE_ARG) {
         args.remove(1);
-        run_node(NodeLaunch::parse_from(args), P::apps())
+        run_node(NodeLaunch::parse_from(args).args, P::apps(), P::Node::NAME)
     } else {
         let name = args
             .first()
@@ -308,19 +295,17 @@ where
     }
 }
 
-fn run_node(launch: NodeLaunch, apps: Apps) -> anyhow::Result<ExitCode> {
-    let id = launch.id;
-    let args = NodeArgs {
-        join: launch.join,
-        registry: launch.registry,
-        id,
-        cores: launch.cores,
-        idle_spins: launch.idle_spins,
-    };
+/// Runs this process as a node running `apps` (see [`node`]); its exit status. A failure
+/// is reported on stderr as `<name> node <id>: <why>`.
+///
+/// # Errors
+/// The secret is missing, or the runtime cannot start.
+pub fn run_node(args: NodeArgs, apps: Apps, name: &str) -> anyhow::Result<ExitCode> {
+    let id = args.id;
     Ok(match node(args, apps)? {
         Exit::Completed(Err(e)) => {
             let id = id.map_or_else(|| "(joining)".to_owned(), |i| i.to_string());
-            eprintln!("node {id}: {e:#}");
+            eprintln!("{name} node {id}: {e:#}");
             ExitCode::FAILURE
         }
         other => ExitCode::from(u8::try_from(other.code()).unwrap_or(1)),

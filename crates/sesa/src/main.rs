@@ -26,7 +26,7 @@ enum Command {
     /// elastic cluster of `--nodes` local node processes (this process is the frontend).
     Kv(KvCmd),
     /// Runs one node of an application (started by the frontend, or by hand to join one).
-    Node(NodeCmd),
+    Node(sesa_frontend::NodeArgs),
     /// Shows a running application: its nodes, cores, EBBs and messages.
     Status(StatusCmd),
     /// Grows or shrinks a running application to a number of nodes (new nodes join and
@@ -93,27 +93,6 @@ struct KvCmd {
     idle_spins: Option<u32>,
     #[command(flatten)]
     native: NativeArgs,
-}
-
-/// The arguments of `Command::Node`.
-#[derive(clap::Args)]
-struct NodeCmd {
-    /// The frontend's address.
-    #[arg(long)]
-    join: std::net::SocketAddr,
-    /// The frontend's registry EBB id (default: its well-known static id).
-    #[arg(long)]
-    registry: Option<u64>,
-    /// This node's id, 1 and up (default: the frontend assigns one).
-    #[arg(long)]
-    id: Option<u32>,
-    /// Cores (default: all the process may use).
-    #[arg(long)]
-    cores: Option<usize>,
-    /// Empty polls of an idle core before it sleeps (default 2000; none while the
-    /// machine's CPUs are oversubscribed).
-    #[arg(long)]
-    idle_spins: Option<u32>,
 }
 
 /// The arguments of `Command::Status`.
@@ -747,30 +726,8 @@ fn scale(ScaleCmd { nodes, pid }: ScaleCmd) -> anyhow::Result<ExitCode> {
 }
 
 /// `sesa node`: one node of an application, with the built-in applications.
-fn node(
-    NodeCmd {
-        join,
-        registry,
-        id,
-        cores,
-        idle_spins,
-    }: NodeCmd,
-) -> anyhow::Result<ExitCode> {
-    let args = sesa_frontend::NodeArgs {
-        join,
-        registry,
-        id,
-        cores,
-        idle_spins,
-    };
-    match sesa_frontend::node(args, sesa::builtin())? {
-        Exit::Completed(Err(e)) => {
-            let id = id.map_or_else(|| "(joining)".to_owned(), |i| i.to_string());
-            eprintln!("sesa node {id}: {e:#}");
-            Ok(ExitCode::FAILURE)
-        }
-        other => Ok(ExitCode::from(u8::try_from(other.code()).unwrap_or(1))),
-    }
+fn node(args: sesa_frontend::NodeArgs) -> anyhow::Result<ExitCode> {
+    sesa_frontend::run_node(args, sesa::builtin(), "sesa")
 }
 
 /// `sesa bench micro`.
