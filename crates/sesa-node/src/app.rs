@@ -48,7 +48,7 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sesa_exec::global::GlobalEbbs;
-use sesa_exec::{CallError, Departures, MessengerRef, RemoteError, ServiceError};
+use sesa_exec::{CallError, Departures, MessengerRef, ServiceError};
 
 use crate::offload::OffloadClient;
 use crate::run::Host;
@@ -130,12 +130,6 @@ impl From<CallError> for AppError {
 impl<E: fmt::Display + fmt::Debug> From<ServiceError<E>> for AppError {
     fn from(e: ServiceError<E>) -> Self {
         AppError::Call(e.to_string())
-    }
-}
-
-impl From<AppError> for RemoteError {
-    fn from(e: AppError) -> Self {
-        RemoteError::Refused(e.to_string())
     }
 }
 
