@@ -53,6 +53,84 @@
 //! serve the data store and run the micro-benchmarks; `echo` serves TCP echo on port 7
 //! over virtio-net to one client, then exits with success.
 
+//!
+//! ## How it works
+//!
+//! A kernel for QEMU/KVM, built on stable Rust for the x86_64-unknown-linux-gnu target
+//! with that target's prebuilt `core`, linked at 1 MiB by `linker.ld` (`build.rs` passes
+//! the flags, and gives them to application images through `links` metadata). It is a
+//! library: an image is a `no_std`, `no_main` binary whose `main.rs` is
+//! `sesa_native::entry!(apps)` (the applications its nodes run); `sesa-kernel` is the
+//! image with the built-in applications. **Its Rust code runs in ring 3**: each CPU goes through ring 0 in assembly
+//! only (`boot.rs`: `cpu_to_ring3` sets the GS base, a TSS with a ring-0 interrupt stack
+//! and an all-zero I/O bitmap, the IDT, then `iretq`s to ring 3 with interrupts on; the
+//! pages are user pages). Ring 0 runs only the interrupt and exception stubs and the idle
+//! gate (a ring-3 `hlt` faults into it; a per-CPU `kicked` flag set by the wake-up and
+//! device stubs makes it return at once if a wake-up came first). That is what lets the
+//! kernel run under kvm_pvm, which emulates ring 0 and cannot emulate SSE; under TCG and
+//! hardware KVM it costs nothing measurable. A workspace of its own, because it is built with `panic = "abort"` while the
+//! hosted crates unwind to isolate a panicking event. `arch/x86_64/boot.rs` is the 32-bit
+//! PVH entry (a Xen `PHYS32_ENTRY` note): identity page tables for the first GiB, PAE, long
+//! mode, SSE, a 64-bit GDT, then `kernel_main`. `arch/x86_64/mem.rs` provides `memcpy` and
+//! its kin (`rep movsb`). `console.rs` is the COM1 serial console. The kernel reads the
+//! PVH start information (memory map, command line); `memory.rs` makes a heap (talc, a
+//! quarter of the usable memory, with a per-CPU cache of freed blocks up to 2 KiB in front
+//! of it, kept in the CPU's per-CPU block) and a frame allocator of the rest; `arch/x86_64/percpu.rs`
+//! keeps the address of each CPU's object-model binding at `gs:[8]` (`sesa-ebb`'s feature
+//! `gs-current`: every EBB call reads it inline, as a hosted one reads a thread-local), so
+//! `sesa-ebb` runs unchanged (the boot runs the paper's
+//! counter as an EBB). It ends through `isa-debug-exit`. `arch/x86_64/clock.rs` calibrates the TSC against the
+//! PIT (neither accelerator here reports its rate). `arch/x86_64/virtio.rs` finds virtio
+//! devices on microvm's MMIO slots (the boot maps the fourth GiB uncached for them) and
+//! gives `virtio-drivers` its DMA rules (identity mapping) and finds a slot's interrupt line;
+//! its `NetQueues` drives virtio-net through the driver's raw interface, with frames in
+//! flight both ways (the driver's buffered interface waits after every frame sent).
+//! `arch/x86_64/rtc.rs` reads the CMOS clock once (the wall clock: the TSC's time added to
+//! it). `arch/x86_64/ioapic.rs` routes the virtio-net line to core 0's device vector.
+//!
+//! `runtime.rs` is the native event loop: `sesa-event`'s `Platform` on the bare machine,
+//! one loop per core (the APs run theirs): tasks polled when woken, shipped events in
+//! order after a quiescent point (each core's inbox a FIFO the others push to), sleeps on
+//! the calibrated clock, `stop` ending every loop; `-append "events 4"` checks it. `net.rs` is
+//! its network: `sesa_event::net::Net` over smoltcp (listeners keep a backlog of listening
+//! sockets; a socket's state change wakes the tasks waiting on the network), polled every
+//! turn; `-append echo` serves TCP echo through it. `node.rs` runs the executive's
+//! messenger (`sesa-exec`, unchanged) on that loop and serves a counter at a static EBB
+//! id; hosted nodes authenticate and call it (`-append "node <id> <secret>"`, with
+//! `-cpu max` for RDRAND). `arch/x86_64/idt.rs` reports CPU exceptions (vector, instruction, faulting address)
+//! and ends with the panic status instead of a silent reset (`-append fault` tests it).
+//! `arch/x86_64/percpu.rs` gives each CPU a block of its own (the
+//! object model's and the event model's "current" slots), found through its GS base;
+//! `arch/x86_64/smp.rs` starts the application processors (INIT-SIPI-SIPI through the
+//! local APIC, a real-mode trampoline at 0x8000 into long mode on the boot page tables, a
+//! stack each; after real mode they take the boot CPU's own way into long mode,
+//! `enter_long_mode` in `boot.rs`), which then run their core's loop (or, for `-append "smp 4"`, bind their
+//! core and miss on a per-core EBB). `arch/x86_64/apic.rs` gives each core the local
+//! APIC's one-shot timer (measured against the TSC) and wake-up IPIs: a loop idle for
+//! 2 ms sleeps (through the idle gate) until its next deadline, the device's interrupt, or
+//! a wake-up IPI from a core that ships it an event, wakes one of its tasks or stops the
+//! loops (at most 100 ms, a bound). The device may interrupt only while core 0 sleeps (`net.rs`:
+//! `prepare_sleep`, `after_sleep`; virtio's per-queue flag, a write to memory the device
+//! reads, so `virtio.rs` hides the event-index feature, under which `virtio-drivers`
+//! cannot turn interrupts off; the I/O APIC line stays unmasked): under load the loop
+//! polls. The network belongs to
+//! core 0 (smoltcp is single-threaded); the other cores' shared listeners get no
+//! connections, so a server on every core takes its connections on core 0 and ships the
+//! work out (`runtime.rs`: `OnCoreZero`). The node's peers are named by host addresses
+//! (127.0.0.1:port, forwarded by QEMU): `net.rs` connects to the host's loopback through
+//! QEMU's gateway.
+//!
+//! Commands beyond the checks: `kv <cores> <MiB>` serves the data store (`kv.rs`:
+//! sesa-apps' server, unchanged); `join <cores> <frontend> <registry> <id> <messenger
+//! port> <clients port>` is a node of a frontend's application (`node.rs`: `sesa-node`'s
+//! `run`, unchanged; the secret arrives on the serial console, which the frontend writes
+//! through QEMU's stdin); `bench <cores> [quick]` prints `sesa_node::micro`'s figures.
+//! `profile=<hz>` beside any command samples where the CPUs are (`profile.rs`: every
+//! CPU's APIC timer made periodic, the timer's stub in `idt.rs` notes the interrupted
+//! address; a task on core 0 prints the addresses seen most per 64 Ki samples), and
+//! `scripts/native-profile.py` names the functions: the host's `perf` cannot see into a
+//! guest under kvm_pvm. `sesa bench kv --native <kernel> --kernel-args profile=10000`
+//! profiles a store node under load.
 #![no_std]
 // Unsafe code lives in three places only, each allowed below with its reason.
 #![deny(unsafe_code)]
