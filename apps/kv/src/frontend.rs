@@ -8,11 +8,12 @@
 //! until every node has moved its keys, printing the progress, then lets the nodes stop
 //! asking the previous owners for keys that are still moving (`SETTLE`).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::{Kv, KvSettings, Serving};
+use crate::{Kv, KvSettings, Serving, StoreStatus};
 use anyhow::{anyhow, bail};
 use sesa_apps::memcache::cluster::{self as store, Coordinator, Member};
 use sesa_exec::MessengerRef;
@@ -67,15 +68,16 @@ async fn frontend(
     // Nodes ever part of the store (a lost node that registered is not taken back).
     let mut known: BTreeSet<u32> = BTreeSet::new();
     let mut launched: BTreeSet<u32> = first.keys().copied().collect();
-    cx.update_store_status(|s| s.listen = Some(settings.listen));
+    let status = RefCell::new(StoreStatus::default());
+    update_status(cx, &status, |s| s.listen = Some(settings.listen));
     for r in first.values() {
         let (port, member) = start_store(cx, r, &settings).await?;
-        serving(cx, r.node, settings.listen, port);
+        serving(cx, &status, r.node, settings.listen, port);
         members.insert(r.node, member);
         known.insert(r.node);
     }
     let mut coordinator = Coordinator::new(cx.messenger(), settings.replicas, settings.layout);
-    change_view(cx, &mut coordinator, &members, &[], &settings).await?;
+    change_view(cx, &status, &mut coordinator, &members, &[], &settings).await?;
     cx.accept_scaling(true);
     let mut pending: Option<(u64, u32, Instant)> = None;
     loop {
@@ -126,7 +128,7 @@ async fn frontend(
                 });
                 match start_store(cx, &r, &settings).await {
                     Ok((port, member)) => {
-                        serving(cx, r.node, settings.listen, port);
+                        serving(cx, &status, r.node, settings.listen, port);
                         members.insert(r.node, member);
                         joined.push(r.node);
                     }
@@ -137,7 +139,7 @@ async fn frontend(
             }
         }
         if !lost.is_empty() || !joined.is_empty() {
-            change_view(cx, &mut coordinator, &members, &[], &settings).await?;
+            change_view(cx, &status, &mut coordinator, &members, &[], &settings).await?;
         }
         // Scale requests.
         if let Some((target, request)) = cx.take_scale_request() {
@@ -158,7 +160,7 @@ async fn frontend(
                     members.remove(&m.node);
                     cx.report(Event::Leaving { node: m.node });
                 }
-                change_view(cx, &mut coordinator, &members, &leaving, &settings).await?;
+                change_view(cx, &status, &mut coordinator, &members, &leaving, &settings).await?;
                 for m in &leaving {
                     let_go(cx, m.node, launched.contains(&m.node)).await;
                 }
@@ -186,7 +188,13 @@ async fn frontend(
 }
 
 /// Prints the line clients (and tests) look for, and notes the port for `sesa status`.
-fn serving(cx: &Cluster<'_>, node: u32, listen: std::net::IpAddr, port: u16) {
+fn serving(
+    cx: &Cluster<'_>,
+    status: &RefCell<StoreStatus>,
+    node: u32,
+    listen: std::net::IpAddr,
+    port: u16,
+) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -194,9 +202,24 @@ fn serving(cx: &Cluster<'_>, node: u32, listen: std::net::IpAddr, port: u16) {
         std::net::SocketAddr::new(listen, port)
     );
     let _ = out.flush();
-    cx.update_store_status(|s| {
+    update_status(cx, status, |s| {
         s.ports.insert(node, port);
     });
+}
+
+/// Changes the store's figures and shows them in `sesa status`.
+fn update_status(
+    cx: &Cluster<'_>,
+    status: &RefCell<StoreStatus>,
+    f: impl FnOnce(&mut StoreStatus),
+) {
+    let mut s = status.borrow_mut();
+    f(&mut s);
+    // A status that does not serialize is a bug of this crate's types, not an outside
+    // failure: the figures stay as they were rather than stopping the store.
+    if let Err(e) = cx.set_status("store", &*s, s.lines()) {
+        cx.report(Event::Note(format!("the store's status: {e}")));
+    }
 }
 
 /// The rebalance bar, on a terminal only (elsewhere, one line a second).
@@ -229,13 +252,14 @@ async fn let_go(cx: &mut Cluster<'_>, node: u32, ours: bool) {
 /// terminal, else a line a second), then settles it.
 async fn change_view(
     cx: &Cluster<'_>,
+    status: &RefCell<StoreStatus>,
     coordinator: &mut Coordinator,
     members: &BTreeMap<u32, Member>,
     leaving: &[Member],
     settings: &KvSettings,
 ) -> anyhow::Result<()> {
     let epoch = coordinator.view().map_or(0, |v| v.epoch) + 1;
-    cx.update_store_status(|s| {
+    update_status(cx, status, |s| {
         s.epoch = epoch;
         s.replicas = settings.replicas.min(members.len() as u32).max(1);
         s.layout = format!("{:?}", settings.layout);
@@ -245,7 +269,9 @@ async fn change_view(
     let mut last_said = Instant::now();
     let r = coordinator
         .change(members, leaving, |r| {
-            cx.update_store_status(|s| s.rebalance = (r.epoch > 1).then(|| r.clone()));
+            update_status(cx, status, |s| {
+                s.rebalance = (r.epoch > 1).then(|| r.clone())
+            });
             if r.epoch == 1 {
                 return;
             }

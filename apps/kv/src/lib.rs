@@ -13,6 +13,9 @@
 
 extern crate alloc;
 
+use alloc::format;
+use alloc::string::String;
+
 use serde::{Deserialize, Serialize};
 use sesa_node::app::{App, AppError, NodeContext};
 
@@ -71,5 +74,43 @@ impl App for Kv {
                 .await
                 .map_err(AppError::Failed)?;
         Ok(Serving { port, member })
+    }
+}
+
+/// The data store as its frontend sees it (`sesa status`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// The current view's epoch.
+    pub epoch: u64,
+    /// Owners per key.
+    pub replicas: u32,
+    /// How keys are placed (`Partitioned`, `Central` or `Cached`).
+    pub layout: String,
+    /// Each serving node's client port (on [`StoreStatus::listen`]), by node id.
+    pub ports: alloc::collections::BTreeMap<u32, u16>,
+    /// The address the client ports are on (`sesa kv -l`; `None`: 127.0.0.1, from a
+    /// frontend older than the option).
+    #[serde(default)]
+    pub listen: Option<core::net::IpAddr>,
+    /// The latest move of keys to a new view (`None` before the first change).
+    pub rebalance: Option<sesa_apps::memcache::cluster::Rebalance>,
+}
+
+impl StoreStatus {
+    /// The lines `sesa status` prints for the store.
+    pub fn lines(&self) -> alloc::vec::Vec<String> {
+        let mut lines = alloc::vec![format!(
+            "store: view {}, {} owner(s) per key, {} layout",
+            self.epoch, self.replicas, self.layout
+        )];
+        let listen = self.listen.unwrap_or([127, 0, 0, 1].into());
+        for (node, &port) in &self.ports {
+            let addr = core::net::SocketAddr::new(listen, port);
+            lines.push(format!("  node {node} serves clients on {addr}"));
+        }
+        if let Some(r) = &self.rebalance {
+            lines.push(format!("  last rebalance: {}", r.line()));
+        }
+        lines
     }
 }

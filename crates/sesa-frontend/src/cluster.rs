@@ -33,7 +33,6 @@ use sesa_exec::{
     RemoteError, RemoteRep, Request, Secret,
 };
 use sesa_hosted::{Config, Exit, Runtime};
-pub use sesa_node::StoreStatus;
 use sesa_node::app::{App, Apps, RunApp};
 use sesa_node::offload::OffloadService;
 use sesa_node::{
@@ -121,8 +120,20 @@ pub struct AppStatus {
     pub app: String,
     /// The frontend (node 0) and every registered node.
     pub nodes: Vec<NodeStatus>,
-    /// The data store's view and rebalance (`None` for other applications).
-    pub store: Option<StoreStatus>,
+    /// What the application reports of itself (`Cluster::set_status`), if anything.
+    pub details: Option<AppDetails>,
+}
+
+/// An application's own status: a JSON value under a key (`sesa status --json` shows it
+/// as a field of the status object) and the lines `sesa status` prints.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppDetails {
+    /// The field's name (the store's: `store`).
+    pub key: String,
+    /// The value, as JSON text.
+    pub json: String,
+    /// The lines for the table.
+    pub lines: Vec<String>,
 }
 
 impl AppStatus {
@@ -161,21 +172,21 @@ impl AppStatus {
                 n.state,
             );
         }
-        if let Some(store) = &self.store {
-            out += &format!(
-                "store: view {}, {} owner(s) per key, {} layout\n",
-                store.epoch, store.replicas, store.layout
-            );
-            let listen = store.listen.unwrap_or([127, 0, 0, 1].into());
-            for (node, &port) in &store.ports {
-                let addr = std::net::SocketAddr::new(listen, port);
-                out += &format!("  node {node} serves clients on {addr}\n");
-            }
-            if let Some(r) = &store.rebalance {
-                out += &format!("  last rebalance: {}\n", r.line());
-            }
+        for line in self.details.iter().flat_map(|d| &d.lines) {
+            out += line;
+            out.push('\n');
         }
         out
+    }
+
+    /// The status as JSON: `app`, `nodes`, and the application's own value under its key.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut value = serde_json::json!({ "app": self.app, "nodes": self.nodes });
+        if let Some(d) = &self.details {
+            let own = serde_json::from_str(&d.json).unwrap_or(serde_json::Value::Null);
+            value[d.key.as_str()] = own;
+        }
+        value
     }
 }
 
@@ -695,8 +706,8 @@ pub struct Cluster<'a> {
     down: std::sync::Arc<Mutex<Vec<u32>>>,
     /// Node ids to hand out (shared with the registry's `JOIN`).
     next_id: std::sync::Arc<std::sync::atomic::AtomicU32>,
-    /// The data store's figures for `sesa status` (shared with the admin service).
-    store: std::sync::Arc<Mutex<Option<StoreStatus>>>,
+    /// The application's own status for `sesa status` (shared with the admin service).
+    details: std::sync::Arc<Mutex<Option<AppDetails>>>,
     /// The process id of each node launched (shared with the admin service).
     pids: std::sync::Arc<Mutex<BTreeMap<u32, u32>>>,
     /// The nodes launched at the start, all joined.
@@ -786,12 +797,12 @@ impl<'a> Cluster<'a> {
         let pids_for_admin = pids.clone();
         let scale = std::sync::Arc::new(Mutex::new(ScaleState::default()));
         let scale_for_admin = scale.clone();
-        let store_status: std::sync::Arc<Mutex<Option<StoreStatus>>> = Default::default();
-        let store_for_admin = store_status.clone();
+        let details: std::sync::Arc<Mutex<Option<AppDetails>>> = Default::default();
+        let details_for_admin = details.clone();
         service::serve::<AdminService, _, _>(messenger, admin.id(), move |_from, request| {
             let registry = registry_for_admin.clone();
             let scale = scale_for_admin.clone();
-            let store = store_for_admin.clone();
+            let details = details_for_admin.clone();
             let pids = pids_for_admin.clone();
             async move {
                 if let Admin::Scale(target) = request {
@@ -850,11 +861,11 @@ impl<'a> Cluster<'a> {
                         },
                     });
                 }
-                let store = store.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let details = details.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 Ok(AdminReply::Status(AppStatus {
                     app: app_name.into(),
                     nodes,
-                    store,
+                    details,
                 }))
             }
         })
@@ -922,7 +933,7 @@ impl<'a> Cluster<'a> {
             spec,
             down,
             next_id,
-            store: store_status,
+            details,
             pids,
             first: joined,
             _published: published,
@@ -1077,10 +1088,24 @@ impl<'a> Cluster<'a> {
         s.outcome = outcome;
     }
 
-    /// Changes the data store's figures that `sesa status` shows.
-    pub fn update_store_status(&self, f: impl FnOnce(&mut StoreStatus)) {
-        let mut status = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        f(status.get_or_insert_with(StoreStatus::default));
+    /// What `sesa status` shows of the application itself: `value` as JSON under
+    /// `key`, and `lines` under the table of nodes.
+    ///
+    /// # Errors
+    /// The value does not serialize as JSON.
+    pub fn set_status(
+        &self,
+        key: &str,
+        value: &impl Serialize,
+        lines: Vec<String>,
+    ) -> anyhow::Result<()> {
+        let json = serde_json::to_string(value)?;
+        *self.details.lock().unwrap_or_else(|p| p.into_inner()) = Some(AppDetails {
+            key: key.into(),
+            json,
+            lines,
+        });
+        Ok(())
     }
 }
 

@@ -96,8 +96,8 @@ pub mod events;
 pub mod offload;
 
 pub use cluster::{
-    Accel, AppStatus, Cluster, FrontendConfig, JOIN_TIMEOUT, LocalProcesses, NATIVE_RAM_MB,
-    NativeNodes, NodeArgs, NodeProvider, NodeSpec, NodeStatus, Register, StoreStatus, node,
+    Accel, AppDetails, AppStatus, Cluster, FrontendConfig, JOIN_TIMEOUT, LocalProcesses,
+    NATIVE_RAM_MB, NativeNodes, NodeArgs, NodeProvider, NodeSpec, NodeStatus, Register, node,
     qemu_command, run, scale, status,
 };
 pub use events::{Event, EventSink, Recorded, Stderr};

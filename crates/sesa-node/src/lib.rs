@@ -242,21 +242,3 @@ pub struct NodeStatus {
     /// "up", or why its figures could not be read.
     pub state: String,
 }
-/// The data store as its frontend sees it (`sesa status`).
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct StoreStatus {
-    /// The current view's epoch.
-    pub epoch: u64,
-    /// Owners per key.
-    pub replicas: u32,
-    /// How keys are placed (`Partitioned`, `Central` or `Cached`).
-    pub layout: String,
-    /// Each serving node's client port (on [`StoreStatus::listen`]), by node id.
-    pub ports: alloc::collections::BTreeMap<u32, u16>,
-    /// The address the client ports are on (`sesa kv -l`; `None`: 127.0.0.1, from a
-    /// frontend older than the option).
-    #[serde(default)]
-    pub listen: Option<core::net::IpAddr>,
-    /// The latest move of keys to a new view (`None` before the first change).
-    pub rebalance: Option<sesa_apps::memcache::cluster::Rebalance>,
-}

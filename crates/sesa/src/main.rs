@@ -627,7 +627,7 @@ fn sim(
 fn status(StatusCmd { pid, json }: StatusCmd) -> anyhow::Result<ExitCode> {
     let status = sesa_frontend::status(pid)?;
     if json {
-        println!("{}", serde_json::to_string(&status)?);
+        println!("{}", status.to_json());
     } else {
         print!("{}", status.table());
     }
