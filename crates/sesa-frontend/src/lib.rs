@@ -196,6 +196,51 @@ impl NativeArgs {
     }
 }
 
+/// Builds a native image: the binary `bin` of the crate at `manifest` (a workspace of
+/// its own, built with `panic = "abort"`), in release mode and `--locked`, into
+/// `target_dir` (default: the crate's own `target`; images may share the kernel's, whose
+/// dependencies are theirs). Runs the cargo that runs this process where there is one
+/// (`$CARGO`), else `cargo`. Its path.
+///
+/// # Errors
+/// Cargo cannot run, or the build failed.
+pub fn build_native_image(
+    manifest: &std::path::Path,
+    target_dir: Option<&std::path::Path>,
+    bin: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--quiet",
+            "--manifest-path",
+        ])
+        .arg(manifest);
+    if let Some(dir) = target_dir {
+        command.arg("--target-dir").arg(dir);
+    }
+    let status = command
+        .status()
+        .map_err(|e| anyhow::anyhow!("running cargo to build {}: {e}", manifest.display()))?;
+    anyhow::ensure!(
+        status.success(),
+        "building {}: {status}",
+        manifest.display()
+    );
+    let target = match target_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => manifest
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("target"),
+    };
+    Ok(target.join("release").join(bin))
+}
+
 /// The client address of an application without a store: its native nodes' client port
 /// is forwarded, unused, from any free port of 127.0.0.1.
 pub const NO_CLIENTS: std::net::SocketAddrV4 =

@@ -52,22 +52,12 @@ fn every_node_reaches_a_global_ebb_by_its_id() {
 
 #[test]
 fn a_native_node_reaches_it_by_a_global_miss_too() {
-    let target = repo().join("crates/sesa-native/target");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--quiet",
-            "--manifest-path",
-        ])
-        .arg(repo().join("examples/tally/native/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .expect("running cargo to build tally's native image");
-    assert!(status.success(), "building tally's native image: {status}");
-    let image = target.join("release/tally-kernel");
+    let image = sesa_frontend::build_native_image(
+        &repo().join("examples/tally/native/Cargo.toml"),
+        Some(&repo().join("crates/sesa-native/target")),
+        "tally-kernel",
+    )
+    .expect("building tally's native image");
     let out = tally(&[
         "--nodes",
         "3",

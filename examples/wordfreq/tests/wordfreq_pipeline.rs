@@ -121,30 +121,15 @@ fn files_missing_or_outside_the_grants_fail_loudly() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// wordfreq's native image (`native/`, a workspace of its own built with
-/// `panic = "abort"`), built once per test process into the kernel's target directory
-/// (their dependencies are the same): its path.
+/// wordfreq's native image (`native/`), built into the kernel's target directory (their
+/// dependencies are the same): its path.
 fn native_image() -> PathBuf {
-    let native = repo().join("examples/wordfreq/native");
-    let target = repo().join("crates/sesa-native/target");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--quiet",
-            "--manifest-path",
-        ])
-        .arg(native.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .expect("running cargo to build wordfreq's native image");
-    assert!(
-        status.success(),
-        "building wordfreq's native image: {status}"
-    );
-    target.join("release/wordfreq-kernel")
+    sesa_frontend::build_native_image(
+        &repo().join("examples/wordfreq/native/Cargo.toml"),
+        Some(&repo().join("crates/sesa-native/target")),
+        "wordfreq-kernel",
+    )
+    .expect("building wordfreq's native image")
 }
 
 #[test]
@@ -186,20 +171,12 @@ fn a_native_node_mixed_with_hosted_ones_gives_the_same_answer() {
 fn a_native_node_without_the_application_says_so() {
     // The `sesa-kernel` image is built with the built-in applications only: a native
     // node of it asked to run wordfreq refuses by name.
-    let kernel = repo().join("crates/sesa-native/target/release/sesa-kernel");
-    let _ = native_image(); // builds the kernel's dependencies and the library
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--quiet",
-            "--manifest-path",
-        ])
-        .arg(repo().join("crates/sesa-native/Cargo.toml"))
-        .status()
-        .expect("building the kernel");
-    assert!(status.success());
+    let kernel = sesa_frontend::build_native_image(
+        &repo().join("crates/sesa-native/Cargo.toml"),
+        None,
+        "sesa-kernel",
+    )
+    .expect("building the kernel");
     let out = wordfreq(
         &[
             "--nodes",

@@ -109,19 +109,8 @@ pub fn native_kernel() -> &'static std::path::PathBuf {
     static KERNEL: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     KERNEL.get_or_init(|| {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sesa-native");
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "--quiet",
-                "--manifest-path",
-            ])
-            .arg(dir.join("Cargo.toml"))
-            .status()
-            .expect("running cargo to build the native kernel");
-        assert!(status.success(), "building the native kernel: {status}");
-        dir.join("target/release/sesa-kernel")
+        sesa_frontend::build_native_image(&dir.join("Cargo.toml"), None, "sesa-kernel")
+            .expect("building the native kernel")
     })
 }
 
