@@ -8,9 +8,9 @@
 //! until every node has moved its keys, printing the progress, then lets the nodes stop
 //! asking the previous owners for keys that are still moving (`SETTLE`).
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::{Kv, KvSettings, Serving, StoreStatus};
@@ -68,11 +68,14 @@ async fn frontend(
     // Nodes ever part of the store (a lost node that registered is not taken back).
     let mut known: BTreeSet<u32> = BTreeSet::new();
     let mut launched: BTreeSet<u32> = first.keys().copied().collect();
-    let status = RefCell::new(StoreStatus::default());
-    update_status(cx, &status, |s| s.listen = Some(settings.listen));
+    let status = Arc::new(Mutex::new(StoreStatus {
+        listen: Some(settings.listen),
+        ..StoreStatus::default()
+    }));
+    cx.show_status("store", status.clone(), StoreStatus::lines);
     for r in first.values() {
         let (port, member) = start_store(cx, r, &settings).await?;
-        serving(cx, &status, r.node, settings.listen, port);
+        serving(&status, r.node, settings.listen, port);
         members.insert(r.node, member);
         known.insert(r.node);
     }
@@ -128,7 +131,7 @@ async fn frontend(
                 });
                 match start_store(cx, &r, &settings).await {
                     Ok((port, member)) => {
-                        serving(cx, &status, r.node, settings.listen, port);
+                        serving(&status, r.node, settings.listen, port);
                         members.insert(r.node, member);
                         joined.push(r.node);
                     }
@@ -188,13 +191,7 @@ async fn frontend(
 }
 
 /// Prints the line clients (and tests) look for, and notes the port for `sesa status`.
-fn serving(
-    cx: &Cluster<'_>,
-    status: &RefCell<StoreStatus>,
-    node: u32,
-    listen: std::net::IpAddr,
-    port: u16,
-) {
+fn serving(status: &Mutex<StoreStatus>, node: u32, listen: std::net::IpAddr, port: u16) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -202,24 +199,14 @@ fn serving(
         std::net::SocketAddr::new(listen, port)
     );
     let _ = out.flush();
-    update_status(cx, status, |s| {
+    update_status(status, |s| {
         s.ports.insert(node, port);
     });
 }
 
-/// Changes the store's figures and shows them in `sesa status`.
-fn update_status(
-    cx: &Cluster<'_>,
-    status: &RefCell<StoreStatus>,
-    f: impl FnOnce(&mut StoreStatus),
-) {
-    let mut s = status.borrow_mut();
-    f(&mut s);
-    // A status that does not serialize is a bug of this crate's types, not an outside
-    // failure: the figures stay as they were rather than stopping the store.
-    if let Err(e) = cx.set_status("store", &*s, s.lines()) {
-        cx.report(Event::Note(format!("the store's status: {e}")));
-    }
+/// Changes the store's figures (what `sesa status` reads when asked).
+fn update_status(status: &Mutex<StoreStatus>, f: impl FnOnce(&mut StoreStatus)) {
+    f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
 }
 
 /// The rebalance bar, on a terminal only (elsewhere, one line a second).
@@ -252,14 +239,14 @@ async fn let_go(cx: &mut Cluster<'_>, node: u32, ours: bool) {
 /// terminal, else a line a second), then settles it.
 async fn change_view(
     cx: &Cluster<'_>,
-    status: &RefCell<StoreStatus>,
+    status: &Mutex<StoreStatus>,
     coordinator: &mut Coordinator,
     members: &BTreeMap<u32, Member>,
     leaving: &[Member],
     settings: &KvSettings,
 ) -> anyhow::Result<()> {
     let epoch = coordinator.view().map_or(0, |v| v.epoch) + 1;
-    update_status(cx, status, |s| {
+    update_status(status, |s| {
         s.epoch = epoch;
         s.replicas = settings.replicas.min(members.len() as u32).max(1);
         s.layout = format!("{:?}", settings.layout);
@@ -269,9 +256,7 @@ async fn change_view(
     let mut last_said = Instant::now();
     let r = coordinator
         .change(members, leaving, |r| {
-            update_status(cx, status, |s| {
-                s.rebalance = (r.epoch > 1).then(|| r.clone())
-            });
+            update_status(status, |s| s.rebalance = (r.epoch > 1).then(|| r.clone()));
             if r.epoch == 1 {
                 return;
             }

@@ -124,6 +124,9 @@ pub struct AppStatus {
     pub details: Option<AppDetails>,
 }
 
+/// Where `sesa status` reads an application's own status from ([`Cluster::show_status`]).
+type StatusSource = std::sync::Arc<dyn Fn() -> Option<AppDetails> + Send + Sync>;
+
 /// An application's own status: a JSON value under a key (`sesa status --json` shows it
 /// as a field of the status object) and the lines `sesa status` prints.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
@@ -707,7 +710,7 @@ pub struct Cluster<'a> {
     /// Node ids to hand out (shared with the registry's `JOIN`).
     next_id: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// The application's own status for `sesa status` (shared with the admin service).
-    details: std::sync::Arc<Mutex<Option<AppDetails>>>,
+    details: std::sync::Arc<Mutex<Option<StatusSource>>>,
     /// The process id of each node launched (shared with the admin service).
     pids: std::sync::Arc<Mutex<BTreeMap<u32, u32>>>,
     /// The nodes launched at the start, all joined.
@@ -797,7 +800,7 @@ impl<'a> Cluster<'a> {
         let pids_for_admin = pids.clone();
         let scale = std::sync::Arc::new(Mutex::new(ScaleState::default()));
         let scale_for_admin = scale.clone();
-        let details: std::sync::Arc<Mutex<Option<AppDetails>>> = Default::default();
+        let details: std::sync::Arc<Mutex<Option<StatusSource>>> = Default::default();
         let details_for_admin = details.clone();
         service::serve::<AdminService, _, _>(messenger, admin.id(), move |_from, request| {
             let registry = registry_for_admin.clone();
@@ -861,7 +864,9 @@ impl<'a> Cluster<'a> {
                         },
                     });
                 }
-                let details = details.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                // Read when asked: the application only keeps its figures current.
+                let source = details.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let details = source.and_then(|source| source());
                 Ok(AdminReply::Status(AppStatus {
                     app: app_name.into(),
                     nodes,
@@ -1088,24 +1093,27 @@ impl<'a> Cluster<'a> {
         s.outcome = outcome;
     }
 
-    /// What `sesa status` shows of the application itself: `value` as JSON under
-    /// `key`, and `lines` under the table of nodes.
-    ///
-    /// # Errors
-    /// The value does not serialize as JSON.
-    pub fn set_status(
+    /// What `sesa status` shows of the application itself: `status`, read when a status
+    /// is asked for, as JSON under `key`, and its `lines` under the table of nodes. The
+    /// application keeps `status` current; nothing is encoded until someone asks.
+    pub fn show_status<T: Serialize + Send + 'static>(
         &self,
         key: &str,
-        value: &impl Serialize,
-        lines: Vec<String>,
-    ) -> anyhow::Result<()> {
-        let json = serde_json::to_string(value)?;
-        *self.details.lock().unwrap_or_else(|p| p.into_inner()) = Some(AppDetails {
-            key: key.into(),
-            json,
-            lines,
+        status: std::sync::Arc<Mutex<T>>,
+        lines: impl Fn(&T) -> Vec<String> + Send + Sync + 'static,
+    ) {
+        let key = key.to_owned();
+        let source: StatusSource = std::sync::Arc::new(move || {
+            let status = status.lock().unwrap_or_else(|p| p.into_inner());
+            // A value that does not encode as JSON shows as null, with its lines.
+            let json = serde_json::to_string(&*status).unwrap_or_else(|_| "null".into());
+            Some(AppDetails {
+                key: key.clone(),
+                json,
+                lines: lines(&status),
+            })
         });
-        Ok(())
+        *self.details.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
     }
 }
 
