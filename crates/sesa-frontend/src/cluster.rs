@@ -120,7 +120,7 @@ pub struct AppStatus {
     pub app: String,
     /// The frontend (node 0) and every registered node.
     pub nodes: Vec<NodeStatus>,
-    /// What the application reports of itself (`Cluster::set_status`), if anything.
+    /// What the application reports of itself (`Cluster::show_status`), if anything.
     pub details: Option<AppDetails>,
 }
 
