@@ -101,16 +101,6 @@ pub enum ServiceError<E: fmt::Display + fmt::Debug> {
     },
 }
 
-impl<E: fmt::Display + fmt::Debug> ServiceError<E> {
-    /// The service's own error, if that is what the call ended with.
-    pub fn failed(&self) -> Option<&E> {
-        match self {
-            ServiceError::Failed(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
 /// A typed client of service `S` at one EBB on one node. `Copy`; usable from any core.
 pub struct Client<S> {
     messenger: MessengerRef,
@@ -148,16 +138,6 @@ impl<S: Service> Client<S> {
             ebb,
             service: PhantomData,
         }
-    }
-
-    /// The node it calls.
-    pub fn node(&self) -> u32 {
-        self.node
-    }
-
-    /// The service's EBB.
-    pub fn ebb(&self) -> EbbId {
-        self.ebb
     }
 
     /// Calls the service.
