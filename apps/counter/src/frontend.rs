@@ -18,13 +18,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{Counter, CounterSettings};
 use anyhow::{Context, anyhow, bail};
 use sesa_ebb::NodeShared;
 use sesa_exec::{RemoteError, RemoteRep, Request};
-use sesa_frontend::{Application, Cluster, Event, Register};
+use sesa_frontend::roster::{Action, Roster};
+use sesa_frontend::{Application, Cluster, Event};
 use sesa_node::FRONTEND;
 
 // The node's side (leasing and counting) is `crate::pool`, which every node runs.
@@ -207,7 +208,9 @@ impl Application for CounterFrontend {
     }
 }
 
-/// Runs the elastic counter to completion while nodes join, leave and crash.
+/// Runs the elastic counter to completion while nodes join, leave and crash: the
+/// frontend's roster decides who is in, this loop runs the count on each node and gives
+/// the work of the lost ones back to the pool.
 async fn elastic_counter(cx: &mut Cluster<'_>, incs: u64) -> anyhow::Result<i64> {
     let first = cx.first_nodes().clone();
     let total: u64 = first.values().map(|r| u64::from(r.cores) * incs).sum();
@@ -215,145 +218,91 @@ async fn elastic_counter(cx: &mut Cluster<'_>, incs: u64) -> anyhow::Result<i64>
     cx.messenger().serve(pool).await?;
     pool.try_with(|_| ()).map_err(|e| anyhow!("{e}"))?;
     let work = pool_root.rep().context("the pool rep")?;
-    let address = PoolAddress {
-        node: FRONTEND,
-        pool: pool.id().raw(),
+    let settings = CounterSettings {
+        incs,
+        pool: Some(PoolAddress {
+            node: FRONTEND,
+            pool: pool.id().raw(),
+        }),
     };
-    let mut started_app: BTreeSet<u32> = BTreeSet::new();
+    let mut roster = Roster::new(first.values());
+    // Each node's part (it ends when every chunk is counted, or the node leaves).
     let mut running: BTreeMap<u32, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
+    // Each leaving node's leave (it ends once the node has drained).
     let mut leaving: BTreeMap<u32, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
-    let mut live: BTreeSet<u32> = first.keys().copied().collect();
-    let mut launching: BTreeSet<u32> = BTreeSet::new();
-    // Nodes this frontend launched (the others joined by hand and are asked to leave at
-    // the end).
-    let mut launched: BTreeSet<u32> = first.keys().copied().collect();
-    let mut pending: Option<(u64, u32, Instant)> = None;
     cx.accept_scaling(true);
     loop {
-        let registered = cx.registered();
-        // Start the count on every node that joined and has not started it.
-        let newcomers: Vec<&Register> = registered
-            .iter()
-            .filter(|r| !started_app.contains(&r.node))
-            .collect();
-        for r in newcomers {
-            started_app.insert(r.node);
-            launching.remove(&r.node);
-            live.insert(r.node);
-            if r.node > first.keys().max().copied().unwrap_or(0) {
-                cx.report(Event::Joined {
-                    node: r.node,
-                    cores: r.cores,
-                });
-            }
-            let settings = CounterSettings {
-                incs,
-                pool: Some(address),
-            };
-            let part = cx.run_on::<Counter>(r, &settings);
-            running.insert(
-                r.node,
-                sesa_event::spawn_local(async move { part.await.map(drop) }),
-            );
-        }
-        // Nodes whose part ended: done, left, or lost.
-        for (node, handle) in take_finished(&mut running) {
-            let outcome = handle.await;
-            let failed = !matches!(outcome, Ok(Ok(())));
-            if failed && !leaving.contains_key(&node) {
-                let back = work.requeue(node);
-                live.remove(&node);
-                let why = match outcome {
-                    Ok(Err(e)) => format!("{e:#}"),
-                    Err(e) => e.to_string(),
-                    Ok(Ok(())) => String::new(),
-                };
-                cx.report(Event::Lost {
-                    node,
-                    cause: format!("lost ({why})"),
-                    then: format!("{back} chunk(s) of its work go back to the pool"),
-                });
-            }
-        }
-        // Planned leaves that completed: the node drained; stop its process.
-        for (node, h) in take_finished(&mut leaving) {
-            if let Ok(Err(e)) | Err(e) = h.await.map_err(anyhow::Error::from) {
-                cx.report(Event::Note(format!("node {node} left uncleanly: {e:#}")));
-                work.requeue(node);
-            }
-            cx.stop_node(node, Duration::from_secs(5));
-            live.remove(&node);
-            cx.report(Event::Left { node });
-        }
-        while let Some((node, status)) = cx.exited() {
-            if live.remove(&node) || launching.remove(&node) {
-                let back = work.requeue(node);
-                cx.report(Event::Lost {
-                    node,
-                    cause: format!("exited ({status})"),
-                    then: format!("{back} chunk(s) go back to the pool"),
-                });
-            }
-        }
-        // Nodes SWIM declared down (crashed, or hung with their connection still open):
-        // their work goes back, and their process is stopped. If one was only frozen
-        // and resumes, its late reports are ignored (it no longer holds the leases).
+        cx.observe(&mut roster);
+        // Nodes SWIM declared down (crashed, or hung with their connection still open).
+        // If one was only frozen and resumes, its late reports are ignored (it no
+        // longer holds the leases).
         for node in cx.take_down() {
-            if live.remove(&node) && !leaving.contains_key(&node) {
-                let back = work.requeue(node);
-                cx.report(Event::Lost {
-                    node,
-                    cause: "declared down".into(),
-                    then: format!("{back} chunk(s) go back to the pool"),
-                });
-                running.remove(&node);
-                cx.stop_node(node, Duration::from_secs(2));
+            roster.down(node);
+        }
+        for (node, handle) in take_finished(&mut running) {
+            match handle.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => roster.failed(node, &format!("{e:#}")),
+                Err(e) => roster.failed(node, &e.to_string()),
             }
         }
-        // Scale requests.
-        if let Some((target, request)) = cx.take_scale_request() {
-            let staying: Vec<u32> = live
-                .iter()
-                .copied()
-                .filter(|n| !leaving.contains_key(n))
-                .collect();
-            let have = staying.len() + launching.len();
-            for _ in have..target as usize {
-                let id = cx.launch()?;
-                launching.insert(id);
-                launched.insert(id);
-            }
-            for node in staying
-                .iter()
-                .rev()
-                .take(have.saturating_sub(target as usize))
-            {
-                if !registered.iter().any(|r| r.node == *node) {
-                    continue;
+        for (node, handle) in take_finished(&mut leaving) {
+            roster.left(node, matches!(handle.await, Ok(Ok(()))));
+        }
+        while let Some(action) = roster.next_action(sesa_event::now()) {
+            let Some(action) = cx.act(&mut roster, action)? else {
+                continue;
+            };
+            match action {
+                Action::Start { node, joined } => {
+                    if joined {
+                        cx.report(Event::Joined {
+                            node: node.node,
+                            cores: node.cores,
+                        });
+                    }
+                    let part = cx.run_on::<Counter>(&node, &settings);
+                    let part = sesa_event::spawn_local(async move { part.await.map(drop) });
+                    running.insert(node.node, part);
+                    roster.started(node.node);
                 }
-                cx.report(Event::Leaving { node: *node });
-                leaving.insert(*node, sesa_event::spawn_local(cx.leave(*node)));
-            }
-            pending = Some((request, target, Instant::now()));
-        }
-        if let Some((request, target, since)) = pending {
-            let staying = live.iter().filter(|n| !leaving.contains_key(n)).count();
-            if launching.is_empty() && leaving.is_empty() && staying == target as usize {
-                let took = since.elapsed().as_millis();
-                cx.scale_served(request, format!("{target} node(s) in {took} ms"));
-                pending = None;
+                Action::Lost { node, cause } => {
+                    running.remove(&node);
+                    let back = work.requeue(node);
+                    cx.report(Event::Lost {
+                        node,
+                        cause,
+                        then: format!("{back} chunk(s) of its work go back to the pool"),
+                    });
+                }
+                Action::Leave(node) => {
+                    cx.report(Event::Leaving { node });
+                    leaving.insert(node, sesa_event::spawn_local(cx.leave(node)));
+                }
+                Action::Left { node, clean } => {
+                    if !clean {
+                        let back = work.requeue(node);
+                        cx.report(Event::Note(format!(
+                            "node {node} left uncleanly: {back} chunk(s) go back to the pool"
+                        )));
+                    }
+                    cx.report(Event::Left { node });
+                }
+                // Nodes lease from the pool: there is no view to send.
+                Action::ChangeView { .. } => {}
+                Action::Launch | Action::Stop { .. } | Action::Scaled { .. } => {}
             }
         }
         if work.finished() {
             break;
         }
-        if live.is_empty() && launching.is_empty() {
+        if roster.is_empty() {
             cx.accept_scaling(false);
             bail!("every node was lost before the count finished");
         }
         // Nodes end their part only when every chunk is counted or they leave; if none
         // is counting, none will, and waiting would hang the application.
-        if running.is_empty() && launching.is_empty() && leaving.is_empty() {
+        if running.is_empty() && !roster.joining() && leaving.is_empty() {
             let (done, chunks) = work.progress();
             cx.accept_scaling(false);
             bail!(
@@ -368,9 +317,9 @@ async fn elastic_counter(cx: &mut Cluster<'_>, incs: u64) -> anyhow::Result<i64>
         let _ = h.await;
     }
     // Nodes that joined by hand are not our processes: ask them to leave cleanly.
-    for r in cx.registered() {
-        if !launched.contains(&r.node) && live.contains(&r.node) && !leaving.contains_key(&r.node) {
-            let _ = cx.leave(r.node).await;
+    for node in roster.joined_by_hand() {
+        if !leaving.contains_key(&node) {
+            let _ = cx.leave(node).await;
         }
     }
     for (node, h) in leaving {

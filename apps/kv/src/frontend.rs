@@ -8,16 +8,17 @@
 //! until every node has moved its keys, printing the progress, then lets the nodes stop
 //! asking the previous owners for keys that are still moving (`SETTLE`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{Kv, KvSettings, Serving, StoreStatus};
 use anyhow::{anyhow, bail};
 use sesa_apps::memcache::cluster::{self as store, Coordinator, Member};
 use sesa_exec::MessengerRef;
-use sesa_frontend::{Application, Cluster, Event, JOIN_TIMEOUT, Register};
+use sesa_frontend::roster::{Action, Roster};
+use sesa_frontend::{Application, Cluster, Event};
 
 /// The store's frontend: the loop below, which serves until the frontend is stopped.
 pub struct KvFrontend;
@@ -47,55 +48,26 @@ async fn answers(messenger: MessengerRef, member: Member, within: Duration) -> b
         .is_some_and(|reply| reply.is_ok())
 }
 
-/// Starts the store on a registered node; its port and view member.
-async fn start_store(
-    cx: &Cluster<'_>,
-    r: &Register,
-    settings: &KvSettings,
-) -> anyhow::Result<(u16, Member)> {
-    let Serving { port, member } = cx.run_on::<Kv>(r, settings).await?;
-    Ok((port, member))
-}
-
-/// The frontend's loop for the store: runs until the frontend is stopped (Ctrl-C), or
-/// fails when every node is lost.
+/// The frontend's loop for the store: the roster decides who is in; this loop starts
+/// the store on each node, sends the views, and hands a leaving node's keys over before
+/// it goes. Runs until the frontend is stopped (Ctrl-C), or fails when every node is
+/// lost.
 async fn frontend(
     cx: &mut Cluster<'_>,
     settings: KvSettings,
 ) -> anyhow::Result<std::convert::Infallible> {
-    let first = cx.first_nodes().clone();
+    // The store's member on each node it runs on.
     let mut members: BTreeMap<u32, Member> = BTreeMap::new();
-    // Nodes ever part of the store (a lost node that registered is not taken back).
-    let mut known: BTreeSet<u32> = BTreeSet::new();
-    let mut launched: BTreeSet<u32> = first.keys().copied().collect();
     let status = Arc::new(Mutex::new(StoreStatus {
         listen: Some(settings.listen),
         ..StoreStatus::default()
     }));
     cx.show_status("store", status.clone(), StoreStatus::lines);
-    for r in first.values() {
-        let (port, member) = start_store(cx, r, &settings).await?;
-        serving(&status, r.node, settings.listen, port);
-        members.insert(r.node, member);
-        known.insert(r.node);
-    }
+    let mut roster = Roster::new(cx.first_nodes().values());
     let mut coordinator = Coordinator::new(cx.messenger(), settings.replicas, settings.layout);
-    change_view(cx, &status, &mut coordinator, &members, &[], &settings).await?;
     cx.accept_scaling(true);
-    let mut pending: Option<(u64, u32, Instant)> = None;
     loop {
-        // Lost nodes: their process exited, or SWIM declared them down.
-        let mut lost = Vec::new();
-        while let Some((node, status)) = cx.exited() {
-            if members.remove(&node).is_some() {
-                cx.report(Event::Lost {
-                    node,
-                    cause: format!("exited ({status})"),
-                    then: "its keys get new replicas".into(),
-                });
-                lost.push(node);
-            }
-        }
+        cx.observe(&mut roster);
         for node in cx.take_down() {
             let Some(&member) = members.get(&node) else {
                 continue;
@@ -109,82 +81,71 @@ async fn frontend(
                 )));
                 continue;
             }
-            members.remove(&node);
-            cx.report(Event::Lost {
-                node,
-                cause: "declared down and silent".into(),
-                then: "its keys get new replicas".into(),
-            });
-            cx.stop_node(node, Duration::from_secs(2));
-            lost.push(node);
+            roster.down(node);
         }
-        if members.is_empty() {
+        while let Some(action) = roster.next_action(sesa_event::now()) {
+            let Some(action) = cx.act(&mut roster, action)? else {
+                continue;
+            };
+            match action {
+                Action::Start { node, joined } => {
+                    if joined {
+                        cx.report(Event::Joined {
+                            node: node.node,
+                            cores: node.cores,
+                        });
+                    }
+                    match cx.run_on::<Kv>(&node, &settings).await {
+                        Ok(Serving { port, member }) => {
+                            serving(&status, node.node, settings.listen, port);
+                            members.insert(node.node, member);
+                            roster.started(node.node);
+                        }
+                        Err(e) => roster.start_failed(node.node, &format!("{e:#}")),
+                    }
+                }
+                Action::Lost { node, cause } => {
+                    members.remove(&node);
+                    cx.report(Event::Lost {
+                        node,
+                        cause,
+                        then: "its keys get new replicas".into(),
+                    });
+                }
+                Action::ChangeView {
+                    members: ids,
+                    leaving,
+                } => {
+                    let pick = |ids: &[u32]| -> Vec<Member> {
+                        ids.iter()
+                            .filter_map(|id| members.get(id).copied())
+                            .collect()
+                    };
+                    let view = pick(&ids).into_iter().map(|m| (m.node, m)).collect();
+                    let leaving = pick(&leaving);
+                    for m in &leaving {
+                        cx.report(Event::Leaving { node: m.node });
+                    }
+                    change_view(cx, &status, &mut coordinator, &view, &leaving, &settings).await?;
+                }
+                // A leaving node has moved its keys away with the view; it stops by
+                // itself once asked, and ours are also stopped if they do not.
+                Action::Leave(node) => {
+                    let clean = cx.leave(node).await.is_ok();
+                    members.remove(&node);
+                    roster.left(node, clean);
+                }
+                Action::Left { node, clean } => {
+                    if !clean {
+                        cx.report(Event::Note(format!("node {node} did not answer its leave")));
+                    }
+                    cx.report(Event::Left { node });
+                }
+                Action::Launch | Action::Stop { .. } | Action::Scaled { .. } => {}
+            }
+        }
+        if roster.is_empty() {
             bail!("every node of the store was lost");
-        }
-        // Newcomers: launched by a scale request, or joined by hand.
-        let mut joined = Vec::new();
-        for r in cx.registered() {
-            if known.insert(r.node) {
-                cx.report(Event::Joined {
-                    node: r.node,
-                    cores: r.cores,
-                });
-                match start_store(cx, &r, &settings).await {
-                    Ok((port, member)) => {
-                        serving(&status, r.node, settings.listen, port);
-                        members.insert(r.node, member);
-                        joined.push(r.node);
-                    }
-                    Err(e) => {
-                        cx.report(Event::Note(format!("node {} cannot serve: {e:#}", r.node)))
-                    }
-                }
-            }
-        }
-        if !lost.is_empty() || !joined.is_empty() {
-            change_view(cx, &status, &mut coordinator, &members, &[], &settings).await?;
-        }
-        // Scale requests.
-        if let Some((target, request)) = cx.take_scale_request() {
-            let since = Instant::now();
-            let target_n = target as usize;
-            for _ in members.len()..target_n {
-                launched.insert(cx.launch()?);
-            }
-            if members.len() > target_n {
-                // The newest nodes leave: they move their keys away first.
-                let leaving: Vec<Member> = members
-                    .values()
-                    .rev()
-                    .take(members.len() - target_n)
-                    .copied()
-                    .collect();
-                for m in &leaving {
-                    members.remove(&m.node);
-                    cx.report(Event::Leaving { node: m.node });
-                }
-                change_view(cx, &status, &mut coordinator, &members, &leaving, &settings).await?;
-                for m in &leaving {
-                    let_go(cx, m.node, launched.contains(&m.node)).await;
-                }
-            }
-            pending = Some((request, target, since));
-        }
-        if let Some((request, target, since)) = pending {
-            let took = since.elapsed();
-            if members.len() == target as usize {
-                let epoch = coordinator.view().map_or(0, |v| v.epoch);
-                let outcome = format!("{target} node(s) in {} ms (view {epoch})", took.as_millis());
-                cx.scale_served(request, outcome);
-                pending = None;
-            } else if took > JOIN_TIMEOUT {
-                let have = members.len();
-                cx.scale_served(
-                    request,
-                    format!("only {have} of {target} node(s) after {took:?}"),
-                );
-                pending = None;
-            }
         }
         sesa_event::sleep(Duration::from_millis(20)).await;
     }
@@ -225,15 +186,6 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-/// Stops a node that has left the store: it is asked to leave (it stops by itself), and
-/// our own process is also stopped through the provider if it does not.
-async fn let_go(cx: &mut Cluster<'_>, node: u32, ours: bool) {
-    let _ = cx.leave(node).await;
-    if ours {
-        cx.stop_node(node, Duration::from_secs(5));
-    }
-}
-
 /// Sends the next view (of `members`) to every member and to `leaving` through the
 /// store's coordinator, waits until each has moved its keys (a progress bar on a
 /// terminal, else a line a second), then settles it.
@@ -253,7 +205,7 @@ async fn change_view(
         s.ports.retain(|node, _| members.contains_key(node));
     });
     let bar = (epoch > 1).then(progress_bar).flatten();
-    let mut last_said = Instant::now();
+    let mut last_said = sesa_event::now();
     let r = coordinator
         .change(members, leaving, |r| {
             update_status(status, |s| s.rebalance = (r.epoch > 1).then(|| r.clone()));
@@ -267,8 +219,8 @@ async fn change_view(
                     "view {}: {} of {} node(s) done, {} copies sent",
                     r.epoch, r.nodes_done, r.nodes, r.copies_sent
                 ));
-            } else if !r.finished && last_said.elapsed() >= Duration::from_secs(1) {
-                last_said = Instant::now();
+            } else if !r.finished && sesa_event::now() - last_said >= Duration::from_secs(1) {
+                last_said = sesa_event::now();
                 cx.report(Event::Note(r.line()));
             }
         })

@@ -43,6 +43,7 @@ pub use sesa_node::{NodeStatus, Register};
 
 use crate::Application;
 use crate::events::{Event, EventSink, Stderr};
+use crate::roster::{Action, Roster};
 
 /// The frontend's admin service, behind `sesa status` and `sesa scale` ([`Admin`]
 /// requests).
@@ -1091,6 +1092,36 @@ impl<'a> Cluster<'a> {
         let mut s = self.scale.lock().unwrap_or_else(|p| p.into_inner());
         s.served = request;
         s.outcome = outcome;
+    }
+
+    /// Tells `roster` what happened since the last look: nodes registered, processes
+    /// exited, the latest scale request. (Not SWIM's verdicts, [`Cluster::take_down`]:
+    /// an application may first check that a node is silent.)
+    pub fn observe(&mut self, roster: &mut Roster) {
+        for r in self.registered() {
+            roster.registered(&r);
+        }
+        while let Some((node, status)) = self.exited() {
+            roster.exited(node, &status);
+        }
+        if let Some((target, request)) = self.take_scale_request() {
+            roster.scale_to(target, request, sesa_event::now());
+        }
+    }
+
+    /// Does `action` if it is the frontend's own (launch a node, stop one, answer a scale
+    /// request) and returns `None`; returns the others, the application's to do.
+    ///
+    /// # Errors
+    /// A node cannot be launched.
+    pub fn act(&mut self, roster: &mut Roster, action: Action) -> anyhow::Result<Option<Action>> {
+        match action {
+            Action::Launch => roster.launched(self.launch()?),
+            Action::Stop { node, grace } => self.stop_node(node, grace),
+            Action::Scaled { request, outcome } => self.scale_served(request, outcome.to_string()),
+            other => return Ok(Some(other)),
+        }
+        Ok(None)
     }
 
     /// What `sesa status` shows of the application itself: `status`, read when a status

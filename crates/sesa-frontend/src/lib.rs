@@ -94,6 +94,7 @@ use sesa_node::app::{App, Apps};
 pub mod cluster;
 pub mod events;
 pub mod offload;
+pub mod roster;
 
 pub use cluster::{
     Accel, AppDetails, AppStatus, Cluster, FrontendConfig, JOIN_TIMEOUT, LocalProcesses,
@@ -101,6 +102,7 @@ pub use cluster::{
     qemu_command, run, scale, status,
 };
 pub use events::{Event, EventSink, Recorded, Stderr};
+pub use roster::Roster;
 pub use sesa_hosted::Exit;
 
 /// The application API's frontend side: what the frontend does once the first nodes

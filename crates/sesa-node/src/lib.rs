@@ -197,7 +197,7 @@ impl core::fmt::Display for Platform {
 }
 
 /// What a node tells the frontend when it joins.
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Register {
     /// Its id.
     pub node: u32,

@@ -388,7 +388,7 @@ fn a_paused_node_is_removed_and_loses_no_acknowledged_write() {
         &mut store,
         3,
         libc::SIGSTOP,
-        "node 3 declared down and silent",
+        "node 3 declared down",
         "p",
         200,
     );
