@@ -9,7 +9,8 @@
 //! - A joining node simply starts leasing chunks.
 //! - A node leaving on purpose gets a departure event: it stops leasing, finishes and
 //!   reports its chunk (its counter's state moves to the frontend), then stops.
-//! - A crashed node's leased chunks go back to the pool.
+//! - A crashed node's leased chunks go back to the pool, and a new node takes its place
+//!   (the frontend keeps the number of nodes last asked for).
 //! - A node finds no chunk free while others are still leased: it waits and asks
 //!   again, and ends only when every chunk is counted. (A leaseholder may yet be
 //!   declared down, and its chunks must then find a taker.)
@@ -198,23 +199,41 @@ impl PoolState {
 /// The counter's frontend: the elastic loop below, whose output is the total.
 pub struct CounterFrontend;
 
+/// What the elastic counter counts.
+#[derive(Clone, Copy, Debug)]
+pub struct ElasticCount {
+    /// Increments per core of each first node: the total is their cores times this.
+    pub incs: u64,
+    /// Increments per chunk leased (at least 1).
+    pub chunk: u64,
+}
+
+impl ElasticCount {
+    /// `incs` per core, leased in chunks of the default size (a few milliseconds of
+    /// counting per core).
+    pub fn new(incs: u64) -> Self {
+        ElasticCount { incs, chunk: CHUNK }
+    }
+}
+
 impl Application for CounterFrontend {
     type Node = Counter;
-    type Settings = CounterSettings;
+    type Settings = ElasticCount;
     type Output = i64;
 
-    async fn frontend(cx: &mut Cluster<'_>, settings: CounterSettings) -> anyhow::Result<i64> {
-        elastic_counter(cx, settings.incs).await
+    async fn frontend(cx: &mut Cluster<'_>, count: ElasticCount) -> anyhow::Result<i64> {
+        elastic_counter(cx, count).await
     }
 }
 
 /// Runs the elastic counter to completion while nodes join, leave and crash: the
 /// frontend's roster decides who is in, this loop runs the count on each node and gives
 /// the work of the lost ones back to the pool.
-async fn elastic_counter(cx: &mut Cluster<'_>, incs: u64) -> anyhow::Result<i64> {
+async fn elastic_counter(cx: &mut Cluster<'_>, count: ElasticCount) -> anyhow::Result<i64> {
     let first = cx.first_nodes().clone();
+    let incs = count.incs;
     let total: u64 = first.values().map(|r| u64::from(r.cores) * incs).sum();
-    let (pool, pool_root) = NodeShared::create(move || WorkPool::new(total))?;
+    let (pool, pool_root) = NodeShared::create(move || WorkPool::with_chunk(total, count.chunk))?;
     cx.messenger().serve(pool).await?;
     pool.try_with(|_| ()).map_err(|e| anyhow!("{e}"))?;
     let work = pool_root.rep().context("the pool rep")?;
@@ -225,7 +244,7 @@ async fn elastic_counter(cx: &mut Cluster<'_>, incs: u64) -> anyhow::Result<i64>
             pool: pool.id().raw(),
         }),
     };
-    let mut roster = Roster::new(first.values());
+    let mut roster = Roster::new(first.values()).replacing_lost();
     // Each node's part (it ends when every chunk is counted, or the node leaves).
     let mut running: BTreeMap<u32, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
     // Each leaving node's leave (it ends once the node has drained).

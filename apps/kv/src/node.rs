@@ -56,14 +56,8 @@ pub async fn start_on_node(
         .await
         .map_err(|e| format!("joining the store: {e}"))?;
     let (listen, seen_at) = match host.addressing {
-        Addressing::Loopback => {
-            let port = match settings.port {
-                0 => 0,
-                base => u16::try_from(u32::from(base) + me - 1)
-                    .map_err(|_| format!("node {me}'s port would be above 65535"))?,
-            };
-            (SocketAddr::new(settings.listen, port), None)
-        }
+        Addressing::Loopback => (SocketAddr::new(settings.listen, port(settings, me)?), None),
+        Addressing::Own(ip) => (SocketAddr::new(ip, port(settings, me)?), None),
         Addressing::Forwarded { clients, .. } => (
             SocketAddr::from((Ipv4Addr::UNSPECIFIED, clients.guest)),
             Some(clients.host),
@@ -73,4 +67,14 @@ pub async fn start_on_node(
         .await
         .map_err(|e| format!("node {me} listening on {listen}: {e}"))?;
     Ok((seen_at.unwrap_or(bound.port()), node.member()))
+}
+
+/// Node `me`'s client port: the OS's pick (0), or the settings' base port plus the node's
+/// place.
+fn port(settings: &KvSettings, me: u32) -> Result<u16, String> {
+    match settings.port {
+        0 => Ok(0),
+        base => u16::try_from(u32::from(base) + me - 1)
+            .map_err(|_| format!("node {me}'s port would be above 65535")),
+    }
 }

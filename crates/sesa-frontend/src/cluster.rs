@@ -36,8 +36,8 @@ use sesa_hosted::{Config, Exit, Runtime};
 use sesa_node::app::{App, Apps, RunApp};
 use sesa_node::offload::OffloadService;
 use sesa_node::{
-    ADMIN_FIRST, Control, ControlReply, ControlService, FRONTEND, REGISTRY_INDEX, Registered,
-    Registry as RegistryRequest, RegistryError, RegistryService,
+    ADMIN_FIRST, ADMIN_INDEX, Control, ControlReply, ControlService, FRONTEND, REGISTRY_INDEX,
+    Registered, Registry as RegistryRequest, RegistryError, RegistryService,
 };
 pub use sesa_node::{NodeStatus, Register};
 
@@ -624,6 +624,37 @@ pub struct FrontendConfig {
     pub node_args: Vec<String>,
     /// Where the frontend's events go (the `sesa` command: [`Stderr`]).
     pub events: std::sync::Arc<dyn EventSink>,
+    /// Where the frontend's messenger listens for its nodes (local processes:
+    /// 127.0.0.1, a port the OS picks).
+    pub listen: SocketAddr,
+    /// Whether the frontend publishes the file `sesa status` and `sesa scale` find it
+    /// by (not in a simulation, whose frontends are not processes).
+    pub publish: bool,
+    /// SWIM's timing.
+    pub membership: MembershipConfig,
+}
+
+impl FrontendConfig {
+    /// A frontend of `nodes` local node processes launched as `node_args`, reporting to
+    /// `events`, with everything else at its default.
+    pub fn local(
+        nodes: u32,
+        node_args: Vec<String>,
+        events: std::sync::Arc<dyn EventSink>,
+    ) -> Self {
+        FrontendConfig {
+            nodes,
+            cores_per_node: None,
+            grants: Vec::new(),
+            native: None,
+            idle_spins: None,
+            node_args,
+            events,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            publish: true,
+            membership: MembershipConfig::tolerant_local(),
+        }
+    }
 }
 
 /// Runs application `A` on local node processes, as their frontend: starts the nodes,
@@ -651,17 +682,29 @@ pub fn run<A: Application>(
             .with_idle_spins(config.idle_spins)
             .with_node_args(config.node_args.clone())
             .with_events(config.events.clone());
-        let result = async {
-            let mut cluster =
-                Cluster::start(&mut provider, &config, grants, <A::Node as App>::NAME).await?;
-            A::frontend(&mut cluster, settings).await
-        }
-        .await;
+        let result = drive::<A>(&mut provider, &config, grants, settings).await;
         // Orderly shutdown of the nodes whatever happened (they exit when their stdin
         // closes); a signal to the frontend drops this future and `provider` with it.
         provider.stop_all(Duration::from_secs(5));
         result
     })?)
+}
+
+/// Runs application `A` as the frontend of the nodes `provider` starts, on whatever
+/// platform the caller runs (a hosted runtime: [`run`]; the simulator, whose provider
+/// starts simulated nodes): starts `config.nodes` nodes, waits until they have joined,
+/// then runs [`Application::frontend`]. The caller stops the nodes afterwards.
+///
+/// # Errors
+/// If a node fails to start or register, or the application's frontend side failed.
+pub async fn drive<A: Application>(
+    provider: &mut dyn NodeProvider,
+    config: &FrontendConfig,
+    grants: crate::offload::Grants,
+    settings: A::Settings,
+) -> anyhow::Result<A::Output> {
+    let mut cluster = Cluster::start(provider, config, grants, <A::Node as App>::NAME).await?;
+    A::frontend(&mut cluster, settings).await
 }
 
 /// The admin side of `sesa scale`: hands the target to the elastic loop and waits until
@@ -679,7 +722,7 @@ async fn serve_scale(scale: &Mutex<ScaleState>, target: u32) -> Result<String, A
         s.requested += 1;
         s.requested
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = sesa_event::now() + Duration::from_secs(60);
     loop {
         {
             let s = scale.lock().unwrap_or_else(|p| p.into_inner());
@@ -690,7 +733,7 @@ async fn serve_scale(scale: &Mutex<ScaleState>, target: u32) -> Result<String, A
                 return Err(AdminError::Finished);
             }
         }
-        if Instant::now() > deadline {
+        if sesa_event::now() > deadline {
             return Err(AdminError::TimedOut);
         }
         sesa_event::sleep(Duration::from_millis(5)).await;
@@ -718,7 +761,7 @@ pub struct Cluster<'a> {
     first: BTreeMap<u32, Register>,
     /// The file `sesa status` and `sesa scale` find the frontend by, removed when the
     /// application ends.
-    _published: Published,
+    _published: Option<Published>,
     /// Where the frontend's events go.
     events: std::sync::Arc<dyn EventSink>,
 }
@@ -742,11 +785,10 @@ impl<'a> Cluster<'a> {
             generation: 1,
         };
         let messenger = Messenger::create(MessengerConfig::new(me, secret.clone()))?;
-        let join = messenger.listen("127.0.0.1:0".parse()?).await?;
+        let join = messenger.listen(config.listen).await?;
         // SWIM membership: the frontend learns of a hung or crashed node within a second,
         // even when its TCP connection stays open (a node stopped with SIGSTOP).
-        let members =
-            Membership::start(messenger, join, MembershipConfig::tolerant_local()).await?;
+        let members = Membership::start(messenger, join, config.membership.clone()).await?;
         let down = std::sync::Arc::new(Mutex::new(Vec::<u32>::new()));
         let noted = down.clone();
         members
@@ -793,7 +835,8 @@ impl<'a> Cluster<'a> {
             sesa_ebb::EbbNode::current()?.create_static(REGISTRY_INDEX, registry_root.clone())?;
         messenger.serve(registry).await?;
         // The admin service behind `sesa status`.
-        let (admin, _) = NodeShared::create(|| ())?;
+        let admin = sesa_ebb::EbbNode::current()?
+            .create_static(ADMIN_INDEX, std::sync::Arc::new(NodeShared::new(|| ())))?;
         let started = sesa_event::now();
         let registry_for_admin = registry_root.clone();
         // Process ids of the launched nodes: a native node does not know its QEMU's.
@@ -876,13 +919,16 @@ impl<'a> Cluster<'a> {
             }
         })
         .await?;
-        let published = publish(&AppFile {
-            pid: std::process::id(),
-            app: app_name.into(),
-            addr: join,
-            secret: secret.to_hex(),
-            admin: admin.id().raw(),
-        })?;
+        let published = match config.publish {
+            true => Some(publish(&AppFile {
+                pid: std::process::id(),
+                app: app_name.into(),
+                addr: join,
+                secret: secret.to_hex(),
+                admin: admin.id().raw(),
+            })?),
+            false => None,
+        };
         for id in 1..=nodes {
             let spec = NodeSpec {
                 id,
@@ -898,7 +944,7 @@ impl<'a> Cluster<'a> {
                 .insert(id, pid);
         }
         // Wait for every node to register (the registry's rep exists once one has).
-        let started = Instant::now();
+        let started = sesa_event::now();
         let joined = loop {
             let joined = registry_root
                 .rep()
@@ -910,7 +956,7 @@ impl<'a> Cluster<'a> {
             if let Some((id, status)) = provider.exited() {
                 bail!("node {id} exited before joining ({status})");
             }
-            if started.elapsed() > JOIN_TIMEOUT {
+            if sesa_event::now() - started > JOIN_TIMEOUT {
                 bail!(
                     "only {} of {nodes} nodes joined within {JOIN_TIMEOUT:?}",
                     joined.len()

@@ -98,8 +98,8 @@ pub mod roster;
 
 pub use cluster::{
     Accel, AppDetails, AppStatus, Cluster, FrontendConfig, JOIN_TIMEOUT, LocalProcesses,
-    NATIVE_RAM_MB, NativeNodes, NodeArgs, NodeProvider, NodeSpec, NodeStatus, Register, node,
-    qemu_command, run, scale, status,
+    NATIVE_RAM_MB, NativeNodes, NodeArgs, NodeProvider, NodeSpec, NodeStatus, Register, drive,
+    node, qemu_command, run, scale, status,
 };
 pub use events::{Event, EventSink, Recorded, Stderr};
 pub use roster::Roster;
@@ -325,13 +325,14 @@ where
     }
     let settings = P::settings(launch.app)?;
     let config = FrontendConfig {
-        nodes: launch.nodes,
         cores_per_node: launch.cores,
         grants: launch.grants,
         native: launch.native.nodes(NO_CLIENTS),
-        idle_spins: None,
-        node_args: vec![NODE_ARG.into()],
-        events: std::sync::Arc::new(Stderr),
+        ..FrontendConfig::local(
+            launch.nodes,
+            vec![NODE_ARG.into()],
+            std::sync::Arc::new(Stderr),
+        )
     };
     match run::<P>(config, settings)? {
         Exit::Completed(output) => Ok(output?.report()),

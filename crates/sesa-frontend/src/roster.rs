@@ -19,7 +19,10 @@
 //!   first, then asks them to leave (they hand their state over), then stops the ones
 //!   this frontend launched;
 //! - a scale request is answered once every launched node has started and every
-//!   leaving one has left, or after [`crate::JOIN_TIMEOUT`] with what was reached.
+//!   leaving one has left, or after [`crate::JOIN_TIMEOUT`] with what was reached;
+//! - with [`Roster::replacing_lost`], a lost node is replaced by a new one, to keep the
+//!   number of nodes last asked for (the first nodes, or the last scale request); after
+//!   [`REPLACEMENTS_FAILING`] nodes in a row lost before they started, it stops trying.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -32,6 +35,10 @@ use sesa_node::Register;
 const STOP_LOST: Duration = Duration::from_secs(2);
 /// Grace for a node that has left to stop before it is killed.
 const STOP_LEFT: Duration = Duration::from_secs(5);
+
+/// Replacements lost before they started, in a row, after which lost nodes are no
+/// longer replaced (something keeps new nodes from starting; launching more would loop).
+pub const REPLACEMENTS_FAILING: u32 = 3;
 
 /// What the frontend does next (from [`Roster::next_action`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,6 +168,12 @@ pub struct Roster {
     leaves: VecDeque<u32>,
     pending: Option<Pending>,
     timeout: Duration,
+    /// The number of nodes asked for: the first nodes, then the last scale request.
+    target: u32,
+    /// Whether a lost node is replaced.
+    replace: bool,
+    /// Nodes lost before they started, in a row.
+    failed_starts: u32,
 }
 
 impl Roster {
@@ -180,13 +193,24 @@ impl Roster {
             leaves: VecDeque::new(),
             pending: None,
             timeout: crate::JOIN_TIMEOUT,
+            target: 0,
+            replace: false,
+            failed_starts: 0,
         };
         for r in first {
             roster.first.insert(r.node);
             roster.ours.insert(r.node);
             roster.registered(r);
         }
+        roster.target = roster.first.len() as u32;
         roster
+    }
+
+    /// Replaces lost nodes, to keep the number of nodes last asked for (see the
+    /// module's docs).
+    pub fn replacing_lost(mut self) -> Self {
+        self.replace = true;
+        self
     }
 
     /// How long a scale request may take before it is answered with what was reached
@@ -216,6 +240,7 @@ impl Roster {
         if self.nodes.get(&node) == Some(&State::Starting) {
             self.nodes.insert(node, State::Member);
             self.view_changed = true;
+            self.failed_starts = 0;
         }
     }
 
@@ -253,8 +278,15 @@ impl Roster {
     }
 
     fn lose(&mut self, node: u32, cause: String, stop: bool) {
-        if self.nodes.remove(&node) == Some(State::Member) {
-            self.view_changed = true;
+        match self.nodes.remove(&node) {
+            Some(State::Member) => self.view_changed = true,
+            _ => self.failed_starts += 1,
+        }
+        if self.replace
+            && self.failed_starts < REPLACEMENTS_FAILING
+            && self.staying() + (self.to_launch as usize) < self.target as usize
+        {
+            self.to_launch += 1;
         }
         self.starts.retain(|(r, _)| r.node != node);
         self.urgent.push_back(Action::Lost { node, cause });
@@ -289,6 +321,9 @@ impl Roster {
     /// Scale request `request` at `now`: the application should have `target` nodes.
     /// Answered later by [`Action::Scaled`] (a newer request answers the older ones).
     pub fn scale_to(&mut self, target: u32, request: u64, now: Instant) {
+        self.target = target;
+        // A request from the operator: replacements may be tried again.
+        self.failed_starts = 0;
         let staying = self.staying() + self.to_launch as usize;
         let target_n = target as usize;
         if target_n > staying {
@@ -651,6 +686,42 @@ mod tests {
             roster.next_action(at(1)),
             Some(Action::Scaled { request: 2, outcome }) if outcome.reached()
         ));
+    }
+
+    #[test]
+    fn replacing_lost_nodes_keeps_the_number_asked_for_until_new_ones_keep_failing() {
+        let mut roster = Roster::new(&[reg(1), reg(2)]).replacing_lost();
+        let mut next = 3;
+        settle(&mut roster, at(0), &mut next);
+        roster.exited(1, "killed");
+        let actions = settle(&mut roster, at(1), &mut next);
+        assert!(actions.contains(&Action::Launch));
+        assert_eq!(roster.members(), vec![2, 3]);
+        // A node asked to leave is not replaced.
+        roster.scale_to(1, 1, at(2));
+        settle(&mut roster, at(2), &mut next);
+        assert_eq!(roster.members(), vec![2]);
+        // Replacements that never start: tried REPLACEMENTS_FAILING times, then no more.
+        roster.exited(2, "killed");
+        let mut launches = 0;
+        while let Some(a) = roster.next_action(at(3)) {
+            if a == Action::Launch {
+                launches += 1;
+                roster.launched(next);
+                roster.exited(next, "exit status 1");
+                next += 1;
+            }
+        }
+        assert_eq!(launches, REPLACEMENTS_FAILING);
+        assert!(roster.is_empty());
+    }
+
+    #[test]
+    fn lost_nodes_are_not_replaced_unless_asked() {
+        let mut roster = Roster::new(&[reg(1), reg(2)]);
+        settle(&mut roster, at(0), &mut 3);
+        roster.exited(1, "killed");
+        assert!(!settle(&mut roster, at(1), &mut 3).contains(&Action::Launch));
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub const ADMIN_FIRST: u32 = 0xFFFF_0000;
 /// (`EbbId::static_id(1)`) without being told.
 pub const REGISTRY_INDEX: u32 = 1;
 
+/// The frontend's admin service (`sesa status`, `sesa scale`) is a static EBB at this
+/// index on the frontend.
+pub const ADMIN_INDEX: u32 = 2;
+
 /// The frontend's registry of nodes ([`Registry`] requests).
 pub struct RegistryService;
 
@@ -177,6 +181,8 @@ pub enum Platform {
     Hosted,
     /// The native kernel, booted on a (virtual) machine.
     Native,
+    /// A node of the deterministic simulator (`sesa sim`).
+    Simulated,
 }
 
 impl Platform {
@@ -185,6 +191,7 @@ impl Platform {
         match self {
             Platform::Hosted => "hosted",
             Platform::Native => "native",
+            Platform::Simulated => "simulated",
         }
     }
 }

@@ -47,6 +47,10 @@ pub enum Addressing {
     /// The node is a process on the frontend's host: it listens on 127.0.0.1, on ports
     /// the OS picks (or the store's settings name).
     Loopback,
+    /// The node has an address of its own that every member reaches (a machine on a
+    /// network, a simulated node): it listens there, on ports the OS picks (or the
+    /// store's settings name).
+    Own(core::net::IpAddr),
     /// The node is behind port forwarding (a native node on QEMU's user network): it
     /// listens on fixed ports of its own, which the host forwards from 127.0.0.1.
     Forwarded {
@@ -125,6 +129,7 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
     // through the frontend, under the address the others reach it at.
     let (listen, seen_at) = match addressing {
         Addressing::Loopback => (SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), None),
+        Addressing::Own(ip) => (SocketAddr::new(ip, 0), None),
         Addressing::Forwarded { messenger: m, .. } => (
             SocketAddr::from((Ipv4Addr::UNSPECIFIED, m.guest)),
             Some(SocketAddr::from((Ipv4Addr::LOCALHOST, m.host))),

@@ -389,13 +389,15 @@ fn frontend_config(
     idle_spins: Option<u32>,
 ) -> sesa_frontend::FrontendConfig {
     sesa_frontend::FrontendConfig {
-        nodes,
         cores_per_node,
         grants,
         native,
         idle_spins,
-        node_args: vec!["node".into()],
-        events: std::sync::Arc::new(sesa_frontend::Stderr),
+        ..sesa_frontend::FrontendConfig::local(
+            nodes,
+            vec!["node".into()],
+            std::sync::Arc::new(sesa_frontend::Stderr),
+        )
     }
 }
 
@@ -474,7 +476,7 @@ fn run_counter_on_nodes(
 ) -> anyhow::Result<ExitCode> {
     run_on_nodes::<sesa_counter::frontend::CounterFrontend>(
         frontend_config(nodes, cores, Vec::new(), native.nodes(NO_STORE), None),
-        sesa_counter::CounterSettings { incs, pool: None },
+        sesa_counter::frontend::ElasticCount::new(incs),
         |total| {
             println!("total={total}");
             ExitCode::SUCCESS

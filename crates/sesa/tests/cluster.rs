@@ -214,7 +214,14 @@ fn kill_9_of_a_node_mid_count_loses_no_count() {
             .any(|l| l.contains("node 1") && (l.contains("lost") || l.contains("exited"))),
         "{said:?}"
     );
+    // The frontend keeps the number of nodes: a replacement was launched, and is gone
+    // with the others.
+    assert!(
+        said.iter().any(|l| l.starts_with("sesa: node 3 started")),
+        "{said:?}"
+    );
     wait_until_gone(&pids, Duration::from_secs(5));
+    wait_until_gone(&started_pids(&said), Duration::from_secs(5));
 }
 
 #[test]

@@ -2,13 +2,17 @@
 //! faults, one seed at a time or in sweeps.
 //!
 //! Each workload runs the real executive (messenger, id map, work pool) on simulated
-//! nodes (`sesa_sim`); the simulator is the only difference from production. A run:
+//! nodes (`sesa_sim`); the simulator is the only difference from production. The
+//! counter runs whole, frontend included (`app`: `sesa_frontend::drive` with a
+//! provider of simulated nodes, so the production roster and scale policy runs under
+//! the sweeps); the id map and the store run under a harness of their own. A run:
 //! 1. starts the cluster and its clients;
 //! 2. for the *fault phase*, draws faults from the seed: a node crashes (and restarts
 //!    later with a new generation), two nodes are cut apart (and healed), the
 //!    connections between two nodes are reset (lost packets, as a stream shows them), a
 //!    node joins, a node leaves on purpose; at most one node is down or cut off at a time, so each
-//!    key keeps a live replica (R = 2);
+//!    key keeps a live replica (R = 2); the counter's schedule is
+//!    `app::fault_phase`'s (kills, cuts, resets, and `sesa scale` requests);
 //! 3. in the *quiet phase*, heals everything, restarts what is down, and lets the
 //!    cluster settle;
 //! 4. checks the workload's invariants and reports counts (acknowledged, lost,
@@ -22,11 +26,12 @@
 //! `SESA_SIM_DEBUG=1` makes the store workload's clients print every connection and set
 //! with its virtual time (for reading a replayed failure).
 //!
-//! The harness plays the frontend's part where the real one would: it keeps the
+//! For the id map and the store, the harness plays the frontend's part: it keeps the
 //! roster of nodes (who is in the cluster, at which address), removes a node it crashed
 //! (as the frontend does when a node's process exits or SWIM declares it down), and
 //! adds a restarted one when it registers.
 
+mod app;
 mod counter;
 mod history;
 mod idmap;
@@ -51,7 +56,9 @@ pub enum Workload {
     /// The global id map: no acknowledged set lost, no value read that was never
     /// written.
     Idmap,
-    /// The elastic counter: the exact total once the faults stop.
+    /// The elastic counter as `sesa run counter` runs it (the production frontend, its
+    /// roster and scale requests, on simulated nodes): the exact total once the faults
+    /// stop.
     Counter,
     /// The data store (memcached protocol, R = 2): no acknowledged write lost, no value
     /// read that was never written.
