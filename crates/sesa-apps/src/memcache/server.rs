@@ -10,8 +10,11 @@
 //! is parsed and executed in order (pipelining), and its replies leave in one write.
 //! Bad input gets memcached's error replies; a line too long closes the connection.
 //!
-//! On a node that is one of many, [`super::cluster`] adds the layer above: a command on
-//! a key whose primary is another node is shipped there, and writes are replicated.
+//! Every command goes through the store's [`Router`]: on a node alone, to its key's
+//! core; on a node that is one of many, to the layer above ([`ClusterLayer`], which
+//! [`super::cluster`] implements): a command on a key whose primary is another node is
+//! shipped there, and writes are replicated. The server knows the cluster only through
+//! that trait.
 
 use alloc::borrow::ToOwned;
 use alloc::boxed::Box;
@@ -29,9 +32,13 @@ use sesa_ebb::{CoreId, EbbError, EbbRef, EbbRoot, Install, MissContext, MissErro
 use sesa_event::net::{Listener, Stream};
 use sesa_event::{EventError, spawn_on};
 
-use super::cluster::Reads;
-use super::protocol::{self, Command, Limits, Parsed, StoreMode};
-use super::store::{ArithError, Partition, PartitionStats, Stored};
+use core::future::Future;
+use core::pin::Pin;
+
+use super::ops::get_into;
+pub use super::ops::{Op, Reads, apply, owner};
+use super::protocol::{self, Command, Limits, Parsed};
+use super::store::{Partition, PartitionStats};
 
 /// How a node's store is set up.
 #[derive(Clone, Debug)]
@@ -83,154 +90,44 @@ pub struct Kv {
     limits: Limits,
     max_connections: u64,
     pid: u32,
-    /// The cluster this node's store is part of (`None`: a single node).
-    cluster: Option<&'static super::cluster::Node>,
+    /// Where its commands go.
+    router: Router,
 }
 
-/// One key's command, owned so it can be shipped to the key's core or to another node.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub enum Op {
-    /// `get`/`gets` of one key (`gat`/`gats` with `touch`).
-    Get {
-        /// The key.
-        key: Vec<u8>,
-        /// Whether the reply carries the cas value.
-        cas: bool,
-        /// A new expiry, applied after the read.
-        touch: Option<i64>,
-    },
-    /// A storage command.
-    Store {
-        /// Which one.
-        mode: StoreMode,
-        /// The key.
-        key: Vec<u8>,
-        /// The client's flags.
-        flags: u32,
-        /// The expiry.
-        exptime: i64,
-        /// The value.
-        data: Vec<u8>,
-    },
-    /// `delete`.
-    Delete {
-        /// The key.
-        key: Vec<u8>,
-    },
-    /// `incr`/`decr`.
-    Arith {
-        /// `incr` (else `decr`).
-        incr: bool,
-        /// The key.
-        key: Vec<u8>,
-        /// By how much.
-        delta: u64,
-    },
-    /// `touch`.
-    Touch {
-        /// The key.
-        key: Vec<u8>,
-        /// The new expiry.
-        exptime: i64,
-    },
-    /// A meta command (`mg`, `ms`, `md`, `ma`, `me`).
-    Meta(protocol::Meta),
+/// A command's reply, to come (from another core or node).
+pub type ReplyFuture = Pin<Box<dyn Future<Output = Vec<u8>>>>;
+
+/// The cluster layer as the server sees it: a node's store that is one of many routes
+/// commands through it ([`super::cluster::Node`] implements it).
+pub trait ClusterLayer: Sync {
+    /// Whether a read of `key` may be answered at once on the calling core (this core
+    /// holds the key for sure).
+    fn reads_here(&self, key: &[u8]) -> bool;
+    /// Runs a client's command wherever its key lives; the reply.
+    fn execute(&'static self, op: Op, reads: Reads) -> ReplyFuture;
+    /// `flush_all` on every node; the reply.
+    fn flush_all(&'static self, delay: i64) -> ReplyFuture;
 }
 
-impl Op {
-    pub(crate) fn key(&self) -> &[u8] {
+/// Where a node's store sends a command.
+#[derive(Clone, Copy)]
+enum Router {
+    /// To its key's core on this node (a store of one node).
+    Local,
+    /// Through the cluster layer (a node of a store of many).
+    Cluster(&'static dyn ClusterLayer),
+}
+
+impl Router {
+    /// Whether a read of `key` may be answered from the calling core's partition at
+    /// once: on one node, when it is the key's core; on many, when this core holds the
+    /// key for sure.
+    fn reads_here(self, key: &[u8]) -> bool {
         match self {
-            Op::Get { key, .. }
-            | Op::Store { key, .. }
-            | Op::Delete { key }
-            | Op::Arith { key, .. }
-            | Op::Touch { key, .. } => key,
-            Op::Meta(meta) => &meta.key,
+            Router::Local => owner(key, sesa_event::cores()) == sesa_event::current_core(),
+            Router::Cluster(cluster) => cluster.reads_here(key),
         }
     }
-
-    /// Whether it may change the item (and so must reach the replicas).
-    pub(crate) fn writes(&self) -> bool {
-        match self {
-            Op::Get { touch, .. } => touch.is_some(),
-            Op::Meta(meta) => match meta.op {
-                protocol::MetaOp::Get => meta.flags.ttl.is_some(),
-                protocol::MetaOp::Debug => false,
-                _ => true,
-            },
-            _ => true,
-        }
-    }
-}
-
-/// Runs `op` on partition `p` at time `now`, appending its reply to `out`: what one
-/// key's command does, without I/O (the server calls it on the key's core; the fuzzer
-/// calls it directly).
-pub fn apply(p: &mut Partition, op: Op, now: u64, out: &mut Vec<u8>) {
-    match op {
-        Op::Get { key, cas, touch } => get_into(p, &key, cas, touch, now, out),
-        Op::Store {
-            mode,
-            key,
-            flags,
-            exptime,
-            data,
-        } => {
-            out.extend_from_slice(match p.store(mode, &key, flags, exptime, &data, now) {
-                Stored::Stored => b"STORED\r\n".as_slice(),
-                Stored::NotStored => b"NOT_STORED\r\n",
-                Stored::Exists => b"EXISTS\r\n",
-                Stored::NotFound => b"NOT_FOUND\r\n",
-                Stored::TooLarge => b"SERVER_ERROR out of memory storing object\r\n",
-            });
-        }
-        Op::Delete { key } => out.extend_from_slice(if p.delete(&key, now) {
-            b"DELETED\r\n".as_slice()
-        } else {
-            b"NOT_FOUND\r\n"
-        }),
-        Op::Arith { incr, key, delta } => match p.arith(&key, incr, delta, now) {
-            Ok(v) => out.extend_from_slice(format!("{v}\r\n").as_bytes()),
-            Err(ArithError::NotFound) => out.extend_from_slice(b"NOT_FOUND\r\n"),
-            Err(ArithError::NonNumeric) => out.extend_from_slice(
-                b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
-            ),
-        },
-        Op::Meta(meta) => super::meta::apply(p, &meta, now, out),
-        Op::Touch { key, exptime } => out.extend_from_slice(if p.touch(&key, exptime, now) {
-            b"TOUCHED\r\n".as_slice()
-        } else {
-            b"NOT_FOUND\r\n"
-        }),
-    }
-}
-
-/// A retrieval of `key` on its partition: its `VALUE` block (if it is there) appended
-/// to `out`; with `touch`, its new expiry applied after the read (`gat` with a time in
-/// the past still returns the item, then it is gone, as memcached does).
-fn get_into(
-    p: &mut Partition,
-    key: &[u8],
-    cas: bool,
-    touch: Option<i64>,
-    now: u64,
-    out: &mut Vec<u8>,
-) {
-    if let Some(item) = p.get(key, now) {
-        protocol::write_value(out, key, item.flags, &item.value, cas.then_some(item.cas));
-    }
-    if let Some(t) = touch {
-        p.touch(key, t, now);
-    }
-}
-
-/// FNV-1a: a key's core within a node of `cores` cores (stable, cheap).
-pub(crate) fn owner(key: &[u8], cores: usize) -> CoreId {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in key {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
-    }
-    CoreId::new((h % cores as u64) as u32)
 }
 
 impl Kv {
@@ -247,14 +144,14 @@ impl Kv {
             limits: config.limits,
             max_connections: config.max_connections,
             pid: config.pid,
-            cluster: None,
+            router: Router::Local,
         })
     }
 
-    /// This store as a member of `cluster` (see [`super::cluster`]).
-    pub(crate) fn in_cluster(self, cluster: &'static super::cluster::Node) -> Kv {
+    /// This store as a node of a store of many, its commands routed through `cluster`.
+    pub fn in_cluster(self, cluster: &'static dyn ClusterLayer) -> Kv {
         Kv {
-            cluster: Some(cluster),
+            router: Router::Cluster(cluster),
             ..self
         }
     }
@@ -278,7 +175,7 @@ impl Kv {
     /// else ships it there. Its reply joins `replies` in request order (or is dropped
     /// if not `keep`, for noreply).
     fn start(self, key: &[u8], op: Op, keep: bool, replies: &mut Replies) {
-        if let Some(cluster) = self.cluster {
+        if let Router::Cluster(cluster) = self.router {
             // Wherever the key lives in the cluster (maybe here), with its replicas. A
             // read that follows a write of its key in this batch must see it: it goes
             // the write's way, to the primary, not to a copy here that the write may
@@ -417,10 +314,10 @@ impl Kv {
                 self.start(key, op, !noreply, replies);
             }
             Command::FlushAll { delay, noreply } => {
-                let reply = match self.cluster {
+                let reply = match self.router {
                     // Every node's items, as a client of one memcached would expect.
-                    Some(cluster) => cluster.flush_all(delay).await,
-                    None => {
+                    Router::Cluster(cluster) => cluster.flush_all(delay).await,
+                    Router::Local => {
                         self.each_partition(move |p, now| p.flush_all(delay, now))
                             .await?;
                         b"OK\r\n".to_vec()
@@ -465,17 +362,15 @@ impl Kv {
 
     /// Starts every key's lookup on its core; the values follow in request order.
     fn get(self, keys: &[&[u8]], cas: bool, touch: Option<i64>, replies: &mut Replies) {
-        let cores = sesa_event::cores();
         for key in keys {
             // A key this core holds (on one node: a key of this core; on many: also one
             // this node holds for sure, and not written earlier in this batch): straight
             // into the reply, with no command to build, no event and no reply to copy.
-            let here = match self.cluster {
-                None => owner(key, cores) == sesa_event::current_core(),
-                Some(cluster) => {
-                    touch.is_none() && !replies.written.contains(*key) && cluster.reads_here(key)
-                }
-            };
+            let here = match self.router {
+                Router::Local => true,
+                // Not a touch (a write), nor a read that must see a write of this batch.
+                Router::Cluster(_) => touch.is_none() && !replies.written.contains(*key),
+            } && self.router.reads_here(key);
             if here {
                 self.with_partition(|p, now| get_into(p, key, cas, touch, now, &mut replies.tail));
                 continue;

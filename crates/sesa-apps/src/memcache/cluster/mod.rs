@@ -66,7 +66,8 @@ use sesa_ebb::{CoreId, EbbId};
 use sesa_event::EventError;
 use sesa_exec::{CallError, MessengerRef, RemoteError, placement};
 
-use super::server::{Kv, Op, owner};
+use super::ops::{Op, Reads, owner};
+use super::server::{ClusterLayer, Kv, ReplyFuture};
 use super::store::{Item, Scan};
 
 mod coordinator;

@@ -28,6 +28,21 @@ pub struct Node {
     pub(super) invalidations: Vec<AtomicU64>,
 }
 
+/// The server routes a node's commands through its cluster layer.
+impl ClusterLayer for Node {
+    fn reads_here(&self, key: &[u8]) -> bool {
+        self.holds_here(key)
+    }
+
+    fn execute(&'static self, op: Op, reads: Reads) -> ReplyFuture {
+        Box::pin(self.route(op, 0, 0, reads))
+    }
+
+    fn flush_all(&'static self, delay: i64) -> ReplyFuture {
+        Box::pin(self.flush_everywhere(delay))
+    }
+}
+
 impl Node {
     /// Makes `kv` (this node's partitions) a member of a cluster store and serves the
     /// store's messages. Returns the node (it lives as long as the process) and the
@@ -213,18 +228,13 @@ impl Node {
     /// Whether a read of `key` may be answered at once on the calling core, without an
     /// event: this core holds the key for sure (as its primary or a replica, with no
     /// keys moving to this node; or a copy in its cache, in the cached layout).
-    pub(crate) fn reads_here(&self, key: &[u8]) -> bool {
+    fn holds_here(&self, key: &[u8]) -> bool {
         if owner(key, sesa_event::cores()) != sesa_event::current_core() {
             return false;
         }
         let view = self.current();
         view.epoch > 0 && self.holds_for_sure(&view, key)
             || view.layout == Layout::Cached && self.kv.with_partition(|p, now| p.holds(key, now))
-    }
-
-    /// Runs a client's command wherever its key lives; the reply bytes.
-    pub(crate) async fn execute(&'static self, op: Op, reads: Reads) -> Vec<u8> {
-        self.route(op, 0, 0, reads).await
     }
 
     /// Routes `op` by this node's view (waiting, briefly, for a view at least as new as
@@ -570,7 +580,7 @@ impl Node {
     }
 
     /// `flush_all` on every node of the store: `OK`, or what went wrong.
-    pub(crate) async fn flush_all(&'static self, delay: i64) -> Vec<u8> {
+    async fn flush_everywhere(&'static self, delay: i64) -> Vec<u8> {
         let view = self.current();
         let Ok(payload) = postcard::to_allocvec(&delay) else {
             return server_error("encoding");

@@ -43,18 +43,6 @@ impl core::str::FromStr for Layout {
     }
 }
 
-/// Where a read may be answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Reads {
-    /// By the nearest holder: this node's copy when it is a replica of the key (or, in
-    /// the cached layout, its cache), else the primary.
-    Nearest,
-    /// Only by the primary, as a write to the key is: for a read that must see a
-    /// write sent just before it (on the same connection), which a copy here may not
-    /// have received yet.
-    AtPrimary,
-}
-
 /// The store's nodes at one epoch.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct View {
