@@ -241,7 +241,7 @@ async fn elastic_counter(cx: &mut Cluster<'_>, count: ElasticCount) -> anyhow::R
         incs,
         pool: Some(PoolAddress {
             node: FRONTEND,
-            pool: pool.id().raw(),
+            pool: pool.id(),
         }),
     };
     let mut roster = Roster::new(first.values()).replacing_lost();

@@ -88,7 +88,7 @@ pub struct PoolAddress {
     /// The frontend's node id.
     pub node: u32,
     /// The pool EBB.
-    pub pool: u64,
+    pub pool: EbbId,
 }
 
 /// A node's side: leases and counts chunks until every chunk is counted or `leaving`
@@ -102,8 +102,7 @@ pub async fn count_from_pool(
     leaving: Arc<AtomicBool>,
 ) -> Result<i64, CountError> {
     let counter = sesa_apps::counter::Counter::create()?;
-    let id = EbbId::from_raw(pool.pool).ok_or(CountError::BadPool(pool.pool))?;
-    let client = Client::<PoolService>::new(messenger, pool.node, CoreId::new(0), id);
+    let client = Client::<PoolService>::new(messenger, pool.node, CoreId::new(0), pool.pool);
     let mut mine = 0i64;
     while !leaving.load(SeqCst) {
         let (chunk, size) = match client.call(Pool::Take).await? {
@@ -131,9 +130,6 @@ pub enum CountError {
     /// The pool could not be reached.
     #[error("the work pool: {0}")]
     Pool(#[from] ServiceError<PoolError>),
-    /// The pool's id is not an EBB id.
-    #[error("{0} is not a work pool's EBB id")]
-    BadPool(u64),
     /// The pool answered a lease request with something else.
     #[error("the work pool answered a lease request with another reply")]
     Unexpected,

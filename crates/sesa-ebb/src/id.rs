@@ -6,7 +6,10 @@ use core::num::{NonZeroU32, NonZeroU64};
 /// A core of a node: the location at which events run and reps live.
 ///
 /// Core ids are dense, `0..cores`, fixed for the life of a node.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct CoreId(u32);
 
 impl CoreId {
@@ -42,8 +45,33 @@ impl fmt::Display for CoreId {
 ///
 /// Layout of the raw `u64`: generation in the high 32 bits (never 0), index in the low 32.
 /// A raw value of 0 therefore never names an EBB, which is what an empty table slot holds.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// On the wire (serde) an id is its raw `u64`; a value no id has is refused when it is
+/// read, so a decoded id always names a possible EBB.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "u64", into = "u64")]
 pub struct EbbId(NonZeroU64);
+
+impl From<EbbId> for u64 {
+    fn from(id: EbbId) -> u64 {
+        id.raw()
+    }
+}
+
+impl TryFrom<u64> for EbbId {
+    type Error = NotAnEbbId;
+
+    fn try_from(raw: u64) -> Result<Self, NotAnEbbId> {
+        EbbId::from_raw(raw).ok_or(NotAnEbbId(raw))
+    }
+}
+
+/// A raw value that no [`EbbId`] has (its generation is 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:#x} is not an EBB id")]
+pub struct NotAnEbbId(pub u64);
 
 impl EbbId {
     /// The id with this index and generation.

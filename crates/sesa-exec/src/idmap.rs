@@ -66,7 +66,7 @@ pub struct Member {
     /// The node id.
     pub node: u32,
     /// The id of that node's [`IdMapStore`] EBB.
-    pub store: u64,
+    pub store: EbbId,
 }
 
 /// Why an id map operation failed.
@@ -201,7 +201,7 @@ impl GlobalIdMap {
     pub fn member(&self) -> Member {
         Member {
             node: self.me,
-            store: self.store.id().raw(),
+            store: self.store.id(),
         }
     }
 
@@ -248,12 +248,8 @@ impl GlobalIdMap {
                     error,
                 });
         }
-        let store = EbbId::from_raw(replica.store).ok_or(CallError::Remote {
-            node: replica.node,
-            error: RemoteError::NoSuchEbb,
-        })?;
         self.messenger
-            .call(replica.node, CoreId::new(0), store, method, payload)
+            .call(replica.node, CoreId::new(0), replica.store, method, payload)
             .await
     }
 

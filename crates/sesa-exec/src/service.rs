@@ -294,6 +294,17 @@ mod tests {
     }
 
     #[test]
+    fn an_ebb_id_travels_as_its_raw_value_and_a_value_no_id_has_is_refused() {
+        let id = EbbId::from_raw((7 << 32) | 3).unwrap();
+        let bytes = postcard::to_allocvec(&id).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&id.raw()).unwrap());
+        assert_eq!(postcard::from_bytes::<EbbId>(&bytes).unwrap(), id);
+        // Generation 0: no EBB has it.
+        let bad = postcard::to_allocvec(&3u64).unwrap();
+        assert!(postcard::from_bytes::<EbbId>(&bad).is_err());
+    }
+
+    #[test]
     fn a_method_id_that_disagrees_with_the_body_is_refused() {
         let say = postcard::to_allocvec(&EchoRequest::Say(1)).unwrap();
         assert!(matches!(call(2, &say), Err(RemoteError::Refused(_))));

@@ -202,8 +202,8 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Registry {
     nodes: Mutex<BTreeMap<u32, Register>>,
     /// The services a registered node is told of.
-    offload: u64,
-    naming: u64,
+    offload: EbbId,
+    naming: EbbId,
     /// The next node id to hand out (shared with the elastic loop's launches).
     next_id: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
@@ -809,7 +809,7 @@ impl<'a> Cluster<'a> {
             async move { grants.serve(request) }
         })
         .await?;
-        let offload_id = offload.id().raw();
+        let offload_id = offload.id();
         // The naming service of global EBBs (`sesa_exec::global`): one table, here.
         let (naming, _) = NodeShared::create(|| ())?;
         let names = std::sync::Arc::new(sesa_exec::global::Names::default());
@@ -822,7 +822,7 @@ impl<'a> Cluster<'a> {
             },
         )
         .await?;
-        let naming_id = naming.id().raw();
+        let naming_id = naming.id();
         let next_id = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(nodes + 1));
         let ids = next_id.clone();
         let registry_root = std::sync::Arc::new(NodeShared::new(move || Registry {
@@ -866,20 +866,11 @@ impl<'a> Cluster<'a> {
                 frontend.pid = std::process::id();
                 let mut nodes = vec![frontend];
                 for r in registered(&registry) {
-                    let asked = match EbbId::from_raw(r.control) {
-                        Some(control) => {
-                            let node = Client::<ControlService>::new(
-                                messenger,
-                                r.node,
-                                CoreId::new(0),
-                                control,
-                            );
-                            match node.call(Control::Stats).await {
-                                Ok(ControlReply::Stats(status)) => Some(status),
-                                _ => None,
-                            }
-                        }
-                        None => None,
+                    let node =
+                        Client::<ControlService>::new(messenger, r.node, CoreId::new(0), r.control);
+                    let asked = match node.call(Control::Stats).await {
+                        Ok(ControlReply::Stats(status)) => Some(status),
+                        _ => None,
                     };
                     let launched = pids
                         .lock()
@@ -1024,7 +1015,6 @@ impl<'a> Cluster<'a> {
         let request = RunApp::new::<A>(self.first.len() as u32, settings)
             .map_err(|e| anyhow!("encoding the settings: {e}"));
         async move {
-            let control = EbbId::from_raw(control).context("bad control id")?;
             let node = Client::<ControlService>::new(messenger, id, CoreId::new(0), control);
             let reply = node
                 .call(Control::RunApp(request?))
@@ -1071,7 +1061,7 @@ impl<'a> Cluster<'a> {
             .registered()
             .into_iter()
             .find(|r| r.node == node)
-            .and_then(|r| EbbId::from_raw(r.control));
+            .map(|r| r.control);
         async move {
             let control = control.with_context(|| format!("node {node} is not registered"))?;
             Client::<ControlService>::new(messenger, node, CoreId::new(0), control)

@@ -474,7 +474,7 @@ mod tests {
         Register {
             node,
             generation: 1,
-            control: 0,
+            control: sesa_ebb::EbbId::static_id(9),
             cores: 2,
             pid: 0,
             platform: Platform::Hosted,

@@ -28,6 +28,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
+use sesa_ebb::EbbId;
 
 pub mod app;
 pub mod micro;
@@ -65,9 +66,9 @@ pub enum Registered {
     /// Registered: the frontend's services for its nodes are these EBBs.
     Services {
         /// The offload service (console, files, environment).
-        offload: u64,
+        offload: EbbId,
         /// The naming service of global EBBs (`sesa_exec::global`).
-        naming: u64,
+        naming: EbbId,
     },
     /// The id for a node arriving by hand.
     Id(u32),
@@ -211,7 +212,7 @@ pub struct Register {
     /// Its generation.
     pub generation: u64,
     /// Its control EBB.
-    pub control: u64,
+    pub control: EbbId,
     /// Its cores.
     pub cores: u32,
     /// Its process id (0 for a native node: its QEMU is the frontend's child).

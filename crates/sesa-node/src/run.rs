@@ -207,7 +207,7 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
     let registration = Register {
         node: id,
         generation: 1,
-        control: control.id().raw(),
+        control: control.id(),
         cores: sesa_event::cores() as u32,
         pid,
         platform,
@@ -215,10 +215,8 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
     let registry = Client::<RegistryService>::new(messenger, FRONTEND, CoreId::new(0), registry);
     match registry.call(Registry::Register(registration)).await {
         Ok(Registered::Services { offload, naming }) => {
-            let id = |raw| EbbId::from_raw(raw).ok_or_else(|| format!("{raw:#x} is not an EBB id"));
-            let names = Client::new(messenger, FRONTEND, CoreId::new(0), id(naming)?);
+            let names = Client::new(messenger, FRONTEND, CoreId::new(0), naming);
             let global = GlobalEbbs::new(names, me, 1).map_err(|e| format!("{e}"))?;
-            let offload = id(offload)?;
             services.call_once(|| (offload, Arc::new(global)))
         }
         Ok(other) => return Err(format!("the registry answered {other:?} to a registration")),

@@ -120,7 +120,7 @@ mod tests {
                 .iter()
                 .map(|&node| Member {
                     node,
-                    service: 1,
+                    service: EbbId::static_id(1),
                     cores: 2,
                 })
                 .collect(),

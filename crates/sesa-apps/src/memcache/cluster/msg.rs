@@ -138,11 +138,7 @@ pub async fn call(
     method: u16,
     payload: Vec<u8>,
 ) -> Result<Vec<u8>, CallError> {
-    let service = EbbId::from_raw(member.service).ok_or(CallError::Remote {
-        node: member.node,
-        error: RemoteError::NoSuchEbb,
-    })?;
     messenger
-        .call(member.node, CoreId::new(0), service, method, payload)
+        .call(member.node, CoreId::new(0), member.service, method, payload)
         .await
 }

@@ -80,7 +80,7 @@ impl Node {
     pub fn member(&self) -> Member {
         Member {
             node: self.me,
-            service: self.service.raw(),
+            service: self.service,
             cores: sesa_event::cores() as u32,
         }
     }
@@ -310,9 +310,7 @@ impl Node {
                 Some(m) if m.node != primary.node => (m, READ),
                 _ => (primary, EXEC),
             };
-            let Some(service) = EbbId::from_raw(target.service) else {
-                return server_error("a bad service id in the view");
-            };
+            let service = target.service;
             let Ok(payload) = postcard::to_allocvec(&(view.epoch, hops + 1, &op)) else {
                 return server_error("encoding");
             };
@@ -413,10 +411,8 @@ impl Node {
             return Ok(self.kv.apply_here(op));
         }
         let before = self.invalidated(here).load(Ordering::Relaxed);
-        let (Some(service), Ok(payload)) = (
-            EbbId::from_raw(primary.service),
-            postcard::to_allocvec(&key),
-        ) else {
+        let service = primary.service;
+        let Ok(payload) = postcard::to_allocvec(&key) else {
             return Err(op);
         };
         let core = owner(&key, primary.cores as usize);
@@ -491,9 +487,7 @@ impl Node {
             return;
         };
         for m in others {
-            let Some(service) = EbbId::from_raw(m.service) else {
-                continue;
-            };
+            let service = m.service;
             let core = owner(&copy[0].key, m.cores as usize);
             for attempt in 1.. {
                 let epoch = self.current().epoch;
@@ -535,9 +529,7 @@ impl Node {
             if m.node == self.me || owners.contains(m) {
                 continue;
             }
-            let Some(service) = EbbId::from_raw(m.service) else {
-                continue;
-            };
+            let service = m.service;
             let core = owner(key, m.cores as usize);
             if let Err(e) = self
                 .messenger
@@ -556,9 +548,8 @@ impl Node {
             if m.node == self.me || !current.has(m.node) {
                 continue;
             }
-            let (Some(service), Ok(payload)) =
-                (EbbId::from_raw(m.service), postcard::to_allocvec(key))
-            else {
+            let service = m.service;
+            let Ok(payload) = postcard::to_allocvec(key) else {
                 continue;
             };
             let core = owner(key, m.cores as usize);
@@ -589,15 +580,11 @@ impl Node {
             let result = if m.node == self.me {
                 self.serve(FLUSH, payload.clone()).await.map(|_| ())
             } else {
-                match EbbId::from_raw(m.service) {
-                    Some(service) => self
-                        .messenger
-                        .call(m.node, CoreId::new(0), service, FLUSH, payload.clone())
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| RemoteError::Refused(e.to_string())),
-                    None => Err(RemoteError::NoSuchEbb),
-                }
+                self.messenger
+                    .call(m.node, CoreId::new(0), m.service, FLUSH, payload.clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| RemoteError::Refused(e.to_string()))
             };
             if let Err(e) = result {
                 return server_error(format_args!("flush_all on node {}: {e}", m.node));

@@ -132,9 +132,7 @@ impl Node {
             let Some(m) = new.members.iter().find(|m| m.node == node) else {
                 continue;
             };
-            let Some(service) = EbbId::from_raw(m.service) else {
-                continue;
-            };
+            let service = m.service;
             for chunk in keys.chunks(BATCH) {
                 let started = sesa_event::now();
                 // Read the items when sending, so the copy is as fresh as this core's

@@ -8,7 +8,7 @@ pub struct Member {
     /// The node id.
     pub node: u32,
     /// Its store service (an EBB id, for the messenger).
-    pub service: u64,
+    pub service: EbbId,
     /// Its cores (a key's core there is the key's hash modulo this).
     pub cores: u32,
 }
