@@ -25,14 +25,13 @@
 //! read saw only its own empty store and wrote a version below the one it replaced.
 //!
 //! # Serving
-//! Each node's store is a node-shared EBB ([`IdMapStore`]) served by the messenger. A
-//! replica that is this node itself is reached directly, without a message.
+//! Each node's store is a node-shared EBB ([`IdMapStore`]) served as a typed service
+//! ([`IdMapService`]: get, set, watch, copy). A replica that is this node itself is
+//! answered directly, without a message.
 
-use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::future::Future;
 use core::task::{Poll, Waker};
 use core::time::Duration;
 
@@ -40,13 +39,83 @@ use serde::{Deserialize, Serialize};
 use sesa_ebb::{CoreId, EbbError, EbbId, EbbRef, NodeShared};
 use sesa_event::EventError;
 
-use crate::{CallError, MessengerRef, RemoteError};
+use crate::MessengerRef;
+use crate::service::{Client, Service, ServiceError};
 
-const GET: u16 = 1;
-const SET: u16 = 2;
-const WATCH: u16 = 3;
-/// A rebalance's copy: kept if newer, whatever the sender's view.
-const COPY: u16 = 4;
+/// A replica's service: the calls one node's id map makes to another's store.
+pub struct IdMapService;
+
+/// A call to a replica's store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum IdMapRequest {
+    /// The replica's version of `key`.
+    Get {
+        /// The key.
+        key: u64,
+    },
+    /// Keep `value` for `key` if it is newer; refused if made under a view older than
+    /// the replica's (`epoch`).
+    Set {
+        /// The key.
+        key: u64,
+        /// The value and its version.
+        value: Versioned,
+        /// The writer's view of the members.
+        epoch: u64,
+    },
+    /// Wait (up to a limit) for a version of `key` above `after`.
+    Watch {
+        /// The key.
+        key: u64,
+        /// The version the caller has.
+        after: u64,
+    },
+    /// A rebalance's copy: kept if newer, whatever the sender's view.
+    Copy {
+        /// The key.
+        key: u64,
+        /// The value and its version.
+        value: Versioned,
+    },
+}
+
+/// A replica's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdMapReply {
+    /// Its version of the key (a `Get`; a `Watch`: `None` when it held the longest
+    /// time without a change).
+    Value(Option<Versioned>),
+    /// The version it now holds (a `Set` or `Copy`).
+    Version(u64),
+}
+
+/// Why a replica refused a call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ReplicaError {
+    /// A set made under an older view of the members (its writer may have missed a
+    /// replica that the newer view has).
+    #[error("a set made under an older view of the members")]
+    OlderView,
+    /// The replica has no store (its EBB is gone).
+    #[error("the replica has no store")]
+    NoStore,
+}
+
+impl Service for IdMapService {
+    const NAME: &'static str = "id map";
+    type Request = IdMapRequest;
+    type Reply = IdMapReply;
+    type Error = ReplicaError;
+
+    fn method(request: &IdMapRequest) -> u16 {
+        match request {
+            IdMapRequest::Get { .. } => 1,
+            IdMapRequest::Set { .. } => 2,
+            IdMapRequest::Watch { .. } => 3,
+            IdMapRequest::Copy { .. } => 4,
+        }
+    }
+}
 
 /// How long a replica holds a `watch` before answering "no change" (the caller asks again).
 const WATCH_HOLD: Duration = Duration::from_secs(10);
@@ -79,7 +148,7 @@ pub enum IdMapError {
         /// The key.
         key: u64,
         /// What the last replica tried said.
-        last: CallError,
+        last: ServiceError<ReplicaError>,
     },
     /// The cluster has no members.
     #[error("the cluster has no members")]
@@ -183,11 +252,10 @@ impl GlobalIdMap {
         replicas: usize,
     ) -> Result<Self, IdMapError> {
         let (store, _root) = NodeShared::create(IdMapStore::default)?;
-        messenger
-            .serve_async(store.id(), move |_from, method, payload| {
-                serve(store, method, payload)
-            })
-            .await?;
+        crate::service::serve::<IdMapService, _, _>(messenger, store.id(), move |_, request| {
+            answer(store, request)
+        })
+        .await?;
         Ok(GlobalIdMap {
             messenger,
             me,
@@ -235,22 +303,33 @@ impl GlobalIdMap {
     async fn ask(
         &self,
         replica: Member,
-        method: u16,
-        payload: Vec<u8>,
-    ) -> Result<Vec<u8>, CallError> {
+        request: IdMapRequest,
+    ) -> Result<IdMapReply, ServiceError<ReplicaError>> {
         if replica.node == self.me {
             // Ourselves: no message, straight to the store (still through its service,
             // so local and remote answers are computed alike).
-            return serve(self.store, method, payload)
+            return answer(self.store, request)
                 .await
-                .map_err(|error| CallError::Remote {
-                    node: self.me,
-                    error,
-                });
+                .map_err(ServiceError::Failed);
         }
-        self.messenger
-            .call(replica.node, CoreId::new(0), replica.store, method, payload)
+        Client::<IdMapService>::new(self.messenger, replica.node, CoreId::new(0), replica.store)
+            .call(request)
             .await
+    }
+
+    /// A replica's version of `key`.
+    async fn version_at(
+        &self,
+        replica: Member,
+        key: u64,
+    ) -> Result<Option<Versioned>, ServiceError<ReplicaError>> {
+        match self.ask(replica, IdMapRequest::Get { key }).await? {
+            IdMapReply::Value(v) => Ok(v),
+            IdMapReply::Version(_) => Err(ServiceError::Codec {
+                service: IdMapService::NAME,
+                what: "a version answered to a get",
+            }),
+        }
     }
 
     /// The newest value of `key` that any replica holds, or `None` if it was never set.
@@ -259,15 +338,13 @@ impl GlobalIdMap {
     /// [`IdMapError::Unavailable`] if no replica answered.
     pub async fn get(&self, key: u64) -> Result<Option<Versioned>, IdMapError> {
         let (_, replicas) = self.replicas_of(key)?;
-        let arg = encode(&key);
         let mut newest: Option<Versioned> = None;
         let mut answered = false;
         let mut last = None;
         for replica in replicas {
-            match self.ask(replica, GET, arg.clone()).await {
-                Ok(bytes) => {
+            match self.version_at(replica, key).await {
+                Ok(got) => {
                     answered = true;
-                    let got: Option<Versioned> = decode(&bytes)?;
                     if let Some(v) = got
                         && newest.as_ref().is_none_or(|n| v.version > n.version)
                     {
@@ -298,23 +375,27 @@ impl GlobalIdMap {
     /// [`IdMapError::Unavailable`] if a replica did not answer or refused.
     pub async fn set(&self, key: u64, value: Vec<u8>) -> Result<u64, IdMapError> {
         let (epoch, replicas) = self.replicas_of(key)?;
-        let arg = encode(&key);
         let mut current = 0;
         for replica in &replicas {
-            let bytes = self
-                .ask(*replica, GET, arg.clone())
+            let got = self
+                .version_at(*replica, key)
                 .await
                 .map_err(|last| IdMapError::Unavailable { key, last })?;
-            if let Some(v) = decode::<Option<Versioned>>(&bytes)? {
+            if let Some(v) = got {
                 current = current.max(v.version);
             }
         }
         // Above everything seen; the low 16 bits name the writer, so two writers that
         // read the same version still order the same way on every replica.
         let version = ((current >> 16) + 1) << 16 | u64::from(self.me & 0xffff);
-        let arg = encode(&(key, Versioned { version, value }, epoch));
+        let value = Versioned { version, value };
         for replica in replicas {
-            self.ask(replica, SET, arg.clone())
+            let set = IdMapRequest::Set {
+                key,
+                value: value.clone(),
+                epoch,
+            };
+            self.ask(replica, set)
                 .await
                 .map_err(|last| IdMapError::Unavailable { key, last })?;
         }
@@ -350,12 +431,15 @@ impl GlobalIdMap {
         let mut copied = 0;
         let mut failed = None;
         for (key, value) in entries {
-            let arg = encode(&(key, value));
             for replica in self.replicas_of(key)?.1 {
                 if replica.node == self.me {
                     continue;
                 }
-                match self.ask(replica, COPY, arg.clone()).await {
+                let copy = IdMapRequest::Copy {
+                    key,
+                    value: value.clone(),
+                };
+                match self.ask(replica, copy).await {
                     Ok(_) => copied += 1,
                     Err(last) => failed = Some(IdMapError::Unavailable { key, last }),
                 }
@@ -376,15 +460,14 @@ impl GlobalIdMap {
         loop {
             let mut last = None;
             for replica in self.replicas_of(key)?.1 {
-                match self.ask(replica, WATCH, encode(&(key, after))).await {
-                    Ok(bytes) => {
-                        if let Some(v) = decode::<Option<Versioned>>(&bytes)? {
-                            return Ok(v);
-                        }
+                match self.ask(replica, IdMapRequest::Watch { key, after }).await {
+                    Ok(IdMapReply::Value(Some(v))) => return Ok(v),
+                    Ok(IdMapReply::Value(None)) => {
                         // Held the maximum time without a change: ask again.
                         last = None;
                         break;
                     }
+                    Ok(IdMapReply::Version(_)) => return Err(IdMapError::Malformed),
                     Err(e) => last = Some(e),
                 }
             }
@@ -393,15 +476,6 @@ impl GlobalIdMap {
             }
         }
     }
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Encoding our own plain data into a Vec cannot fail.
-    postcard::to_allocvec(value).unwrap_or_default()
-}
-
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, IdMapError> {
-    postcard::from_bytes(bytes).map_err(|_| IdMapError::Malformed)
 }
 
 /// This node's store (made by its first access if there is none yet). The rep is
@@ -417,41 +491,22 @@ fn local_store(store: EbbRef<IdMapStore>) -> Option<Arc<IdMapStore>> {
     }
 }
 
-/// A replica's side: the store's remote service.
-fn serve(
+/// A replica's side: what its store answers to `request`.
+async fn answer(
     store: EbbRef<IdMapStore>,
-    method: u16,
-    payload: Vec<u8>,
-) -> core::pin::Pin<Box<dyn Future<Output = Result<Vec<u8>, RemoteError>>>> {
-    Box::pin(async move {
-        let bad = || RemoteError::Refused("malformed id map request".into());
-        let local = local_store(store).ok_or(RemoteError::NoSuchEbb)?;
-        match method {
-            GET => {
-                let key: u64 = postcard::from_bytes(&payload).map_err(|_| bad())?;
-                Ok(encode(&local.get(key)))
+    request: IdMapRequest,
+) -> Result<IdMapReply, ReplicaError> {
+    let local = local_store(store).ok_or(ReplicaError::NoStore)?;
+    Ok(match request {
+        IdMapRequest::Get { key } => IdMapReply::Value(local.get(key)),
+        IdMapRequest::Set { key, value, epoch } => {
+            if epoch < local.state.lock().epoch {
+                return Err(ReplicaError::OlderView);
             }
-            SET => {
-                let (key, value, epoch): (u64, Versioned, u64) =
-                    postcard::from_bytes(&payload).map_err(|_| bad())?;
-                if epoch < local.state.lock().epoch {
-                    return Err(RemoteError::Refused(
-                        "a set made under an older view of the members".into(),
-                    ));
-                }
-                Ok(encode(&local.set(key, value)))
-            }
-            COPY => {
-                let (key, value): (u64, Versioned) =
-                    postcard::from_bytes(&payload).map_err(|_| bad())?;
-                Ok(encode(&local.set(key, value)))
-            }
-            WATCH => {
-                let (key, after): (u64, u64) = postcard::from_bytes(&payload).map_err(|_| bad())?;
-                Ok(encode(&local.watch(key, after).await))
-            }
-            _ => Err(RemoteError::NoHandler),
+            IdMapReply::Version(local.set(key, value))
         }
+        IdMapRequest::Copy { key, value } => IdMapReply::Version(local.set(key, value)),
+        IdMapRequest::Watch { key, after } => IdMapReply::Value(local.watch(key, after).await),
     })
 }
 
