@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::{Kv, KvSettings, Serving, StoreStatus};
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use sesa_apps::memcache::cluster::{self as store, Coordinator, Member};
 use sesa_exec::MessengerRef;
 use sesa_frontend::roster::{Action, Roster};
@@ -42,7 +42,7 @@ const CONFIRM: Duration = Duration::from_secs(1);
 
 /// Whether `member` answers a call within `within`.
 async fn answers(messenger: MessengerRef, member: Member, within: Duration) -> bool {
-    let call = store::call(messenger, member, store::PROGRESS, Vec::new());
+    let call = store::call(messenger, member, store::StoreRequest::Progress);
     sesa_event::timeout(within, call)
         .await
         .is_some_and(|reply| reply.is_ok())
@@ -224,8 +224,7 @@ async fn change_view(
                 cx.report(Event::Note(r.line()));
             }
         })
-        .await
-        .map_err(|e| anyhow!("view {epoch}: {e}"))?;
+        .await;
     if let Some(view) = coordinator.view().filter(|v| v.epoch == 1) {
         cx.report(Event::Note(format!(
             "the store is up on {} node(s), {} owner(s) per key, {:?} layout",

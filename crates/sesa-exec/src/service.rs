@@ -146,8 +146,17 @@ impl<S: Service> Client<S> {
     /// The call failed ([`ServiceError::Call`]), the service failed
     /// ([`ServiceError::Failed`]), or the request or reply did not encode or decode.
     pub async fn call(self, request: S::Request) -> Result<S::Reply, ServiceError<S::Error>> {
-        let method = S::method(&request);
-        let payload = postcard::to_allocvec(&request).map_err(|_| ServiceError::Codec {
+        self.call_ref(&request).await
+    }
+
+    /// Calls the service with a request the caller keeps (to send it again, or to take
+    /// back what it holds, without a copy).
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub async fn call_ref(self, request: &S::Request) -> Result<S::Reply, ServiceError<S::Error>> {
+        let method = S::method(request);
+        let payload = postcard::to_allocvec(request).map_err(|_| ServiceError::Codec {
             service: S::NAME,
             what: "the request does not encode",
         })?;

@@ -192,11 +192,11 @@ async fn frontend(shared: Rc<Shared>) {
                 eprintln!("{:?} frontend: {:?}", sesa_event::now(), r);
             }
             *shared.serving.borrow_mut() = members.keys().copied().collect();
-            let done = r.is_ok_and(|r| r.finished);
+            let done = r.finished;
             last_done = done;
             // A leaving node stops once its keys have moved.
             for m in &leaving {
-                let _ = store::call(messenger, *m, store::PROGRESS, Vec::new()).await;
+                let _ = store::call(messenger, *m, store::StoreRequest::Progress).await;
             }
             let more = !shared.lost.borrow().is_empty()
                 || !shared.leave.borrow().is_empty()

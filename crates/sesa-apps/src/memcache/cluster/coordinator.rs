@@ -44,7 +44,7 @@ impl Coordinator {
         members: &BTreeMap<u32, Member>,
         leaving: &[Member],
         mut progress: impl FnMut(&Rebalance),
-    ) -> Result<Rebalance, RemoteError> {
+    ) -> Rebalance {
         let view = View {
             epoch: self.last.as_ref().map_or(0, |v| v.epoch) + 1,
             members: members.values().copied().collect(),
@@ -56,8 +56,6 @@ impl Coordinator {
             view: view.clone(),
             previous: self.last.replace(view),
         };
-        let payload = postcard::to_allocvec(&change)
-            .map_err(|_| RemoteError::Refused("encoding the view".into()))?;
         let started = sesa_event::now();
         let messenger = self.messenger;
         // First every node connects to every other (a new one's connections are being
@@ -68,14 +66,12 @@ impl Coordinator {
         // sent the view straight away). One that fails here is told the view anyway, and
         // its failure to take it is handled below.
         if epoch > 1 {
-            let view = postcard::to_allocvec(&change.view)
-                .map_err(|_| RemoteError::Refused("encoding the view".into()))?;
             let calls: Vec<_> = members
                 .values()
                 .chain(leaving)
                 .map(|m| {
-                    let (m, view) = (*m, view.clone());
-                    sesa_event::spawn_local(async move { call(messenger, m, CONNECT, view).await })
+                    let (m, connect) = (*m, StoreRequest::Connect(change.view.clone()));
+                    sesa_event::spawn_local(async move { call(messenger, m, connect).await })
                 })
                 .collect();
             for call in calls {
@@ -92,13 +88,9 @@ impl Coordinator {
             let calls: Vec<_> = untold
                 .iter()
                 .map(|m| {
-                    let (m, payload) = (*m, payload.clone());
-                    (
-                        m,
-                        sesa_event::spawn_local(
-                            async move { call(messenger, m, VIEW, payload).await },
-                        ),
-                    )
+                    let (m, install) = (*m, StoreRequest::View(change.clone()));
+                    let install = async move { call(messenger, m, install).await };
+                    (m, sesa_event::spawn_local(install))
                 })
                 .collect();
             let mut failed = Vec::new();
@@ -132,10 +124,8 @@ impl Coordinator {
                 };
                 let mut waiting = 0;
                 for m in &told {
-                    let reply = call(messenger, *m, PROGRESS, Vec::new()).await;
-                    let Some(p) = reply
-                        .ok()
-                        .and_then(|b| postcard::from_bytes::<Progress>(&b).ok())
+                    let Ok(StoreReply::Progress(p)) =
+                        call(messenger, *m, StoreRequest::Progress).await
                     else {
                         continue; // Lost meanwhile: the next view handles it.
                     };
@@ -162,13 +152,11 @@ impl Coordinator {
             r.finished = true;
             r.nodes_done = r.nodes;
             progress(&r);
-            return Ok(r);
+            return r;
         }
-        let settle = postcard::to_allocvec(&epoch)
-            .map_err(|_| RemoteError::Refused("encoding the epoch".into()))?;
         for m in &told {
-            let _ = call(messenger, *m, SETTLE, settle.clone()).await;
+            let _ = call(messenger, *m, StoreRequest::Settle { epoch }).await;
         }
-        Ok(r)
+        r
     }
 }

@@ -1,32 +1,152 @@
-//! The store's node-to-node protocol: method ids, the messages, and a call to a node.
+//! The store's node-to-node protocol: a typed service ([`StoreService`]), its requests,
+//! replies and errors, and a call to a node.
 
 use super::*;
 
-/// The store service's method: run a client's command here as the key's primary.
-pub const EXEC: u16 = 1;
-/// Install copies of items sent by their primary or by a rebalance.
-pub const PUT: u16 = 2;
-/// The item under a key (for a new primary that lacks it while keys move).
-pub const FETCH: u16 = 3;
-/// Install a new view (a [`ViewChange`], from the frontend); starts this node's
-/// rebalance.
-pub const VIEW: u16 = 4;
-/// This node's rebalance progress.
-pub const PROGRESS: u16 = 5;
-/// Every node has rebalanced to the given epoch: stop pulling on a miss.
-pub const SETTLE: u16 = 6;
-/// `flush_all` on this node's partitions.
-pub const FLUSH: u16 = 7;
-/// Drop cached copies of keys (the cached layout's invalidation, before a write is
-/// acknowledged).
-pub const INVALIDATE: u16 = 8;
-/// Run a client's read here as a holder of the key (not necessarily its primary): sent
-/// while keys move to an owner of the key in both views, which has every acknowledged
-/// write of it (see `Node::route`).
-pub const READ: u16 = 9;
-/// Connect to every node of a [`View`] (the frontend's first step of a change, before
-/// [`VIEW`]); answered once connected.
-pub const CONNECT: u16 = 10;
+/// The store's service on every node: what nodes ask one another, and what the
+/// frontend's [`Coordinator`] asks them.
+pub struct StoreService;
+
+/// A call to a node's store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum StoreRequest {
+    /// Run a client's command here as the key's primary.
+    Exec {
+        /// The sender's view.
+        epoch: u64,
+        /// How many times it was shipped on (see [`MAX_HOPS`]).
+        hops: u8,
+        /// The command.
+        op: Op,
+    },
+    /// Install copies of items sent by their primary or by a move (to the keys' core).
+    Put {
+        /// The view they were made under.
+        epoch: u64,
+        /// The items.
+        copies: Vec<KeyCopy>,
+    },
+    /// The item under a key (for a new primary that lacks it while keys move, or a
+    /// cache fill), from the key's core.
+    Fetch {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// Install a new view (from the frontend); starts this node's move.
+    View(ViewChange),
+    /// This node's progress in moving keys.
+    Progress,
+    /// Every node has moved its keys to view `epoch`: stop pulling on a miss.
+    Settle {
+        /// The view.
+        epoch: u64,
+    },
+    /// `flush_all` on this node's partitions.
+    Flush {
+        /// memcached's delay.
+        delay: i64,
+    },
+    /// Drop cached copies of keys (the cached layout's invalidation, before a write is
+    /// acknowledged), on the keys' core.
+    Invalidate {
+        /// The keys.
+        keys: Vec<serde_bytes::ByteBuf>,
+    },
+    /// Run a client's read here as a holder of the key (not necessarily its primary):
+    /// sent while keys move to an owner of the key in both views, which has every
+    /// acknowledged write of it (see `Node::route`).
+    Read {
+        /// The sender's view.
+        epoch: u64,
+        /// How many times it was shipped on.
+        hops: u8,
+        /// The read.
+        op: Op,
+    },
+    /// Connect to every node of a [`View`] (the frontend's first step of a change,
+    /// before [`StoreRequest::View`]); answered once connected.
+    Connect(View),
+}
+
+/// A node's answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum StoreReply {
+    /// A command's reply, as the memcached protocol writes it.
+    Reply(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Done (a put, view, settle, flush, invalidation or connection).
+    Done,
+    /// The item asked for (`None`: not there).
+    Item(Option<WireItem>),
+    /// This node's progress in moving keys.
+    Progress(Progress),
+}
+
+/// Why a node refused a call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum StoreError {
+    /// Keys sent to a core that does not own them (a sender with another core count).
+    #[error("keys sent to a core that does not own them")]
+    WrongCore,
+    /// A write sent as a read.
+    #[error("a write sent as a read")]
+    WriteAsRead,
+    /// The node could not connect to a view's node in time.
+    #[error("node {me} is not connected to node {node} after {CONNECT_WAIT:?}")]
+    NotConnected {
+        /// The node asked.
+        me: u32,
+        /// The node it could not reach.
+        node: u32,
+    },
+    /// The node is stopping.
+    #[error("the node is stopping")]
+    Stopping,
+}
+
+impl Service for StoreService {
+    const NAME: &'static str = "store";
+    type Request = StoreRequest;
+    type Reply = StoreReply;
+    type Error = StoreError;
+
+    fn method(request: &StoreRequest) -> u16 {
+        match request {
+            StoreRequest::Exec { .. } => 1,
+            StoreRequest::Put { .. } => 2,
+            StoreRequest::Fetch { .. } => 3,
+            StoreRequest::View(_) => 4,
+            StoreRequest::Progress => 5,
+            StoreRequest::Settle { .. } => 6,
+            StoreRequest::Flush { .. } => 7,
+            StoreRequest::Invalidate { .. } => 8,
+            StoreRequest::Read { .. } => 9,
+            StoreRequest::Connect(_) => 10,
+        }
+    }
+}
+
+/// A failed call to a node's store.
+pub type StoreCallError = ServiceError<StoreError>;
+
+/// The store's client of `member`, on `core`.
+pub fn client(messenger: MessengerRef, member: Member, core: CoreId) -> Client<StoreService> {
+    Client::new(messenger, member.node, core, member.service)
+}
+
+/// Asks `member`'s store (on its core 0: the frontend's calls).
+///
+/// # Errors
+/// The call failed, or the node refused.
+pub async fn call(
+    messenger: MessengerRef,
+    member: Member,
+    request: StoreRequest,
+) -> Result<StoreReply, StoreCallError> {
+    client(messenger, member, CoreId::new(0))
+        .call(request)
+        .await
+}
 
 /// A node's progress in moving keys to the newest view.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,54 +168,30 @@ pub struct Progress {
     pub failures: u64,
 }
 
-/// An item on the wire. Keys and values are written as byte strings (`serde_bytes`):
-/// the same bytes postcard writes for a sequence of `u8`, made with one copy instead of
-/// a call per byte (a move sends hundreds of thousands).
+/// An item on the wire, under its key. Keys and values are written as byte strings
+/// (`serde_bytes`): one copy instead of a call per byte (a move sends hundreds of
+/// thousands).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(super) struct Copy {
+pub struct KeyCopy {
+    /// The key.
     #[serde(with = "serde_bytes")]
-    pub(super) key: Vec<u8>,
+    pub key: Vec<u8>,
     /// `None`: the key is gone.
-    pub(super) item: Option<WireItem>,
+    pub item: Option<WireItem>,
 }
 
-/// A [`Copy`] as a move sends it: borrowed from the partition, not cloned out of it.
-/// Encoded as a `Copy` is (postcard writes a slice and a `Vec` alike).
-#[derive(Serialize)]
-pub(super) struct CopyRef<'a> {
-    #[serde(with = "serde_bytes")]
-    pub(super) key: &'a [u8],
-    pub(super) item: Option<WireItemRef<'a>>,
-}
-
-/// A [`WireItem`], borrowed.
-#[derive(Serialize)]
-pub(super) struct WireItemRef<'a> {
-    #[serde(with = "serde_bytes")]
-    pub(super) value: &'a [u8],
-    pub(super) flags: u32,
-    pub(super) expires_at: Option<u64>,
-    pub(super) cas: u64,
-}
-
-impl<'a> From<&'a Item> for WireItemRef<'a> {
-    fn from(i: &'a Item) -> Self {
-        WireItemRef {
-            value: &i.value,
-            flags: i.flags,
-            expires_at: i.expires_at,
-            cas: i.cas,
-        }
-    }
-}
-
+/// An item as it travels between nodes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(super) struct WireItem {
+pub struct WireItem {
+    /// The value.
     #[serde(with = "serde_bytes")]
-    pub(super) value: Vec<u8>,
-    pub(super) flags: u32,
-    pub(super) expires_at: Option<u64>,
-    pub(super) cas: u64,
+    pub value: Vec<u8>,
+    /// The client's flags.
+    pub flags: u32,
+    /// When it expires (Unix seconds).
+    pub expires_at: Option<u64>,
+    /// Its cas.
+    pub cas: u64,
 }
 
 impl From<Item> for WireItem {
@@ -106,6 +202,12 @@ impl From<Item> for WireItem {
             expires_at: i.expires_at,
             cas: i.cas,
         }
+    }
+}
+
+impl From<&Item> for WireItem {
+    fn from(i: &Item) -> Self {
+        i.clone().into()
     }
 }
 
@@ -120,25 +222,6 @@ impl From<WireItem> for Item {
     }
 }
 
-pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, RemoteError> {
-    postcard::to_allocvec(value).map_err(|_| RemoteError::Refused("encoding".into()))
-}
-
 pub(super) fn server_error(why: impl core::fmt::Display) -> Vec<u8> {
     format!("SERVER_ERROR {why}\r\n").into_bytes()
-}
-
-/// Asks `node`'s store service `method` (for the frontend).
-///
-/// # Errors
-/// The call failed.
-pub async fn call(
-    messenger: MessengerRef,
-    member: Member,
-    method: u16,
-    payload: Vec<u8>,
-) -> Result<Vec<u8>, CallError> {
-    messenger
-        .call(member.node, CoreId::new(0), member.service, method, payload)
-        .await
 }

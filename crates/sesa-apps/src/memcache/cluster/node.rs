@@ -68,11 +68,12 @@ impl Node {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
         }));
-        messenger
-            .serve_async(service.id(), move |_from, method, payload| {
-                node.serve(method, payload)
-            })
-            .await?;
+        sesa_exec::service::serve::<StoreService, _, _>(
+            messenger,
+            service.id(),
+            move |_, request| node.answer(request),
+        )
+        .await?;
         Ok((node, kv.in_cluster(node)))
     }
 
@@ -119,39 +120,32 @@ impl Node {
         f(&mut self.progress.lock());
     }
 
-    pub(super) async fn serve(
+    /// What this node answers to `request` (the store's service).
+    pub(super) async fn answer(
         &'static self,
-        method: u16,
-        payload: Vec<u8>,
-    ) -> Result<Vec<u8>, RemoteError> {
-        let bad = || RemoteError::Refused("malformed store request".into());
-        match method {
-            EXEC => {
-                let (epoch, hops, op): (u64, u8, Op) =
-                    postcard::from_bytes(&payload).map_err(|_| bad())?;
-                // Shipped here as the key's primary: a copy here (this node may be a
-                // replica in a newer view) may lack a write the sender shipped before.
-                Ok(self.route(op, epoch, hops, Reads::AtPrimary).await)
-            }
-            READ => {
-                let (epoch, hops, op): (u64, u8, Op) =
-                    postcard::from_bytes(&payload).map_err(|_| bad())?;
+        request: StoreRequest,
+    ) -> Result<StoreReply, StoreError> {
+        let on_key_core =
+            |key: &[u8]| owner(key, sesa_event::cores()) == sesa_event::current_core();
+        match request {
+            // Shipped here as the key's primary: a copy here (this node may be a replica
+            // in a newer view) may lack a write the sender shipped before.
+            StoreRequest::Exec { epoch, hops, op } => Ok(StoreReply::Reply(
+                self.route(op, epoch, hops, Reads::AtPrimary).await,
+            )),
+            StoreRequest::Read { epoch, hops, op } => {
                 if op.writes() {
-                    return Err(RemoteError::Refused("a write sent as a read".into()));
+                    return Err(StoreError::WriteAsRead);
                 }
                 // The sender's client allowed any holder to answer; this node answers
                 // if it holds the key for sure by its own view, else routes it on.
-                Ok(self.route(op, epoch, hops, Reads::Nearest).await)
+                Ok(StoreReply::Reply(
+                    self.route(op, epoch, hops, Reads::Nearest).await,
+                ))
             }
-            PUT => {
-                let (epoch, mut copies): (u64, Vec<Copy>) =
-                    postcard::from_bytes(&payload).map_err(|_| bad())?;
-                let here = sesa_event::current_core();
-                let cores = sesa_event::cores();
-                if copies.iter().any(|c| owner(&c.key, cores) != here) {
-                    return Err(RemoteError::Refused(
-                        "copies sent to a core that does not own them".into(),
-                    ));
+            StoreRequest::Put { epoch, mut copies } => {
+                if !copies.iter().all(|c| on_key_core(&c.key)) {
+                    return Err(StoreError::WrongCore);
                 }
                 self.kv.with_partition(|p, now| {
                     for c in &mut copies {
@@ -163,65 +157,56 @@ impl Node {
                 // this node may have moved these keys already: pass them on.
                 let view = self.current();
                 if epoch < view.epoch {
-                    for Copy { key, .. } in copies {
+                    for KeyCopy { key, .. } in copies {
                         let item = self.kv.with_partition(|p, now| p.export(&key, now));
                         self.replicate(key, item).await;
                     }
                 }
-                encode(&())
+                Ok(StoreReply::Done)
             }
-            FETCH => {
-                let key: Vec<u8> = postcard::from_bytes(&payload).map_err(|_| bad())?;
-                if owner(&key, sesa_event::cores()) != sesa_event::current_core() {
-                    return Err(RemoteError::Refused("fetch sent to the wrong core".into()));
+            StoreRequest::Fetch { key } => {
+                if !on_key_core(&key) {
+                    return Err(StoreError::WrongCore);
                 }
                 let item = self.kv.with_partition(|p, now| p.export(&key, now));
-                encode(&item.map(WireItem::from))
+                Ok(StoreReply::Item(item.map(WireItem::from)))
             }
-            CONNECT => {
-                let view: View = postcard::from_bytes(&payload).map_err(|_| bad())?;
+            StoreRequest::Connect(view) => {
                 self.connect_to(&view).await?;
-                encode(&())
+                Ok(StoreReply::Done)
             }
-            VIEW => {
-                let change: ViewChange = postcard::from_bytes(&payload).map_err(|_| bad())?;
+            StoreRequest::View(change) => {
                 self.install(change).await?;
-                encode(&())
+                Ok(StoreReply::Done)
             }
-            PROGRESS => encode(&self.progress()),
-            SETTLE => {
-                let epoch: u64 = postcard::from_bytes(&payload).map_err(|_| bad())?;
+            StoreRequest::Progress => Ok(StoreReply::Progress(self.progress())),
+            StoreRequest::Settle { epoch } => {
                 let mut views = self.views.write();
                 if views.current.epoch == epoch {
                     views.previous = None;
                 }
-                encode(&())
+                Ok(StoreReply::Done)
             }
-            INVALIDATE => {
-                let keys: Vec<Vec<u8>> = postcard::from_bytes(&payload).map_err(|_| bad())?;
-                let here = sesa_event::current_core();
-                if keys.iter().any(|k| owner(k, sesa_event::cores()) != here) {
-                    return Err(RemoteError::Refused(
-                        "invalidation sent to a core that does not hold the keys".into(),
-                    ));
+            StoreRequest::Invalidate { keys } => {
+                if !keys.iter().all(|k| on_key_core(k)) {
+                    return Err(StoreError::WrongCore);
                 }
+                let here = sesa_event::current_core();
                 self.invalidated(here).fetch_add(1, Ordering::Relaxed);
                 self.kv.with_partition(|p, now| {
                     for k in &keys {
                         p.import(k, None, now);
                     }
                 });
-                encode(&())
+                Ok(StoreReply::Done)
             }
-            FLUSH => {
-                let delay: i64 = postcard::from_bytes(&payload).map_err(|_| bad())?;
+            StoreRequest::Flush { delay } => {
                 self.kv
                     .each_partition(move |p, now| p.flush_all(delay, now))
                     .await
-                    .map_err(|_| RemoteError::Stopping)?;
-                encode(&())
+                    .map_err(|_| StoreError::Stopping)?;
+                Ok(StoreReply::Done)
             }
-            _ => Err(RemoteError::NoHandler),
         }
     }
 
@@ -306,25 +291,41 @@ impl Node {
                     .find(|m| before.iter().any(|b| b.node == m.node))
                     .copied()
             });
-            let (target, method) = match steady {
-                Some(m) if m.node != primary.node => (m, READ),
-                _ => (primary, EXEC),
-            };
-            let service = target.service;
-            let Ok(payload) = postcard::to_allocvec(&(view.epoch, hops + 1, &op)) else {
-                return server_error("encoding");
+            let (epoch, hops) = (view.epoch, hops + 1);
+            let (target, read) = match steady {
+                Some(m) if m.node != primary.node => (m, true),
+                _ => (primary, false),
             };
             let core = owner(op.key(), target.cores as usize);
-            match self
-                .messenger
-                .call(target.node, core, service, method, payload)
+            let request = match read {
+                true => StoreRequest::Read { epoch, hops, op },
+                false => StoreRequest::Exec { epoch, hops, op },
+            };
+            match client(self.messenger, target, core)
+                .call_ref(&request)
                 .await
             {
-                Ok(reply) => return reply,
-                Err(CallError::Remote { node, error }) => {
+                Ok(StoreReply::Reply(reply)) => return reply,
+                Ok(other) => {
+                    return server_error(format_args!(
+                        "node {} answered {other:?} to a command",
+                        target.node
+                    ));
+                }
+                Err(ServiceError::Call(CallError::Remote { node, error })) => {
                     return server_error(format_args!("node {node}: {error}"));
                 }
-                Err(e) => {
+                Err(e @ (ServiceError::Failed(_) | ServiceError::Codec { .. })) => {
+                    return server_error(format_args!("node {}: {e}", target.node));
+                }
+                Err(ServiceError::Call(e)) => {
+                    // The command, back from the request, to be routed again.
+                    let (StoreRequest::Exec { op: back, .. } | StoreRequest::Read { op: back, .. }) =
+                        request
+                    else {
+                        return server_error("a command sent as neither Exec nor Read");
+                    };
+                    op = back;
                     // Lost or not yet connected: the frontend's next view routes around a
                     // lost node; a connection being made just needs a moment.
                     let Some(next) = self.next_view(view.epoch, target.node).await else {
@@ -411,19 +412,10 @@ impl Node {
             return Ok(self.kv.apply_here(op));
         }
         let before = self.invalidated(here).load(Ordering::Relaxed);
-        let service = primary.service;
-        let Ok(payload) = postcard::to_allocvec(&key) else {
-            return Err(op);
-        };
         let core = owner(&key, primary.cores as usize);
-        let Ok(reply) = self
-            .messenger
-            .call(primary.node, core, service, FETCH, payload)
-            .await
+        let fetch = StoreRequest::Fetch { key: key.clone() };
+        let Ok(StoreReply::Item(item)) = client(self.messenger, primary, core).call(fetch).await
         else {
-            return Err(op);
-        };
-        let Ok(item) = postcard::from_bytes::<Option<WireItem>>(&reply) else {
             return Err(op);
         };
         let raced = self.invalidated(here).load(Ordering::Relaxed) != before;
@@ -478,24 +470,18 @@ impl Node {
         if others.is_empty() {
             return;
         }
-        // A slice, as PUT decodes a `Vec` (an array would be encoded without its length).
-        let copy = [Copy {
-            key,
-            item: item.map(WireItem::from),
-        }];
-        let Ok(payload) = postcard::to_allocvec(&(view.epoch, &copy[..])) else {
-            return;
+        let copy = StoreRequest::Put {
+            epoch: view.epoch,
+            copies: alloc::vec![KeyCopy {
+                key: key.clone(),
+                item: item.map(WireItem::from),
+            }],
         };
         for m in others {
-            let service = m.service;
-            let core = owner(&copy[0].key, m.cores as usize);
+            let core = owner(&key, m.cores as usize);
             for attempt in 1.. {
                 let epoch = self.current().epoch;
-                let e = match self
-                    .messenger
-                    .call(m.node, core, service, PUT, payload.clone())
-                    .await
-                {
+                let e = match client(self.messenger, m, core).call_ref(&copy).await {
                     Ok(_) => break,
                     Err(e) => e,
                 };
@@ -505,10 +491,12 @@ impl Node {
                 // connection to come back, or for a view that has the replica no more.
                 // Bounded: a connection that keeps coming back only to fail again is left to
                 // the frontend, which will see the node as lost.
-                let connection = matches!(e, CallError::NotConnected(_) | CallError::PeerLost(_))
-                    && attempt < REPLICATE_ATTEMPTS;
+                let connection = matches!(
+                    e,
+                    ServiceError::Call(CallError::NotConnected(_) | CallError::PeerLost(_))
+                ) && attempt < REPLICATE_ATTEMPTS;
                 let retry = match self.next_view(epoch, m.node).await {
-                    Some(view) if connection => view.owners(&copy[0].key).contains(&m),
+                    Some(view) if connection => view.owners(&key).contains(&m),
                     _ => false,
                 };
                 if !retry {
@@ -522,20 +510,15 @@ impl Node {
     /// Drops `key` from the cache of every node of `view` that does not own it.
     pub(super) async fn invalidate_caches(&self, view: &View, key: &[u8]) {
         let owners = view.owners(key);
-        let Ok(payload) = postcard::to_allocvec(&[key][..]) else {
-            return;
+        let invalidate = StoreRequest::Invalidate {
+            keys: alloc::vec![serde_bytes::ByteBuf::from(key)],
         };
         for m in &view.members {
             if m.node == self.me || owners.contains(m) {
                 continue;
             }
-            let service = m.service;
             let core = owner(key, m.cores as usize);
-            if let Err(e) = self
-                .messenger
-                .call(m.node, core, service, INVALIDATE, payload.clone())
-                .await
-            {
+            if let Err(e) = client(self.messenger, *m, core).call_ref(&invalidate).await {
                 tracing::warn!(node = m.node, "cache not invalidated: {e}");
             }
         }
@@ -548,24 +531,18 @@ impl Node {
             if m.node == self.me || !current.has(m.node) {
                 continue;
             }
-            let service = m.service;
-            let Ok(payload) = postcard::to_allocvec(key) else {
-                continue;
-            };
+            let fetch = StoreRequest::Fetch { key: key.to_vec() };
             let core = owner(key, m.cores as usize);
-            let Ok(reply) = self
-                .messenger
-                .call(m.node, core, service, FETCH, payload)
-                .await
-            else {
-                continue;
-            };
-            if let Ok(item) = postcard::from_bytes::<Option<WireItem>>(&reply) {
-                if let Some(item) = item {
-                    self.kv
-                        .with_partition(|p, now| p.import(key, Some(item.into()), now));
+            match client(self.messenger, m, core).call(fetch).await {
+                Ok(StoreReply::Item(item)) => {
+                    if let Some(item) = item {
+                        self.kv
+                            .with_partition(|p, now| p.import(key, Some(item.into()), now));
+                    }
+                    return;
                 }
-                return;
+                // Another answer, or none: the next previous owner.
+                _ => continue,
             }
         }
     }
@@ -573,18 +550,15 @@ impl Node {
     /// `flush_all` on every node of the store: `OK`, or what went wrong.
     async fn flush_everywhere(&'static self, delay: i64) -> Vec<u8> {
         let view = self.current();
-        let Ok(payload) = postcard::to_allocvec(&delay) else {
-            return server_error("encoding");
-        };
         for &m in &view.members {
+            let flush = StoreRequest::Flush { delay };
             let result = if m.node == self.me {
-                self.serve(FLUSH, payload.clone()).await.map(|_| ())
-            } else {
-                self.messenger
-                    .call(m.node, CoreId::new(0), m.service, FLUSH, payload.clone())
+                self.answer(flush)
                     .await
-                    .map(|_| ())
-                    .map_err(|e| RemoteError::Refused(e.to_string()))
+                    .map(drop)
+                    .map_err(ServiceError::Failed)
+            } else {
+                call(self.messenger, m, flush).await.map(drop)
             };
             if let Err(e) = result {
                 return server_error(format_args!("flush_all on node {}: {e}", m.node));

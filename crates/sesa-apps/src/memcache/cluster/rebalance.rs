@@ -6,7 +6,7 @@ use super::*;
 impl Node {
     /// Installs the change's view if it is newer than the current one, once connected to
     /// each of its nodes, and starts moving this node's keys to it.
-    pub(super) async fn install(&'static self, change: ViewChange) -> Result<(), RemoteError> {
+    pub(super) async fn install(&'static self, change: ViewChange) -> Result<(), StoreError> {
         let ViewChange { view, previous } = change;
         self.connect_to(&view).await?;
         let old = {
@@ -40,15 +40,15 @@ impl Node {
 
     /// Waits until this node is connected to every node of `view` (the membership layer
     /// makes the connections), for up to [`CONNECT_WAIT`].
-    pub(super) async fn connect_to(&self, view: &View) -> Result<(), RemoteError> {
+    pub(super) async fn connect_to(&self, view: &View) -> Result<(), StoreError> {
         let deadline = sesa_event::now() + CONNECT_WAIT;
         for m in &view.members {
             while m.node != self.me && !self.connected(m.node).await {
                 if sesa_event::now() > deadline {
-                    return Err(RemoteError::Refused(format!(
-                        "node {} is not connected to node {} after {CONNECT_WAIT:?}",
-                        self.me, m.node
-                    )));
+                    return Err(StoreError::NotConnected {
+                        me: self.me,
+                        node: m.node,
+                    });
                 }
                 sesa_event::sleep(Duration::from_millis(2)).await;
             }
@@ -132,36 +132,29 @@ impl Node {
             let Some(m) = new.members.iter().find(|m| m.node == node) else {
                 continue;
             };
-            let service = m.service;
+            let core = CoreId::new(core);
             for chunk in keys.chunks(BATCH) {
                 let started = sesa_event::now();
                 // Read the items when sending, so the copy is as fresh as this core's
-                // partition (writes here and copies leave this core in order), and
-                // encode them where they are.
-                let (sent, encoded) = self.kv.with_partition(|p, now| {
-                    let copies: Vec<CopyRef<'_>> = chunk
+                // partition (writes here and copies leave this core in order).
+                let copies: Vec<KeyCopy> = self.kv.with_partition(|p, now| {
+                    chunk
                         .iter()
                         .filter_map(|&key| {
                             let item = p.peek(key, now)?;
-                            Some(CopyRef {
-                                key,
+                            Some(KeyCopy {
+                                key: key.to_vec(),
                                 item: Some(item.into()),
                             })
                         })
-                        .collect();
-                    (
-                        copies.len() as u64,
-                        postcard::to_allocvec(&(new.epoch, &copies)),
-                    )
+                        .collect()
                 });
-                let result = match encoded {
-                    Ok(payload) => self
-                        .messenger
-                        .call(node, CoreId::new(core), service, PUT, payload)
-                        .await
-                        .map(|_| ()),
-                    Err(_) => Err(CallError::NotConnected(node)),
+                let sent = copies.len() as u64;
+                let put = StoreRequest::Put {
+                    epoch: new.epoch,
+                    copies,
                 };
+                let result = client(self.messenger, *m, core).call(put).await.map(drop);
                 match result {
                     Ok(()) => self.note(|p| p.copies_sent += sent),
                     Err(e) => {
