@@ -9,7 +9,6 @@
 //! asking the previous owners for keys that are still moving (`SETTLE`).
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -96,8 +95,14 @@ async fn frontend(
                         });
                     }
                     match cx.run_on::<Kv>(&node, &settings).await {
-                        Ok(Serving { port, member }) => {
-                            serving(&status, node.node, settings.listen, port);
+                        Ok(Serving { addr, member }) => {
+                            cx.report(Event::Serving {
+                                node: node.node,
+                                addr,
+                            });
+                            update_status(&status, |s| {
+                                s.ports.insert(node.node, addr.port());
+                            });
                             members.insert(node.node, member);
                             roster.started(node.node);
                         }
@@ -149,20 +154,6 @@ async fn frontend(
         }
         sesa_event::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Prints the line clients (and tests) look for, and notes the port for `sesa status`.
-fn serving(status: &Mutex<StoreStatus>, node: u32, listen: std::net::IpAddr, port: u16) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "node {node} listening on {}",
-        std::net::SocketAddr::new(listen, port)
-    );
-    let _ = out.flush();
-    update_status(status, |s| {
-        s.ports.insert(node, port);
-    });
 }
 
 /// Changes the store's figures (what `sesa status` reads when asked).

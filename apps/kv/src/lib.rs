@@ -57,8 +57,8 @@ pub struct Kv;
 /// Where a node of the store serves.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy)]
 pub struct Serving {
-    /// The client port (on the settings' listen address, as the frontend's host sees it).
-    pub port: u16,
+    /// Where clients reach it (as the frontend's host sees it).
+    pub addr: core::net::SocketAddr,
     /// The node as a member of the store's views.
     pub member: sesa_apps::memcache::cluster::Member,
 }
@@ -69,11 +69,11 @@ impl App for Kv {
     type Outcome = Serving;
 
     async fn run(node: NodeContext, settings: KvSettings) -> Result<Serving, AppError> {
-        let (port, member) =
+        let (addr, member) =
             crate::start_on_node(node.messenger(), node.id(), &settings, node.host())
                 .await
                 .map_err(AppError::Failed)?;
-        Ok(Serving { port, member })
+        Ok(Serving { addr, member })
     }
 }
 

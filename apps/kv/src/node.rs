@@ -30,8 +30,8 @@ pub fn check_memory(memory_bytes: usize, memory_max: Option<usize>) -> Result<()
 }
 
 /// Creates the store on this node (node `me`), serves clients on every core, and joins
-/// the store's messages. Returns the client port (as clients on the frontend's host
-/// reach it) and the node as a view member.
+/// the store's messages. Returns the clients' address (as clients on the frontend's
+/// host reach it) and the node as a view member.
 ///
 /// # Errors
 /// The port is taken, or the node's runtime refused.
@@ -40,7 +40,7 @@ pub async fn start_on_node(
     me: u32,
     settings: &KvSettings,
     host: Host,
-) -> Result<(u16, Member), String> {
+) -> Result<(SocketAddr, Member), String> {
     check_memory(settings.memory_bytes, host.memory_max)?;
     let config = server::KvConfig {
         limits: Limits {
@@ -55,18 +55,21 @@ pub async fn start_on_node(
     let (node, kv) = store::Node::start(messenger, kv)
         .await
         .map_err(|e| format!("joining the store: {e}"))?;
+    // Where to listen, and where clients reach it (`None`: the port bound, on the same
+    // address).
     let (listen, seen_at) = match host.addressing {
         Addressing::Loopback => (SocketAddr::new(settings.listen, port(settings, me)?), None),
         Addressing::Own(ip) => (SocketAddr::new(ip, port(settings, me)?), None),
         Addressing::Forwarded { clients, .. } => (
             SocketAddr::from((Ipv4Addr::UNSPECIFIED, clients.guest)),
-            Some(clients.host),
+            Some(SocketAddr::new(settings.listen, clients.host)),
         ),
     };
     let bound = server::serve_every_core(kv, listen)
         .await
         .map_err(|e| format!("node {me} listening on {listen}: {e}"))?;
-    Ok((seen_at.unwrap_or(bound.port()), node.member()))
+    let addr = seen_at.unwrap_or(SocketAddr::new(listen.ip(), bound.port()));
+    Ok((addr, node.member()))
 }
 
 /// Node `me`'s client port: the OS's pick (0), or the settings' base port plus the node's

@@ -42,7 +42,7 @@ use sesa_node::{
 pub use sesa_node::{NodeStatus, Register};
 
 use crate::Application;
-use crate::events::{Event, EventSink, Stderr};
+use crate::events::{Console, Event, EventSink};
 use crate::roster::{Action, Roster};
 
 /// The frontend's admin service, behind `sesa status` and `sesa scale` ([`Admin`]
@@ -397,11 +397,11 @@ impl LocalProcesses {
             native,
             idle_spins: None,
             node_args: vec!["node".into()],
-            events: std::sync::Arc::new(Stderr),
+            events: std::sync::Arc::new(Console),
         }
     }
 
-    /// Reports through `events` (default: [`Stderr`]).
+    /// Reports through `events` (default: [`Console`]).
     #[must_use]
     pub fn with_events(mut self, events: std::sync::Arc<dyn EventSink>) -> Self {
         self.events = events;
@@ -622,7 +622,7 @@ pub struct FrontendConfig {
     /// The arguments that make this executable a hosted node, before `--join ...`
     /// (`["node"]` for `sesa`; [`crate::main`] uses its own).
     pub node_args: Vec<String>,
-    /// Where the frontend's events go (the `sesa` command: [`Stderr`]).
+    /// Where the frontend's events go (the `sesa` command: [`Console`]).
     pub events: std::sync::Arc<dyn EventSink>,
     /// Where the frontend's messenger listens for its nodes (local processes:
     /// 127.0.0.1, a port the OS picks).

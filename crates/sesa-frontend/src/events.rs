@@ -1,6 +1,6 @@
 //! What the frontend reports about its nodes, as values: an [`EventSink`] receives them
-//! (the `sesa` command prints them on stderr, [`Stderr`]; a test or the simulator can
-//! record them instead).
+//! (the `sesa` command prints them on its console, [`Console`]; a test or the simulator
+//! can record them instead).
 
 use std::fmt;
 
@@ -45,6 +45,14 @@ pub enum Event {
         /// What the application does about it.
         then: String,
     },
+    /// A node serves clients at `addr` (a server application's address for clients:
+    /// the line they look for).
+    Serving {
+        /// The node.
+        node: u32,
+        /// Where clients reach it.
+        addr: std::net::SocketAddr,
+    },
     /// Anything else the application reports.
     Note(String),
 }
@@ -58,6 +66,7 @@ impl fmt::Display for Event {
             Event::Left { node } => write!(f, "node {node} left"),
             Event::Killed { node } => write!(f, "node {node} did not stop in time: killing it"),
             Event::Lost { node, cause, then } => write!(f, "node {node} {cause}; {then}"),
+            Event::Serving { node, addr } => write!(f, "node {node} listening on {addr}"),
             Event::Note(text) => f.write_str(text),
         }
     }
@@ -69,13 +78,24 @@ pub trait EventSink: Send + Sync {
     fn report(&self, event: Event);
 }
 
-/// Events printed on stderr as `sesa: <event>` (what the `sesa` command does).
+/// The frontend's console (what the `sesa` command and [`crate::main`] use): events on
+/// stderr as `sesa: <event>`, except where a node serves clients
+/// ([`Event::Serving`]), which goes to stdout as it is, for the clients (and scripts)
+/// that look for it.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Stderr;
+pub struct Console;
 
-impl EventSink for Stderr {
+impl EventSink for Console {
     fn report(&self, event: Event) {
-        eprintln!("sesa: {event}");
+        use std::io::Write as _;
+        match event {
+            Event::Serving { .. } => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{event}");
+                let _ = out.flush();
+            }
+            _ => eprintln!("sesa: {event}"),
+        }
     }
 }
 
@@ -103,6 +123,13 @@ mod tests {
     #[test]
     fn events_read_as_the_lines_the_frontend_always_printed() {
         let lines = [
+            (
+                Event::Serving {
+                    node: 2,
+                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], 11212)),
+                },
+                "node 2 listening on 127.0.0.1:11212",
+            ),
             (
                 Event::Started { node: 1, pid: 42 },
                 "node 1 started (pid 42)",

@@ -101,7 +101,7 @@ pub use cluster::{
     NATIVE_RAM_MB, NativeNodes, NodeArgs, NodeProvider, NodeSpec, NodeStatus, Register, drive,
     node, qemu_command, run, scale, status,
 };
-pub use events::{Event, EventSink, Recorded, Stderr};
+pub use events::{Console, Event, EventSink, Recorded};
 pub use roster::Roster;
 pub use sesa_hosted::Exit;
 
@@ -331,7 +331,7 @@ where
         ..FrontendConfig::local(
             launch.nodes,
             vec![NODE_ARG.into()],
-            std::sync::Arc::new(Stderr),
+            std::sync::Arc::new(Console),
         )
     };
     match run::<P>(config, settings)? {

@@ -396,7 +396,7 @@ fn frontend_config(
         ..sesa_frontend::FrontendConfig::local(
             nodes,
             vec!["node".into()],
-            std::sync::Arc::new(sesa_frontend::Stderr),
+            std::sync::Arc::new(sesa_frontend::Console),
         )
     }
 }
