@@ -154,6 +154,6 @@ mod tests {
             assert_eq!(event.to_string(), line);
             recorded.report(event);
         }
-        assert_eq!(recorded.events().len(), 5);
+        assert_eq!(recorded.events().len(), 6);
     }
 }
