@@ -216,13 +216,19 @@ async fn change_view(
             }
         })
         .await;
+    let ids = members.keys().copied().collect();
     if let Some(view) = coordinator.view().filter(|v| v.epoch == 1) {
-        cx.report(Event::Note(format!(
-            "the store is up on {} node(s), {} owner(s) per key, {:?} layout",
-            view.members.len(),
-            view.replicas,
-            view.layout
-        )));
+        cx.report(Event::View {
+            epoch,
+            members: ids,
+            settled: true,
+            detail: format!(
+                "the store is up on {} node(s), {} owner(s) per key, {:?} layout",
+                view.members.len(),
+                view.replicas,
+                view.layout
+            ),
+        });
         return Ok(());
     }
     if let Some(bar) = &bar {
@@ -232,15 +238,20 @@ async fn change_view(
             bar.abandon();
         }
     }
-    if r.finished {
-        cx.report(Event::Note(r.line()));
-    } else {
-        cx.report(Event::Note(format!(
+    let detail = match r.finished {
+        true => r.line(),
+        false => format!(
             "view {}: {} node(s) still moving keys after {:?}",
             r.epoch,
             r.nodes - r.nodes_done,
             coordinator.limit
-        )));
-    }
+        ),
+    };
+    cx.report(Event::View {
+        epoch,
+        members: ids,
+        settled: r.finished,
+        detail,
+    });
     Ok(())
 }

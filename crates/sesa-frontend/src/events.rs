@@ -53,6 +53,19 @@ pub enum Event {
         /// Where clients reach it.
         addr: std::net::SocketAddr,
     },
+    /// The application took a new view of its members (after the roster's
+    /// [`crate::roster::Action::ChangeView`]).
+    View {
+        /// The view's number.
+        epoch: u64,
+        /// Its members.
+        members: Vec<u32>,
+        /// Whether the application's state has moved to it (a store: every key on its
+        /// owners), so that another change is safe.
+        settled: bool,
+        /// What the application says of it (the console's line).
+        detail: String,
+    },
     /// Anything else the application reports.
     Note(String),
 }
@@ -67,6 +80,7 @@ impl fmt::Display for Event {
             Event::Killed { node } => write!(f, "node {node} did not stop in time: killing it"),
             Event::Lost { node, cause, then } => write!(f, "node {node} {cause}; {then}"),
             Event::Serving { node, addr } => write!(f, "node {node} listening on {addr}"),
+            Event::View { detail, .. } => f.write_str(detail),
             Event::Note(text) => f.write_str(text),
         }
     }

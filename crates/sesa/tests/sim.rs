@@ -29,6 +29,22 @@ fn a_seed_replays_to_the_same_trace_and_another_seed_does_not() {
 }
 
 #[test]
+fn the_store_as_sesa_kv_runs_it_serves_and_replays_without_faults() {
+    // The production frontend on simulated nodes, clients writing and reading, no
+    // faults: every acknowledged write is read back, and the run replays.
+    let quiet = Options {
+        inject: false,
+        ..short(Workload::Store, 3)
+    };
+    let first = run(&quiet);
+    let again = run(&quiet);
+    assert!(first.passed(), "{first:?}");
+    assert!(first.counts.acknowledged > 100, "{first:?}");
+    assert_eq!(first.trace_hash, again.trace_hash);
+    assert_eq!(first.counts, again.counts);
+}
+
+#[test]
 fn the_checkers_report_the_losses_of_careless_runs() {
     // Two nodes crashed at once: R = 2 cannot keep every key, and the checkers must say
     // so (with the seed and the replay command).

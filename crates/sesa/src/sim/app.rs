@@ -86,6 +86,8 @@ pub(super) struct AppRun<A: Application> {
     /// `sesa scale` answers: (target, outcome).
     pub scaled: Rc<RefCell<Vec<Scaled>>>,
     requests: Rc<Requests>,
+    /// How many of the frontend's events were handed to [`Watch::events`].
+    events_seen: usize,
     /// Each node id's running life.
     lives: BTreeMap<u32, NodeKey>,
     /// How many of `sim.ended()` were seen.
@@ -131,6 +133,7 @@ impl<A: Application> AppRun<A> {
             events,
             scaled: Rc::default(),
             requests,
+            events_seen: 0,
             lives: BTreeMap::new(),
             ended_seen: 0,
             scalers: 0,
@@ -156,7 +159,8 @@ impl<A: Application> AppRun<A> {
         }
         let ended = sim.ended();
         for (id, end) in &ended[self.ended_seen..] {
-            if *id != FRONTEND && *id < SCALERS {
+            // The frontend's nodes (not the frontend, its clients or `sesa scale`s).
+            if *id != FRONTEND && *id < SCALERS && self.lives.contains_key(id) {
                 let status = match end {
                     NodeEnd::Exited(code) => format!("exit status {code}"),
                     NodeEnd::Crashed => "killed".to_string(),
@@ -165,6 +169,14 @@ impl<A: Application> AppRun<A> {
             }
         }
         self.ended_seen = ended.len();
+    }
+
+    /// The frontend's events since the last call.
+    pub fn new_events(&mut self) -> Vec<Event> {
+        let events = self.events.events();
+        let new = events[self.events_seen.min(events.len())..].to_vec();
+        self.events_seen = events.len();
+        new
     }
 
     /// Node ids whose life is running.
@@ -197,6 +209,11 @@ impl<A: Application> AppRun<A> {
             let answer = scale(ADMIN_FIRST + n, secret, join, target).await;
             scaled.borrow_mut().push((target, answer));
         });
+    }
+
+    /// Whether the frontend has yet to hear of nodes that ended.
+    pub fn exits_unheard(&self) -> bool {
+        !self.requests.exited.borrow().is_empty()
     }
 
     /// Whether a scale request is still waiting for its answer.
@@ -245,6 +262,21 @@ async fn scale(me: u32, secret: Secret, join: SocketAddr, target: u32) -> Result
     }
 }
 
+/// What a workload watches of its application while the faults run.
+pub(super) trait Watch {
+    /// The frontend's events since the last call (between turns).
+    fn events(&mut self, _events: &[Event]) {}
+    /// Whether a node may be killed now (a store: once it has repaired itself).
+    fn may_kill(&self) -> bool {
+        true
+    }
+    /// The schedule killed `node` (before the frontend has noticed).
+    fn killed(&mut self, _node: u32) {}
+}
+
+/// A workload that watches nothing.
+impl Watch for () {}
+
 /// The fault phase of an application run: between turns, kill a node, cut one off
 /// from the frontend or another node (healed later), reset connections, or ask for a
 /// new number of nodes (1 to `nodes + 2`); at most one cut at a time, and a kill only
@@ -255,6 +287,7 @@ pub(super) fn fault_phase<A: Application>(
     sim: &Sim,
     options: &Options,
     run: &mut AppRun<A>,
+    watch: &mut dyn Watch,
     faults: &mut Faults,
 ) {
     let end = sim.now() + options.faults;
@@ -263,6 +296,7 @@ pub(super) fn fault_phase<A: Application>(
     while sim.now() < end && run.result.borrow().is_none() {
         sim.run_for(draw(50, 400));
         run.serve(sim);
+        watch.events(&run.new_events());
         if !options.inject {
             continue;
         }
@@ -286,8 +320,19 @@ pub(super) fn fault_phase<A: Application>(
             others[sim.below(others.len() as u64) as usize]
         };
         match sim.below(10) {
-            0..=1 if running.len() >= 2 && run.crash(sim, victim) => {
-                faults.note(sim, "crash", format!("node {victim}"));
+            0..=1 if running.len() >= 2 && (options.careless || watch.may_kill()) => {
+                // A careless run takes a second node with the first.
+                let second = running
+                    .iter()
+                    .copied()
+                    .find(|&n| n != victim)
+                    .filter(|_| options.careless && running.len() >= 3);
+                for id in std::iter::once(victim).chain(second) {
+                    if run.crash(sim, id) {
+                        watch.killed(id);
+                        faults.note(sim, "crash", format!("node {id}"));
+                    }
+                }
             }
             2..=4 => {
                 sim.partition(ip_of(victim), ip_of(other));

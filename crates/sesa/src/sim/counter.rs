@@ -51,7 +51,7 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
     if !joined(&run) {
         failures.push("the first nodes did not join in 30 s of virtual time".into());
     }
-    app::fault_phase(sim, options, &mut run, faults);
+    app::fault_phase(sim, options, &mut run, &mut (), faults);
     let limit = sim.now() + FINISH;
     while run.result.borrow().is_none() && sim.now() < limit {
         sim.run_for(Duration::from_millis(50));

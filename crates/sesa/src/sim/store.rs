@@ -1,0 +1,170 @@
+//! The data store under faults, run as `sesa kv --nodes N` runs it: the production
+//! frontend (its roster, SWIM, the store's coordinator and view changes, `sesa scale`
+//! through the admin service) and the store application (`sesa_kv::Kv`) on simulated
+//! nodes ([`super::app`]), with the clients of `super::clients`, which find the nodes
+//! where the frontend's console says they serve. The checker: no acknowledged write
+//! lost and no value read that was never written.
+//!
+//! Unlike the `kv` workload's harness, a node here is never restarted under its id (the
+//! frontend never takes a lost id back); lost nodes are replaced by scale requests.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sesa_apps::memcache::cluster::Layout;
+use sesa_frontend::Event;
+use sesa_kv::KvFrontend;
+use sesa_kv::{Kv, KvSettings};
+use sesa_node::app::Apps;
+
+use super::app::{self, AppRun, Watch};
+use super::clients::{self, Clients, decode};
+use super::*;
+
+/// The clients' machine (not one of the frontend's nodes).
+const CLIENTS: u32 = 190;
+/// How long the store has after the faults stop before it must have settled.
+const SETTLE: Duration = Duration::from_secs(3);
+
+fn apps() -> Apps {
+    Apps::new().with::<Kv>()
+}
+
+/// What the workload watches: where nodes serve (for the clients), and whether the
+/// store has repaired itself since its last change (only then may a node be killed:
+/// R = 2 survives one loss at a time).
+#[derive(Default)]
+struct Store {
+    clients: Rc<Clients>,
+    /// The last view's members.
+    members: BTreeSet<u32>,
+    /// Nodes that joined and are not in the last view yet.
+    joined: BTreeSet<u32>,
+    /// Members of the last view that were lost or are leaving.
+    gone: BTreeSet<u32>,
+    /// Whether the last view settled (every key on its owners).
+    settled: bool,
+}
+
+impl Watch for Store {
+    fn events(&mut self, events: &[Event]) {
+        let mut serving = self.clients.serving.borrow_mut();
+        for event in events {
+            match event {
+                Event::Serving { node, addr } => {
+                    serving.insert(*node, *addr);
+                }
+                Event::Joined { node, .. } => {
+                    self.joined.insert(*node);
+                }
+                Event::Lost { node, .. } | Event::Leaving { node } | Event::Left { node } => {
+                    serving.remove(node);
+                    // A node lost before it was in a view changes no view.
+                    self.joined.remove(node);
+                    if self.members.contains(node) {
+                        self.gone.insert(*node);
+                    }
+                }
+                Event::View {
+                    members, settled, ..
+                } => {
+                    self.members = members.iter().copied().collect();
+                    self.joined.retain(|n| !self.members.contains(n));
+                    self.gone.retain(|n| self.members.contains(n));
+                    self.settled = *settled;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn may_kill(&self) -> bool {
+        self.settled && self.joined.is_empty() && self.gone.is_empty()
+    }
+
+    fn killed(&mut self, node: u32) {
+        self.clients.serving.borrow_mut().remove(&node);
+        self.joined.remove(&node);
+        if self.members.contains(&node) {
+            self.gone.insert(node);
+        }
+    }
+}
+
+pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts, Vec<String>) {
+    let nodes = options.nodes.max(2);
+    let settings = KvSettings {
+        port: 0,
+        listen: [127, 0, 0, 1].into(),
+        memory_bytes: 64 << 20,
+        item_max: 1 << 20,
+        max_connections: 1024,
+        replicas: 2,
+        layout: Layout::Partitioned,
+    };
+    let mut run = AppRun::<KvFrontend>::start(sim, nodes, options.cores, apps, settings);
+    let clients = Rc::new(Clients::default());
+    let mut store = Store {
+        clients: clients.clone(),
+        ..Store::default()
+    };
+    let step = |run: &mut AppRun<KvFrontend>, store: &mut Store, d: Duration| {
+        sim.run_for(d);
+        run.serve(sim);
+        store.events(&run.new_events());
+    };
+    // Settled for the final reads: a settled view, nothing since, and the frontend has
+    // heard of every node that ended (it may be busy with a change meanwhile).
+    let settled =
+        |run: &AppRun<KvFrontend>, store: &Store| store.may_kill() && !run.exits_unheard();
+    let mut failures = Vec::new();
+    let up = sim.now() + Duration::from_secs(30);
+    while !store.may_kill() && sim.now() < up {
+        step(&mut run, &mut store, Duration::from_millis(20));
+    }
+    if !store.may_kill() {
+        failures.push("the store was not up in 30 s of virtual time".into());
+    }
+    {
+        let clients = clients.clone();
+        sim.start_node(spec(CLIENTS, 1), move || clients::clients(clients));
+    }
+    app::fault_phase(sim, options, &mut run, &mut store, faults);
+    clients.quiet.set(true);
+    step(&mut run, &mut store, SETTLE);
+    let limit = sim.now() + Duration::from_secs(60);
+    let mut quiet_since = sim.now();
+    while sim.now() < limit {
+        step(&mut run, &mut store, Duration::from_millis(20));
+        if !settled(&run, &store) {
+            quiet_since = sim.now();
+        } else if sim.now() - quiet_since >= Duration::from_secs(2) {
+            break;
+        }
+    }
+    let settled = settled(&run, &store);
+    *clients.check.borrow_mut() = Some(BTreeMap::new());
+    let limit = sim.now() + Duration::from_secs(60);
+    while !clients.check_done.get() && sim.now() < limit {
+        step(&mut run, &mut store, Duration::from_millis(20));
+    }
+    if std::env::var_os("SESA_SIM_DEBUG").is_some() {
+        for line in run.event_lines() {
+            eprintln!("frontend: {line}");
+        }
+    }
+    let mut history = std::mem::take(&mut *clients.history.borrow_mut());
+    if let Some(Err(e)) = run.result.borrow().as_ref() {
+        failures.push(format!("the frontend failed: {e:#}"));
+    }
+    if !settled {
+        failures.push("the store did not settle in 60 s of virtual time after the faults".into());
+    }
+    if !clients.check_done.get() {
+        failures.push("the final reads did not finish in 60 s of virtual time".into());
+    }
+    for f in failures {
+        history.fail(f);
+    }
+    let reads = clients.check.borrow_mut().take().unwrap_or_default();
+    history.finish(&reads, decode)
+}
