@@ -273,13 +273,7 @@ async fn elastic_counter(cx: &mut Cluster<'_>, count: ElasticCount) -> anyhow::R
                 continue;
             };
             match action {
-                Action::Start { node, joined } => {
-                    if joined {
-                        cx.report(Event::Joined {
-                            node: node.node,
-                            cores: node.cores,
-                        });
-                    }
+                Action::Start { node, .. } => {
                     let part = cx.run_on::<Counter>(&node, &settings);
                     let part = sesa_event::spawn_local(async move { part.await.map(drop) });
                     running.insert(node.node, part);

@@ -87,13 +87,7 @@ async fn frontend(
                 continue;
             };
             match action {
-                Action::Start { node, joined } => {
-                    if joined {
-                        cx.report(Event::Joined {
-                            node: node.node,
-                            cores: node.cores,
-                        });
-                    }
+                Action::Start { node, .. } => {
                     match cx.run_on::<Kv>(&node, &settings).await {
                         Ok(Serving { addr, member }) => {
                             cx.report(Event::Serving {

@@ -1146,7 +1146,8 @@ impl<'a> Cluster<'a> {
     }
 
     /// Does `action` if it is the frontend's own (launch a node, stop one, answer a scale
-    /// request) and returns `None`; returns the others, the application's to do.
+    /// request) and returns `None`; returns the others, the application's to do (a
+    /// node to start is reported as joined first, if it came after the first nodes).
     ///
     /// # Errors
     /// A node cannot be launched.
