@@ -87,22 +87,20 @@ async fn frontend(
                 continue;
             };
             match action {
-                Action::Start { node, .. } => {
-                    match cx.run_on::<Kv>(&node, &settings).await {
-                        Ok(Serving { addr, member }) => {
-                            cx.report(Event::Serving {
-                                node: node.node,
-                                addr,
-                            });
-                            update_status(&status, |s| {
-                                s.ports.insert(node.node, addr.port());
-                            });
-                            members.insert(node.node, member);
-                            roster.started(node.node);
-                        }
-                        Err(e) => roster.start_failed(node.node, &format!("{e:#}")),
+                Action::Start { node, .. } => match cx.run_on::<Kv>(&node, &settings).await {
+                    Ok(Serving { addr, member }) => {
+                        cx.report(Event::Serving {
+                            node: node.node,
+                            addr,
+                        });
+                        update_status(&status, |s| {
+                            s.ports.insert(node.node, addr.port());
+                        });
+                        members.insert(node.node, member);
+                        roster.started(node.node);
                     }
-                }
+                    Err(e) => roster.start_failed(node.node, &format!("{e:#}")),
+                },
                 Action::Lost { node, cause } => {
                     members.remove(&node);
                     cx.report(Event::Lost {

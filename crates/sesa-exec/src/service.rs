@@ -175,8 +175,12 @@ impl<S: Service> Client<S> {
     }
 }
 
-/// Decodes a call to `S`: the request, if its body decodes and agrees with `method`.
-fn decode<S: Service>(method: u16, payload: &[u8]) -> Result<S::Request, RemoteError> {
+/// Decodes a call to `S` as its server does: the request, if its body decodes and
+/// agrees with `method` (else the refusal the caller gets). Public for the fuzz targets.
+///
+/// # Errors
+/// The body does not decode as a request of `S`, or names another method.
+pub fn decode_request<S: Service>(method: u16, payload: &[u8]) -> Result<S::Request, RemoteError> {
     let request: S::Request = postcard::from_bytes(payload).map_err(|_| {
         RemoteError::Refused(alloc::format!(
             "a malformed {} request (method {method})",
@@ -206,7 +210,7 @@ pub fn handle<S: Service>(
     request: Request<'_>,
     f: impl FnOnce(Identity, S::Request) -> Result<S::Reply, S::Error>,
 ) -> Result<Vec<u8>, RemoteError> {
-    let decoded = decode::<S>(request.method, request.payload)?;
+    let decoded = decode_request::<S>(request.method, request.payload)?;
     encode::<S>(&f(request.from, decoded))
 }
 
@@ -230,7 +234,7 @@ where
         .serve_async(ebb, move |from, method, payload| {
             let handler = handler.clone();
             async move {
-                let request = decode::<S>(method, &payload)?;
+                let request = decode_request::<S>(method, &payload)?;
                 encode::<S>(&handler(from, request).await)
             }
         })
