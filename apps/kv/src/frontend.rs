@@ -6,7 +6,7 @@
 //! and changes the view when a node joins (`sesa scale`, or by hand), is asked to leave,
 //! or is lost (its process exited, or SWIM declared it down). After each change it waits
 //! until every node has moved its keys, printing the progress, then lets the nodes stop
-//! asking the previous owners for keys that are still moving (`SETTLE`).
+//! asking the previous owners for keys that are still moving (`Settle`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -39,22 +39,23 @@
 //! `view.rs`, `msg.rs`, `node.rs`, `rebalance.rs`, `coordinator.rs`. A `View` (epoch,
 //! nodes, owners per key) places each key on its top-R nodes by rendezvous hashing
 //! (`sesa_exec::placement`); a
-//! `Node` serves the store's messages (`EXEC` a shipped command, `READ` a shipped read,
-//! `PUT` copies, `FETCH`, `CONNECT`, `VIEW`, `PROGRESS`, `SETTLE`, `FLUSH`, `INVALIDATE`)
-//! straight on the key's core. The view
+//! `Node` serves the store's typed service (`StoreService`: `Exec` a shipped command,
+//! `Read` a shipped read, `Put` copies, `Fetch`, `Connect`, `View`, `Progress`, `Settle`,
+//! `Flush`, `Invalidate`) straight on the key's core. The view
 //! also carries the `Layout`: partitioned (above), central (every key on the view's first
 //! nodes) or cached (central, with read caches on the other nodes that a primary
 //! invalidates before it acknowledges a write; a cache fill that raced an invalidation is
 //! not kept). A `Kv` in a cluster
-//! sends every command through `Node::execute`: run here if this node is the primary
+//! sends every command through its router to the cluster layer (`ClusterLayer`, which
+//! `Node` implements): run here if this node is the primary
 //! (then copy the item's state to the replicas and wait), else ship it to the primary; a
 //! lost primary means waiting for the next view. A read of a key this node holds for sure
 //! (primary or replica, nothing moving) is answered here, inline when the key is the
-//! connection's core's. While keys move, a read goes (`READ`) to an owner of the key in
+//! connection's core's. While keys move, a read goes (`Read`) to an owner of the key in
 //! both views, which has every acknowledged write, not to a new primary that may first
 //! have to fetch the key; a primary fetches only keys it did not own before. A change of
-//! view is two steps from the frontend's `Coordinator`: every node `CONNECT`s to every
-//! other, then all take the `VIEW` within moments (a node with the new view shipping to
+//! view is two steps from the frontend's `Coordinator`: every node connects to every
+//! other (`Connect`), then all take the view (`View`) within moments (a node with the new view shipping to
 //! one still connecting stalled the store for a quarter of a second). Each node then
 //! copies its keys to their new owners in batches, resting after each (`Pace`) five times
 //! as long as it took when nodes only joined to a store whose keys had all their owners,

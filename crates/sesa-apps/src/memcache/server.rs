@@ -10,7 +10,7 @@
 //! is parsed and executed in order (pipelining), and its replies leave in one write.
 //! Bad input gets memcached's error replies; a line too long closes the connection.
 //!
-//! Every command goes through the store's [`Router`]: on a node alone, to its key's
+//! Every command goes through the store's router (`Router`): on a node alone, to its key's
 //! core; on a node that is one of many, to the layer above ([`ClusterLayer`], which
 //! [`super::cluster`] implements): a command on a key whose primary is another node is
 //! shipped there, and writes are replicated. The server knows the cluster only through

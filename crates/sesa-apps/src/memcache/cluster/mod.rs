@@ -24,7 +24,7 @@
 //! owners before (only the first surviving old owner does, so each copy moves once) and
 //! drops the keys it no longer owns. About `1/(n+1)` of the keys move on a join; on a
 //! loss, the keys that lost a replica get a new one. Until the frontend says every node
-//! is done ([`SETTLE`]), a primary that lacks a key asks the key's previous owners for it
+//! is done ([`StoreRequest::Settle`]), a primary that lacks a key asks the key's previous owners for it
 //! first (pull on miss), so no request sees a key "missing" because it is still moving.
 //! A request that finds its primary gone waits for the next view and is routed again.
 //! Copies carry the epoch of the view they were made under; a node that has a newer

@@ -14,7 +14,8 @@ pub enum StoreRequest {
     Exec {
         /// The sender's view.
         epoch: u64,
-        /// How many times it was shipped on (see [`MAX_HOPS`]).
+        /// How many times it was shipped on (a bounded number: nodes that disagree on the
+        /// key's owners must not ship it on forever).
         hops: u8,
         /// The command.
         op: Op,

@@ -7,7 +7,7 @@ use super::*;
 #[derive(Default)]
 pub(super) struct Views {
     pub(super) current: Arc<View>,
-    /// The view before `current`, while keys still move (until [`SETTLE`]).
+    /// The view before `current`, while keys still move (until [`StoreRequest::Settle`]).
     pub(super) previous: Option<Arc<View>>,
 }
 
