@@ -1156,6 +1156,15 @@ impl<'a> Cluster<'a> {
             Action::Launch => roster.launched(self.launch()?),
             Action::Stop { node, grace } => self.stop_node(node, grace),
             Action::Scaled { request, outcome } => self.scale_served(request, outcome.to_string()),
+            Action::Start { node, joined } => {
+                if joined {
+                    self.report(Event::Joined {
+                        node: node.node,
+                        cores: node.cores,
+                    });
+                }
+                return Ok(Some(Action::Start { node, joined }));
+            }
             other => return Ok(Some(other)),
         }
         Ok(None)
