@@ -232,6 +232,10 @@ async fn change_view(
     }
     let detail = match r.finished {
         true => r.line(),
+        false if r.untaken > 0 => format!(
+            "view {}: {} node(s) did not take it (lost?); the next view leaves them out",
+            r.epoch, r.untaken
+        ),
         false => format!(
             "view {}: {} node(s) still moving keys after {:?}",
             r.epoch,

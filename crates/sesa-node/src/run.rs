@@ -6,7 +6,9 @@
 //! node's control EBB ([`ControlService`]: run an application, report its figures,
 //! leave) and registers with the
 //! frontend's registry, whose answer names the offload service. It returns when the
-//! frontend's connection is lost (an error: no node outlives its frontend), or after
+//! frontend's connection is lost for good (an error: no node outlives its frontend; a
+//! connection reset or a short cut is mended by dialling again, for up to
+//! [`FRONTEND_GRACE`]), or after
 //! the frontend let it go ([`Control::Leave`], with a drain). A platform adds its own ways to
 //! stop (a hosted node: its stdin closing, SIGINT/SIGTERM).
 
@@ -18,10 +20,11 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use core::time::Duration;
 
 use sesa_ebb::{CoreId, EbbId, NodeShared};
+use sesa_event::net::NetError;
 use sesa_exec::global::GlobalEbbs;
 use sesa_exec::{
-    Client, Departures, Identity, Membership, MembershipConfig, Messenger, MessengerConfig,
-    MessengerRef, NodeIdentity, Secret,
+    Client, ConnectError, Departures, Identity, Membership, MembershipConfig, Messenger,
+    MessengerConfig, MessengerRef, NodeIdentity, Secret,
 };
 
 use crate::app::{Apps, NodeContext};
@@ -222,7 +225,7 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
         Ok(other) => return Err(format!("the registry answered {other:?} to a registration")),
         Err(e) => return Err(format!("registering with the frontend: {e}")),
     };
-    watch_frontend(messenger, &let_go).await
+    watch_frontend(messenger, frontend, &let_go).await
 }
 
 /// A messenger for `node`, connected to (and authenticated by) the frontend at `addr`.
@@ -284,21 +287,46 @@ pub async fn local_status(
     }
 }
 
-/// Returns when the frontend's connection is lost: an error (the node stops with it),
-/// unless the frontend had already let this node go (`Control::Leave`), in which case the
-/// frontend may well exit before this node's own delayed stop.
-async fn watch_frontend(messenger: MessengerRef, let_go: &AtomicBool) -> Result<(), String> {
+/// How long a node whose connection to the frontend broke (a reset, a short cut) keeps
+/// trying to make it again before it stops: no node outlives its frontend by more.
+pub const FRONTEND_GRACE: Duration = Duration::from_secs(10);
+
+/// Returns when the frontend's connection is lost for good: an error (the node stops
+/// with it) once the frontend refuses a new one (it is gone) or none could be made for
+/// [`FRONTEND_GRACE`], unless the frontend
+/// had let this node go (`Control::Leave`), in which case the frontend may well exit
+/// before this node's own delayed stop.
+async fn watch_frontend(
+    messenger: MessengerRef,
+    frontend: SocketAddr,
+    let_go: &AtomicBool,
+) -> Result<(), String> {
+    let mut lost_since = None;
     loop {
         sesa_event::sleep(Duration::from_millis(200)).await;
         let peers = messenger
             .peers()
             .await
             .map_err(|e| format!("the messenger: {e}"))?;
-        if !peers.iter().any(|p| p.node == FRONTEND) {
-            if let_go.load(SeqCst) {
-                return Ok(());
-            }
-            return Err("lost the connection to the frontend".into());
+        if peers.iter().any(|p| p.node == FRONTEND) {
+            lost_since = None;
+            continue;
+        }
+        if let_go.load(SeqCst) {
+            return Ok(());
+        }
+        let since = *lost_since.get_or_insert_with(sesa_event::now);
+        if sesa_event::now() - since > FRONTEND_GRACE {
+            return Err(format!(
+                "lost the connection to the frontend, and could not make it again in {FRONTEND_GRACE:?}"
+            ));
+        }
+        // A connection reset, or a cut that may heal: dial the frontend again (it
+        // authenticates this node as before). Refused means nobody listens there any
+        // more: the frontend is gone, and so is this node.
+        let dial = sesa_event::timeout(Duration::from_secs(1), messenger.connect(frontend)).await;
+        if let Some(Err(ConnectError::Net(NetError::Refused))) = dial {
+            return Err("lost the connection to the frontend, which is gone".into());
         }
     }
 }

@@ -77,7 +77,7 @@ fn careless_runs_lose_writes(workload: Workload) {
 /// the fault schedule of 2026-11-29), and must pass.
 #[test]
 fn the_seeds_that_found_bugs_pass() {
-    let cases: [(Workload, &[u64], &str); 8] = [
+    let cases: [(Workload, &[u64], &str); 9] = [
         (
             Workload::Idmap,
             &[31, 46, 84, 159],
@@ -121,6 +121,12 @@ fn the_seeds_that_found_bugs_pass() {
             &[3089],
             "a node rejoining a store left with one owner per key copied at a join's gentle \
              pace, and the last old owner crashed before the copies were made",
+        ),
+        (
+            Workload::Store,
+            &[3, 18],
+            "a node whose connection to the frontend was reset ended, taking the last copy \
+             of its keys (checked on the build before the fix)",
         ),
     ];
     for (workload, seeds, bug) in cases {

@@ -84,6 +84,8 @@ impl Coordinator {
         // view (the frontend's, when it notices) handles it.
         let mut told: Vec<Member> = Vec::new();
         let mut untold: Vec<Member> = members.values().chain(leaving).copied().collect();
+        // Nodes that never took the view.
+        let untaken;
         loop {
             let calls: Vec<_> = untold
                 .iter()
@@ -102,6 +104,7 @@ impl Coordinator {
                 }
             }
             if failed.is_empty() || sesa_event::now() - started > VIEW_WAIT {
+                untaken = failed.len();
                 for (m, e) in failed {
                     tracing::warn!(node = m.node, epoch, error = %e, "view not taken");
                 }
@@ -113,6 +116,7 @@ impl Coordinator {
         let mut r = Rebalance {
             epoch,
             nodes: told.len() as u32,
+            untaken: untaken as u32,
             ..Rebalance::default()
         };
         if epoch > 1 {
@@ -120,6 +124,7 @@ impl Coordinator {
                 r = Rebalance {
                     epoch,
                     nodes: told.len() as u32,
+                    untaken: untaken as u32,
                     ..Rebalance::default()
                 };
                 let mut waiting = 0;
@@ -139,17 +144,21 @@ impl Coordinator {
                     r.failures += p.failures;
                 }
                 r.nodes_done = r.nodes - waiting;
-                r.finished = waiting == 0;
+                // Done only if every node of the change took the view: one that did not
+                // (lost after it was chosen) may own keys nobody has moved.
+                r.finished = waiting == 0 && untaken == 0;
                 r.elapsed_ms = (sesa_event::now() - started).as_millis() as u64;
                 progress(&r);
-                if r.finished || sesa_event::now() - started > self.limit {
+                // The nodes that took the view are done (or time is up): the ones that
+                // did not are left to the next view.
+                if waiting == 0 || sesa_event::now() - started > self.limit {
                     break;
                 }
                 sesa_event::sleep(Duration::from_millis(20)).await;
             }
         } else {
-            // The first view: nothing to move, nothing to settle.
-            r.finished = true;
+            // The first view: nothing to move, nothing to settle; done once taken.
+            r.finished = untaken == 0;
             r.nodes_done = r.nodes;
             progress(&r);
             return r;

@@ -243,8 +243,13 @@ pub struct Rebalance {
     pub failures: u64,
     /// Milliseconds since the view was sent.
     pub elapsed_ms: u64,
-    /// Whether every node is done.
+    /// Whether every node is done (every node of the change took the view, and moved
+    /// its keys).
     pub finished: bool,
+    /// Nodes of the change that did not take the view (lost after the view was made):
+    /// the next view leaves them out.
+    #[serde(default)]
+    pub untaken: u32,
 }
 
 impl Rebalance {
