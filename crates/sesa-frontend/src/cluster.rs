@@ -270,7 +270,8 @@ pub struct NodeSpec {
     pub secret: Secret,
 }
 
-/// Starts nodes for an application: local processes today; QEMU/KVM nodes later.
+/// Starts nodes for an application: local processes and QEMUs (`LocalProcesses`), or
+/// the simulator's simulated nodes.
 pub trait NodeProvider {
     /// Starts one node; returns its process id (or another handle a user can find).
     ///
