@@ -144,6 +144,11 @@ struct SimCmd {
     /// Injects no faults (a baseline).
     #[arg(long)]
     no_faults: bool,
+    /// How wide the faults are: `standard` (cuts shorter than failure detection) or
+    /// `wide` (cuts from 5 ms to 20 s, longer than every timeout, half of them with
+    /// their connections reset).
+    #[arg(long, value_enum, default_value_t = sesa::sim::Profile::Standard)]
+    faults: sesa::sim::Profile,
     /// Takes nodes away without waiting for repairs (two replicas of a key may be
     /// lost at once): shows that the checkers report losses.
     #[arg(long)]
@@ -556,6 +561,7 @@ fn sim(
         cores,
         fault_seconds,
         no_faults,
+        faults,
         careless,
         json,
         jobs,
@@ -568,6 +574,7 @@ fn sim(
         cores,
         faults: std::time::Duration::from_secs(fault_seconds),
         inject: !no_faults,
+        profile: faults,
         careless,
         ..Options::new(workloads[0], seed.unwrap_or(first))
     };

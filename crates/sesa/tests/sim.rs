@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sesa::sim::{Options, Workload, run};
+use sesa::sim::{Options, Profile, Workload, run};
 
 fn short(workload: Workload, seed: u64) -> Options {
     Options {
@@ -42,6 +42,31 @@ fn the_store_as_sesa_kv_runs_it_serves_and_replays_without_faults() {
     assert!(first.counts.acknowledged > 100, "{first:?}");
     assert_eq!(first.trace_hash, again.trace_hash);
     assert_eq!(first.counts, again.counts);
+}
+
+#[test]
+fn the_wide_profile_cuts_longer_than_failure_detection_and_the_counter_survives_it() {
+    // `--faults wide`: cuts from 5 ms to 20 s, half of them starting with a reset. The
+    // counter (its production frontend) must still get the exact total.
+    let mut longest = 0u64;
+    let mut resets = 0;
+    for seed in 0..6 {
+        let o = run(&Options {
+            profile: Profile::Wide,
+            ..Options::new(Workload::Counter, seed)
+        });
+        assert!(o.passed(), "{o:?}");
+        assert!(o.replay.contains("--faults wide"), "{}", o.replay);
+        for e in &o.events {
+            if let Some(ms) = e.split(" for ").nth(1).and_then(|t| t.strip_suffix(" ms")) {
+                longest = longest.max(ms.parse().unwrap());
+            }
+        }
+        resets += o.faults.get("reset").copied().unwrap_or(0);
+    }
+    // SWIM declares a node down after about 2 s (`MembershipConfig::tolerant_local`).
+    assert!(longest > 2_000, "the longest cut was {longest} ms");
+    assert!(resets > 0);
 }
 
 #[test]

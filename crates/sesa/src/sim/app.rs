@@ -334,11 +334,7 @@ pub(super) fn fault_phase<A: Application>(
                     }
                 }
             }
-            2..=4 => {
-                sim.partition(ip_of(victim), ip_of(other));
-                faults.note(sim, "partition", format!("nodes {victim} and {other}"));
-                heal_at = Some(sim.now() + draw(100, 1500));
-            }
+            2..=4 => heal_at = Some(super::cut(sim, options.profile, faults, victim, other)),
             5 => {
                 let n = sim.reset(ip_of(victim), ip_of(other));
                 faults.note(

@@ -96,6 +96,57 @@ impl fmt::Display for Workload {
     }
 }
 
+/// How wide the faults of a run are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// Cuts of 0.1 to 1.5 s, shorter than failure detection, and resets on their own.
+    #[default]
+    Standard,
+    /// Cuts from 5 ms to 20 s (log-uniform: as many short as long ones), longer than
+    /// every timeout in the system, half of them starting with a reset of the cut
+    /// connections.
+    Wide,
+}
+
+impl Profile {
+    /// A cut's duration, and whether it starts by resetting the connections it cuts.
+    fn cut(self, sim: &Sim) -> (Duration, bool) {
+        match self {
+            Profile::Standard => (Duration::from_millis(100 + sim.below(1401)), false),
+            Profile::Wide => {
+                // 5 ms * 4000^u, u uniform in [0, 1]: 5 ms to 20 s.
+                let u = sim.below(1001) as f64 / 1000.0;
+                let ms = 5.0 * 4000f64.powf(u);
+                (
+                    Duration::from_micros((ms * 1000.0) as u64),
+                    sim.below(2) == 0,
+                )
+            }
+        }
+    }
+}
+
+/// Cuts `a` from `b` for a duration the profile draws (resetting their connections
+/// first, if it says so); when to heal.
+fn cut(sim: &Sim, profile: Profile, faults: &mut Faults, a: u32, b: u32) -> Duration {
+    let (lasting, reset) = profile.cut(sim);
+    if reset {
+        let n = sim.reset(ip_of(a), ip_of(b));
+        faults.note(
+            sim,
+            "reset",
+            format!("{n} connection(s) between nodes {a} and {b}"),
+        );
+    }
+    sim.partition(ip_of(a), ip_of(b));
+    faults.note(
+        sim,
+        "partition",
+        format!("nodes {a} and {b} for {} ms", lasting.as_millis()),
+    );
+    sim.now() + lasting
+}
+
 /// What one run does.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -111,6 +162,8 @@ pub struct Options {
     pub faults: Duration,
     /// Whether faults are injected at all (off: a baseline run).
     pub inject: bool,
+    /// How wide the faults are.
+    pub profile: Profile,
     /// Takes nodes away without waiting for the cluster to repair itself: two replicas
     /// of a key can then be lost at once, which R = 2 cannot survive. For checking the
     /// checkers (they must report the losses), never for judging the system.
@@ -127,6 +180,7 @@ impl Options {
             cores: 2,
             faults: Duration::from_secs(8),
             inject: true,
+            profile: Profile::Standard,
             careless: false,
         }
     }
@@ -143,6 +197,9 @@ impl Options {
         );
         if !self.inject {
             cmd.push_str(" --no-faults");
+        }
+        if self.profile == Profile::Wide {
+            cmd.push_str(" --faults wide");
         }
         if self.careless {
             cmd.push_str(" --careless");
@@ -437,11 +494,8 @@ fn fault_phase(
             }
             3..=5 => {
                 if let Some(other) = other_than(sim, cluster, victim) {
-                    sim.partition(ip_of(victim), ip_of(other));
-                    faults.note(sim, "partition", format!("nodes {victim} and {other}"));
-                    pending.push(Pending::Heal {
-                        at: sim.now() + draw(100, 1500),
-                    });
+                    let at = cut(sim, options.profile, faults, victim, other);
+                    pending.push(Pending::Heal { at });
                 }
             }
             8 => {
