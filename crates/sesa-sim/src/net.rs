@@ -98,6 +98,7 @@ struct Group {
 pub(crate) struct Network {
     listeners: RefCell<BTreeMap<(Ipv4Addr, u16), Group>>,
     conns: RefCell<Vec<Weak<Conn>>>,
+    /// Cut directions: bytes from the first address to the second wait.
     cuts: RefCell<BTreeSet<(Ipv4Addr, Ipv4Addr)>>,
     next_port: Cell<u16>,
 }
@@ -110,13 +111,19 @@ impl Network {
         port
     }
 
-    pub(crate) fn cut(&self, a: Ipv4Addr, b: Ipv4Addr) -> bool {
-        a != b && self.cuts.borrow().contains(&(a.min(b), a.max(b)))
+    /// Whether bytes from `from` to `to` wait.
+    pub(crate) fn cut(&self, from: Ipv4Addr, to: Ipv4Addr) -> bool {
+        from != to && self.cuts.borrow().contains(&(from, to))
     }
 
     pub(crate) fn partition(&self, a: Ipv4Addr, b: Ipv4Addr) {
-        if a != b {
-            self.cuts.borrow_mut().insert((a.min(b), a.max(b)));
+        self.cut_one_way(a, b);
+        self.cut_one_way(b, a);
+    }
+
+    pub(crate) fn cut_one_way(&self, from: Ipv4Addr, to: Ipv4Addr) {
+        if from != to {
+            self.cuts.borrow_mut().insert((from, to));
         }
     }
 
@@ -290,7 +297,7 @@ impl Net for SimNet {
             // The SYN's way there.
             let syn = w.draw(w.config.latency);
             sleep(&world, w.now() + syn).await;
-            if w.net.cut(ip, target) {
+            if w.net.cut(ip, target) || w.net.cut(target, ip) {
                 sleep(&world, w.now() + CONNECT_TIMEOUT.as_nanos() as u64).await;
                 return Err(NetError::TimedOut);
             }
@@ -393,7 +400,10 @@ impl TcpStream for SimStream {
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, NetError>> {
         let world = self.world()?;
         let now = world.now();
-        let cut = world.net.cut(self.conn.ips[0], self.conn.ips[1]);
+        // What this side reads, the other side sent.
+        let cut = world
+            .net
+            .cut(self.conn.ips[1 - self.side], self.conn.ips[self.side]);
         let mut pipe = self.conn.pipes[1 - self.side].borrow_mut();
         let mut n = 0;
         while !cut && n < buf.len() {

@@ -131,6 +131,8 @@ pub(crate) struct SimNode {
     cores: Vec<CoreState>,
     /// Set by `stop` or the main future's end; the scheduler ends the node after the turn.
     exiting: Cell<Option<i32>>,
+    /// Paused (as SIGSTOP does): none of its cores runs, and its timers wait.
+    paused: Cell<bool>,
 }
 
 /// The core bound to the thread right now.
@@ -364,7 +366,7 @@ impl World {
     fn run_idle_handlers(&self) -> bool {
         let nodes: Vec<Rc<SimNode>> = self.nodes.borrow().values().cloned().collect();
         let mut busy = false;
-        for node in nodes {
+        for node in nodes.into_iter().filter(|n| !n.paused.get()) {
             for core in 0..node.cores.len() {
                 if node.cores[core].idle.is_empty() {
                     continue;
@@ -643,6 +645,7 @@ impl Sim {
                 })
                 .collect(),
             exiting: Cell::new(None),
+            paused: Cell::new(false),
         });
         world.nodes.borrow_mut().insert(key, node.clone());
         let weak = Rc::downgrade(&node);
@@ -669,6 +672,39 @@ impl Sim {
         };
         self.world.end_node(&n, NodeEnd::Crashed);
         true
+    }
+
+    /// Pauses a node, as SIGSTOP does: none of its cores runs (its timers and the bytes
+    /// sent to it wait) until [`Sim::resume`]; its connections stay open. `false` if it
+    /// is not running.
+    pub fn pause(&self, node: NodeKey) -> bool {
+        let Some(n) = self.world.node(node) else {
+            return false;
+        };
+        self.world.record(&[self.world.now(), node.0, 9]);
+        n.paused.set(true);
+        true
+    }
+
+    /// Lets a paused node run again (SIGCONT).
+    pub fn resume(&self, node: NodeKey) {
+        if let Some(n) = self.world.node(node) {
+            self.world.record(&[self.world.now(), node.0, 10]);
+            n.paused.set(false);
+        }
+    }
+
+    /// Cuts the network from `from` to `to` only: bytes `from` sends to `to` wait until
+    /// [`Sim::heal`], while those `to` sends arrive; a connection attempt either way
+    /// times out (a handshake needs both).
+    pub fn cut_one_way(&self, from: Ipv4Addr, to: Ipv4Addr) {
+        self.world.record(&[
+            self.world.now(),
+            11,
+            u64::from(from.to_bits()),
+            u64::from(to.to_bits()),
+        ]);
+        self.world.net.cut_one_way(from, to);
     }
 
     /// Whether this life of a node is running.
@@ -773,6 +809,7 @@ impl Sim {
             .nodes
             .borrow()
             .values()
+            .filter(|n| !n.paused.get())
             .flat_map(|n| {
                 (0..n.cores.len())
                     .filter(|&c| n.cores[c].has_work())

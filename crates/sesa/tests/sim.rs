@@ -46,10 +46,11 @@ fn the_store_as_sesa_kv_runs_it_serves_and_replays_without_faults() {
 
 #[test]
 fn the_wide_profile_cuts_longer_than_failure_detection_and_the_counter_survives_it() {
-    // `--faults wide`: cuts from 5 ms to 20 s, half of them starting with a reset. The
-    // counter (its production frontend) must still get the exact total.
+    // `--faults wide`: cuts from 5 ms to 20 s, half of them starting with a reset, a
+    // third one way only, and pauses as long. The counter (its production frontend)
+    // must still get the exact total.
     let mut longest = 0u64;
-    let mut resets = 0;
+    let (mut resets, mut pauses, mut one_way) = (0, 0, 0);
     for seed in 0..6 {
         let o = run(&Options {
             profile: Profile::Wide,
@@ -63,10 +64,12 @@ fn the_wide_profile_cuts_longer_than_failure_detection_and_the_counter_survives_
             }
         }
         resets += o.faults.get("reset").copied().unwrap_or(0);
+        pauses += o.faults.get("pause").copied().unwrap_or(0);
+        one_way += o.events.iter().filter(|e| e.contains("from node")).count();
     }
     // SWIM declares a node down after about 2 s (`MembershipConfig::tolerant_local`).
     assert!(longest > 2_000, "the longest cut was {longest} ms");
-    assert!(resets > 0);
+    assert!(resets > 0 && pauses > 0 && one_way > 0, "{resets} {pauses} {one_way}");
 }
 
 #[test]

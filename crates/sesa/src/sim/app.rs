@@ -188,6 +188,11 @@ impl<A: Application> AppRun<A> {
             .collect()
     }
 
+    /// Node `id`'s running life.
+    pub fn life(&self, id: u32) -> Option<NodeKey> {
+        self.lives.get(&id).copied()
+    }
+
     /// Kills node `id` (kill -9); whether it was running.
     pub fn crash(&self, sim: &Sim, id: u32) -> bool {
         self.lives.get(&id).is_some_and(|key| sim.crash(*key))
@@ -293,6 +298,7 @@ pub(super) fn fault_phase<A: Application>(
     let end = sim.now() + options.faults;
     let draw = |lo: u64, hi: u64| Duration::from_millis(lo + sim.below(hi - lo + 1));
     let mut heal_at: Option<Duration> = None;
+    let mut resume: Option<(NodeKey, Duration)> = None;
     while sim.now() < end && run.result.borrow().is_none() {
         sim.run_for(draw(50, 400));
         run.serve(sim);
@@ -305,6 +311,14 @@ pub(super) fn fault_phase<A: Application>(
                 sim.heal();
                 faults.note(sim, "heal", String::new());
                 heal_at = None;
+            }
+            continue;
+        }
+        if let Some((key, at)) = resume {
+            if sim.now() >= at {
+                sim.resume(key);
+                faults.note(sim, "resume", String::new());
+                resume = None;
             }
             continue;
         }
@@ -343,6 +357,13 @@ pub(super) fn fault_phase<A: Application>(
                     format!("{n} connection(s) between nodes {victim} and {other}"),
                 );
             }
+            8 if options.profile == Profile::Wide => {
+                if let Some(key) = run.life(victim)
+                    && let Some(at) = super::pause(sim, faults, victim, key)
+                {
+                    resume = Some((key, at));
+                }
+            }
             6..=7 if !run.scaling() => {
                 let target = 1 + sim.below(u64::from(options.nodes) + 2) as u32;
                 run.scale(sim, target);
@@ -352,6 +373,9 @@ pub(super) fn fault_phase<A: Application>(
         }
     }
     sim.heal();
+    if let Some((key, _)) = resume {
+        sim.resume(key);
+    }
     faults.note(sim, "quiet", "(healed)".into());
     run.scale(sim, options.nodes.max(1));
     faults.note(sim, "scale", format!("to {} node(s)", options.nodes.max(1)));

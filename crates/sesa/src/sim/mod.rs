@@ -103,33 +103,50 @@ pub enum Profile {
     #[default]
     Standard,
     /// Cuts from 5 ms to 20 s (log-uniform: as many short as long ones), longer than
-    /// every timeout in the system, half of them starting with a reset of the cut
-    /// connections.
+    /// every timeout in the system: half of them start with a reset of the cut
+    /// connections, a third cut one way only; and pauses of a node (its cores stop, as
+    /// SIGSTOP does) as long.
     Wide,
 }
 
+/// How a cut is made.
+struct Cut {
+    lasting: Duration,
+    reset: bool,
+    one_way: bool,
+}
+
 impl Profile {
-    /// A cut's duration, and whether it starts by resetting the connections it cuts.
-    fn cut(self, sim: &Sim) -> (Duration, bool) {
+    /// How long a wide fault lasts: 5 ms * 4000^u, u uniform in [0, 1] (5 ms to 20 s).
+    fn lasting(sim: &Sim) -> Duration {
+        let u = sim.below(1001) as f64 / 1000.0;
+        Duration::from_micros((5_000.0 * 4000f64.powf(u)) as u64)
+    }
+
+    fn cut(self, sim: &Sim) -> Cut {
         match self {
-            Profile::Standard => (Duration::from_millis(100 + sim.below(1401)), false),
-            Profile::Wide => {
-                // 5 ms * 4000^u, u uniform in [0, 1]: 5 ms to 20 s.
-                let u = sim.below(1001) as f64 / 1000.0;
-                let ms = 5.0 * 4000f64.powf(u);
-                (
-                    Duration::from_micros((ms * 1000.0) as u64),
-                    sim.below(2) == 0,
-                )
-            }
+            Profile::Standard => Cut {
+                lasting: Duration::from_millis(100 + sim.below(1401)),
+                reset: false,
+                one_way: false,
+            },
+            Profile::Wide => Cut {
+                lasting: Self::lasting(sim),
+                reset: sim.below(2) == 0,
+                one_way: sim.below(3) == 0,
+            },
         }
     }
 }
 
-/// Cuts `a` from `b` for a duration the profile draws (resetting their connections
-/// first, if it says so); when to heal.
+/// Cuts `a` from `b` as the profile draws it (both ways, or from `a` to `b` only;
+/// resetting their connections first, if it says so); when to heal.
 fn cut(sim: &Sim, profile: Profile, faults: &mut Faults, a: u32, b: u32) -> Duration {
-    let (lasting, reset) = profile.cut(sim);
+    let Cut {
+        lasting,
+        reset,
+        one_way,
+    } = profile.cut(sim);
     if reset {
         let n = sim.reset(ip_of(a), ip_of(b));
         faults.note(
@@ -138,13 +155,29 @@ fn cut(sim: &Sim, profile: Profile, faults: &mut Faults, a: u32, b: u32) -> Dura
             format!("{n} connection(s) between nodes {a} and {b}"),
         );
     }
-    sim.partition(ip_of(a), ip_of(b));
-    faults.note(
-        sim,
-        "partition",
-        format!("nodes {a} and {b} for {} ms", lasting.as_millis()),
-    );
+    let ms = lasting.as_millis();
+    if one_way {
+        sim.cut_one_way(ip_of(a), ip_of(b));
+        faults.note(
+            sim,
+            "partition",
+            format!("from node {a} to node {b} for {ms} ms"),
+        );
+    } else {
+        sim.partition(ip_of(a), ip_of(b));
+        faults.note(sim, "partition", format!("nodes {a} and {b} for {ms} ms"));
+    }
     sim.now() + lasting
+}
+
+/// Pauses node `id` (life `key`) for a wide fault's time; when to resume it.
+fn pause(sim: &Sim, faults: &mut Faults, id: u32, key: NodeKey) -> Option<Duration> {
+    let lasting = Profile::lasting(sim);
+    sim.pause(key).then(|| {
+        let ms = lasting.as_millis();
+        faults.note(sim, "pause", format!("node {id} for {ms} ms"));
+        sim.now() + lasting
+    })
 }
 
 /// What one run does.
@@ -394,6 +427,7 @@ struct Life {
 enum Pending {
     Restart { id: u32, at: Duration },
     Heal { at: Duration },
+    Resume { key: NodeKey, at: Duration },
 }
 
 /// What a workload does when the schedule changes the cluster.
@@ -459,6 +493,10 @@ fn fault_phase(
                     sim.heal();
                     faults.note(sim, "heal", String::new());
                 }
+                Pending::Resume { key, at } if sim.now() >= at => {
+                    sim.resume(key);
+                    faults.note(sim, "resume", String::new());
+                }
                 p => pending.push(p),
             }
         }
@@ -519,6 +557,13 @@ fn fault_phase(
             7 if settled && cluster.leave(sim, victim) => {
                 faults.note(sim, "leave", format!("node {victim}"));
             }
+            9 if options.profile == Profile::Wide => {
+                if let Some(life) = lives.get(&victim).copied()
+                    && let Some(at) = pause(sim, faults, victim, life.key)
+                {
+                    pending.push(Pending::Resume { key: life.key, at });
+                }
+            }
             _ => {}
         }
     }
@@ -526,8 +571,10 @@ fn fault_phase(
     sim.heal();
     faults.note(sim, "quiet", "(healed)".into());
     for p in pending {
-        if let Pending::Restart { id, .. } = p {
-            restart(cluster, lives, faults, id);
+        match p {
+            Pending::Restart { id, .. } => restart(cluster, lives, faults, id),
+            Pending::Resume { key, .. } => sim.resume(key),
+            Pending::Heal { .. } => {}
         }
     }
 }
