@@ -69,7 +69,10 @@ fn the_wide_profile_cuts_longer_than_failure_detection_and_the_counter_survives_
     }
     // SWIM declares a node down after about 2 s (`MembershipConfig::tolerant_local`).
     assert!(longest > 2_000, "the longest cut was {longest} ms");
-    assert!(resets > 0 && pauses > 0 && one_way > 0, "{resets} {pauses} {one_way}");
+    assert!(
+        resets > 0 && pauses > 0 && one_way > 0,
+        "{resets} {pauses} {one_way}"
+    );
 }
 
 #[test]
