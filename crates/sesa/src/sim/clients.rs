@@ -135,16 +135,19 @@ async fn client(shared: Rc<Clients>, c: u32) {
                 next() % u64::from(CLIENT_TASKS),
                 next() % u64::from(KEYS_PER_CLIENT)
             );
+            // Every read is judged: it may not be older than a write acknowledged
+            // before it began.
+            let floor = shared.history.borrow().floor(&key);
             match sesa_event::timeout(OP_LIMIT, get(stream, &key)).await {
                 Some(Ok(Some(bytes))) => {
-                    shared.history.borrow_mut().read(
-                        &key,
-                        decode(&bytes),
-                        &bytes,
-                        "a client's read",
-                    );
+                    let value = decode(&bytes);
+                    let mut history = shared.history.borrow_mut();
+                    history.read_since(&key, floor, value, Some(&bytes));
                 }
-                Some(Ok(None)) => {}
+                Some(Ok(None)) => shared
+                    .history
+                    .borrow_mut()
+                    .read_since(&key, floor, None, None),
                 _ => conn = None,
             }
         }

@@ -87,6 +87,7 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
         unexpected: (tally - total as i64).max(0) as u64,
         indeterminate: 0,
         failed: scaled.iter().filter(|(_, a)| a.is_err()).count() as u64,
+        stale: 0,
     };
     (counts, failures)
 }

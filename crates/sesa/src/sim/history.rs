@@ -57,6 +57,40 @@ impl<K: Ord + Clone + Debug> History<K> {
         }
     }
 
+    /// What a read of `key` that begins now must see at least: the newest value
+    /// acknowledged so far (`None`: none yet).
+    pub(super) fn floor(&self, key: &K) -> Option<u64> {
+        self.acked.get(key).copied()
+    }
+
+    /// A read that began when [`History::floor`] said `floor` got `value` (`None`: a
+    /// miss; `bytes`: what it got): a value some set wrote, and none older than
+    /// `floor` unless a set of it is still of unknown outcome (it may land late).
+    pub(super) fn read_since(
+        &mut self,
+        key: &K,
+        floor: Option<u64>,
+        value: Option<u64>,
+        bytes: Option<&[u8]>,
+    ) {
+        if let Some(bytes) = bytes {
+            self.read(key, value, bytes, "a client's read");
+        }
+        let Some(floor) = floor else { return };
+        let late = |v: u64| self.unknown.get(key).is_some_and(|u| u.contains(&v));
+        let stale = match value {
+            None => true,
+            Some(v) => v < floor && !late(v),
+        };
+        if stale {
+            self.counts.stale += 1;
+            self.failures.push(format!(
+                "key {key:?}: a read saw {} after {floor} was acknowledged",
+                value.map_or("nothing".to_string(), |v| v.to_string())
+            ));
+        }
+    }
+
     /// A failure the workload saw itself.
     pub(super) fn fail(&mut self, why: String) {
         self.failures.push(why);
@@ -200,5 +234,31 @@ mod tests {
                 .iter()
                 .any(|f| f.contains("key 2") && f.contains("lost"))
         );
+    }
+
+    #[test]
+    fn a_read_older_than_a_write_acknowledged_before_it_began_is_stale() {
+        let history = RefCell::new(History::<u32>::default());
+        // Before any acknowledgement, a miss is fine.
+        let floor = history.borrow().floor(&1);
+        history.borrow_mut().read_since(&1, floor, None, None);
+        InFlight::begin(&history, 1).acked();
+        drop(InFlight::begin(&history, 1)); // 2: unknown
+        InFlight::begin(&history, 1).acked(); // 3
+        let floor = history.borrow().floor(&1);
+        assert_eq!(floor, Some(3));
+        let mut h = history.borrow_mut();
+        // 3 and the late 2 are fine; 1 and a miss are stale.
+        h.read_since(&1, floor, Some(3), Some(b"3"));
+        h.read_since(&1, floor, Some(2), Some(b"2"));
+        h.read_since(&1, floor, Some(1), Some(b"1"));
+        h.read_since(&1, floor, None, None);
+        drop(h);
+        let (counts, failures) = history
+            .into_inner()
+            .finish(&BTreeMap::from([(1, Some(b"3".to_vec()))]), decode);
+        assert_eq!(counts.stale, 2, "{failures:?}");
+        assert_eq!(counts.unexpected, 0, "{failures:?}");
+        assert_eq!(failures.len(), 2, "{failures:?}");
     }
 }
