@@ -45,12 +45,7 @@ impl App for Cat {
     async fn run(node: NodeContext, files: Vec<String>) -> Result<Printed, AppError> {
         let offload = node.offload();
         let mut printed = Printed::default();
-        let mine = files
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i as u32 % node.nodes() == node.id() - 1)
-            .map(|(_, f)| f);
-        for file in mine {
+        for (_, file) in node.share(&files) {
             match offload.read(file).await {
                 Ok(bytes) => {
                     let text = String::from_utf8_lossy(&bytes);

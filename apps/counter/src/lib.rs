@@ -13,7 +13,6 @@
 
 extern crate alloc;
 
-use alloc::format;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use core::time::Duration;
@@ -47,11 +46,10 @@ impl App for Counter {
     type Outcome = i64;
 
     async fn run(node: NodeContext, settings: CounterSettings) -> Result<i64, AppError> {
-        let failed = |e: &dyn core::fmt::Display| AppError::Failed(format!("{e}"));
         let Some(pool) = settings.pool else {
             return sesa_apps::counter::count_on_all_cores(settings.incs)
                 .await
-                .map_err(|e| failed(&e));
+                .map_err(AppError::failed);
         };
         // Elastic: count chunks leased from the frontend's pool.
         let counting = Arc::new(AtomicBool::new(true));
@@ -69,6 +67,6 @@ impl App for Counter {
         let result =
             crate::pool::count_from_pool(node.messenger(), pool, node.leaving_flag()).await;
         counting.store(false, SeqCst);
-        result.map_err(|e| failed(&e))
+        result.map_err(AppError::failed)
     }
 }

@@ -121,6 +121,13 @@ impl fmt::Display for AppError {
 
 impl core::error::Error for AppError {}
 
+impl AppError {
+    /// The application's own failure, said by `e`.
+    pub fn failed(e: impl fmt::Display) -> Self {
+        AppError::Failed(alloc::format!("{e}"))
+    }
+}
+
 impl From<CallError> for AppError {
     fn from(e: CallError) -> Self {
         AppError::Call(e.to_string())
@@ -183,6 +190,17 @@ impl NodeContext {
     /// a higher id): what a static split of the work divides by.
     pub fn nodes(&self) -> u32 {
         self.nodes
+    }
+
+    /// This node's share of `items` in a static split over the first nodes: every
+    /// `nodes()`-th item from this node's place, with its index (a node added later
+    /// gets none).
+    pub fn share<'a, T>(&self, items: &'a [T]) -> impl Iterator<Item = (usize, &'a T)> + 'a {
+        let (place, nodes) = (self.id.wrapping_sub(1), self.nodes.max(1));
+        items
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i as u32 % nodes == place)
     }
 
     /// The frontend's console, files (only under the directories the user granted) and

@@ -19,7 +19,6 @@
 
 extern crate alloc;
 
-use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -105,19 +104,22 @@ impl App for TallyApp {
     type Outcome = Done;
 
     async fn run(node: NodeContext, step: Step) -> Result<Done, AppError> {
-        let failed = |e: &dyn core::fmt::Display| AppError::Failed(format!("{e}"));
         match step {
             Step::Create(data) => {
                 let tally = node
                     .global()
                     .create::<Tally>(data)
                     .await
-                    .map_err(|e| failed(&e))?;
+                    .map_err(AppError::failed)?;
                 Ok(Done::Created(tally))
             }
             Step::Count { tally, incs } => {
                 let by_miss = !node.global().is_resolved(tally.id());
-                let ebb = node.global().resolve(tally).await.map_err(|e| failed(&e))?;
+                let ebb = node
+                    .global()
+                    .resolve(tally)
+                    .await
+                    .map_err(AppError::failed)?;
                 for r in sesa_event::on_all_cores(move |_| {
                     for _ in 0..incs {
                         ebb.with(|rep| {
@@ -128,9 +130,9 @@ impl App for TallyApp {
                 })
                 .await
                 {
-                    r.map_err(|e| failed(&e))?;
+                    r.map_err(AppError::failed)?;
                 }
-                let root = ebb.root::<PerCore<TallyRep>>().map_err(|e| failed(&e))?;
+                let root = ebb.root::<PerCore<TallyRep>>().map_err(AppError::failed)?;
                 let sum = root.reps().map(|(_, rep)| rep.count.load(Relaxed)).sum();
                 let reps = root.reps().count() as u32;
                 Ok(Done::Counted { sum, reps, by_miss })

@@ -199,11 +199,7 @@ impl App for WordFreq {
         let offload = node.offload();
         let (counter, root) = Words::create()?;
         let (mut failed, mut edges) = (0, Vec::new());
-        let mine = files
-            .iter()
-            .enumerate()
-            .filter(|(p, _)| *p as u32 % node.nodes() == node.id() - 1);
-        for (position, file) in mine {
+        for (position, file) in node.share(&files) {
             let text = match offload.read(file).await {
                 Ok(text) => Arc::new(text),
                 Err(e) => {

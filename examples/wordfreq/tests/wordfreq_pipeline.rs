@@ -39,6 +39,17 @@ fn coreutils(files: &[&str], dir: &Path) -> Vec<u8> {
     out.stdout
 }
 
+/// wordfreq's output is the pipeline's, byte for byte (compared whole: a diff of
+/// thousands of lines would drown the message, so it gives the sizes).
+fn assert_same_output(out: &Output, expected: &[u8]) {
+    assert!(
+        out.stdout == expected,
+        "wordfreq's output differs from the pipeline's ({} vs {} bytes)",
+        out.stdout.len(),
+        expected.len()
+    );
+}
+
 #[test]
 fn three_nodes_match_the_coreutils_pipeline_on_the_docs() {
     let dir = repo();
@@ -55,12 +66,7 @@ fn three_nodes_match_the_coreutils_pipeline_on_the_docs() {
     assert!(out.status.success(), "wordfreq failed");
     let expected = coreutils(&files, &dir);
     assert!(expected.len() > 10_000, "the documents have words");
-    assert!(
-        out.stdout == expected,
-        "wordfreq's output differs from the pipeline's ({} vs {} bytes)",
-        out.stdout.len(),
-        expected.len()
-    );
+    assert_same_output(&out, &expected);
 }
 
 #[test]
@@ -159,12 +165,7 @@ fn a_native_node_mixed_with_hosted_ones_gives_the_same_answer() {
         "{err}"
     );
     let expected = coreutils(&files, &dir);
-    assert!(
-        out.stdout == expected,
-        "wordfreq's output differs from the pipeline's ({} vs {} bytes)",
-        out.stdout.len(),
-        expected.len()
-    );
+    assert_same_output(&out, &expected);
 }
 
 #[test]

@@ -118,18 +118,6 @@ enum Router {
     Cluster(&'static dyn ClusterLayer),
 }
 
-impl Router {
-    /// Whether a read of `key` may be answered from the calling core's partition at
-    /// once: on one node, when it is the key's core; on many, when this core holds the
-    /// key for sure.
-    fn reads_here(self, key: &[u8]) -> bool {
-        match self {
-            Router::Local => owner(key, sesa_event::cores()) == sesa_event::current_core(),
-            Router::Cluster(cluster) => cluster.reads_here(key),
-        }
-    }
-}
-
 impl Kv {
     /// Creates the store on the current node.
     ///
@@ -362,15 +350,18 @@ impl Kv {
 
     /// Starts every key's lookup on its core; the values follow in request order.
     fn get(self, keys: &[&[u8]], cas: bool, touch: Option<i64>, replies: &mut Replies) {
+        let cores = sesa_event::cores();
         for key in keys {
             // A key this core holds (on one node: a key of this core; on many: also one
             // this node holds for sure, and not written earlier in this batch): straight
             // into the reply, with no command to build, no event and no reply to copy.
             let here = match self.router {
-                Router::Local => true,
+                Router::Local => owner(key, cores) == sesa_event::current_core(),
                 // Not a touch (a write), nor a read that must see a write of this batch.
-                Router::Cluster(_) => touch.is_none() && !replies.written.contains(*key),
-            } && self.router.reads_here(key);
+                Router::Cluster(cluster) => {
+                    touch.is_none() && !replies.written.contains(*key) && cluster.reads_here(key)
+                }
+            };
             if here {
                 self.with_partition(|p, now| get_into(p, key, cas, touch, now, &mut replies.tail));
                 continue;

@@ -142,9 +142,17 @@ impl<A: Application> AppRun<A> {
         }
     }
 
+    /// Runs the simulation for `d`, then carries out what the frontend asked of its
+    /// provider, tells it which nodes ended, and hands `watch` the frontend's new events.
+    pub fn step(&mut self, sim: &Sim, d: Duration, watch: &mut dyn Watch) {
+        sim.run_for(d);
+        self.serve(sim);
+        watch.events(&self.new_events());
+    }
+
     /// Carries out what the frontend asked of its provider, and tells it which nodes
     /// ended. Call between turns.
-    pub fn serve(&mut self, sim: &Sim) {
+    fn serve(&mut self, sim: &Sim) {
         for s in std::mem::take(&mut *self.requests.start.borrow_mut()) {
             let (id, apps) = (s.id, self.apps);
             let machine = spec(id, s.cores.unwrap_or(self.cores));
@@ -172,7 +180,7 @@ impl<A: Application> AppRun<A> {
     }
 
     /// The frontend's events since the last call.
-    pub fn new_events(&mut self) -> Vec<Event> {
+    fn new_events(&mut self) -> Vec<Event> {
         let events = self.events.events();
         let new = events[self.events_seen.min(events.len())..].to_vec();
         self.events_seen = events.len();
@@ -300,9 +308,7 @@ pub(super) fn fault_phase<A: Application>(
     let mut heal_at: Option<Duration> = None;
     let mut resume: Option<(NodeKey, Duration)> = None;
     while sim.now() < end && run.result.borrow().is_none() {
-        sim.run_for(draw(50, 400));
-        run.serve(sim);
-        watch.events(&run.new_events());
+        run.step(sim, draw(50, 400), watch);
         if !options.inject {
             continue;
         }

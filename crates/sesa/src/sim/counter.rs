@@ -45,8 +45,7 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
     };
     let limit = sim.now() + Duration::from_secs(30);
     while !joined(&run) && run.result.borrow().is_none() && sim.now() < limit {
-        sim.run_for(Duration::from_millis(20));
-        run.serve(sim);
+        run.step(sim, Duration::from_millis(20), &mut ());
     }
     if !joined(&run) {
         failures.push("the first nodes did not join in 30 s of virtual time".into());
@@ -54,8 +53,7 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
     app::fault_phase(sim, options, &mut run, &mut (), faults);
     let limit = sim.now() + FINISH;
     while run.result.borrow().is_none() && sim.now() < limit {
-        sim.run_for(Duration::from_millis(50));
-        run.serve(sim);
+        run.step(sim, Duration::from_millis(50), &mut ());
     }
     if std::env::var_os("SESA_SIM_DEBUG").is_some() {
         for line in run.event_lines() {

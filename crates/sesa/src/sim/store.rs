@@ -107,11 +107,6 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
         clients: clients.clone(),
         ..Store::default()
     };
-    let step = |run: &mut AppRun<KvFrontend>, store: &mut Store, d: Duration| {
-        sim.run_for(d);
-        run.serve(sim);
-        store.events(&run.new_events());
-    };
     // Settled for the final reads: a settled view, nothing since, and the frontend has
     // heard of every node that ended (it may be busy with a change meanwhile).
     let settled =
@@ -119,7 +114,7 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
     let mut failures = Vec::new();
     let up = sim.now() + Duration::from_secs(30);
     while !store.may_kill() && sim.now() < up {
-        step(&mut run, &mut store, Duration::from_millis(20));
+        run.step(sim, Duration::from_millis(20), &mut store);
     }
     if !store.may_kill() {
         failures.push("the store was not up in 30 s of virtual time".into());
@@ -130,11 +125,11 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
     }
     app::fault_phase(sim, options, &mut run, &mut store, faults);
     clients.quiet.set(true);
-    step(&mut run, &mut store, SETTLE);
+    run.step(sim, SETTLE, &mut store);
     let limit = sim.now() + Duration::from_secs(60);
     let mut quiet_since = sim.now();
     while sim.now() < limit {
-        step(&mut run, &mut store, Duration::from_millis(20));
+        run.step(sim, Duration::from_millis(20), &mut store);
         if !settled(&run, &store) {
             quiet_since = sim.now();
         } else if sim.now() - quiet_since >= Duration::from_secs(2) {
@@ -145,7 +140,7 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
     *clients.check.borrow_mut() = Some(BTreeMap::new());
     let limit = sim.now() + Duration::from_secs(60);
     while !clients.check_done.get() && sim.now() < limit {
-        step(&mut run, &mut store, Duration::from_millis(20));
+        run.step(sim, Duration::from_millis(20), &mut store);
     }
     if std::env::var_os("SESA_SIM_DEBUG").is_some() {
         for line in run.event_lines() {
@@ -192,16 +187,12 @@ mod tests {
         let mut store = Store::default();
         let up = sim.now() + Duration::from_secs(30);
         while !store.may_kill() && sim.now() < up {
-            sim.run_for(Duration::from_millis(20));
-            run.serve(&sim);
-            store.events(&run.new_events());
+            run.step(&sim, Duration::from_millis(20), &mut store);
         }
         assert!(store.may_kill(), "the store did not come up");
         assert_eq!(sim.reset(ip_of(1), ip_of(0)), 1);
         for _ in 0..250 {
-            sim.run_for(Duration::from_millis(20));
-            run.serve(&sim);
-            store.events(&run.new_events());
+            run.step(&sim, Duration::from_millis(20), &mut store);
         }
         let lost: Vec<String> = run
             .event_lines()

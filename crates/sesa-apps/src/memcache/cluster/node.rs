@@ -470,15 +470,19 @@ impl Node {
         if others.is_empty() {
             return;
         }
+        // Each replica's core, worked out before the key moves into the request.
+        let targets: Vec<(Member, CoreId)> = others
+            .into_iter()
+            .map(|m| (m, owner(&key, m.cores as usize)))
+            .collect();
         let copy = StoreRequest::Put {
             epoch: view.epoch,
             copies: alloc::vec![KeyCopy {
-                key: key.clone(),
+                key,
                 item: item.map(WireItem::from),
             }],
         };
-        for m in others {
-            let core = owner(&key, m.cores as usize);
+        for (m, core) in targets {
             for attempt in 1.. {
                 let epoch = self.current().epoch;
                 let e = match client(self.messenger, m, core).call_ref(&copy).await {
@@ -496,7 +500,7 @@ impl Node {
                     ServiceError::Call(CallError::NotConnected(_) | CallError::PeerLost(_))
                 ) && attempt < REPLICATE_ATTEMPTS;
                 let retry = match self.next_view(epoch, m.node).await {
-                    Some(view) if connection => view.owners(&key).contains(&m),
+                    Some(view) if connection => view.owners(copy.key()).contains(&m),
                     _ => false,
                 };
                 if !retry {
