@@ -23,11 +23,10 @@ use std::time::Duration;
 
 use crate::{Counter, CounterSettings};
 use anyhow::{Context, anyhow, bail};
-use sesa_ebb::NodeShared;
+use sesa_ebb::{NodeId, NodeShared};
 use sesa_exec::{RemoteError, RemoteRep, Request};
 use sesa_frontend::roster::{Action, Roster};
 use sesa_frontend::{Application, Cluster, Event};
-use sesa_node::FRONTEND;
 
 // The node's side (leasing and counting) is `crate::pool`, which every node runs.
 pub use crate::pool::{Lease, Pool, PoolAddress, PoolReply, PoolService, count_from_pool};
@@ -47,13 +46,13 @@ struct PoolState {
     next: u64,
     requeued: Vec<u64>,
     /// Chunk -> the node life (id and generation) that leased it.
-    leases: BTreeMap<u64, (u32, u64)>,
+    leases: BTreeMap<u64, (NodeId, u64)>,
     /// The newest generation of each node id that has asked for work.
-    newest: BTreeMap<u32, u64>,
+    newest: BTreeMap<NodeId, u64>,
     /// Node lives known to be gone: every generation up to this one, by node id. Their
     /// requests still in flight when they were lost must not lease work (nobody would
     /// ever report it).
-    gone: BTreeMap<u32, u64>,
+    gone: BTreeMap<NodeId, u64>,
     done: BTreeSet<u64>,
     tally: i64,
 }
@@ -90,7 +89,7 @@ impl WorkPool {
     /// Puts `node`'s leased chunks back (it crashed); returns how many. Every life of
     /// `node` seen so far is taken as gone: a request of theirs that arrives later gets
     /// no work. (The frontend never gives a node id to a second process.)
-    pub fn requeue(&self, node: u32) -> usize {
+    pub fn requeue(&self, node: NodeId) -> usize {
         let newest = self.lock().newest.get(&node).copied().unwrap_or(0);
         self.requeue_life(node, newest)
     }
@@ -98,7 +97,7 @@ impl WorkPool {
     /// Puts back the chunks leased by the lives of `node` up to `generation` (it
     /// crashed), and gives no work to those lives again; returns how many. A newer
     /// generation of the node (restarted under the same id) keeps its leases.
-    pub fn requeue_life(&self, node: u32, generation: u64) -> usize {
+    pub fn requeue_life(&self, node: NodeId, generation: u64) -> usize {
         let mut s = self.lock();
         let gone = s.gone.entry(node).or_insert(0);
         *gone = (*gone).max(generation);
@@ -125,7 +124,7 @@ impl WorkPool {
 
 impl PoolState {
     /// Puts back the chunks whose leaseholder matches; returns how many.
-    fn requeue_where(&mut self, matches: impl Fn((u32, u64)) -> bool) -> usize {
+    fn requeue_where(&mut self, matches: impl Fn((NodeId, u64)) -> bool) -> usize {
         let lost: Vec<u64> = self
             .leases
             .iter()
@@ -163,7 +162,7 @@ impl RemoteRep for WorkPool {
 
 impl PoolState {
     /// The next lease for node life `holder` (node, generation).
-    fn lease(&mut self, (node, generation): (u32, u64)) -> Lease {
+    fn lease(&mut self, (node, generation): (NodeId, u64)) -> Lease {
         if self.gone.get(&node).is_some_and(|&g| generation <= g) {
             // A lost life's request, arriving after its loss was handled.
             return Lease::Done;
@@ -240,15 +239,15 @@ async fn elastic_counter(cx: &mut Cluster<'_>, count: ElasticCount) -> anyhow::R
     let settings = CounterSettings {
         incs,
         pool: Some(PoolAddress {
-            node: FRONTEND,
+            node: NodeId::FRONTEND,
             pool: pool.id(),
         }),
     };
     let mut roster = Roster::new(first.values()).replacing_lost();
     // Each node's part (it ends when every chunk is counted, or the node leaves).
-    let mut running: BTreeMap<u32, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
+    let mut running: BTreeMap<NodeId, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
     // Each leaving node's leave (it ends once the node has drained).
-    let mut leaving: BTreeMap<u32, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
+    let mut leaving: BTreeMap<NodeId, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
     cx.accept_scaling(true);
     loop {
         cx.observe(&mut roster);
@@ -344,9 +343,9 @@ async fn elastic_counter(cx: &mut Cluster<'_>, count: ElasticCount) -> anyhow::R
 
 /// Removes and returns the tasks that have finished.
 fn take_finished<T>(
-    tasks: &mut BTreeMap<u32, sesa_event::JoinHandle<T>>,
-) -> Vec<(u32, sesa_event::JoinHandle<T>)> {
-    let done: Vec<u32> = tasks
+    tasks: &mut BTreeMap<NodeId, sesa_event::JoinHandle<T>>,
+) -> Vec<(NodeId, sesa_event::JoinHandle<T>)> {
+    let done: Vec<NodeId> = tasks
         .iter()
         .filter(|(_, h)| h.is_finished())
         .map(|(n, _)| *n)
@@ -379,7 +378,7 @@ mod tests {
 
     fn first_life(node: u32) -> Identity {
         Identity {
-            node,
+            node: NodeId::new(node),
             generation: 1,
         }
     }
@@ -418,7 +417,7 @@ mod tests {
         assert_eq!(take(&pool, 2), Lease::Wait);
         assert!(!pool.finished());
 
-        assert_eq!(pool.requeue(1), 1);
+        assert_eq!(pool.requeue(NodeId::new(1)), 1);
         assert_eq!(
             take(&pool, 2),
             Lease::Chunk {
@@ -441,16 +440,19 @@ mod tests {
     #[test]
     fn a_lost_life_gets_no_work_but_its_next_generation_does() {
         let pool = WorkPool::with_chunk(10, 1);
-        let at = |node, generation| Identity { node, generation };
+        let at = |node, generation| Identity {
+            node: NodeId::new(node),
+            generation,
+        };
         assert!(matches!(take_as(&pool, at(1, 1)), Lease::Chunk { .. }));
-        assert_eq!(pool.requeue_life(1, 1), 1);
+        assert_eq!(pool.requeue_life(NodeId::new(1), 1), 1);
         // Generation 1's late request: no lease.
         assert_eq!(take_as(&pool, at(1, 1)), Lease::Done);
         // Generation 2 of the same node id works, and keeps its lease when the loss
         // of generation 1 is reported again.
         assert!(matches!(take_as(&pool, at(1, 2)), Lease::Chunk { .. }));
-        assert_eq!(pool.requeue_life(1, 1), 0);
-        assert_eq!(pool.requeue(1), 1);
+        assert_eq!(pool.requeue_life(NodeId::new(1), 1), 0);
+        assert_eq!(pool.requeue(NodeId::new(1)), 1);
     }
 
     /// Found by `sesa sim --workload counter` once connections could be reset: a node

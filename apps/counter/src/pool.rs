@@ -8,7 +8,7 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use core::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sesa_ebb::{CoreId, EbbId};
+use sesa_ebb::{CoreId, EbbId, NodeId};
 use sesa_exec::{Client, MessengerRef, ServiceError};
 
 /// The frontend's work pool ([`Pool`] requests).
@@ -86,7 +86,7 @@ pub enum Lease {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct PoolAddress {
     /// The frontend's node id.
-    pub node: u32,
+    pub node: NodeId,
     /// The pool EBB.
     pub pool: EbbId,
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::{Kv, KvSettings, Serving, StoreStatus};
 use anyhow::bail;
 use sesa_apps::memcache::cluster::{self as store, Coordinator, Member};
-use sesa_exec::MessengerRef;
+use sesa_exec::{MessengerRef, NodeId};
 use sesa_frontend::roster::{Action, Roster};
 use sesa_frontend::{Application, Cluster, Event};
 
@@ -56,7 +56,7 @@ async fn frontend(
     settings: KvSettings,
 ) -> anyhow::Result<std::convert::Infallible> {
     // The store's member on each node it runs on.
-    let mut members: BTreeMap<u32, Member> = BTreeMap::new();
+    let mut members: BTreeMap<NodeId, Member> = BTreeMap::new();
     let status = Arc::new(Mutex::new(StoreStatus {
         listen: Some(settings.listen),
         ..StoreStatus::default()
@@ -113,7 +113,7 @@ async fn frontend(
                     members: ids,
                     leaving,
                 } => {
-                    let pick = |ids: &[u32]| -> Vec<Member> {
+                    let pick = |ids: &[NodeId]| -> Vec<Member> {
                         ids.iter()
                             .filter_map(|id| members.get(id).copied())
                             .collect()
@@ -176,7 +176,7 @@ async fn change_view(
     cx: &Cluster<'_>,
     status: &Mutex<StoreStatus>,
     coordinator: &mut Coordinator,
-    members: &BTreeMap<u32, Member>,
+    members: &BTreeMap<NodeId, Member>,
     leaving: &[Member],
     settings: &KvSettings,
 ) -> anyhow::Result<()> {

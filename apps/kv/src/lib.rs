@@ -87,7 +87,7 @@ pub struct StoreStatus {
     /// How keys are placed (`Partitioned`, `Central` or `Cached`).
     pub layout: String,
     /// Each serving node's client port (on [`StoreStatus::listen`]), by node id.
-    pub ports: alloc::collections::BTreeMap<u32, u16>,
+    pub ports: alloc::collections::BTreeMap<sesa_exec::NodeId, u16>,
     /// The address the client ports are on (`sesa kv -l`; `None`: 127.0.0.1, from a
     /// frontend older than the option).
     #[serde(default)]

@@ -7,7 +7,7 @@ use core::net::{Ipv4Addr, SocketAddr};
 
 use sesa_apps::memcache::cluster::{self as store, Member};
 use sesa_apps::memcache::{protocol::Limits, server};
-use sesa_exec::MessengerRef;
+use sesa_exec::{MessengerRef, NodeId};
 
 use sesa_node::run::{Addressing, Host};
 
@@ -37,7 +37,7 @@ pub fn check_memory(memory_bytes: usize, memory_max: Option<usize>) -> Result<()
 /// The port is taken, or the node's runtime refused.
 pub async fn start_on_node(
     messenger: MessengerRef,
-    me: u32,
+    me: NodeId,
     settings: &KvSettings,
     host: Host,
 ) -> Result<(SocketAddr, Member), String> {
@@ -74,10 +74,10 @@ pub async fn start_on_node(
 
 /// Node `me`'s client port: the OS's pick (0), or the settings' base port plus the node's
 /// place.
-fn port(settings: &KvSettings, me: u32) -> Result<u16, String> {
+fn port(settings: &KvSettings, me: NodeId) -> Result<u16, String> {
     match settings.port {
         0 => Ok(0),
-        base => u16::try_from(u32::from(base) + me - 1)
+        base => u16::try_from(u32::from(base) + me.get() - 1)
             .map_err(|_| format!("node {me}'s port would be above 65535")),
     }
 }

@@ -1,4 +1,5 @@
-//! Names: [`CoreId`] for a location inside a node, [`EbbId`] for an EBB.
+//! Names: [`NodeId`] for a node, [`CoreId`] for a location inside a node, [`EbbId`] for an
+//! EBB.
 
 use core::fmt;
 use core::num::{NonZeroU32, NonZeroU64};
@@ -32,6 +33,44 @@ impl CoreId {
 impl fmt::Display for CoreId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "core {}", self.0)
+    }
+}
+
+/// A node of an application: one process (hosted) or one machine (native).
+///
+/// Node ids are handed out by the frontend, which is node [`NodeId::FRONTEND`]; a node
+/// that restarts comes back with a new id. On the wire a node id is its raw `u32`.
+/// It displays as the bare number, so that it reads naturally in `"node {id}"`.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct NodeId(u32);
+
+impl NodeId {
+    /// The frontend: the node that launches the others and serves what they offload.
+    pub const FRONTEND: NodeId = NodeId(0);
+
+    /// The node with this number.
+    pub const fn new(id: u32) -> Self {
+        NodeId(id)
+    }
+
+    /// The raw number.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl From<NodeId> for u32 {
+    fn from(id: NodeId) -> u32 {
+        id.0
     }
 }
 

@@ -86,7 +86,7 @@ pub mod templates;
 
 pub use current::{CurrentCore, GS_CURRENT};
 pub use error::{EbbError, MissError};
-pub use id::{CoreId, EbbId, NotAnEbbId};
+pub use id::{CoreId, EbbId, NodeId, NotAnEbbId};
 pub use map::STATIC_INDICES;
 pub use node::{EbbNode, NodeConfig};
 pub use reference::EbbRef;

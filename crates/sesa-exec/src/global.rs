@@ -31,7 +31,7 @@ use core::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sesa_ebb::{EbbError, EbbId, EbbNode, EbbRef, EbbRoot};
+use sesa_ebb::{EbbError, EbbId, EbbNode, EbbRef, EbbRoot, NodeId};
 
 use crate::idmap::{GlobalIdError, GlobalIds};
 use crate::service::{Client, Service, ServiceError};
@@ -183,7 +183,7 @@ impl Names {
     ///
     /// # Errors
     /// An unknown or taken id, an id the caller did not allocate, or a full table.
-    pub fn serve(&self, caller: u32, request: Naming) -> Result<Named, NamingError> {
+    pub fn serve(&self, caller: NodeId, request: Naming) -> Result<Named, NamingError> {
         let mut names = self.names.lock();
         match request {
             Naming::Register { id, kind, data } => {
@@ -256,7 +256,7 @@ impl GlobalEbbs {
     /// The node id is too large for a global id's node field.
     pub fn new(
         names: Client<NamingService>,
-        node: u32,
+        node: NodeId,
         generation: u64,
     ) -> Result<Self, GlobalError> {
         Ok(GlobalEbbs {
@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn names_are_registered_once_by_their_allocator_and_found_by_anyone() {
         let names = Names::default();
-        let ids = GlobalIds::new(3, 1).unwrap();
+        let ids = GlobalIds::new(NodeId::new(3), 1).unwrap();
         let id = ids.allocate().unwrap();
         let register = |caller, id| {
             names.serve(
@@ -353,16 +353,16 @@ mod tests {
                 },
             )
         };
-        assert_eq!(register(2, id), Err(NamingError::NotYours(id)));
+        assert_eq!(register(NodeId::new(2), id), Err(NamingError::NotYours(id)));
         assert_eq!(
-            register(3, 42),
+            register(NodeId::new(3), 42),
             Err(NamingError::NotYours(42)),
             "not a global id"
         );
-        assert_eq!(register(3, id), Ok(Named::Registered));
-        assert_eq!(register(3, id), Err(NamingError::Taken(id)));
+        assert_eq!(register(NodeId::new(3), id), Ok(Named::Registered));
+        assert_eq!(register(NodeId::new(3), id), Err(NamingError::Taken(id)));
         assert_eq!(
-            names.serve(7, Naming::Lookup(id)),
+            names.serve(NodeId::new(7), Naming::Lookup(id)),
             Ok(Named::Found {
                 kind: "tally".into(),
                 data: vec![1, 2]
@@ -370,7 +370,7 @@ mod tests {
         );
         let other = ids.allocate().unwrap();
         assert_eq!(
-            names.serve(7, Naming::Lookup(other)),
+            names.serve(NodeId::new(7), Naming::Lookup(other)),
             Err(NamingError::Unknown(other))
         );
     }

@@ -36,7 +36,7 @@ use core::task::{Poll, Waker};
 use core::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sesa_ebb::{CoreId, EbbError, EbbId, EbbRef, NodeShared};
+use sesa_ebb::{CoreId, EbbError, EbbId, EbbRef, NodeId, NodeShared};
 use sesa_event::EventError;
 
 use crate::MessengerRef;
@@ -133,7 +133,7 @@ pub struct Versioned {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// The node id.
-    pub node: u32,
+    pub node: NodeId,
     /// The id of that node's [`IdMapStore`] EBB.
     pub store: EbbId,
 }
@@ -233,7 +233,7 @@ pub fn replicas_of(key: u64, members: &[Member], replicas: usize) -> Vec<Member>
 #[derive(Clone)]
 pub struct GlobalIdMap {
     messenger: MessengerRef,
-    me: u32,
+    me: NodeId,
     store: EbbRef<IdMapStore>,
     /// The members and their epoch.
     members: Arc<spin::Mutex<(u64, Vec<Member>)>>,
@@ -248,7 +248,7 @@ impl GlobalIdMap {
     /// Off a core, or the messenger cannot be reached.
     pub async fn start(
         messenger: MessengerRef,
-        me: u32,
+        me: NodeId,
         replicas: usize,
     ) -> Result<Self, IdMapError> {
         let (store, _root) = NodeShared::create(IdMapStore::default)?;
@@ -387,7 +387,7 @@ impl GlobalIdMap {
         }
         // Above everything seen; the low 16 bits name the writer, so two writers that
         // read the same version still order the same way on every replica.
-        let version = ((current >> 16) + 1) << 16 | u64::from(self.me & 0xffff);
+        let version = ((current >> 16) + 1) << 16 | u64::from(self.me.get() & 0xffff);
         let value = Versioned { version, value };
         for replica in replicas {
             let set = IdMapRequest::Set {
@@ -528,7 +528,7 @@ pub struct GlobalIds {
 pub enum GlobalIdError {
     /// The node id does not fit the layout.
     #[error("node id {0} does not fit in 15 bits")]
-    NodeTooLarge(u32),
+    NodeTooLarge(NodeId),
     /// This generation has used all 2^32 of its ids.
     #[error("this node generation has allocated all of its 2^32 global ids")]
     Exhausted,
@@ -539,11 +539,11 @@ impl GlobalIds {
     ///
     /// # Errors
     /// [`GlobalIdError::NodeTooLarge`] for a node id of 2^15 or more.
-    pub fn new(node: u32, generation: u64) -> Result<Self, GlobalIdError> {
-        if node >= 1 << 15 {
+    pub fn new(node: NodeId, generation: u64) -> Result<Self, GlobalIdError> {
+        if node.get() >= 1 << 15 {
             return Err(GlobalIdError::NodeTooLarge(node));
         }
-        let prefix = (1 << 63) | (u64::from(node) << 48) | ((generation & 0xffff) << 32);
+        let prefix = (1 << 63) | (u64::from(node.get()) << 48) | ((generation & 0xffff) << 32);
         Ok(GlobalIds {
             prefix,
             next: core::sync::atomic::AtomicU32::new(0),
@@ -564,8 +564,8 @@ impl GlobalIds {
     }
 
     /// The node that allocated `id`, if it is a global id.
-    pub fn node_of(id: u64) -> Option<u32> {
-        (id >> 63 == 1).then_some(((id >> 48) & 0x7fff) as u32)
+    pub fn node_of(id: u64) -> Option<NodeId> {
+        (id >> 63 == 1).then_some(NodeId::new(((id >> 48) & 0x7fff) as u32))
     }
 }
 
@@ -577,17 +577,17 @@ mod tests {
     fn global_ids_are_unique_across_nodes_and_generations() {
         let mut seen = alloc::collections::BTreeSet::new();
         for (node, generation) in [(1, 1), (2, 1), (1, 2), (32767, 65535)] {
-            let ids = GlobalIds::new(node, generation).unwrap();
+            let ids = GlobalIds::new(NodeId::new(node), generation).unwrap();
             for _ in 0..1000 {
                 let id = ids.allocate().unwrap();
                 assert!(seen.insert(id), "{id:#x} issued twice");
-                assert_eq!(GlobalIds::node_of(id), Some(node));
+                assert_eq!(GlobalIds::node_of(id), Some(NodeId::new(node)));
                 assert!(sesa_ebb::EbbId::from_raw(id).is_some_and(|e| e.generation() >= 1 << 31));
             }
         }
         assert_eq!(GlobalIds::node_of(5), None, "a local id is not global");
-        assert!(GlobalIds::new(1 << 15, 1).is_err());
-        let ids = GlobalIds::new(3, 1).unwrap();
+        assert!(GlobalIds::new(NodeId::new(1 << 15), 1).is_err());
+        let ids = GlobalIds::new(NodeId::new(3), 1).unwrap();
         ids.next
             .store(u32::MAX, core::sync::atomic::Ordering::Relaxed);
         assert_eq!(ids.allocate(), Err(GlobalIdError::Exhausted));

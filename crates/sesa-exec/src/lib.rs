@@ -26,8 +26,9 @@ pub use departure::Departures;
 pub use idmap::{GlobalIdError, GlobalIdMap, GlobalIds, IdMapError, Member, Versioned};
 pub use membership::{MemberEvent, Membership, MembershipConfig, MembershipRef, NodeIdentity};
 pub use messenger::{
-    CallError, ConnectError, Messenger, MessengerConfig, MessengerRef, MessengerStats, RemoteRep,
-    Request, ServiceFuture,
+    CallError, ConnectError, Identity, Messenger, MessengerConfig, MessengerRef, MessengerStats,
+    RemoteRep, Request, ServiceFuture,
 };
 pub use service::{Client, Service, ServiceError};
-pub use sesa_wire::{Identity, RemoteError, Secret};
+pub use sesa_ebb::NodeId;
+pub use sesa_wire::{RemoteError, Secret};

@@ -32,6 +32,7 @@ use foca::{Config, Foca, NoCustomBroadcast, Notification, PostcardCodec, Timer};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::{Deserialize, Serialize};
+use sesa_ebb::NodeId;
 use sesa_event::{Central, CentralRef, EventError};
 
 use crate::MessengerRef;
@@ -40,7 +41,7 @@ use crate::MessengerRef;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeIdentity {
     /// The node id.
-    pub node: u32,
+    pub node: NodeId,
     /// Its generation (higher after each restart).
     pub generation: u64,
     /// Where its messenger listens.
@@ -48,7 +49,7 @@ pub struct NodeIdentity {
 }
 
 impl foca::Identity for NodeIdentity {
-    type Addr = u32;
+    type Addr = NodeId;
 
     fn renew(&self) -> Option<Self> {
         Some(NodeIdentity {
@@ -57,7 +58,7 @@ impl foca::Identity for NodeIdentity {
         })
     }
 
-    fn addr(&self) -> u32 {
+    fn addr(&self) -> NodeId {
         self.node
     }
 
@@ -127,12 +128,12 @@ pub struct Membership {
     swim: RefCell<Swim>,
     messenger: MessengerRef,
     me: NodeIdentity,
-    active: RefCell<BTreeMap<u32, NodeIdentity>>,
+    active: RefCell<BTreeMap<NodeId, NodeIdentity>>,
     listeners: RefCell<Vec<Listener>>,
     /// The service's own handle, for the tasks it spawns (set by `start`).
     this: Cell<Option<MembershipRef>>,
     /// Members being dialed, so a burst of datagrams opens one connection, not many.
-    dialing: RefCell<alloc::collections::BTreeSet<u32>>,
+    dialing: RefCell<alloc::collections::BTreeSet<NodeId>>,
 }
 
 /// What foca asked for during one call, acted on after it returns (so foca is never
@@ -282,7 +283,7 @@ impl Membership {
                 Ok(_) => {
                     messenger.with_home(|m| m.send_gossip(to.node, &data));
                 }
-                Err(e) => tracing::debug!(node = to.node, error = %e, "cannot reach member"),
+                Err(e) => tracing::debug!(node = %to.node, error = %e, "cannot reach member"),
             }
             this.with_home(|m| m.dialing.borrow_mut().remove(&to.node));
         });

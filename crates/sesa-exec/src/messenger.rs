@@ -34,13 +34,43 @@ use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
-use sesa_ebb::{CoreId, EbbError, EbbId, EbbRef};
+use sesa_ebb::{CoreId, EbbError, EbbId, EbbRef, NodeId};
 use sesa_event::net::{Listener, Stream};
 use sesa_event::{Central, CentralRef, EventError, JoinHandle};
 use sesa_wire::{
-    Auth, AuthError, Call, Data, FrameDecoder, Gossip, Handshake, Hello, Identity, Limits, MsgType,
+    Auth, AuthError, Call, Data, FrameDecoder, Gossip, Handshake, Hello, Limits, MsgType,
     RemoteError, Reply, Secret, WireError, encode,
 };
+
+/// Who a node is: its id and generation (a restarted node comes back with a higher
+/// generation, so the cluster can tell it from its previous life).
+///
+/// The handshake carries it as [`sesa_wire::Identity`], the raw numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// The node id.
+    pub node: NodeId,
+    /// The generation.
+    pub generation: u64,
+}
+
+impl From<Identity> for sesa_wire::Identity {
+    fn from(id: Identity) -> Self {
+        sesa_wire::Identity {
+            node: id.node.get(),
+            generation: id.generation,
+        }
+    }
+}
+
+impl From<sesa_wire::Identity> for Identity {
+    fn from(id: sesa_wire::Identity) -> Self {
+        Identity {
+            node: NodeId::new(id.node),
+            generation: id.generation,
+        }
+    }
+}
 
 /// How a node's messenger is set up.
 #[derive(Clone, Debug)]
@@ -86,15 +116,15 @@ impl MessengerConfig {
 pub enum CallError {
     /// No connection to that node.
     #[error("not connected to node {0}")]
-    NotConnected(u32),
+    NotConnected(NodeId),
     /// The connection to the peer was lost before the reply came.
     #[error("the connection to node {0} was lost before the reply")]
-    PeerLost(u32),
+    PeerLost(NodeId),
     /// The peer answered with an error.
     #[error("node {node} answered: {error}")]
     Remote {
         /// The peer.
-        node: u32,
+        node: NodeId,
         /// Its error.
         error: RemoteError,
     },
@@ -169,7 +199,7 @@ type CallResult = Result<Vec<u8>, CallError>;
 /// The messenger's state on its home core.
 pub struct Messenger {
     config: MessengerConfig,
-    peers: RefCell<BTreeMap<u32, Rc<Peer>>>,
+    peers: RefCell<BTreeMap<NodeId, Rc<Peer>>>,
     handlers: RefCell<BTreeMap<u64, Service>>,
     this: RefCell<Option<MessengerRef>>,
     /// Where membership datagrams go (the membership service, on this core).
@@ -287,7 +317,7 @@ impl Messenger {
         st.bytes_in += bytes as u64;
     }
 
-    fn peer(&self, node: u32) -> Option<Rc<Peer>> {
+    fn peer(&self, node: NodeId) -> Option<Rc<Peer>> {
         self.peers.borrow().get(&node).cloned()
     }
 
@@ -297,7 +327,7 @@ impl Messenger {
         if let Some(existing) = self.peer(identity.node) {
             if existing.identity.generation >= identity.generation && !existing.closed.get() {
                 tracing::warn!(
-                    node = identity.node,
+                    node = %identity.node,
                     "refusing a second connection from an already connected node"
                 );
                 return;
@@ -315,7 +345,7 @@ impl Messenger {
         });
         self.peers.borrow_mut().insert(identity.node, peer.clone());
         tracing::info!(
-            node = identity.node,
+            node = %identity.node,
             generation = identity.generation,
             "peer connected"
         );
@@ -327,7 +357,7 @@ impl Messenger {
 
     fn start_call(
         &self,
-        node: u32,
+        node: NodeId,
         core: CoreId,
         ebb: EbbId,
         method: u16,
@@ -446,7 +476,7 @@ impl Messenger {
     }
 
     /// Sends a membership datagram to `node` if connected; `false` if not.
-    pub fn send_gossip(&self, node: u32, data: &[u8]) -> bool {
+    pub fn send_gossip(&self, node: NodeId, data: &[u8]) -> bool {
         let Some(peer) = self.peer(node).filter(|p| !p.closed.get()) else {
             return false;
         };
@@ -476,14 +506,14 @@ impl Messenger {
     }
 
     /// Whether `node` is connected.
-    pub fn is_connected(&self, node: u32) -> bool {
+    pub fn is_connected(&self, node: NodeId) -> bool {
         self.peer(node).is_some_and(|p| !p.closed.get())
     }
 
     fn complete(&self, peer: &Peer, reply: Reply<'_>) {
         let Some(done) = peer.pending.borrow_mut().remove(&reply.call_id) else {
             tracing::warn!(
-                node = peer.identity.node,
+                node = %peer.identity.node,
                 call_id = reply.call_id,
                 "reply to no pending call"
             );
@@ -508,7 +538,7 @@ impl Messenger {
         {
             peers.remove(&peer.identity.node);
         }
-        tracing::info!(node = peer.identity.node, "peer disconnected");
+        tracing::info!(node = %peer.identity.node, "peer disconnected");
     }
 }
 
@@ -580,7 +610,7 @@ impl MessengerRef {
     /// See [`CallError`]: never hangs on a lost peer.
     pub async fn call(
         self,
-        node: u32,
+        node: NodeId,
         core: CoreId,
         ebb: EbbId,
         method: u16,
@@ -740,7 +770,7 @@ async fn handshake(
 ) -> Result<(Identity, FrameDecoder), ConnectError> {
     let mut nonce = [0u8; 32];
     sesa_event::fill_random(&mut nonce);
-    let mut hs = Handshake::new(config.me, nonce, config.secret.clone());
+    let mut hs = Handshake::new(config.me.into(), nonce, config.secret.clone());
     // Until the peer is authenticated it may only send the two small handshake frames:
     // an unauthenticated peer cannot make this node buffer a large frame.
     let mut decoder = FrameDecoder::new(HANDSHAKE_LIMITS);
@@ -755,7 +785,7 @@ async fn handshake(
         encode(MsgType::Auth, &auth, &config.limits, &mut out)?;
         stream.write_all(&out).await?;
         let auth: Auth = next_message(stream, &mut decoder, MsgType::Auth).await?;
-        Ok::<_, ConnectError>(hs.on_auth(&auth)?)
+        Ok::<_, ConnectError>(Identity::from(hs.on_auth(&auth)?))
     };
     let peer = sesa_event::timeout_at(deadline, exchange)
         .await
@@ -888,7 +918,7 @@ impl Connection {
     async fn run(mut self) {
         let outcome = poll_fn(|cx| self.poll_io(cx)).await;
         if let Err(e) = outcome {
-            tracing::warn!(node = self.peer.identity.node, error = %e, "closing the connection");
+            tracing::warn!(node = %self.peer.identity.node, error = %e, "closing the connection");
         }
         let peer = self.peer.clone();
         self.this.with_home(|m| m.drop_peer(&peer));

@@ -12,22 +12,24 @@
 //! about `owners / n` of the keys.
 //!
 //! ```
-//! use sesa_exec::placement;
+//! use sesa_exec::{NodeId, placement};
 //!
-//! let nodes = [1u32, 2, 3, 4, 5];
+//! let nodes = [1, 2, 3, 4, 5].map(NodeId::new);
 //! let owners = placement::top(b"user:42", nodes.iter().copied(), 2, |n| *n);
 //! assert_eq!(owners.len(), 2);
 //! // The same answer on every node, in any order of the members.
-//! let shuffled = [4u32, 1, 5, 3, 2];
+//! let shuffled = [4, 1, 5, 3, 2].map(NodeId::new);
 //! assert_eq!(owners, placement::top(b"user:42", shuffled.iter().copied(), 2, |n| *n));
 //! ```
 
 use alloc::vec::Vec;
 
+use sesa_ebb::NodeId;
+
 /// Node `node`'s score for `key`: the highest scores own the key.
 #[inline]
-pub fn score(key: &[u8], node: u32) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(key, u64::from(node))
+pub fn score(key: &[u8], node: NodeId) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(key, u64::from(node.get()))
 }
 
 /// Adds `member` (node `node`) with `score` to `top`, the `owners` best so far, best
@@ -38,7 +40,7 @@ pub fn keep_top<M>(
     owners: usize,
     score: u64,
     member: M,
-    node: impl Fn(&M) -> u32,
+    node: impl Fn(&M) -> NodeId,
 ) {
     let owners = owners.max(1);
     let this = node(&member);
@@ -55,7 +57,7 @@ pub fn top<M>(
     key: &[u8],
     members: impl IntoIterator<Item = M>,
     owners: usize,
-    node: impl Fn(&M) -> u32,
+    node: impl Fn(&M) -> NodeId,
 ) -> Vec<M> {
     let mut best: Vec<(u64, M)> = Vec::with_capacity(owners.max(1) + 1);
     for m in members {
@@ -70,8 +72,12 @@ mod tests {
     use super::*;
     use alloc::format;
 
+    /// The owners of `key` among nodes numbered `nodes`, as numbers.
     fn owners(key: &[u8], nodes: &[u32], r: usize) -> Vec<u32> {
-        top(key, nodes.iter().copied(), r, |n| *n)
+        top(key, nodes.iter().map(|&n| NodeId::new(n)), r, |n| *n)
+            .into_iter()
+            .map(NodeId::get)
+            .collect()
     }
 
     #[test]
@@ -83,7 +89,7 @@ mod tests {
                     let key = format!("key{i}");
                     let mut scored: Vec<(u64, u32)> = nodes
                         .iter()
-                        .map(|&m| (score(key.as_bytes(), m), m))
+                        .map(|&m| (score(key.as_bytes(), NodeId::new(m)), m))
                         .collect();
                     scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
                     let want: Vec<u32> = scored.iter().take(r).map(|s| s.1).collect();

@@ -59,7 +59,7 @@ use core::marker::PhantomData;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sesa_ebb::{CoreId, EbbId};
+use sesa_ebb::{CoreId, EbbId, NodeId};
 use sesa_event::EventError;
 
 use crate::{CallError, Identity, MessengerRef, RemoteError, Request};
@@ -104,7 +104,7 @@ pub enum ServiceError<E: fmt::Display + fmt::Debug> {
 /// A typed client of service `S` at one EBB on one node. `Copy`; usable from any core.
 pub struct Client<S> {
     messenger: MessengerRef,
-    node: u32,
+    node: NodeId,
     core: CoreId,
     ebb: EbbId,
     service: PhantomData<fn() -> S>,
@@ -130,7 +130,7 @@ impl<S> fmt::Debug for Client<S> {
 
 impl<S: Service> Client<S> {
     /// The service served at EBB `ebb` of node `node`, called on its `core`.
-    pub fn new(messenger: MessengerRef, node: u32, core: CoreId, ebb: EbbId) -> Self {
+    pub fn new(messenger: MessengerRef, node: NodeId, core: CoreId, ebb: EbbId) -> Self {
         Client {
             messenger,
             node,
@@ -274,7 +274,7 @@ mod tests {
 
     fn call(method: u16, payload: &[u8]) -> Result<Vec<u8>, RemoteError> {
         let from = Identity {
-            node: 1,
+            node: NodeId::new(1),
             generation: 1,
         };
         handle::<Echo>(

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use sesa_exec::idmap::replicas_of;
-use sesa_exec::{GlobalIdMap, Identity, Member, Messenger, MessengerConfig, Secret};
+use sesa_exec::{GlobalIdMap, Identity, Member, Messenger, MessengerConfig, NodeId, Secret};
 mod common;
 
 const NODES: u32 = 3;
@@ -52,7 +52,7 @@ fn run_node(
 ) -> std::thread::JoinHandle<Report> {
     common::node_thread(1, move || async move {
         let me = Identity {
-            node: id,
+            node: NodeId::new(id),
             generation: 1,
         };
         let messenger =
@@ -61,7 +61,9 @@ fn run_node(
             .listen("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let map = GlobalIdMap::start(messenger, id, 2).await.unwrap();
+        let map = GlobalIdMap::start(messenger, NodeId::new(id), 2)
+            .await
+            .unwrap();
         announce.send((id, addr, map.member())).unwrap();
         let roster = loop {
             if let Some(r) = roster.lock().unwrap().clone() {
@@ -115,7 +117,13 @@ fn run_node(
         let after_loss = if id == 1 {
             None
         } else {
-            while messenger.peers().await.unwrap().iter().any(|p| p.node == 1) {
+            while messenger
+                .peers()
+                .await
+                .unwrap()
+                .iter()
+                .any(|p| p.node == NodeId::new(1))
+            {
                 sesa_event::sleep(Duration::from_millis(2)).await;
             }
             let mut all = true;
@@ -150,7 +158,11 @@ fn three_nodes_share_one_map_and_survive_losing_one() {
     // Some keys must have had a replica on node 1, or the loss proves nothing.
     let members: Vec<Member> = announced.iter().map(|(_, _, m)| *m).collect();
     let on_node_1 = (0..KEYS)
-        .filter(|k| replicas_of(*k, &members, 2).iter().any(|m| m.node == 1))
+        .filter(|k| {
+            replicas_of(*k, &members, 2)
+                .iter()
+                .any(|m| m.node == NodeId::new(1))
+        })
         .count();
     assert!(on_node_1 > 0);
     *roster.lock().unwrap() = Some(announced);

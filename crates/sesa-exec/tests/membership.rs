@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sesa_exec::{
-    Identity, MemberEvent, Membership, MembershipConfig, Messenger, MessengerConfig, NodeIdentity,
-    Secret,
+    Identity, MemberEvent, Membership, MembershipConfig, Messenger, MessengerConfig, NodeId,
+    NodeIdentity, Secret,
 };
 mod common;
 
@@ -30,7 +30,7 @@ struct Seen {
 fn start_node(id: u32, generation: u64, shared: Arc<Shared>) -> std::thread::JoinHandle<Seen> {
     common::node_thread(1, move || async move {
         let me = Identity {
-            node: id,
+            node: NodeId::new(id),
             generation,
         };
         let messenger =
@@ -50,7 +50,7 @@ fn start_node(id: u32, generation: u64, shared: Arc<Shared>) -> std::thread::Joi
             .unwrap();
         if id == 1 {
             *shared.seed.lock().unwrap() = Some(NodeIdentity {
-                node: 1,
+                node: NodeId::new(1),
                 generation,
                 addr,
             });
@@ -94,7 +94,13 @@ fn start_node(id: u32, generation: u64, shared: Arc<Shared>) -> std::thread::Joi
             };
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while members.members().await.unwrap().iter().any(|m| m.node == 3) {
+        while members
+            .members()
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.node == NodeId::new(3))
+        {
             assert!(
                 Instant::now() < deadline,
                 "node {id} never declared node 3 down"
@@ -106,7 +112,10 @@ fn start_node(id: u32, generation: u64, shared: Arc<Shared>) -> std::thread::Joi
         let deadline = Instant::now() + Duration::from_secs(15);
         let saw_restart = loop {
             let now = members.members().await.unwrap();
-            if now.iter().any(|m| m.node == 3 && m.generation == 2) {
+            if now
+                .iter()
+                .any(|m| m.node == NodeId::new(3) && m.generation == 2)
+            {
                 break true;
             }
             if Instant::now() > deadline {
@@ -160,14 +169,14 @@ fn a_stopped_node_is_detected_quickly_and_its_restart_is_seen() {
         assert!(d < Duration::from_secs(2), "node {id}: {d:?}");
         assert!(seen.saw_restart, "node {id} saw node 3's new generation");
         assert!(
-            seen.events
-                .iter()
-                .any(|e| matches!(e, MemberEvent::Down(m) if m.node == 3 && m.generation == 1))
+            seen.events.iter().any(
+                |e| matches!(e, MemberEvent::Down(m) if m.node.get() == 3 && m.generation == 1)
+            )
         );
         assert!(
             seen.events
                 .iter()
-                .any(|e| matches!(e, MemberEvent::Up(m) if m.node == 3 && m.generation == 2))
+                .any(|e| matches!(e, MemberEvent::Up(m) if m.node.get() == 3 && m.generation == 2))
         );
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use sesa_ebb::{CoreId, EbbRoot, Install, MissContext, MissError, PerCore};
 use sesa_exec::{
-    CallError, ConnectError, Identity, Messenger, MessengerConfig, RemoteError, RemoteRep, Request,
-    Secret,
+    CallError, ConnectError, Identity, Messenger, MessengerConfig, NodeId, RemoteError, RemoteRep,
+    Request, Secret,
 };
 use sesa_hosted::{Config, Exit, Runtime};
 
@@ -20,9 +20,13 @@ fn secret() -> Secret {
     Secret::from_bytes([42; 32])
 }
 
+/// Node ids the tests match on (a pattern takes a constant, not a call).
+const NODE_1: NodeId = NodeId::new(1);
+const NODE_3: NodeId = NodeId::new(3);
+
 fn me(node: u32) -> Identity {
     Identity {
-        node,
+        node: NodeId::new(node),
         generation: 1,
     }
 }
@@ -64,7 +68,7 @@ impl RemoteRep for EchoRep {
             1 => {
                 let mut out = request.payload.to_vec();
                 out.push(self.core.get() as u8);
-                out.extend_from_slice(&request.from.node.to_le_bytes());
+                out.extend_from_slice(&request.from.node.get().to_le_bytes());
                 Ok(out)
             }
             _ => Err(RemoteError::NoHandler),
@@ -147,24 +151,30 @@ fn a_remote_call_reaches_the_rep_on_the_named_core_creating_it_by_a_miss() {
         // From core 1 of this node, to core 1 of the server.
         let reply = sesa_event::spawn_on_async(CoreId::new(1), move || async move {
             messenger
-                .call(1, CoreId::new(1), ebb, 1, b"hi".to_vec())
+                .call(NodeId::new(1), CoreId::new(1), ebb, 1, b"hi".to_vec())
                 .await
         })
         .await
         .unwrap()
         .unwrap();
-        let unknown = messenger.call(1, CoreId::new(0), ebb, 9, vec![]).await;
-        let no_core = messenger.call(1, CoreId::new(7), ebb, 1, vec![]).await;
+        let unknown = messenger
+            .call(NodeId::new(1), CoreId::new(0), ebb, 9, vec![])
+            .await;
+        let no_core = messenger
+            .call(NodeId::new(1), CoreId::new(7), ebb, 1, vec![])
+            .await;
         let no_ebb = messenger
             .call(
-                1,
+                NodeId::new(1),
                 CoreId::new(0),
                 sesa_ebb::EbbId::from_raw(ebb.raw() + 1).unwrap(),
                 1,
                 vec![],
             )
             .await;
-        let not_connected = messenger.call(3, CoreId::new(0), ebb, 1, vec![]).await;
+        let not_connected = messenger
+            .call(NodeId::new(3), CoreId::new(0), ebb, 1, vec![])
+            .await;
         (reply, unknown, no_core, no_ebb, not_connected)
     });
     let (reply, unknown, no_core, no_ebb, not_connected) = client.join().unwrap();
@@ -177,7 +187,7 @@ fn a_remote_call_reaches_the_rep_on_the_named_core_creating_it_by_a_miss() {
     assert!(matches!(
         unknown,
         Err(CallError::Remote {
-            node: 1,
+            node: NODE_1,
             error: RemoteError::NoHandler
         })
     ));
@@ -195,7 +205,10 @@ fn a_remote_call_reaches_the_rep_on_the_named_core_creating_it_by_a_miss() {
             ..
         })
     ));
-    assert!(matches!(not_connected, Err(CallError::NotConnected(3))));
+    assert!(matches!(
+        not_connected,
+        Err(CallError::NotConnected(NODE_3))
+    ));
     // Core 1 built its rep when the first call reached it (the access miss); core 0 was
     // reached by the unknown-method call.
     assert_eq!(cores_with_reps, [0, 1]);
@@ -253,7 +266,7 @@ fn garbage_and_oversize_frames_close_that_connection_only() {
         let messenger = connected_client(addr).await;
         let ebb = sesa_ebb::EbbId::from_raw(ebb).unwrap();
         messenger
-            .call(1, CoreId::new(0), ebb, 1, b"ok".to_vec())
+            .call(NodeId::new(1), CoreId::new(0), ebb, 1, b"ok".to_vec())
             .await
     });
     let reply = client.join().unwrap().unwrap();
@@ -272,7 +285,7 @@ fn vanishing_peer() -> (SocketAddr, std::thread::JoinHandle<()>) {
         let (mut s, _) = listener.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let limits = Limits::default();
-        let mut hs = Handshake::new(me(1), [9; 32], secret());
+        let mut hs = Handshake::new(me(1).into(), [9; 32], secret());
         let mut out = Vec::new();
         encode(MsgType::Hello, &hs.hello(), &limits, &mut out).unwrap();
         s.write_all(&out).unwrap();
@@ -311,13 +324,18 @@ fn a_vanishing_peer_fails_pending_calls_instead_of_hanging_them() {
     let client = node(move || async move {
         let messenger = connected_client(addr).await;
         let ebb = sesa_ebb::EbbId::from_raw((1 << 32) | 5).unwrap();
-        let result = messenger.call(1, CoreId::new(1), ebb, 1, vec![]).await;
+        let result = messenger
+            .call(NodeId::new(1), CoreId::new(1), ebb, 1, vec![])
+            .await;
         let peers = messenger.peers().await.unwrap();
         (result, peers)
     });
     let (result, peers) = client.join().unwrap();
     fake.join().unwrap();
-    assert!(matches!(result, Err(CallError::PeerLost(1))), "{result:?}");
+    assert!(
+        matches!(result, Err(CallError::PeerLost(NODE_1))),
+        "{result:?}"
+    );
     assert!(peers.is_empty(), "the lost peer was dropped");
 }
 
@@ -368,7 +386,9 @@ fn a_stopping_peer_says_so() {
     let client = node(move || async move {
         let messenger = connected_client(addr).await;
         let ebb = sesa_ebb::EbbId::from_raw(ebb).unwrap();
-        messenger.call(1, CoreId::new(1), ebb, 1, vec![]).await
+        messenger
+            .call(NodeId::new(1), CoreId::new(1), ebb, 1, vec![])
+            .await
     });
     let result = client.join().unwrap();
     assert_eq!(server.join().unwrap(), Exit::Stopped(0));
@@ -378,7 +398,7 @@ fn a_stopping_peer_says_so() {
             Err(CallError::Remote {
                 error: RemoteError::Stopping,
                 ..
-            }) | Err(CallError::PeerLost(1))
+            }) | Err(CallError::PeerLost(NODE_1))
         ),
         "{result:?}"
     );
@@ -408,10 +428,12 @@ fn a_large_argument_is_shipped_in_chunks_and_arrives_whole() {
     let client = node(move || async move {
         let messenger = connected_client(addr).await;
         let ebb = sesa_ebb::EbbId::from_raw(ebb).unwrap();
-        let big = messenger.call(1, CoreId::new(1), ebb, 2, payload).await;
+        let big = messenger
+            .call(NodeId::new(1), CoreId::new(1), ebb, 2, payload)
+            .await;
         // The connection still serves ordinary calls afterwards.
         let small = messenger
-            .call(1, CoreId::new(0), ebb, 2, vec![1, 2, 3])
+            .call(NodeId::new(1), CoreId::new(0), ebb, 2, vec![1, 2, 3])
             .await;
         (big, small)
     });
@@ -429,10 +451,10 @@ fn an_argument_over_the_peers_limit_is_refused_with_a_reply() {
         let messenger = connected_client(addr).await;
         let ebb = sesa_ebb::EbbId::from_raw(ebb).unwrap();
         let over = messenger
-            .call(1, CoreId::new(0), ebb, 2, vec![7; 10 << 20])
+            .call(NodeId::new(1), CoreId::new(0), ebb, 2, vec![7; 10 << 20])
             .await;
         let under = messenger
-            .call(1, CoreId::new(0), ebb, 2, vec![7; 4 << 20])
+            .call(NodeId::new(1), CoreId::new(0), ebb, 2, vec![7; 4 << 20])
             .await;
         (over, under)
     });

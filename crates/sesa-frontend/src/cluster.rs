@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
-use sesa_ebb::{CoreId, EbbId, NodeShared};
+use sesa_ebb::{CoreId, EbbId, NodeId, NodeShared};
 use sesa_exec::service::{self, Client, Service, ServiceError};
 use sesa_exec::{
     Identity, MemberEvent, Membership, MembershipConfig, Messenger, MessengerConfig, MessengerRef,
@@ -36,8 +36,8 @@ use sesa_hosted::{Config, Exit, Runtime};
 use sesa_node::app::{App, Apps, RunApp};
 use sesa_node::offload::OffloadService;
 use sesa_node::{
-    ADMIN_FIRST, ADMIN_INDEX, Control, ControlReply, ControlService, FRONTEND, REGISTRY_INDEX,
-    Registered, Registry as RegistryRequest, RegistryError, RegistryService,
+    ADMIN_FIRST, ADMIN_INDEX, Control, ControlReply, ControlService, REGISTRY_INDEX, Registered,
+    Registry as RegistryRequest, RegistryError, RegistryService,
 };
 pub use sesa_node::{NodeStatus, Register};
 
@@ -150,7 +150,7 @@ impl AppStatus {
             let peers = n
                 .peers
                 .iter()
-                .map(u32::to_string)
+                .map(NodeId::to_string)
                 .collect::<Vec<_>>()
                 .join(",");
             out += &format!(
@@ -200,7 +200,7 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The frontend's registry of joined nodes (a node-shared EBB, served remotely). Its
 /// answer to a registration is the id of the offload service.
 pub struct Registry {
-    nodes: Mutex<BTreeMap<u32, Register>>,
+    nodes: Mutex<BTreeMap<NodeId, Register>>,
     /// The services a registered node is told of.
     offload: EbbId,
     naming: EbbId,
@@ -230,10 +230,10 @@ impl RemoteRep for Registry {
                 let id = self
                     .next_id
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if id >= ADMIN_FIRST {
+                if id >= ADMIN_FIRST.get() {
                     return Err(RegistryError::OutOfIds);
                 }
-                Ok(Registered::Id(id))
+                Ok(Registered::Id(NodeId::new(id)))
             }
             RegistryRequest::Register(r) => {
                 if r.node != from.node {
@@ -259,7 +259,7 @@ impl RemoteRep for Registry {
 #[derive(Clone)]
 pub struct NodeSpec {
     /// The node's id (1..).
-    pub id: u32,
+    pub id: NodeId,
     /// The frontend's address.
     pub join: SocketAddr,
     /// The frontend's registry EBB.
@@ -279,10 +279,10 @@ pub trait NodeProvider {
     /// If the node cannot be started.
     fn launch(&mut self, spec: &NodeSpec) -> anyhow::Result<u32>;
     /// Whether any node has exited; `Some((id, status))` for the first one found.
-    fn exited(&mut self) -> Option<(u32, String)>;
+    fn exited(&mut self) -> Option<(NodeId, String)>;
     /// Asks node `id` to stop (closes its standard input) and returns at once; a node
     /// still running `grace` later is killed by a later [`NodeProvider::exited`] call.
-    fn stop_node(&mut self, id: u32, grace: Duration);
+    fn stop_node(&mut self, id: NodeId, grace: Duration);
     /// Asks every node to stop (closes their standard input), waits up to `grace`, then
     /// kills what is left.
     fn stop_all(&mut self, grace: Duration);
@@ -342,8 +342,8 @@ impl NativeNodes {
         if opens { Accel::Kvm } else { Accel::Tcg }
     }
 
-    fn covers(&self, id: u32) -> bool {
-        self.up_to.is_none_or(|k| id <= k)
+    fn covers(&self, id: NodeId) -> bool {
+        self.up_to.is_none_or(|k| id.get() <= k)
     }
 }
 
@@ -375,9 +375,9 @@ pub fn qemu_command(accel: Accel, ram_mb: u32, cpus: usize) -> Command {
 /// application's own binary), or
 /// QEMU booting the native kernel for the nodes [`NativeNodes`] covers.
 pub struct LocalProcesses {
-    children: Vec<(u32, Child, Option<ChildStdin>)>,
+    children: Vec<(NodeId, Child, Option<ChildStdin>)>,
     /// Nodes asked to stop, with the moment to kill them if they have not.
-    stopping: Vec<(u32, Child, Instant)>,
+    stopping: Vec<(NodeId, Child, Instant)>,
     /// Which nodes are QEMUs (they do not stop when their stdin closes: a node stops
     /// itself when let go or when it loses the frontend, or is killed).
     native: Option<NativeNodes>,
@@ -435,7 +435,7 @@ impl LocalProcesses {
         let host = *native.clients.ip();
         let clients = match native.clients.port() {
             0 => free(host)?,
-            base => u16::try_from(u32::from(base) + spec.id - 1)
+            base => u16::try_from(u32::from(base) + spec.id.get() - 1)
                 .map_err(|_| anyhow!("node {}'s port would be above 65535", spec.id))?,
         };
         let messenger = free(std::net::Ipv4Addr::LOCALHOST)?;
@@ -517,7 +517,7 @@ impl NodeProvider for LocalProcesses {
         Ok(pid)
     }
 
-    fn exited(&mut self) -> Option<(u32, String)> {
+    fn exited(&mut self) -> Option<(NodeId, String)> {
         // Reap nodes that were asked to stop; kill the ones past their grace.
         let events = &self.events;
         self.stopping
@@ -543,7 +543,7 @@ impl NodeProvider for LocalProcesses {
         Some((id, status))
     }
 
-    fn stop_node(&mut self, id: u32, grace: Duration) {
+    fn stop_node(&mut self, id: NodeId, grace: Duration) {
         let Some(i) = self.children.iter().position(|(n, _, _)| *n == id) else {
             return;
         };
@@ -751,15 +751,15 @@ pub struct Cluster<'a> {
     scale: std::sync::Arc<Mutex<ScaleState>>,
     spec: NodeSpec,
     /// Members SWIM declared down since the last look.
-    down: std::sync::Arc<Mutex<Vec<u32>>>,
+    down: std::sync::Arc<Mutex<Vec<NodeId>>>,
     /// Node ids to hand out (shared with the registry's `JOIN`).
     next_id: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// The application's own status for `sesa status` (shared with the admin service).
     details: std::sync::Arc<Mutex<Option<StatusSource>>>,
     /// The process id of each node launched (shared with the admin service).
-    pids: std::sync::Arc<Mutex<BTreeMap<u32, u32>>>,
+    pids: std::sync::Arc<Mutex<BTreeMap<NodeId, u32>>>,
     /// The nodes launched at the start, all joined.
-    first: BTreeMap<u32, Register>,
+    first: BTreeMap<NodeId, Register>,
     /// The file `sesa status` and `sesa scale` find the frontend by, removed when the
     /// application ends.
     _published: Option<Published>,
@@ -782,7 +782,7 @@ impl<'a> Cluster<'a> {
         sesa_event::fill_random(&mut bytes);
         let secret = Secret::from_bytes(bytes);
         let me = Identity {
-            node: FRONTEND,
+            node: NodeId::FRONTEND,
             generation: 1,
         };
         let messenger = Messenger::create(MessengerConfig::new(me, secret.clone()))?;
@@ -790,7 +790,7 @@ impl<'a> Cluster<'a> {
         // SWIM membership: the frontend learns of a hung or crashed node within a second,
         // even when its TCP connection stays open (a node stopped with SIGSTOP).
         let members = Membership::start(messenger, join, config.membership.clone()).await?;
-        let down = std::sync::Arc::new(Mutex::new(Vec::<u32>::new()));
+        let down = std::sync::Arc::new(Mutex::new(Vec::<NodeId>::new()));
         let noted = down.clone();
         members
             .subscribe(move |event| {
@@ -841,7 +841,7 @@ impl<'a> Cluster<'a> {
         let started = sesa_event::now();
         let registry_for_admin = registry_root.clone();
         // Process ids of the launched nodes: a native node does not know its QEMU's.
-        let pids: std::sync::Arc<Mutex<BTreeMap<u32, u32>>> = Default::default();
+        let pids: std::sync::Arc<Mutex<BTreeMap<NodeId, u32>>> = Default::default();
         let pids_for_admin = pids.clone();
         let scale = std::sync::Arc::new(Mutex::new(ScaleState::default()));
         let scale_for_admin = scale.clone();
@@ -858,7 +858,7 @@ impl<'a> Cluster<'a> {
                 }
                 let mut frontend = sesa_node::run::local_status(
                     messenger,
-                    FRONTEND,
+                    NodeId::FRONTEND,
                     started,
                     std::process::id(),
                     sesa_node::Platform::Hosted,
@@ -921,7 +921,7 @@ impl<'a> Cluster<'a> {
             })?),
             false => None,
         };
-        for id in 1..=nodes {
+        for id in (1..=nodes).map(NodeId::new) {
             let spec = NodeSpec {
                 id,
                 join,
@@ -963,7 +963,7 @@ impl<'a> Cluster<'a> {
             });
         }
         let spec = NodeSpec {
-            id: 0,
+            id: NodeId::FRONTEND,
             join,
             registry: registry.id(),
             cores,
@@ -996,7 +996,7 @@ impl<'a> Cluster<'a> {
     }
 
     /// The nodes launched at the start (ids `1..=nodes`), all registered.
-    pub fn first_nodes(&self) -> &BTreeMap<u32, Register> {
+    pub fn first_nodes(&self) -> &BTreeMap<NodeId, Register> {
         &self.first
     }
 
@@ -1036,7 +1036,7 @@ impl<'a> Cluster<'a> {
     pub async fn run_everywhere<A: App>(
         &self,
         settings: &A::Settings,
-    ) -> anyhow::Result<Vec<(u32, A::Outcome)>> {
+    ) -> anyhow::Result<Vec<(NodeId, A::Outcome)>> {
         let calls: Vec<_> = self
             .first
             .values()
@@ -1056,7 +1056,7 @@ impl<'a> Cluster<'a> {
 
     /// Asks node `node` to leave (its departure handlers run, then it stops); resolves
     /// when it has drained.
-    pub fn leave(&self, node: u32) -> impl Future<Output = anyhow::Result<()>> + 'static {
+    pub fn leave(&self, node: NodeId) -> impl Future<Output = anyhow::Result<()>> + 'static {
         let messenger = self.messenger;
         let control = self
             .registered()
@@ -1076,10 +1076,11 @@ impl<'a> Cluster<'a> {
     ///
     /// # Errors
     /// The node cannot be started.
-    pub fn launch(&mut self) -> anyhow::Result<u32> {
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    pub fn launch(&mut self) -> anyhow::Result<NodeId> {
+        let id = NodeId::new(
+            self.next_id
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        );
         let spec = NodeSpec {
             id,
             ..self.spec.clone()
@@ -1094,18 +1095,18 @@ impl<'a> Cluster<'a> {
     }
 
     /// A node whose process has exited, with its status (each reported once).
-    pub fn exited(&mut self) -> Option<(u32, String)> {
+    pub fn exited(&mut self) -> Option<(NodeId, String)> {
         self.provider.exited()
     }
 
     /// Stops node `node`'s process: asked at once, killed if it has not stopped after
     /// `grace`.
-    pub fn stop_node(&mut self, node: u32, grace: Duration) {
+    pub fn stop_node(&mut self, node: NodeId, grace: Duration) {
         self.provider.stop_node(node, grace);
     }
 
     /// Nodes SWIM declared down since the last look.
-    pub fn take_down(&self) -> Vec<u32> {
+    pub fn take_down(&self) -> Vec<NodeId> {
         std::mem::take(&mut *self.down.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -1358,8 +1359,8 @@ pub fn node(args: NodeArgs, apps: Apps) -> anyhow::Result<Exit<anyhow::Result<()
     let registry_id = args
         .registry
         .unwrap_or(EbbId::static_id(REGISTRY_INDEX).raw());
-    let id = match args.id {
-        Some(FRONTEND) => bail!("node id {FRONTEND} is the frontend's"),
+    let id = match args.id.map(NodeId::new) {
+        Some(NodeId::FRONTEND) => bail!("node id {} is the frontend's", NodeId::FRONTEND),
         Some(id) => id,
         None => ask_for_an_id(&secret, args.join, registry_id)?,
     };
@@ -1393,7 +1394,7 @@ pub fn node(args: NodeArgs, apps: Apps) -> anyhow::Result<Exit<anyhow::Result<()
 }
 
 /// A node arriving by hand has no id yet: it asks the frontend's registry for one.
-fn ask_for_an_id(secret: &Secret, join: SocketAddr, registry: u64) -> anyhow::Result<u32> {
+fn ask_for_an_id(secret: &Secret, join: SocketAddr, registry: u64) -> anyhow::Result<NodeId> {
     match call_frontend_once::<RegistryService>(
         secret.clone(),
         join,
@@ -1425,12 +1426,12 @@ where
         ..Config::default()
     })?;
     let exit = runtime.run(move || async move {
-        let provisional = ADMIN_FIRST + (std::process::id() & 0xffff);
+        let provisional = NodeId::new(ADMIN_FIRST.get() + (std::process::id() & 0xffff));
         let messenger = sesa_node::run::join_frontend(provisional, secret, addr)
             .await
             .map_err(|e| anyhow!(e))?;
         let service = EbbId::from_raw(service).context("bad service id")?;
-        let reply = Client::<S>::new(messenger, FRONTEND, CoreId::new(0), service)
+        let reply = Client::<S>::new(messenger, NodeId::FRONTEND, CoreId::new(0), service)
             .call(request)
             .await;
         messenger.disconnect_all().await?;

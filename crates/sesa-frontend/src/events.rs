@@ -4,42 +4,44 @@
 
 use std::fmt;
 
+use sesa_ebb::NodeId;
+
 /// Something that happened to the application's nodes, or that its frontend says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A node was launched.
     Started {
         /// The node.
-        node: u32,
+        node: NodeId,
         /// Its process (a native node's QEMU).
         pid: u32,
     },
     /// A node registered: it is ready for work.
     Joined {
         /// The node.
-        node: u32,
+        node: NodeId,
         /// Its cores.
         cores: u32,
     },
     /// A node was asked to leave (a planned shrink): it drains first.
     Leaving {
         /// The node.
-        node: u32,
+        node: NodeId,
     },
     /// A node drained and left.
     Left {
         /// The node.
-        node: u32,
+        node: NodeId,
     },
     /// A node asked to stop did not within its grace: its process is killed.
     Killed {
         /// The node.
-        node: u32,
+        node: NodeId,
     },
     /// A node was lost.
     Lost {
         /// The node.
-        node: u32,
+        node: NodeId,
         /// How: `exited (<status>)`, `declared down`, `lost (<why>)`.
         cause: String,
         /// What the application does about it.
@@ -49,7 +51,7 @@ pub enum Event {
     /// the line they look for).
     Serving {
         /// The node.
-        node: u32,
+        node: NodeId,
         /// Where clients reach it.
         addr: std::net::SocketAddr,
     },
@@ -59,7 +61,7 @@ pub enum Event {
         /// The view's number.
         epoch: u64,
         /// Its members.
-        members: Vec<u32>,
+        members: Vec<NodeId>,
         /// Whether the application's state has moved to it (a store: every key on its
         /// owners), so that another change is safe.
         settled: bool,
@@ -139,24 +141,40 @@ mod tests {
         let lines = [
             (
                 Event::Serving {
-                    node: 2,
+                    node: NodeId::new(2),
                     addr: std::net::SocketAddr::from(([127, 0, 0, 1], 11212)),
                 },
                 "node 2 listening on 127.0.0.1:11212",
             ),
             (
-                Event::Started { node: 1, pid: 42 },
+                Event::Started {
+                    node: NodeId::new(1),
+                    pid: 42,
+                },
                 "node 1 started (pid 42)",
             ),
             (
-                Event::Joined { node: 2, cores: 4 },
+                Event::Joined {
+                    node: NodeId::new(2),
+                    cores: 4,
+                },
                 "node 2 joined with 4 cores",
             ),
-            (Event::Leaving { node: 3 }, "node 3 leaving"),
-            (Event::Left { node: 3 }, "node 3 left"),
+            (
+                Event::Leaving {
+                    node: NodeId::new(3),
+                },
+                "node 3 leaving",
+            ),
+            (
+                Event::Left {
+                    node: NodeId::new(3),
+                },
+                "node 3 left",
+            ),
             (
                 Event::Lost {
-                    node: 4,
+                    node: NodeId::new(4),
                     cause: "declared down".into(),
                     then: "its keys get new replicas".into(),
                 },

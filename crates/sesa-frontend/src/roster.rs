@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
+use sesa_ebb::NodeId;
 use sesa_event::Instant;
 use sesa_node::Register;
 
@@ -46,14 +47,14 @@ pub enum Action {
     /// Node `node` is gone without leaving: recover its work (and report it).
     Lost {
         /// The node.
-        node: u32,
+        node: NodeId,
         /// Why, for the report: "exited (signal 9)", "declared down", ...
         cause: String,
     },
     /// Stop node `node`'s process (through the provider); it is killed after `grace`.
     Stop {
         /// The node.
-        node: u32,
+        node: NodeId,
         /// How long it has to stop by itself.
         grace: Duration,
     },
@@ -61,7 +62,7 @@ pub enum Action {
     /// completed; else recover what it held).
     Left {
         /// The node.
-        node: u32,
+        node: NodeId,
         /// Whether it drained and answered.
         clean: bool,
     },
@@ -80,12 +81,12 @@ pub enum Action {
     /// right after, by [`Action::Leave`]).
     ChangeView {
         /// The members, by id.
-        members: Vec<u32>,
+        members: Vec<NodeId>,
         /// The nodes taken out to leave.
-        leaving: Vec<u32>,
+        leaving: Vec<NodeId>,
     },
     /// Ask node `node` to leave, then answer [`Roster::left`].
-    Leave(u32),
+    Leave(NodeId),
     /// Answer scale request `request`.
     Scaled {
         /// The request's number.
@@ -150,13 +151,13 @@ struct Pending {
 /// The roster of an elastic application (see the module's docs).
 #[derive(Debug)]
 pub struct Roster {
-    nodes: BTreeMap<u32, State>,
+    nodes: BTreeMap<NodeId, State>,
     /// Every node id that registered (a lost one is not taken back).
-    known: BTreeSet<u32>,
+    known: BTreeSet<NodeId>,
     /// Nodes this frontend launched (the others joined by hand).
-    ours: BTreeSet<u32>,
+    ours: BTreeSet<NodeId>,
     /// The nodes launched at the start.
-    first: BTreeSet<u32>,
+    first: BTreeSet<NodeId>,
     /// Reports and stops, in the order they arose.
     urgent: VecDeque<Action>,
     starts: VecDeque<(Register, bool)>,
@@ -164,8 +165,8 @@ pub struct Roster {
     /// Whether the members changed since the last view.
     view_changed: bool,
     /// Taken out of the view since the last view (asked to leave after it).
-    leaving_now: Vec<u32>,
-    leaves: VecDeque<u32>,
+    leaving_now: Vec<NodeId>,
+    leaves: VecDeque<NodeId>,
     pending: Option<Pending>,
     timeout: Duration,
     /// The number of nodes asked for: the first nodes, then the last scale request.
@@ -236,7 +237,7 @@ impl Roster {
     }
 
     /// The application started on `node` (after [`Action::Start`]): it joins the view.
-    pub fn started(&mut self, node: u32) {
+    pub fn started(&mut self, node: NodeId) {
         if self.nodes.get(&node) == Some(&State::Starting) {
             self.nodes.insert(node, State::Member);
             self.view_changed = true;
@@ -245,14 +246,14 @@ impl Roster {
     }
 
     /// The application could not start on `node`: it is lost, and stopped.
-    pub fn start_failed(&mut self, node: u32, why: &str) {
+    pub fn start_failed(&mut self, node: NodeId, why: &str) {
         if self.nodes.get(&node) == Some(&State::Starting) {
             self.lose(node, format!("cannot run the application ({why})"), true);
         }
     }
 
     /// Node `node`'s process exited (with `status`).
-    pub fn exited(&mut self, node: u32, status: &str) {
+    pub fn exited(&mut self, node: NodeId, status: &str) {
         match self.nodes.get(&node) {
             Some(State::Launching | State::Starting | State::Member) => {
                 self.lose(node, format!("exited ({status})"), false);
@@ -264,20 +265,20 @@ impl Roster {
 
     /// SWIM declared node `node` down (and the application found it silent): it is
     /// lost, and stopped in case it was only frozen.
-    pub fn down(&mut self, node: u32) {
+    pub fn down(&mut self, node: NodeId) {
         if matches!(self.nodes.get(&node), Some(State::Starting | State::Member)) {
             self.lose(node, "declared down".into(), true);
         }
     }
 
     /// The application's part on `node` failed (`why`): it is lost, and stopped.
-    pub fn failed(&mut self, node: u32, why: &str) {
+    pub fn failed(&mut self, node: NodeId, why: &str) {
         if matches!(self.nodes.get(&node), Some(State::Starting | State::Member)) {
             self.lose(node, format!("lost ({why})"), true);
         }
     }
 
-    fn lose(&mut self, node: u32, cause: String, stop: bool) {
+    fn lose(&mut self, node: NodeId, cause: String, stop: bool) {
         match self.nodes.remove(&node) {
             Some(State::Member) => self.view_changed = true,
             _ => self.failed_starts += 1,
@@ -299,13 +300,13 @@ impl Roster {
     }
 
     /// Node `id` was launched (after [`Action::Launch`]).
-    pub fn launched(&mut self, id: u32) {
+    pub fn launched(&mut self, id: NodeId) {
         self.ours.insert(id);
         self.nodes.entry(id).or_insert(State::Launching);
     }
 
     /// Node `node` answered [`Action::Leave`] (`clean`: it drained).
-    pub fn left(&mut self, node: u32, clean: bool) {
+    pub fn left(&mut self, node: NodeId, clean: bool) {
         if self.nodes.get(&node) == Some(&State::Leaving) {
             self.nodes.remove(&node);
             self.urgent.push_back(Action::Left { node, clean });
@@ -334,7 +335,7 @@ impl Roster {
             let unlaunched = surplus.min(self.to_launch as usize);
             self.to_launch -= unlaunched as u32;
             surplus -= unlaunched;
-            let newest: Vec<u32> = self
+            let newest: Vec<NodeId> = self
                 .nodes
                 .iter()
                 .rev()
@@ -419,11 +420,11 @@ impl Roster {
     }
 
     /// The members (in the view), by id.
-    pub fn members(&self) -> Vec<u32> {
+    pub fn members(&self) -> Vec<NodeId> {
         self.ids(State::Member)
     }
 
-    fn ids(&self, state: State) -> Vec<u32> {
+    fn ids(&self, state: State) -> Vec<NodeId> {
         self.nodes
             .iter()
             .filter(|(_, s)| **s == state)
@@ -432,7 +433,7 @@ impl Roster {
     }
 
     /// Nodes asked to leave that have not yet left.
-    pub fn leaving(&self) -> Vec<u32> {
+    pub fn leaving(&self) -> Vec<NodeId> {
         self.ids(State::Leaving)
     }
 
@@ -452,7 +453,7 @@ impl Roster {
 
     /// Members that joined by hand (not launched by this frontend): at the end they are
     /// asked to leave rather than stopped.
-    pub fn joined_by_hand(&self) -> Vec<u32> {
+    pub fn joined_by_hand(&self) -> Vec<NodeId> {
         self.members()
             .into_iter()
             .filter(|n| !self.ours.contains(n))
@@ -460,7 +461,7 @@ impl Roster {
     }
 
     /// Whether this frontend launched `node`.
-    pub fn is_ours(&self, node: u32) -> bool {
+    pub fn is_ours(&self, node: NodeId) -> bool {
         self.ours.contains(&node)
     }
 }
@@ -472,7 +473,7 @@ mod tests {
 
     fn reg(node: u32) -> Register {
         Register {
-            node,
+            node: n(node),
             generation: 1,
             control: sesa_ebb::EbbId::static_id(9),
             cores: 2,
@@ -493,7 +494,7 @@ mod tests {
             match &a {
                 Action::Start { node, .. } => roster.started(node.node),
                 Action::Launch => {
-                    roster.launched(*next_id);
+                    roster.launched(n(*next_id));
                     roster.registered(&reg(*next_id));
                     *next_id += 1;
                 }
@@ -505,11 +506,23 @@ mod tests {
         done
     }
 
+    fn n(id: u32) -> NodeId {
+        NodeId::new(id)
+    }
+
+    fn ns(ids: &[u32]) -> Vec<NodeId> {
+        ids.iter().map(|&id| n(id)).collect()
+    }
+
+    /// The views among `actions`: (members, leaving), as numbers.
     fn views(actions: &[Action]) -> Vec<(Vec<u32>, Vec<u32>)> {
+        let numbers = |ids: &[NodeId]| ids.iter().map(|id| id.get()).collect();
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::ChangeView { members, leaving } => Some((members.clone(), leaving.clone())),
+                Action::ChangeView { members, leaving } => {
+                    Some((numbers(members), numbers(leaving)))
+                }
                 _ => None,
             })
             .collect()
@@ -535,9 +548,9 @@ mod tests {
         settle(&mut roster, at(0), &mut 2);
         roster.scale_to(3, 1, at(10));
         assert_eq!(roster.next_action(at(10)), Some(Action::Launch));
-        roster.launched(2);
+        roster.launched(n(2));
         assert_eq!(roster.next_action(at(10)), Some(Action::Launch));
-        roster.launched(3);
+        roster.launched(n(3));
         // Not answered while they have not registered.
         assert_eq!(roster.next_action(at(20)), None);
         roster.registered(&reg(2));
@@ -565,23 +578,23 @@ mod tests {
         assert_eq!(
             roster.next_action(at(5)),
             Some(Action::ChangeView {
-                members: vec![1],
-                leaving: vec![3, 2]
+                members: ns(&[1]),
+                leaving: ns(&[3, 2])
             })
         );
-        assert_eq!(roster.next_action(at(5)), Some(Action::Leave(3)));
-        assert_eq!(roster.next_action(at(5)), Some(Action::Leave(2)));
+        assert_eq!(roster.next_action(at(5)), Some(Action::Leave(n(3))));
+        assert_eq!(roster.next_action(at(5)), Some(Action::Leave(n(2))));
         // Answered only once both have left.
         assert_eq!(roster.next_action(at(6)), None);
-        roster.left(3, true);
-        roster.left(2, false);
+        roster.left(n(3), true);
+        roster.left(n(2), false);
         let actions = settle(&mut roster, at(8), &mut 4);
         assert!(actions.contains(&Action::Left {
-            node: 2,
+            node: n(2),
             clean: false
         }));
         assert!(actions.contains(&Action::Stop {
-            node: 3,
+            node: n(3),
             grace: STOP_LEFT
         }));
         assert!(matches!(
@@ -595,12 +608,12 @@ mod tests {
     fn a_lost_member_changes_the_view_and_its_id_is_not_taken_back() {
         let mut roster = Roster::new(&[reg(1), reg(2)]);
         settle(&mut roster, at(0), &mut 3);
-        roster.exited(2, "signal 9");
+        roster.exited(n(2), "signal 9");
         let actions = settle(&mut roster, at(1), &mut 3);
         assert_eq!(
             actions[0],
             Action::Lost {
-                node: 2,
+                node: n(2),
                 cause: "exited (signal 9)".into()
             }
         );
@@ -609,7 +622,7 @@ mod tests {
         roster.registered(&reg(2));
         assert_eq!(roster.next_action(at(2)), None);
         // Declared down after it exited: already handled.
-        roster.down(2);
+        roster.down(n(2));
         assert_eq!(roster.next_action(at(2)), None);
     }
 
@@ -622,29 +635,29 @@ mod tests {
             roster.next_action(at(0)),
             Some(Action::ChangeView { .. })
         ));
-        assert_eq!(roster.next_action(at(0)), Some(Action::Leave(3)));
-        roster.down(3);
-        roster.exited(3, "exit status 0");
-        roster.down(2);
+        assert_eq!(roster.next_action(at(0)), Some(Action::Leave(n(3))));
+        roster.down(n(3));
+        roster.exited(n(3), "exit status 0");
+        roster.down(n(2));
         assert_eq!(
             roster.next_action(at(1)),
             Some(Action::Lost {
-                node: 2,
+                node: n(2),
                 cause: "declared down".into()
             })
         );
         assert_eq!(
             roster.next_action(at(1)),
             Some(Action::Stop {
-                node: 2,
+                node: n(2),
                 grace: STOP_LOST
             })
         );
         assert_eq!(
             roster.next_action(at(1)),
             Some(Action::ChangeView {
-                members: vec![1],
-                leaving: vec![]
+                members: ns(&[1]),
+                leaving: ns(&[])
             })
         );
         assert_eq!(roster.next_action(at(1)), None);
@@ -657,11 +670,11 @@ mod tests {
         settle(&mut roster, at(0), &mut 2);
         roster.scale_to(2, 3, at(0));
         assert_eq!(roster.next_action(at(0)), Some(Action::Launch));
-        roster.launched(2);
-        roster.exited(2, "exit status 1");
+        roster.launched(n(2));
+        roster.exited(n(2), "exit status 1");
         assert!(matches!(
             roster.next_action(at(1)),
-            Some(Action::Lost { node: 2, .. })
+            Some(Action::Lost { node, .. }) if node.get() == 2
         ));
         assert_eq!(roster.next_action(at(500)), None);
         let Some(Action::Scaled {
@@ -693,22 +706,22 @@ mod tests {
         let mut roster = Roster::new(&[reg(1), reg(2)]).replacing_lost();
         let mut next = 3;
         settle(&mut roster, at(0), &mut next);
-        roster.exited(1, "killed");
+        roster.exited(n(1), "killed");
         let actions = settle(&mut roster, at(1), &mut next);
         assert!(actions.contains(&Action::Launch));
-        assert_eq!(roster.members(), vec![2, 3]);
+        assert_eq!(roster.members(), ns(&[2, 3]));
         // A node asked to leave is not replaced.
         roster.scale_to(1, 1, at(2));
         settle(&mut roster, at(2), &mut next);
-        assert_eq!(roster.members(), vec![2]);
+        assert_eq!(roster.members(), ns(&[2]));
         // Replacements that never start: tried REPLACEMENTS_FAILING times, then no more.
-        roster.exited(2, "killed");
+        roster.exited(n(2), "killed");
         let mut launches = 0;
         while let Some(a) = roster.next_action(at(3)) {
             if a == Action::Launch {
                 launches += 1;
-                roster.launched(next);
-                roster.exited(next, "exit status 1");
+                roster.launched(n(next));
+                roster.exited(n(next), "exit status 1");
                 next += 1;
             }
         }
@@ -720,7 +733,7 @@ mod tests {
     fn lost_nodes_are_not_replaced_unless_asked() {
         let mut roster = Roster::new(&[reg(1), reg(2)]);
         settle(&mut roster, at(0), &mut 3);
-        roster.exited(1, "killed");
+        roster.exited(n(1), "killed");
         assert!(!settle(&mut roster, at(1), &mut 3).contains(&Action::Launch));
     }
 
@@ -733,16 +746,16 @@ mod tests {
             roster.next_action(at(0)),
             Some(Action::Start { joined: true, .. })
         ));
-        roster.started(9);
-        assert_eq!(roster.joined_by_hand(), vec![9]);
-        assert!(!roster.is_ours(9));
-        assert!(roster.is_ours(1));
-        roster.start_failed(9, "too late");
-        roster.failed(9, "gone");
+        roster.started(n(9));
+        assert_eq!(roster.joined_by_hand(), ns(&[9]));
+        assert!(!roster.is_ours(n(9)));
+        assert!(roster.is_ours(n(1)));
+        roster.start_failed(n(9), "too late");
+        roster.failed(n(9), "gone");
         // Started already: a start failure is stale; its part failing loses it.
         assert!(matches!(
             roster.next_action(at(0)),
-            Some(Action::Lost { node: 9, .. })
+            Some(Action::Lost { node, .. }) if node.get() == 9
         ));
     }
 }

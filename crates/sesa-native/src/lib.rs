@@ -301,7 +301,10 @@ pub fn start(start_info: u32, apps: fn() -> sesa_node::app::Apps) -> ! {
         }
         Some("node") => {
             let (Some(id), Some(secret)) = (
-                words.next().and_then(|w| w.parse::<u32>().ok()),
+                words
+                    .next()
+                    .and_then(|w| w.parse().ok())
+                    .map(sesa_ebb::NodeId::new),
                 words.next().and_then(node::secret_from_hex),
             ) else {
                 println!("sesa-native: usage: node <id> <secret: 64 hex digits>");

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use core::time::Duration;
 
-use sesa_ebb::{EbbNode, NodeShared};
+use sesa_ebb::{EbbNode, NodeId, NodeShared};
 use sesa_exec::{Identity, Messenger, MessengerConfig, RemoteError, RemoteRep, Request, Secret};
 
 use crate::println;
@@ -63,7 +63,7 @@ pub fn secret_from_hex(hex: &str) -> Option<Secret> {
 
 /// Runs node `id` of the cluster with `secret`: serves the counter through the messenger
 /// until a peer asks it to stop.
-pub async fn serve(id: u32, secret: Secret) -> Result<(), alloc::string::String> {
+pub async fn serve(id: NodeId, secret: Secret) -> Result<(), alloc::string::String> {
     use alloc::format;
     let me = Identity {
         node: id,
@@ -103,7 +103,7 @@ pub struct JoinArgs {
     /// The registry EBB's raw id.
     pub registry: u64,
     /// This node's id.
-    pub id: u32,
+    pub id: NodeId,
     /// The host ports forwarded to [`JOIN_MESSENGER_PORT`] and [`JOIN_CLIENTS_PORT`].
     pub messenger_port: u16,
     /// See `messenger_port`.
@@ -116,7 +116,7 @@ impl JoinArgs {
         Some(JoinArgs {
             frontend: words.next()?.parse().ok()?,
             registry: words.next()?.parse().ok()?,
-            id: words.next()?.parse().ok()?,
+            id: NodeId::new(words.next()?.parse().ok()?),
             messenger_port: words.next()?.parse().ok()?,
             clients_port: words.next()?.parse().ok()?,
         })

@@ -28,7 +28,7 @@
 //!     async fn run(node: NodeContext, settings: Greeting) -> Result<u32, AppError> {
 //!         let line = format!("{} from node {} of {}\n", settings.text, node.id(), node.nodes());
 //!         node.offload().print(sesa_node::offload::Stream::Out, &line).await?;
-//!         Ok(node.id())
+//!         Ok(node.id().get())
 //!     }
 //! }
 //!
@@ -48,7 +48,7 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sesa_exec::global::GlobalEbbs;
-use sesa_exec::{CallError, Departures, MessengerRef, ServiceError};
+use sesa_exec::{CallError, Departures, MessengerRef, NodeId, ServiceError};
 
 use crate::offload::OffloadClient;
 use crate::run::Host;
@@ -171,7 +171,7 @@ impl RunApp {
 /// What a node's part of an application works with. Cheap to clone.
 #[derive(Clone)]
 pub struct NodeContext {
-    pub(crate) id: u32,
+    pub(crate) id: NodeId,
     pub(crate) nodes: u32,
     pub(crate) offload: OffloadClient,
     pub(crate) global: Arc<GlobalEbbs>,
@@ -182,7 +182,7 @@ pub struct NodeContext {
 
 impl NodeContext {
     /// This node's id (1 and up; 0 is the frontend).
-    pub fn id(&self) -> u32 {
+    pub fn id(&self) -> NodeId {
         self.id
     }
 
@@ -196,7 +196,7 @@ impl NodeContext {
     /// `nodes()`-th item from this node's place, with its index (a node added later
     /// gets none).
     pub fn share<'a, T>(&self, items: &'a [T]) -> impl Iterator<Item = (usize, &'a T)> + 'a {
-        let (place, nodes) = (self.id.wrapping_sub(1), self.nodes.max(1));
+        let (place, nodes) = (self.id.get().wrapping_sub(1), self.nodes.max(1));
         items
             .iter()
             .enumerate()

@@ -28,17 +28,15 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
-use sesa_ebb::EbbId;
+use sesa_ebb::{EbbId, NodeId};
 
 pub mod app;
 pub mod micro;
 pub mod offload;
 pub mod run;
 
-/// The frontend's node id.
-pub const FRONTEND: u32 = 0;
 /// Node ids from here up are for `sesa status` clients, not nodes.
-pub const ADMIN_FIRST: u32 = 0xFFFF_0000;
+pub const ADMIN_FIRST: NodeId = NodeId::new(0xFFFF_0000);
 
 /// The registry is a static EBB at this index on the frontend: a node knows its id
 /// (`EbbId::static_id(1)`) without being told.
@@ -71,7 +69,7 @@ pub enum Registered {
         naming: EbbId,
     },
     /// The id for a node arriving by hand.
-    Id(u32),
+    Id(NodeId),
 }
 
 /// Why the registry refused.
@@ -80,9 +78,9 @@ pub enum RegistryError {
     /// A node may only register itself (its id is the one it authenticated with).
     NotItself {
         /// The id it authenticated with.
-        caller: u32,
+        caller: NodeId,
         /// The id it tried to register.
-        named: u32,
+        named: NodeId,
     },
     /// Every node id has been handed out.
     OutOfIds,
@@ -208,7 +206,7 @@ impl core::fmt::Display for Platform {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Register {
     /// Its id.
-    pub node: u32,
+    pub node: NodeId,
     /// Its generation.
     pub generation: u64,
     /// Its control EBB.
@@ -225,7 +223,7 @@ pub struct Register {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct NodeStatus {
     /// Node id (0 is the frontend).
-    pub node: u32,
+    pub node: NodeId,
     /// Generation.
     pub generation: u64,
     /// Process id (a native node's QEMU's, filled in by the frontend).
@@ -242,7 +240,7 @@ pub struct NodeStatus {
     /// above 10% its idle cores stop spinning), where the platform measures it.
     pub cpu_wait_pct: Option<u32>,
     /// Nodes it is connected to.
-    pub peers: Vec<u32>,
+    pub peers: Vec<NodeId>,
     /// Its messenger's counters.
     pub messages: sesa_exec::MessengerStats,
     /// Milliseconds since it started.

@@ -7,7 +7,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
-use sesa_ebb::{CoreId, EbbId};
+use sesa_ebb::{CoreId, EbbId, NodeId};
 use sesa_exec::{Client, MessengerRef, ServiceError};
 
 /// The most bytes one read or write moves.
@@ -146,7 +146,7 @@ pub struct OffloadClient {
 
 impl OffloadClient {
     /// The service `service` on node `frontend`.
-    pub fn new(messenger: MessengerRef, frontend: u32, service: EbbId) -> Self {
+    pub fn new(messenger: MessengerRef, frontend: NodeId, service: EbbId) -> Self {
         OffloadClient {
             client: Client::new(messenger, frontend, CoreId::new(0), service),
             messenger,

@@ -19,7 +19,7 @@ use core::net::{Ipv4Addr, SocketAddr};
 use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use core::time::Duration;
 
-use sesa_ebb::{CoreId, EbbId, NodeShared};
+use sesa_ebb::{CoreId, EbbId, NodeId, NodeShared};
 use sesa_event::net::NetError;
 use sesa_exec::global::GlobalEbbs;
 use sesa_exec::{
@@ -30,8 +30,8 @@ use sesa_exec::{
 use crate::app::{Apps, NodeContext};
 use crate::offload::OffloadClient;
 use crate::{
-    ADMIN_FIRST, Control, ControlError, ControlReply, ControlService, FRONTEND, NodeStatus,
-    Register, Registered, Registry, RegistryService,
+    ADMIN_FIRST, Control, ControlError, ControlReply, ControlService, NodeStatus, Register,
+    Registered, Registry, RegistryService,
 };
 
 /// A port of the node's as the frontend's host sees it: `host` on 127.0.0.1 forwarded
@@ -81,7 +81,7 @@ pub struct Host {
 /// What a node needs to know to join.
 pub struct NodeParams {
     /// Its id.
-    pub id: u32,
+    pub id: NodeId,
     /// The cluster secret.
     pub secret: Secret,
     /// The frontend's messenger address.
@@ -148,7 +148,7 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
         .map_err(|e| format!("starting the membership: {e}"))?;
     members
         .announce(NodeIdentity {
-            node: FRONTEND,
+            node: NodeId::FRONTEND,
             generation: 1,
             addr: frontend,
         })
@@ -194,7 +194,7 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
                 let node = NodeContext {
                     id: me,
                     nodes: request.nodes,
-                    offload: OffloadClient::new(messenger, FRONTEND, *service),
+                    offload: OffloadClient::new(messenger, NodeId::FRONTEND, *service),
                     global: global.clone(),
                     leaving,
                     departures,
@@ -215,10 +215,11 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
         pid,
         platform,
     };
-    let registry = Client::<RegistryService>::new(messenger, FRONTEND, CoreId::new(0), registry);
+    let registry =
+        Client::<RegistryService>::new(messenger, NodeId::FRONTEND, CoreId::new(0), registry);
     match registry.call(Registry::Register(registration)).await {
         Ok(Registered::Services { offload, naming }) => {
-            let names = Client::new(messenger, FRONTEND, CoreId::new(0), naming);
+            let names = Client::new(messenger, NodeId::FRONTEND, CoreId::new(0), naming);
             let global = GlobalEbbs::new(names, me, 1).map_err(|e| format!("{e}"))?;
             services.call_once(|| (offload, Arc::new(global)))
         }
@@ -233,7 +234,7 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
 /// # Errors
 /// The messenger cannot be made, or the frontend refused or cannot be reached.
 pub async fn join_frontend(
-    node: u32,
+    node: NodeId,
     secret: Secret,
     addr: SocketAddr,
 ) -> Result<MessengerRef, String> {
@@ -253,7 +254,7 @@ pub async fn join_frontend(
 /// This node's own figures (the frontend reports its own with it too).
 pub async fn local_status(
     messenger: MessengerRef,
-    node: u32,
+    node: NodeId,
     started: sesa_event::Instant,
     pid: u32,
     platform: crate::Platform,
@@ -308,7 +309,7 @@ async fn watch_frontend(
             .peers()
             .await
             .map_err(|e| format!("the messenger: {e}"))?;
-        if peers.iter().any(|p| p.node == FRONTEND) {
+        if peers.iter().any(|p| p.node == NodeId::FRONTEND) {
             lost_since = None;
             continue;
         }

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use serde::Serialize;
 use sesa_ebb::{CoreId, EbbId, PerCore};
-use sesa_exec::{Identity, Messenger, MessengerConfig, RemoteError, RemoteRep, Request, Secret};
+use sesa_exec::{
+    Identity, Messenger, MessengerConfig, NodeId, RemoteError, RemoteRep, Request, Secret,
+};
 use sesa_hosted::{Config, Exit, Runtime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -123,7 +125,7 @@ pub fn msg(config: &MsgConfig) -> anyhow::Result<MsgReport> {
         let done_rx = std::sync::Mutex::new(done_rx);
         let exit = one_core_node()?.run(move || async move {
             let me = Identity {
-                node: 1,
+                node: NodeId::new(1),
                 generation: 1,
             };
             let messenger = Messenger::create(MessengerConfig::new(me, server_secret))?;
@@ -152,7 +154,7 @@ pub fn msg(config: &MsgConfig) -> anyhow::Result<MsgReport> {
     let cfg = config.clone();
     let client = one_core_node()?.run(move || async move {
         let me = Identity {
-            node: 2,
+            node: NodeId::new(2),
             generation: 1,
         };
         let messenger = Messenger::create(MessengerConfig::new(me, secret))?;
@@ -163,7 +165,7 @@ pub fn msg(config: &MsgConfig) -> anyhow::Result<MsgReport> {
         for _ in 0..cfg.round_trips {
             let start = Instant::now();
             messenger
-                .call(1, CoreId::new(0), ebb, 1, payload.clone())
+                .call(NodeId::new(1), CoreId::new(0), ebb, 1, payload.clone())
                 .await?;
             rtts.push(start.elapsed().as_nanos() as u64);
         }
@@ -175,7 +177,7 @@ pub fn msg(config: &MsgConfig) -> anyhow::Result<MsgReport> {
                 sesa_event::spawn_local(async move {
                     for _ in 0..cfg.calls_per_slot {
                         messenger
-                            .call(1, CoreId::new(0), ebb, 1, payload.clone())
+                            .call(NodeId::new(1), CoreId::new(0), ebb, 1, payload.clone())
                             .await?;
                     }
                     anyhow::Ok(())

@@ -342,7 +342,7 @@ fn the_native_kernel_boots_under_kvm_where_it_works() {
 #[test]
 fn a_hosted_node_calls_an_ebb_on_a_native_node_through_the_messenger() {
     use sesa_ebb::{CoreId, EbbId};
-    use sesa_exec::{Identity, Messenger, MessengerConfig, Secret};
+    use sesa_exec::{Identity, Messenger, MessengerConfig, NodeId, Secret};
     let secret = [0x5a_u8; 32];
     let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     // `-cpu max` for RDRAND: the handshake's challenges need real entropy.
@@ -358,7 +358,7 @@ fn a_hosted_node_calls_an_ebb_on_a_native_node_through_the_messenger() {
         .unwrap()
         .run(move || async move {
             let me = Identity {
-                node: 1,
+                node: NodeId::new(1),
                 generation: 1,
             };
             // The wrong secret: refused by the native node's handshake.
@@ -369,7 +369,7 @@ fn a_hosted_node_calls_an_ebb_on_a_native_node_through_the_messenger() {
             let messenger =
                 Messenger::create(MessengerConfig::new(me, Secret::from_bytes(secret))).unwrap();
             let peer = messenger.connect(addr).await.unwrap();
-            assert_eq!(peer.node, 2);
+            assert_eq!(peer.node, NodeId::new(2));
             let counter = EbbId::static_id(3);
             let mut counts = Vec::new();
             let mut took = Vec::new();
@@ -377,7 +377,7 @@ fn a_hosted_node_calls_an_ebb_on_a_native_node_through_the_messenger() {
             for _ in 0..100 {
                 let started = Instant::now();
                 let reply = messenger
-                    .call(2, CoreId::new(0), counter, 1, Vec::new())
+                    .call(NodeId::new(2), CoreId::new(0), counter, 1, Vec::new())
                     .await
                     .unwrap();
                 took.push(started.elapsed());
@@ -385,7 +385,7 @@ fn a_hosted_node_calls_an_ebb_on_a_native_node_through_the_messenger() {
                 counts.push(u64::from_le_bytes(reply.try_into().unwrap()));
             }
             messenger
-                .call(2, CoreId::new(0), counter, 2, Vec::new())
+                .call(NodeId::new(2), CoreId::new(0), counter, 2, Vec::new())
                 .await
                 .unwrap();
             took.sort();

@@ -50,7 +50,7 @@ impl Application for TallyApp {
             creator.node
         )));
         let (mut total, mut expected) = (0u64, 0u64);
-        let cores: std::collections::BTreeMap<u32, u32> = cluster
+        let cores: std::collections::BTreeMap<sesa_ebb::NodeId, u32> = cluster
             .first_nodes()
             .values()
             .map(|r| (r.node, r.cores))

@@ -36,9 +36,9 @@ const SCALERS: u32 = 200;
 #[derive(Default)]
 struct Requests {
     start: RefCell<Vec<sesa_frontend::NodeSpec>>,
-    launched: RefCell<Vec<u32>>,
-    stop: RefCell<Vec<u32>>,
-    exited: RefCell<VecDeque<(u32, String)>>,
+    launched: RefCell<Vec<NodeId>>,
+    stop: RefCell<Vec<NodeId>>,
+    exited: RefCell<VecDeque<(NodeId, String)>>,
     /// The cluster secret (from the first launch), for the `sesa scale` clients.
     secret: RefCell<Option<Secret>>,
     join: Cell<Option<SocketAddr>>,
@@ -54,14 +54,14 @@ impl NodeProvider for Provider {
         self.0.start.borrow_mut().push(spec.clone());
         self.0.launched.borrow_mut().push(spec.id);
         // A simulated node has no process: its id stands for the process id.
-        Ok(spec.id)
+        Ok(spec.id.get())
     }
 
-    fn exited(&mut self) -> Option<(u32, String)> {
+    fn exited(&mut self) -> Option<(NodeId, String)> {
         self.0.exited.borrow_mut().pop_front()
     }
 
-    fn stop_node(&mut self, id: u32, _grace: Duration) {
+    fn stop_node(&mut self, id: NodeId, _grace: Duration) {
         self.0.stop.borrow_mut().push(id);
     }
 
@@ -154,14 +154,15 @@ impl<A: Application> AppRun<A> {
     /// ended. Call between turns.
     fn serve(&mut self, sim: &Sim) {
         for s in std::mem::take(&mut *self.requests.start.borrow_mut()) {
-            let (id, apps) = (s.id, self.apps);
+            // The simulated machine's id is the node's.
+            let (id, apps) = (s.id.get(), self.apps);
             let machine = spec(id, s.cores.unwrap_or(self.cores));
             let key = sim.start_node(machine, move || node(s, apps()));
             self.lives.insert(id, key);
         }
         for id in std::mem::take(&mut *self.requests.stop.borrow_mut()) {
             // A node process asked to stop exits; the simulated one ends at once.
-            if let Some(key) = self.lives.get(&id) {
+            if let Some(key) = self.lives.get(&id.get()) {
                 sim.crash(*key);
             }
         }
@@ -173,7 +174,10 @@ impl<A: Application> AppRun<A> {
                     NodeEnd::Exited(code) => format!("exit status {code}"),
                     NodeEnd::Crashed => "killed".to_string(),
                 };
-                self.requests.exited.borrow_mut().push_back((*id, status));
+                self.requests
+                    .exited
+                    .borrow_mut()
+                    .push_back((NodeId::new(*id), status));
             }
         }
         self.ended_seen = ended.len();
@@ -219,7 +223,7 @@ impl<A: Application> AppRun<A> {
         self.scalers += 1;
         let scaled = self.scaled.clone();
         sim.start_node(spec(SCALERS + n, 1), move || async move {
-            let answer = scale(ADMIN_FIRST + n, secret, join, target).await;
+            let answer = scale(NodeId::new(ADMIN_FIRST.get() + n), secret, join, target).await;
             scaled.borrow_mut().push((target, answer));
         });
     }
@@ -247,7 +251,7 @@ async fn node(s: sesa_frontend::NodeSpec, apps: Apps) {
         secret: s.secret,
         frontend: s.join,
         registry: s.registry,
-        addressing: Addressing::Own(ip_of(s.id).into()),
+        addressing: Addressing::Own(ip_of(s.id.get()).into()),
         membership: MembershipConfig::tolerant_local(),
         pid: 0,
         platform: Platform::Simulated,
@@ -258,11 +262,16 @@ async fn node(s: sesa_frontend::NodeSpec, apps: Apps) {
 }
 
 /// What `sesa scale` does: one call to the frontend's admin service.
-async fn scale(me: u32, secret: Secret, join: SocketAddr, target: u32) -> Result<String, String> {
+async fn scale(
+    me: NodeId,
+    secret: Secret,
+    join: SocketAddr,
+    target: u32,
+) -> Result<String, String> {
     let messenger = sesa_node::run::join_frontend(me, secret, join).await?;
     let admin = Client::<AdminService>::new(
         messenger,
-        FRONTEND,
+        NodeId::FRONTEND,
         CoreId::new(0),
         EbbId::static_id(ADMIN_INDEX),
     );

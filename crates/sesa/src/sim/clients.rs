@@ -25,7 +25,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<u64> {
 #[derive(Default)]
 pub(super) struct Clients {
     /// Where the store's nodes serve clients, by node (the clients' choices).
-    pub serving: RefCell<BTreeMap<u32, SocketAddr>>,
+    pub serving: RefCell<BTreeMap<NodeId, SocketAddr>>,
     pub history: RefCell<History<String>>,
     /// Whether the clients should stop.
     pub quiet: Cell<bool>,

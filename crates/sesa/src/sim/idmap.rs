@@ -116,7 +116,7 @@ async fn node_main(shared: Rc<Shared>, id: u32, generation: u64) {
     let Some(messenger) = messenger(id, generation).await else {
         return;
     };
-    let Ok(map) = GlobalIdMap::start(messenger, id, 2).await else {
+    let Ok(map) = GlobalIdMap::start(messenger, NodeId::new(id), 2).await else {
         return;
     };
     // Registration: the node is in the cluster from here on.

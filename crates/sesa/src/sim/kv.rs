@@ -127,7 +127,7 @@ async fn frontend(shared: Rc<Shared>) {
         return;
     };
     let mut coordinator = Coordinator::new(messenger, 2, Layout::Partitioned);
-    let mut members: BTreeMap<u32, Member> = BTreeMap::new();
+    let mut members: BTreeMap<NodeId, Member> = BTreeMap::new();
     // Whether the last view change finished moving keys.
     let mut last_done = true;
     loop {
@@ -135,11 +135,11 @@ async fn frontend(shared: Rc<Shared>) {
         let leaving_ids: Vec<u32> = std::mem::take(&mut *shared.leave.borrow_mut());
         let mut changed = false;
         for id in lost {
-            changed |= members.remove(&id).is_some();
+            changed |= members.remove(&NodeId::new(id)).is_some();
         }
         let mut leaving = Vec::new();
         for id in leaving_ids {
-            if let Some(m) = members.remove(&id) {
+            if let Some(m) = members.remove(&NodeId::new(id)) {
                 leaving.push(m);
                 changed = true;
             }
@@ -150,8 +150,8 @@ async fn frontend(shared: Rc<Shared>) {
         // frontend never takes a lost node id back; this one lets it rejoin.)
         if !changed {
             for (id, m) in shared.registered.borrow().iter() {
-                if members.get(id) != Some(m) {
-                    members.insert(*id, *m);
+                if members.get(&NodeId::new(*id)) != Some(m) {
+                    members.insert(NodeId::new(*id), *m);
                     changed = true;
                 }
             }
@@ -174,7 +174,7 @@ async fn frontend(shared: Rc<Shared>) {
             }
             *shared.clients.serving.borrow_mut() = members
                 .keys()
-                .map(|&id| (id, SocketAddr::new(ip_of(id).into(), CLIENT_PORT)))
+                .map(|&id| (id, SocketAddr::new(ip_of(id.get()).into(), CLIENT_PORT)))
                 .collect();
             let done = r.finished;
             last_done = done;
@@ -188,7 +188,7 @@ async fn frontend(shared: Rc<Shared>) {
                     .registered
                     .borrow()
                     .iter()
-                    .any(|(id, m)| members.get(id) != Some(m));
+                    .any(|(id, m)| members.get(&NodeId::new(*id)) != Some(m));
             shared.settled.set(done && !more);
         } else if !changed {
             shared.settled.set(last_done);
@@ -226,7 +226,7 @@ async fn store_node(shared: Rc<Shared>, id: u32, generation: u64) {
             && messenger
                 .peers()
                 .await
-                .is_ok_and(|p| p.iter().any(|p| p.node == FRONTEND))
+                .is_ok_and(|p| p.iter().any(|p| p.node == NodeId::FRONTEND))
         {
             shared.registered.borrow_mut().insert(id, node.member());
             shared.settled.set(false);

@@ -48,7 +48,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use sesa_exec::{Identity, Messenger, MessengerConfig, MessengerRef, Secret};
+use sesa_exec::{Identity, Messenger, MessengerConfig, MessengerRef, NodeId, Secret};
 use sesa_sim::{NodeKey, NodeSpec, Sim, SimConfig};
 
 /// The port every simulated node's messenger listens on.
@@ -340,7 +340,7 @@ fn secret() -> Secret {
 /// A node's messenger, listening on its address.
 async fn messenger(id: u32, generation: u64) -> Option<MessengerRef> {
     let me = Identity {
-        node: id,
+        node: NodeId::new(id),
         generation,
     };
     let messenger = Messenger::create(MessengerConfig::new(me, secret())).ok()?;
@@ -396,7 +396,7 @@ async fn mesh(messenger: MessengerRef, me: u32, ids: impl Iterator<Item = u32>) 
         return;
     };
     for id in ids.filter(|&id| id < me) {
-        if !peers.iter().any(|p| p.node == id) {
+        if !peers.iter().any(|p| p.node.get() == id) {
             let addr = SocketAddr::new(ip_of(id).into(), PORT);
             // Refused or timed out: the next round tries again.
             let _ = messenger.connect(addr).await;

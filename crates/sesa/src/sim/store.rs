@@ -36,11 +36,11 @@ fn apps() -> Apps {
 struct Store {
     clients: Rc<Clients>,
     /// The last view's members.
-    members: BTreeSet<u32>,
+    members: BTreeSet<NodeId>,
     /// Nodes that joined and are not in the last view yet.
-    joined: BTreeSet<u32>,
+    joined: BTreeSet<NodeId>,
     /// Members of the last view that were lost or are leaving.
-    gone: BTreeSet<u32>,
+    gone: BTreeSet<NodeId>,
     /// Whether the last view settled (every key on its owners).
     settled: bool,
 }
@@ -82,6 +82,7 @@ impl Watch for Store {
     }
 
     fn killed(&mut self, node: u32) {
+        let node = NodeId::new(node);
         self.clients.serving.borrow_mut().remove(&node);
         self.joined.remove(&node);
         if self.members.contains(&node) {

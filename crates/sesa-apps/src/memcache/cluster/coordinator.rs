@@ -41,7 +41,7 @@ impl Coordinator {
     /// The view could not be encoded.
     pub async fn change(
         &mut self,
-        members: &BTreeMap<u32, Member>,
+        members: &BTreeMap<NodeId, Member>,
         leaving: &[Member],
         mut progress: impl FnMut(&Rebalance),
     ) -> Rebalance {
@@ -106,7 +106,7 @@ impl Coordinator {
             if failed.is_empty() || sesa_event::now() - started > VIEW_WAIT {
                 untaken = failed.len();
                 for (m, e) in failed {
-                    tracing::warn!(node = m.node, epoch, error = %e, "view not taken");
+                    tracing::warn!(node = %m.node, epoch, error = %e, "view not taken");
                 }
                 break;
             }

@@ -62,7 +62,7 @@ use core::time::Duration;
 use spin::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
-use sesa_ebb::{CoreId, EbbId};
+use sesa_ebb::{CoreId, EbbId, NodeId};
 use sesa_event::EventError;
 use sesa_exec::service::{Client, Service, ServiceError};
 use sesa_exec::{CallError, MessengerRef, placement};
@@ -120,7 +120,7 @@ mod tests {
             members: nodes
                 .iter()
                 .map(|&node| Member {
-                    node,
+                    node: NodeId::new(node),
                     service: EbbId::static_id(1),
                     cores: 2,
                 })
@@ -142,7 +142,7 @@ mod tests {
             assert_ne!(a[0].node, a[1].node);
             if a != b {
                 // Only because node 4 took a place; the others keep their order.
-                assert!(a.iter().any(|m| m.node == 4), "{key}: {b:?} -> {a:?}");
+                assert!(a.iter().any(|m| m.node.get() == 4), "{key}: {b:?} -> {a:?}");
                 changed += 1;
             }
         }
@@ -157,7 +157,7 @@ mod tests {
         for i in 0..1_000 {
             let key = format!("key{i}");
             let (b, a) = (before.owners(key.as_bytes()), after.owners(key.as_bytes()));
-            for m in b.iter().filter(|m| m.node != 2) {
+            for m in b.iter().filter(|m| m.node.get() != 2) {
                 assert!(a.contains(m), "{key}: survivor {} lost ownership", m.node);
             }
         }
@@ -171,7 +171,7 @@ mod tests {
                 ..view(&[2, 5, 9], 2)
             };
             for key in [b"a".as_slice(), b"b", b"zzz"] {
-                let owners: Vec<u32> = v.owners(key).iter().map(|m| m.node).collect();
+                let owners: Vec<u32> = v.owners(key).iter().map(|m| m.node.get()).collect();
                 assert_eq!(owners, [2, 5]);
             }
         }
@@ -192,7 +192,7 @@ mod tests {
         let with_cores = |mut v: View, node: u32, cores: u32| {
             v.members
                 .iter_mut()
-                .filter(|m| m.node == node)
+                .filter(|m| m.node.get() == node)
                 .for_each(|m| m.cores = cores);
             v
         };
@@ -236,13 +236,16 @@ mod tests {
                     let mut scored: Vec<(u64, u32)> = v
                         .members
                         .iter()
-                        .map(|m| (placement::score(key.as_bytes(), m.node), m.node))
+                        .map(|m| (placement::score(key.as_bytes(), m.node), m.node.get()))
                         .collect();
                     scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
                     let expected: Vec<u32> =
                         scored.iter().take(replicas as usize).map(|s| s.1).collect();
-                    let owners: Vec<u32> =
-                        v.owners(key.as_bytes()).iter().map(|m| m.node).collect();
+                    let owners: Vec<u32> = v
+                        .owners(key.as_bytes())
+                        .iter()
+                        .map(|m| m.node.get())
+                        .collect();
                     assert_eq!(
                         owners, expected,
                         "{nodes} nodes, {replicas} replicas, {key}"

@@ -96,9 +96,9 @@ pub enum StoreError {
     #[error("node {me} is not connected to node {node} after {CONNECT_WAIT:?}")]
     NotConnected {
         /// The node asked.
-        me: u32,
+        me: NodeId,
         /// The node it could not reach.
-        node: u32,
+        node: NodeId,
     },
     /// The node is stopping.
     #[error("the node is stopping")]

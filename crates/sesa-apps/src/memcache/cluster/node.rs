@@ -13,7 +13,7 @@ pub(super) struct Views {
 
 /// This node's part of the store.
 pub struct Node {
-    pub(super) me: u32,
+    pub(super) me: NodeId,
     pub(super) messenger: MessengerRef,
     /// The node's partitions (its own `Kv`, without the cluster layer).
     pub(super) kv: Kv,
@@ -370,7 +370,7 @@ impl Node {
 
     /// After a call to `node` failed under view `epoch`: a newer view, or the same one
     /// once `node` is connected again; `None` after [`VIEW_WAIT`].
-    pub(super) async fn next_view(&self, epoch: u64, node: u32) -> Option<Arc<View>> {
+    pub(super) async fn next_view(&self, epoch: u64, node: NodeId) -> Option<Arc<View>> {
         let deadline = sesa_event::now() + VIEW_WAIT;
         loop {
             sesa_event::sleep(Duration::from_millis(5)).await;
@@ -387,7 +387,7 @@ impl Node {
         }
     }
 
-    pub(super) async fn connected(&self, node: u32) -> bool {
+    pub(super) async fn connected(&self, node: NodeId) -> bool {
         self.messenger
             .peers()
             .await
@@ -504,7 +504,7 @@ impl Node {
                     _ => false,
                 };
                 if !retry {
-                    tracing::warn!(node = m.node, "replica not updated: {e}");
+                    tracing::warn!(node = %m.node, "replica not updated: {e}");
                     break;
                 }
             }
@@ -523,7 +523,7 @@ impl Node {
             }
             let core = owner(key, m.cores as usize);
             if let Err(e) = client(self.messenger, *m, core).call_ref(&invalidate).await {
-                tracing::warn!(node = m.node, "cache not invalidated: {e}");
+                tracing::warn!(node = %m.node, "cache not invalidated: {e}");
             }
         }
     }

@@ -108,7 +108,7 @@ impl Node {
         pace: &mut Pace,
     ) {
         let new = owners.new;
-        let mut outgoing: BTreeMap<(u32, u32), Vec<&[u8]>> = BTreeMap::new();
+        let mut outgoing: BTreeMap<(NodeId, u32), Vec<&[u8]>> = BTreeMap::new();
         let mut leaving = Vec::new();
         for key in keys {
             let (before, after) = owners.of(key);
@@ -158,7 +158,7 @@ impl Node {
                 match result {
                     Ok(()) => self.note(|p| p.copies_sent += sent),
                     Err(e) => {
-                        tracing::warn!(node, "keys not copied: {e}");
+                        tracing::warn!(node = %node, "keys not copied: {e}");
                         failed.extend(chunk.iter().copied());
                         self.note(|p| p.failures += sent);
                     }

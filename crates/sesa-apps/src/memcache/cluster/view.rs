@@ -6,7 +6,7 @@ use super::*;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// The node id.
-    pub node: u32,
+    pub node: NodeId,
     /// Its store service (an EBB id, for the messenger).
     pub service: EbbId,
     /// Its cores (a key's core there is the key's hash modulo this).
@@ -69,7 +69,7 @@ impl View {
     }
 
     /// Whether `node` is in this view.
-    pub fn has(&self, node: u32) -> bool {
+    pub fn has(&self, node: NodeId) -> bool {
         self.members.iter().any(|m| m.node == node)
     }
 }
