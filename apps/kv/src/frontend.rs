@@ -38,6 +38,47 @@ impl Application for KvFrontend {
 
 /// How long a node SWIM declared down has to answer a direct call before it is removed.
 const CONFIRM: Duration = Duration::from_secs(1);
+/// How long after a view that did not settle it is sent again.
+const RETRY: Duration = Duration::from_secs(1);
+/// How often a node declared down but kept (it may hold the only copy of some keys) is
+/// looked at again.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Which nodes declared down the store may drop from its views: the copies of keys
+/// since the last view in which every key was on all its owners ("settled").
+///
+/// Dropping a member drops its copies. A node that exited is gone either way, but one
+/// only declared down (cut off from the frontend, paused) may be alive and hold the last
+/// copy of some keys; while the store could lose keys by dropping it, it stays in the
+/// views, and writes to the keys it owns are refused until it answers again (the
+/// store's replication never acknowledges a write its owners do not all hold).
+#[derive(Debug, Default)]
+struct Losses {
+    /// Whether the newest view settled.
+    settled: bool,
+    /// Members lost (or being removed) since the newest settled view.
+    since_settled: std::collections::BTreeSet<NodeId>,
+}
+
+impl Losses {
+    /// Whether one more member may be dropped from a store of `members` members with
+    /// `replicas` owners per key: every key still has a copy on a remaining member.
+    fn may_drop(&self, members: usize, replicas: u32) -> bool {
+        let owners = (replicas as usize).min(members);
+        self.settled && self.since_settled.len() + 1 < owners
+    }
+
+    fn lost(&mut self, node: NodeId) {
+        self.since_settled.insert(node);
+    }
+
+    fn view(&mut self, settled: bool) {
+        self.settled = settled;
+        if settled {
+            self.since_settled.clear();
+        }
+    }
+}
 
 /// Whether `member` answers a call within `within`.
 async fn answers(messenger: MessengerRef, member: Member, within: Duration) -> bool {
@@ -64,11 +105,31 @@ async fn frontend(
     cx.show_status("store", status.clone(), StoreStatus::lines);
     let mut roster = Roster::new(cx.first_nodes().values());
     let mut coordinator = Coordinator::new(cx.messenger(), settings.replicas, settings.layout);
+    let mut losses = Losses::default();
+    // Nodes declared down and not removed yet (see `Losses`): when each was last looked
+    // at, and whether the console was told it stays.
+    let mut suspects: BTreeMap<NodeId, (Option<sesa_event::Instant>, bool)> = BTreeMap::new();
+    // The newest view asked for (members, leaving), sent again until it settles; and the
+    // nodes asked to leave meanwhile, held back until then (their keys are not moved yet).
+    let mut asked: (Vec<NodeId>, Vec<NodeId>) = (Vec::new(), Vec::new());
+    let mut held: Vec<NodeId> = Vec::new();
+    let mut retry_at: Option<sesa_event::Instant> = None;
     cx.accept_scaling(true);
     loop {
         cx.observe(&mut roster);
         for node in cx.take_down() {
+            if members.contains_key(&node) {
+                suspects.entry(node).or_insert((None, false));
+            }
+        }
+        let due: Vec<NodeId> = suspects
+            .iter()
+            .filter(|(_, (at, _))| at.is_none_or(|at| sesa_event::now() - at >= RECHECK))
+            .map(|(node, _)| *node)
+            .collect();
+        for node in due {
             let Some(&member) = members.get(&node) else {
+                suspects.remove(&node);
                 continue;
             };
             // Removing a node drops a copy of its keys: on SWIM's word alone, a few
@@ -78,8 +139,23 @@ async fn frontend(
                 cx.report(Event::Note(format!(
                     "node {node} was declared down but answers; it stays"
                 )));
+                suspects.remove(&node);
                 continue;
             }
+            if !losses.may_drop(members.len(), settings.replicas) {
+                let told = suspects.get(&node).is_some_and(|(_, told)| *told);
+                if !told {
+                    cx.report(Event::Note(format!(
+                        "node {node} was declared down, but it may hold the only copy of \
+                         some keys: it stays until it answers or exits (writes to its keys \
+                         are refused meanwhile)"
+                    )));
+                }
+                suspects.insert(node, (Some(sesa_event::now()), true));
+                continue;
+            }
+            suspects.remove(&node);
+            losses.lost(node);
             roster.down(node);
         }
         while let Some(action) = roster.next_action(sesa_event::now()) {
@@ -102,6 +178,8 @@ async fn frontend(
                     Err(e) => roster.start_failed(node.node, &format!("{e:#}")),
                 },
                 Action::Lost { node, cause } => {
+                    losses.lost(node);
+                    suspects.remove(&node);
                     members.remove(&node);
                     cx.report(Event::Lost {
                         node,
@@ -113,25 +191,33 @@ async fn frontend(
                     members: ids,
                     leaving,
                 } => {
-                    let pick = |ids: &[NodeId]| -> Vec<Member> {
-                        ids.iter()
-                            .filter_map(|id| members.get(id).copied())
-                            .collect()
-                    };
-                    let view = pick(&ids).into_iter().map(|m| (m.node, m)).collect();
-                    let leaving = pick(&leaving);
-                    for m in &leaving {
-                        cx.report(Event::Leaving { node: m.node });
+                    for node in &leaving {
+                        cx.report(Event::Leaving { node: *node });
                     }
-                    change_view(cx, &status, &mut coordinator, &view, &leaving, &settings).await?;
+                    // Every node still holding keys that is not in the view hands them
+                    // over with it: those asked to leave now, and those asked before
+                    // whose move has not settled yet.
+                    let leaving: Vec<NodeId> = members
+                        .keys()
+                        .filter(|n| !ids.contains(n))
+                        .copied()
+                        .collect();
+                    let (view, leaving) = pick(&members, &ids, &leaving);
+                    asked = (ids, leaving.iter().map(|m| m.node).collect());
+                    let settled =
+                        change_view(cx, &status, &mut coordinator, &view, &leaving, &settings)
+                            .await?;
+                    losses.view(settled);
+                    retry_at = (!settled).then(|| sesa_event::now() + RETRY);
                 }
                 // A leaving node has moved its keys away with the view; it stops by
                 // itself once asked, and ours are also stopped if they do not.
-                Action::Leave(node) => {
+                Action::Leave(node) if losses.settled => {
                     let clean = cx.leave(node).await.is_ok();
                     members.remove(&node);
                     roster.left(node, clean);
                 }
+                Action::Leave(node) => held.push(node),
                 Action::Left { node, clean } => {
                     if !clean {
                         cx.report(Event::Note(format!("node {node} did not answer its leave")));
@@ -141,11 +227,42 @@ async fn frontend(
                 Action::Launch | Action::Stop { .. } | Action::Scaled { .. } => {}
             }
         }
+        // A view that did not settle (a node did not take it, or keys did not all move in
+        // time) is sent again: until it settles, some keys may not be on their owners, and
+        // a node leaving could take the last copy with it.
+        if retry_at.is_some_and(|at| sesa_event::now() >= at) {
+            let (view, leaving) = pick(&members, &asked.0, &asked.1);
+            let settled =
+                change_view(cx, &status, &mut coordinator, &view, &leaving, &settings).await?;
+            losses.view(settled);
+            retry_at = (!settled).then(|| sesa_event::now() + RETRY);
+        }
+        if losses.settled {
+            for node in std::mem::take(&mut held) {
+                let clean = cx.leave(node).await.is_ok();
+                members.remove(&node);
+                roster.left(node, clean);
+            }
+        }
         if roster.is_empty() {
             bail!("every node of the store was lost");
         }
         sesa_event::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The store's members with ids `ids`, by id, and those with ids `leaving` (ids of
+/// nodes lost meanwhile left out).
+fn pick(
+    members: &BTreeMap<NodeId, Member>,
+    ids: &[NodeId],
+    leaving: &[NodeId],
+) -> (BTreeMap<NodeId, Member>, Vec<Member>) {
+    let get = |id: &NodeId| members.get(id).copied();
+    (
+        ids.iter().filter_map(get).map(|m| (m.node, m)).collect(),
+        leaving.iter().filter_map(get).collect(),
+    )
 }
 
 /// Changes the store's figures (what `sesa status` reads when asked).
@@ -171,7 +288,8 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
 
 /// Sends the next view (of `members`) to every member and to `leaving` through the
 /// store's coordinator, waits until each has moved its keys (a progress bar on a
-/// terminal, else a line a second), then settles it.
+/// terminal, else a line a second), then settles it. Returns whether it settled (every
+/// key on its owners in the view).
 async fn change_view(
     cx: &Cluster<'_>,
     status: &Mutex<StoreStatus>,
@@ -179,7 +297,7 @@ async fn change_view(
     members: &BTreeMap<NodeId, Member>,
     leaving: &[Member],
     settings: &KvSettings,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let epoch = coordinator.view().map_or(0, |v| v.epoch) + 1;
     update_status(status, |s| {
         s.epoch = epoch;
@@ -221,7 +339,7 @@ async fn change_view(
                 view.layout
             ),
         });
-        return Ok(());
+        return Ok(true);
     }
     if let Some(bar) = &bar {
         if r.finished {
@@ -249,5 +367,32 @@ async fn change_view(
         settled: r.finished,
         detail,
     });
-    Ok(())
+    Ok(r.finished)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_is_dropped_only_while_every_key_keeps_a_copy() {
+        let mut losses = Losses::default();
+        // Before any view settled: keys may be on one owner only.
+        assert!(!losses.may_drop(3, 2));
+        losses.view(true);
+        assert!(losses.may_drop(3, 2));
+        // The last member holds every key's last copy.
+        assert!(!losses.may_drop(1, 2));
+        // With one owner per key, no member can go.
+        assert!(!losses.may_drop(3, 1));
+        // One loss since the settled view: a second could take both copies of a key.
+        losses.lost(NodeId::new(2));
+        assert!(!losses.may_drop(3, 2));
+        assert!(losses.may_drop(4, 3));
+        // A view that does not settle keeps the count; one that settles clears it.
+        losses.view(false);
+        assert!(!losses.may_drop(4, 3));
+        losses.view(true);
+        assert!(losses.may_drop(3, 2));
+    }
 }

@@ -78,6 +78,9 @@ pub struct Host {
     pub memory_max: Option<usize>,
 }
 
+/// How often a node announces itself to the frontend's membership again.
+const REANNOUNCE: Duration = Duration::from_secs(2);
+
 /// What a node needs to know to join.
 pub struct NodeParams {
     /// Its id.
@@ -146,14 +149,28 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
     let members = Membership::start(messenger, addr, membership)
         .await
         .map_err(|e| format!("starting the membership: {e}"))?;
+    let seed = NodeIdentity {
+        node: NodeId::FRONTEND,
+        generation: 1,
+        addr: frontend,
+    };
     members
-        .announce(NodeIdentity {
-            node: NodeId::FRONTEND,
-            generation: 1,
-            addr: frontend,
-        })
+        .announce(seed)
         .await
         .map_err(|e| format!("announcing the frontend: {e}"))?;
+    // A node the others declared down while it was cut off, and that missed the news,
+    // would stay out of their membership for good: nobody would probe it, nor connect to
+    // it again. So it announces itself to the frontend now and then; the frontend then
+    // tells it it was declared down (it rejoins under a new generation) or sends it the
+    // members it missed.
+    sesa_event::spawn_local(async move {
+        loop {
+            sesa_event::sleep(REANNOUNCE).await;
+            if members.announce(seed).await.is_err() {
+                return;
+            }
+        }
+    });
     let started = sesa_event::now();
     let (control, _) = NodeShared::create(|| ()).map_err(|e| format!("the control EBB: {e}"))?;
     // Filled in by the registration reply, before any application runs: the frontend's
@@ -244,11 +261,30 @@ pub async fn join_frontend(
     };
     let messenger = Messenger::create(MessengerConfig::new(me, secret))
         .map_err(|e| format!("the messenger: {e}"))?;
-    messenger
-        .connect(addr)
-        .await
-        .map_err(|e| format!("joining the frontend at {addr}: {e}"))?;
-    Ok(messenger)
+    // A cut that heals (or a frontend still starting to listen) is waited out, for up
+    // to `FRONTEND_GRACE`, as for a running node; a refusal (nobody listens there, or
+    // the frontend refused this node) is final.
+    let deadline = sesa_event::now() + FRONTEND_GRACE;
+    loop {
+        let e = match messenger.connect(addr).await {
+            Ok(_) => return Ok(messenger),
+            Err(e) => e,
+        };
+        let fatal = !matches!(
+            e,
+            ConnectError::TimedOut
+                | ConnectError::Net(
+                    NetError::TimedOut
+                        | NetError::Reset
+                        | NetError::BrokenPipe
+                        | NetError::UnexpectedEof
+                )
+        );
+        if fatal || sesa_event::now() > deadline {
+            return Err(format!("joining the frontend at {addr}: {e}"));
+        }
+        sesa_event::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// This node's own figures (the frontend reports its own with it too).

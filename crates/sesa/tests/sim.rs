@@ -108,7 +108,7 @@ fn careless_runs_lose_writes(workload: Workload) {
 /// the fault schedule of 2026-11-29), and must pass.
 #[test]
 fn the_seeds_that_found_bugs_pass() {
-    let cases: [(Workload, &[u64], &str); 9] = [
+    let cases: [(Workload, &[u64], &str); 10] = [
         (
             Workload::Idmap,
             &[31, 46, 84, 159],
@@ -159,11 +159,28 @@ fn the_seeds_that_found_bugs_pass() {
             "a node whose connection to the frontend was reset ended, taking the last copy \
              of its keys (checked on the build before the fix)",
         ),
+        (
+            Workload::Store,
+            &[15, 28, 32, 44, 46, 79, 82, 94, 214, 358],
+            "before the store's fixes of 2026-12-07 (writes acknowledged without every \
+             owner, nodes asked to leave or declared down while they held the last copy of \
+             keys, pulls that skipped leaving owners, writes that skipped owners of the \
+             previous view, nodes that never rejoined the membership): lost writes, stale \
+             reads, stores that never settled or lost every node",
+        ),
     ];
     for (workload, seeds, bug) in cases {
         for &seed in seeds {
             let o = run(&Options::new(workload, seed));
             assert!(o.passed(), "{workload} seed {seed} ({bug}): {o:?}");
         }
+    }
+    // The same, under `--faults wide`.
+    for seed in [0, 9, 10, 13, 28, 38, 43] {
+        let o = run(&Options {
+            profile: Profile::Wide,
+            ..Options::new(Workload::Store, seed)
+        });
+        assert!(o.passed(), "store seed {seed}, wide faults: {o:?}");
     }
 }

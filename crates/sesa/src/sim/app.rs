@@ -95,6 +95,8 @@ pub(super) struct AppRun<A: Application> {
     scalers: u32,
     apps: fn() -> Apps,
     cores: usize,
+    /// `SESA_SIM_DEBUG`: the frontend's events are printed as they come, with the time.
+    debug: bool,
 }
 
 impl<A: Application> AppRun<A> {
@@ -139,6 +141,7 @@ impl<A: Application> AppRun<A> {
             scalers: 0,
             apps,
             cores,
+            debug: std::env::var_os("SESA_SIM_DEBUG").is_some(),
         }
     }
 
@@ -147,7 +150,13 @@ impl<A: Application> AppRun<A> {
     pub fn step(&mut self, sim: &Sim, d: Duration, watch: &mut dyn Watch) {
         sim.run_for(d);
         self.serve(sim);
-        watch.events(&self.new_events());
+        let events = self.new_events();
+        if self.debug {
+            for e in &events {
+                eprintln!("{:?} frontend: {e}", sim.now());
+            }
+        }
+        watch.events(&events);
     }
 
     /// Carries out what the frontend asked of its provider, and tells it which nodes
@@ -239,6 +248,7 @@ impl<A: Application> AppRun<A> {
     }
 
     /// The frontend's events as its console shows them, one line each.
+    #[cfg(test)]
     pub fn event_lines(&self) -> Vec<String> {
         self.events.events().iter().map(Event::to_string).collect()
     }

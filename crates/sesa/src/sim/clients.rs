@@ -125,8 +125,10 @@ async fn client(shared: Rc<Clients>, c: u32) {
                 );
             }
             match result {
-                Some(Ok(true)) => op.acked(),
-                Some(Ok(false)) => op.failed(),
+                Some(Ok(Stored::Yes)) => op.acked(),
+                Some(Ok(Stored::No)) => op.failed(),
+                // Refused by the store after it may have applied it on some owners.
+                Some(Ok(Stored::Unknown)) => drop(op),
                 _ => conn = None, // Unknown: a new connection (and `op` drops as such).
             }
         } else {
@@ -138,7 +140,18 @@ async fn client(shared: Rc<Clients>, c: u32) {
             // Every read is judged: it may not be older than a write acknowledged
             // before it began.
             let floor = shared.history.borrow().floor(&key);
-            match sesa_event::timeout(OP_LIMIT, get(stream, &key)).await {
+            let result = sesa_event::timeout(OP_LIMIT, get(stream, &key)).await;
+            if debug {
+                eprintln!(
+                    "{:?} client {c} get {key} from {:?}: {:?} (floor {floor:?})",
+                    sesa_event::now(),
+                    stream.peer_addr(),
+                    result
+                        .as_ref()
+                        .map(|r| r.as_ref().map(|v| v.as_deref().and_then(decode)))
+                );
+            }
+            match result {
                 Some(Ok(Some(bytes))) => {
                     let value = decode(&bytes);
                     let mut history = shared.history.borrow_mut();
@@ -155,13 +168,29 @@ async fn client(shared: Rc<Clients>, c: u32) {
     }
 }
 
-/// `set key 0 0 n`: `Ok(true)` on STORED, `Ok(false)` on an error reply.
-async fn set(stream: &mut Stream, key: &str, value: u64) -> Result<bool, NetError> {
+/// What a `set` got.
+#[derive(Debug)]
+enum Stored {
+    /// `STORED`: acknowledged.
+    Yes,
+    /// Another reply: not applied.
+    No,
+    /// `SERVER_ERROR`: the store refused it after it may have applied it on some of the
+    /// key's owners (a write that could not reach every owner), so its outcome is unknown.
+    Unknown,
+}
+
+/// `set key 0 0 n`.
+async fn set(stream: &mut Stream, key: &str, value: u64) -> Result<Stored, NetError> {
     let value = value.to_string();
     let request = format!("set {key} 0 0 {}\r\n{value}\r\n", value.len());
     stream.write_all(request.as_bytes()).await?;
     let line = read_line(stream).await?;
-    Ok(line == b"STORED")
+    Ok(match line.as_slice() {
+        b"STORED" => Stored::Yes,
+        l if l.starts_with(b"SERVER_ERROR") => Stored::Unknown,
+        _ => Stored::No,
+    })
 }
 
 /// `get key`: the value, or `None` on a miss.

@@ -55,11 +55,6 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
     while run.result.borrow().is_none() && sim.now() < limit {
         run.step(sim, Duration::from_millis(50), &mut ());
     }
-    if std::env::var_os("SESA_SIM_DEBUG").is_some() {
-        for line in run.event_lines() {
-            eprintln!("frontend: {line}");
-        }
-    }
     let tally = match run.result.borrow_mut().take() {
         None => {
             failures.push(format!(

@@ -1,9 +1,10 @@
 //! The history of a register workload and its checker: each key has one writer, whose
 //! sets are sequential and carry growing values; anyone reads.
 //!
-//! Counts as Jepsen's checkers report them: acknowledged, failed (an error reply: not
-//! applied), indeterminate (timed out, or its node crashed: may have been applied, at
-//! any time after it started), lost (acknowledged, and the final state does not show
+//! Counts as Jepsen's checkers report them: acknowledged, failed (an error reply that
+//! says it was not applied), indeterminate (timed out, its node crashed, or the store
+//! refused it after it may have been applied somewhere: may take effect at any time
+//! after it started), lost (acknowledged, and the final state does not show
 //! it), unexpected (a value read that no set wrote).
 
 use std::cell::RefCell;

@@ -37,7 +37,7 @@ struct Store {
     clients: Rc<Clients>,
     /// The last view's members.
     members: BTreeSet<NodeId>,
-    /// Nodes that joined and are not in the last view yet.
+    /// Nodes started or joined and not in the last view yet.
     joined: BTreeSet<NodeId>,
     /// Members of the last view that were lost or are leaving.
     gone: BTreeSet<NodeId>,
@@ -53,7 +53,7 @@ impl Watch for Store {
                 Event::Serving { node, addr } => {
                     serving.insert(*node, *addr);
                 }
-                Event::Joined { node, .. } => {
+                Event::Started { node, .. } | Event::Joined { node, .. } => {
                     self.joined.insert(*node);
                 }
                 Event::Lost { node, .. } | Event::Leaving { node } | Event::Left { node } => {
@@ -77,8 +77,10 @@ impl Watch for Store {
         }
     }
 
+    /// Once every key is on two owners (R = 2): the last view settled with two members
+    /// or more, and no node is on its way in or out.
     fn may_kill(&self) -> bool {
-        self.settled && self.joined.is_empty() && self.gone.is_empty()
+        self.settled && self.members.len() >= 2 && self.joined.is_empty() && self.gone.is_empty()
     }
 
     fn killed(&mut self, node: u32) {
@@ -142,11 +144,6 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
     let limit = sim.now() + Duration::from_secs(60);
     while !clients.check_done.get() && sim.now() < limit {
         run.step(sim, Duration::from_millis(20), &mut store);
-    }
-    if std::env::var_os("SESA_SIM_DEBUG").is_some() {
-        for line in run.event_lines() {
-            eprintln!("frontend: {line}");
-        }
     }
     let mut history = std::mem::take(&mut *clients.history.borrow_mut());
     if let Some(Err(e)) = run.result.borrow().as_ref() {

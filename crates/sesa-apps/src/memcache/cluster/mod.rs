@@ -105,8 +105,11 @@ pub(super) const PACE_SLEEP: Duration = Duration::from_millis(2);
 pub(super) const VIEW_WAIT: Duration = Duration::from_secs(5);
 /// The most wakers kept for requests waiting for a view (see [`Node::view_at_least`]).
 pub(super) const VIEW_WAITERS_MAX: usize = 1 << 16;
-/// How many times a primary sends a copy to a replica whose connection keeps failing.
-pub(super) const REPLICATE_ATTEMPTS: u32 = 20;
+/// The longest a write waits for every owner of its key to take it (an unreachable
+/// owner's connection to come back, or the frontend's view without it); past that the
+/// write is refused (`SERVER_ERROR`, its outcome unknown), never acknowledged on fewer
+/// owners.
+pub(super) const REPLICATE_WAIT: Duration = Duration::from_secs(5);
 /// How long a node waits for the membership layer to connect it to a new view's nodes.
 pub(super) const CONNECT_WAIT: Duration = Duration::from_secs(10);
 

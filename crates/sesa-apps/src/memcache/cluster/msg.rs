@@ -103,6 +103,15 @@ pub enum StoreError {
     /// The node is stopping.
     #[error("the node is stopping")]
     Stopping,
+    /// A write did not reach every owner of its key within `REPLICATE_WAIT`: it is not
+    /// acknowledged, and may be on some owners (its outcome is unknown).
+    #[error("not stored on every owner of the key: node {node} did not take it ({why})")]
+    Unreplicated {
+        /// The owner that did not take it.
+        node: NodeId,
+        /// Why.
+        why: String,
+    },
 }
 
 impl StoreRequest {

@@ -156,10 +156,12 @@ impl Node {
                 // knew the new one) may have missed owners that view does not have, and
                 // this node may have moved these keys already: pass them on.
                 let view = self.current();
+                // Each must reach them before this answers: the sender acknowledges the
+                // write only then.
                 if epoch < view.epoch {
                     for KeyCopy { key, .. } in copies {
                         let item = self.kv.with_partition(|p, now| p.export(&key, now));
-                        self.replicate(key, item).await;
+                        self.replicate(key, item).await?;
                     }
                 }
                 Ok(StoreReply::Done)
@@ -448,67 +450,110 @@ impl Node {
         let reply = self.kv.apply_here(op);
         if writes {
             let item = self.kv.with_partition(|p, now| p.export(&key, now));
-            self.replicate(key, item).await;
+            // Acknowledged only once every owner holds it.
+            if let Err(e) = self.replicate(key, item).await {
+                return server_error(e);
+            }
         }
         reply
     }
 
-    /// Sends the key's new state to its other owners and waits for them (and, in the
-    /// cached layout, drops it from every other node's cache). A replica whose
-    /// connection was lost gets the copy again once it is back (up to [`VIEW_WAIT`] at a
-    /// time); one that a newer view no longer lists is left to that view.
-    pub(super) async fn replicate(&self, key: Vec<u8>, item: Option<Item>) {
-        let view = self.current();
+    /// Sends the key's new state to its other owners and waits until every owner of the
+    /// key in this node's newest view holds it (and, in the cached layout, drops it from
+    /// every other node's cache). An owner that cannot be reached is never skipped: the
+    /// copy waits for its connection to come back, or for a view of the frontend's in
+    /// which it owns the key no more (the new owners then get the copy), for at most
+    /// [`REPLICATE_WAIT`].
+    ///
+    /// # Errors
+    /// [`StoreError::Unreplicated`]: some owner did not take the copy in time. The write
+    /// may be on some owners (its outcome is unknown to the client) and must not be
+    /// acknowledged.
+    pub(super) async fn replicate(
+        &self,
+        key: Vec<u8>,
+        item: Option<Item>,
+    ) -> Result<(), StoreError> {
+        let deadline = sesa_event::now() + REPLICATE_WAIT;
+        let mut view = self.current();
         if view.layout == Layout::Cached {
             self.invalidate_caches(&view, &key).await;
         }
-        let others: Vec<Member> = view
-            .owners(&key)
-            .into_iter()
-            .filter(|m| m.node != self.me)
-            .collect();
-        if others.is_empty() {
-            return;
-        }
-        // Each replica's core, worked out before the key moves into the request.
-        let targets: Vec<(Member, CoreId)> = others
-            .into_iter()
-            .map(|m| (m, owner(&key, m.cores as usize)))
-            .collect();
-        let copy = StoreRequest::Put {
+        let mut copy = StoreRequest::Put {
             epoch: view.epoch,
             copies: alloc::vec![KeyCopy {
                 key,
                 item: item.map(WireItem::from),
             }],
         };
-        for (m, core) in targets {
-            for attempt in 1.. {
-                let epoch = self.current().epoch;
-                let e = match client(self.messenger, m, core).call_ref(&copy).await {
-                    Ok(_) => break,
-                    Err(e) => e,
-                };
-                // A lost connection to a replica that is still in the view (a reset, not
-                // a crash) must not leave it stale: the write would be on one owner only,
-                // and a later move could copy the stale one over it. Wait for the
-                // connection to come back, or for a view that has the replica no more.
-                // Bounded: a connection that keeps coming back only to fail again is left to
-                // the frontend, which will see the node as lost.
-                let connection = matches!(
-                    e,
-                    ServiceError::Call(CallError::NotConnected(_) | CallError::PeerLost(_))
-                ) && attempt < REPLICATE_ATTEMPTS;
-                let retry = match self.next_view(epoch, m.node).await {
-                    Some(view) if connection => view.owners(copy.key()).contains(&m),
-                    _ => false,
-                };
-                if !retry {
-                    tracing::warn!(node = %m.node, "replica not updated: {e}");
-                    break;
+        // Owners that took the copy (or need not), in any view so far: an owner keeps a
+        // key while it stays an owner, so one that took it need not be sent it again.
+        let mut took: Vec<NodeId> = Vec::new();
+        loop {
+            let mut failed = None;
+            for (m, must) in self.holders(&view, copy.key()) {
+                if m.node == self.me || took.contains(&m.node) {
+                    continue;
+                }
+                let core = owner(copy.key(), m.cores as usize);
+                match client(self.messenger, m, core).call_ref(&copy).await {
+                    Ok(_) => took.push(m.node),
+                    // A previous owner gone from the view (lost, or left): nothing to keep.
+                    Err(_) if !must => took.push(m.node),
+                    Err(e) => {
+                        failed = Some((m.node, e));
+                        break;
+                    }
+                }
+            }
+            let newest = self.current();
+            let Some((node, e)) = failed else {
+                // Every owner of `view` took it; a view installed meanwhile may have
+                // more owners.
+                if newest.epoch == view.epoch {
+                    return Ok(());
+                }
+                view = newest;
+                continue;
+            };
+            // Lost, cut off, or stopping: wait for its connection, or for the frontend's
+            // next view (which routes around a lost node), then send again.
+            let next = match sesa_event::now() < deadline {
+                true => self.next_view(view.epoch, node).await,
+                false => None,
+            };
+            match next {
+                Some(next) if sesa_event::now() < deadline => view = next,
+                _ => {
+                    tracing::warn!(node = %node, "write refused: an owner did not take it: {e}");
+                    return Err(StoreError::Unreplicated {
+                        node,
+                        why: e.to_string(),
+                    });
+                }
+            }
+            if let StoreRequest::Put { epoch, .. } = &mut copy {
+                *epoch = view.epoch;
+            }
+        }
+    }
+
+    /// The nodes a write of `key` under `view` must reach (`true`), or should (`false`):
+    /// its owners and, while keys move, its previous owners too. A previous owner that
+    /// has not installed `view` yet still answers reads of the key as its owner, so it
+    /// must have every write acknowledged meanwhile; one no longer in the view (lost, or
+    /// leaving) gets the copy if it can be reached.
+    pub(super) fn holders(&self, view: &View, key: &[u8]) -> Vec<(Member, bool)> {
+        let mut holders: Vec<(Member, bool)> =
+            view.owners(key).into_iter().map(|m| (m, true)).collect();
+        if let Some(previous) = self.views().previous.clone() {
+            for m in previous.owners(key) {
+                if !holders.iter().any(|(h, _)| h.node == m.node) {
+                    holders.push((m, view.has(m.node)));
                 }
             }
         }
+        holders
     }
 
     /// Drops `key` from the cache of every node of `view` that does not own it.
@@ -528,11 +573,12 @@ impl Node {
         }
     }
 
-    /// Installs `key` from the first of its previous owners that answers.
+    /// Installs `key` from the first of its previous owners that answers. Those not in
+    /// the current view are asked too: a node leaving holds its keys until the move is
+    /// over (a lost one fails at once, not being connected).
     pub(super) async fn pull(&self, key: &[u8], previous: &View) {
-        let current = self.current();
         for m in previous.owners(key) {
-            if m.node == self.me || !current.has(m.node) {
+            if m.node == self.me {
                 continue;
             }
             let fetch = StoreRequest::Fetch { key: key.to_vec() };
