@@ -109,9 +109,8 @@ async fn frontend(
     // Nodes declared down and not removed yet (see `Losses`): when each was last looked
     // at, and whether the console was told it stays.
     let mut suspects: BTreeMap<NodeId, (Option<sesa_event::Instant>, bool)> = BTreeMap::new();
-    // The newest view asked for (members, leaving), sent again until it settles; and the
-    // nodes asked to leave meanwhile, held back until then (their keys are not moved yet).
-    let mut asked: (Vec<NodeId>, Vec<NodeId>) = (Vec::new(), Vec::new());
+    // A view that did not settle is sent again (`retry_at`); the nodes asked to leave
+    // meanwhile are held back until then (their keys have not all moved).
     let mut held: Vec<NodeId> = Vec::new();
     let mut retry_at: Option<sesa_event::Instant> = None;
     cx.accept_scaling(true);
@@ -203,10 +202,9 @@ async fn frontend(
                         .copied()
                         .collect();
                     let (view, leaving) = pick(&members, &ids, &leaving);
-                    asked = (ids, leaving.iter().map(|m| m.node).collect());
+                    let next = Some((&view, leaving.as_slice()));
                     let settled =
-                        change_view(cx, &status, &mut coordinator, &view, &leaving, &settings)
-                            .await?;
+                        change_view(cx, &status, &mut coordinator, next, &settings).await?;
                     losses.view(settled);
                     retry_at = (!settled).then(|| sesa_event::now() + RETRY);
                 }
@@ -231,9 +229,7 @@ async fn frontend(
         // time) is sent again: until it settles, some keys may not be on their owners, and
         // a node leaving could take the last copy with it.
         if retry_at.is_some_and(|at| sesa_event::now() >= at) {
-            let (view, leaving) = pick(&members, &asked.0, &asked.1);
-            let settled =
-                change_view(cx, &status, &mut coordinator, &view, &leaving, &settings).await?;
+            let settled = change_view(cx, &status, &mut coordinator, None, &settings).await?;
             losses.view(settled);
             retry_at = (!settled).then(|| sesa_event::now() + RETRY);
         }
@@ -286,19 +282,26 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-/// Sends the next view (of `members`) to every member and to `leaving` through the
-/// store's coordinator, waits until each has moved its keys (a progress bar on a
-/// terminal, else a line a second), then settles it. Returns whether it settled (every
-/// key on its owners in the view).
+/// Sends the next view (`next`: of its members, to them and to the nodes leaving) to
+/// the store's nodes through its coordinator, or (`None`) the newest one again, waits
+/// until each has moved its keys (a progress bar on a terminal, else a line a second),
+/// then settles it. Returns whether it settled (every key on its owners in the view).
 async fn change_view(
     cx: &Cluster<'_>,
     status: &Mutex<StoreStatus>,
     coordinator: &mut Coordinator,
-    members: &BTreeMap<NodeId, Member>,
-    leaving: &[Member],
+    next: Option<(&BTreeMap<NodeId, Member>, &[Member])>,
     settings: &KvSettings,
 ) -> anyhow::Result<bool> {
-    let epoch = coordinator.view().map_or(0, |v| v.epoch) + 1;
+    let newest = coordinator.view().map_or(0, |v| v.epoch);
+    let epoch = if next.is_some() { newest + 1 } else { newest };
+    let members: BTreeMap<NodeId, Member> = match next {
+        Some((members, _)) => members.clone(),
+        None => coordinator
+            .view()
+            .map(|v| v.members.iter().map(|m| (m.node, *m)).collect())
+            .unwrap_or_default(),
+    };
     update_status(status, |s| {
         s.epoch = epoch;
         s.replicas = settings.replicas.min(members.len() as u32).max(1);
@@ -307,25 +310,30 @@ async fn change_view(
     });
     let bar = (epoch > 1).then(progress_bar).flatten();
     let mut last_said = sesa_event::now();
-    let r = coordinator
-        .change(members, leaving, |r| {
-            update_status(status, |s| s.rebalance = (r.epoch > 1).then(|| r.clone()));
-            if r.epoch == 1 {
-                return;
-            }
-            if let Some(bar) = &bar {
-                bar.set_length(r.keys_total);
-                bar.set_position(r.keys_seen.min(r.keys_total));
-                bar.set_message(format!(
-                    "view {}: {} of {} node(s) done, {} copies sent",
-                    r.epoch, r.nodes_done, r.nodes, r.copies_sent
-                ));
-            } else if !r.finished && sesa_event::now() - last_said >= Duration::from_secs(1) {
-                last_said = sesa_event::now();
-                cx.report(Event::Note(r.line()));
-            }
-        })
-        .await;
+    let progress = |r: &store::Rebalance| {
+        update_status(status, |s| s.rebalance = (r.epoch > 1).then(|| r.clone()));
+        if r.epoch == 1 {
+            return;
+        }
+        if let Some(bar) = &bar {
+            bar.set_length(r.keys_total);
+            bar.set_position(r.keys_seen.min(r.keys_total));
+            bar.set_message(format!(
+                "view {}: {} of {} node(s) done, {} copies sent",
+                r.epoch, r.nodes_done, r.nodes, r.copies_sent
+            ));
+        } else if !r.finished && sesa_event::now() - last_said >= Duration::from_secs(1) {
+            last_said = sesa_event::now();
+            cx.report(Event::Note(r.line()));
+        }
+    };
+    let r = match next {
+        Some((members, leaving)) => coordinator.change(members, leaving, progress).await,
+        None => match coordinator.resume(progress).await {
+            Some(r) => r,
+            None => return Ok(true),
+        },
+    };
     let ids = members.keys().copied().collect();
     if let Some(view) = coordinator.view().filter(|v| v.epoch == 1) {
         cx.report(Event::View {

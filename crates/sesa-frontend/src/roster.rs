@@ -331,23 +331,27 @@ impl Roster {
             self.to_launch += (target_n - staying) as u32;
         } else if target_n < staying {
             let mut surplus = staying - target_n;
-            // Unlaunched nodes first, then the newest members.
+            // Unlaunched nodes first, then the newest nodes: those still on their way in
+            // (holding nothing yet) before the members.
             let unlaunched = surplus.min(self.to_launch as usize);
             self.to_launch -= unlaunched as u32;
             surplus -= unlaunched;
-            let newest: Vec<NodeId> = self
+            let mut newest: Vec<(NodeId, State)> = self
                 .nodes
                 .iter()
                 .rev()
-                .filter(|(_, s)| **s == State::Member)
-                .map(|(n, _)| *n)
-                .take(surplus)
+                .filter(|(_, s)| **s != State::Leaving)
+                .map(|(n, s)| (*n, *s))
                 .collect();
-            for node in newest {
+            newest.sort_by_key(|(_, s)| *s == State::Member);
+            for (node, state) in newest.into_iter().take(surplus) {
                 self.nodes.insert(node, State::Leaving);
-                self.leaving_now.push(node);
+                self.starts.retain(|(r, _)| r.node != node);
                 self.leaves.push_back(node);
-                self.view_changed = true;
+                if state == State::Member {
+                    self.leaving_now.push(node);
+                    self.view_changed = true;
+                }
             }
         }
         self.pending = Some(Pending {
@@ -727,6 +731,30 @@ mod tests {
         }
         assert_eq!(launches, REPLACEMENTS_FAILING);
         assert!(roster.is_empty());
+    }
+
+    #[test]
+    fn scaling_down_takes_nodes_on_their_way_in_before_members() {
+        let mut roster = Roster::new(&[reg(1)]);
+        settle(&mut roster, at(0), &mut 2);
+        roster.scale_to(3, 1, at(1));
+        assert_eq!(roster.next_action(at(1)), Some(Action::Launch));
+        roster.launched(n(2));
+        assert_eq!(roster.next_action(at(1)), Some(Action::Launch));
+        roster.launched(n(3));
+        roster.registered(&reg(3));
+        // Before either started: back to one node. The member stays.
+        roster.scale_to(1, 2, at(2));
+        let actions = settle(&mut roster, at(2), &mut 4);
+        assert!(actions.contains(&Action::Leave(n(2))));
+        assert!(actions.contains(&Action::Leave(n(3))));
+        assert!(!actions.iter().any(|a| matches!(a, Action::Start { .. })));
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::ChangeView { .. }))
+        );
+        assert_eq!(roster.members(), ns(&[1]));
     }
 
     #[test]

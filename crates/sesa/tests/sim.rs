@@ -108,7 +108,7 @@ fn careless_runs_lose_writes(workload: Workload) {
 /// the fault schedule of 2026-11-29), and must pass.
 #[test]
 fn the_seeds_that_found_bugs_pass() {
-    let cases: [(Workload, &[u64], &str); 10] = [
+    let cases: [(Workload, &[u64], &str); 11] = [
         (
             Workload::Idmap,
             &[31, 46, 84, 159],
@@ -168,6 +168,13 @@ fn the_seeds_that_found_bugs_pass() {
              previous view, nodes that never rejoined the membership): lost writes, stale \
              reads, stores that never settled or lost every node",
         ),
+        (
+            Workload::Store,
+            &[116, 135, 161, 188, 901],
+            "keys dropped by an old owner while a move had failed copies, moves that \
+             restarted from an unsettled view, a view settled with copies missing, a scale \
+             down that took the member holding the keys instead of nodes still starting",
+        ),
     ];
     for (workload, seeds, bug) in cases {
         for &seed in seeds {
@@ -176,7 +183,7 @@ fn the_seeds_that_found_bugs_pass() {
         }
     }
     // The same, under `--faults wide`.
-    for seed in [0, 9, 10, 13, 28, 38, 43] {
+    for seed in [0, 3, 6, 9, 10, 13, 28, 38, 43, 51, 99, 105] {
         let o = run(&Options {
             profile: Profile::Wide,
             ..Options::new(Workload::Store, seed)

@@ -45,6 +45,13 @@ struct Store {
     settled: bool,
 }
 
+impl Store {
+    /// The last view settled, and no node is on its way in or out.
+    fn quiet(&self) -> bool {
+        self.settled && self.joined.is_empty() && self.gone.is_empty()
+    }
+}
+
 impl Watch for Store {
     fn events(&mut self, events: &[Event]) {
         let mut serving = self.clients.serving.borrow_mut();
@@ -80,7 +87,7 @@ impl Watch for Store {
     /// Once every key is on two owners (R = 2): the last view settled with two members
     /// or more, and no node is on its way in or out.
     fn may_kill(&self) -> bool {
-        self.settled && self.members.len() >= 2 && self.joined.is_empty() && self.gone.is_empty()
+        self.quiet() && self.members.len() >= 2
     }
 
     fn killed(&mut self, node: u32) {
@@ -112,8 +119,7 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
     };
     // Settled for the final reads: a settled view, nothing since, and the frontend has
     // heard of every node that ended (it may be busy with a change meanwhile).
-    let settled =
-        |run: &AppRun<KvFrontend>, store: &Store| store.may_kill() && !run.exits_unheard();
+    let settled = |run: &AppRun<KvFrontend>, store: &Store| store.quiet() && !run.exits_unheard();
     let mut failures = Vec::new();
     let up = sim.now() + Duration::from_secs(30);
     while !store.may_kill() && sim.now() < up {

@@ -9,7 +9,13 @@ pub struct Coordinator {
     messenger: MessengerRef,
     replicas: u32,
     layout: Layout,
+    /// The newest view sent.
     last: Option<View>,
+    /// The newest view that settled: every key on all its owners. The nodes keep the
+    /// keys they held in it until the next one settles.
+    settled: Option<View>,
+    /// The newest change and the nodes leaving with it, while it has not settled.
+    pending: Option<(ViewChange, Vec<Member>)>,
     /// How long a change may take before the coordinator stops waiting for it.
     pub limit: Duration,
 }
@@ -22,6 +28,8 @@ impl Coordinator {
             replicas,
             layout,
             last: None,
+            settled: None,
+            pending: None,
             limit: Duration::from_secs(120),
         }
     }
@@ -34,16 +42,15 @@ impl Coordinator {
     /// Sends the next view (of `members`) to every member and to `leaving`, waits until
     /// each has moved its keys, calling `progress` with the figures after every round
     /// (every 20 ms), then settles the view. Returns the last figures (`finished` is
-    /// false if [`limit`](Self::limit) passed first). Nodes that do not take the view
-    /// are left out of the wait: they are lost, and the next view handles them.
-    ///
-    /// # Errors
-    /// The view could not be encoded.
+    /// false if [`limit`](Self::limit) passed first, or some node did not take the view:
+    /// the view is then not settled, and [`Coordinator::resume`] waits for it again).
+    /// The change's previous view is the newest settled one: the keys move from where
+    /// they all were.
     pub async fn change(
         &mut self,
         members: &BTreeMap<NodeId, Member>,
         leaving: &[Member],
-        mut progress: impl FnMut(&Rebalance),
+        progress: impl FnMut(&Rebalance),
     ) -> Rebalance {
         let view = View {
             epoch: self.last.as_ref().map_or(0, |v| v.epoch) + 1,
@@ -51,11 +58,35 @@ impl Coordinator {
             replicas: self.replicas.min(members.len() as u32).max(1),
             layout: self.layout,
         };
-        let epoch = view.epoch;
+        self.last = Some(view.clone());
         let change = ViewChange {
-            view: view.clone(),
-            previous: self.last.replace(view),
+            view,
+            previous: self.settled.clone(),
         };
+        self.pending = Some((change, leaving.to_vec()));
+        self.drive(progress).await
+    }
+
+    /// Sends the newest change again (to nodes that did not take it) and waits for its
+    /// move once more; `None` if it settled already.
+    pub async fn resume(&mut self, progress: impl FnMut(&Rebalance)) -> Option<Rebalance> {
+        self.pending.as_ref()?;
+        Some(self.drive(progress).await)
+    }
+
+    /// Whether the newest view settled.
+    pub fn is_settled(&self) -> bool {
+        self.pending.is_none()
+    }
+
+    /// [`Coordinator::change`]'s work on the pending change.
+    async fn drive(&mut self, mut progress: impl FnMut(&Rebalance)) -> Rebalance {
+        let Some((change, leaving)) = self.pending.clone() else {
+            return Rebalance::default();
+        };
+        let (epoch, leaving) = (change.view.epoch, leaving.as_slice());
+        let members: BTreeMap<NodeId, Member> =
+            change.view.members.iter().map(|m| (m.node, *m)).collect();
         let started = sesa_event::now();
         let messenger = self.messenger;
         // First every node connects to every other (a new one's connections are being
@@ -104,7 +135,12 @@ impl Coordinator {
                 }
             }
             if failed.is_empty() || sesa_event::now() - started > VIEW_WAIT {
-                untaken = failed.len();
+                // A leaving node that cannot be reached (it died while leaving) does not
+                // hold the move up: its keys have other owners, which move them.
+                untaken = failed
+                    .iter()
+                    .filter(|(m, _)| members.contains_key(&m.node))
+                    .count();
                 for (m, e) in failed {
                     tracing::warn!(node = %m.node, epoch, error = %e, "view not taken");
                 }
@@ -161,10 +197,20 @@ impl Coordinator {
             r.finished = untaken == 0;
             r.nodes_done = r.nodes;
             progress(&r);
+            if r.finished {
+                self.settled = Some(change.view);
+                self.pending = None;
+            }
             return r;
         }
-        for m in &told {
-            let _ = call(messenger, *m, StoreRequest::Settle { epoch }).await;
+        // Settled only when every node moved its keys: until then the nodes keep the
+        // keys they held in the settled view, and new owners pull from them.
+        if r.finished {
+            for m in &told {
+                let _ = call(messenger, *m, StoreRequest::Settle { epoch }).await;
+            }
+            self.settled = Some(change.view);
+            self.pending = None;
         }
         r
     }

@@ -183,9 +183,16 @@ impl Node {
             }
             StoreRequest::Progress => Ok(StoreReply::Progress(self.progress())),
             StoreRequest::Settle { epoch } => {
-                let mut views = self.views.write();
-                if views.current.epoch == epoch {
-                    views.previous = None;
+                let settled = {
+                    let mut views = self.views.write();
+                    let settled = views.current.epoch == epoch;
+                    if settled {
+                        views.previous = None;
+                    }
+                    settled.then(|| views.current.clone())
+                };
+                if let Some(view) = settled {
+                    sesa_event::spawn_local(self.drop_unowned(view));
                 }
                 Ok(StoreReply::Done)
             }

@@ -15,10 +15,15 @@ impl Node {
                 return Ok(());
             }
             let old = core::mem::replace(&mut views.current, Arc::new(view.clone()));
-            // The cluster's previous view, not this node's: a node that just joined has
-            // none of its own, yet must ask the previous owners for keys moving to it.
+            // The cluster's settled view, not this node's last: its owners still hold
+            // every key (no node drops a key before the move settles), so the keys move
+            // from them, and a new owner (a node that just joined included) pulls from
+            // them a key it has not been sent yet.
             views.previous = previous.map(Arc::new);
-            old
+            match &views.previous {
+                Some(settled) => settled.clone(),
+                None => old,
+            }
         };
         // In the order they began to wait.
         let waiters = core::mem::take(&mut *self.view_waiters.lock());
@@ -109,7 +114,6 @@ impl Node {
     ) {
         let new = owners.new;
         let mut outgoing: BTreeMap<(NodeId, u32), Vec<&[u8]>> = BTreeMap::new();
-        let mut leaving = Vec::new();
         for key in keys {
             let (before, after) = owners.of(key);
             let pusher = before.iter().find(|m| new.has(m.node)).map(|m| m.node);
@@ -123,11 +127,7 @@ impl Node {
                     }
                 }
             }
-            if !after.iter().any(|m| m.node == self.me) {
-                leaving.push(key.as_slice());
-            }
         }
-        let mut failed: BTreeSet<&[u8]> = BTreeSet::new();
         for ((node, core), keys) in outgoing {
             let Some(m) = new.members.iter().find(|m| m.node == node) else {
                 continue;
@@ -154,29 +154,59 @@ impl Node {
                     epoch: new.epoch,
                     copies,
                 };
-                let result = client(self.messenger, *m, core).call(put).await.map(drop);
-                match result {
-                    Ok(()) => self.note(|p| p.copies_sent += sent),
-                    Err(e) => {
-                        tracing::warn!(node = %node, "keys not copied: {e}");
-                        failed.extend(chunk.iter().copied());
-                        self.note(|p| p.failures += sent);
+                // Sent until it is taken: the move is not done without it. Only a newer
+                // view ends the tries (its own move starts from the settled view again).
+                loop {
+                    match client(self.messenger, *m, core).call_ref(&put).await {
+                        Ok(_) => {
+                            self.note(|p| p.copies_sent += sent);
+                            break;
+                        }
+                        Err(e) if self.current().epoch == new.epoch => {
+                            tracing::debug!(node = %node, "keys not copied yet: {e}");
+                            let _ = self.next_view(new.epoch, node).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %node, "keys not copied: {e}");
+                            self.note(|p| p.failures += sent);
+                            break;
+                        }
                     }
                 }
                 pace.after(sesa_event::now() - started).await;
             }
         }
-        // Drop what this node no longer owns, unless its copy could not be made.
-        let dropped = self.kv.with_partition(|p, now| {
-            let mut n = 0;
-            for key in leaving.iter().filter(|k| !failed.contains(*k)) {
-                if p.import(key, None, now) {
-                    n += 1;
+    }
+
+    /// Once a view settled (every node moved its keys to it): drops, core by core, the
+    /// keys this node no longer owns.
+    pub(super) async fn drop_unowned(&'static self, view: Arc<View>) {
+        for core in sesa_event::all_cores() {
+            let view = view.clone();
+            let _ = sesa_event::spawn_on_async(core, move || async move {
+                let mut scan = Scan::default();
+                while let Some(slice) = self.kv.with_partition(|p, now| p.scan(&mut scan, now)) {
+                    for keys in slice.chunks(SCAN) {
+                        if self.current().epoch != view.epoch {
+                            return; // A newer view: its own settling drops them.
+                        }
+                        let dropped = self.kv.with_partition(|p, now| {
+                            let mut n = 0;
+                            for key in keys {
+                                let owned = view.owners(key).iter().any(|m| m.node == self.me);
+                                if !owned && p.import(key, None, now) {
+                                    n += 1;
+                                }
+                            }
+                            n
+                        });
+                        self.note(|p| p.keys_dropped += dropped);
+                        sesa_event::yield_now().await;
+                    }
                 }
-            }
-            n
-        });
-        self.note(|p| p.keys_dropped += dropped);
+            })
+            .await;
+        }
     }
 }
 
