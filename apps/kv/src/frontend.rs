@@ -38,6 +38,9 @@ impl Application for KvFrontend {
 
 /// How long a node SWIM declared down has to answer a direct call before it is removed.
 const CONFIRM: Duration = Duration::from_secs(1);
+/// The longest a view change waits for a lost node's process to be gone (the roster
+/// stops it with a grace of 2 s, then kills it).
+const FENCE_WAIT: Duration = Duration::from_secs(5);
 /// How long after a view that did not settle it is sent again.
 const RETRY: Duration = Duration::from_secs(1);
 /// How often a node declared down but kept (it may hold the only copy of some keys) is
@@ -112,6 +115,11 @@ async fn frontend(
     // A view that did not settle is sent again (`retry_at`); the nodes asked to leave
     // meanwhile are held back until then (their keys have not all moved).
     let mut held: Vec<NodeId> = Vec::new();
+    // Nodes lost but maybe alive (declared down, or their part failed), stopped by the
+    // frontend: no view goes out without them before their process is gone, or one
+    // cut off from the frontend would go on answering reads of keys it no longer gets
+    // the writes of.
+    let mut fencing: BTreeMap<NodeId, sesa_event::Instant> = BTreeMap::new();
     let mut retry_at: Option<sesa_event::Instant> = None;
     cx.accept_scaling(true);
     loop {
@@ -177,6 +185,9 @@ async fn frontend(
                     Err(e) => roster.start_failed(node.node, &format!("{e:#}")),
                 },
                 Action::Lost { node, cause } => {
+                    if roster.is_ours(node) && !cx.has_exited(node) {
+                        fencing.insert(node, sesa_event::now());
+                    }
                     losses.lost(node);
                     suspects.remove(&node);
                     members.remove(&node);
@@ -190,6 +201,7 @@ async fn frontend(
                     members: ids,
                     leaving,
                 } => {
+                    fence(cx, &mut roster, &mut fencing).await;
                     for node in &leaving {
                         cx.report(Event::Leaving { node: *node });
                     }
@@ -244,6 +256,24 @@ async fn frontend(
             bail!("every node of the store was lost");
         }
         sesa_event::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every node in `fencing` has exited (the roster had it stopped when it
+/// was lost), for up to [`FENCE_WAIT`] each.
+async fn fence(
+    cx: &mut Cluster<'_>,
+    roster: &mut Roster,
+    fencing: &mut BTreeMap<NodeId, sesa_event::Instant>,
+) {
+    loop {
+        fencing
+            .retain(|node, since| !cx.has_exited(*node) && sesa_event::now() - *since < FENCE_WAIT);
+        if fencing.is_empty() {
+            return;
+        }
+        sesa_event::sleep(Duration::from_millis(20)).await;
+        cx.observe(roster);
     }
 }
 

@@ -765,6 +765,8 @@ pub struct Cluster<'a> {
     _published: Option<Published>,
     /// Where the frontend's events go.
     events: std::sync::Arc<dyn EventSink>,
+    /// Nodes whose process has exited ([`Cluster::observe`] saw it).
+    ended: std::collections::BTreeSet<NodeId>,
 }
 
 impl<'a> Cluster<'a> {
@@ -982,6 +984,7 @@ impl<'a> Cluster<'a> {
             first: joined,
             _published: published,
             events: config.events.clone(),
+            ended: std::collections::BTreeSet::new(),
         })
     }
 
@@ -1094,6 +1097,13 @@ impl<'a> Cluster<'a> {
         Ok(id)
     }
 
+    /// Whether node `node`'s process has exited, as [`Cluster::observe`] saw (a node
+    /// stopped after it was lost, say: an application may wait for that before it
+    /// goes on without the node).
+    pub fn has_exited(&self, node: NodeId) -> bool {
+        self.ended.contains(&node)
+    }
+
     /// A node whose process has exited, with its status (each reported once).
     pub fn exited(&mut self) -> Option<(NodeId, String)> {
         self.provider.exited()
@@ -1140,6 +1150,7 @@ impl<'a> Cluster<'a> {
             roster.registered(&r);
         }
         while let Some((node, status)) = self.exited() {
+            self.ended.insert(node);
             roster.exited(node, &status);
         }
         if let Some((target, request)) = self.take_scale_request() {

@@ -170,10 +170,13 @@ fn the_seeds_that_found_bugs_pass() {
         ),
         (
             Workload::Store,
-            &[116, 135, 161, 188, 901],
+            &[116, 135, 161, 188, 847, 901, 929],
             "keys dropped by an old owner while a move had failed copies, moves that \
              restarted from an unsettled view, a view settled with copies missing, a scale \
-             down that took the member holding the keys instead of nodes still starting",
+             down that took the member holding the keys instead of nodes still starting; \
+             then writes that gave up on a paused owner before the view without it came, \
+             a view sent before a lost node was stopped (it went on answering reads), a \
+             new primary answering a miss when no previous owner could be asked",
         ),
     ];
     for (workload, seeds, bug) in cases {
@@ -183,7 +186,9 @@ fn the_seeds_that_found_bugs_pass() {
         }
     }
     // The same, under `--faults wide`.
-    for seed in [0, 3, 6, 9, 10, 13, 28, 38, 43, 51, 99, 105] {
+    for seed in [
+        0, 3, 6, 9, 10, 13, 28, 38, 43, 51, 67, 99, 105, 146, 523, 552, 624, 778,
+    ] {
         let o = run(&Options {
             profile: Profile::Wide,
             ..Options::new(Workload::Store, seed)

@@ -108,8 +108,12 @@ pub(super) const VIEW_WAITERS_MAX: usize = 1 << 16;
 /// The longest a write waits for every owner of its key to take it (an unreachable
 /// owner's connection to come back, or the frontend's view without it); past that the
 /// write is refused (`SERVER_ERROR`, its outcome unknown), never acknowledged on fewer
-/// owners.
-pub(super) const REPLICATE_WAIT: Duration = Duration::from_secs(5);
+/// owners. Longer than the frontend takes to remove a node that stopped answering
+/// (SWIM's detection, about 2 s with `MembershipConfig::tolerant_local`, a 1 s direct
+/// check, then the view), so that a write meets a node's failure as a delay.
+pub(super) const REPLICATE_WAIT: Duration = Duration::from_secs(10);
+/// How often a write waiting for an owner looks for a view that no longer needs it.
+pub(super) const RECHECK: Duration = Duration::from_millis(100);
 /// How long a node waits for the membership layer to connect it to a new view's nodes.
 pub(super) const CONNECT_WAIT: Duration = Duration::from_secs(10);
 

@@ -450,8 +450,13 @@ impl Node {
         if let Some(previous) = previous
             && !previous.owners(&key).iter().any(|m| m.node == self.me)
             && !self.kv.with_partition(|p, now| p.holds(&key, now))
+            && !self.pull(&key, &previous).await
         {
-            self.pull(&key, &previous).await;
+            // Neither here yet nor to be had from where it was: answering would take
+            // the key for missing (or a write for its first).
+            return server_error(
+                "the key is moving here and none of its previous owners answered; try again",
+            );
         }
         let writes = op.writes();
         let reply = self.kv.apply_here(op);
@@ -503,11 +508,35 @@ impl Node {
                     continue;
                 }
                 let core = owner(copy.key(), m.cores as usize);
-                match client(self.messenger, m, core).call_ref(&copy).await {
-                    Ok(_) => took.push(m.node),
+                let client = client(self.messenger, m, core);
+                let mut call = core::pin::pin!(client.call_ref(&copy));
+                // A replica that stopped answering (paused, cut off without a reset)
+                // holds the call until its connection is found dead: meanwhile, a view
+                // that no longer needs it there ends the wait.
+                let result = loop {
+                    if let Some(r) = sesa_event::timeout(RECHECK, call.as_mut()).await {
+                        break Some(r);
+                    }
+                    let newest = self.current();
+                    let needed = |holders: Vec<(Member, bool)>| {
+                        holders.iter().any(|(h, must)| h.node == m.node && *must)
+                    };
+                    if newest.epoch > view.epoch && !needed(self.holders(&newest, copy.key())) {
+                        break None;
+                    }
+                    if sesa_event::now() > deadline {
+                        tracing::warn!(node = %m.node, "write refused: an owner did not answer");
+                        return Err(StoreError::Unreplicated {
+                            node: m.node,
+                            why: format!("no answer in {REPLICATE_WAIT:?}"),
+                        });
+                    }
+                };
+                match result {
+                    Some(Ok(_)) | None => took.push(m.node),
                     // A previous owner gone from the view (lost, or left): nothing to keep.
-                    Err(_) if !must => took.push(m.node),
-                    Err(e) => {
+                    Some(Err(_)) if !must => took.push(m.node),
+                    Some(Err(e)) => {
                         failed = Some((m.node, e));
                         break;
                     }
@@ -580,28 +609,32 @@ impl Node {
         }
     }
 
-    /// Installs `key` from the first of its previous owners that answers. Those not in
-    /// the current view are asked too: a node leaving holds its keys until the move is
-    /// over (a lost one fails at once, not being connected).
-    pub(super) async fn pull(&self, key: &[u8], previous: &View) {
+    /// Installs `key` from the first of its previous owners that answers; whether one
+    /// did (holding the key or not). Those not in the current view are asked too: a node
+    /// leaving holds its keys until the move is over (a lost one fails at once, not
+    /// being connected).
+    pub(super) async fn pull(&self, key: &[u8], previous: &View) -> bool {
         for m in previous.owners(key) {
             if m.node == self.me {
                 continue;
             }
             let fetch = StoreRequest::Fetch { key: key.to_vec() };
             let core = owner(key, m.cores as usize);
-            match client(self.messenger, m, core).call(fetch).await {
-                Ok(StoreReply::Item(item)) => {
+            let answer =
+                sesa_event::timeout(VIEW_WAIT, client(self.messenger, m, core).call(fetch));
+            match answer.await {
+                Some(Ok(StoreReply::Item(item))) => {
                     if let Some(item) = item {
                         self.kv
                             .with_partition(|p, now| p.import(key, Some(item.into()), now));
                     }
-                    return;
+                    return true;
                 }
                 // Another answer, or none: the next previous owner.
                 _ => continue,
             }
         }
+        false
     }
 
     /// `flush_all` on every node of the store: `OK`, or what went wrong.
