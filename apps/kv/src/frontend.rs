@@ -47,8 +47,8 @@ const RETRY: Duration = Duration::from_secs(1);
 /// looked at again.
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// Which nodes declared down the store may drop from its views: the copies of keys
-/// since the last view in which every key was on all its owners ("settled").
+/// The members the store lost since its newest settled view (the last one in which
+/// every key was on all its owners): whether a node declared down may be dropped.
 ///
 /// Dropping a member drops its copies. A node that exited is gone either way, but one
 /// only declared down (cut off from the frontend, paused) may be alive and hold the last
@@ -124,6 +124,11 @@ async fn frontend(
     cx.accept_scaling(true);
     loop {
         cx.observe(&mut roster);
+        // Members whose process just exited are lost already (the roster's report of
+        // it comes below): a node declared down now must be weighed against them.
+        for node in members.keys().filter(|n| cx.has_exited(**n)) {
+            losses.lost(*node);
+        }
         for node in cx.take_down() {
             if members.contains_key(&node) {
                 suspects.entry(node).or_insert((None, false));

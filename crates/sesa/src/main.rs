@@ -120,7 +120,7 @@ struct ScaleCmd {
 /// The arguments of `Command::Sim`.
 #[derive(clap::Args)]
 struct SimCmd {
-    /// The workload (default: every one of `Workload::ALL`, which leaves out `store`).
+    /// The workload (default: every one, `Workload::ALL`).
     #[arg(long)]
     workload: Option<sesa::sim::Workload>,
     /// Runs this one seed and prints its outcome in full.

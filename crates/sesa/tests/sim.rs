@@ -187,7 +187,7 @@ fn the_seeds_that_found_bugs_pass() {
     }
     // The same, under `--faults wide`.
     for seed in [
-        0, 3, 6, 9, 10, 13, 28, 38, 43, 51, 67, 99, 105, 146, 523, 552, 624, 778,
+        0, 3, 6, 9, 10, 13, 28, 38, 43, 51, 67, 99, 105, 146, 523, 552, 624, 778, 2785,
     ] {
         let o = run(&Options {
             profile: Profile::Wide,

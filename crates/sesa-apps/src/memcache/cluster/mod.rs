@@ -12,28 +12,37 @@
 //! Any node answers any key. The node a client talks to ships the command to the key's
 //! primary (function shipping through the messenger, straight to the key's core), unless
 //! it is the primary itself. The primary applies it, then sends the item's new state to
-//! the replicas and waits for them before it answers, so an acknowledged write is on
-//! every live owner. Copies carry the primary's cas, and a partition never installs a
-//! copy older than the one it holds; a new primary's own writes get higher cas values
-//! than every copy it was sent ([`super::store::Partition::import`]).
+//! the key's other owners and, while keys move, to its owners in the settled view that
+//! are still members (they answer reads until they have the new view), and answers only
+//! once every one of them holds it. An owner that does not answer is never skipped: the
+//! write waits for it (its connection back) or for a view without it, at most
+//! `REPLICATE_WAIT` (10 s), and is otherwise refused (`SERVER_ERROR`, its outcome
+//! unknown). Copies carry the primary's cas, and a partition never installs a copy older
+//! than the one it holds; a new primary's own writes get higher cas values than every
+//! copy it was sent ([`super::store::Partition::import`]).
 //!
 //! # Changes
 //! The frontend owns membership: when a node joins, is asked to leave, or is lost
-//! (`kill -9`, or declared down by SWIM) it sends every node the next view. Each node
-//! then, for every key it holds, pushes the item to the key's new owners that were not
-//! owners before (only the first surviving old owner does, so each copy moves once) and
-//! drops the keys it no longer owns. About `1/(n+1)` of the keys move on a join; on a
-//! loss, the keys that lost a replica get a new one. Until the frontend says every node
-//! is done ([`StoreRequest::Settle`]), a primary that lacks a key asks the key's previous owners for it
-//! first (pull on miss), so no request sees a key "missing" because it is still moving.
-//! A request that finds its primary gone waits for the next view and is routed again.
-//! Copies carry the epoch of the view they were made under; a node that has a newer
-//! view passes such a copy on to the key's current owners (a write whose primary had not
-//! seen the new view yet would otherwise miss them). A primary whose copy to a replica
-//! failed on a lost connection sends it again once the replica is back, unless a newer
-//! view drops it. The frontend's [`Coordinator`] sends a view again to a node that
-//! missed it. The deterministic simulator found the need for each of these
-//! (`sesa sim --workload kv`).
+//! (`kill -9`, or declared down by SWIM and then stopped) it sends every node the next
+//! view, with the newest *settled* view (every key on all its owners). Each node then,
+//! for every key it holds, pushes the item to the key's new owners that were not its
+//! owners in the settled view (only the first of those still in the view does, so each
+//! copy moves once; any holder if none is), sending again a copy that fails until it is
+//! taken or a newer view comes. No node drops a key before the frontend settles the view
+//! ([`StoreRequest::Settle`], once every node moved its keys): so the settled view's
+//! owners hold every key until then, whatever views come meanwhile. About `1/(n+1)` of
+//! the keys move on a join; on a loss, the keys that lost a replica get a new one.
+//! Until the view settles, a primary that lacks a key asks its settled owners for it
+//! first (pull on miss; if none answers, the request is refused rather than answered as
+//! a miss), and a read goes to an owner in both views. A request that finds its primary
+//! gone waits for the next view and is routed again. A copy made under an older view is
+//! passed on, before it is acknowledged, to the key's owners in the receiver's newer
+//! view. The frontend's [`Coordinator`] sends a view that did not settle again (same
+//! epoch), and the store's frontend (`apps/kv`) removes a node it cannot reach only while
+//! every key keeps a copy, stops it before the view without it goes out (fencing), and
+//! lets a leaving node go only once its keys have moved. The deterministic simulator
+//! found the need for each of these (`sesa sim --workload kv`, `--workload store`,
+//! `--faults wide`).
 //!
 //! # Where things are
 //! `view` (views and owners: `View`, `Member`, `Layout`), `msg` (the method
@@ -49,6 +58,10 @@
 //!   by the older copy arriving after it (no tombstones yet).
 //! - Losing a second owner of a key before its replacement copy is made loses the key
 //!   (R=2 tolerates one failure at a time).
+//! - A node the frontend cannot stop (joined by hand) is not fenced: cut off from the
+//!   frontend, it may answer reads from a view it was removed from.
+//! - Requests carry their sender's view epoch, and a node with an older view waits for
+//!   the newer one; a node with a newer view routes by its own rather than refusing.
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;

@@ -7,7 +7,8 @@ use super::*;
 #[derive(Default)]
 pub(super) struct Views {
     pub(super) current: Arc<View>,
-    /// The view before `current`, while keys still move (until [`StoreRequest::Settle`]).
+    /// The newest settled view (every key on all its owners), while keys move to
+    /// `current` (until [`StoreRequest::Settle`]): its owners still hold every key.
     pub(super) previous: Option<Arc<View>>,
 }
 
@@ -95,7 +96,7 @@ impl Node {
     }
 
     /// Whether this node owns `key` in `view` and, if keys are moving, owned it in the
-    /// previous view too (so it holds every acknowledged write of it).
+    /// settled view too (so it holds every acknowledged write of it).
     pub(super) fn holds_for_sure(&self, view: &View, key: &[u8]) -> bool {
         self.holds_for_sure_among(&view.owners(key), self.owners_before(key).as_deref())
     }
@@ -106,7 +107,7 @@ impl Node {
         mine(now) && before.is_none_or(mine)
     }
 
-    /// `key`'s owners in the previous view, while keys move to the current one.
+    /// `key`'s owners in the settled view, while keys move to the current one.
     pub(super) fn owners_before(&self, key: &[u8]) -> Option<Vec<Member>> {
         self.views().previous.as_ref().map(|p| p.owners(key))
     }

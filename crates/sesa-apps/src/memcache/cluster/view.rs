@@ -154,8 +154,8 @@ impl<'v> OwnersInBoth<'v> {
 pub struct ViewChange {
     /// The new view.
     pub view: View,
-    /// The view before it, whose owners may still hold keys moving to the new owners
-    /// (`None` for the first view). A node that joins gets it too: it owns keys it has
-    /// not been sent yet.
+    /// The newest settled view (every key on all its owners; `None` before the first
+    /// settled): its owners hold every key until this view settles, and the keys move
+    /// from them. A node that joins gets it too: it owns keys it has not been sent yet.
     pub previous: Option<View>,
 }
