@@ -71,7 +71,7 @@ step "concurrency checks under shuttle (randomized schedules)"
 cargo test -p sesa-ebb --features shuttle --test shuttle_ebb --locked 2>&1 | tee -a "$results"
 cargo test -p sesa-hosted --features shuttle --test shuttle_inbox --locked 2>&1 | tee -a "$results"
 
-step "a bounded sweep of the simulator: 200 seeds of each workload (idmap, counter, kv) under faults"
+step "a bounded sweep of the simulator: 200 seeds of each workload (idmap, counter, kv, store) under faults"
 # Release build: a seed of the counter workload is ~0.1 s there, ~1 s in a debug build.
 cargo build --release -p sesa --locked --quiet
 ./target/release/sesa sim --seeds 200
