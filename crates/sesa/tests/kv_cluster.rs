@@ -2,7 +2,9 @@
 //! any node answers any key; `kill -9` of a node loses no acknowledged write and its keys
 //! get new replicas; a node paused with SIGSTOP is declared down and removed, losing no
 //! acknowledged write; scaling out and in while a client writes fails no request and
-//! loses no key. Every process started is stopped by its pid, also when a test fails.
+//! loses no key; under a pause, a kill and new nodes, every read and the final state
+//! are judged against the writes acknowledged before them. Every process started is
+//! stopped by its pid, also when a test fails.
 
 mod common;
 
@@ -600,4 +602,186 @@ fn a_read_pipelined_after_a_write_sees_it_through_every_node() {
             }
         }
     }
+}
+
+/// What the clients of [`every_operation_is_judged_under_pauses_kills_and_restarts`]
+/// saw: one writer per key, with growing values; every read is judged against the
+/// writes acknowledged before it began.
+#[derive(Default)]
+struct Judged {
+    /// The newest acknowledged value, by key.
+    acked: BTreeMap<String, u64>,
+    /// Values of writes whose outcome is unknown (`SERVER_ERROR`, a timeout, a lost
+    /// connection), by key: they may take effect late.
+    unknown: BTreeMap<String, std::collections::BTreeSet<u64>>,
+    /// Broken rules, with what broke them.
+    wrong: Vec<String>,
+    acks: usize,
+    reads: usize,
+}
+
+impl Judged {
+    /// A value read (`None`: a miss) by a read that began when the key's newest
+    /// acknowledged value was `floor`.
+    fn judge(&mut self, key: &str, floor: Option<u64>, got: Option<u64>, what: &str) {
+        self.reads += 1;
+        let late = |v: u64| self.unknown.get(key).is_some_and(|u| u.contains(&v));
+        let stale = match (floor, got) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(f), Some(v)) => v < f && !late(v),
+        };
+        if stale {
+            self.wrong.push(format!(
+                "{what}: {key} read {got:?} after {floor:?} was acknowledged"
+            ));
+        }
+    }
+}
+
+/// Client `c` of a judged run: writes its own keys and reads everyone's, through the
+/// node ports in `ports` (moving to the next when its node stops answering), until told
+/// to stop (or 3,000 operations, or 90 s).
+fn judged_client(
+    c: u32,
+    ports: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+    history: std::sync::Arc<std::sync::Mutex<Judged>>,
+    stop: mpsc::Receiver<()>,
+) {
+    let connect = |n: usize| -> Option<Client> {
+        let ports = ports.lock().unwrap().clone();
+        let port = ports[n % ports.len()];
+        let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        // Longer than a write may wait for a lost owner's replacement (10 s).
+        s.set_read_timeout(Some(Duration::from_secs(12))).ok()?;
+        Some(Client(s))
+    };
+    let (mut pick, mut conn) = (c as usize, None);
+    let mut next_value: BTreeMap<String, u64> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for i in 0..3000u32 {
+        if stop.try_recv().is_ok() || Instant::now() > deadline {
+            break;
+        }
+        let Some(client) = conn.as_mut() else {
+            pick += 1;
+            conn = connect(pick);
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        if i % 2 == 0 {
+            let key = format!("c{c}-k{}", i % 8 / 2);
+            let value = next_value.entry(key.clone()).or_insert(0);
+            *value += 1;
+            let value = *value;
+            let reply = client.set(&key, &value.to_string());
+            let mut h = history.lock().unwrap();
+            match reply {
+                Ok(r) if r == "STORED\r\n" => {
+                    h.acks += 1;
+                    let acked = h.acked.entry(key).or_insert(0);
+                    *acked = (*acked).max(value);
+                }
+                other => {
+                    h.unknown.entry(key).or_default().insert(value);
+                    if other.is_err() {
+                        conn = None;
+                    }
+                }
+            }
+        } else {
+            let key = format!("c{}-k{}", i % 3, i % 7 % 4);
+            let floor = history.lock().unwrap().acked.get(&key).copied();
+            match client.reply(format!("get {key}\r\n").as_bytes(), b"END\r\n") {
+                Ok(reply) if reply.starts_with("SERVER_ERROR") => {}
+                Ok(reply) => {
+                    let got = reply
+                        .starts_with("VALUE")
+                        .then(|| reply.split("\r\n").nth(1).and_then(|v| v.parse().ok()))
+                        .flatten();
+                    history
+                        .lock()
+                        .unwrap()
+                        .judge(&key, floor, got, "a client's read");
+                }
+                Err(_) => conn = None,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Clients on every node write and read while a node is paused (SIGSTOP) for longer
+/// than failure detection, another is killed (`kill -9`), and two new nodes replace
+/// them: no read older than a write acknowledged before it began, and no acknowledged
+/// write lost in the end, judged operation by operation (the simulator's rules, on real
+/// processes).
+#[test]
+fn every_operation_is_judged_under_pauses_kills_and_restarts() {
+    use std::sync::{Arc, Mutex};
+    let mut store = Store::start(3);
+    let ports = Arc::new(Mutex::new(
+        store.ports.values().copied().collect::<Vec<_>>(),
+    ));
+    let history = Arc::new(Mutex::new(Judged::default()));
+    let clients: Vec<_> = (0..3u32)
+        .map(|c| {
+            let (tx, rx) = mpsc::channel();
+            let (ports, history) = (ports.clone(), history.clone());
+            (
+                tx,
+                std::thread::spawn(move || judged_client(c, ports, history, rx)),
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // A pause longer than failure detection (about 2 s): the frontend stops the node
+    // before the view without it goes out; SIGCONT then finds it gone.
+    let paused = store.pids[&2];
+    // SAFETY: a node process this test started (all are stopped by pid at the end).
+    assert_eq!(unsafe { libc::kill(paused as i32, libc::SIGSTOP) }, 0);
+    store.wait_for("node 2 declared down", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: as above (a pid that may have exited: then nothing happens).
+    unsafe { libc::kill(paused as i32, libc::SIGCONT) };
+    store.wait_for("2 of 2 node(s) moved their keys", Duration::from_secs(30));
+    let killed = store.pids[&3] as i32;
+    // SAFETY: as above.
+    let sent = unsafe { libc::kill(killed, libc::SIGKILL) };
+    assert_eq!(sent, 0);
+    store.wait_for("node 3 exited", Duration::from_secs(10));
+    store.wait_for("1 of 1 node(s) moved their keys", Duration::from_secs(30));
+    // Two new nodes in their place.
+    store.scale(3);
+    store.read_ports(5, Duration::from_secs(20));
+    *ports.lock().unwrap() = store.ports.values().copied().collect();
+    // The new nodes may join in one view or in two.
+    store.wait_for("3 of 3 node(s) moved their keys", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    for (stop, client) in clients {
+        stop.send(()).unwrap();
+        client.join().unwrap();
+    }
+    let mut h = history.lock().unwrap();
+    // The final state, through every live node.
+    let keys: Vec<(String, u64)> = h.acked.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    for node in [1u32, 4, 5] {
+        let mut client = store.client(node);
+        for (key, acked) in &keys {
+            let got = client.get(key).and_then(|v| v.parse().ok());
+            h.judge(
+                key,
+                Some(*acked),
+                got,
+                &format!("final read on node {node}"),
+            );
+        }
+    }
+    assert!(h.wrong.is_empty(), "{:?}", h.wrong);
+    assert!(
+        h.acks > 100 && h.reads > 100,
+        "only {} writes acknowledged and {} reads judged",
+        h.acks,
+        h.reads
+    );
 }
