@@ -48,10 +48,13 @@ pub struct IdMapService;
 /// A call to a replica's store.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum IdMapRequest {
-    /// The replica's version of `key`.
+    /// The replica's version of `key`; refused if asked under a view older than the
+    /// replica's (`epoch`).
     Get {
         /// The key.
         key: u64,
+        /// The reader's view of the members.
+        epoch: u64,
     },
     /// Keep `value` for `key` if it is newer; refused if made under a view older than
     /// the replica's (`epoch`).
@@ -92,9 +95,10 @@ pub enum IdMapReply {
 /// Why a replica refused a call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ReplicaError {
-    /// A set made under an older view of the members (its writer may have missed a
-    /// replica that the newer view has).
-    #[error("a set made under an older view of the members")]
+    /// A get or set made under an older view of the members (a writer may have missed
+    /// a replica that the newer view has; a reader may ask replicas a newer writer did
+    /// not write to).
+    #[error("a request made under an older view of the members")]
     OlderView,
     /// The replica has no store (its EBB is gone).
     #[error("the replica has no store")]
@@ -237,6 +241,10 @@ pub struct GlobalIdMap {
     store: EbbRef<IdMapStore>,
     /// The members and their epoch.
     members: Arc<spin::Mutex<(u64, Vec<Member>)>>,
+    /// The members of the newest settled view (every node finished its rebalance to
+    /// it), whose replicas hold every key until the next one settles: a get asks them
+    /// too ([`GlobalIdMap::set_settled`]).
+    settled: Arc<spin::Mutex<Vec<Member>>>,
     replicas: usize,
 }
 
@@ -261,6 +269,7 @@ impl GlobalIdMap {
             me,
             store,
             members: Arc::new(spin::Mutex::new((0, Vec::new()))),
+            settled: Arc::new(spin::Mutex::new(Vec::new())),
             replicas: replicas.max(1),
         })
     }
@@ -291,6 +300,14 @@ impl GlobalIdMap {
         }
     }
 
+    /// The members of the newest view that settled: every node of it finished its
+    /// [`rebalance`](Self::rebalance), so each key is on its replicas in it. Until the
+    /// next view settles, a get asks those replicas too (a new replica may not have its
+    /// copy yet).
+    pub fn set_settled(&self, members: Vec<Member>) {
+        *self.settled.lock() = members;
+    }
+
     /// The current view's epoch and the replicas of `key` in it.
     fn replicas_of(&self, key: u64) -> Result<(u64, Vec<Member>), IdMapError> {
         let (epoch, members) = self.members.lock().clone();
@@ -317,13 +334,14 @@ impl GlobalIdMap {
             .await
     }
 
-    /// A replica's version of `key`.
+    /// A replica's version of `key`, asked under view `epoch`.
     async fn version_at(
         &self,
         replica: Member,
         key: u64,
+        epoch: u64,
     ) -> Result<Option<Versioned>, ServiceError<ReplicaError>> {
-        match self.ask(replica, IdMapRequest::Get { key }).await? {
+        match self.ask(replica, IdMapRequest::Get { key, epoch }).await? {
             IdMapReply::Value(v) => Ok(v),
             IdMapReply::Version(_) => Err(ServiceError::Codec {
                 service: IdMapService::NAME,
@@ -332,33 +350,51 @@ impl GlobalIdMap {
         }
     }
 
-    /// The newest value of `key` that any replica holds, or `None` if it was never set.
+    /// The newest value of `key` among its replicas, or `None` if it was never set.
+    ///
+    /// Needs every replica of the current members, as [`GlobalIdMap::set`] does: a set
+    /// acknowledged before the get began is on each of them, so the newest answer is
+    /// at least as new as it, even when one replica answers from an empty store (a node
+    /// that restarted) or is cut off. While a replica is unreachable but still a member,
+    /// gets of its keys fail too; a view without it makes them succeed again.
     ///
     /// # Errors
-    /// [`IdMapError::Unavailable`] if no replica answered.
+    /// [`IdMapError::Unavailable`] if a replica did not answer or refused.
     pub async fn get(&self, key: u64) -> Result<Option<Versioned>, IdMapError> {
-        let (_, replicas) = self.replicas_of(key)?;
+        let (epoch, replicas) = self.replicas_of(key)?;
+        if replicas.is_empty() {
+            return Err(IdMapError::NoMembers);
+        }
         let mut newest: Option<Versioned> = None;
-        let mut answered = false;
-        let mut last = None;
-        for replica in replicas {
-            match self.version_at(replica, key).await {
-                Ok(got) => {
-                    answered = true;
-                    if let Some(v) = got
-                        && newest.as_ref().is_none_or(|n| v.version > n.version)
-                    {
-                        newest = Some(v);
-                    }
+        let mut keep = |got: Option<Versioned>| {
+            if let Some(v) = got
+                && newest.as_ref().is_none_or(|n| v.version > n.version)
+            {
+                newest = Some(v);
+            }
+        };
+        for replica in &replicas {
+            let got = self
+                .version_at(*replica, key, epoch)
+                .await
+                .map_err(|last| IdMapError::Unavailable { key, last })?;
+            keep(got);
+        }
+        // The key's replicas in the settled view: a set acknowledged under it is on
+        // them, maybe not yet on the new replicas. One that is gone (lost, or left) has
+        // handed its keys over or counts as lost; one with a newer view than this
+        // node's means this reader is behind.
+        let before = replicas_of(key, &self.settled.lock().clone(), self.replicas);
+        for replica in before.iter().filter(|b| !replicas.contains(b)) {
+            match self.version_at(*replica, key, epoch).await {
+                Ok(got) => keep(got),
+                Err(last @ ServiceError::Failed(ReplicaError::OlderView)) => {
+                    return Err(IdMapError::Unavailable { key, last });
                 }
-                Err(e) => last = Some(e),
+                Err(_) => {}
             }
         }
-        match (answered, last) {
-            (true, _) => Ok(newest),
-            (false, Some(last)) => Err(IdMapError::Unavailable { key, last }),
-            (false, None) => Err(IdMapError::NoMembers),
-        }
+        Ok(newest)
     }
 
     /// Sets `key` to `value` on its replicas; returns the version written.
@@ -378,7 +414,7 @@ impl GlobalIdMap {
         let mut current = 0;
         for replica in &replicas {
             let got = self
-                .version_at(*replica, key)
+                .version_at(*replica, key, epoch)
                 .await
                 .map_err(|last| IdMapError::Unavailable { key, last })?;
             if let Some(v) = got {
@@ -498,7 +534,12 @@ async fn answer(
 ) -> Result<IdMapReply, ReplicaError> {
     let local = local_store(store).ok_or(ReplicaError::NoStore)?;
     Ok(match request {
-        IdMapRequest::Get { key } => IdMapReply::Value(local.get(key)),
+        IdMapRequest::Get { key, epoch } => {
+            if epoch < local.state.lock().epoch {
+                return Err(ReplicaError::OlderView);
+            }
+            IdMapReply::Value(local.get(key))
+        }
         IdMapRequest::Set { key, value, epoch } => {
             if epoch < local.state.lock().epoch {
                 return Err(ReplicaError::OlderView);

@@ -113,7 +113,9 @@ fn run_node(
         };
         barrier(&phases.checked, NODES as usize).await;
 
-        // Node 1 leaves; the others must still read every key from the survivors.
+        // Node 1 leaves; once a view without it is in place (the frontend's, when it
+        // notices: a get needs every replica of the current view), the survivors read
+        // every key, before and after they copy the keys to the new replicas.
         let after_loss = if id == 1 {
             None
         } else {
@@ -126,6 +128,15 @@ fn run_node(
             {
                 sesa_event::sleep(Duration::from_millis(2)).await;
             }
+            let all_three: Vec<Member> = roster.iter().map(|(_, _, m)| *m).collect();
+            let survivors: Vec<Member> = roster
+                .iter()
+                .filter(|(peer, _, _)| *peer != 1)
+                .map(|(_, _, m)| *m)
+                .collect();
+            map.set_settled(all_three);
+            map.set_members(2, survivors);
+            map.rebalance().await.unwrap();
             let mut all = true;
             for key in 0..KEYS {
                 let got = map.get(key).await.unwrap();

@@ -42,6 +42,9 @@ struct Shared {
     rebalanced: RefCell<BTreeMap<u32, u64>>,
     /// Nodes asked to leave that have not handed their keys over yet.
     leaving: RefCell<BTreeSet<u32>>,
+    /// The newest roster version every member finished rebalancing for, and its
+    /// members (the id map's settled view).
+    settled: RefCell<(u64, Vec<Member>)>,
 }
 
 struct IdMapCluster {
@@ -121,8 +124,9 @@ async fn node_main(shared: Rc<Shared>, id: u32, generation: u64) {
     };
     // Registration: the node is in the cluster from here on.
     shared.roster.insert(id, map.member());
-    let _client = sesa_event::spawn_local(client(shared.clone(), map.clone(), id));
-    let mut seen = None;
+    // The node's client starts once the map is up: a settled view known to it.
+    let mut client_task = None;
+    let (mut seen, mut seen_settled) = (None, None);
     loop {
         let (version, members) = shared.roster.snapshot();
         if !members.contains_key(&id) {
@@ -142,7 +146,25 @@ async fn node_main(shared: Rc<Shared>, id: u32, generation: u64) {
             if let Some(Ok(_)) = sesa_event::timeout(OP_LIMIT * 5, map.rebalance()).await {
                 seen = Some(version);
                 shared.rebalanced.borrow_mut().insert(id, version);
+                let done = shared.rebalanced.borrow();
+                if members.keys().all(|m| done.get(m) == Some(&version))
+                    && shared.settled.borrow().0 < version
+                {
+                    *shared.settled.borrow_mut() = (version, members.values().copied().collect());
+                }
             }
+        }
+        let settled = shared.settled.borrow().clone();
+        if seen_settled != Some(settled.0) {
+            seen_settled = Some(settled.0);
+            map.set_settled(settled.1);
+        }
+        if client_task.is_none() && settled.0 > 0 {
+            client_task = Some(sesa_event::spawn_local(client(
+                shared.clone(),
+                map.clone(),
+                id,
+            )));
         }
         if members.keys().next() == Some(&id) && !shared.check_started.get() {
             let requested = shared.check.borrow().is_some();
@@ -186,7 +208,15 @@ async fn client(shared: Rc<Shared>, map: GlobalIdMap, id: u32) {
             let key = u64::from(id) * 16 + next() % KEYS_PER_WRITER;
             let op = InFlight::begin(&shared.history, key);
             let value = op.value.to_le_bytes().to_vec();
-            match sesa_event::timeout(OP_LIMIT, map.set(key, value)).await {
+            let r = sesa_event::timeout(OP_LIMIT, map.set(key, value)).await;
+            if std::env::var_os("SESA_SIM_DEBUG").is_some() {
+                eprintln!(
+                    "{:?} node {id} set key {key}: {r:?}; roster {:?}",
+                    sesa_event::now(),
+                    shared.roster.snapshot()
+                );
+            }
+            match r {
                 Some(Ok(_)) => op.acked(),
                 Some(Err(_)) => op.failed(),
                 None => {} // Unknown (recorded when `op` drops).
@@ -195,12 +225,29 @@ async fn client(shared: Rc<Shared>, map: GlobalIdMap, id: u32) {
             let writers: Vec<u32> = shared.writers.borrow().iter().copied().collect();
             let writer = writers[(next() % writers.len() as u64) as usize];
             let key = u64::from(writer) * 16 + next() % KEYS_PER_WRITER;
-            if let Some(Ok(Some(got))) = sesa_event::timeout(OP_LIMIT, map.get(key)).await {
-                let value = decode(&got.value);
-                shared
-                    .history
-                    .borrow_mut()
-                    .read(&key, value, &got.value, "a client's read");
+            // Every read is judged: it may not be older than a set acknowledged before
+            // it began (the map is to be linearizable per key).
+            let floor = shared.history.borrow().floor(&key);
+            match sesa_event::timeout(OP_LIMIT, map.get(key)).await {
+                Some(Ok(Some(got))) => {
+                    let value = decode(&got.value);
+                    let mut history = shared.history.borrow_mut();
+                    history.read_since(&key, floor, value, Some(&got.value));
+                }
+                Some(Ok(None)) => {
+                    if std::env::var_os("SESA_SIM_DEBUG").is_some() && floor.is_some() {
+                        eprintln!(
+                            "{:?} node {id} read key {key}: nothing (floor {floor:?}); roster {:?}",
+                            sesa_event::now(),
+                            shared.roster.snapshot().1.keys().collect::<Vec<_>>()
+                        );
+                    }
+                    shared
+                        .history
+                        .borrow_mut()
+                        .read_since(&key, floor, None, None)
+                }
+                _ => {}
             }
         }
         let pause = Duration::from_millis(5 + next() % 45);

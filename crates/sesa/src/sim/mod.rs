@@ -58,7 +58,7 @@ const PORT: u16 = 7000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
     /// The global id map: no acknowledged set lost, no value read that was never
-    /// written.
+    /// written, no read older than a set acknowledged before it began.
     Idmap,
     /// The elastic counter as `sesa run counter` runs it (the production frontend, its
     /// roster and scale requests, on simulated nodes): the exact total once the faults
