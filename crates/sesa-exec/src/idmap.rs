@@ -381,14 +381,18 @@ impl GlobalIdMap {
             keep(got);
         }
         // The key's replicas in the settled view: a set acknowledged under it is on
-        // them, maybe not yet on the new replicas. One that is gone (lost, or left) has
-        // handed its keys over or counts as lost; one with a newer view than this
-        // node's means this reader is behind.
+        // them, maybe not yet on the new replicas. One still a member must answer (it
+        // may be the only one with the key); one that is gone (lost, or left) has handed
+        // its keys over or counts as lost. A refusal means this reader's view is behind.
         let before = replicas_of(key, &self.settled.lock().clone(), self.replicas);
+        let members = self.members.lock().1.clone();
         for replica in before.iter().filter(|b| !replicas.contains(b)) {
             match self.version_at(*replica, key, epoch).await {
                 Ok(got) => keep(got),
                 Err(last @ ServiceError::Failed(ReplicaError::OlderView)) => {
+                    return Err(IdMapError::Unavailable { key, last });
+                }
+                Err(last) if members.contains(replica) => {
                     return Err(IdMapError::Unavailable { key, last });
                 }
                 Err(_) => {}

@@ -108,7 +108,7 @@ fn careless_runs_lose_writes(workload: Workload) {
 /// the fault schedule of 2026-11-29), and must pass.
 #[test]
 fn the_seeds_that_found_bugs_pass() {
-    let cases: [(Workload, &[u64], &str); 11] = [
+    let cases: [(Workload, &[u64], &str); 12] = [
         (
             Workload::Idmap,
             &[31, 46, 84, 159],
@@ -124,6 +124,13 @@ fn the_seeds_that_found_bugs_pass() {
             Workload::Idmap,
             &[998, 1065],
             "a leaving node gone before its keys were handed over",
+        ),
+        (
+            Workload::Idmap,
+            &[1, 7, 8, 109, 412, 604, 704],
+            "once its reads were judged: a get that took one replica's answer (an empty \
+             one), a reader whose view was behind, a new replica read before its copy, a \
+             settled replica skipped because it was not connected yet",
         ),
         (
             Workload::Kv,
