@@ -195,6 +195,7 @@ async fn final_reads(shared: &Shared, map: &GlobalIdMap) {
 
 async fn client(shared: Rc<Shared>, map: GlobalIdMap, id: u32) {
     shared.writers.borrow_mut().insert(id);
+    let debug = std::env::var_os("SESA_SIM_DEBUG").is_some();
     let mut rng = sesa_event::random_u64();
     let mut next = move || {
         // xorshift64*: the client's own stream, seeded from the platform (the seed).
@@ -209,12 +210,8 @@ async fn client(shared: Rc<Shared>, map: GlobalIdMap, id: u32) {
             let op = InFlight::begin(&shared.history, key);
             let value = op.value.to_le_bytes().to_vec();
             let r = sesa_event::timeout(OP_LIMIT, map.set(key, value)).await;
-            if std::env::var_os("SESA_SIM_DEBUG").is_some() {
-                eprintln!(
-                    "{:?} node {id} set key {key}: {r:?}; roster {:?}",
-                    sesa_event::now(),
-                    shared.roster.snapshot()
-                );
+            if debug {
+                eprintln!("{:?} node {id} set key {key}: {r:?}", sesa_event::now());
             }
             match r {
                 Some(Ok(_)) => op.acked(),
@@ -235,11 +232,10 @@ async fn client(shared: Rc<Shared>, map: GlobalIdMap, id: u32) {
                     history.read_since(&key, floor, value, Some(&got.value));
                 }
                 Some(Ok(None)) => {
-                    if std::env::var_os("SESA_SIM_DEBUG").is_some() && floor.is_some() {
+                    if debug {
                         eprintln!(
-                            "{:?} node {id} read key {key}: nothing (floor {floor:?}); roster {:?}",
-                            sesa_event::now(),
-                            shared.roster.snapshot().1.keys().collect::<Vec<_>>()
+                            "{:?} node {id} read key {key}: nothing (floor {floor:?})",
+                            sesa_event::now()
                         );
                     }
                     shared
