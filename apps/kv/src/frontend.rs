@@ -109,9 +109,9 @@ async fn frontend(
     let mut roster = Roster::new(cx.first_nodes().values());
     let mut coordinator = Coordinator::new(cx.messenger(), settings.replicas, settings.layout);
     let mut losses = Losses::default();
-    // Nodes declared down and not removed yet (see `Losses`): when each was last looked
-    // at, and whether the console was told it stays.
-    let mut suspects: BTreeMap<NodeId, (Option<sesa_event::Instant>, bool)> = BTreeMap::new();
+    // Nodes declared down and not removed yet (see `Losses`), and when each was last
+    // kept (`None`: not looked at yet; once kept, the console was told it stays).
+    let mut suspects: BTreeMap<NodeId, Option<sesa_event::Instant>> = BTreeMap::new();
     // A view that did not settle is sent again (`retry_at`); the nodes asked to leave
     // meanwhile are held back until then (their keys have not all moved).
     let mut held: Vec<NodeId> = Vec::new();
@@ -131,12 +131,12 @@ async fn frontend(
         }
         for node in cx.take_down() {
             if members.contains_key(&node) {
-                suspects.entry(node).or_insert((None, false));
+                suspects.entry(node).or_insert(None);
             }
         }
         let due: Vec<NodeId> = suspects
             .iter()
-            .filter(|(_, (at, _))| at.is_none_or(|at| sesa_event::now() - at >= RECHECK))
+            .filter(|(_, at)| at.is_none_or(|at| sesa_event::now() - at >= RECHECK))
             .map(|(node, _)| *node)
             .collect();
         for node in due {
@@ -155,7 +155,7 @@ async fn frontend(
                 continue;
             }
             if !losses.may_drop(members.len(), settings.replicas) {
-                let told = suspects.get(&node).is_some_and(|(_, told)| *told);
+                let told = suspects.get(&node).is_some_and(Option::is_some);
                 if !told {
                     cx.report(Event::Note(format!(
                         "node {node} was declared down, but it may hold the only copy of \
@@ -163,7 +163,7 @@ async fn frontend(
                          are refused meanwhile)"
                     )));
                 }
-                suspects.insert(node, (Some(sesa_event::now()), true));
+                suspects.insert(node, Some(sesa_event::now()));
                 continue;
             }
             suspects.remove(&node);
@@ -228,9 +228,7 @@ async fn frontend(
                 // A leaving node has moved its keys away with the view; it stops by
                 // itself once asked, and ours are also stopped if they do not.
                 Action::Leave(node) if losses.settled => {
-                    let clean = cx.leave(node).await.is_ok();
-                    members.remove(&node);
-                    roster.left(node, clean);
+                    let_go(cx, &mut roster, &mut members, node).await;
                 }
                 Action::Leave(node) => held.push(node),
                 Action::Left { node, clean } => {
@@ -252,9 +250,7 @@ async fn frontend(
         }
         if losses.settled {
             for node in std::mem::take(&mut held) {
-                let clean = cx.leave(node).await.is_ok();
-                members.remove(&node);
-                roster.left(node, clean);
+                let_go(cx, &mut roster, &mut members, node).await;
             }
         }
         if roster.is_empty() {
@@ -262,6 +258,18 @@ async fn frontend(
         }
         sesa_event::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Asks `node` to leave (its keys have moved) and tells the roster how that went.
+async fn let_go(
+    cx: &Cluster<'_>,
+    roster: &mut Roster,
+    members: &mut BTreeMap<NodeId, Member>,
+    node: NodeId,
+) {
+    let clean = cx.leave(node).await.is_ok();
+    members.remove(&node);
+    roster.left(node, clean);
 }
 
 /// Waits until every node in `fencing` has exited (the roster had it stopped when it

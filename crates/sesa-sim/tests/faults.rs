@@ -39,6 +39,19 @@ fn a_paused_node_runs_nothing_until_resumed_and_keeps_its_connections() {
     assert!(ticks.get() > before + 10, "{} after {before}", ticks.get());
 }
 
+/// Writes `byte` on `stream` once a tick, forever, and counts in `got` what it reads.
+async fn chatter(mut stream: sesa_event::net::Stream, byte: &[u8], got: Rc<Cell<usize>>) {
+    let mut buf = [0u8; 64];
+    loop {
+        let _ = stream.write_all(byte).await;
+        if let Some(Ok(n)) =
+            sesa_event::timeout(Duration::from_millis(10), stream.read(&mut buf)).await
+        {
+            got.set(got.get() + n);
+        }
+    }
+}
+
 #[test]
 fn a_one_way_cut_holds_one_direction_until_healed() {
     let sim = Sim::new(SimConfig::with_seed(4));
@@ -50,30 +63,13 @@ fn a_one_way_cut_holds_one_direction_until_healed() {
     let got = at_server.clone();
     sim.start_node(b.clone(), move || async move {
         let listener = sesa_event::tcp_listen(server).unwrap();
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 64];
-        loop {
-            // The server writes one byte a tick and counts what it reads.
-            let _ = stream.write_all(b"s").await;
-            if let Some(Ok(n)) =
-                sesa_event::timeout(Duration::from_millis(10), stream.read(&mut buf)).await
-            {
-                got.set(got.get() + n);
-            }
-        }
+        let (stream, _) = listener.accept().await.unwrap();
+        chatter(stream, b"s", got).await;
     });
     let got = at_client.clone();
     sim.start_node(a.clone(), move || async move {
-        let mut stream = sesa_event::tcp_connect(server).await.unwrap();
-        let mut buf = [0u8; 64];
-        loop {
-            let _ = stream.write_all(b"c").await;
-            if let Some(Ok(n)) =
-                sesa_event::timeout(Duration::from_millis(10), stream.read(&mut buf)).await
-            {
-                got.set(got.get() + n);
-            }
-        }
+        let stream = sesa_event::tcp_connect(server).await.unwrap();
+        chatter(stream, b"c", got).await;
     });
     sim.run_for(Duration::from_millis(500));
     assert!(at_server.get() > 0 && at_client.get() > 0);

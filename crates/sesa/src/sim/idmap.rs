@@ -47,6 +47,14 @@ struct Shared {
     settled: RefCell<(u64, Vec<Member>)>,
 }
 
+impl Shared {
+    /// Whether every one of `members` finished rebalancing for roster `version`.
+    fn rebalanced_all(&self, version: u64, members: &BTreeMap<u32, Member>) -> bool {
+        let done = self.rebalanced.borrow();
+        members.keys().all(|id| done.get(id) == Some(&version))
+    }
+}
+
 struct IdMapCluster {
     shared: Rc<Shared>,
     cores: usize,
@@ -84,9 +92,7 @@ impl Cluster for IdMapCluster {
 
     fn settled(&self) -> bool {
         let (version, members) = self.shared.roster.snapshot();
-        let done = self.shared.rebalanced.borrow();
-        self.shared.leaving.borrow().is_empty()
-            && members.keys().all(|id| done.get(id) == Some(&version))
+        self.shared.leaving.borrow().is_empty() && self.shared.rebalanced_all(version, &members)
     }
 }
 
@@ -146,10 +152,7 @@ async fn node_main(shared: Rc<Shared>, id: u32, generation: u64) {
             if let Some(Ok(_)) = sesa_event::timeout(OP_LIMIT * 5, map.rebalance()).await {
                 seen = Some(version);
                 shared.rebalanced.borrow_mut().insert(id, version);
-                let done = shared.rebalanced.borrow();
-                if members.keys().all(|m| done.get(m) == Some(&version))
-                    && shared.settled.borrow().0 < version
-                {
+                if shared.rebalanced_all(version, &members) && shared.settled.borrow().0 < version {
                     *shared.settled.borrow_mut() = (version, members.values().copied().collect());
                 }
             }

@@ -102,15 +102,7 @@ impl Watch for Store {
 
 pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts, Vec<String>) {
     let nodes = options.nodes.max(2);
-    let settings = KvSettings {
-        port: 0,
-        listen: [127, 0, 0, 1].into(),
-        memory_bytes: 64 << 20,
-        item_max: 1 << 20,
-        max_connections: 1024,
-        replicas: 2,
-        layout: Layout::Partitioned,
-    };
+    let settings = settings(64 << 20, 1024);
     let mut run = AppRun::<KvFrontend>::start(sim, nodes, options.cores, apps, settings);
     let clients = Rc::new(Clients::default());
     let mut store = Store {
@@ -121,11 +113,7 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
     // heard of every node that ended (it may be busy with a change meanwhile).
     let settled = |run: &AppRun<KvFrontend>, store: &Store| store.quiet() && !run.exits_unheard();
     let mut failures = Vec::new();
-    let up = sim.now() + Duration::from_secs(30);
-    while !store.may_kill() && sim.now() < up {
-        run.step(sim, Duration::from_millis(20), &mut store);
-    }
-    if !store.may_kill() {
+    if !come_up(sim, &mut run, &mut store) {
         failures.push("the store was not up in 30 s of virtual time".into());
     }
     {
@@ -168,6 +156,29 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
     history.finish(&reads, decode)
 }
 
+/// The store's settings in a simulation: R = 2, partitioned, items of `memory_bytes`.
+fn settings(memory_bytes: usize, max_connections: u64) -> KvSettings {
+    KvSettings {
+        port: 0,
+        listen: [127, 0, 0, 1].into(),
+        memory_bytes,
+        item_max: 1 << 20,
+        max_connections,
+        replicas: 2,
+        layout: Layout::Partitioned,
+    }
+}
+
+/// Runs until the store is up (its first view settled on two nodes or more), for up to
+/// 30 s of virtual time; whether it is.
+fn come_up(sim: &Sim, run: &mut AppRun<KvFrontend>, store: &mut Store) -> bool {
+    let up = sim.now() + Duration::from_secs(30);
+    while !store.may_kill() && sim.now() < up {
+        run.step(sim, Duration::from_millis(20), store);
+    }
+    store.may_kill()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,22 +189,12 @@ mod tests {
     #[test]
     fn a_node_whose_frontend_connection_resets_reconnects_and_stays() {
         let sim = Sim::new(sesa_sim::SimConfig::with_seed(1));
-        let settings = KvSettings {
-            port: 0,
-            listen: [127, 0, 0, 1].into(),
-            memory_bytes: 16 << 20,
-            item_max: 1 << 20,
-            max_connections: 64,
-            replicas: 2,
-            layout: Layout::Partitioned,
-        };
-        let mut run = AppRun::<KvFrontend>::start(&sim, 2, 1, apps, settings);
+        let mut run = AppRun::<KvFrontend>::start(&sim, 2, 1, apps, settings(16 << 20, 64));
         let mut store = Store::default();
-        let up = sim.now() + Duration::from_secs(30);
-        while !store.may_kill() && sim.now() < up {
-            run.step(&sim, Duration::from_millis(20), &mut store);
-        }
-        assert!(store.may_kill(), "the store did not come up");
+        assert!(
+            come_up(&sim, &mut run, &mut store),
+            "the store did not come up"
+        );
         assert_eq!(sim.reset(ip_of(1), ip_of(0)), 1);
         for _ in 0..250 {
             run.step(&sim, Duration::from_millis(20), &mut store);

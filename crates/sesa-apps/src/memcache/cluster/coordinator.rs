@@ -63,27 +63,24 @@ impl Coordinator {
             view,
             previous: self.settled.clone(),
         };
-        self.pending = Some((change, leaving.to_vec()));
-        self.drive(progress).await
+        let pending = (change, leaving.to_vec());
+        self.pending = Some(pending.clone());
+        self.drive(pending, progress).await
     }
 
     /// Sends the newest change again (to nodes that did not take it) and waits for its
     /// move once more; `None` if it settled already.
     pub async fn resume(&mut self, progress: impl FnMut(&Rebalance)) -> Option<Rebalance> {
-        self.pending.as_ref()?;
-        Some(self.drive(progress).await)
+        let pending = self.pending.clone()?;
+        Some(self.drive(pending, progress).await)
     }
 
-    /// Whether the newest view settled.
-    pub fn is_settled(&self) -> bool {
-        self.pending.is_none()
-    }
-
-    /// [`Coordinator::change`]'s work on the pending change.
-    async fn drive(&mut self, mut progress: impl FnMut(&Rebalance)) -> Rebalance {
-        let Some((change, leaving)) = self.pending.clone() else {
-            return Rebalance::default();
-        };
+    /// [`Coordinator::change`]'s work on the pending change (and the nodes leaving).
+    async fn drive(
+        &mut self,
+        (change, leaving): (ViewChange, Vec<Member>),
+        mut progress: impl FnMut(&Rebalance),
+    ) -> Rebalance {
         let (epoch, leaving) = (change.view.epoch, leaving.as_slice());
         let members: BTreeMap<NodeId, Member> =
             change.view.members.iter().map(|m| (m.node, *m)).collect();
