@@ -385,6 +385,8 @@ pub struct LocalProcesses {
     idle_spins: Option<u32>,
     /// The arguments that make this executable a node, before `--join`.
     node_args: Vec<String>,
+    /// A command each hosted node runs under (`{id}`: the node's id), if any.
+    prefix: Vec<String>,
     /// Where it reports nodes it had to kill.
     events: std::sync::Arc<dyn EventSink>,
 }
@@ -398,6 +400,7 @@ impl LocalProcesses {
             native,
             idle_spins: None,
             node_args: vec!["node".into()],
+            prefix: Vec::new(),
             events: std::sync::Arc::new(Console),
         }
     }
@@ -414,6 +417,16 @@ impl LocalProcesses {
     #[must_use]
     pub fn with_node_args(mut self, args: Vec<String>) -> Self {
         self.node_args = args;
+        self
+    }
+
+    /// Hosted nodes start under `prefix`, a command and its arguments in which `{id}`
+    /// stands for the node's id: `["ip", "netns", "exec", "ns{id}"]` starts node 3 as
+    /// `ip netns exec ns3 sesa node ...`. The command must exec the node (its process
+    /// id is the node's: the frontend stops it by that id). Empty: none.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: Vec<String>) -> Self {
+        self.prefix = prefix;
         self
     }
 
@@ -475,7 +488,16 @@ impl NodeProvider for LocalProcesses {
             }
             None => {
                 let exe = std::env::current_exe().context("finding the sesa executable")?;
-                let mut cmd = Command::new(exe);
+                let id = spec.id.to_string();
+                let mut prefix = self.prefix.iter().map(|a| a.replace("{id}", &id));
+                let mut cmd = match prefix.next() {
+                    Some(program) => {
+                        let mut cmd = Command::new(program);
+                        cmd.args(prefix).arg(exe);
+                        cmd
+                    }
+                    None => Command::new(exe),
+                };
                 cmd.args(&self.node_args)
                     .args(["--join", &spec.join.to_string()])
                     .args(["--registry", &spec.registry.raw().to_string()])
@@ -628,6 +650,9 @@ pub struct FrontendConfig {
     /// Where the frontend's messenger listens for its nodes (local processes:
     /// 127.0.0.1, a port the OS picks).
     pub listen: SocketAddr,
+    /// A command each hosted node process runs under (see
+    /// [`LocalProcesses::with_prefix`]); empty: none.
+    pub node_prefix: Vec<String>,
     /// Whether the frontend publishes the file `sesa status` and `sesa scale` find it
     /// by (not in a simulation, whose frontends are not processes).
     pub publish: bool,
@@ -652,6 +677,7 @@ impl FrontendConfig {
             node_args,
             events,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            node_prefix: Vec::new(),
             publish: true,
             membership: MembershipConfig::tolerant_local(),
         }
@@ -682,6 +708,7 @@ pub fn run<A: Application>(
         let mut provider = LocalProcesses::with_native(config.native.clone())
             .with_idle_spins(config.idle_spins)
             .with_node_args(config.node_args.clone())
+            .with_prefix(config.node_prefix.clone())
             .with_events(config.events.clone());
         let result = drive::<A>(&mut provider, &config, grants, settings).await;
         // Orderly shutdown of the nodes whatever happened (they exit when their stdin
@@ -1383,6 +1410,10 @@ pub fn node(args: NodeArgs, apps: Apps) -> anyhow::Result<Exit<anyhow::Result<()
         ..defaults
     })?;
     let registry = EbbId::from_raw(registry_id).context("bad registry id")?;
+    let addressing = match route_to(args.join)? {
+        ip if ip.is_loopback() => sesa_node::run::Addressing::Loopback,
+        ip => sesa_node::run::Addressing::Own(ip),
+    };
     Ok(runtime.run(move || async move {
         if from_stdin {
             sesa_event::spawn_local(stop_when_stdin_closes());
@@ -1392,7 +1423,7 @@ pub fn node(args: NodeArgs, apps: Apps) -> anyhow::Result<Exit<anyhow::Result<()
             secret,
             frontend: args.join,
             registry,
-            addressing: sesa_node::run::Addressing::Loopback,
+            addressing,
             membership: MembershipConfig::tolerant_local(),
             pid: std::process::id(),
             platform: sesa_node::Platform::Hosted,
@@ -1402,6 +1433,22 @@ pub fn node(args: NodeArgs, apps: Apps) -> anyhow::Result<Exit<anyhow::Result<()
         .await
         .map_err(|e| anyhow!(e))
     })?)
+}
+
+/// The address this machine reaches `frontend` from: where a node listens so that the
+/// frontend and the other members reach it (127.0.0.1 for a frontend on this machine;
+/// the node's own address when it is in another network namespace or on another
+/// machine). A UDP socket's `connect` only picks the route; nothing is sent.
+fn route_to(frontend: SocketAddr) -> anyhow::Result<std::net::IpAddr> {
+    let any: SocketAddr = match frontend {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = std::net::UdpSocket::bind(any).context("a socket to find the route")?;
+    socket
+        .connect(frontend)
+        .with_context(|| format!("no route to the frontend at {frontend}"))?;
+    Ok(socket.local_addr()?.ip())
 }
 
 /// A node arriving by hand has no id yet: it asks the frontend's registry for one.

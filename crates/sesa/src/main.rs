@@ -91,6 +91,17 @@ struct KvCmd {
     /// spends CPU to answer sooner).
     #[arg(long)]
     idle_spins: Option<u32>,
+    /// A cluster's frontend listens for its nodes on this address (default 127.0.0.1:
+    /// nodes on this machine; nodes in other network namespaces need one they reach).
+    /// A node that reaches it from an address other than 127.0.0.1 listens there (for
+    /// its clients too, instead of `-l`'s).
+    #[arg(long, default_value = "127.0.0.1")]
+    frontend_listen: std::net::IpAddr,
+    /// A command each node process of a cluster runs under, `{id}` standing for the
+    /// node's id (e.g. `ip netns exec ns{id}`: node 3 in network namespace ns3). It must
+    /// exec the node, whose process the frontend stops by its id.
+    #[arg(long, value_name = "COMMAND")]
+    node_prefix: Option<String>,
     #[command(flatten)]
     native: NativeArgs,
 }
@@ -656,6 +667,8 @@ fn kv(
         replicas,
         layout,
         idle_spins,
+        frontend_listen,
+        node_prefix,
         native,
     }: KvCmd,
 ) -> anyhow::Result<ExitCode> {
@@ -684,11 +697,19 @@ fn kv(
             // A native node's cores poll by the kernel's own policy.
             anyhow::bail!("--idle-spins applies to hosted nodes, not with --native");
         }
-        return run_on_nodes::<sesa_kv::KvFrontend>(
-            frontend_config(nodes, cores, Vec::new(), native, idle_spins),
-            settings,
-            |never| match never {},
-        );
+        if node_prefix.is_some() && native.is_some() {
+            anyhow::bail!("--node-prefix applies to hosted nodes, not with --native");
+        }
+        let config = sesa_frontend::FrontendConfig {
+            listen: std::net::SocketAddr::new(frontend_listen, 0),
+            node_prefix: node_prefix
+                .iter()
+                .flat_map(|p| p.split_whitespace())
+                .map(str::to_owned)
+                .collect(),
+            ..frontend_config(nodes, cores, Vec::new(), native, idle_spins)
+        };
+        return run_on_nodes::<sesa_kv::KvFrontend>(config, settings, |never| match never {});
     }
     let config = sesa_apps::memcache::server::KvConfig {
         limits: sesa_apps::memcache::protocol::Limits {

@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,9 @@ use common::{alive, lines};
 struct Store {
     frontend: Child,
     ports: BTreeMap<u32, u16>,
+    /// Where each node's clients connect (its port on 127.0.0.1, or on its own address
+    /// in its own network namespace).
+    addrs: BTreeMap<u32, SocketAddr>,
     pids: BTreeMap<u32, u32>,
     stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
@@ -46,6 +49,7 @@ impl Store {
         let mut store = Store {
             frontend,
             ports: BTreeMap::new(),
+            addrs: BTreeMap::new(),
             pids: BTreeMap::new(),
             stdout,
             stderr,
@@ -65,11 +69,13 @@ impl Store {
                 .stdout
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("only {:?} listen; said {:?}", self.ports, self.said));
-            // "node <id> listening on 127.0.0.1:<port>"
+            // "node <id> listening on <address>:<port>"
             let words: Vec<&str> = line.split_whitespace().collect();
             assert_eq!(words[0], "node", "{line}");
-            let port = words[4].rsplit(':').next().unwrap().parse().unwrap();
-            self.ports.insert(words[1].parse().unwrap(), port);
+            let addr: SocketAddr = words[4].parse().unwrap();
+            let node = words[1].parse().unwrap();
+            self.ports.insert(node, addr.port());
+            self.addrs.insert(node, addr);
         }
     }
 
@@ -97,7 +103,7 @@ impl Store {
     }
 
     fn client(&self, node: u32) -> Client {
-        Client::new(self.ports[&node])
+        Client::at(self.addrs[&node])
     }
 
     /// What `sesa status --json` says of this store.
@@ -148,7 +154,11 @@ struct Client(TcpStream);
 
 impl Client {
     fn new(port: u16) -> Client {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        Client::at(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    fn at(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         Client(s)
     }
@@ -640,18 +650,17 @@ impl Judged {
 }
 
 /// Client `c` of a judged run: writes its own keys and reads everyone's, through the
-/// node ports in `ports` (moving to the next when its node stops answering), until told
-/// to stop (or 3,000 operations, or 90 s).
+/// node addresses in `addrs` (moving to the next when its node stops answering), until
+/// told to stop (or 3,000 operations, or 90 s).
 fn judged_client(
     c: u32,
-    ports: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+    addrs: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
     history: std::sync::Arc<std::sync::Mutex<Judged>>,
     stop: mpsc::Receiver<()>,
 ) {
     let connect = |n: usize| -> Option<Client> {
-        let ports = ports.lock().unwrap().clone();
-        let port = ports[n % ports.len()];
-        let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        let addrs = addrs.lock().unwrap().clone();
+        let s = TcpStream::connect_timeout(&addrs[n % addrs.len()], Duration::from_secs(2)).ok()?;
         // Longer than a write may wait for a lost owner's replacement (10 s).
         s.set_read_timeout(Some(Duration::from_secs(12))).ok()?;
         Some(Client(s))
@@ -718,22 +727,8 @@ fn judged_client(
 /// processes).
 #[test]
 fn every_operation_is_judged_under_pauses_kills_and_restarts() {
-    use std::sync::{Arc, Mutex};
     let mut store = Store::start(3);
-    let ports = Arc::new(Mutex::new(
-        store.ports.values().copied().collect::<Vec<_>>(),
-    ));
-    let history = Arc::new(Mutex::new(Judged::default()));
-    let clients: Vec<_> = (0..3u32)
-        .map(|c| {
-            let (tx, rx) = mpsc::channel();
-            let (ports, history) = (ports.clone(), history.clone());
-            (
-                tx,
-                std::thread::spawn(move || judged_client(c, ports, history, rx)),
-            )
-        })
-        .collect();
+    let run = JudgedRun::start(&store);
     std::thread::sleep(Duration::from_millis(500));
     // A pause longer than failure detection (about 2 s): the frontend stops the node
     // before the view without it goes out; SIGCONT then finds it gone.
@@ -754,34 +749,260 @@ fn every_operation_is_judged_under_pauses_kills_and_restarts() {
     // Two new nodes in their place.
     store.scale(3);
     store.read_ports(5, Duration::from_secs(20));
-    *ports.lock().unwrap() = store.ports.values().copied().collect();
+    run.reach(&store);
     // The new nodes may join in one view or in two.
     store.wait_for("3 of 3 node(s) moved their keys", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(1));
-    for (stop, client) in clients {
-        stop.send(()).unwrap();
-        client.join().unwrap();
+    let h = run.finish(&store, &[1, 4, 5]);
+    assert!(h.wrong.is_empty(), "{:?}", h.wrong);
+}
+
+/// The clients of a judged run, on every node of a store, and what they saw.
+struct JudgedRun {
+    addrs: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+    history: std::sync::Arc<std::sync::Mutex<Judged>>,
+    clients: Vec<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+impl JudgedRun {
+    /// Three [`judged_client`]s, through the nodes of `store`.
+    fn start(store: &Store) -> JudgedRun {
+        use std::sync::{Arc, Mutex};
+        let addrs = Arc::new(Mutex::new(Vec::new()));
+        let history = Arc::new(Mutex::new(Judged::default()));
+        let run = JudgedRun {
+            addrs,
+            history,
+            clients: Vec::new(),
+        };
+        run.reach(store);
+        let clients = (0..3u32)
+            .map(|c| {
+                let (tx, rx) = mpsc::channel();
+                let (addrs, history) = (run.addrs.clone(), run.history.clone());
+                (
+                    tx,
+                    std::thread::spawn(move || judged_client(c, addrs, history, rx)),
+                )
+            })
+            .collect();
+        JudgedRun { clients, ..run }
     }
-    let mut h = history.lock().unwrap();
-    // The final state, through every live node.
-    let keys: Vec<(String, u64)> = h.acked.iter().map(|(k, v)| (k.clone(), *v)).collect();
-    for node in [1u32, 4, 5] {
-        let mut client = store.client(node);
-        for (key, acked) in &keys {
-            let got = client.get(key).and_then(|v| v.parse().ok());
-            h.judge(
-                key,
-                Some(*acked),
-                got,
-                &format!("final read on node {node}"),
-            );
+
+    /// The clients use the nodes `store` has now.
+    fn reach(&self, store: &Store) {
+        *self.addrs.lock().unwrap() = store.addrs.values().copied().collect();
+    }
+
+    /// Stops the clients, then judges the final state through each node of `live`:
+    /// every acknowledged value there. The history, with whatever broke a rule in
+    /// `wrong`.
+    fn finish(self, store: &Store, live: &[u32]) -> Judged {
+        for (stop, client) in self.clients {
+            stop.send(()).unwrap();
+            client.join().unwrap();
+        }
+        let mut h = std::mem::take(&mut *self.history.lock().unwrap());
+        let keys: Vec<(String, u64)> = h.acked.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for &node in live {
+            let mut client = store.client(node);
+            for (key, acked) in &keys {
+                let got = client.get(key).and_then(|v| v.parse().ok());
+                h.judge(
+                    key,
+                    Some(*acked),
+                    got,
+                    &format!("final read on node {node}"),
+                );
+            }
+        }
+        assert!(
+            h.acks > 100 && h.reads > 100,
+            "only {} writes acknowledged and {} reads judged",
+            h.acks,
+            h.reads
+        );
+        h
+    }
+}
+
+/// Network namespaces in which a store's node processes can be cut from one another: a
+/// hub (the frontend, the test's clients) bridged to one namespace per node, node `i`
+/// at 10.213.0.(10 + i). Made with iproute2 (`ip netns`: root); every one is removed
+/// when this is dropped.
+struct Namespaces {
+    prefix: String,
+    nodes: u32,
+}
+
+impl Namespaces {
+    /// Namespaces for nodes 1 to `nodes`, or why they cannot be made here.
+    fn make(nodes: u32) -> Result<Namespaces, String> {
+        let net = Namespaces {
+            prefix: format!("sesa-kvc{}", std::process::id()),
+            nodes,
+        };
+        let hub = net.hub();
+        ip(&["netns", "add", &hub])?;
+        ip(&["-n", &hub, "link", "set", "lo", "up"])?;
+        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &hub, "addr", "add", "10.213.0.1/24", "dev", "br0"])?;
+        ip(&["-n", &hub, "link", "set", "br0", "up"])?;
+        for i in 1..=nodes {
+            let (ns, veth) = (net.node(i), format!("v{i}"));
+            ip(&["netns", "add", &ns])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            // One end on the hub's bridge, the other the node's eth0.
+            ip(&["-n", &hub, "link", "add", &veth, "type", "veth"]
+                .into_iter()
+                .chain(["peer", "name", "eth0", "netns", &ns])
+                .collect::<Vec<_>>())?;
+            ip(&["-n", &hub, "link", "set", &veth, "master", "br0", "up"])?;
+            let addr = format!("{}/24", Namespaces::ip_of(i));
+            ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        }
+        Ok(net)
+    }
+
+    fn hub(&self) -> String {
+        format!("{}-hub", self.prefix)
+    }
+
+    fn node(&self, i: u32) -> String {
+        format!("{}-n{i}", self.prefix)
+    }
+
+    fn ip_of(i: u32) -> String {
+        format!("10.213.0.{}", 10 + i)
+    }
+
+    /// Node `from` sends nothing to node `to` any more (`cut`), or again (`!cut`): a
+    /// blackhole route, so packets vanish without an error or a reset, as on a
+    /// partitioned network. TCP then fails both ways (its acknowledgements vanish);
+    /// SWIM's datagrams only one way.
+    fn route(&self, from: u32, to: u32, cut: bool) {
+        let verb = if cut { "add" } else { "del" };
+        let to = format!("{}/32", Namespaces::ip_of(to));
+        ip(&["-n", &self.node(from), "route", verb, "blackhole", &to]).unwrap();
+    }
+
+    /// Node `node`'s link down (`cut`: it reaches nobody, not even the frontend) or up.
+    fn link(&self, node: u32, cut: bool) {
+        let state = if cut { "down" } else { "up" };
+        ip(&["-n", &self.node(node), "link", "set", "eth0", state]).unwrap();
+        if !cut {
+            // Its address's route goes with the link.
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
-    assert!(h.wrong.is_empty(), "{:?}", h.wrong);
-    assert!(
-        h.acks > 100 && h.reads > 100,
-        "only {} writes acknowledged and {} reads judged",
-        h.acks,
-        h.reads
-    );
+
+    /// Moves the calling thread into the hub: the processes and threads it starts from
+    /// then on are there too (a network namespace is per thread, inherited).
+    fn enter_hub(&self) {
+        let hub = std::fs::File::open(format!("/run/netns/{}", self.hub())).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on a descriptor this function keeps open for the call; it
+        // changes only the calling thread's network namespace.
+        let entered = unsafe { libc::setns(hub.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0, "{}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of each veth pair, and with it the other.
+        for i in 1..=self.nodes {
+            let _ = ip(&["netns", "del", &self.node(i)]);
+        }
+        let _ = ip(&["netns", "del", &self.hub()]);
+    }
+}
+
+/// Runs `ip args`: what it said if it failed.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
+/// Node processes in network namespaces of their own, cut from one another for longer
+/// than every timeout of the store (a replica's 10 s wait for a write, the 5 s wait for
+/// a view): two live members cut from each other (both still reach the frontend and the
+/// third), a member cut from everyone (it is declared down, stopped, and replaced by a
+/// new node), and a one-way cut to the new node. Clients on every node write and read
+/// throughout: writes the cut members cannot both take are refused, never acknowledged
+/// and lost, and no read is older than a write acknowledged before it began.
+#[test]
+fn every_operation_is_judged_under_cuts_between_node_processes() {
+    let net = match Namespaces::make(4) {
+        Ok(net) => net,
+        Err(e) => {
+            eprintln!("NOT RUN (cuts between nodes): no network namespaces here: {e}");
+            return;
+        }
+    };
+    // In a thread of its own, which moves into the hub (the test harness's threads stay
+    // where they are).
+    std::thread::spawn(move || {
+        net.enter_hub();
+        let prefix = format!("ip netns exec {}-n{{id}}", net.prefix);
+        let mut store = Store::start_with(
+            3,
+            &["--frontend-listen", "10.213.0.1", "--node-prefix", &prefix],
+        );
+        for (node, addr) in &store.addrs {
+            assert_eq!(addr.ip().to_string(), Namespaces::ip_of(*node), "{addr}");
+        }
+        let run = JudgedRun::start(&store);
+        std::thread::sleep(Duration::from_millis(500));
+        // Nodes 1 and 2 cut from each other for 12 s: the writes of keys they both own
+        // wait, then are refused.
+        net.route(1, 2, true);
+        net.route(2, 1, true);
+        std::thread::sleep(Duration::from_secs(12));
+        net.route(1, 2, false);
+        net.route(2, 1, false);
+        std::thread::sleep(Duration::from_secs(2));
+        // Node 3 cut from everyone: declared down, stopped (through its stdin, which no
+        // cut reaches) and replaced in the view.
+        net.link(3, true);
+        store.wait_for("node 3 declared down", Duration::from_secs(20));
+        store.wait_for("2 of 2 node(s) moved their keys", Duration::from_secs(30));
+        net.link(3, false);
+        store.scale(3);
+        store.read_ports(4, Duration::from_secs(20));
+        run.reach(&store);
+        store.wait_for("3 of 3 node(s) moved their keys", Duration::from_secs(30));
+        // Node 1 sends nothing to the new node 4 for 12 s; node 4 still reaches node 1.
+        net.route(1, 4, true);
+        std::thread::sleep(Duration::from_secs(12));
+        net.route(1, 4, false);
+        std::thread::sleep(Duration::from_secs(2));
+        let h = run.finish(&store, &[1, 2, 4]);
+        eprintln!(
+            "{} writes acknowledged, {} refused or unknown, {} reads judged",
+            h.acks,
+            h.unknown.values().map(|v| v.len()).sum::<usize>(),
+            h.reads
+        );
+        assert!(h.wrong.is_empty(), "{:?}", h.wrong);
+        assert!(
+            !h.unknown.is_empty(),
+            "no write was refused: the cuts did not cut"
+        );
+        drop(store);
+        drop(net);
+    })
+    .join()
+    .unwrap();
 }
