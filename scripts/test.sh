@@ -75,6 +75,8 @@ step "a bounded sweep of the simulator: 200 seeds of each workload (idmap, count
 # Release build: a seed of the counter workload is ~0.1 s there, ~1 s in a debug build.
 cargo build --release -p sesa --locked --quiet
 ./target/release/sesa sim --seeds 200
+# And the store under the widest faults, its clients deleting too.
+./target/release/sesa sim --workload store --seeds 200 --faults wide --deletes
 
 step "a short fuzz run of every outside-bytes decoder (fuzz/, cargo-fuzz)"
 if cargo +nightly --version >/dev/null 2>&1; then

@@ -124,6 +124,10 @@ impl Service for IdMapService {
 /// How long a replica holds a `watch` before answering "no change" (the caller asks again).
 const WATCH_HOLD: Duration = Duration::from_secs(10);
 
+/// The longest a get or a set waits for this node's newest view to be activated
+/// ([`GlobalIdMap::activate`]) before it fails with [`IdMapError::Changing`].
+pub const ACTIVE_WAIT: Duration = Duration::from_secs(2);
+
 /// A value and its version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Versioned {
@@ -157,6 +161,13 @@ pub enum IdMapError {
     /// The cluster has no members.
     #[error("the cluster has no members")]
     NoMembers,
+    /// This node's newest view of the members is not active yet (some member has not
+    /// installed it), for longer than [`ACTIVE_WAIT`].
+    #[error("the members are changing (view {epoch} not active); try again")]
+    Changing {
+        /// The view.
+        epoch: u64,
+    },
     /// A replica sent something that is not a valid answer.
     #[error("a replica sent a malformed answer")]
     Malformed,
@@ -241,6 +252,9 @@ pub struct GlobalIdMap {
     store: EbbRef<IdMapStore>,
     /// The members and their epoch.
     members: Arc<spin::Mutex<(u64, Vec<Member>)>>,
+    /// The newest epoch [`GlobalIdMap::activate`]d: gets and sets run under `members`
+    /// only once it is theirs.
+    active: Arc<core::sync::atomic::AtomicU64>,
     /// The members of the newest settled view (every node finished its rebalance to
     /// it), whose replicas hold every key until the next one settles: a get asks them
     /// too ([`GlobalIdMap::set_settled`]).
@@ -269,6 +283,7 @@ impl GlobalIdMap {
             me,
             store,
             members: Arc::new(spin::Mutex::new((0, Vec::new()))),
+            active: Arc::new(core::sync::atomic::AtomicU64::new(0)),
             settled: Arc::new(spin::Mutex::new(Vec::new())),
             replicas: replicas.max(1),
         })
@@ -282,10 +297,11 @@ impl GlobalIdMap {
         }
     }
 
-    /// Replaces the membership view (this node included) with the members of `epoch`,
+    /// Installs the membership view (this node included) with the members of `epoch`,
     /// which must grow with each change (the frontend's view number). A view older than
     /// the one this node has is ignored. From here on this node's store refuses sets
-    /// made under an older view; call [`rebalance`](Self::rebalance) next.
+    /// made under an older view; call [`rebalance`](Self::rebalance) next. Gets and sets
+    /// wait until the view is [activated](Self::activate).
     pub fn set_members(&self, epoch: u64, members: Vec<Member>) {
         {
             let mut current = self.members.lock();
@@ -297,6 +313,34 @@ impl GlobalIdMap {
         if let Some(store) = local_store(self.store) {
             let mut state = store.state.lock();
             state.epoch = state.epoch.max(epoch);
+        }
+    }
+
+    /// Lets this node get and set under view `epoch` (if it is the one installed): the
+    /// caller, the cluster's authority, knows every member of it installed it. Until
+    /// then a node could still act under an older view: a set there could be missed by
+    /// a reader under the new one, and a reader under the old one could miss a set
+    /// acknowledged under the new one (a node that joined, say, reading alone).
+    pub fn activate(&self, epoch: u64) {
+        if self.members.lock().0 == epoch {
+            self.active
+                .fetch_max(epoch, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The current view's epoch and the replicas of `key` in it, once it is active
+    /// (waiting up to [`ACTIVE_WAIT`]).
+    async fn active_replicas_of(&self, key: u64) -> Result<(u64, Vec<Member>), IdMapError> {
+        let deadline = sesa_event::now() + ACTIVE_WAIT;
+        loop {
+            let (epoch, replicas) = self.replicas_of(key)?;
+            if self.active.load(core::sync::atomic::Ordering::Relaxed) == epoch {
+                return Ok((epoch, replicas));
+            }
+            if sesa_event::now() > deadline {
+                return Err(IdMapError::Changing { epoch });
+            }
+            sesa_event::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -361,7 +405,7 @@ impl GlobalIdMap {
     /// # Errors
     /// [`IdMapError::Unavailable`] if a replica did not answer or refused.
     pub async fn get(&self, key: u64) -> Result<Option<Versioned>, IdMapError> {
-        let (epoch, replicas) = self.replicas_of(key)?;
+        let (epoch, replicas) = self.active_replicas_of(key).await?;
         if replicas.is_empty() {
             return Err(IdMapError::NoMembers);
         }
@@ -404,8 +448,8 @@ impl GlobalIdMap {
     /// Sets `key` to `value` on its replicas; returns the version written.
     ///
     /// Needs every replica of the current members: it reads the newest version from all
-    /// of them, then writes a higher one to all of them, and succeeds only when each
-    /// took it. So an acknowledged set is on R nodes, and the next set of the key (from
+    /// of them, then writes a higher one to all of them (and to those of any view that
+    /// came meanwhile), and succeeds only when each took it. So an acknowledged set is on R nodes, and the next set of the key (from
     /// any node, a restarted one too) sees its version. While a replica is unreachable
     /// but still a member, sets of its keys fail; a view without it (the frontend
     /// removes lost nodes) makes them succeed again. A failed set may have reached some
@@ -414,7 +458,7 @@ impl GlobalIdMap {
     /// # Errors
     /// [`IdMapError::Unavailable`] if a replica did not answer or refused.
     pub async fn set(&self, key: u64, value: Vec<u8>) -> Result<u64, IdMapError> {
-        let (epoch, replicas) = self.replicas_of(key)?;
+        let (epoch, replicas) = self.active_replicas_of(key).await?;
         let mut current = 0;
         for replica in &replicas {
             let got = self
@@ -429,17 +473,31 @@ impl GlobalIdMap {
         // read the same version still order the same way on every replica.
         let version = ((current >> 16) + 1) << 16 | u64::from(self.me.get() & 0xffff);
         let value = Versioned { version, value };
-        for replica in replicas {
-            let set = IdMapRequest::Set {
-                key,
-                value: value.clone(),
-                epoch,
-            };
-            self.ask(replica, set)
-                .await
-                .map_err(|last| IdMapError::Unavailable { key, last })?;
+        // Every replica of this node's newest view must hold it before it is
+        // acknowledged: a view that came while the set ran (its rebalance copied the
+        // entries held before this one landed) has replicas the first round missed.
+        let (mut epoch, mut replicas, mut took) = (epoch, replicas, Vec::new());
+        loop {
+            for replica in replicas {
+                if took.contains(&replica) {
+                    continue;
+                }
+                let set = IdMapRequest::Set {
+                    key,
+                    value: value.clone(),
+                    epoch,
+                };
+                self.ask(replica, set)
+                    .await
+                    .map_err(|last| IdMapError::Unavailable { key, last })?;
+                took.push(replica);
+            }
+            let (newest, now) = self.replicas_of(key)?;
+            if newest == epoch {
+                return Ok(version);
+            }
+            (epoch, replicas) = (newest, now);
         }
-        Ok(version)
     }
 
     /// Copies every entry this node's store holds to the key's other replicas under the

@@ -81,6 +81,7 @@ fn run_node(
             sesa_event::sleep(Duration::from_millis(2)).await;
         }
         map.set_members(1, roster.iter().map(|(_, _, m)| *m).collect());
+        map.activate(1);
         barrier(&phases.meshed, NODES as usize).await;
 
         if id == 1 {
@@ -136,6 +137,7 @@ fn run_node(
                 .collect();
             map.set_settled(all_three);
             map.set_members(2, survivors);
+            map.activate(2);
             map.rebalance().await.unwrap();
             let mut all = true;
             for key in 0..KEYS {

@@ -164,6 +164,10 @@ struct SimCmd {
     /// lost at once): shows that the checkers report losses.
     #[arg(long)]
     careless: bool,
+    /// The store's clients (workloads store and kv) also delete: every fourth write of
+    /// a key is a `delete`, judged as a version of the key like a set.
+    #[arg(long)]
+    deletes: bool,
     /// Prints one JSON line per run.
     #[arg(long)]
     json: bool,
@@ -574,6 +578,7 @@ fn sim(
         no_faults,
         faults,
         careless,
+        deletes,
         json,
         jobs,
     }: SimCmd,
@@ -587,6 +592,7 @@ fn sim(
         inject: !no_faults,
         profile: faults,
         careless,
+        deletes,
         ..Options::new(workloads[0], seed.unwrap_or(first))
     };
     let seeds = match seed {

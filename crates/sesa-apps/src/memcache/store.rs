@@ -50,6 +50,81 @@ pub struct Item {
     pub cas: u64,
 }
 
+/// A key's state as it travels between the key's owners: its item, or its deletion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// The item.
+    Item(Item),
+    /// Deleted at this cas: a copy of the item with a lower cas is older than the
+    /// deletion, and is not installed (a tombstone).
+    Gone(u64),
+}
+
+/// The most tombstones a partition keeps (each a key and a cas: at most about 300
+/// bytes). Past it the oldest goes first; a copy older than a deletion whose tombstone
+/// went could then bring its item back. A tombstone is only needed while such a copy
+/// may still arrive (a write waits at most 10 s for its copies; a move's copies are
+/// made again from the partition when they are sent again), so the bound is reached
+/// only by more than 4,096 deletes of one core's keys within that time.
+pub const GRAVES_MAX: usize = 4096;
+
+/// A partition's tombstones: deleted keys with the cas they were deleted at, oldest
+/// first in `order` (an entry there whose cas is no longer its key's was replaced or
+/// lifted since, and is skipped).
+struct Graves {
+    by_key: hashbrown::HashMap<Box<[u8]>, u64, foldhash::fast::FixedState>,
+    order: VecDeque<(Box<[u8]>, u64)>,
+}
+
+impl Graves {
+    fn new(seed: u64) -> Graves {
+        Graves {
+            by_key: hashbrown::HashMap::with_hasher(foldhash::fast::FixedState::with_seed(seed)),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<u64> {
+        match self.by_key.is_empty() {
+            true => None,
+            false => self.by_key.get(key).copied(),
+        }
+    }
+
+    /// `key` was deleted at `cas` (a newer deletion stays).
+    fn mark(&mut self, key: &[u8], cas: u64) {
+        if self.get(key).is_some_and(|c| c >= cas) {
+            return;
+        }
+        self.by_key.insert(key.into(), cas);
+        self.order.push_back((key.into(), cas));
+        while self.by_key.len() > GRAVES_MAX {
+            let Some((old, c)) = self.order.pop_front() else {
+                break;
+            };
+            if self.by_key.get(&old) == Some(&c) {
+                self.by_key.remove(&old);
+            }
+        }
+        if self.order.len() > 2 * self.by_key.len() + 64 {
+            let by_key = &self.by_key;
+            self.order.retain(|(k, c)| by_key.get(k) == Some(c));
+        }
+    }
+
+    /// A newer item than the deletion is under `key`: its tombstone is not needed.
+    fn lift(&mut self, key: &[u8]) {
+        if !self.by_key.is_empty() {
+            self.by_key.remove(key);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.by_key.clear();
+        self.order.clear();
+    }
+}
+
 /// What a storage command did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored {
@@ -400,6 +475,8 @@ pub struct Partition {
     limit: usize,
     /// Items stored at or before this time are invalid (`flush_all`).
     flushed_before: Option<u64>,
+    /// Keys deleted through the cluster ([`Partition::bury`], [`Held::Gone`]).
+    graves: Graves,
     stats: PartitionStats,
 }
 
@@ -449,6 +526,7 @@ impl Partition {
             next_cas: 1,
             limit,
             flushed_before: None,
+            graves: Graves::new(seed),
             stats: PartitionStats::default(),
         }
     }
@@ -699,7 +777,9 @@ impl Partition {
     }
 
     /// Installs a replica's copy of `key` from its primary: `Some` replaces the item
-    /// unless the one here is newer (a higher cas), `None` removes it. The item keeps the
+    /// unless the one here is newer (a higher cas) or the key was deleted since (its
+    /// tombstone's cas is as high); `None` drops it (no tombstone: the key leaves this
+    /// node, it is not deleted). The item keeps the
     /// primary's cas, and this partition's next cas moves past it, so a write made here
     /// later (after a failover) always carries a higher cas than any copy it received.
     /// Returns whether the copy was installed.
@@ -711,6 +791,13 @@ impl Partition {
             return self.items.remove(key).is_some_and(|e| self.live(&e, now));
         };
         self.next_cas = self.next_cas.max(item.cas.saturating_add(1));
+        if self
+            .graves
+            .get(key)
+            .is_some_and(|deleted| deleted >= item.cas)
+        {
+            return false;
+        }
         let flushed_before = self.flushed_before;
         if self
             .items
@@ -726,6 +813,67 @@ impl Partition {
         self.remove(key);
         self.make_room(needed);
         self.put(key, item, now);
+        self.graves.lift(key);
+        true
+    }
+
+    /// The next cas is at least `floor` (a cluster's primary: the view's, see
+    /// `cluster::CAS_EPOCH_SHIFT`).
+    pub fn raise_cas(&mut self, floor: u64) {
+        self.next_cas = self.next_cas.max(floor);
+    }
+
+    /// Deletes `key` for the cluster, as its primary: whatever is there goes, and a
+    /// tombstone with a new cas takes its place, so that no copy made before (still on
+    /// its way from another owner) brings the item back here. Returns the deletion's
+    /// cas, for the key's other owners ([`Held::Gone`]).
+    pub fn bury(&mut self, key: &[u8]) -> u64 {
+        let cas = self.next_cas;
+        self.next_cas += 1;
+        self.remove(key);
+        self.graves.mark(key, cas);
+        cas
+    }
+
+    /// The key's state for its other owners: its live item, or its tombstone (`None`:
+    /// neither).
+    pub fn export_held(&mut self, key: &[u8], now: u64) -> Option<Held> {
+        match self.export(key, now) {
+            Some(item) => Some(Held::Item(item)),
+            None => self.graves.get(key).map(Held::Gone),
+        }
+    }
+
+    /// [`Partition::export_held`] without the copy's purge of a dead item (for moves).
+    pub fn peek_held(&self, key: &[u8], now: u64) -> Option<Held> {
+        match self.peek(key, now) {
+            Some(item) => Some(Held::Item(item.clone())),
+            None => self.graves.get(key).map(Held::Gone),
+        }
+    }
+
+    /// The keys with a tombstone (at most [`GRAVES_MAX`]): a move carries them to the
+    /// keys' new owners, whose writes must come after the deletions.
+    pub fn buried(&self) -> Vec<Vec<u8>> {
+        self.graves.by_key.keys().map(|k| k.to_vec()).collect()
+    }
+
+    /// Installs the key's state from another owner: an item as [`Partition::import`]
+    /// does (not over a newer item, nor over a newer deletion), a deletion unless the
+    /// item here is newer than it (then its tombstone stays, for copies older than it).
+    /// Returns whether it was installed.
+    pub fn import_held(&mut self, key: &[u8], held: Held, now: u64) -> bool {
+        let cas = match held {
+            Held::Item(item) => return self.import(key, Some(item), now),
+            Held::Gone(cas) => cas,
+        };
+        self.next_cas = self.next_cas.max(cas.saturating_add(1));
+        self.purge_if_dead(key, now);
+        if self.items.get(key).is_some_and(|e| e.item.cas > cas) {
+            return false;
+        }
+        self.remove(key);
+        self.graves.mark(key, cas);
         true
     }
 
@@ -748,6 +896,7 @@ impl Partition {
         if delay <= 0 {
             self.items.clear();
             self.lru.clear();
+            self.graves.clear();
             self.flushed_before = None;
         } else {
             self.flushed_before = Some(at);
@@ -787,6 +936,7 @@ pub fn leading_number(value: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::format;
 
     #[test]
     fn the_tables_shares_span_one_doubling_in_order() {
@@ -807,6 +957,66 @@ mod tests {
         }
         // And the map is in table order, so each table's share is one run of it.
         assert!(map.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    fn item(value: &[u8], cas: u64) -> Item {
+        Item {
+            value: value.to_vec(),
+            flags: 0,
+            expires_at: None,
+            cas,
+        }
+    }
+
+    #[test]
+    fn a_tombstone_keeps_older_copies_out_and_a_newer_item_lifts_it() {
+        let mut p = Partition::new(1 << 20);
+        assert!(p.import(b"k", Some(item(b"a", 5)), 0));
+        // Deleted here as the primary: the tombstone's cas is past every copy seen.
+        let deleted = p.bury(b"k");
+        assert!(deleted > 5);
+        assert_eq!(p.export_held(b"k", 0), Some(Held::Gone(deleted)));
+        // A copy made before the deletion, arriving late, stays out.
+        assert!(!p.import(b"k", Some(item(b"a", 5)), 0));
+        assert!(!p.import_held(b"k", Held::Item(item(b"a", deleted)), 0));
+        assert_eq!(p.export(b"k", 0), None);
+        // A newer one is installed, and its key needs the tombstone no more.
+        assert!(p.import(b"k", Some(item(b"b", deleted + 1)), 0));
+        assert_eq!(
+            p.export_held(b"k", 0),
+            Some(Held::Item(item(b"b", deleted + 1)))
+        );
+        // A deletion older than the item here is not installed; a newer one is, and
+        // leaves its own tombstone.
+        assert!(!p.import_held(b"k", Held::Gone(deleted), 0));
+        assert!(p.import_held(b"k", Held::Gone(deleted + 7), 0));
+        assert_eq!(p.export_held(b"k", 0), Some(Held::Gone(deleted + 7)));
+        assert!(!p.import(b"k", Some(item(b"c", deleted + 3)), 0));
+        // Writes here after it carry higher cas values than the deletion.
+        assert!(p.bury(b"other") > deleted + 7);
+        // A key dropped (not deleted) leaves no tombstone.
+        assert!(p.import(b"x", Some(item(b"x", 1)), 0));
+        assert!(p.import(b"x", None, 0));
+        assert_eq!(p.export_held(b"x", 0), None);
+    }
+
+    #[test]
+    fn the_oldest_tombstones_go_past_the_bound() {
+        let mut p = Partition::new(1 << 20);
+        let first = p.bury(b"k0");
+        for i in 1..=GRAVES_MAX {
+            p.bury(format!("k{i}").as_bytes());
+        }
+        assert_eq!(p.graves.by_key.len(), GRAVES_MAX);
+        assert_eq!(p.export_held(b"k0", 0), None, "the oldest went");
+        assert!(p.export_held(b"k1", 0).is_some());
+        // Its copies come in again.
+        assert!(p.import(b"k0", Some(item(b"old", first - 1)), 0));
+        // Tombstones replaced again and again keep the order's length bounded.
+        for _ in 0..10 * GRAVES_MAX {
+            p.bury(b"k1");
+        }
+        assert!(p.graves.order.len() <= 2 * GRAVES_MAX + 64);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub(super) struct Clients {
     pub history: RefCell<History<String>>,
     /// Whether the clients should stop.
     pub quiet: Cell<bool>,
+    /// Whether every fourth write of a key is a `delete` (else all are sets).
+    pub deletes: Cell<bool>,
     /// The final reads: requested, then filled by a client.
     pub check: RefCell<Option<BTreeMap<String, Option<Vec<u8>>>>>,
     pub check_done: Cell<bool>,
@@ -115,12 +117,23 @@ async fn client(shared: Rc<Clients>, c: u32) {
         };
         if next() % 2 == 0 {
             let key = format!("c{c}-k{}", next() % u64::from(KEYS_PER_CLIENT));
-            let op = InFlight::begin(&shared.history, key.clone());
+            // Which writes delete depends on the key's version, not on a random draw:
+            // a run without deletes draws the same numbers.
+            let version = shared.history.borrow().next_version(&key);
+            let delete = shared.deletes.get() && version.is_multiple_of(4);
+            let op = match delete {
+                true => InFlight::begin_delete(&shared.history, key.clone()),
+                false => InFlight::begin(&shared.history, key.clone()),
+            };
             let value = op.value;
-            let result = sesa_event::timeout(OP_LIMIT, set(stream, &key, value)).await;
+            let result = match delete {
+                true => sesa_event::timeout(OP_LIMIT, remove(stream, &key)).await,
+                false => sesa_event::timeout(OP_LIMIT, set(stream, &key, value)).await,
+            };
             if debug {
+                let what = if delete { "delete" } else { "set" };
                 eprintln!(
-                    "{:?} client {c} set {key} = {value}: {result:?}",
+                    "{:?} client {c} {what} {key} = {value}: {result:?}",
                     sesa_event::now()
                 );
             }
@@ -188,6 +201,19 @@ async fn set(stream: &mut Stream, key: &str, value: u64) -> Result<Stored, NetEr
     let line = read_line(stream).await?;
     Ok(match line.as_slice() {
         b"STORED" => Stored::Yes,
+        l if l.starts_with(b"SERVER_ERROR") => Stored::Unknown,
+        _ => Stored::No,
+    })
+}
+
+/// `delete key`: `DELETED` and `NOT_FOUND` both leave the key absent.
+async fn remove(stream: &mut Stream, key: &str) -> Result<Stored, NetError> {
+    stream
+        .write_all(format!("delete {key}\r\n").as_bytes())
+        .await?;
+    let line = read_line(stream).await?;
+    Ok(match line.as_slice() {
+        b"DELETED" | b"NOT_FOUND" => Stored::Yes,
         l if l.starts_with(b"SERVER_ERROR") => Stored::Unknown,
         _ => Stored::No,
     })

@@ -1,5 +1,6 @@
 //! The history of a register workload and its checker: each key has one writer, whose
-//! sets are sequential and carry growing values; anyone reads.
+//! sets (and deletes, if the workload deletes) are sequential and carry growing
+//! versions (a set writes its version as the value); anyone reads.
 //!
 //! Counts as Jepsen's checkers report them: acknowledged, failed (an error reply that
 //! says it was not applied), indeterminate (timed out, its node crashed, or the store
@@ -14,8 +15,10 @@ use std::fmt::Debug;
 use super::Counts;
 
 pub(super) struct History<K> {
-    /// Every value a set was started with, by key.
+    /// Every value a set was started with, by key (every key written, deleted or set).
     attempted: BTreeMap<K, BTreeSet<u64>>,
+    /// The versions of the deletes started, by key.
+    deletes: BTreeMap<K, BTreeSet<u64>>,
     /// Values of sets whose outcome is unknown, by key: such a set may still take effect
     /// after later ones (it is concurrent with everything after it started).
     unknown: BTreeMap<K, BTreeSet<u64>>,
@@ -30,6 +33,7 @@ impl<K> Default for History<K> {
     fn default() -> Self {
         History {
             attempted: BTreeMap::new(),
+            deletes: BTreeMap::new(),
             unknown: BTreeMap::new(),
             acked: BTreeMap::new(),
             next_value: BTreeMap::new(),
@@ -58,15 +62,21 @@ impl<K: Ord + Clone + Debug> History<K> {
         }
     }
 
-    /// What a read of `key` that begins now must see at least: the newest value
-    /// acknowledged so far (`None`: none yet).
+    /// The version the next set or delete of `key` will carry.
+    pub(super) fn next_version(&self, key: &K) -> u64 {
+        self.next_value.get(key).map_or(1, |v| v + 1)
+    }
+
+    /// What a read of `key` that begins now must see at least: the newest version
+    /// (a set's value, or a delete's) acknowledged so far (`None`: none yet).
     pub(super) fn floor(&self, key: &K) -> Option<u64> {
         self.acked.get(key).copied()
     }
 
     /// A read that began when [`History::floor`] said `floor` got `value` (`None`: a
     /// miss; `bytes`: what it got): a value some set wrote, and none older than
-    /// `floor` unless a set of it is still of unknown outcome (it may land late).
+    /// `floor` unless a set of it is still of unknown outcome (it may land late); a
+    /// miss only if a delete at least as new as `floor` was started.
     pub(super) fn read_since(
         &mut self,
         key: &K,
@@ -80,7 +90,7 @@ impl<K: Ord + Clone + Debug> History<K> {
         let Some(floor) = floor else { return };
         let late = |v: u64| self.unknown.get(key).is_some_and(|u| u.contains(&v));
         let stale = match value {
-            None => true,
+            None => !self.deleted_since(key, floor),
             Some(v) => v < floor && !late(v),
         };
         if stale {
@@ -90,6 +100,15 @@ impl<K: Ord + Clone + Debug> History<K> {
                 value.map_or("nothing".to_string(), |v| v.to_string())
             ));
         }
+    }
+
+    /// Whether a delete of `key` may have taken effect after `version` did: one at
+    /// `version` or after was started, or one of unknown outcome (it may land late).
+    fn deleted_since(&self, key: &K, version: u64) -> bool {
+        let late = |d: &u64| self.unknown.get(key).is_some_and(|u| u.contains(d));
+        self.deletes
+            .get(key)
+            .is_some_and(|d| d.range(version..).next().is_some() || d.iter().any(late))
     }
 
     /// A failure the workload saw itself.
@@ -111,7 +130,9 @@ impl<K: Ord + Clone + Debug> History<K> {
                     .failures
                     .push(format!("key {key:?}: the final read got no answer")),
                 Some(None) => {
-                    if let Some(a) = acked {
+                    if let Some(a) = acked
+                        && !self.deleted_since(&key, a)
+                    {
                         self.counts.lost += 1;
                         self.failures.push(format!(
                             "key {key:?}: acknowledged value {a} lost (the key reads as never set)"
@@ -127,8 +148,12 @@ impl<K: Ord + Clone + Debug> History<K> {
                         && !late(v)
                     {
                         self.counts.lost += 1;
+                        let what = match self.deletes.get(&key).is_some_and(|d| d.contains(&a)) {
+                            true => "delete",
+                            false => "value",
+                        };
                         self.failures.push(format!(
-                            "key {key:?}: acknowledged value {a} lost (reads {v})"
+                            "key {key:?}: acknowledged {what} {a} lost (reads {v})"
                         ));
                     }
                 }
@@ -149,14 +174,27 @@ pub(super) struct InFlight<'a, K: Ord + Clone + Debug> {
 }
 
 impl<'a, K: Ord + Clone + Debug> InFlight<'a, K> {
-    /// Starts a set of `key` with the key's next value.
+    /// Starts a set of `key` with the key's next version as its value.
     pub(super) fn begin(history: &'a RefCell<History<K>>, key: K) -> Self {
+        Self::start(history, key, false)
+    }
+
+    /// Starts a delete of `key`, at the key's next version.
+    pub(super) fn begin_delete(history: &'a RefCell<History<K>>, key: K) -> Self {
+        Self::start(history, key, true)
+    }
+
+    fn start(history: &'a RefCell<History<K>>, key: K, delete: bool) -> Self {
         let value = {
             let mut h = history.borrow_mut();
             let v = h.next_value.entry(key.clone()).or_insert(0);
             *v += 1;
             let v = *v;
-            h.attempted.entry(key.clone()).or_default().insert(v);
+            let attempted = h.attempted.entry(key.clone()).or_default();
+            match delete {
+                false => drop(attempted.insert(v)),
+                true => drop(h.deletes.entry(key.clone()).or_default().insert(v)),
+            }
             v
         };
         InFlight {
@@ -260,6 +298,49 @@ mod tests {
             .finish(&BTreeMap::from([(1, Some(b"3".to_vec()))]), decode);
         assert_eq!(counts.stale, 2, "{failures:?}");
         assert_eq!(counts.unexpected, 0, "{failures:?}");
+        assert_eq!(failures.len(), 2, "{failures:?}");
+    }
+
+    #[test]
+    fn a_delete_is_a_version_too_and_a_value_older_than_it_is_stale_or_lost() {
+        let history = RefCell::new(History::<u32>::default());
+        // Key 1: set 1, delete 2 acknowledged; set 3 of unknown outcome.
+        InFlight::begin(&history, 1).acked();
+        InFlight::begin_delete(&history, 1).acked();
+        let floor = history.borrow().floor(&1);
+        assert_eq!(floor, Some(2));
+        drop(InFlight::begin(&history, 1));
+        // Key 2: set 1 acknowledged, a delete begun and not answered yet.
+        InFlight::begin(&history, 2).acked();
+        let deleting = InFlight::begin_delete(&history, 2);
+        // Key 3: a delete of unknown outcome, then set 2 acknowledged: the delete may
+        // land after it.
+        drop(InFlight::begin_delete(&history, 3));
+        InFlight::begin(&history, 3).acked();
+        let mut h = history.borrow_mut();
+        // A miss and the late 3 are fine after the delete; 1 came back: stale.
+        h.read_since(&1, floor, None, None);
+        h.read_since(&1, floor, Some(3), Some(b"3"));
+        h.read_since(&1, floor, Some(1), Some(b"1"));
+        // A delete under way may be seen, and a late one.
+        h.read_since(&2, Some(1), None, None);
+        h.read_since(&3, Some(2), None, None);
+        drop(h);
+        drop(deleting);
+        // The final state: key 1 reads 1 (the delete undone), keys 2 and 3 nothing
+        // (fine).
+        let (counts, failures) = history.into_inner().finish(
+            &BTreeMap::from([(1, Some(b"1".to_vec())), (2, None), (3, None)]),
+            decode,
+        );
+        assert_eq!(counts.stale, 1, "{failures:?}");
+        assert_eq!(counts.lost, 1, "{failures:?}");
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.contains("acknowledged delete 2 lost")),
+            "{failures:?}"
+        );
         assert_eq!(failures.len(), 2, "{failures:?}");
     }
 }

@@ -40,6 +40,8 @@ struct Shared {
     check_done: Cell<bool>,
     /// The roster version each node last finished rebalancing for.
     rebalanced: RefCell<BTreeMap<u32, u64>>,
+    /// The roster version each node last installed.
+    installed: RefCell<BTreeMap<u32, u64>>,
     /// Nodes asked to leave that have not handed their keys over yet.
     leaving: RefCell<BTreeSet<u32>>,
     /// The newest roster version every member finished rebalancing for, and its
@@ -149,6 +151,7 @@ async fn node_main(shared: Rc<Shared>, id: u32, generation: u64) {
         mesh(messenger, id, members.keys().copied()).await;
         if seen != Some(version) {
             map.set_members(version, members.values().copied().collect());
+            shared.installed.borrow_mut().insert(id, version);
             if let Some(Ok(_)) = sesa_event::timeout(OP_LIMIT * 5, map.rebalance()).await {
                 seen = Some(version);
                 shared.rebalanced.borrow_mut().insert(id, version);
@@ -156,6 +159,15 @@ async fn node_main(shared: Rc<Shared>, id: u32, generation: u64) {
                     *shared.settled.borrow_mut() = (version, members.values().copied().collect());
                 }
             }
+        }
+        // The roster is the cluster's authority: a view every member installed is
+        // acted on.
+        let all_installed = {
+            let installed = shared.installed.borrow();
+            members.keys().all(|m| installed.get(m) == Some(&version))
+        };
+        if all_installed {
+            map.activate(version);
         }
         let settled = shared.settled.borrow().clone();
         if seen_settled != Some(settled.0) {

@@ -85,6 +85,7 @@ impl Cluster for KvCluster {
 
 pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts, Vec<String>) {
     let shared = Rc::new(Shared::default());
+    shared.clients.deletes.set(options.deletes);
     {
         let shared = shared.clone();
         sim.start_node(spec(FRONTEND, 1), move || frontend(shared));
@@ -128,8 +129,11 @@ async fn frontend(shared: Rc<Shared>) {
     };
     let mut coordinator = Coordinator::new(messenger, 2, Layout::Partitioned);
     let mut members: BTreeMap<NodeId, Member> = BTreeMap::new();
-    // Whether the last view change finished moving keys.
+    // Whether the last view change finished moving keys; if not, when it is sent again
+    // (a member that did not take it holds up its activation, as `sesa kv`'s frontend
+    // knows).
     let mut last_done = true;
+    let mut retry_at = sesa_event::now();
     loop {
         let lost: Vec<u32> = std::mem::take(&mut *shared.lost.borrow_mut());
         let leaving_ids: Vec<u32> = std::mem::take(&mut *shared.leave.borrow_mut());
@@ -190,6 +194,12 @@ async fn frontend(shared: Rc<Shared>) {
                     .iter()
                     .any(|(id, m)| members.get(&NodeId::new(*id)) != Some(m));
             shared.settled.set(done && !more);
+        } else if !last_done && sesa_event::now() >= retry_at {
+            retry_at = sesa_event::now() + Duration::from_secs(1);
+            if let Some(r) = coordinator.resume(|_| {}).await {
+                last_done = r.finished;
+            }
+            shared.settled.set(last_done);
         } else if !changed {
             shared.settled.set(last_done);
         }

@@ -204,6 +204,8 @@ pub struct Options {
     /// of a key can then be lost at once, which R = 2 cannot survive. For checking the
     /// checkers (they must report the losses), never for judging the system.
     pub careless: bool,
+    /// The store's clients delete too (every fourth write of a key is a `delete`).
+    pub deletes: bool,
 }
 
 impl Options {
@@ -218,6 +220,7 @@ impl Options {
             inject: true,
             profile: Profile::Standard,
             careless: false,
+            deletes: false,
         }
     }
 
@@ -239,6 +242,9 @@ impl Options {
         }
         if self.careless {
             cmd.push_str(" --careless");
+        }
+        if self.deletes {
+            cmd.push_str(" --deletes");
         }
         cmd
     }

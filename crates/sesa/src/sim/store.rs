@@ -105,6 +105,7 @@ pub(super) fn run(sim: &Sim, options: &Options, faults: &mut Faults) -> (Counts,
     let settings = settings(64 << 20, 1024);
     let mut run = AppRun::<KvFrontend>::start(sim, nodes, options.cores, apps, settings);
     let clients = Rc::new(Clients::default());
+    clients.deletes.set(options.deletes);
     let mut store = Store {
         clients: clients.clone(),
         ..Store::default()

@@ -146,13 +146,41 @@ impl Coordinator {
             untold = failed.into_iter().map(|(m, _)| m).collect();
             sesa_event::sleep(Duration::from_millis(20)).await;
         }
+        // Acted on only once every member took it: a member that has not (its view
+        // older) may still act as a key's owner there, and two nodes acting as a key's
+        // primary under two views could each acknowledge writes the other does not see.
+        // A view not taken by some member is not acted on (its requests wait, then are
+        // refused) until it is, or a newer view leaves that member out.
+        if untaken == 0 {
+            let calls: Vec<_> = told
+                .iter()
+                .map(|m| {
+                    let (m, activate) = (*m, StoreRequest::Activate { epoch });
+                    sesa_event::spawn_local(async move { call(messenger, m, activate).await })
+                })
+                .collect();
+            for call in calls {
+                // One that missed it (lost since) is handled as one that did not move
+                // its keys: the view does not settle, and is sent again.
+                let _ = call.await;
+            }
+        }
         let mut r = Rebalance {
             epoch,
             nodes: told.len() as u32,
             untaken: untaken as u32,
             ..Rebalance::default()
         };
+        if untaken > 0 {
+            // Not settled, nor acted on: the caller sends it again (its moves wait for
+            // the members that have not taken it) or a newer view.
+            r.elapsed_ms = (sesa_event::now() - started).as_millis() as u64;
+            progress(&r);
+            return r;
+        }
         if epoch > 1 {
+            // Since when some node has not answered how far it is (`None`: all did).
+            let mut silent_since: Option<sesa_event::Instant> = None;
             loop {
                 r = Rebalance {
                     epoch,
@@ -160,12 +188,17 @@ impl Coordinator {
                     untaken: untaken as u32,
                     ..Rebalance::default()
                 };
-                let mut waiting = 0;
+                let (mut waiting, mut silent) = (0, false);
                 for m in &told {
                     let Ok(StoreReply::Progress(p)) =
                         call(messenger, *m, StoreRequest::Progress).await
                     else {
-                        continue; // Lost meanwhile: the next view handles it.
+                        // Not done for all that is known: settling without its keys
+                        // moved would lose them. If it stays silent, the change is left
+                        // unsettled (sent again, or replaced by a view without it).
+                        waiting += 1;
+                        silent = true;
+                        continue;
                     };
                     if p.epoch == epoch && !p.done {
                         waiting += 1;
@@ -182,9 +215,15 @@ impl Coordinator {
                 r.finished = waiting == 0 && untaken == 0;
                 r.elapsed_ms = (sesa_event::now() - started).as_millis() as u64;
                 progress(&r);
-                // The nodes that took the view are done (or time is up): the ones that
-                // did not are left to the next view.
-                if waiting == 0 || sesa_event::now() - started > self.limit {
+                // The nodes that took the view are done (or time is up, or one has not
+                // answered for `VIEW_WAIT`): the ones that did not are left to the next
+                // view, or to this one sent again.
+                if !silent {
+                    silent_since = None;
+                }
+                let now = sesa_event::now();
+                let silent_too_long = silent && now - *silent_since.get_or_insert(now) > VIEW_WAIT;
+                if waiting == 0 || silent_too_long || sesa_event::now() - started > self.limit {
                     break;
                 }
                 sesa_event::sleep(Duration::from_millis(20)).await;

@@ -19,23 +19,41 @@
 //! `REPLICATE_WAIT` (10 s), and is otherwise refused (`SERVER_ERROR`, its outcome
 //! unknown). Copies carry the primary's cas, and a partition never installs a copy older
 //! than the one it holds; a new primary's own writes get higher cas values than every
-//! copy it was sent ([`super::store::Partition::import`]).
+//! copy it was sent ([`super::store::Partition::import`]), and higher ones than every
+//! write made under an older view (a view's epoch is the high bits of its writes' cas):
+//! a write its old primary applied but could not replicate (its outcome unknown) does
+//! not outlive the writes acknowledged after it. A deletion travels as a
+//! tombstone with a cas of its own ([`super::store::Held::Gone`]): a copy made before it
+//! (a move's, or a write's sent again) arriving later does not bring the item back
+//! (within [`super::store::GRAVES_MAX`] recent deletions per core).
 //!
 //! # Changes
 //! The frontend owns membership: when a node joins, is asked to leave, or is lost
 //! (`kill -9`, or declared down by SWIM and then stopped) it sends every node the next
-//! view, with the newest *settled* view (every key on all its owners). Each node then,
-//! for every key it holds, pushes the item to the key's new owners that were not its
-//! owners in the settled view (only the first of those still in the view does, so each
-//! copy moves once; any holder if none is), sending again a copy that fails until it is
-//! taken or a newer view comes. No node drops a key before the frontend settles the view
+//! view, with the newest *settled* view (every key on all its owners). A view is taken
+//! in two steps: every node installs it (and stops acting on the older one: its
+//! requests wait), and only once every member has, the frontend activates it
+//! ([`StoreRequest::Activate`]) and the nodes act on it. So no key has two primaries
+//! acting at once, one under each view. Each node, once it installed the view,
+//! pushes, for every key it holds (tombstones too), its state to the key's new owners
+//! that were not its owners in the settled view (only the first of those still in the
+//! view does, so each copy moves once; any holder if none is), sending again (read
+//! afresh) a copy that fails until it is taken or a newer view comes; a node takes the
+//! copies of a view only once it installed it, and keeps only those of keys it owns in
+//! its current or settled view. No node drops a key before the frontend settles the view
 //! ([`StoreRequest::Settle`], once every node moved its keys): so the settled view's
 //! owners hold every key until then, whatever views come meanwhile. About `1/(n+1)` of
 //! the keys move on a join; on a loss, the keys that lost a replica get a new one.
 //! Until the view settles, a primary that lacks a key asks its settled owners for it
 //! first (pull on miss; if none answers, the request is refused rather than answered as
-//! a miss), and a read goes to an owner in both views. A request that finds its primary
-//! gone waits for the next view and is routed again. A copy made under an older view is
+//! a miss), and a read goes to an owner in both views. A read, or a write not sent yet,
+//! that finds its primary gone waits for the next view and is routed again; a write whose
+//! connection was lost after it was sent is answered `SERVER_ERROR` (it may have run, or
+//! may still run there: sent again it could run twice, late), and a node a write was
+//! shipped to never sends it on again after a failure. A node taking a view whose keys
+//! move from a settled view it has not swept yet first drops the keys it owned neither
+//! there nor in its current view (they may be older than the key's last writes, and
+//! would be taken for the key's). A copy made under an older view is
 //! passed on, before it is acknowledged, to the key's owners in the receiver's newer
 //! view. The frontend's [`Coordinator`] sends a view that did not settle again (same
 //! epoch), and the store's frontend (`apps/kv`) removes a node it cannot reach only while
@@ -54,8 +72,6 @@
 //! # Limits
 //! - Concurrent writes to one key during a change may resolve by cas order (last writer
 //!   wins) rather than arrival order.
-//! - A `delete` made at a key's new primary while the key is still moving can be undone
-//!   by the older copy arriving after it (no tombstones yet).
 //! - Losing a second owner of a key before its replacement copy is made loses the key
 //!   (R=2 tolerates one failure at a time).
 //! - A node the frontend cannot stop (joined by hand) is not fenced: cut off from the
@@ -82,7 +98,7 @@ use sesa_exec::{CallError, MessengerRef, placement};
 
 use super::ops::{Op, Reads, owner};
 use super::server::{ClusterLayer, Kv, ReplyFuture};
-use super::store::{Item, Scan};
+use super::store::{Held, Item, Scan};
 
 mod coordinator;
 mod msg;
@@ -95,6 +111,11 @@ pub use msg::*;
 pub use node::*;
 pub use rebalance::*;
 pub use view::*;
+
+/// A key's primary gives its writes under view `epoch` cas values from `epoch << 40`
+/// up: a write made under a newer view is newer than any made under an older one,
+/// whatever the nodes' counters (2^40 writes per core and view; 2^24 views).
+pub(super) const CAS_EPOCH_SHIFT: u32 = 40;
 
 /// How many times a request may be shipped on (a node with an older view forwards it).
 pub(super) const MAX_HOPS: u8 = 4;
@@ -288,11 +309,15 @@ mod tests {
             copies: alloc::vec![
                 KeyCopy {
                     key: b"k1".to_vec(),
-                    item: Some((&item).into()),
+                    state: Some(Held::Item(item.clone()).into()),
                 },
                 KeyCopy {
                     key: b"k2".to_vec(),
-                    item: None,
+                    state: Some(WireHeld::Gone(9)),
+                },
+                KeyCopy {
+                    key: b"k3".to_vec(),
+                    state: None,
                 },
             ],
         };
@@ -302,10 +327,12 @@ mod tests {
             panic!("not a put")
         };
         assert_eq!(epoch, 3);
-        assert_eq!(copies.len(), 2);
+        assert_eq!(copies.len(), 3);
         assert_eq!(copies[0].key, b"k1");
-        assert!(copies[1].item.is_none());
-        assert_eq!(Item::from(copies[0].item.clone().unwrap()), item);
+        let held = |c: &KeyCopy| c.state.clone().map(Held::from);
+        assert_eq!(held(&copies[0]), Some(Held::Item(item)));
+        assert_eq!(held(&copies[1]), Some(Held::Gone(9)));
+        assert_eq!(held(&copies[2]), None);
         // A byte string is a length, then the bytes (one copy, not a call per byte):
         // the value's bytes appear whole in the encoding.
         assert!(bytes.windows(10).any(|w| w == b"some value"));

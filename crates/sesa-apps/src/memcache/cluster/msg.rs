@@ -38,6 +38,12 @@ pub enum StoreRequest {
     View(ViewChange),
     /// This node's progress in moving keys.
     Progress,
+    /// Every node of view `epoch` took it: it may act on it (a view is taken first,
+    /// and acted on only once no member acts on an older one).
+    Activate {
+        /// The view.
+        epoch: u64,
+    },
     /// Every node has moved its keys to view `epoch`: stop pulling on a miss.
     Settle {
         /// The view.
@@ -77,8 +83,8 @@ pub enum StoreReply {
     Reply(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Done (a put, view, settle, flush, invalidation or connection).
     Done,
-    /// The item asked for (`None`: not there).
-    Item(Option<WireItem>),
+    /// The key asked for: its item, or its tombstone (`None`: neither).
+    Item(Option<WireHeld>),
     /// This node's progress in moving keys.
     Progress(Progress),
 }
@@ -103,6 +109,12 @@ pub enum StoreError {
     /// The node is stopping.
     #[error("the node is stopping")]
     Stopping,
+    /// Copies of a view the node has not taken yet, within `VIEW_WAIT`.
+    #[error("copies of view {epoch}, which this node has not taken")]
+    NoView {
+        /// The view.
+        epoch: u64,
+    },
     /// A write did not reach every owner of its key within `REPLICATE_WAIT`: it is not
     /// acknowledged, and may be on some owners (its outcome is unknown).
     #[error("not stored on every owner of the key: node {node} did not take it ({why})")]
@@ -144,6 +156,7 @@ impl Service for StoreService {
             StoreRequest::Invalidate { .. } => 8,
             StoreRequest::Read { .. } => 9,
             StoreRequest::Connect(_) => 10,
+            StoreRequest::Activate { .. } => 11,
         }
     }
 }
@@ -198,8 +211,36 @@ pub struct KeyCopy {
     /// The key.
     #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
-    /// `None`: the key is gone.
-    pub item: Option<WireItem>,
+    /// Its item or its deletion; `None`: the key is gone from its sender, without a
+    /// tombstone.
+    pub state: Option<WireHeld>,
+}
+
+/// A key's state ([`Held`]) as it travels between nodes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum WireHeld {
+    /// The item.
+    Item(WireItem),
+    /// Deleted at this cas.
+    Gone(u64),
+}
+
+impl From<Held> for WireHeld {
+    fn from(h: Held) -> Self {
+        match h {
+            Held::Item(i) => WireHeld::Item(i.into()),
+            Held::Gone(cas) => WireHeld::Gone(cas),
+        }
+    }
+}
+
+impl From<WireHeld> for Held {
+    fn from(h: WireHeld) -> Self {
+        match h {
+            WireHeld::Item(i) => Held::Item(i.into()),
+            WireHeld::Gone(cas) => Held::Gone(cas),
+        }
+    }
 }
 
 /// An item as it travels between nodes.

@@ -7,6 +7,9 @@ use super::*;
 #[derive(Default)]
 pub(super) struct Views {
     pub(super) current: Arc<View>,
+    /// Whether this node may act on `current` (as a key's owner): every member of it
+    /// took it ([`StoreRequest::Activate`]), so none acts on an older one any more.
+    pub(super) active: bool,
     /// The newest settled view (every key on all its owners), while keys move to
     /// `current` (until [`StoreRequest::Settle`]): its owners still hold every key.
     pub(super) previous: Option<Arc<View>>,
@@ -24,6 +27,9 @@ pub struct Node {
     /// Requests waiting for a newer view ([`Node::view_at_least`]), in the order they
     /// began to wait; woken in that order when one is installed.
     pub(super) view_waiters: Mutex<Vec<core::task::Waker>>,
+    /// The newest settled view whose keys this node no longer owned it has dropped
+    /// ([`Node::drop_unowned`], [`Node::drop_leftovers`]).
+    pub(super) dropped: AtomicU64,
     /// Per core: invalidations received (the cached layout). A cache fill whose fetch
     /// raced one is not kept.
     pub(super) invalidations: Vec<AtomicU64>,
@@ -65,6 +71,7 @@ impl Node {
             views: RwLock::new(Views::default()),
             progress: Mutex::new(Progress::default()),
             view_waiters: Mutex::new(Vec::new()),
+            dropped: AtomicU64::new(0),
             invalidations: (0..sesa_event::cores())
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -148,9 +155,17 @@ impl Node {
                 if !copies.iter().all(|c| on_key_core(&c.key)) {
                     return Err(StoreError::WrongCore);
                 }
+                // Copies of a newer view are taken under it: under the older one, this
+                // node could drop them as keys it does not own (its settling's sweep).
+                if self.installed_at_least(epoch).await.is_none() {
+                    return Err(StoreError::NoView { epoch });
+                }
                 self.kv.with_partition(|p, now| {
                     for c in &mut copies {
-                        p.import(&c.key, c.item.take().map(Item::from), now);
+                        match c.state.take() {
+                            Some(held) => p.import_held(&c.key, held.into(), now),
+                            None => p.import(&c.key, None, now),
+                        };
                     }
                 });
                 // Copies made under an older view (a write its primary ran before it
@@ -160,10 +175,35 @@ impl Node {
                 // Each must reach them before this answers: the sender acknowledges the
                 // write only then.
                 if epoch < view.epoch {
-                    for KeyCopy { key, .. } in copies {
-                        let item = self.kv.with_partition(|p, now| p.export(&key, now));
-                        self.replicate(key, item).await?;
+                    for KeyCopy { key, .. } in &copies {
+                        let held = self.kv.with_partition(|p, now| p.export_held(key, now));
+                        self.replicate(key.clone(), held).await?;
                     }
+                }
+                // Not kept where it is not owned, in the current view nor the settled
+                // one (sent to this node as an owner in a view since settled, and this
+                // node dropped its keys already, say): a copy left behind would be
+                // taken for the key's if this node became its owner again, and it may
+                // be older than the key's last writes.
+                let strays: Vec<&[u8]> = {
+                    let views = self.views();
+                    let owned =
+                        |v: &View, key: &[u8]| v.owners(key).iter().any(|m| m.node == self.me);
+                    copies
+                        .iter()
+                        .map(|c| c.key.as_slice())
+                        .filter(|key| {
+                            !owned(&views.current, key)
+                                && !views.previous.as_deref().is_some_and(|p| owned(p, key))
+                        })
+                        .collect()
+                };
+                if !strays.is_empty() {
+                    self.kv.with_partition(|p, now| {
+                        for key in strays {
+                            p.import(key, None, now);
+                        }
+                    });
                 }
                 Ok(StoreReply::Done)
             }
@@ -171,8 +211,8 @@ impl Node {
                 if !on_key_core(&key) {
                     return Err(StoreError::WrongCore);
                 }
-                let item = self.kv.with_partition(|p, now| p.export(&key, now));
-                Ok(StoreReply::Item(item.map(WireItem::from)))
+                let held = self.kv.with_partition(|p, now| p.export_held(&key, now));
+                Ok(StoreReply::Item(held.map(WireHeld::from)))
             }
             StoreRequest::Connect(view) => {
                 self.connect_to(&view).await?;
@@ -183,7 +223,13 @@ impl Node {
                 Ok(StoreReply::Done)
             }
             StoreRequest::Progress => Ok(StoreReply::Progress(self.progress())),
+            StoreRequest::Activate { epoch } => {
+                self.activate(epoch);
+                Ok(StoreReply::Done)
+            }
             StoreRequest::Settle { epoch } => {
+                // A view settles only after every member took it.
+                self.activate(epoch);
                 let settled = {
                     let mut views = self.views.write();
                     let settled = views.current.epoch == epoch;
@@ -227,9 +273,36 @@ impl Node {
         if owner(key, sesa_event::cores()) != sesa_event::current_core() {
             return false;
         }
-        let view = self.current();
+        let (view, active) = {
+            let views = self.views();
+            (views.current.clone(), views.active)
+        };
+        if !active {
+            return false;
+        }
         view.epoch > 0 && self.holds_for_sure(&view, key)
             || view.layout == Layout::Cached && self.kv.with_partition(|p, now| p.holds(key, now))
+    }
+
+    /// View `epoch` may be acted on, if it is the current one; the requests waiting for
+    /// it go on.
+    pub(super) fn activate(&self, epoch: u64) {
+        {
+            let mut views = self.views.write();
+            if views.current.epoch != epoch || views.active {
+                return;
+            }
+            views.active = true;
+        }
+        self.wake_view_waiters();
+    }
+
+    /// Wakes the requests waiting for a view (see [`Node::view_waiters`]).
+    pub(super) fn wake_view_waiters(&self) {
+        let waiters = core::mem::take(&mut *self.view_waiters.lock());
+        for waker in waiters {
+            waker.wake();
+        }
     }
 
     /// Routes `op` by this node's view (waiting, briefly, for a view at least as new as
@@ -243,11 +316,14 @@ impl Node {
         hops: u8,
         reads: Reads,
     ) -> Vec<u8> {
-        let mut view = self.view_at_least(epoch.max(1)).await;
+        let mut floor = epoch.max(1);
         loop {
-            if view.epoch == 0 {
-                return server_error("the store has no view of its nodes yet");
-            }
+            let Some(view) = self.view_at_least(floor).await else {
+                return match self.current().epoch {
+                    0 => server_error("the store has no view of its nodes yet"),
+                    _ => server_error("the store's nodes are taking a new view; try again"),
+                };
+            };
             let owners = view.owners(op.key());
             let Some(primary) = owners.first().copied() else {
                 return server_error("the store has no nodes");
@@ -301,15 +377,23 @@ impl Node {
                     .find(|m| before.iter().any(|b| b.node == m.node))
                     .copied()
             });
-            let (epoch, hops) = (view.epoch, hops + 1);
+            let (epoch, onward) = (view.epoch, hops + 1);
             let (target, read) = match steady {
                 Some(m) if m.node != primary.node => (m, true),
                 _ => (primary, false),
             };
             let core = owner(op.key(), target.cores as usize);
             let request = match read {
-                true => StoreRequest::Read { epoch, hops, op },
-                false => StoreRequest::Exec { epoch, hops, op },
+                true => StoreRequest::Read {
+                    epoch,
+                    hops: onward,
+                    op,
+                },
+                false => StoreRequest::Exec {
+                    epoch,
+                    hops: onward,
+                    op,
+                },
             };
             match client(self.messenger, target, core)
                 .call_ref(&request)
@@ -336,36 +420,66 @@ impl Node {
                         return server_error("a command sent as neither Exec nor Read");
                     };
                     op = back;
+                    // A write sent whose connection was lost before the reply may have run
+                    // there, or may still run (that node may be forwarding it, or waiting
+                    // for a view): sent again, it could run twice, the first time after
+                    // writes acknowledged since. Its outcome is unknown. And a write shipped
+                    // here is not sent on again after a failure: the node that shipped it
+                    // may have given up on it already (its client told the outcome is
+                    // unknown, and writing since).
+                    let sent = !matches!(e, CallError::NotConnected(_));
+                    if op.writes() && (sent || hops > 0) {
+                        return server_error(format_args!(
+                            "the write's outcome is unknown (node {}: {e})",
+                            target.node
+                        ));
+                    }
                     // Lost or not yet connected: the frontend's next view routes around a
                     // lost node; a connection being made just needs a moment.
                     let Some(next) = self.next_view(view.epoch, target.node).await else {
                         return server_error(format_args!("the key's node is unreachable: {e}"));
                     };
-                    view = next;
+                    floor = next.epoch;
                 }
             }
         }
     }
 
-    /// The current view once its epoch is at least `epoch` (or the current one after
-    /// [`VIEW_WAIT`]).
+    /// The current view once its epoch is at least `epoch` and it may be acted on
+    /// (`None` after [`VIEW_WAIT`]).
     ///
     /// Requests that wait resume in the order they began to wait (see
     /// [`Node::view_waiters`]): a client's pipelined requests, or those shipped here on
     /// one connection, must not overtake one another while the view arrives.
-    pub(super) async fn view_at_least(&self, epoch: u64) -> Arc<View> {
-        let view = self.current();
-        if view.epoch >= epoch {
-            return view;
+    pub(super) async fn view_at_least(&self, epoch: u64) -> Option<Arc<View>> {
+        self.wait_for_view(epoch, true).await
+    }
+
+    /// The current view once its epoch is at least `epoch`, acted on or not (`None`
+    /// after [`VIEW_WAIT`]).
+    pub(super) async fn installed_at_least(&self, epoch: u64) -> Option<Arc<View>> {
+        self.wait_for_view(epoch, false).await
+    }
+
+    async fn wait_for_view(&self, epoch: u64, active: bool) -> Option<Arc<View>> {
+        let ready = || {
+            let views = self.views();
+            ((views.active || !active) && views.current.epoch >= epoch)
+                .then(|| views.current.clone())
+        };
+        if let Some(view) = ready() {
+            return Some(view);
         }
         let mut deadline = core::pin::pin!(sesa_event::sleep(VIEW_WAIT));
         core::future::poll_fn(|cx| {
-            // Checked under the waiters' lock, which `install` takes after switching
-            // views: either the new view is seen here, or this waker is woken.
+            // Checked under the waiters' lock, which `install` and `activate` take after
+            // switching views: either the change is seen here, or this waker is woken.
             let mut waiters = self.view_waiters.lock();
-            let view = self.current();
-            if view.epoch >= epoch || deadline.as_mut().poll(cx).is_ready() {
-                return core::task::Poll::Ready(view);
+            if let Some(view) = ready() {
+                return core::task::Poll::Ready(Some(view));
+            }
+            if deadline.as_mut().poll(cx).is_ready() {
+                return core::task::Poll::Ready(None);
             }
             // A waiter that timed out leaves its waker here until the next view: past a
             // bound, wake every one early (each re-checks and queues again, in order).
@@ -432,8 +546,8 @@ impl Node {
         match item {
             _ if raced => Err(op),
             // Absent at the primary: a miss (nothing is cached).
-            None => Ok(self.kv.apply_here(op)),
-            Some(item) => {
+            None | Some(WireHeld::Gone(_)) => Ok(self.kv.apply_here(op)),
+            Some(WireHeld::Item(item)) => {
                 self.kv
                     .with_partition(|p, now| p.import(&key, Some(item.into()), now));
                 Ok(self.kv.apply_here(op))
@@ -460,11 +574,23 @@ impl Node {
             );
         }
         let writes = op.writes();
+        if writes {
+            // A write made under a newer view supersedes any made under an older one
+            // (by another primary, say, whose copies its replicas took but this node
+            // did not, its outcome then unknown): its cas is higher.
+            let floor = self.current().epoch << CAS_EPOCH_SHIFT;
+            self.kv.with_partition(|p, _| p.raise_cas(floor));
+        }
         let reply = self.kv.apply_here(op);
         if writes {
-            let item = self.kv.with_partition(|p, now| p.export(&key, now));
+            // A write that leaves no item (a delete, or one that found none) leaves a
+            // tombstone, for the owners to which a copy of the item may come late.
+            let held = self.kv.with_partition(|p, now| match p.export(&key, now) {
+                Some(item) => Held::Item(item),
+                None => Held::Gone(p.bury(&key)),
+            });
             // Acknowledged only once every owner holds it.
-            if let Err(e) = self.replicate(key, item).await {
+            if let Err(e) = self.replicate(key, Some(held)).await {
                 return server_error(e);
             }
         }
@@ -485,7 +611,7 @@ impl Node {
     pub(super) async fn replicate(
         &self,
         key: Vec<u8>,
-        item: Option<Item>,
+        held: Option<Held>,
     ) -> Result<(), StoreError> {
         let deadline = sesa_event::now() + REPLICATE_WAIT;
         let mut view = self.current();
@@ -496,7 +622,7 @@ impl Node {
             epoch: view.epoch,
             copies: alloc::vec![KeyCopy {
                 key,
-                item: item.map(WireItem::from),
+                state: held.map(WireHeld::from),
             }],
         };
         // Owners that took the copy (or need not), in any view so far: an owner keeps a
@@ -624,10 +750,10 @@ impl Node {
             let answer =
                 sesa_event::timeout(VIEW_WAIT, client(self.messenger, m, core).call(fetch));
             match answer.await {
-                Some(Ok(StoreReply::Item(item))) => {
-                    if let Some(item) = item {
+                Some(Ok(StoreReply::Item(held))) => {
+                    if let Some(held) = held {
                         self.kv
-                            .with_partition(|p, now| p.import(key, Some(item.into()), now));
+                            .with_partition(|p, now| p.import_held(key, held.into(), now));
                     }
                     return true;
                 }

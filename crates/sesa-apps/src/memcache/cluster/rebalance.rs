@@ -9,12 +9,20 @@ impl Node {
     pub(super) async fn install(&'static self, change: ViewChange) -> Result<(), StoreError> {
         let ViewChange { view, previous } = change;
         self.connect_to(&view).await?;
+        if let Some(settled) = &previous {
+            let current = self.current();
+            if view.epoch > current.epoch {
+                self.drop_leftovers(settled, &current).await;
+            }
+        }
         let old = {
             let mut views = self.views.write();
             if view.epoch <= views.current.epoch {
                 return Ok(());
             }
             let old = core::mem::replace(&mut views.current, Arc::new(view.clone()));
+            // Not acted on before every member took it (`StoreRequest::Activate`).
+            views.active = false;
             // The cluster's settled view, not this node's last: its owners still hold
             // every key (no node drops a key before the move settles), so the keys move
             // from them, and a new owner (a node that just joined included) pulls from
@@ -25,11 +33,8 @@ impl Node {
                 None => old,
             }
         };
-        // In the order they began to wait.
-        let waiters = core::mem::take(&mut *self.view_waiters.lock());
-        for waker in waiters {
-            waker.wake();
-        }
+        // In the order they began to wait (they wait on for its activation).
+        self.wake_view_waiters();
         self.note(|p| {
             *p = Progress {
                 epoch: view.epoch,
@@ -104,6 +109,14 @@ impl Node {
                 sesa_event::yield_now().await;
             }
         }
+        // The tombstones too: a key's new primary must know of its deletion, or its
+        // next write would get a cas lower than the deletion's, which the key's other
+        // owners (keeping the tombstone) would refuse.
+        let buried = self.kv.with_partition(|p, _| p.buried());
+        for keys in buried.chunks(SCAN) {
+            self.rebalance_slice(&mut owners, keys, &mut pace).await;
+            sesa_event::yield_now().await;
+        }
     }
 
     pub(super) async fn rebalance_slice(
@@ -135,28 +148,30 @@ impl Node {
             let core = CoreId::new(core);
             for chunk in keys.chunks(BATCH) {
                 let started = sesa_event::now();
-                // Read the items when sending, so the copy is as fresh as this core's
-                // partition (writes here and copies leave this core in order).
-                let copies: Vec<KeyCopy> = self.kv.with_partition(|p, now| {
-                    chunk
-                        .iter()
-                        .filter_map(|&key| {
-                            let item = p.peek(key, now)?;
-                            Some(KeyCopy {
-                                key: key.to_vec(),
-                                item: Some(item.into()),
-                            })
-                        })
-                        .collect()
-                });
-                let sent = copies.len() as u64;
-                let put = StoreRequest::Put {
-                    epoch: new.epoch,
-                    copies,
-                };
                 // Sent until it is taken: the move is not done without it. Only a newer
                 // view ends the tries (its own move starts from the settled view again).
                 loop {
+                    // The items are read when sending (each time: a copy sent again after
+                    // a cut is no older than the key became meanwhile), so the copy is as
+                    // fresh as this core's partition (writes here and copies leave this
+                    // core in order).
+                    let copies: Vec<KeyCopy> = self.kv.with_partition(|p, now| {
+                        chunk
+                            .iter()
+                            .filter_map(|&key| {
+                                let held = p.peek_held(key, now)?;
+                                Some(KeyCopy {
+                                    key: key.to_vec(),
+                                    state: Some(held.into()),
+                                })
+                            })
+                            .collect()
+                    });
+                    let sent = copies.len() as u64;
+                    let put = StoreRequest::Put {
+                        epoch: new.epoch,
+                        copies,
+                    };
                     match client(self.messenger, *m, core).call_ref(&put).await {
                         Ok(_) => {
                             self.note(|p| p.copies_sent += sent);
@@ -179,22 +194,53 @@ impl Node {
     }
 
     /// Once a view settled (every node moved its keys to it): drops, core by core, the
-    /// keys this node no longer owns.
+    /// keys this node no longer owns (unless a newer view comes first).
     pub(super) async fn drop_unowned(&'static self, view: Arc<View>) {
+        let (me, epoch) = (self.me, view.epoch);
+        let owned = move |key: &[u8]| view.owners(key).iter().any(|m| m.node == me);
+        if self.drop_keys(owned, Some(epoch)).await {
+            self.dropped.fetch_max(epoch, Ordering::Relaxed);
+        }
+    }
+
+    /// Before this node takes a view whose keys move from the settled view `settled`,
+    /// if it has not dropped the keys it did not own there (a newer view came before the
+    /// sweep was done): drops them now, but those it owns in `current` (a view since,
+    /// whose writes it got). A copy left from before `settled` may be older than the
+    /// key's last writes, and a new owner holding it would not ask the settled owners.
+    pub(super) async fn drop_leftovers(&'static self, settled: &View, current: &View) {
+        if self.dropped.load(Ordering::Relaxed) >= settled.epoch {
+            return;
+        }
+        let (me, settled_view, current_view) = (self.me, settled.clone(), current.clone());
+        let owned = move |key: &[u8]| {
+            let mine = |v: &View| v.owners(key).iter().any(|m| m.node == me);
+            mine(&settled_view) || mine(&current_view)
+        };
+        self.drop_keys(owned, None).await;
+        self.dropped.fetch_max(settled.epoch, Ordering::Relaxed);
+    }
+
+    /// Drops, core by core, the keys `keep` does not keep; stops (`false`) when the
+    /// current view is no longer `epoch`, if given.
+    async fn drop_keys(
+        &'static self,
+        keep: impl Fn(&[u8]) -> bool + Clone + Send + 'static,
+        epoch: Option<u64>,
+    ) -> bool {
         for core in sesa_event::all_cores() {
-            let view = view.clone();
-            let _ = sesa_event::spawn_on_async(core, move || async move {
+            let keep = keep.clone();
+            let done = sesa_event::spawn_on_async(core, move || async move {
                 let mut scan = Scan::default();
                 while let Some(slice) = self.kv.with_partition(|p, now| p.scan(&mut scan, now)) {
                     for keys in slice.chunks(SCAN) {
-                        if self.current().epoch != view.epoch {
-                            return; // A newer view: its own settling drops them.
+                        if epoch.is_some_and(|e| self.current().epoch != e) {
+                            return false; // A newer view: its own settling drops them.
                         }
                         let dropped = self.kv.with_partition(|p, now| {
                             let mut n = 0;
                             for key in keys {
-                                let owned = view.owners(key).iter().any(|m| m.node == self.me);
-                                if !owned && p.import(key, None, now) {
+                                if !keep(key) && p.import(key, None, now) {
                                     n += 1;
                                 }
                             }
@@ -204,9 +250,14 @@ impl Node {
                         sesa_event::yield_now().await;
                     }
                 }
+                true
             })
             .await;
+            if !done.unwrap_or(false) {
+                return false;
+            }
         }
+        true
     }
 }
 
