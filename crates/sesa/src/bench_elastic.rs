@@ -15,8 +15,9 @@
 //!   then, relative to the baseline;
 //! - `kill_seconds_below_half`: whole seconds after the kill below half the baseline;
 //! - `acked_writes`, `lost_writes` (must be 0), `indeterminate_writes` (in flight when a
-//!   connection broke: neither acknowledged nor refused), `failed_requests` (error
-//!   replies), `missing_keys` (gets of loaded keys that missed; must be 0).
+//!   connection broke, or answered `SERVER_ERROR`, which the store says of a write whose
+//!   outcome is unknown: neither acknowledged nor refused), `failed_requests` (other
+//!   error replies), `missing_keys` (gets of loaded keys that missed; must be 0).
 //!
 //! Every process it starts is stopped by its PID at the end, also on failure.
 
@@ -315,6 +316,11 @@ fn client(load: &Load, t: usize, keys: usize, pipeline: usize) -> Vec<u64> {
                     let reply = buf[first.clone()].to_vec();
                     match set {
                         Some(n) if reply == b"STORED" => acked.push(*n),
+                        // Refused after it may have run (its node lost with it, say):
+                        // neither acknowledged nor refused.
+                        Some(_) if reply.starts_with(b"SERVER_ERROR") => {
+                            load.indeterminate.fetch_add(1, Relaxed);
+                        }
                         Some(_) => {
                             load.failed.fetch_add(1, Relaxed);
                         }
