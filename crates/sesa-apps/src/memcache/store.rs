@@ -859,8 +859,8 @@ impl Partition {
     }
 
     /// Installs the key's state from another owner: an item as [`Partition::import`]
-    /// does (not over a newer item, nor over a newer deletion), a deletion unless the
-    /// item here is newer than it (then its tombstone stays, for copies older than it).
+    /// does (not over a newer item, nor over a newer deletion), a deletion (the item
+    /// goes, a tombstone stays for copies older than it) unless the item here is newer.
     /// Returns whether it was installed.
     pub fn import_held(&mut self, key: &[u8], held: Held, now: u64) -> bool {
         let cas = match held {

@@ -190,10 +190,12 @@ impl<'a, K: Ord + Clone + Debug> InFlight<'a, K> {
             let v = h.next_value.entry(key.clone()).or_insert(0);
             *v += 1;
             let v = *v;
+            // Every key written is read at the end, deleted or set.
             let attempted = h.attempted.entry(key.clone()).or_default();
-            match delete {
-                false => drop(attempted.insert(v)),
-                true => drop(h.deletes.entry(key.clone()).or_default().insert(v)),
+            if delete {
+                h.deletes.entry(key.clone()).or_default().insert(v);
+            } else {
+                attempted.insert(v);
             }
             v
         };
