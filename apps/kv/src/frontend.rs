@@ -154,7 +154,16 @@ async fn frontend(
                 suspects.remove(&node);
                 continue;
             }
-            if !losses.may_drop(members.len(), settings.replicas) {
+            // A loss not known yet (a node crashed a moment ago, its exit not reported
+            // yet) would make this a second one: every other member must answer first.
+            let mut others_answer = true;
+            for other in members.values().filter(|m| m.node != node) {
+                if !answers(cx.messenger(), *other, CONFIRM).await {
+                    others_answer = false;
+                    break;
+                }
+            }
+            if !others_answer || !losses.may_drop(members.len(), settings.replicas) {
                 let told = suspects.get(&node).is_some_and(Option::is_some);
                 if !told {
                     cx.report(Event::Note(format!(
