@@ -220,8 +220,10 @@ fn the_seeds_that_found_bugs_pass() {
     // primary under a view the others had replaced) and found while fixing it (a view
     // settled while a node had not answered how far its move was; a write shipped
     // again after its connection was lost, running twice, the second time after later
-    // writes; copies of a newer view dropped by the older view's sweep).
-    for seed in [1092, 2250, 2264, 3286, 3965, 509, 743, 2780] {
+    // writes; copies of a newer view dropped by the older view's sweep), and a node
+    // declared down dropped while another had just crashed, its exit not reported yet
+    // (9118, 9269: keys lost).
+    for seed in [1092, 2250, 2264, 3286, 3965, 509, 743, 2780, 9118, 9269] {
         let o = run(&Options {
             profile: Profile::Wide,
             ..Options::new(Workload::Store, seed)
