@@ -406,9 +406,6 @@ impl GlobalIdMap {
     /// [`IdMapError::Unavailable`] if a replica did not answer or refused.
     pub async fn get(&self, key: u64) -> Result<Option<Versioned>, IdMapError> {
         let (epoch, replicas) = self.active_replicas_of(key).await?;
-        if replicas.is_empty() {
-            return Err(IdMapError::NoMembers);
-        }
         let mut newest: Option<Versioned> = None;
         let mut keep = |got: Option<Versioned>| {
             if let Some(v) = got
@@ -449,8 +446,9 @@ impl GlobalIdMap {
     ///
     /// Needs every replica of the current members: it reads the newest version from all
     /// of them, then writes a higher one to all of them (and to those of any view that
-    /// came meanwhile), and succeeds only when each took it. So an acknowledged set is on R nodes, and the next set of the key (from
-    /// any node, a restarted one too) sees its version. While a replica is unreachable
+    /// came meanwhile), and succeeds only when each took it. So an acknowledged set is
+    /// on R nodes, and the next set of the key (from any node, a restarted one too)
+    /// sees its version. While a replica is unreachable
     /// but still a member, sets of its keys fail; a view without it (the frontend
     /// removes lost nodes) makes them succeed again. A failed set may have reached some
     /// replicas.
@@ -595,17 +593,18 @@ async fn answer(
     request: IdMapRequest,
 ) -> Result<IdMapReply, ReplicaError> {
     let local = local_store(store).ok_or(ReplicaError::NoStore)?;
+    // Gets and sets made under a view older than this replica's are refused.
+    let current = |epoch: u64| match epoch < local.state.lock().epoch {
+        true => Err(ReplicaError::OlderView),
+        false => Ok(()),
+    };
     Ok(match request {
         IdMapRequest::Get { key, epoch } => {
-            if epoch < local.state.lock().epoch {
-                return Err(ReplicaError::OlderView);
-            }
+            current(epoch)?;
             IdMapReply::Value(local.get(key))
         }
         IdMapRequest::Set { key, value, epoch } => {
-            if epoch < local.state.lock().epoch {
-                return Err(ReplicaError::OlderView);
-            }
+            current(epoch)?;
             IdMapReply::Version(local.set(key, value))
         }
         IdMapRequest::Copy { key, value } => IdMapReply::Version(local.set(key, value)),

@@ -905,10 +905,6 @@ impl Namespaces {
     fn link(&self, node: u32, cut: bool) {
         let state = if cut { "down" } else { "up" };
         ip(&["-n", &self.node(node), "link", "set", "eth0", state]).unwrap();
-        if !cut {
-            // Its address's route goes with the link.
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 
     /// Moves the calling thread into the hub: the processes and threads it starts from
