@@ -86,18 +86,12 @@ impl WorkPool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Puts `node`'s leased chunks back (it crashed); returns how many. Every life of
-    /// `node` seen so far is taken as gone: a request of theirs that arrives later gets
-    /// no work. (The frontend never gives a node id to a second process.)
-    pub fn requeue(&self, node: NodeId) -> usize {
-        let newest = self.lock().newest.get(&node).copied().unwrap_or(0);
-        self.requeue_life(node, newest)
-    }
-
     /// Puts back the chunks leased by the lives of `node` up to `generation` (it
-    /// crashed), and gives no work to those lives again; returns how many. A newer
-    /// generation of the node (restarted under the same id) keeps its leases.
-    pub fn requeue_life(&self, node: NodeId, generation: u64) -> usize {
+    /// crashed, or left with a report lost), and gives no work to those lives again,
+    /// even to one that never asked yet (its first request may still be in flight);
+    /// returns how many. A newer generation of the node (restarted under the same id)
+    /// keeps its leases.
+    pub fn requeue(&self, node: NodeId, generation: u64) -> usize {
         let mut s = self.lock();
         let gone = s.gone.entry(node).or_insert(0);
         *gone = (*gone).max(generation);
@@ -248,6 +242,9 @@ async fn elastic_counter(cx: &mut Cluster<'_>, count: ElasticCount) -> anyhow::R
     let mut running: BTreeMap<NodeId, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
     // Each leaving node's leave (it ends once the node has drained).
     let mut leaving: BTreeMap<NodeId, sesa_event::JoinHandle<anyhow::Result<()>>> = BTreeMap::new();
+    // The life (generation) each node's part runs in: a lost or departed node's
+    // leases are put back by it.
+    let mut lives: BTreeMap<NodeId, u64> = BTreeMap::new();
     cx.accept_scaling(true);
     loop {
         cx.observe(&mut roster);
@@ -276,11 +273,12 @@ async fn elastic_counter(cx: &mut Cluster<'_>, count: ElasticCount) -> anyhow::R
                     let part = cx.run_on::<Counter>(&node, &settings);
                     let part = sesa_event::spawn_local(async move { part.await.map(drop) });
                     running.insert(node.node, part);
+                    lives.insert(node.node, node.generation);
                     roster.started(node.node);
                 }
                 Action::Lost { node, cause } => {
                     running.remove(&node);
-                    let back = work.requeue(node);
+                    let back = requeue(&work, &lives, node);
                     cx.report(Event::Lost {
                         node,
                         cause,
@@ -292,10 +290,19 @@ async fn elastic_counter(cx: &mut Cluster<'_>, count: ElasticCount) -> anyhow::R
                     leaving.insert(node, sesa_event::spawn_local(cx.leave(node)));
                 }
                 Action::Left { node, clean } => {
+                    // A clean leave ends the node's part with every report made; a
+                    // lease it still holds is one whose report was lost (a connection
+                    // reset): nobody would count it. It goes back too (a late report of
+                    // it is then ignored: the pool counts a chunk once).
+                    let back = requeue(&work, &lives, node);
                     if !clean {
-                        let back = work.requeue(node);
                         cx.report(Event::Note(format!(
                             "node {node} left uncleanly: {back} chunk(s) go back to the pool"
+                        )));
+                    } else if back > 0 {
+                        cx.report(Event::Note(format!(
+                            "node {node} left with {back} chunk(s) whose report was lost: \
+                             back to the pool"
                         )));
                     }
                     cx.report(Event::Left { node });
@@ -339,6 +346,14 @@ async fn elastic_counter(cx: &mut Cluster<'_>, count: ElasticCount) -> anyhow::R
         cx.stop_node(node, Duration::from_secs(5));
     }
     Ok(work.tally())
+}
+
+/// Puts back the leases of `node`'s life that ran a part (a node lost before it was
+/// started has none, and no request of its own in flight).
+fn requeue(work: &WorkPool, lives: &BTreeMap<NodeId, u64>, node: NodeId) -> usize {
+    lives
+        .get(&node)
+        .map_or(0, |&generation| work.requeue(node, generation))
 }
 
 /// Removes and returns the tasks that have finished.
@@ -417,7 +432,7 @@ mod tests {
         assert_eq!(take(&pool, 2), Lease::Wait);
         assert!(!pool.finished());
 
-        assert_eq!(pool.requeue(NodeId::new(1)), 1);
+        assert_eq!(pool.requeue(NodeId::new(1), 1), 1);
         assert_eq!(
             take(&pool, 2),
             Lease::Chunk {
@@ -445,14 +460,25 @@ mod tests {
             generation,
         };
         assert!(matches!(take_as(&pool, at(1, 1)), Lease::Chunk { .. }));
-        assert_eq!(pool.requeue_life(NodeId::new(1), 1), 1);
+        assert_eq!(pool.requeue(NodeId::new(1), 1), 1);
         // Generation 1's late request: no lease.
         assert_eq!(take_as(&pool, at(1, 1)), Lease::Done);
         // Generation 2 of the same node id works, and keeps its lease when the loss
         // of generation 1 is reported again.
         assert!(matches!(take_as(&pool, at(1, 2)), Lease::Chunk { .. }));
-        assert_eq!(pool.requeue_life(NodeId::new(1), 1), 0);
-        assert_eq!(pool.requeue(NodeId::new(1)), 1);
+        assert_eq!(pool.requeue(NodeId::new(1), 1), 0);
+        assert_eq!(pool.requeue(NodeId::new(1), 2), 1);
+    }
+
+    /// Found by `sesa sim --workload counter --faults wide --seed 61`: a node declared
+    /// down right after its part started had not asked for work yet; its first request
+    /// arrived after the loss and leased a chunk nobody would report.
+    #[test]
+    fn a_life_lost_before_it_asked_gets_no_work() {
+        let pool = WorkPool::with_chunk(10, 1);
+        assert_eq!(pool.requeue(NodeId::new(1), 1), 0);
+        assert_eq!(take(&pool, 1), Lease::Done);
+        assert!(matches!(take(&pool, 2), Lease::Chunk { .. }));
     }
 
     /// Found by `sesa sim --workload counter` once connections could be reset: a node
