@@ -71,12 +71,14 @@ step "concurrency checks under shuttle (randomized schedules)"
 cargo test -p sesa-ebb --features shuttle --test shuttle_ebb --locked 2>&1 | tee -a "$results"
 cargo test -p sesa-hosted --features shuttle --test shuttle_inbox --locked 2>&1 | tee -a "$results"
 
-step "a bounded sweep of the simulator: 200 seeds of each workload (idmap, counter, kv, store) under faults"
+step "a bounded sweep of the simulator: 200 seeds of each workload (idmap, counter, kv, store, names) under faults"
 # Release build: a seed of the counter workload is ~0.1 s there, ~1 s in a debug build.
 cargo build --release -p sesa --locked --quiet
 ./target/release/sesa sim --seeds 200
 # And the store under the widest faults, its clients deleting too.
 ./target/release/sesa sim --workload store --seeds 200 --faults wide --deletes
+# And the naming service of global EBBs under the widest faults.
+./target/release/sesa sim --workload names --seeds 200 --faults wide
 
 step "a short fuzz run of every outside-bytes decoder (fuzz/, cargo-fuzz)"
 if cargo +nightly --version >/dev/null 2>&1; then

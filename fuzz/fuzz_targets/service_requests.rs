@@ -1,12 +1,11 @@
 //! A peer's call, as a typed service's server reads it: a method id and a body decoded
-//! as the request of the store's, the id map's, the naming, node control, registry or
-//! offload service (`sesa_exec::service::decode_request`). Nothing may panic; a body
+//! as the request of the store's, the id map's (the naming service of global EBBs),
+//! node control, registry or offload service (`sesa_exec::service::decode_request`). Nothing may panic; a body
 //! that decodes must name the method it came with.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sesa_apps::memcache::cluster::StoreService;
-use sesa_exec::global::NamingService;
 use sesa_exec::idmap::IdMapService;
 use sesa_exec::service::{Service, decode_request};
 use sesa_node::offload::OffloadService;
@@ -25,12 +24,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let method = u16::from_le_bytes([*m0, *m1]) % 16;
-    match which % 6 {
+    match which % 5 {
         0 => call::<StoreService>(method, payload),
         1 => call::<IdMapService>(method, payload),
-        2 => call::<NamingService>(method, payload),
-        3 => call::<ControlService>(method, payload),
-        4 => call::<RegistryService>(method, payload),
+        2 => call::<ControlService>(method, payload),
+        3 => call::<RegistryService>(method, payload),
         _ => call::<OffloadService>(method, payload),
     }
 });

@@ -2,16 +2,19 @@
 //! one node is reachable by its global id on every node of the application.
 //!
 //! Creating one ([`GlobalEbbs::create`]) allocates a cluster-wide id ([`GlobalIds`]: no
-//! round trip), registers the EBB's kind ([`GlobalKind::TAG`]) and construction data
-//! with the application's naming service ([`NamingService`]), and builds its root on
-//! the creating node. The first access on a node that has never seen the id
+//! round trip), sets the EBB's kind ([`GlobalKind::TAG`]) and construction data under
+//! that id in the global id map ([`GlobalIdMap`], the naming service), and builds its
+//! root on the creating node. The first access on a node that has never seen the id
 //! ([`GlobalEbbs::resolve`]) misses: the node looks the id up, checks the kind, builds
 //! the kind's root from the data there and maps the id to it; from then on the id
 //! resolves locally, and the root's own miss handler makes reps on the cores that touch
 //! it. Two cores missing at once build one root: the second finds the first's.
 //!
-//! The naming service is served by the application's frontend (EbbRT's arrangement); a
-//! name, once registered, never changes, so a node may cache what it resolved.
+//! The naming service is the global id map, served by the nodes themselves (each name
+//! on two of them), not by the frontend as in EbbRT: it outlives the loss of a node,
+//! and a name registered (its `create` returned) is found by every later lookup from
+//! any node (the map is linearizable). The frontend only tells the nodes who the
+//! members are. A name never changes, so a node may cache what it resolved.
 //!
 //! ```text
 //! // On node 1:
@@ -33,8 +36,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sesa_ebb::{EbbError, EbbId, EbbNode, EbbRef, EbbRoot, NodeId};
 
-use crate::idmap::{GlobalIdError, GlobalIds};
-use crate::service::{Client, Service, ServiceError};
+use crate::idmap::{GlobalIdError, GlobalIdMap, GlobalIds, IdMapError};
 
 /// A kind of globally named EBB: how any node builds its part from the construction
 /// data registered when the EBB was created.
@@ -96,118 +98,14 @@ impl<K> GlobalRef<K> {
     }
 }
 
-/// The application's naming service: global id -> (kind, construction data).
-pub struct NamingService;
-
-/// What a node asks the naming service.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub enum Naming {
-    /// Registers a new EBB.
-    Register {
-        /// Its global id.
-        id: u64,
-        /// Its [`GlobalKind::TAG`].
-        kind: String,
-        /// Its encoded construction data.
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
-    },
-    /// Looks an id up.
-    Lookup(u64),
-}
-
-/// The naming service's answers.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub enum Named {
-    /// Registered.
-    Registered,
-    /// The id's kind and construction data.
-    Found {
-        /// Its [`GlobalKind::TAG`].
-        kind: String,
-        /// Its encoded construction data.
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
-    },
-}
-
-/// Why the naming service refused.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub enum NamingError {
-    /// No EBB has this id.
-    Unknown(u64),
-    /// The id is taken (by another registration).
-    Taken(u64),
-    /// The id is not a global id (bit 63 clear), or its allocating node is not the caller.
-    NotYours(u64),
-    /// The service holds as many names as it may.
-    Full,
-}
-
-impl fmt::Display for NamingError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NamingError::Unknown(id) => write!(f, "no EBB is named {id:#x}"),
-            NamingError::Taken(id) => write!(f, "{id:#x} is registered already"),
-            NamingError::NotYours(id) => write!(f, "{id:#x} is not an id of the caller's"),
-            NamingError::Full => write!(f, "the naming service is full"),
-        }
-    }
-}
-
-impl Service for NamingService {
-    const NAME: &'static str = "naming";
-    type Request = Naming;
-    type Reply = Named;
-    type Error = NamingError;
-
-    fn method(request: &Naming) -> u16 {
-        match request {
-            Naming::Register { .. } => 1,
-            Naming::Lookup(_) => 2,
-        }
-    }
-}
-
-/// The most names a [`Names`] table holds.
-pub const NAMES_MAX: usize = 1 << 20;
-
-/// The naming service's table, for whoever serves it (the frontend).
-#[derive(Default)]
-pub struct Names {
-    names: spin::Mutex<BTreeMap<u64, (String, Vec<u8>)>>,
-}
-
-impl Names {
-    /// Serves one request from node `caller`.
-    ///
-    /// # Errors
-    /// An unknown or taken id, an id the caller did not allocate, or a full table.
-    pub fn serve(&self, caller: NodeId, request: Naming) -> Result<Named, NamingError> {
-        let mut names = self.names.lock();
-        match request {
-            Naming::Register { id, kind, data } => {
-                if GlobalIds::node_of(id) != Some(caller) {
-                    return Err(NamingError::NotYours(id));
-                }
-                if names.contains_key(&id) {
-                    return Err(NamingError::Taken(id));
-                }
-                if names.len() >= NAMES_MAX {
-                    return Err(NamingError::Full);
-                }
-                names.insert(id, (kind, data));
-                Ok(Named::Registered)
-            }
-            Naming::Lookup(id) => names
-                .get(&id)
-                .map(|(kind, data)| Named::Found {
-                    kind: kind.clone(),
-                    data: data.clone(),
-                })
-                .ok_or(NamingError::Unknown(id)),
-        }
-    }
+/// What a global id names in the id map: its kind and construction data.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    /// Its [`GlobalKind::TAG`].
+    kind: String,
+    /// Its encoded construction data.
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
 }
 
 /// Why creating or resolving a global EBB failed.
@@ -216,9 +114,12 @@ pub enum GlobalError {
     /// No id left, or this node cannot allocate ids.
     #[error("allocating a global id: {0}")]
     Id(#[from] GlobalIdError),
-    /// The naming service refused or could not be reached.
-    #[error("the naming service: {0}")]
-    Naming(#[from] ServiceError<NamingError>),
+    /// The id map refused or could not be reached.
+    #[error("the naming service (the global id map): {0}")]
+    Naming(#[from] IdMapError),
+    /// No EBB has this id.
+    #[error("no EBB is named {0:#x}")]
+    Unknown(u64),
     /// The id names an EBB of another kind.
     #[error("{id:#x} is a {actual}, not a {wanted}")]
     WrongKind {
@@ -235,30 +136,23 @@ pub enum GlobalError {
     /// The local object model refused (off a core, out of ids).
     #[error(transparent)]
     Ebb(#[from] EbbError),
-    /// The naming service answered with another kind of reply.
-    #[error("the naming service answered a {0} with another reply")]
-    Unexpected(&'static str),
 }
 
 /// A node's globally named EBBs: creating them, and resolving global ids to local ones
 /// (the global miss). Shared by the node's cores.
 pub struct GlobalEbbs {
-    names: Client<NamingService>,
+    names: GlobalIdMap,
     ids: GlobalIds,
     /// Global id -> this node's EBB for it.
     resolved: spin::Mutex<BTreeMap<u64, EbbId>>,
 }
 
 impl GlobalEbbs {
-    /// The global EBBs of node `node` in `generation`, named through `names`.
+    /// The global EBBs of node `node` in `generation`, named in the id map `names`.
     ///
     /// # Errors
     /// The node id is too large for a global id's node field.
-    pub fn new(
-        names: Client<NamingService>,
-        node: NodeId,
-        generation: u64,
-    ) -> Result<Self, GlobalError> {
+    pub fn new(names: GlobalIdMap, node: NodeId, generation: u64) -> Result<Self, GlobalError> {
         Ok(GlobalEbbs {
             names,
             ids: GlobalIds::new(node, generation)?,
@@ -273,16 +167,14 @@ impl GlobalEbbs {
     /// No id, the naming service failed, or the object model refused.
     pub async fn create<K: GlobalKind>(&self, data: K::Data) -> Result<GlobalRef<K>, GlobalError> {
         let id = self.ids.allocate()?;
-        let encoded = postcard::to_allocvec(&data).map_err(|_| GlobalError::Data(id))?;
-        let request = Naming::Register {
-            id,
+        let entry = Entry {
             kind: K::TAG.into(),
-            data: encoded,
+            data: postcard::to_allocvec(&data).map_err(|_| GlobalError::Data(id))?,
         };
-        match self.names.call(request).await? {
-            Named::Registered => {}
-            Named::Found { .. } => return Err(GlobalError::Unexpected("registration")),
-        }
+        let entry = postcard::to_allocvec(&entry).map_err(|_| GlobalError::Data(id))?;
+        // The id is this node's own (fresh from its id space): nobody else sets it, so
+        // the one version written is the one every node reads.
+        self.names.set(id, entry).await?;
         let node = EbbNode::current()?;
         let local = node.create_shared(Arc::new(K::root(data)))?;
         self.resolved.lock().insert(id, local.id());
@@ -304,10 +196,10 @@ impl GlobalEbbs {
             return Ok(node.lookup(local)?);
         }
         // The global miss.
-        let (kind, data) = match self.names.call(Naming::Lookup(global.id)).await? {
-            Named::Found { kind, data } => (kind, data),
-            Named::Registered => return Err(GlobalError::Unexpected("lookup")),
-        };
+        let found = self.names.get(global.id).await?;
+        let found = found.ok_or(GlobalError::Unknown(global.id))?;
+        let Entry { kind, data } =
+            postcard::from_bytes(&found.value).map_err(|_| GlobalError::Data(global.id))?;
         if kind != K::TAG {
             return Err(GlobalError::WrongKind {
                 id: global.id,
@@ -336,44 +228,6 @@ impl GlobalEbbs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec;
-
-    #[test]
-    fn names_are_registered_once_by_their_allocator_and_found_by_anyone() {
-        let names = Names::default();
-        let ids = GlobalIds::new(NodeId::new(3), 1).unwrap();
-        let id = ids.allocate().unwrap();
-        let register = |caller, id| {
-            names.serve(
-                caller,
-                Naming::Register {
-                    id,
-                    kind: "tally".into(),
-                    data: vec![1, 2],
-                },
-            )
-        };
-        assert_eq!(register(NodeId::new(2), id), Err(NamingError::NotYours(id)));
-        assert_eq!(
-            register(NodeId::new(3), 42),
-            Err(NamingError::NotYours(42)),
-            "not a global id"
-        );
-        assert_eq!(register(NodeId::new(3), id), Ok(Named::Registered));
-        assert_eq!(register(NodeId::new(3), id), Err(NamingError::Taken(id)));
-        assert_eq!(
-            names.serve(NodeId::new(7), Naming::Lookup(id)),
-            Ok(Named::Found {
-                kind: "tally".into(),
-                data: vec![1, 2]
-            })
-        );
-        let other = ids.allocate().unwrap();
-        assert_eq!(
-            names.serve(NodeId::new(7), Naming::Lookup(other)),
-            Err(NamingError::Unknown(other))
-        );
-    }
 
     #[test]
     fn a_global_ref_travels_as_its_id() {

@@ -103,7 +103,15 @@ pub enum ReplicaError {
     /// The replica has no store (its EBB is gone).
     #[error("the replica has no store")]
     NoStore,
+    /// A set of a new key, and the replica holds [`ENTRIES_MAX`] keys already.
+    #[error("the replica holds the most keys it may ({ENTRIES_MAX})")]
+    Full,
 }
+
+/// The most keys one node's part of the map takes by `set` (the naming service's
+/// limit: a node creating global EBBs without end is refused, not run out of memory).
+/// A rebalance's copies are not refused: they carry keys the map took already.
+pub const ENTRIES_MAX: usize = 1 << 20;
 
 impl Service for IdMapService {
     const NAME: &'static str = "id map";
@@ -196,6 +204,12 @@ struct StoreState {
 }
 
 impl IdMapStore {
+    /// Whether a set of `key` is taken: a key held already, or room for one more.
+    fn takes(&self, key: u64) -> bool {
+        let state = self.state.lock();
+        state.entries.len() < ENTRIES_MAX || state.entries.contains_key(&key)
+    }
+
     fn get(&self, key: u64) -> Option<Versioned> {
         self.state.lock().entries.get(&key).cloned()
     }
@@ -321,24 +335,32 @@ impl GlobalIdMap {
     /// then a node could still act under an older view: a set there could be missed by
     /// a reader under the new one, and a reader under the old one could miss a set
     /// acknowledged under the new one (a node that joined, say, reading alone).
-    pub fn activate(&self, epoch: u64) {
-        if self.members.lock().0 == epoch {
+    /// Returns whether `epoch` is the view installed (else nothing changed).
+    pub fn activate(&self, epoch: u64) -> bool {
+        let installed = self.members.lock().0 == epoch;
+        if installed {
             self.active
                 .fetch_max(epoch, core::sync::atomic::Ordering::Relaxed);
         }
+        installed
     }
 
     /// The current view's epoch and the replicas of `key` in it, once it is active
-    /// (waiting up to [`ACTIVE_WAIT`]).
+    /// (waiting up to [`ACTIVE_WAIT`], for a first view too: a node that has just
+    /// joined is given one by the frontend).
     async fn active_replicas_of(&self, key: u64) -> Result<(u64, Vec<Member>), IdMapError> {
         let deadline = sesa_event::now() + ACTIVE_WAIT;
         loop {
-            let (epoch, replicas) = self.replicas_of(key)?;
-            if self.active.load(core::sync::atomic::Ordering::Relaxed) == epoch {
-                return Ok((epoch, replicas));
-            }
-            if sesa_event::now() > deadline {
-                return Err(IdMapError::Changing { epoch });
+            let late = sesa_event::now() > deadline;
+            match self.replicas_of(key) {
+                Ok((epoch, replicas))
+                    if self.active.load(core::sync::atomic::Ordering::Relaxed) == epoch =>
+                {
+                    return Ok((epoch, replicas));
+                }
+                Ok((epoch, _)) if late => return Err(IdMapError::Changing { epoch }),
+                Err(e) if late => return Err(e),
+                _ => {}
             }
             sesa_event::sleep(Duration::from_millis(2)).await;
         }
@@ -605,6 +627,9 @@ async fn answer(
         }
         IdMapRequest::Set { key, value, epoch } => {
             current(epoch)?;
+            if !local.takes(key) {
+                return Err(ReplicaError::Full);
+            }
             IdMapReply::Version(local.set(key, value))
         }
         IdMapRequest::Copy { key, value } => IdMapReply::Version(local.set(key, value)),
@@ -674,6 +699,20 @@ impl GlobalIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_replica_takes_sets_of_its_keys_but_no_new_one() {
+        let store = IdMapStore::default();
+        let empty = || Versioned {
+            version: 1,
+            value: Vec::new(),
+        };
+        store.state.lock().entries = (0..ENTRIES_MAX as u64).map(|k| (k, empty())).collect();
+        assert!(store.takes(7));
+        assert!(!store.takes(ENTRIES_MAX as u64));
+        store.state.lock().entries.remove(&7);
+        assert!(store.takes(ENTRIES_MAX as u64));
+    }
 
     #[test]
     fn global_ids_are_unique_across_nodes_and_generations() {

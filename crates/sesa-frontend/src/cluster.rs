@@ -43,6 +43,7 @@ pub use sesa_node::{NodeStatus, Register};
 
 use crate::Application;
 use crate::events::{Console, Event, EventSink};
+use crate::names::Names;
 use crate::roster::{Action, Roster};
 
 /// The frontend's admin service, behind `sesa status` and `sesa scale` ([`Admin`]
@@ -197,13 +198,20 @@ impl AppStatus {
 /// How long nodes have to start and register.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest the frontend waits for the naming service's first view before the
+/// application starts.
+const NAMES_START: Duration = Duration::from_secs(5);
+
+/// The longest [`Cluster::leave`] waits for a node taken out of the view to hand its
+/// entries of the naming service over before it asks the node to leave anyway.
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(15);
+
 /// The frontend's registry of joined nodes (a node-shared EBB, served remotely). Its
 /// answer to a registration is the id of the offload service.
 pub struct Registry {
     nodes: Mutex<BTreeMap<NodeId, Register>>,
-    /// The services a registered node is told of.
+    /// The service a registered node is told of.
     offload: EbbId,
-    naming: EbbId,
     /// The next node id to hand out (shared with the elastic loop's launches).
     next_id: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
@@ -248,7 +256,6 @@ impl RemoteRep for Registry {
                     .insert(r.node, r);
                 Ok(Registered::Services {
                     offload: self.offload,
-                    naming: self.naming,
                 })
             }
         })
@@ -787,6 +794,8 @@ pub struct Cluster<'a> {
     pids: std::sync::Arc<Mutex<BTreeMap<NodeId, u32>>>,
     /// The nodes launched at the start, all joined.
     first: BTreeMap<NodeId, Register>,
+    /// The views of the nodes' global id map (the naming service of global EBBs).
+    names: Names,
     /// The file `sesa status` and `sesa scale` find the frontend by, removed when the
     /// application ends.
     _published: Option<Published>,
@@ -794,6 +803,8 @@ pub struct Cluster<'a> {
     events: std::sync::Arc<dyn EventSink>,
     /// Nodes whose process has exited ([`Cluster::observe`] saw it).
     ended: std::collections::BTreeSet<NodeId>,
+    /// A node exit seen while the frontend started, not yet reported.
+    exited_at_start: Option<(NodeId, String)>,
 }
 
 impl<'a> Cluster<'a> {
@@ -840,25 +851,11 @@ impl<'a> Cluster<'a> {
         })
         .await?;
         let offload_id = offload.id();
-        // The naming service of global EBBs (`sesa_exec::global`): one table, here.
-        let (naming, _) = NodeShared::create(|| ())?;
-        let names = std::sync::Arc::new(sesa_exec::global::Names::default());
-        service::serve::<sesa_exec::global::NamingService, _, _>(
-            messenger,
-            naming.id(),
-            move |from, request| {
-                let names = names.clone();
-                async move { names.serve(from.node, request) }
-            },
-        )
-        .await?;
-        let naming_id = naming.id();
         let next_id = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(nodes + 1));
         let ids = next_id.clone();
         let registry_root = std::sync::Arc::new(NodeShared::new(move || Registry {
             nodes: Mutex::new(BTreeMap::new()),
             offload: offload_id,
-            naming: naming_id,
             next_id: ids.clone(),
         }));
         let registry =
@@ -991,6 +988,22 @@ impl<'a> Cluster<'a> {
                 cores: r.cores,
             });
         }
+        // The naming service of global EBBs: the nodes' id map, its first view made of
+        // the first nodes. Global EBBs can be named once it is active: the application
+        // starts then, or without it after `NAMES_START` or once a node has exited (a
+        // node lost holds the view up until the application's roster drops it; a
+        // node's first names wait for it too).
+        let names = Names::start(messenger, config.events.clone());
+        names.change(joined.values().cloned().collect(), Vec::new());
+        let asked = sesa_event::now();
+        let mut exited_at_start = None;
+        while !names.settled() && sesa_event::now() - asked < NAMES_START {
+            exited_at_start = provider.exited();
+            if exited_at_start.is_some() {
+                break;
+            }
+            sesa_event::sleep(Duration::from_millis(5)).await;
+        }
         let spec = NodeSpec {
             id: NodeId::FRONTEND,
             join,
@@ -1009,9 +1022,11 @@ impl<'a> Cluster<'a> {
             details,
             pids,
             first: joined,
+            names,
             _published: published,
             events: config.events.clone(),
             ended: std::collections::BTreeSet::new(),
+            exited_at_start,
         })
     }
 
@@ -1085,16 +1100,21 @@ impl<'a> Cluster<'a> {
     }
 
     /// Asks node `node` to leave (its departure handlers run, then it stops); resolves
-    /// when it has drained.
+    /// when it has drained. A node taken out of the view first hands its entries of the
+    /// naming service over (for up to [`HANDOVER_WAIT`]).
     pub fn leave(&self, node: NodeId) -> impl Future<Output = anyhow::Result<()>> + 'static {
         let messenger = self.messenger;
-        let control = self
-            .registered()
-            .into_iter()
-            .find(|r| r.node == node)
-            .map(|r| r.control);
+        let control = self.control_of(node);
+        let handed_over = self.names.handed_over(node, HANDOVER_WAIT);
+        let events = self.events.clone();
         async move {
             let control = control.with_context(|| format!("node {node} is not registered"))?;
+            if !handed_over.await {
+                events.report(Event::Note(format!(
+                    "node {node} leaves without having handed its names over in \
+                     {HANDOVER_WAIT:?} (their other replica keeps them)"
+                )));
+            }
             Client::<ControlService>::new(messenger, node, CoreId::new(0), control)
                 .call(Control::Leave)
                 .await?;
@@ -1133,13 +1153,68 @@ impl<'a> Cluster<'a> {
 
     /// A node whose process has exited, with its status (each reported once).
     pub fn exited(&mut self) -> Option<(NodeId, String)> {
-        self.provider.exited()
+        self.exited_at_start
+            .take()
+            .or_else(|| self.provider.exited())
     }
 
     /// Stops node `node`'s process: asked at once, killed if it has not stopped after
     /// `grace`.
     pub fn stop_node(&mut self, node: NodeId, grace: Duration) {
         self.provider.stop_node(node, grace);
+    }
+
+    /// Node `node`'s control EBB, if it is registered.
+    fn control_of(&self, node: NodeId) -> Option<EbbId> {
+        self.registered()
+            .into_iter()
+            .find(|r| r.node == node)
+            .map(|r| r.control)
+    }
+
+    /// Whether node `node` answers a call to its control EBB within `within`: a node
+    /// SWIM declared down that answers was only slow or cut off from some members (to
+    /// drop it would lose what only it holds).
+    pub fn answers(&self, node: NodeId, within: Duration) -> impl Future<Output = bool> + 'static {
+        let messenger = self.messenger;
+        let control = self.control_of(node);
+        async move {
+            let Some(control) = control else {
+                return false;
+            };
+            let node = Client::<ControlService>::new(messenger, node, CoreId::new(0), control);
+            let call = sesa_event::timeout(within, node.call(Control::Stats)).await;
+            matches!(call, Some(Ok(ControlReply::Stats(_))))
+        }
+    }
+
+    /// Whether node `node`, declared down by SWIM, may be dropped without losing names
+    /// of global EBBs: it does not answer within `within`, the naming service has
+    /// taken the newest view of the members (every name on its replicas), and every
+    /// other member of `members` answers (a crash not reported yet would make it a
+    /// second loss). An application whose nodes create global EBBs drops a node only
+    /// then; else the node may hold the only copy of some names, and it stays (their
+    /// lookups fail meanwhile) until it answers or its process exits.
+    pub async fn may_drop(&self, node: NodeId, members: &[NodeId], within: Duration) -> bool {
+        if self.answers(node, within).await || !self.names_settled() {
+            return false;
+        }
+        let others: Vec<NodeId> = members.iter().copied().filter(|m| *m != node).collect();
+        if others.is_empty() {
+            return false;
+        }
+        for other in others {
+            if self.has_exited(other) || !self.answers(other, within).await {
+                return false;
+            }
+        }
+        self.names_settled()
+    }
+
+    /// Whether the naming service of global EBBs has taken the newest view of the
+    /// members (every name on its replicas among them, every node acting on it).
+    pub fn names_settled(&self) -> bool {
+        self.names.settled()
     }
 
     /// Nodes SWIM declared down since the last look.
@@ -1196,6 +1271,27 @@ impl<'a> Cluster<'a> {
             Action::Launch => roster.launched(self.launch()?),
             Action::Stop { node, grace } => self.stop_node(node, grace),
             Action::Scaled { request, outcome } => self.scale_served(request, outcome.to_string()),
+            Action::ChangeView { members, leaving } => {
+                // The naming service follows the application's members.
+                let registered = self.registered();
+                let pick = |ids: &[NodeId]| -> Vec<Register> {
+                    registered
+                        .iter()
+                        .filter(|r| ids.contains(&r.node))
+                        .cloned()
+                        .collect()
+                };
+                self.names.change(pick(&members), pick(&leaving));
+                return Ok(Some(Action::ChangeView { members, leaving }));
+            }
+            Action::Lost { node, cause } => {
+                self.names.gone(node);
+                return Ok(Some(Action::Lost { node, cause }));
+            }
+            Action::Left { node, clean } => {
+                self.names.gone(node);
+                return Ok(Some(Action::Left { node, clean }));
+            }
             Action::Start { node, joined } => {
                 if joined {
                     self.report(Event::Joined {

@@ -93,6 +93,7 @@ use sesa_node::app::{App, Apps};
 
 pub mod cluster;
 pub mod events;
+mod names;
 pub mod offload;
 pub mod roster;
 

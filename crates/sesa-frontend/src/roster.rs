@@ -480,6 +480,7 @@ mod tests {
             node: n(node),
             generation: 1,
             control: sesa_ebb::EbbId::static_id(9),
+            names: sesa_ebb::EbbId::static_id(10),
             cores: 2,
             pid: 0,
             platform: Platform::Hosted,

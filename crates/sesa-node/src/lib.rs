@@ -65,8 +65,6 @@ pub enum Registered {
     Services {
         /// The offload service (console, files, environment).
         offload: EbbId,
-        /// The naming service of global EBBs (`sesa_exec::global`).
-        naming: EbbId,
     },
     /// The id for a node arriving by hand.
     Id(NodeId),
@@ -126,6 +124,23 @@ pub enum Control {
     Stats,
     /// Leave the application (planned, with drain): answered once drained.
     Leave,
+    /// Install a view of the global id map's members (the naming service of global
+    /// EBBs), then copy this node's entries to their replicas in it: answered once
+    /// they are. A node taken out of the view gets it too (it hands its entries over).
+    InstallNames(NamesView),
+    /// Act on the view installed: every member of it has installed it and copied its
+    /// entries over (so it is the settled one too).
+    ActivateNames(NamesView),
+}
+
+/// The members of the global id map in one of its views (numbered by the frontend,
+/// growing with each change).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NamesView {
+    /// The view's number.
+    pub epoch: u64,
+    /// Its members.
+    pub members: Vec<sesa_exec::Member>,
 }
 
 /// A node's answers.
@@ -137,6 +152,11 @@ pub enum ControlReply {
     Stats(NodeStatus),
     /// Drained: the node stops.
     Left,
+    /// The id map's view is installed, and this node's entries are on their replicas
+    /// in it (how many copies were taken).
+    NamesInstalled(u64),
+    /// The id map's view is active.
+    NamesActive,
 }
 
 /// Why a node refused.
@@ -146,6 +166,8 @@ pub enum ControlError {
     NotRegistered,
     /// The application's part failed.
     App(app::AppError),
+    /// The id map's entries could not all be copied to their replicas (why).
+    Names(String),
 }
 
 impl core::fmt::Display for ControlError {
@@ -153,6 +175,7 @@ impl core::fmt::Display for ControlError {
         match self {
             ControlError::NotRegistered => f.write_str("the node has not registered yet"),
             ControlError::App(e) => e.fmt(f),
+            ControlError::Names(why) => write!(f, "the id map: {why}"),
         }
     }
 }
@@ -168,6 +191,8 @@ impl sesa_exec::Service for ControlService {
             Control::RunApp(_) => 1,
             Control::Stats => 2,
             Control::Leave => 3,
+            Control::InstallNames(_) => 4,
+            Control::ActivateNames(_) => 5,
         }
     }
 }
@@ -211,6 +236,8 @@ pub struct Register {
     pub generation: u64,
     /// Its control EBB.
     pub control: EbbId,
+    /// Its store of the global id map (the naming service's part on this node).
+    pub names: EbbId,
     /// Its cores.
     pub cores: u32,
     /// Its process id (0 for a native node: its QEMU is the frontend's child).

@@ -15,12 +15,14 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddr};
 use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use core::time::Duration;
 
 use sesa_ebb::{CoreId, EbbId, NodeId, NodeShared};
 use sesa_event::net::NetError;
+use sesa_exec::GlobalIdMap;
 use sesa_exec::global::GlobalEbbs;
 use sesa_exec::{
     Client, ConnectError, Departures, Identity, Membership, MembershipConfig, Messenger,
@@ -30,8 +32,8 @@ use sesa_exec::{
 use crate::app::{Apps, NodeContext};
 use crate::offload::OffloadClient;
 use crate::{
-    ADMIN_FIRST, Control, ControlError, ControlReply, ControlService, NodeStatus, Register,
-    Registered, Registry, RegistryService,
+    ADMIN_FIRST, Control, ControlError, ControlReply, ControlService, NamesView, NodeStatus,
+    Register, Registered, Registry, RegistryService,
 };
 
 /// A port of the node's as the frontend's host sees it: `host` on 127.0.0.1 forwarded
@@ -80,6 +82,9 @@ pub struct Host {
 
 /// How often a node announces itself to the frontend's membership again.
 const REANNOUNCE: Duration = Duration::from_secs(2);
+
+/// How many nodes hold each entry of the global id map (each global EBB's name).
+pub const NAME_REPLICAS: usize = 2;
 
 /// What a node needs to know to join.
 pub struct NodeParams {
@@ -173,9 +178,16 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
     });
     let started = sesa_event::now();
     let (control, _) = NodeShared::create(|| ()).map_err(|e| format!("the control EBB: {e}"))?;
+    // This node's part of the global id map, the naming service of global EBBs: the
+    // frontend sends it the members' views.
+    let names = GlobalIdMap::start(messenger, id, NAME_REPLICAS)
+        .await
+        .map_err(|e| format!("starting the global id map: {e}"))?;
+    let global = Arc::new(GlobalEbbs::new(names.clone(), id, 1).map_err(|e| format!("{e}"))?);
+    let names_store = names.member().store;
     // Filled in by the registration reply, before any application runs: the frontend's
-    // offload service, and this node's global EBBs (named through the frontend).
-    let services = Arc::new(spin::Once::<(EbbId, Arc<GlobalEbbs>)>::new());
+    // offload service.
+    let services = Arc::new(spin::Once::<EbbId>::new());
     let known = services.clone();
     // Planned leave: set `leaving`, then the departure handlers drain this node.
     let leaving = Arc::new(AtomicBool::new(false));
@@ -188,7 +200,7 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
         move |_from, request| {
             let services = known.clone();
             let (leaving, departures) = (leaving.clone(), departures.clone());
-            let apps = apps.clone();
+            let (apps, names, global) = (apps.clone(), names.clone(), global.clone());
             async move {
                 let request = match request {
                     Control::Leave => {
@@ -205,14 +217,27 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
                         let status = local_status(messenger, me, started, pid, platform).await;
                         return Ok(ControlReply::Stats(status));
                     }
+                    Control::InstallNames(view) => {
+                        let copied = install_names(messenger, me, &names, view)
+                            .await
+                            .map_err(ControlError::Names)?;
+                        return Ok(ControlReply::NamesInstalled(copied as u64));
+                    }
+                    Control::ActivateNames(view) => {
+                        // A late activation of an older view changes nothing.
+                        if names.activate(view.epoch) {
+                            names.set_settled(view.members);
+                        }
+                        return Ok(ControlReply::NamesActive);
+                    }
                     Control::RunApp(request) => request,
                 };
-                let (service, global) = services.get().ok_or(ControlError::NotRegistered)?;
+                let service = services.get().ok_or(ControlError::NotRegistered)?;
                 let node = NodeContext {
                     id: me,
                     nodes: request.nodes,
                     offload: OffloadClient::new(messenger, NodeId::FRONTEND, *service),
-                    global: global.clone(),
+                    global,
                     leaving,
                     departures,
                     host,
@@ -228,6 +253,7 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
         node: id,
         generation: 1,
         control: control.id(),
+        names: names_store,
         cores: sesa_event::cores() as u32,
         pid,
         platform,
@@ -235,15 +261,47 @@ pub async fn run(p: NodeParams) -> Result<(), String> {
     let registry =
         Client::<RegistryService>::new(messenger, NodeId::FRONTEND, CoreId::new(0), registry);
     match registry.call(Registry::Register(registration)).await {
-        Ok(Registered::Services { offload, naming }) => {
-            let names = Client::new(messenger, NodeId::FRONTEND, CoreId::new(0), naming);
-            let global = GlobalEbbs::new(names, me, 1).map_err(|e| format!("{e}"))?;
-            services.call_once(|| (offload, Arc::new(global)))
-        }
+        Ok(Registered::Services { offload }) => services.call_once(|| offload),
         Ok(other) => return Err(format!("the registry answered {other:?} to a registration")),
         Err(e) => return Err(format!("registering with the frontend: {e}")),
     };
     watch_frontend(messenger, frontend, &let_go).await
+}
+
+/// How long a node tries to reach every member of a view of the id map (the
+/// membership layer makes the connections) and to copy its entries to them.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// Installs view `view` of the id map on node `me` and copies its entries to their
+/// replicas in it; done once every copy is taken and `messenger` is connected to every
+/// member (the view is of use only then). Copies go to every replica reachable at
+/// once, so that a node cut off from one member still hands its entries to the others;
+/// the rest are tried again for up to [`CONNECT_WAIT`]. Returns how many copies the
+/// last pass made.
+async fn install_names(
+    messenger: MessengerRef,
+    me: NodeId,
+    names: &GlobalIdMap,
+    view: NamesView,
+) -> Result<usize, String> {
+    let nodes: Vec<NodeId> = view.members.iter().map(|m| m.node).collect();
+    names.set_members(view.epoch, view.members);
+    let deadline = sesa_event::now() + CONNECT_WAIT;
+    loop {
+        let copied = names.rebalance().await;
+        let peers = messenger.peers().await.unwrap_or_default();
+        let missing = nodes
+            .iter()
+            .find(|n| **n != me && !peers.iter().any(|p| p.node == **n));
+        match (copied, missing) {
+            (Ok(copied), None) => return Ok(copied),
+            (_, Some(n)) if sesa_event::now() > deadline => {
+                return Err(format!("not connected to node {n} in {CONNECT_WAIT:?}"));
+            }
+            (Err(e), _) if sesa_event::now() > deadline => return Err(format!("{e}")),
+            _ => sesa_event::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// A messenger for `node`, connected to (and authenticated by) the frontend at `addr`.

@@ -79,7 +79,7 @@ fn the_wide_profile_cuts_longer_than_failure_detection_and_the_counter_survives_
 fn the_checkers_report_the_losses_of_careless_runs() {
     // Two nodes crashed at once: R = 2 cannot keep every key, and the checkers must say
     // so (with the seed and the replay command).
-    for workload in [Workload::Idmap, Workload::Kv] {
+    for workload in [Workload::Idmap, Workload::Kv, Workload::Names] {
         careless_runs_lose_writes(workload);
     }
 }
@@ -108,7 +108,7 @@ fn careless_runs_lose_writes(workload: Workload) {
 /// the fault schedule of 2026-11-29), and must pass.
 #[test]
 fn the_seeds_that_found_bugs_pass() {
-    let cases: [(Workload, &[u64], &str); 14] = [
+    let cases: [(Workload, &[u64], &str); 16] = [
         (
             Workload::Idmap,
             &[31, 46, 84, 159],
@@ -198,6 +198,19 @@ fn the_seeds_that_found_bugs_pass() {
              primary applied but could not replicate outliving later ones (cas not ordered \
              by view), a copy kept by a node that no longer owned its key and later taken \
              for the key's",
+        ),
+        (
+            Workload::Counter,
+            &[760, 879, 1505],
+            "a chunk leased by a node that then left cleanly, its report lost with a reset \
+             connection: never counted, the count never finished",
+        ),
+        (
+            Workload::Names,
+            &[4977],
+            "a node taken out of the naming service's view that could not hand its names \
+             over while the view activated, never asked again: it left with the only copy \
+             of some names",
         ),
     ];
     for (workload, seeds, bug) in cases {

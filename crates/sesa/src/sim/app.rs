@@ -304,6 +304,10 @@ pub(super) trait Watch {
     }
     /// The schedule killed `node` (before the frontend has noticed).
     fn killed(&mut self, _node: u32) {}
+    /// The fewest nodes a scale request asks for.
+    fn min_nodes(&self) -> u32 {
+        1
+    }
 }
 
 /// A workload that watches nothing.
@@ -390,7 +394,8 @@ pub(super) fn fault_phase<A: Application>(
                 }
             }
             6..=7 if !run.scaling() => {
-                let target = 1 + sim.below(u64::from(options.nodes) + 2) as u32;
+                let target =
+                    (1 + sim.below(u64::from(options.nodes) + 2) as u32).max(watch.min_nodes());
                 run.scale(sim, target);
                 faults.note(sim, "scale", format!("to {target} node(s)"));
             }

@@ -88,13 +88,7 @@ async fn connect_any(shared: &Clients, pick: u64) -> Option<Stream> {
 }
 
 async fn client(shared: Rc<Clients>, c: u32) {
-    let mut rng = sesa_event::random_u64() | 1;
-    let mut next = move || {
-        rng ^= rng >> 12;
-        rng ^= rng << 25;
-        rng ^= rng >> 27;
-        rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
+    let mut next = super::random_stream();
     let mut conn: Option<Stream> = None;
     let debug = std::env::var_os("SESA_SIM_DEBUG").is_some();
     while !shared.quiet.get() {
@@ -115,7 +109,7 @@ async fn client(shared: Rc<Clients>, c: u32) {
         let Some(stream) = conn.as_mut() else {
             continue;
         };
-        if next() % 2 == 0 {
+        if next().is_multiple_of(2) {
             let key = format!("c{c}-k{}", next() % u64::from(KEYS_PER_CLIENT));
             // Which writes delete depends on the key's version, not on a random draw:
             // a run without deletes draws the same numbers.

@@ -39,6 +39,7 @@ mod counter;
 mod history;
 mod idmap;
 mod kv;
+mod names;
 mod store;
 
 use std::cell::{Cell, RefCell};
@@ -72,15 +73,20 @@ pub enum Workload {
     /// scale requests, on simulated nodes): no acknowledged write lost, no value read
     /// that was never written, no read older than a write acknowledged before it began.
     Store,
+    /// Global EBBs created and resolved on every node through the production frontend
+    /// (its roster, its views of the nodes' id map): no name whose creation was
+    /// acknowledged ever missing, or resolved to other data.
+    Names,
 }
 
 impl Workload {
     /// The workloads of a sweep of all.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Idmap,
         Workload::Counter,
         Workload::Kv,
         Workload::Store,
+        Workload::Names,
     ];
 
     fn name(self) -> &'static str {
@@ -89,6 +95,7 @@ impl Workload {
             Workload::Counter => "counter",
             Workload::Kv => "kv",
             Workload::Store => "store",
+            Workload::Names => "names",
         }
     }
 }
@@ -309,6 +316,7 @@ pub fn run(options: &Options) -> Outcome {
         Workload::Counter => counter::run(&sim, options, &mut faults),
         Workload::Kv => kv::run(&sim, options, &mut faults),
         Workload::Store => store::run(&sim, options, &mut faults),
+        Workload::Names => names::run(&sim, options, &mut faults),
     };
     for panic in sim.panics() {
         failures.push(format!("a node panicked: {panic}"));
@@ -328,6 +336,17 @@ pub fn run(options: &Options) -> Outcome {
 }
 
 /// The address of node `id` on the simulated network.
+/// A client's own random stream (xorshift64*), seeded from the platform: the seed's.
+fn random_stream() -> impl FnMut() -> u64 {
+    let mut rng = sesa_event::random_u64() | 1;
+    move || {
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
 fn ip_of(id: u32) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, (id >> 8) as u8, id as u8)
 }
