@@ -17,7 +17,8 @@
 //!   is also stopped, in case it was only frozen;
 //! - scaling up launches nodes; scaling down takes the newest members out of the view
 //!   first, then asks them to leave (they hand their state over), then stops the ones
-//!   this frontend launched;
+//!   this frontend launched; a member lost before that view is sent keeps a node
+//!   being taken out as a member instead, up to the number of nodes asked for;
 //! - a scale request is answered once every launched node has started and every
 //!   leaving one has left, or after [`crate::JOIN_TIMEOUT`] with what was reached;
 //! - with [`Roster::replacing_lost`], a lost node is replaced by a new one, to keep the
@@ -201,6 +202,7 @@ impl Roster {
         for r in first {
             roster.first.insert(r.node);
             roster.ours.insert(r.node);
+            roster.nodes.insert(r.node, State::Launching);
             roster.registered(r);
         }
         roster.target = roster.first.len() as u32;
@@ -226,13 +228,18 @@ impl Roster {
         if !self.known.insert(r.node) {
             return;
         }
-        match self.nodes.get(&r.node) {
-            None | Some(State::Launching) => {
-                self.nodes.insert(r.node, State::Starting);
-                let joined = !self.first.contains(&r.node);
-                self.starts.push_back((r.clone(), joined));
-            }
-            Some(_) => {}
+        let start = match self.nodes.get(&r.node) {
+            Some(State::Launching) => true,
+            // A node joined by hand. One of ours no longer here was lost or let go
+            // before it registered: it is being stopped, and must not become a member
+            // (an owner of keys about to be killed).
+            None => !self.ours.contains(&r.node),
+            Some(_) => false,
+        };
+        if start {
+            self.nodes.insert(r.node, State::Starting);
+            let joined = !self.first.contains(&r.node);
+            self.starts.push_back((r.clone(), joined));
         }
     }
 
@@ -280,7 +287,20 @@ impl Roster {
 
     fn lose(&mut self, node: NodeId, cause: String, stop: bool) {
         match self.nodes.remove(&node) {
-            Some(State::Member) => self.view_changed = true,
+            Some(State::Member) => {
+                self.view_changed = true;
+                // Members a scale down is taking out, in a view not sent yet, still
+                // hold their state: they stay instead, up to the nodes asked for (the
+                // view would otherwise hand the state over to fewer nodes than the
+                // operator asked, or to none).
+                while self.staying() < self.target as usize {
+                    let Some(back) = self.leaving_now.pop() else {
+                        break;
+                    };
+                    self.nodes.insert(back, State::Member);
+                    self.leaves.retain(|n| *n != back);
+                }
+            }
             _ => self.failed_starts += 1,
         }
         if self.replace
@@ -573,6 +593,61 @@ mod tests {
                 }
             })
         );
+    }
+
+    /// Found by `sesa sim --workload store --faults wide --seed 4165`: a scale down
+    /// from two members to one, and the member staying lost before the view went
+    /// out: the view had no member, and the other left with every key.
+    #[test]
+    fn a_member_lost_before_a_scale_down_is_sent_keeps_a_leaving_one() {
+        let mut roster = Roster::new(&[reg(1), reg(2)]);
+        settle(&mut roster, at(0), &mut 4);
+        roster.scale_to(1, 1, at(1));
+        roster.down(n(1));
+        let actions = settle(&mut roster, at(2), &mut 4);
+        assert_eq!(views(&actions), vec![(vec![2], vec![])]);
+        assert!(!actions.contains(&Action::Leave(n(2))), "{actions:?}");
+        assert_eq!(roster.members(), ns(&[2]));
+        // Once the view went out, a leave goes on (the node hands its state over to the
+        // members of that view).
+        let mut roster = Roster::new(&[reg(1), reg(2), reg(3)]);
+        settle(&mut roster, at(0), &mut 4);
+        roster.scale_to(2, 1, at(1));
+        assert!(matches!(
+            roster.next_action(at(1)),
+            Some(Action::ChangeView { .. })
+        ));
+        roster.down(n(1));
+        let actions = settle(&mut roster, at(2), &mut 4);
+        assert!(actions.contains(&Action::Leave(n(3))), "{actions:?}");
+    }
+
+    /// Found by `sesa sim --workload store --faults wide --seed 1993`: a scale up then
+    /// down let go of two nodes still launching; they registered after they had left,
+    /// became members (owners of keys) and were killed, two losses at once.
+    #[test]
+    fn a_node_let_go_before_it_registered_never_starts() {
+        let mut roster = Roster::new(&[reg(1)]);
+        settle(&mut roster, at(0), &mut 4);
+        roster.scale_to(2, 1, at(1));
+        assert_eq!(roster.next_action(at(1)), Some(Action::Launch));
+        roster.launched(n(2));
+        roster.scale_to(1, 2, at(2));
+        assert_eq!(roster.next_action(at(2)), Some(Action::Leave(n(2))));
+        roster.left(n(2), false);
+        roster.registered(&reg(2));
+        let actions = settle(&mut roster, at(3), &mut 4);
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::Start { .. } | Action::ChangeView { .. })),
+            "{actions:?}"
+        );
+        assert!(actions.contains(&Action::Stop {
+            node: n(2),
+            grace: STOP_LEFT
+        }));
+        assert_eq!(roster.members(), ns(&[1]));
     }
 
     #[test]
