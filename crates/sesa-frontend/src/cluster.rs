@@ -106,6 +106,9 @@ impl Service for AdminService {
 struct ScaleState {
     /// Whether the running application can scale (the elastic counter and the store can).
     accepting: bool,
+    /// Whether it ever could: a request before then waits for it (up to
+    /// [`ACCEPT_WAIT`]: the application may still be starting).
+    accepted: bool,
     /// The latest target, not yet picked up.
     target: Option<u32>,
     /// Requests made, and requests completed (the loop sets `served`).
@@ -742,20 +745,30 @@ pub async fn drive<A: Application>(
     A::frontend(&mut cluster, settings).await
 }
 
+/// How long a scale request made while the application is starting waits for it to
+/// take requests (an application that never scales is said so after this).
+const ACCEPT_WAIT: Duration = Duration::from_secs(10);
+
 /// The admin side of `sesa scale`: hands the target to the elastic loop and waits until
 /// it is reached (or a minute has passed).
 async fn serve_scale(scale: &Mutex<ScaleState>, target: u32) -> Result<String, AdminError> {
     if target == 0 {
         return Err(AdminError::NoNodes);
     }
-    let request = {
-        let mut s = scale.lock().unwrap_or_else(|p| p.into_inner());
-        if !s.accepting {
-            return Err(AdminError::CannotScale);
+    let asked = sesa_event::now();
+    let request = loop {
+        {
+            let mut s = scale.lock().unwrap_or_else(|p| p.into_inner());
+            if s.accepting {
+                s.target = Some(target);
+                s.requested += 1;
+                break s.requested;
+            }
+            if s.accepted || sesa_event::now() - asked > ACCEPT_WAIT {
+                return Err(AdminError::CannotScale);
+            }
         }
-        s.target = Some(target);
-        s.requested += 1;
-        s.requested
+        sesa_event::sleep(Duration::from_millis(5)).await;
     };
     let deadline = sesa_event::now() + Duration::from_secs(60);
     loop {
@@ -1224,10 +1237,9 @@ impl<'a> Cluster<'a> {
 
     /// Whether `sesa scale` requests are taken now.
     pub fn accept_scaling(&self, accepting: bool) {
-        self.scale
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .accepting = accepting;
+        let mut s = self.scale.lock().unwrap_or_else(|p| p.into_inner());
+        s.accepting = accepting;
+        s.accepted |= accepting;
     }
 
     /// The latest scale request not yet picked up: (target nodes, request number).
