@@ -72,6 +72,10 @@ pub struct KvBenchConfig {
     /// node a process with `server_cores` cores, the connections spread over the
     /// nodes, and the CPU counted over the frontend and every node.
     pub nodes: u32,
+    /// Each node process in a CPU share of its own, this many CPUs (a cgroup each; the
+    /// frontend and the clients are not limited; one node is the one `sesa kv`
+    /// process).
+    pub cpu_share: Option<f64>,
 }
 
 impl KvBenchConfig {
@@ -91,6 +95,7 @@ impl KvBenchConfig {
             native: None,
             idle_spins: None,
             nodes: 1,
+            cpu_share: None,
         }
     }
 
@@ -232,12 +237,18 @@ pub struct KvReport {
     pub against: Vec<KvFigures>,
     /// Ratios (empty without `--against`).
     pub ratios: Vec<KvRatios>,
+    /// How the nodes' CPU shares were made (empty without `cpu_share`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub shares: String,
 }
 
 impl KvReport {
     /// A human-readable table.
     pub fn table(&self) -> String {
         let mut out = format!("load: {}\n", self.load);
+        if !self.shares.is_empty() {
+            out += &format!("shares: {}\n", self.shares);
+        }
         let width = self.server.len().max(self.peer.len()).max(23);
         out += &format!(
             "{:<width$} depth      kops    p50 µs    p99 µs  p99.9 µs  cpu µs/req\n",
@@ -268,6 +279,8 @@ struct Server {
     child: Child,
     /// Where clients connect: one address, or one per node of a cluster.
     addrs: Vec<SocketAddr>,
+    /// The nodes' CPU shares (`--cpu-share`), removed after the nodes are stopped.
+    shares: Option<crate::cgroup::NodeShares>,
 }
 
 impl Server {
@@ -283,6 +296,7 @@ impl Server {
         let mut server = Server {
             child,
             addrs: vec![addr],
+            shares: None,
         };
         let deadline = Instant::now() + wait;
         while !answers_version(addr) {
@@ -311,6 +325,7 @@ impl Server {
         let mut server = Server {
             child,
             addrs: Vec::new(),
+            shares: None,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -383,6 +398,8 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // After the nodes: their groups can be removed once they are gone.
+        drop(self.shares.take());
     }
 }
 
@@ -412,6 +429,21 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 }
 
 fn start_sesa(config: &KvBenchConfig) -> anyhow::Result<Server> {
+    let mut server = start_sesa_process(config)?;
+    if let Some(share) = config.cpu_share {
+        // A cluster's nodes are the frontend's children; one node is the process.
+        let pid = server.child.id();
+        let shares = match config.nodes {
+            1 => crate::cgroup::NodeShares::start(move || vec![pid], share)?,
+            _ => crate::cgroup::NodeShares::start(move || children_of(pid), share)?,
+        };
+        shares.wait_for(config.nodes as usize, Duration::from_secs(10))?;
+        server.shares = Some(shares);
+    }
+    Ok(server)
+}
+
+fn start_sesa_process(config: &KvBenchConfig) -> anyhow::Result<Server> {
     if config.nodes > 1 {
         let mut command = Command::new(std::env::current_exe()?);
         command.args(["kv", "--port", "0", "--nodes", &config.nodes.to_string()]);
@@ -813,7 +845,7 @@ fn run(server: &Server, config: &KvBenchConfig, pipeline: usize) -> anyhow::Resu
 }
 
 /// Field-wise medians of several runs.
-fn median(runs: &[KvFigures]) -> KvFigures {
+pub(crate) fn median(runs: &[KvFigures]) -> KvFigures {
     let med = |f: fn(&KvFigures) -> f64| {
         let mut v: Vec<f64> = runs.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
@@ -840,6 +872,11 @@ pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
     }
     if !(1..=250).contains(&config.key_size) {
         bail!("key size must be 1 to 250 bytes (memcached's limit)");
+    }
+    if config.cpu_share.is_some() && (config.native.is_some() || config.against.is_some()) {
+        bail!(
+            "--cpu-share limits hosted sesa nodes, compared with themselves (no --native, no --against)"
+        );
     }
     if config.native.is_some() && config.nodes > 1 {
         bail!("a native node is one node: --native takes no --nodes");
@@ -911,6 +948,10 @@ pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
         peer: peer_name,
         against: Vec::new(),
         ratios: Vec::new(),
+        shares: match (&sesa.shares, config.cpu_share) {
+            (Some(shares), Some(share)) => format!("{share} CPU per node, {}", shares.kind()),
+            _ => String::new(),
+        },
     };
     for &pipeline in &config.pipelines {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());

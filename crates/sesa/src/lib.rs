@@ -16,6 +16,8 @@ pub mod bench;
 pub mod bench_elastic;
 pub mod bench_kv;
 pub mod bench_msg;
+pub mod bench_scale;
+pub mod cgroup;
 pub mod sim;
 
 /// The applications the `sesa` binary and the `sesa-kernel` image are built with: the

@@ -291,6 +291,46 @@ struct BenchKvCmd {
     /// over them; CPU counts the frontend and every node (default 1).
     #[arg(long, default_value_t = 1)]
     nodes: u32,
+    /// Each node process in a CPU share of its own, this many CPUs (a cgroup each,
+    /// made and removed by the benchmark: needs root and a cpu controller; the
+    /// frontend and the clients are not limited).
+    #[arg(long, value_name = "CPUS")]
+    cpu_share: Option<f64>,
+}
+
+/// The arguments of `Suite::KvScale`.
+#[derive(clap::Args)]
+struct BenchKvScaleCmd {
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Tiny sizes, up to 2 nodes (a smoke run; the figures mean nothing).
+    #[arg(long)]
+    quick: bool,
+    /// CPUs per node process (a cgroup each: needs root and a cpu controller).
+    #[arg(long, value_name = "CPUS", default_value_t = 0.15)]
+    cpu_share: f64,
+    /// Measure 1 to this many nodes (default 4; quick 2).
+    #[arg(long)]
+    max_nodes: Option<u32>,
+    /// Client connections per node (one thread each).
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Pipeline depth.
+    #[arg(long, default_value_t = 16)]
+    pipeline: usize,
+    /// Distinct keys, all preloaded (default 200 k; quick 1 k).
+    #[arg(long)]
+    keys: Option<usize>,
+    /// Seconds per measured run (default 4; quick 0.3).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Interleaved rounds over the cluster sizes (figures are medians; default 3, quick 1).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Passed to `sesa kv --idle-spins`.
+    #[arg(long)]
+    idle_spins: Option<u32>,
 }
 
 /// The arguments of `Suite::Msg`.
@@ -369,6 +409,9 @@ enum Suite {
     Kv(BenchKvCmd),
     /// Remote invocation between two nodes, against a bare tokio TCP echo.
     Msg(BenchMsgCmd),
+    /// The data store on 1, 2, ... N nodes, each node process with a CPU share of its
+    /// own (a cgroup): does throughput grow with the nodes?
+    KvScale(BenchKvScaleCmd),
 }
 
 /// mimalloc, not glibc's `malloc`: a store node under load spent 9% of its samples in
@@ -470,6 +513,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench {
             suite: Suite::Kv(cmd),
         } => bench_kv(cmd),
+        Command::Bench {
+            suite: Suite::KvScale(cmd),
+        } => bench_kv_scale(cmd),
     }
 }
 
@@ -839,6 +885,7 @@ fn bench_kv(
         server_cores,
         idle_spins,
         nodes,
+        cpu_share,
         native,
         accel,
         tap,
@@ -891,8 +938,54 @@ fn bench_kv(
         }),
         idle_spins,
         nodes: nodes.max(1),
+        cpu_share,
     };
     let report = sesa::bench_kv::kv(&config)?;
+    print_report(json, &report, || report.table())
+}
+
+/// `sesa bench kv-scale`.
+fn bench_kv_scale(
+    BenchKvScaleCmd {
+        json,
+        quick,
+        cpu_share,
+        max_nodes,
+        connections,
+        pipeline,
+        keys,
+        seconds,
+        runs,
+        idle_spins,
+    }: BenchKvScaleCmd,
+) -> anyhow::Result<ExitCode> {
+    use sesa::bench_kv::KvBenchConfig;
+    let base = KvBenchConfig {
+        keys: 200_000,
+        seconds: 4.0,
+        ..KvBenchConfig::full()
+    };
+    let base = if quick {
+        KvBenchConfig {
+            keys: 1_000,
+            seconds: 0.3,
+            runs: 1,
+            ..base
+        }
+    } else {
+        base
+    };
+    let per_node = KvBenchConfig {
+        connections: connections.max(1),
+        pipelines: vec![pipeline.max(1)],
+        keys: keys.unwrap_or(base.keys).max(1),
+        seconds: seconds.unwrap_or(base.seconds).clamp(0.05, 600.0),
+        runs: runs.unwrap_or(base.runs).max(1),
+        idle_spins,
+        ..base
+    };
+    let max_nodes = max_nodes.unwrap_or(if quick { 2 } else { 4 });
+    let report = sesa::bench_scale::kv_scale(&per_node, max_nodes, cpu_share)?;
     print_report(json, &report, || report.table())
 }
 

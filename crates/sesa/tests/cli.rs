@@ -194,6 +194,52 @@ fn bench_kv_against_memcached_reports_both_servers_and_their_ratios() {
     }
 }
 
+/// The capacity-true run (tiny): each node process in a CPU share of its own. Where no
+/// share can be made (not root, no cpu controller) it must say so, not measure without.
+#[test]
+fn bench_kv_scale_reports_every_size_or_says_why_it_cannot() {
+    let out = sesa()
+        .args(["bench", "kv-scale", "--json", "--quick"])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot give nodes CPU shares of their own"),
+            "{out:?}"
+        );
+        eprintln!("NOT RUN: no CPU shares can be made here ({err})");
+        return;
+    }
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["share"].as_str().unwrap().contains("0.15 CPU"),
+        "{report}"
+    );
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{report}");
+    for (row, nodes) in rows.iter().zip([1, 2]) {
+        assert_eq!(row["nodes"], nodes, "{report}");
+        assert_positive(&row["figures"], &["kops", "p99_us", "cpu_us_per_req"]);
+        assert_positive(row, &["scaling"]);
+    }
+    // Every group it made is gone.
+    for root in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/cpu,cpuacct",
+    ] {
+        let left: Vec<String> = std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("sesa-bench-"))
+            .collect();
+        assert!(left.is_empty(), "left in {root}: {left:?}");
+    }
+}
+
 /// The elasticity run end to end (small): a scale-out and a kill -9 under load, with
 /// every acknowledged write read back.
 #[test]
