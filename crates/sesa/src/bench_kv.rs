@@ -206,6 +206,11 @@ pub struct KvFigures {
     pub p999_us: f64,
     /// Server CPU (user + system) per request answered, µs.
     pub cpu_us_per_req: f64,
+    /// Of a cluster's clients' commands, the share answered on the node they arrived
+    /// at (the nodes' `stats`: `sesa_answered_here` over it and `sesa_sent_on`); absent
+    /// for one node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_here: Option<f64>,
 }
 
 /// sesa's figures over the peer's at one depth (above 1 is better for sesa in every
@@ -807,6 +812,7 @@ pub(crate) fn set_keys(
 /// One measured run against `server`.
 fn run(server: &Server, config: &KvBenchConfig, pipeline: usize) -> anyhow::Result<KvFigures> {
     let stop = Arc::new(AtomicBool::new(false));
+    let routed_before = routed(&server.addrs);
     let cpu_before = server.cpu_seconds()?;
     let started = Instant::now();
     let threads: Vec<_> = (0..config.connections)
@@ -829,6 +835,13 @@ fn run(server: &Server, config: &KvBenchConfig, pipeline: usize) -> anyhow::Resu
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = server.cpu_seconds()? - cpu_before;
+    let answered_here = match (routed_before, routed(&server.addrs)) {
+        (Some((here0, sent0)), Some((here1, sent1))) => {
+            let (here, sent) = (here1.saturating_sub(here0), sent1.saturating_sub(sent0));
+            (here + sent > 0).then(|| here as f64 / (here + sent) as f64)
+        }
+        _ => None,
+    };
     if answered == 0 {
         bail!("no request was answered in {elapsed:.1} s");
     }
@@ -841,7 +854,39 @@ fn run(server: &Server, config: &KvBenchConfig, pipeline: usize) -> anyhow::Resu
         p99_us: pct(0.99),
         p999_us: pct(0.999),
         cpu_us_per_req: cpu * 1e6 / answered as f64,
+        answered_here,
     })
+}
+
+/// The clients' commands the cluster nodes at `addrs` answered themselves and sent on,
+/// summed (their `stats`); `None` if one does not say (a single node, memcached).
+fn routed(addrs: &[SocketAddr]) -> Option<(u64, u64)> {
+    if addrs.len() < 2 {
+        return None;
+    }
+    let mut sum = (0, 0);
+    for addr in addrs {
+        let mut stream = TcpStream::connect_timeout(addr, Duration::from_secs(1)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(b"stats\r\n").ok()?;
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !reply.ends_with(b"END\r\n") && reply.len() < 1 << 16 {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => reply.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&reply);
+        let stat = |name: &str| -> Option<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("STAT {name} ")[..]))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        sum.0 += stat("sesa_answered_here")?;
+        sum.1 += stat("sesa_sent_on")?;
+    }
+    Some(sum)
 }
 
 /// Field-wise medians of several runs.
@@ -858,6 +903,11 @@ pub(crate) fn median(runs: &[KvFigures]) -> KvFigures {
         p99_us: med(|f| f.p99_us),
         p999_us: med(|f| f.p999_us),
         cpu_us_per_req: med(|f| f.cpu_us_per_req),
+        answered_here: {
+            let mut v: Vec<f64> = runs.iter().filter_map(|f| f.answered_here).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied()
+        },
     }
 }
 

@@ -38,10 +38,14 @@ impl ScaleReport {
     /// A human-readable table.
     pub fn table(&self) -> String {
         let mut out = format!("load: {}\nshares: {}\n", self.load, self.share);
-        out += "nodes      kops    p99 µs  cpu µs/req  scaling (kops / (nodes x one node's))\n";
+        out += "nodes      kops    p99 µs  cpu µs/req  answered here  scaling (kops / (nodes x one node's))\n";
         for r in &self.rows {
+            let here = match r.figures.answered_here {
+                Some(share) => format!("{:>12.0}%", share * 100.0),
+                None => format!("{:>13}", "-"),
+            };
             out += &format!(
-                "{:>5} {:>9.1} {:>9.1} {:>11.2} {:>8.2}\n",
+                "{:>5} {:>9.1} {:>9.1} {:>11.2} {here} {:>8.2}\n",
                 r.nodes, r.figures.kops, r.figures.p99_us, r.figures.cpu_us_per_req, r.scaling
             );
         }

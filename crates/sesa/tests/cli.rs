@@ -223,6 +223,9 @@ fn bench_kv_scale_reports_every_size_or_says_why_it_cannot() {
         assert_positive(&row["figures"], &["kops", "p99_us", "cpu_us_per_req"]);
         assert_positive(row, &["scaling"]);
     }
+    // Two nodes say how many of the clients' commands they answered themselves.
+    let here = rows[1]["figures"]["answered_here"].as_f64().unwrap();
+    assert!(here > 0.0 && here <= 1.0, "{report}");
     // Every group it made is gone.
     for root in [
         "/sys/fs/cgroup",

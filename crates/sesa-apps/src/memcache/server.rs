@@ -107,6 +107,9 @@ pub trait ClusterLayer: Sync {
     fn execute(&'static self, op: Op, reads: Reads) -> ReplyFuture;
     /// `flush_all` on every node; the reply.
     fn flush_all(&'static self, delay: i64) -> ReplyFuture;
+    /// Clients' commands so far answered on this node, and sent on to another (`stats`
+    /// shows them as `sesa_answered_here` and `sesa_sent_on`).
+    fn routed(&self) -> (u64, u64);
 }
 
 /// Where a node's store sends a command.
@@ -395,7 +398,7 @@ impl Kv {
     async fn write_stats(self, out: &mut Vec<u8>, conns: &Counters) -> Result<(), EventError> {
         let s = self.stats().await?;
         let c = conns.snapshot();
-        let lines: BTreeMap<&str, String> = [
+        let mut lines: BTreeMap<&str, String> = [
             ("pid", self.pid.to_string()),
             ("time", sesa_event::unix_time().to_string()),
             ("version", format!("sesa-{}", env!("CARGO_PKG_VERSION"))),
@@ -411,6 +414,11 @@ impl Kv {
         ]
         .into_iter()
         .collect();
+        if let Router::Cluster(cluster) = self.router {
+            let (here, sent) = cluster.routed();
+            lines.insert("sesa_answered_here", here.to_string());
+            lines.insert("sesa_sent_on", sent.to_string());
+        }
         write_stat_lines(out, lines);
         Ok(())
     }

@@ -33,12 +33,38 @@ pub struct Node {
     /// Per core: invalidations received (the cached layout). A cache fill whose fetch
     /// raced one is not kept.
     pub(super) invalidations: Vec<AtomicU64>,
+    /// Per core: clients' commands answered on this node, and those sent on to another
+    /// ([`Routed`]).
+    routed: Vec<Routed>,
+}
+
+/// One core's count of the clients' commands it answered on its node and those it
+/// sent to another node. Each core touches only its own, so it sits on a cache line of
+/// its own (no false sharing between cores counting at once).
+#[repr(align(64))]
+#[derive(Default)]
+struct Routed {
+    here: AtomicU64,
+    shipped: AtomicU64,
 }
 
 /// The server routes a node's commands through its cluster layer.
 impl ClusterLayer for Node {
     fn reads_here(&self, key: &[u8]) -> bool {
-        self.holds_here(key)
+        let here = self.holds_here(key);
+        if here {
+            self.count(true);
+        }
+        here
+    }
+
+    fn routed(&self) -> (u64, u64) {
+        self.routed.iter().fold((0, 0), |(here, shipped), r| {
+            (
+                here + r.here.load(Ordering::Relaxed),
+                shipped + r.shipped.load(Ordering::Relaxed),
+            )
+        })
     }
 
     fn execute(&'static self, op: Op, reads: Reads) -> ReplyFuture {
@@ -74,6 +100,9 @@ impl Node {
             dropped: AtomicU64::new(0),
             invalidations: (0..sesa_event::cores())
                 .map(|_| AtomicU64::new(0))
+                .collect(),
+            routed: (0..sesa_event::cores())
+                .map(|_| Routed::default())
                 .collect(),
         }));
         sesa_exec::service::serve::<StoreService, _, _>(
@@ -317,6 +346,9 @@ impl Node {
         reads: Reads,
     ) -> Vec<u8> {
         let mut floor = epoch.max(1);
+        // Whether this client's command was counted as sent to another node (it is
+        // counted once, however often it is routed again).
+        let mut shipped = false;
         loop {
             let Some(view) = self.view_at_least(floor).await else {
                 return match self.current().epoch {
@@ -329,6 +361,9 @@ impl Node {
                 return server_error("the store has no nodes");
             };
             if primary.node == self.me {
+                if hops == 0 {
+                    self.count(true);
+                }
                 let core = owner(op.key(), sesa_event::cores());
                 return sesa_event::spawn_on_async(core, move || self.primary(op))
                     .await
@@ -345,6 +380,9 @@ impl Node {
                 None
             };
             if nearest && self.holds_for_sure_among(&owners, before.as_deref()) {
+                if hops == 0 {
+                    self.count(true);
+                }
                 let (kv, core) = (self.kv, owner(op.key(), sesa_event::cores()));
                 return sesa_event::spawn_on(core, move || kv.apply_here(op))
                     .await
@@ -356,7 +394,12 @@ impl Node {
                 let core = owner(op.key(), sesa_event::cores());
                 match sesa_event::spawn_on_async(core, move || self.cached_read(op, primary)).await
                 {
-                    Ok(Ok(reply)) => return reply,
+                    Ok(Ok(reply)) => {
+                        if hops == 0 {
+                            self.count(true);
+                        }
+                        return reply;
+                    }
                     // Not served from the cache: ship it to the primary as usual.
                     Ok(Err(back)) => op = back,
                     Err(_) => return server_error("the node is stopping"),
@@ -382,6 +425,10 @@ impl Node {
                 Some(m) if m.node != primary.node => (m, true),
                 _ => (primary, false),
             };
+            if hops == 0 && !shipped {
+                shipped = true;
+                self.count(false);
+            }
             let core = owner(op.key(), target.cores as usize);
             let request = match read {
                 true => StoreRequest::Read {
@@ -516,6 +563,16 @@ impl Node {
             .peers()
             .await
             .is_ok_and(|peers| peers.iter().any(|p| p.node == node))
+    }
+
+    /// Counts a client's command on this core: answered on this node (`here`), or sent
+    /// on to another.
+    fn count(&self, here: bool) {
+        let Some(r) = self.routed.get(sesa_event::current_core().index()) else {
+            return;
+        };
+        let counter = if here { &r.here } else { &r.shipped };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn invalidated(&self, core: CoreId) -> &AtomicU64 {
