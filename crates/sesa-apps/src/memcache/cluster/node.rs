@@ -36,8 +36,6 @@ pub struct Node {
     /// Per core: clients' commands answered on this node, and those sent on to another
     /// ([`Routed`]).
     routed: Vec<Routed>,
-    /// Per core: writes' copies waiting to go to their owners together (`batch`).
-    pub(super) outboxes: super::batch::Outboxes,
 }
 
 /// One core's count of the clients' commands it answered on its node and those it
@@ -106,7 +104,6 @@ impl Node {
             routed: (0..sesa_event::cores())
                 .map(|_| Routed::default())
                 .collect(),
-            outboxes: Node::outboxes(),
         }));
         sesa_exec::service::serve::<StoreService, _, _>(
             messenger,
@@ -669,7 +666,7 @@ impl Node {
     /// may be on some owners (its outcome is unknown to the client) and must not be
     /// acknowledged.
     pub(super) async fn replicate(
-        &'static self,
+        &self,
         key: Vec<u8>,
         held: Option<Held>,
     ) -> Result<(), StoreError> {
@@ -678,23 +675,25 @@ impl Node {
         if view.layout == Layout::Cached {
             self.invalidate_caches(&view, &key).await;
         }
-        let copy = KeyCopy {
-            key,
-            state: held.map(WireHeld::from),
+        let mut copy = StoreRequest::Put {
+            epoch: view.epoch,
+            copies: alloc::vec![KeyCopy {
+                key,
+                state: held.map(WireHeld::from),
+            }],
         };
-        // Sent with the other copies this core has for the same owner (`batch`).
-        let mut epoch = view.epoch;
         // Owners that took the copy (or need not), in any view so far: an owner keeps a
         // key while it stays an owner, so one that took it need not be sent it again.
         let mut took: Vec<NodeId> = Vec::new();
         loop {
             let mut failed = None;
-            for (m, must) in self.holders(&view, &copy.key) {
+            for (m, must) in self.holders(&view, copy.key()) {
                 if m.node == self.me || took.contains(&m.node) {
                     continue;
                 }
-                let core = owner(&copy.key, m.cores as usize);
-                let mut call = core::pin::pin!(self.send_copy(m, core, epoch, copy.clone()));
+                let core = owner(copy.key(), m.cores as usize);
+                let client = client(self.messenger, m, core);
+                let mut call = core::pin::pin!(client.call_ref(&copy));
                 // A replica that stopped answering (paused, cut off without a reset)
                 // holds the call until its connection is found dead: meanwhile, a view
                 // that no longer needs it there ends the wait.
@@ -706,7 +705,7 @@ impl Node {
                     let needed = |holders: Vec<(Member, bool)>| {
                         holders.iter().any(|(h, must)| h.node == m.node && *must)
                     };
-                    if newest.epoch > view.epoch && !needed(self.holders(&newest, &copy.key)) {
+                    if newest.epoch > view.epoch && !needed(self.holders(&newest, copy.key())) {
                         break None;
                     }
                     if sesa_event::now() > deadline {
@@ -753,7 +752,9 @@ impl Node {
                     });
                 }
             }
-            epoch = view.epoch;
+            if let StoreRequest::Put { epoch, .. } = &mut copy {
+                *epoch = view.epoch;
+            }
         }
     }
 
