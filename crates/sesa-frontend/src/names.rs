@@ -86,7 +86,9 @@ impl Names {
 
     /// Node `node` is gone (lost, or left): it has nothing more to hand over.
     pub(crate) fn gone(&self, node: NodeId) {
-        self.lock().leaving.retain(|l| l.node != node);
+        let mut s = self.lock();
+        s.leaving.retain(|l| l.node != node);
+        s.handed_over.remove(&node);
     }
 
     /// Whether the newest view wanted is active.
@@ -131,31 +133,35 @@ async fn drive(messenger: MessengerRef, state: Weak<Mutex<State>>, events: Arc<d
         let Some(shared) = state.upgrade() else {
             return; // The frontend is done.
         };
-        let (epoch, active, members, leaving, pending) = {
+        let wanted = {
             let s = shared.lock().unwrap_or_else(|p| p.into_inner());
             let pending: Vec<Register> = (s.leaving.iter())
                 .filter(|l| !s.handed_over.contains(&l.node))
                 .cloned()
                 .collect();
-            (
-                s.epoch,
-                s.active,
-                s.members.clone(),
-                s.leaving.clone(),
-                pending,
-            )
+            // Nothing to do until the next change: no copies made.
+            (s.epoch != s.active || !pending.is_empty()).then(|| {
+                (
+                    s.epoch,
+                    s.active,
+                    s.members.clone(),
+                    s.leaving.clone(),
+                    pending,
+                )
+            })
         };
         drop(shared);
+        let Some((epoch, active, members, leaving, pending)) = wanted else {
+            sesa_event::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
         if epoch == active {
             // The view is active; a node taken out that could not hand its names over
             // yet (it may hold the only copy of some) is asked again, until it has or
             // is gone.
-            let quiet =
-                pending.is_empty() || hand_over(messenger, epoch, &members, &pending, &state).await;
-            let pause = if quiet {
-                Duration::from_millis(10)
-            } else {
-                RETRY
+            let pause = match hand_over(messenger, epoch, &members, &pending, &state).await {
+                true => Duration::from_millis(10),
+                false => RETRY,
             };
             sesa_event::sleep(pause).await;
             continue;

@@ -52,16 +52,18 @@ impl Throttling {
         }
     }
 
-    /// Whether the process was throttled within the last [`THROTTLE_EVERY`] or so (read
-    /// again when the last read is that old: the process may have been moved into a
-    /// cgroup since it started, as `sesa bench kv --cpu-share` does).
-    fn lately(&mut self) -> bool {
-        if self.at.elapsed() >= THROTTLE_EVERY {
-            let now = nr_throttled();
-            self.lately =
-                matches!((self.throttled, now), (Some(before), Some(now)) if now > before);
-            self.throttled = now;
-            self.at = Instant::now();
+    /// Whether the process was throttled within the last [`THROTTLE_EVERY`] or so, at
+    /// `now` (read again when the last read is that old: the process may have been
+    /// moved into a cgroup since it started, as `sesa bench kv --cpu-share` does).
+    fn lately(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.at) >= THROTTLE_EVERY {
+            let throttled = nr_throttled();
+            self.lately = matches!(
+                (self.throttled, throttled),
+                (Some(before), Some(after)) if after > before
+            );
+            self.throttled = throttled;
+            self.at = now;
         }
         self.lately
     }
@@ -148,13 +150,13 @@ impl Contention {
     /// last sample's verdict, sampled again when it is [`SAMPLE_EVERY`] old.
     /// Or whether the process's CPU quota throttled it lately.
     pub(crate) fn contended(&mut self) -> bool {
-        if self.throttling.lately() {
+        let now = Instant::now();
+        if self.throttling.lately(now) {
             return true;
         }
         if self.schedstat.is_none() {
             return false;
         }
-        let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.at);
         if elapsed >= SAMPLE_EVERY
             && let Some(waited_ns) = self.read_waited_ns()

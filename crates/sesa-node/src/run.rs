@@ -276,8 +276,11 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// replicas in it; done once every copy is taken and `messenger` is connected to every
 /// member (the view is of use only then). Copies go to every replica reachable at
 /// once, so that a node cut off from one member still hands its entries to the others;
-/// the rest are tried again for up to [`CONNECT_WAIT`]. Returns how many copies the
-/// last pass made.
+/// the rest are tried again for up to [`CONNECT_WAIT`]. Every pass copies every entry
+/// again, a successful one too: a replica takes a rebalance's copy whatever the
+/// sender's view, so a node still on an older view may copy entries here after a pass,
+/// and the next passes them on (with one pass only, `sesa sim --workload names --faults
+/// wide --seed 694` lost a name). Returns how many copies the last pass made.
 async fn install_names(
     messenger: MessengerRef,
     me: NodeId,

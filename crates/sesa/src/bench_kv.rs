@@ -410,22 +410,32 @@ impl Drop for Server {
 
 /// Whether a memcached server answers `version` on `addr` within a second.
 fn answers_version(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    if stream.write_all(b"version\r\n").is_err() {
-        return false;
-    }
+    ask(addr, b"version\r\n", b"\r\n", 256, Duration::from_secs(1))
+        .is_some_and(|reply| reply.starts_with(b"VERSION "))
+}
+
+/// Sends `request` to the server at `addr` and reads its reply up to `end` (at most
+/// `limit` bytes, each read within `wait`); `None` if it cannot be reached or does not
+/// finish the reply.
+fn ask(
+    addr: SocketAddr,
+    request: &[u8],
+    end: &[u8],
+    limit: usize,
+    wait: Duration,
+) -> Option<Vec<u8>> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(wait)).ok()?;
+    stream.write_all(request).ok()?;
     let mut reply = Vec::new();
-    let mut buf = [0u8; 256];
-    while !reply.ends_with(b"\r\n") && reply.len() < 256 {
+    let mut buf = [0u8; 4096];
+    while !reply.ends_with(end) && reply.len() < limit {
         match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return None,
             Ok(n) => reply.extend_from_slice(&buf[..n]),
         }
     }
-    reply.starts_with(b"VERSION ")
+    Some(reply)
 }
 
 /// A free loopback port (bound and released; the server binds it next).
@@ -865,18 +875,14 @@ fn routed(addrs: &[SocketAddr]) -> Option<(u64, u64)> {
         return None;
     }
     let mut sum = (0, 0);
-    for addr in addrs {
-        let mut stream = TcpStream::connect_timeout(addr, Duration::from_secs(1)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        stream.write_all(b"stats\r\n").ok()?;
-        let mut reply = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !reply.ends_with(b"END\r\n") && reply.len() < 1 << 16 {
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => reply.extend_from_slice(&buf[..n]),
-            }
-        }
+    for &addr in addrs {
+        let reply = ask(
+            addr,
+            b"stats\r\n",
+            b"END\r\n",
+            1 << 16,
+            Duration::from_secs(2),
+        )?;
         let text = String::from_utf8_lossy(&reply);
         let stat = |name: &str| -> Option<u64> {
             text.lines()

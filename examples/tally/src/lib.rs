@@ -1,8 +1,8 @@
 //! `tally`: a sesa application whose one EBB is **globally named**: created on one node
 //! at run time, and reached by its global id on every other node, where the first
 //! access is a *global miss* (`sesa_exec::global`): the node looks the id up in the
-//! frontend's naming service, gets the EBB's kind and construction data, and builds its
-//! own root there, whose per-core reps appear by ordinary misses.
+//! nodes' global id map (the naming service), gets the EBB's kind and construction
+//! data, and builds its own root there, whose per-core reps appear by ordinary misses.
 //!
 //! ```sh
 //! cargo run --release -p tally -- --nodes 3 --incs 1000 --weight 3

@@ -101,7 +101,8 @@ pub type ReplyFuture = Pin<Box<dyn Future<Output = Vec<u8>>>>;
 /// commands through it ([`super::cluster::Node`] implements it).
 pub trait ClusterLayer: Sync {
     /// Whether a read of `key` may be answered at once on the calling core (this core
-    /// holds the key for sure).
+    /// holds the key for sure). The server then answers it: `true` counts it as
+    /// answered here (see [`ClusterLayer::routed`]).
     fn reads_here(&self, key: &[u8]) -> bool;
     /// Runs a client's command wherever its key lives; the reply.
     fn execute(&'static self, op: Op, reads: Reads) -> ReplyFuture;

@@ -154,19 +154,15 @@ fn judge(
     expected: ProbeData,
     got: Option<Result<ProbeData, GlobalError>>,
     last: bool,
-) -> bool {
+) {
     let now = sesa_event::now();
     state(|s| match got {
-        Some(Ok(data)) if data == expected => {
-            s.counts.acknowledged += 1;
-            true
-        }
+        Some(Ok(data)) if data == expected => s.counts.acknowledged += 1,
         Some(Ok(data)) => {
             s.counts.unexpected += 1;
             s.failures.push(format!(
                 "{now:?}: node {me} resolved {id:#x} to {data:?}, created as {expected:?}"
             ));
-            true
         }
         Some(Err(GlobalError::Unknown(_))) => {
             s.counts.lost += 1;
@@ -174,23 +170,15 @@ fn judge(
                 "{now:?}: node {me} found no EBB named {id:#x} ({expected:?}), whose \
                  creation was acknowledged"
             ));
-            true
         }
         Some(Err(e)) if last => {
             s.failures.push(format!(
                 "{now:?}: node {me} could not resolve {id:#x} after the faults: {e}"
             ));
-            false
         }
-        Some(Err(_)) => {
-            s.counts.failed += 1;
-            false
-        }
-        None => {
-            s.counts.indeterminate += 1;
-            false
-        }
-    })
+        Some(Err(_)) => s.counts.failed += 1,
+        None => s.counts.indeterminate += 1,
+    });
 }
 
 /// Resolves every name acknowledged (each tried a few times: a view may be changing).

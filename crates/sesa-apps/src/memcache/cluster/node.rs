@@ -53,7 +53,7 @@ impl ClusterLayer for Node {
     fn reads_here(&self, key: &[u8]) -> bool {
         let here = self.holds_here(key);
         if here {
-            self.count(true);
+            self.count(&mut true, true);
         }
         here
     }
@@ -346,9 +346,9 @@ impl Node {
         reads: Reads,
     ) -> Vec<u8> {
         let mut floor = epoch.max(1);
-        // Whether this client's command was counted as sent to another node (it is
-        // counted once, however often it is routed again).
-        let mut shipped = false;
+        // A client's command (not one sent here by another node) is counted once,
+        // however often it is routed again: answered here, or sent on.
+        let mut uncounted = hops == 0;
         loop {
             let Some(view) = self.view_at_least(floor).await else {
                 return match self.current().epoch {
@@ -361,9 +361,7 @@ impl Node {
                 return server_error("the store has no nodes");
             };
             if primary.node == self.me {
-                if hops == 0 {
-                    self.count(true);
-                }
+                self.count(&mut uncounted, true);
                 let core = owner(op.key(), sesa_event::cores());
                 return sesa_event::spawn_on_async(core, move || self.primary(op))
                     .await
@@ -380,9 +378,7 @@ impl Node {
                 None
             };
             if nearest && self.holds_for_sure_among(&owners, before.as_deref()) {
-                if hops == 0 {
-                    self.count(true);
-                }
+                self.count(&mut uncounted, true);
                 let (kv, core) = (self.kv, owner(op.key(), sesa_event::cores()));
                 return sesa_event::spawn_on(core, move || kv.apply_here(op))
                     .await
@@ -395,9 +391,7 @@ impl Node {
                 match sesa_event::spawn_on_async(core, move || self.cached_read(op, primary)).await
                 {
                     Ok(Ok(reply)) => {
-                        if hops == 0 {
-                            self.count(true);
-                        }
+                        self.count(&mut uncounted, true);
                         return reply;
                     }
                     // Not served from the cache: ship it to the primary as usual.
@@ -425,10 +419,7 @@ impl Node {
                 Some(m) if m.node != primary.node => (m, true),
                 _ => (primary, false),
             };
-            if hops == 0 && !shipped {
-                shipped = true;
-                self.count(false);
-            }
+            self.count(&mut uncounted, false);
             let core = owner(op.key(), target.cores as usize);
             let request = match read {
                 true => StoreRequest::Read {
@@ -565,9 +556,12 @@ impl Node {
             .is_ok_and(|peers| peers.iter().any(|p| p.node == node))
     }
 
-    /// Counts a client's command on this core: answered on this node (`here`), or sent
-    /// on to another.
-    fn count(&self, here: bool) {
+    /// Counts a client's command on this core, unless it was (`uncounted` false; it is
+    /// then): answered on this node (`here`), or sent on to another.
+    fn count(&self, uncounted: &mut bool, here: bool) {
+        if !core::mem::take(uncounted) {
+            return;
+        }
         let Some(r) = self.routed.get(sesa_event::current_core().index()) else {
             return;
         };
