@@ -146,8 +146,8 @@ async fn resolve(node: &NodeContext, id: u64) -> Result<ProbeData, GlobalError> 
     Ok(ebb.try_with(|data| *data)?)
 }
 
-/// Judges one resolve of a name acknowledged before it began. A clean failure is
-/// allowed while faults run, not in the final check.
+/// Judges one resolve of a name acknowledged before it began. A clean failure or no
+/// answer is allowed while faults run, not in the final check's last try.
 fn judge(
     me: u32,
     id: u64,
@@ -174,6 +174,12 @@ fn judge(
         Some(Err(e)) if last => {
             s.failures.push(format!(
                 "{now:?}: node {me} could not resolve {id:#x} after the faults: {e}"
+            ));
+        }
+        None if last => {
+            s.failures.push(format!(
+                "{now:?}: node {me} got no answer resolving {id:#x} in {OP_LIMIT:?} after \
+                 the faults"
             ));
         }
         Some(Err(_)) => s.counts.failed += 1,
