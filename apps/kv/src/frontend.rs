@@ -107,7 +107,12 @@ async fn frontend(
     }));
     cx.show_status("store", status.clone(), StoreStatus::lines);
     let mut roster = Roster::new(cx.first_nodes().values());
-    let mut coordinator = Coordinator::new(cx.messenger(), settings.replicas, settings.layout);
+    let mut coordinator = Coordinator::new(
+        cx.messenger(),
+        settings.replicas,
+        settings.layout,
+        settings.placement,
+    );
     let mut losses = Losses::default();
     // Nodes declared down and not removed yet (see `Losses`), and when each was last
     // kept (`None`: not looked at yet; once kept, the console was told it stays).
@@ -334,6 +339,15 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
+/// How the store places keys, as `sesa status` and the log say it: the layout, and
+/// ketama placement where it is used.
+fn layout_name(settings: &KvSettings) -> String {
+    match (settings.layout, settings.placement) {
+        (store::Layout::Partitioned, store::Placement::Ketama) => "Partitioned (ketama)".into(),
+        (layout, _) => format!("{layout:?}"),
+    }
+}
+
 /// Sends the next view (`next`: of its members, to them and to the nodes leaving) to
 /// the store's nodes through its coordinator, or (`None`) the newest one again, waits
 /// until each has moved its keys (a progress bar on a terminal, else a line a second),
@@ -357,7 +371,7 @@ async fn change_view(
     update_status(status, |s| {
         s.epoch = epoch;
         s.replicas = settings.replicas.min(members.len() as u32).max(1);
-        s.layout = format!("{:?}", settings.layout);
+        s.layout = layout_name(settings);
         s.ports.retain(|node, _| members.contains_key(node));
     });
     let bar = (epoch > 1).then(progress_bar).flatten();
@@ -393,10 +407,10 @@ async fn change_view(
             members: ids,
             settled: true,
             detail: format!(
-                "the store is up on {} node(s), {} owner(s) per key, {:?} layout",
+                "the store is up on {} node(s), {} owner(s) per key, {} layout",
                 view.members.len(),
                 view.replicas,
-                view.layout
+                layout_name(settings)
             ),
         });
         return Ok(true);

@@ -47,6 +47,12 @@ pub struct KvSettings {
     pub replicas: u32,
     /// How keys are placed on the nodes.
     pub layout: sesa_apps::memcache::cluster::Layout,
+    /// Which nodes own a key of a partitioned store (`ketama`: the one a ketama
+    /// client picks is the key's primary).
+    pub placement: sesa_apps::memcache::cluster::Placement,
+    /// The address clients are told to reach the nodes at (`config get cluster`) when
+    /// they listen on every interface (`listen` 0.0.0.0 or ::); `None`: 127.0.0.1.
+    pub advertise: Option<core::net::IpAddr>,
 }
 
 /// The memcached-compatible data store: every node serves clients on its own port and
@@ -84,7 +90,8 @@ pub struct StoreStatus {
     pub epoch: u64,
     /// Owners per key.
     pub replicas: u32,
-    /// How keys are placed (`Partitioned`, `Central` or `Cached`).
+    /// How keys are placed (`Partitioned`, `Partitioned (ketama)`, `Central` or
+    /// `Cached`).
     pub layout: String,
     /// Each serving node's client port (on [`StoreStatus::listen`]), by node id.
     pub ports: alloc::collections::BTreeMap<sesa_exec::NodeId, u16>,

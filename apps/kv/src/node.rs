@@ -68,8 +68,14 @@ pub async fn start_on_node(
     let bound = server::serve_every_core(kv, listen)
         .await
         .map_err(|e| format!("node {me} listening on {listen}: {e}"))?;
-    let addr = seen_at.unwrap_or(SocketAddr::new(listen.ip(), bound.port()));
-    Ok((addr, node.member()))
+    let mut addr = seen_at.unwrap_or(SocketAddr::new(listen.ip(), bound.port()));
+    if addr.ip().is_unspecified() {
+        // Listening on every interface: clients are told the address given for them.
+        addr.set_ip(settings.advertise.unwrap_or(Ipv4Addr::LOCALHOST.into()));
+    }
+    let mut member = node.member();
+    member.addr = Some(addr);
+    Ok((addr, member))
 }
 
 /// Node `me`'s client port: the OS's pick (0), or the settings' base port plus the node's

@@ -76,6 +76,9 @@ pub struct KvBenchConfig {
     /// frontend and the clients are not limited; one node is the one `sesa kv`
     /// process).
     pub cpu_share: Option<f64>,
+    /// How clients pick a node (ketama: the store on several nodes places keys by
+    /// ketama, and each client sends each request to its key's primary).
+    pub clients: Clients,
 }
 
 impl KvBenchConfig {
@@ -96,6 +99,7 @@ impl KvBenchConfig {
             idle_spins: None,
             nodes: 1,
             cpu_share: None,
+            clients: Clients::AnyNode,
         }
     }
 
@@ -466,6 +470,9 @@ fn start_sesa_process(config: &KvBenchConfig) -> anyhow::Result<Server> {
         if let Some(spins) = config.idle_spins {
             command.args(["--idle-spins", &spins.to_string()]);
         }
+        if config.clients == Clients::Ketama {
+            command.args(["--placement", "ketama"]);
+        }
         return Server::start_cluster(command, config.nodes);
     }
     let addr = free_port()?;
@@ -712,75 +719,195 @@ struct ClientResult {
     answered: u64,
 }
 
-/// One connection's load loop until `stop`.
+/// How the clients pick the node a request goes to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Clients {
+    /// Each client talks to one node (client `c` to node `c mod n`) and sends it every
+    /// request: the node sends on what it does not own.
+    #[default]
+    AnyNode,
+    /// Each client reads `config get cluster` (the store placing keys by ketama), keeps
+    /// a connection to every node listed and sends each request to its key's primary,
+    /// as libmemcached in ketama mode would.
+    Ketama,
+}
+
+impl std::str::FromStr for Clients {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "any" => Ok(Clients::AnyNode),
+            "ketama" => Ok(Clients::Ketama),
+            other => Err(format!("no clients {other:?}: any or ketama")),
+        }
+    }
+}
+
+impl std::fmt::Display for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Clients::AnyNode => "any node",
+            Clients::Ketama => "ketama",
+        })
+    }
+}
+
+/// Where one client sends its requests: one node, or each key's primary.
+#[derive(Clone)]
+enum Route {
+    One(SocketAddr),
+    Ketama(Arc<(Vec<SocketAddr>, sesa_apps::memcache::cluster::ketama::Ring)>),
+}
+
+/// The store's nodes as `config get cluster` through `addr` lists them, and their
+/// ketama ring.
+fn ketama_route(addr: SocketAddr) -> anyhow::Result<Route> {
+    let reply = ask(
+        addr,
+        b"config get cluster\r\n",
+        b"END\r\n",
+        1 << 16,
+        Duration::from_secs(2),
+    )
+    .with_context(|| format!("no answer to `config get cluster` from {addr}"))?;
+    let text = String::from_utf8_lossy(&reply);
+    // CONFIG cluster 0 <bytes>\r\n<version>\n<host|ip|port ...>\n\r\nEND\r\n
+    let list = text
+        .strip_prefix("CONFIG cluster 0 ")
+        .and_then(|t| t.lines().nth(2))
+        .with_context(|| format!("`config get cluster` answered {text:?}"))?;
+    let mut servers = Vec::new();
+    for server in list.split(' ') {
+        let fields: Vec<&str> = server.split('|').collect();
+        let [_, ip, port] = fields[..] else {
+            bail!("`config get cluster` listed {server:?}");
+        };
+        servers.push(SocketAddr::new(ip.parse()?, port.parse()?));
+    }
+    let names: Vec<(String, u16)> = servers
+        .iter()
+        .map(|a| (a.ip().to_string(), a.port()))
+        .collect();
+    let ring = sesa_apps::memcache::cluster::ketama::Ring::new(
+        names.iter().map(|(h, p)| (h.as_str(), *p)),
+    );
+    Ok(Route::Ketama(Arc::new((servers, ring))))
+}
+
+/// One connection's replies to its part of a batch (`is_get` in request order), each
+/// one's latency from `sent` into `result`.
+fn read_replies(conn: &mut Conn, sent: Instant, result: &mut ClientResult) -> anyhow::Result<()> {
+    let Conn {
+        stream,
+        buf,
+        at,
+        is_get,
+        ..
+    } = conn;
+    for &get in is_get.iter() {
+        if get {
+            // VALUE <key> <flags> <bytes>, the data, END; or END alone on a miss.
+            let first = line(stream, buf, at)?;
+            if buf[first.clone()].starts_with(b"VALUE ") {
+                line(stream, buf, at)?;
+                let end = line(stream, buf, at)?;
+                if &buf[end.clone()] != b"END" {
+                    bail!("unexpected reply {:?}", String::from_utf8_lossy(&buf[end]));
+                }
+            } else if &buf[first.clone()] != b"END" {
+                bail!(
+                    "unexpected reply {:?}",
+                    String::from_utf8_lossy(&buf[first])
+                );
+            }
+        } else {
+            let reply = line(stream, buf, at)?;
+            if &buf[reply.clone()] != b"STORED" {
+                bail!(
+                    "unexpected reply {:?}",
+                    String::from_utf8_lossy(&buf[reply])
+                );
+            }
+        }
+        let ns = sent.elapsed().as_nanos();
+        result
+            .latencies_ns
+            .push(u32::try_from(ns).unwrap_or(u32::MAX));
+        result.answered += 1;
+    }
+    Ok(())
+}
+
+/// A client's connection to one node: its part of the batch being sent, and what it
+/// has read.
+struct Conn {
+    stream: TcpStream,
+    request: Vec<u8>,
+    is_get: Vec<bool>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+/// One client's load loop until `stop`: batches of `pipeline` requests, each sent
+/// where `route` says, every reply read before the next batch.
 fn client(
-    addr: SocketAddr,
+    route: Route,
     config: &KvBenchConfig,
     pipeline: usize,
     seed: u64,
     stop: &AtomicBool,
 ) -> anyhow::Result<ClientResult> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let addrs = match &route {
+        Route::One(addr) => vec![*addr],
+        Route::Ketama(nodes) => nodes.0.clone(),
+    };
+    let mut conns = Vec::new();
+    for addr in addrs {
+        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        conns.push(Conn {
+            stream,
+            request: Vec::new(),
+            is_get: Vec::with_capacity(pipeline),
+            buf: Vec::new(),
+            at: 0,
+        });
+    }
     let value = vec![b'v'; config.value_size];
     let mut rng = Rng(seed | 1);
-    let mut request = Vec::new();
-    let mut is_get = Vec::with_capacity(pipeline);
-    let mut buf = Vec::new();
-    let mut at = 0;
     let mut result = ClientResult {
         latencies_ns: Vec::new(),
         answered: 0,
     };
     while !stop.load(Relaxed) {
-        request.clear();
-        is_get.clear();
+        for c in &mut conns {
+            c.request.clear();
+            c.is_get.clear();
+        }
         for _ in 0..pipeline {
             let r = rng.next();
             let k = key((r >> 8) as usize % config.keys, config.key_size);
+            let c = match &route {
+                Route::One(_) => &mut conns[0],
+                Route::Ketama(nodes) => &mut conns[nodes.1.primary(&k).unwrap_or(0)],
+            };
             if (r % 100) < u64::from(config.get_percent) {
-                request.extend_from_slice(b"get ");
-                request.extend_from_slice(&k);
-                request.extend_from_slice(b"\r\n");
-                is_get.push(true);
+                c.request.extend_from_slice(b"get ");
+                c.request.extend_from_slice(&k);
+                c.request.extend_from_slice(b"\r\n");
+                c.is_get.push(true);
             } else {
-                push_set(&mut request, &k, &value);
-                is_get.push(false);
+                push_set(&mut c.request, &k, &value);
+                c.is_get.push(false);
             }
         }
         let sent = Instant::now();
-        stream.write_all(&request)?;
-        for &get in &is_get {
-            if get {
-                // VALUE <key> <flags> <bytes>, the data, END; or END alone on a miss.
-                let first = line(&mut stream, &mut buf, &mut at)?;
-                if buf[first.clone()].starts_with(b"VALUE ") {
-                    line(&mut stream, &mut buf, &mut at)?;
-                    let end = line(&mut stream, &mut buf, &mut at)?;
-                    if &buf[end.clone()] != b"END" {
-                        bail!("unexpected reply {:?}", String::from_utf8_lossy(&buf[end]));
-                    }
-                } else if &buf[first.clone()] != b"END" {
-                    bail!(
-                        "unexpected reply {:?}",
-                        String::from_utf8_lossy(&buf[first])
-                    );
-                }
-            } else {
-                let reply = line(&mut stream, &mut buf, &mut at)?;
-                if &buf[reply.clone()] != b"STORED" {
-                    bail!(
-                        "unexpected reply {:?}",
-                        String::from_utf8_lossy(&buf[reply])
-                    );
-                }
-            }
-            let ns = sent.elapsed().as_nanos();
-            result
-                .latencies_ns
-                .push(u32::try_from(ns).unwrap_or(u32::MAX));
-            result.answered += 1;
+        for c in conns.iter_mut().filter(|c| !c.request.is_empty()) {
+            c.stream.write_all(&c.request)?;
+        }
+        for c in &mut conns {
+            read_replies(c, sent, &mut result)?;
         }
     }
     Ok(result)
@@ -822,14 +949,31 @@ pub(crate) fn set_keys(
 /// One measured run against `server`.
 fn run(server: &Server, config: &KvBenchConfig, pipeline: usize) -> anyhow::Result<KvFigures> {
     let stop = Arc::new(AtomicBool::new(false));
+    // One node is one memcached: every client talks to it.
+    let ketama = match config.clients {
+        Clients::Ketama if server.addrs.len() > 1 => Some(ketama_route(server.addrs[0])?),
+        _ => None,
+    };
+    // A ketama client holds a connection to each of the `n` nodes: `connections / n`
+    // of them, each sending `n x pipeline` requests a batch, give every node as many
+    // connections, as deep a pipeline on each and as many requests in flight as
+    // `connections` clients of one node each: only where requests go differs.
+    let n = server.addrs.len();
+    let (clients, batch) = match ketama {
+        Some(_) => (config.connections.div_ceil(n), pipeline * n),
+        None => (config.connections, pipeline),
+    };
     let routed_before = routed(&server.addrs);
     let cpu_before = server.cpu_seconds()?;
     let started = Instant::now();
-    let threads: Vec<_> = (0..config.connections)
+    let threads: Vec<_> = (0..clients)
         .map(|c| {
-            let addr = server.addrs[c % server.addrs.len()];
+            let route = match &ketama {
+                Some(route) => route.clone(),
+                None => Route::One(server.addrs[c % n]),
+            };
             let (stop, config) = (stop.clone(), config.clone());
-            std::thread::spawn(move || client(addr, &config, pipeline, 0x9e37 + c as u64, &stop))
+            std::thread::spawn(move || client(route, &config, batch, 0x9e37 + c as u64, &stop))
         })
         .collect();
     std::thread::sleep(Duration::from_secs_f64(config.seconds));
@@ -992,8 +1136,15 @@ pub fn kv(config: &KvBenchConfig) -> anyhow::Result<KvReport> {
             config.server_cores,
             if config.nodes > 1 {
                 format!(
-                    "; sesa on {} nodes of {} core(s), connections spread over them",
-                    config.nodes, config.server_cores
+                    "; sesa on {} nodes of {} core(s), {}",
+                    config.nodes,
+                    config.server_cores,
+                    match config.clients {
+                        Clients::AnyNode => "connections spread over them",
+                        Clients::Ketama =>
+                            "each client connected to every node and \
+                                            sending each key to its ketama primary",
+                    }
                 )
             } else {
                 String::new()

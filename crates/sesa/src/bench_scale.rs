@@ -10,11 +10,13 @@
 use anyhow::bail;
 use serde::Serialize;
 
-use crate::bench_kv::{KvBenchConfig, KvFigures, kv};
+use crate::bench_kv::{Clients, KvBenchConfig, KvFigures, kv};
 
 /// One cluster size's figures (medians over the runs).
 #[derive(Clone, Debug, Serialize)]
 pub struct ScaleRow {
+    /// How the clients picked nodes.
+    pub clients: Clients,
     /// Node processes, each with its CPU share.
     pub nodes: u32,
     /// The store's figures at the measured depth.
@@ -38,15 +40,20 @@ impl ScaleReport {
     /// A human-readable table.
     pub fn table(&self) -> String {
         let mut out = format!("load: {}\nshares: {}\n", self.load, self.share);
-        out += "nodes      kops    p99 µs  cpu µs/req  answered here  scaling (kops / (nodes x one node's))\n";
+        out += "clients   nodes      kops    p99 µs  cpu µs/req  answered here  scaling (kops / (nodes x one node's))\n";
         for r in &self.rows {
             let here = match r.figures.answered_here {
                 Some(share) => format!("{:>12.0}%", share * 100.0),
                 None => format!("{:>13}", "-"),
             };
             out += &format!(
-                "{:>5} {:>9.1} {:>9.1} {:>11.2} {here} {:>8.2}\n",
-                r.nodes, r.figures.kops, r.figures.p99_us, r.figures.cpu_us_per_req, r.scaling
+                "{:<9} {:>5} {:>9.1} {:>9.1} {:>11.2} {here} {:>8.2}\n",
+                r.clients.to_string(),
+                r.nodes,
+                r.figures.kops,
+                r.figures.p99_us,
+                r.figures.cpu_us_per_req,
+                r.scaling
             );
         }
         out
@@ -54,7 +61,9 @@ impl ScaleReport {
 }
 
 /// Runs `per_node`'s load (its connections per node, one pipeline depth) against 1 to
-/// `max_nodes` nodes of `share` CPUs each, `per_node.runs` interleaved rounds.
+/// `max_nodes` nodes of `share` CPUs each, with each kind of `clients`, in
+/// `per_node.runs` interleaved rounds. One node is measured once per round: every kind
+/// of client sends it everything.
 ///
 /// # Errors
 /// Bad settings, no CPU shares can be made here (the message says why), or a run
@@ -63,9 +72,13 @@ pub fn kv_scale(
     per_node: &KvBenchConfig,
     max_nodes: u32,
     share: f64,
+    clients: &[Clients],
 ) -> anyhow::Result<ScaleReport> {
     if max_nodes == 0 {
         bail!("--max-nodes must be at least 1");
+    }
+    if clients.is_empty() {
+        bail!("--clients names no kind of client");
     }
     let [pipeline] = per_node.pipelines[..] else {
         bail!("kv-scale measures one pipeline depth");
@@ -73,16 +86,23 @@ pub fn kv_scale(
     if per_node.native.is_some() || per_node.against.is_some() {
         bail!("kv-scale measures hosted sesa nodes against themselves");
     }
-    let sizes: Vec<u32> = (1..=max_nodes).collect();
-    let mut runs: Vec<Vec<KvFigures>> = vec![Vec::new(); sizes.len()];
+    let mut clients = clients.to_vec();
+    clients.dedup();
+    // (clients, nodes) in the order measured in each round.
+    let mut cases = vec![(clients[0], 1)];
+    for nodes in 2..=max_nodes {
+        cases.extend(clients.iter().map(|&c| (c, nodes)));
+    }
+    let mut runs: Vec<Vec<KvFigures>> = vec![Vec::new(); cases.len()];
     let mut kind = String::new();
     for _ in 0..per_node.runs.max(1) {
-        for (i, &nodes) in sizes.iter().enumerate() {
+        for (i, &(clients, nodes)) in cases.iter().enumerate() {
             let config = KvBenchConfig {
                 connections: per_node.connections * nodes as usize,
                 nodes,
                 cpu_share: Some(share),
                 runs: 1,
+                clients,
                 ..per_node.clone()
             };
             let report = kv(&config)?;
@@ -106,10 +126,11 @@ pub fn kv_scale(
             per_node.server_cores,
         ),
         share: kind,
-        rows: sizes
+        rows: cases
             .iter()
             .zip(medians)
-            .map(|(&nodes, figures)| ScaleRow {
+            .map(|(&(clients, nodes), figures)| ScaleRow {
+                clients,
                 nodes,
                 scaling: figures.kops / (f64::from(nodes) * one),
                 figures,

@@ -87,6 +87,16 @@ struct KvCmd {
     /// every other node (the paper's progression, section 4.4).
     #[arg(long, default_value = "partitioned")]
     layout: sesa_apps::memcache::cluster::Layout,
+    /// Which nodes own a key of a partitioned cluster: `rendezvous` (the default:
+    /// a change moves the fewest keys) or `ketama` (libmemcached's ketama over the
+    /// nodes' client addresses: a ketama client that reads `config get cluster` sends
+    /// every key to its primary).
+    #[arg(long, default_value = "rendezvous")]
+    placement: sesa_apps::memcache::cluster::Placement,
+    /// The address `config get cluster` gives clients for the nodes when they listen
+    /// on every interface (-l 0.0.0.0); default 127.0.0.1.
+    #[arg(long)]
+    advertise: Option<std::net::IpAddr>,
     /// Empty polls an idle core makes before it sleeps (0: sleep at once; more
     /// spends CPU to answer sooner).
     #[arg(long)]
@@ -296,6 +306,11 @@ struct BenchKvCmd {
     /// frontend and the clients are not limited).
     #[arg(long, value_name = "CPUS")]
     cpu_share: Option<f64>,
+    /// How clients pick a node of a cluster: `any` (client c talks to node c mod n;
+    /// the default) or `ketama` (the store places keys by ketama, and each client reads
+    /// `config get cluster` and sends each key to its primary).
+    #[arg(long, default_value = "any")]
+    clients: sesa::bench_kv::Clients,
 }
 
 /// The arguments of `Suite::KvScale`.
@@ -325,12 +340,19 @@ struct BenchKvScaleCmd {
     /// Seconds per measured run (default 4; quick 0.3).
     #[arg(long)]
     seconds: Option<f64>,
+    /// Gets, percent (default 90; the rest are sets).
+    #[arg(long, default_value_t = 90)]
+    get_percent: u32,
     /// Interleaved rounds over the cluster sizes (figures are medians; default 3, quick 1).
     #[arg(long)]
     runs: Option<usize>,
     /// Passed to `sesa kv --idle-spins`.
     #[arg(long)]
     idle_spins: Option<u32>,
+    /// Which clients to measure, interleaved: `any`, `ketama` (see `sesa bench kv
+    /// --clients`), or both (comma-separated; default both).
+    #[arg(long, value_delimiter = ',', default_value = "any,ketama")]
+    clients: Vec<sesa::bench_kv::Clients>,
 }
 
 /// The arguments of `Suite::Msg`.
@@ -718,6 +740,8 @@ fn kv(
         nodes,
         replicas,
         layout,
+        placement,
+        advertise,
         idle_spins,
         frontend_listen,
         node_prefix,
@@ -726,6 +750,11 @@ fn kv(
 ) -> anyhow::Result<ExitCode> {
     if nodes == 0 || replicas == 0 {
         anyhow::bail!("--nodes and --replicas must be at least 1");
+    }
+    if placement != sesa_apps::memcache::cluster::Placement::Rendezvous
+        && layout != sesa_apps::memcache::cluster::Layout::Partitioned
+    {
+        anyhow::bail!("--placement applies to the partitioned layout (--layout {layout:?})");
     }
     let native = match listen {
         std::net::IpAddr::V4(host) => native.nodes(std::net::SocketAddrV4::new(host, port)),
@@ -744,6 +773,8 @@ fn kv(
             max_connections,
             replicas,
             layout,
+            placement,
+            advertise,
         };
         if idle_spins.is_some() && native.is_some() {
             // A native node's cores poll by the kernel's own policy.
@@ -886,6 +917,7 @@ fn bench_kv(
         idle_spins,
         nodes,
         cpu_share,
+        clients,
         native,
         accel,
         tap,
@@ -939,6 +971,7 @@ fn bench_kv(
         idle_spins,
         nodes: nodes.max(1),
         cpu_share,
+        clients,
     };
     let report = sesa::bench_kv::kv(&config)?;
     print_report(json, &report, || report.table())
@@ -955,8 +988,10 @@ fn bench_kv_scale(
         pipeline,
         keys,
         seconds,
+        get_percent,
         runs,
         idle_spins,
+        clients,
     }: BenchKvScaleCmd,
 ) -> anyhow::Result<ExitCode> {
     use sesa::bench_kv::KvBenchConfig;
@@ -981,11 +1016,12 @@ fn bench_kv_scale(
         keys: keys.unwrap_or(base.keys).max(1),
         seconds: seconds.unwrap_or(base.seconds).clamp(0.05, 600.0),
         runs: runs.unwrap_or(base.runs).max(1),
+        get_percent: get_percent.min(100),
         idle_spins,
         ..base
     };
     let max_nodes = max_nodes.unwrap_or(if quick { 2 } else { 4 });
-    let report = sesa::bench_scale::kv_scale(&per_node, max_nodes, cpu_share)?;
+    let report = sesa::bench_scale::kv_scale(&per_node, max_nodes, cpu_share, &clients)?;
     print_report(json, &report, || report.table())
 }
 

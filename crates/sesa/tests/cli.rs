@@ -217,15 +217,29 @@ fn bench_kv_scale_reports_every_size_or_says_why_it_cannot() {
         "{report}"
     );
     let rows = report["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 2, "{report}");
-    for (row, nodes) in rows.iter().zip([1, 2]) {
-        assert_eq!(row["nodes"], nodes, "{report}");
+    // One node, then two with each kind of client.
+    assert_eq!(rows.len(), 3, "{report}");
+    for (row, (clients, nodes)) in rows
+        .iter()
+        .zip([("AnyNode", 1), ("AnyNode", 2), ("Ketama", 2)])
+    {
+        assert_eq!(
+            (row["clients"].as_str(), row["nodes"].as_u64()),
+            (Some(clients), Some(nodes)),
+            "{report}"
+        );
         assert_positive(&row["figures"], &["kops", "p99_us", "cpu_us_per_req"]);
         assert_positive(row, &["scaling"]);
     }
-    // Two nodes say how many of the clients' commands they answered themselves.
+    // Two nodes say how many of the clients' commands they answered themselves: with
+    // ketama clients, every one (each was sent to its key's primary).
     let here = rows[1]["figures"]["answered_here"].as_f64().unwrap();
     assert!(here > 0.0 && here <= 1.0, "{report}");
+    assert_eq!(
+        rows[2]["figures"]["answered_here"].as_f64(),
+        Some(1.0),
+        "{report}"
+    );
     // Every group it made is gone.
     for root in [
         "/sys/fs/cgroup",

@@ -3,7 +3,9 @@
 //! get new replicas; a node paused with SIGSTOP is declared down and removed, losing no
 //! acknowledged write; scaling out and in while a client writes fails no request and
 //! loses no key; under a pause, a kill and new nodes, every read and the final state
-//! are judged against the writes acknowledged before them. Every process started is
+//! are judged against the writes acknowledged before them; a ketama client
+//! (libmemcached) given `config get cluster`'s list sends every key to its primary.
+//! Every process started is
 //! stopped by its pid, also when a test fails.
 
 mod common;
@@ -562,6 +564,105 @@ fn scaling_out_and_in_under_writes_fails_no_request_and_loses_no_key() {
             "node {node}"
         );
     }
+}
+
+/// `config get cluster` through `c`: the version and the servers (host, port) listed.
+fn cluster_config(c: &mut Client) -> (u64, Vec<(String, u16)>) {
+    let reply = c.reply(b"config get cluster\r\n", b"END\r\n").unwrap();
+    // CONFIG cluster 0 <bytes>\r\n<version>\n<host|ip|port ...>\n\r\nEND\r\n
+    let (head, rest) = reply.split_once("\r\n").unwrap();
+    let bytes: usize = head
+        .strip_prefix("CONFIG cluster 0 ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(&rest[bytes..], "\r\nEND\r\n", "{reply:?}");
+    let (version, list) = rest[..bytes].split_once('\n').unwrap();
+    let servers = list
+        .trim_end_matches('\n')
+        .split(' ')
+        .map(|s| {
+            let [host, ip, port] = s.split('|').collect::<Vec<_>>()[..] else {
+                panic!("{reply:?}")
+            };
+            assert_eq!(host, ip);
+            (host.to_owned(), port.parse().unwrap())
+        })
+        .collect();
+    (version.parse().unwrap(), servers)
+}
+
+/// The clients' commands answered where they arrived and sent on, summed over `nodes`.
+fn routed(store: &Store, nodes: &[u32]) -> (u64, u64) {
+    nodes.iter().fold((0, 0), |(here, sent), n| {
+        let stats = store.client(*n).reply(b"stats\r\n", b"END\r\n").unwrap();
+        let stat = |name: &str| -> u64 {
+            stats
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("STAT {name} ")[..]))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (
+            here + stat("sesa_answered_here"),
+            sent + stat("sesa_sent_on"),
+        )
+    })
+}
+
+/// A ketama client (libmemcached itself) given `config get cluster`'s list sends each
+/// key to the node that owns it, and after a scale out, to the new list's.
+#[test]
+fn a_ketama_client_sends_every_key_to_its_primary_and_follows_a_scale_out() {
+    let mut store = Store::start_with(3, &["--placement", "ketama"]);
+    let listed = |store: &Store| -> Vec<(String, u16)> {
+        store
+            .addrs
+            .values()
+            .map(|a| (a.ip().to_string(), a.port()))
+            .collect()
+    };
+    let (version, servers) = cluster_config(&mut store.client(2));
+    assert_eq!(servers, listed(&store), "every node, in the view's order");
+    // libmemcached in ketama mode, given that list, sends every key to its primary:
+    // no node sends a command on.
+    let before = routed(&store, &[1, 2, 3]);
+    let client = common::libmemcached::Ketama::new(&servers);
+    for i in 0..300 {
+        assert!(client.set(format!("k{i}").as_bytes(), format!("v{i}").as_bytes()));
+    }
+    let after = routed(&store, &[1, 2, 3]);
+    assert_eq!((after.0 - before.0, after.1 - before.1), (300, 0));
+    // A fourth node: the version changes and the list has it; a client following the
+    // change again sends every key to its primary, and every key is still there.
+    store.scale(4);
+    store.read_ports(4, Duration::from_secs(5));
+    store.wait_for(
+        "view 2: 4 of 4 node(s) moved their keys",
+        Duration::from_secs(30),
+    );
+    let (version_now, servers) = cluster_config(&mut store.client(1));
+    assert!(version_now > version, "{version} -> {version_now}");
+    assert_eq!(servers, listed(&store));
+    let before = routed(&store, &[1, 2, 3, 4]);
+    let client = common::libmemcached::Ketama::new(&servers);
+    for i in 300..600 {
+        assert!(client.set(format!("k{i}").as_bytes(), format!("v{i}").as_bytes()));
+    }
+    let after = routed(&store, &[1, 2, 3, 4]);
+    assert_eq!((after.0 - before.0, after.1 - before.1), (300, 0));
+    let mut any = store.client(4);
+    for i in 0..600 {
+        assert_eq!(any.get(&format!("k{i}")), Some(format!("v{i}")));
+    }
+    // One node alone is one memcached, which does not know the command.
+    let single = common::sesa_kv(&["--placement", "ketama"], 0);
+    let mut c = Client::new(single.port);
+    assert_eq!(
+        c.reply(b"config get cluster\r\n", b"\r\n").unwrap(),
+        "ERROR\r\n"
+    );
 }
 
 /// The paper's progression (section 4.4): one central rep reached by shipping, then

@@ -143,6 +143,11 @@ pub enum Command<'a> {
     },
     /// `version`.
     Version,
+    /// `config get <name>`: ElastiCache's auto-discovery (`config get cluster`).
+    ConfigGet {
+        /// What is asked for.
+        name: &'a [u8],
+    },
     /// `verbosity <level>`.
     Verbosity {
         /// Do not reply.
@@ -416,6 +421,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         },
         // memcached 1.6 answers `version` whatever follows it.
         b"version" => Command::Version,
+        // ElastiCache's form exactly; memcached has no `config` (it answers `ERROR`).
+        b"config" if words == 3 && args[0] == b"get" => Command::ConfigGet { name: args[1] },
         b"verbosity" => {
             // With noreply memcached sends nothing, not even for a bad level.
             if !noreply && number::<u32>(args[0]).is_none() {

@@ -111,6 +111,10 @@ pub trait ClusterLayer: Sync {
     /// Clients' commands so far answered on this node, and sent on to another (`stats`
     /// shows them as `sesa_answered_here` and `sesa_sent_on`).
     fn routed(&self) -> (u64, u64);
+    /// The body of the reply to `config get cluster` (ElastiCache's auto-discovery):
+    /// a version that changes with the store's nodes, a newline, the nodes' client
+    /// addresses (`host|ip|port`, space-separated), a newline.
+    fn cluster_config(&self) -> String;
 }
 
 /// Where a node's store sends a command.
@@ -337,6 +341,20 @@ impl Kv {
             Command::Version => replies.tail.extend_from_slice(
                 concat!("VERSION sesa-", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes(),
             ),
+            Command::ConfigGet { name } => match self.router {
+                Router::Cluster(cluster) if name == b"cluster" => {
+                    let body = cluster.cluster_config();
+                    let out = &mut replies.tail;
+                    out.extend_from_slice(
+                        format!("CONFIG cluster 0 {}\r\n", body.len()).as_bytes(),
+                    );
+                    out.extend_from_slice(body.as_bytes());
+                    out.extend_from_slice(b"\r\nEND\r\n");
+                }
+                // memcached's answer to a command it does not know: one node alone is
+                // one memcached.
+                _ => replies.tail.extend_from_slice(b"ERROR\r\n"),
+            },
             Command::Verbosity { noreply } => {
                 if !noreply {
                     replies.tail.extend_from_slice(b"OK\r\n");

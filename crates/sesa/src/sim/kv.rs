@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use super::clients::{self, Clients, decode};
 use super::*;
-use sesa_apps::memcache::cluster::{self as store, Coordinator, Layout, Member};
+use sesa_apps::memcache::cluster::{self as store, Coordinator, Layout, Member, Placement};
 use sesa_apps::memcache::protocol::Limits;
 use sesa_apps::memcache::server::{self, Kv, KvConfig};
 
@@ -127,7 +127,8 @@ async fn frontend(shared: Rc<Shared>) {
     let Some(messenger) = messenger(FRONTEND, 1).await else {
         return;
     };
-    let mut coordinator = Coordinator::new(messenger, 2, Layout::Partitioned);
+    let mut coordinator =
+        Coordinator::new(messenger, 2, Layout::Partitioned, Placement::Rendezvous);
     let mut members: BTreeMap<NodeId, Member> = BTreeMap::new();
     // Whether the last view change finished moving keys; if not, when it is sent again
     // (a member that did not take it holds up its activation, as `sesa kv`'s frontend

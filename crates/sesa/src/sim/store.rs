@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sesa_apps::memcache::cluster::Layout;
+use sesa_apps::memcache::cluster::{Layout, Placement};
 use sesa_frontend::Event;
 use sesa_kv::KvFrontend;
 use sesa_kv::{Kv, KvSettings};
@@ -167,6 +167,8 @@ fn settings(memory_bytes: usize, max_connections: u64) -> KvSettings {
         max_connections,
         replicas: 2,
         layout: Layout::Partitioned,
+        placement: Placement::Rendezvous,
+        advertise: None,
     }
 }
 

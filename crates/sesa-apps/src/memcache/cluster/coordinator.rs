@@ -9,6 +9,7 @@ pub struct Coordinator {
     messenger: MessengerRef,
     replicas: u32,
     layout: Layout,
+    placement: Placement,
     /// The newest view sent.
     last: Option<View>,
     /// The newest view that settled: every key on all its owners. The nodes keep the
@@ -21,12 +22,19 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// A coordinator of a store with `replicas` owners per key and `layout`.
-    pub fn new(messenger: MessengerRef, replicas: u32, layout: Layout) -> Self {
+    /// A coordinator of a store with `replicas` owners per key, `layout` and (for a
+    /// partitioned one) `placement`.
+    pub fn new(
+        messenger: MessengerRef,
+        replicas: u32,
+        layout: Layout,
+        placement: Placement,
+    ) -> Self {
         Coordinator {
             messenger,
             replicas,
             layout,
+            placement,
             last: None,
             settled: None,
             pending: None,
@@ -52,12 +60,13 @@ impl Coordinator {
         leaving: &[Member],
         progress: impl FnMut(&Rebalance),
     ) -> Rebalance {
-        let view = View {
-            epoch: self.last.as_ref().map_or(0, |v| v.epoch) + 1,
-            members: members.values().copied().collect(),
-            replicas: self.replicas.min(members.len() as u32).max(1),
-            layout: self.layout,
-        };
+        let view = View::new(
+            self.last.as_ref().map_or(0, |v| v.epoch) + 1,
+            members.values().copied().collect(),
+            self.replicas.min(members.len() as u32).max(1),
+            self.layout,
+            self.placement,
+        );
         self.last = Some(view.clone());
         let change = ViewChange {
             view,

@@ -85,6 +85,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::net::SocketAddr;
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
@@ -101,6 +102,7 @@ use super::server::{ClusterLayer, Kv, ReplyFuture};
 use super::store::{Held, Item, Scan};
 
 mod coordinator;
+pub mod ketama;
 mod msg;
 mod node;
 mod rebalance;
@@ -156,19 +158,83 @@ mod tests {
     use super::*;
 
     fn view(nodes: &[u32], replicas: u32) -> View {
-        View {
-            epoch: 1,
-            members: nodes
-                .iter()
-                .map(|&node| Member {
-                    node: NodeId::new(node),
-                    service: EbbId::static_id(1),
-                    cores: 2,
-                })
-                .collect(),
+        let members = nodes
+            .iter()
+            .map(|&node| Member {
+                node: NodeId::new(node),
+                service: EbbId::static_id(1),
+                cores: 2,
+                addr: Some(SocketAddr::from(([127, 0, 0, 1], 20_000 + node as u16))),
+            })
+            .collect();
+        View::new(
+            1,
+            members,
             replicas,
-            layout: Layout::Partitioned,
+            Layout::Partitioned,
+            Placement::Rendezvous,
+        )
+    }
+
+    fn ketama(nodes: &[u32], replicas: u32) -> View {
+        View {
+            placement: Placement::Ketama,
+            ..view(nodes, replicas)
         }
+    }
+
+    #[test]
+    fn ketama_owners_follow_the_ring_of_the_members_addresses() {
+        let v = ketama(&[1, 2, 3, 4], 2);
+        let ring = ketama::Ring::new((1..=4u16).map(|n| ("127.0.0.1", 20_000 + n)));
+        for i in 0..2_000 {
+            let key = format!("key{i}");
+            let owners: Vec<u32> = v
+                .owners(key.as_bytes())
+                .iter()
+                .map(|m| m.node.get())
+                .collect();
+            let want: Vec<u32> = ring
+                .owners(key.as_bytes())
+                .take(2)
+                .map(|i| i as u32 + 1)
+                .collect();
+            assert_eq!(owners, want, "{key}");
+        }
+        // The ring is made again when the members change after it was made.
+        let mut changed = v.clone();
+        changed.members.truncate(3);
+        let three = ketama::Ring::new((1..=3u16).map(|n| ("127.0.0.1", 20_000 + n)));
+        for i in 0..500 {
+            let key = format!("key{i}");
+            let primary = changed.owners(key.as_bytes())[0].node.get();
+            assert_eq!(Some(primary as usize - 1), three.primary(key.as_bytes()));
+        }
+        // A join moves keys only to the new node, and leaves about a quarter of them.
+        let (before, after) = (ketama(&[1, 2, 3], 1), ketama(&[1, 2, 3, 4], 1));
+        let mut moved = 0;
+        for i in 0..10_000 {
+            let key = format!("key{i}");
+            let (b, a) = (before.owners(key.as_bytes()), after.owners(key.as_bytes()));
+            if a != b {
+                assert_eq!(a[0].node.get(), 4, "{key}: {b:?} -> {a:?}");
+                moved += 1;
+            }
+        }
+        assert!((1_500..3_500).contains(&moved), "{moved}");
+        assert_eq!("ketama".parse::<Placement>(), Ok(Placement::Ketama));
+        assert!("modula".parse::<Placement>().is_err());
+    }
+
+    #[test]
+    fn config_get_cluster_lists_the_members_with_addresses_in_view_order() {
+        let mut v = view(&[3, 1, 2], 2);
+        v.epoch = 7;
+        v.members[2].addr = None;
+        assert_eq!(
+            v.cluster_config(),
+            "7\n127.0.0.1|127.0.0.1|20003 127.0.0.1|127.0.0.1|20001\n"
+        );
     }
 
     #[test]
@@ -251,6 +317,8 @@ mod tests {
                 },
             ),
             (View::default(), view(&[1], 2)),
+            (ketama(&[1, 2, 3], 2), ketama(&[1, 2, 3, 4], 2)),
+            (view(&[1, 2, 3], 2), ketama(&[1, 2, 3], 2)),
         ];
         for (old, new) in &changes {
             let mut both = OwnersInBoth::new(old, new);

@@ -74,6 +74,10 @@ impl ClusterLayer for Node {
     fn flush_all(&'static self, delay: i64) -> ReplyFuture {
         Box::pin(self.flush_everywhere(delay))
     }
+
+    fn cluster_config(&self) -> String {
+        self.current().cluster_config()
+    }
 }
 
 impl Node {
@@ -114,12 +118,14 @@ impl Node {
         Ok((node, kv.in_cluster(node)))
     }
 
-    /// This node in a view.
+    /// This node in a view (without a clients' address: the caller serving clients
+    /// sets it).
     pub fn member(&self) -> Member {
         Member {
             node: self.me,
             service: self.service,
             cores: sesa_event::cores() as u32,
+            addr: None,
         }
     }
 

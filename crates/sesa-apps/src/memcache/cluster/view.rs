@@ -11,6 +11,9 @@ pub struct Member {
     pub service: EbbId,
     /// Its cores (a key's core there is the key's hash modulo this).
     pub cores: u32,
+    /// Where its clients reach it (`config get cluster` lists it; ketama placement
+    /// names the node by it). `None`: no clients' port (the simulator's nodes).
+    pub addr: Option<SocketAddr>,
 }
 
 /// How keys are placed on the store's nodes: the paper's progression for its
@@ -43,6 +46,30 @@ impl core::str::FromStr for Layout {
     }
 }
 
+/// Which nodes own a key of a partitioned store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Placement {
+    /// Rendezvous hashing on the node ids ([`sesa_exec::placement`]): a change moves
+    /// the fewest keys. The default.
+    #[default]
+    Rendezvous,
+    /// libmemcached's ketama ring over the members' client addresses, in the view's
+    /// order ([`ketama`](super::ketama)): a ketama client given `config get cluster`'s
+    /// list sends each key to its primary.
+    Ketama,
+}
+
+impl core::str::FromStr for Placement {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rendezvous" => Ok(Placement::Rendezvous),
+            "ketama" => Ok(Placement::Ketama),
+            other => Err(format!("no placement {other:?}: rendezvous or ketama")),
+        }
+    }
+}
+
 /// The store's nodes at one epoch.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct View {
@@ -54,23 +81,136 @@ pub struct View {
     pub replicas: u32,
     /// How keys are placed.
     pub layout: Layout,
+    /// Which nodes own a key, when the layout is [`Layout::Partitioned`].
+    pub placement: Placement,
+    /// The ketama ring of `members`, made on first use.
+    #[serde(skip)]
+    pub(super) ring: RingCache,
 }
 
 impl View {
+    /// The view of `members` at `epoch`.
+    pub fn new(
+        epoch: u64,
+        members: Vec<Member>,
+        replicas: u32,
+        layout: Layout,
+        placement: Placement,
+    ) -> View {
+        View {
+            epoch,
+            members,
+            replicas,
+            layout,
+            placement,
+            ring: RingCache::default(),
+        }
+    }
+
     /// The owners of `key`, primary first.
     pub fn owners(&self, key: &[u8]) -> Vec<Member> {
         let owners = self.replicas.max(1) as usize;
         if self.layout != Layout::Partitioned {
             return self.members.iter().take(owners).copied().collect();
         }
-        // The `owners` highest scores, best first (ties to the lower node id), kept by
-        // insertion: no scored list of every member is made and sorted.
-        placement::top(key, self.members.iter().copied(), owners, |m| m.node)
+        match self.placement {
+            // The `owners` highest scores, best first (ties to the lower node id), kept
+            // by insertion: no scored list of every member is made and sorted.
+            Placement::Rendezvous => {
+                placement::top(key, self.members.iter().copied(), owners, |m| m.node)
+            }
+            Placement::Ketama => self.with_ring(|ring| {
+                ring.owners(key)
+                    .take(owners)
+                    .map(|i| self.members[i])
+                    .collect()
+            }),
+        }
+    }
+
+    /// Calls `f` with the ketama ring of the members (made once per view, and again
+    /// if the members were changed since).
+    fn with_ring<T>(&self, f: impl FnOnce(&ketama::Ring) -> T) -> T {
+        let ids = || self.members.iter().map(|m| (m.node, m.addr));
+        let make = || {
+            let names: Vec<(String, u16)> = self.members.iter().map(Member::ketama_name).collect();
+            ketama::Ring::new(names.iter().map(|(h, p)| (h.as_str(), *p)))
+        };
+        let made = self
+            .ring
+            .0
+            .call_once(|| Arc::new((make(), ids().collect())));
+        if made.1.iter().copied().eq(ids()) {
+            f(&made.0)
+        } else {
+            f(&make())
+        }
+    }
+
+    /// The clients' list of the store's nodes, as ElastiCache's auto-discovery answers
+    /// `config get cluster`: the view's epoch on one line, then `host|ip|port` of each
+    /// member that has a clients' address, in the view's order (the order a ketama
+    /// client must keep), separated by spaces.
+    pub fn cluster_config(&self) -> String {
+        let mut out = format!("{}\n", self.epoch);
+        let mut first = true;
+        for addr in self.members.iter().filter_map(|m| m.addr) {
+            if !first {
+                out.push(' ');
+            }
+            first = false;
+            let ip = addr.ip();
+            out += &format!("{ip}|{ip}|{}", addr.port());
+        }
+        out.push('\n');
+        out
     }
 
     /// Whether `node` is in this view.
     pub fn has(&self, node: NodeId) -> bool {
         self.members.iter().any(|m| m.node == node)
+    }
+}
+
+impl Member {
+    /// The (host, port) a ketama client names this node by: its clients' address, or
+    /// (without one: the simulator's nodes) `node-<id>` and port 0.
+    fn ketama_name(&self) -> (String, u16) {
+        match self.addr {
+            Some(a) => (a.ip().to_string(), a.port()),
+            None => (format!("node-{}", self.node), 0),
+        }
+    }
+}
+
+/// A view's ketama ring and the members (id, address) it was made of. Not part of
+/// the view's value: views compare, print and travel without it.
+#[derive(Default)]
+pub(super) struct RingCache(spin::Once<Arc<RingOf>>);
+
+type RingOf = (ketama::Ring, Vec<(NodeId, Option<SocketAddr>)>);
+
+impl Clone for RingCache {
+    fn clone(&self) -> Self {
+        let copy = RingCache::default();
+        if let Some(ring) = self.0.get() {
+            copy.0.call_once(|| ring.clone());
+        }
+        copy
+    }
+}
+
+impl PartialEq for RingCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for RingCache {}
+
+impl core::fmt::Debug for RingCache {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("RingCache")
     }
 }
 
@@ -114,7 +254,9 @@ impl<'v> OwnersInBoth<'v> {
     /// `key`'s owners in the old view and in the new one, primary first.
     pub(super) fn of(&mut self, key: &[u8]) -> (&[Member], &[Member]) {
         let (before, after) = &mut self.members;
-        if self.old.layout != Layout::Partitioned || self.new.layout != Layout::Partitioned {
+        let rendezvous =
+            |v: &View| v.layout == Layout::Partitioned && v.placement == Placement::Rendezvous;
+        if !rendezvous(self.old) || !rendezvous(self.new) {
             *before = self.old.owners(key);
             *after = self.new.owners(key);
             return (before, after);
