@@ -19,6 +19,11 @@
 //!   outcome is unknown: neither acknowledged nor refused), `failed_requests` (other
 //!   error replies), `missing_keys` (gets of loaded keys that missed; must be 0).
 //!
+//! With `cpu_share`, each node process runs in a CPU share of its own (as `sesa bench
+//! kv-scale` does: [`crate::cgroup`]), the fourth node's too, and the clients spread
+//! over the four nodes once the keys moved (and over the three left after the kill):
+//! the growth 3 -> 4 under load, with each node a machine's worth of CPU.
+//!
 //! Every process it starts is stopped by its PID at the end, also on failure.
 
 use std::collections::BTreeMap;
@@ -47,6 +52,10 @@ pub struct ElasticConfig {
     pub pipeline: usize,
     /// Memory per node, MiB.
     pub memory_mb: usize,
+    /// Each node process in a CPU share of its own, this many CPUs ([`crate::cgroup`]);
+    /// the clients then spread over the four nodes once the keys moved (and over the
+    /// three left after the kill).
+    pub cpu_share: Option<f64>,
 }
 
 impl ElasticConfig {
@@ -58,6 +67,7 @@ impl ElasticConfig {
             connections: 6,
             pipeline: 16,
             memory_mb: 512,
+            cpu_share: None,
         }
     }
 
@@ -69,6 +79,7 @@ impl ElasticConfig {
             connections: 3,
             pipeline: 8,
             memory_mb: 64,
+            cpu_share: None,
         }
     }
 }
@@ -78,6 +89,9 @@ impl ElasticConfig {
 pub struct ElasticReport {
     /// Keys loaded.
     pub keys: usize,
+    /// How the nodes' CPU shares were made (empty without `cpu_share`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub shares: String,
     /// Requests per second before the scale request.
     pub baseline_ops: f64,
     /// From `sesa scale --nodes 4` until every node moved its keys.
@@ -112,8 +126,13 @@ pub struct ElasticReport {
 impl ElasticReport {
     /// A table for people.
     pub fn table(&self) -> String {
-        format!(
-            "keys loaded            {}\n\
+        let shares = match self.shares.is_empty() {
+            true => String::new(),
+            false => format!("shares                 {}\n", self.shares),
+        };
+        shares
+            + &format!(
+                "keys loaded            {}\n\
              baseline               {:.0} requests/s\n\
              scale 3 -> 4 nodes     {:.2} s, {} copies moved, worst second {:.0}% of baseline\n\
              after the move         {:.0} requests/s (worst second {:.0}% of it)\n\
@@ -122,26 +141,29 @@ impl ElasticReport {
              failed requests        {}\n\
              loaded keys missing    {}\n\
              requests per second    {:?}\n",
-            self.keys,
-            self.baseline_ops,
-            self.scale_seconds,
-            self.scale_copies,
-            self.scale_worst_second * 100.0,
-            self.after_scale_ops,
-            self.scale_worst_vs_after * 100.0,
-            self.kill_seconds_below_half,
-            self.acked_writes,
-            self.lost_writes,
-            self.indeterminate_writes,
-            self.failed_requests,
-            self.missing_keys,
-            self.per_second,
-        )
+                self.keys,
+                self.baseline_ops,
+                self.scale_seconds,
+                self.scale_copies,
+                self.scale_worst_second * 100.0,
+                self.after_scale_ops,
+                self.scale_worst_vs_after * 100.0,
+                self.kill_seconds_below_half,
+                self.acked_writes,
+                self.lost_writes,
+                self.indeterminate_writes,
+                self.failed_requests,
+                self.missing_keys,
+                self.per_second,
+            )
     }
 }
 
 /// `sesa kv --nodes 3` as a child: its ports and node pids as it reports them.
 struct Store {
+    /// The nodes' CPU shares, if any: removed at the end of `drop`, once the nodes
+    /// stopped.
+    shares: Option<crate::cgroup::NodeShares>,
     frontend: Child,
     ports: Arc<Mutex<BTreeMap<u32, u16>>>,
     pids: BTreeMap<u32, u32>,
@@ -186,13 +208,27 @@ impl Store {
                 }
             }
         });
+        let shares = match config.cpu_share {
+            Some(share) => {
+                let pid = frontend.id();
+                Some(crate::cgroup::NodeShares::start(
+                    move || crate::bench_kv::children_of(pid),
+                    share,
+                )?)
+            }
+            None => None,
+        };
         let mut store = Store {
+            shares,
             frontend,
             ports,
             pids: BTreeMap::new(),
             stderr: rx,
         };
         store.wait_for("the store is up", Duration::from_secs(60))?;
+        if let Some(shares) = &store.shares {
+            shares.wait_for(3, Duration::from_secs(10))?;
+        }
         Ok(store)
     }
 
@@ -240,6 +276,8 @@ impl Drop for Store {
                 signal(*pid, "KILL");
             }
         }
+        // Now that the nodes are gone, their groups can be removed.
+        drop(self.shares.take());
     }
 }
 
@@ -262,6 +300,9 @@ struct Load {
     per_second: Vec<AtomicU64>,
     /// Ports clients may (re)connect to (the killed node's is removed).
     ports: Mutex<Vec<u16>>,
+    /// Raised when the clients should spread again over `ports` (client `t` to the
+    /// `t`-th): each reconnects before its next batch.
+    spread: AtomicU64,
     failed: AtomicU64,
     missing: AtomicU64,
     indeterminate: AtomicU64,
@@ -275,6 +316,7 @@ fn client(load: &Load, t: usize, keys: usize, pipeline: usize) -> Vec<u64> {
     let mut acked = Vec::new();
     let mut n = 0u64;
     let mut which = t;
+    let mut spread = load.spread.load(Relaxed);
     'connect: while !load.stop.load(Relaxed) {
         let port = {
             let ports = load.ports.lock().unwrap_or_else(|p| p.into_inner());
@@ -289,6 +331,11 @@ fn client(load: &Load, t: usize, keys: usize, pipeline: usize) -> Vec<u64> {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
         let (mut buf, mut at) = (Vec::new(), 0);
         while !load.stop.load(Relaxed) {
+            if load.spread.load(Relaxed) != spread {
+                spread = load.spread.load(Relaxed);
+                which = t;
+                continue 'connect;
+            }
             let mut request = Vec::new();
             let mut batch: Vec<Option<u64>> = Vec::with_capacity(pipeline);
             for _ in 0..pipeline {
@@ -392,6 +439,7 @@ pub fn run(config: &ElasticConfig) -> anyhow::Result<ElasticReport> {
         stop: AtomicBool::new(false),
         per_second: (0..600).map(|_| AtomicU64::new(0)).collect(),
         ports: Mutex::new(nodes.clone()),
+        spread: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         missing: AtomicU64::new(0),
         indeterminate: AtomicU64::new(0),
@@ -418,6 +466,12 @@ pub fn run(config: &ElasticConfig) -> anyhow::Result<ElasticReport> {
             }
             let done = store.wait_for("view 2: 4 of 4 node(s) moved", Duration::from_secs(300))?;
             let finished = load.started.elapsed();
+            if config.cpu_share.is_some() {
+                // Four machines' worth of CPU: the clients spread over the four nodes.
+                *load.ports.lock().unwrap_or_else(|p| p.into_inner()) =
+                    store.ports().values().copied().collect();
+                load.spread.fetch_add(1, Relaxed);
+            }
             let copies: u64 = done
                 .split(" copies sent")
                 .next()
@@ -437,6 +491,9 @@ pub fn run(config: &ElasticConfig) -> anyhow::Result<ElasticReport> {
                 .retain(|p| *p != port);
             let kill_at = load.started.elapsed();
             signal(victim, "KILL");
+            if config.cpu_share.is_some() {
+                load.spread.fetch_add(1, Relaxed);
+            }
             store.wait_for("view 3:", Duration::from_secs(60))?;
             std::thread::sleep(settle);
             Ok(((asked, finished, copies), kill_at))
@@ -507,6 +564,10 @@ pub fn run(config: &ElasticConfig) -> anyhow::Result<ElasticReport> {
         .count() as u32;
     Ok(ElasticReport {
         keys: config.keys,
+        shares: match (&store.shares, config.cpu_share) {
+            (Some(s), Some(share)) => format!("{share} CPU per node, {}", s.kind()),
+            _ => String::new(),
+        },
         baseline_ops: baseline,
         scale_seconds: (finished - asked).as_secs_f64(),
         scale_copies: copies,

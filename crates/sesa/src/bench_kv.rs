@@ -372,7 +372,7 @@ impl Server {
 }
 
 /// The child processes of `pid` (from every thread's `children` list).
-fn children_of(pid: u32) -> Vec<u32> {
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };

@@ -17,8 +17,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-/// The CFS period the quotas are set against.
-const PERIOD_US: u64 = 100_000;
+/// The CFS period the quotas are set against (longer where a share needs it: a quota
+/// is at least 1 ms). Short, so that a node out of its quota stalls for a few
+/// milliseconds, as a slower machine would delay it, rather than for most of a 100 ms
+/// period (the default), which stalls every client waiting on that node at once: a
+/// client that sends to every node then waits for whichever is throttled.
+const PERIOD_US: u64 = 10_000;
 
 /// How often the watcher looks for new node processes.
 const WATCH: Duration = Duration::from_millis(20);
@@ -74,14 +78,15 @@ impl Hierarchy {
     fn make(&self, name: &str, share: f64) -> anyhow::Result<PathBuf> {
         let group = self.root().join(name);
         std::fs::create_dir(&group).with_context(|| format!("making {}", group.display()))?;
-        let quota = ((share * PERIOD_US as f64).round() as u64).max(1_000);
+        let period = PERIOD_US.max((1_000.0 / share).ceil() as u64);
+        let quota = ((share * period as f64).round() as u64).max(1_000);
         let set = |file: &str, value: String| {
             std::fs::write(group.join(file), &value)
                 .with_context(|| format!("writing {value} to {}", group.join(file).display()))
         };
         let limited = match self {
-            Hierarchy::V2(_) => set("cpu.max", format!("{quota} {PERIOD_US}")),
-            Hierarchy::V1(_) => set("cpu.cfs_period_us", PERIOD_US.to_string())
+            Hierarchy::V2(_) => set("cpu.max", format!("{quota} {period}")),
+            Hierarchy::V1(_) => set("cpu.cfs_period_us", period.to_string())
                 .and_then(|()| set("cpu.cfs_quota_us", quota.to_string())),
         };
         if let Err(e) = limited {

@@ -198,6 +198,11 @@ struct BenchKvElasticCmd {
     /// Keys loaded first (default 1 M; quick 20 k).
     #[arg(long)]
     keys: Option<usize>,
+    /// Each node process in a CPU share of its own, this many CPUs (a cgroup each,
+    /// the fourth node's too: needs root and a cpu controller); the clients then move
+    /// to spread over the four nodes once the keys moved, so the growth shows.
+    #[arg(long, value_name = "CPUS")]
+    cpu_share: Option<f64>,
 }
 
 /// The arguments of `Suite::Micro`.
@@ -881,7 +886,12 @@ fn bench_msg(BenchMsgCmd { json, quick }: BenchMsgCmd) -> anyhow::Result<ExitCod
 
 /// `sesa bench kv-elastic`.
 fn bench_kv_elastic(
-    BenchKvElasticCmd { json, quick, keys }: BenchKvElasticCmd,
+    BenchKvElasticCmd {
+        json,
+        quick,
+        keys,
+        cpu_share,
+    }: BenchKvElasticCmd,
 ) -> anyhow::Result<ExitCode> {
     use sesa::bench_elastic::ElasticConfig;
     let base = if quick {
@@ -891,6 +901,12 @@ fn bench_kv_elastic(
     };
     let config = ElasticConfig {
         keys: keys.unwrap_or(base.keys).max(1),
+        // Spread over 3 nodes, then 4, then 3 again: as many clients on each.
+        connections: match cpu_share {
+            Some(_) => 12,
+            None => base.connections,
+        },
+        cpu_share,
         ..base
     };
     let report = sesa::bench_elastic::run(&config)?;

@@ -227,6 +227,32 @@ mod tests {
     }
 
     #[test]
+    fn owned_by_agrees_with_the_owners_list() {
+        let central = |nodes: &[u32], r| View {
+            layout: Layout::Central,
+            ..view(nodes, r)
+        };
+        for nodes in [&[1u32][..], &[1, 2], &[3, 1, 4, 5], &[2, 7, 1, 8, 9, 6, 5]] {
+            for r in 1..4 {
+                for v in [view(nodes, r), ketama(nodes, r), central(nodes, r)] {
+                    for i in 0..300 {
+                        let key = format!("key{i}");
+                        let owners = v.owners(key.as_bytes());
+                        for n in 1..10 {
+                            let owns = owners.iter().any(|m| m.node.get() == n);
+                            assert_eq!(
+                                v.owned_by(key.as_bytes(), NodeId::new(n)),
+                                owns,
+                                "{v:?} {key} {n}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn config_get_cluster_lists_the_members_with_addresses_in_view_order() {
         let mut v = view(&[3, 1, 2], 2);
         v.epoch = 7;

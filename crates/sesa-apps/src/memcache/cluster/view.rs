@@ -128,6 +128,38 @@ impl View {
         }
     }
 
+    /// Whether `node` is one of `key`'s owners: `owners(key)` contains it, found
+    /// without making the list.
+    pub fn owned_by(&self, key: &[u8], node: NodeId) -> bool {
+        let owners = self.replicas.max(1) as usize;
+        let Some(at) = self.members.iter().position(|m| m.node == node) else {
+            return false;
+        };
+        if self.layout != Layout::Partitioned {
+            return at < owners;
+        }
+        match self.placement {
+            // Owned if fewer than `owners` members rank above it (a higher score, or the
+            // same and a lower id: `placement::top`'s order).
+            Placement::Rendezvous => {
+                let mine = placement::score(key, node);
+                let above = self
+                    .members
+                    .iter()
+                    .filter(|m| {
+                        let s = placement::score(key, m.node);
+                        s > mine || (s == mine && m.node < node)
+                    })
+                    .take(owners)
+                    .count();
+                above < owners
+            }
+            Placement::Ketama => {
+                self.with_ring(|ring| ring.owners(key).take(owners).any(|i| i == at))
+            }
+        }
+    }
+
     /// Calls `f` with the ketama ring of the members (made once per view, and again
     /// if the members were changed since).
     fn with_ring<T>(&self, f: impl FnOnce(&ketama::Ring) -> T) -> T {
