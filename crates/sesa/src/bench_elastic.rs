@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 
-use crate::bench_kv::{Rng, key, line, push_set, set_keys};
+use crate::bench_kv::{Clients, Rng, key, line, push_set, set_keys};
 
 /// The run's sizes.
 #[derive(Clone, Debug)]
@@ -56,6 +56,10 @@ pub struct ElasticConfig {
     /// the clients then spread over the four nodes once the keys moved (and over the
     /// three left after the kill).
     pub cpu_share: Option<f64>,
+    /// How clients pick a node (ketama: the store places keys by ketama, and each
+    /// client sends each key to its primary, reading `config get cluster` again after
+    /// each change).
+    pub clients: Clients,
 }
 
 impl ElasticConfig {
@@ -68,6 +72,7 @@ impl ElasticConfig {
             pipeline: 16,
             memory_mb: 512,
             cpu_share: None,
+            clients: Clients::AnyNode,
         }
     }
 
@@ -80,6 +85,7 @@ impl ElasticConfig {
             pipeline: 8,
             memory_mb: 64,
             cpu_share: None,
+            clients: Clients::AnyNode,
         }
     }
 }
@@ -173,9 +179,14 @@ struct Store {
 impl Store {
     fn start(config: &ElasticConfig) -> anyhow::Result<Store> {
         let exe = std::env::current_exe().context("finding the sesa executable")?;
+        let placement = match config.clients {
+            Clients::Ketama => "ketama",
+            Clients::AnyNode => "rendezvous",
+        };
         let mut frontend = Command::new(exe)
             .args(["kv", "--nodes", "3", "--port", "0", "--cores", "1"])
             .args(["-m", &config.memory_mb.to_string()])
+            .args(["--placement", placement])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -300,6 +311,9 @@ struct Load {
     per_second: Vec<AtomicU64>,
     /// Ports clients may (re)connect to (the killed node's is removed).
     ports: Mutex<Vec<u16>>,
+    /// The store's nodes as `config get cluster` lists them, for ketama clients
+    /// (`None`: any-node clients); read again after each change.
+    servers: Mutex<Option<Arc<crate::bench_kv::Servers>>>,
     /// Raised when the clients should spread again over `ports` (client `t` to the
     /// `t`-th): each reconnects before its next batch.
     spread: AtomicU64,
@@ -308,9 +322,106 @@ struct Load {
     indeterminate: AtomicU64,
 }
 
+impl Load {
+    /// Ketama clients' list of the nodes, read again (through node 1, which stays).
+    fn refresh(&self, store: &Store) -> anyhow::Result<()> {
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if servers.is_some() {
+            let one = store.ports()[&1];
+            *servers = Some(Arc::new(crate::bench_kv::servers(([127, 0, 0, 1], one).into())?));
+        }
+        Ok(())
+    }
+}
+
+/// A client's connection to one node: its part of the batch being sent (`None` a get,
+/// `Some(n)` the set of `w<t>-<n>`) and what it has read.
+struct Conn {
+    stream: TcpStream,
+    request: Vec<u8>,
+    batch: Vec<Option<u64>>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Conn {
+    fn open(port: u16) -> Option<Conn> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        Some(Conn {
+            stream,
+            request: Vec::new(),
+            batch: Vec::new(),
+            buf: Vec::new(),
+            at: 0,
+        })
+    }
+
+    /// Reads the replies to its part of the batch (`sent`: whether it went out),
+    /// noting acknowledged sets in `acked`; the replies read (all of them, or those
+    /// before a failure).
+    fn receive(
+        &mut self,
+        sent: bool,
+        load: &Load,
+        acked: &mut Vec<u64>,
+    ) -> (usize, anyhow::Result<()>) {
+        let mut answered = 0;
+        let outcome = (|| -> anyhow::Result<()> {
+            let Conn {
+                stream,
+                batch,
+                buf,
+                at,
+                ..
+            } = self;
+            if !sent {
+                bail!("the batch could not be sent");
+            }
+            for set in batch.iter() {
+                let first = line(stream, buf, at)?;
+                let reply = buf[first.clone()].to_vec();
+                match set {
+                    Some(n) if reply == b"STORED" => acked.push(*n),
+                    // Refused after it may have run (its node lost with it, say):
+                    // neither acknowledged nor refused.
+                    Some(_) if reply.starts_with(b"SERVER_ERROR") => {
+                        load.indeterminate.fetch_add(1, Relaxed);
+                    }
+                    Some(_) => {
+                        load.failed.fetch_add(1, Relaxed);
+                    }
+                    None if reply.starts_with(b"VALUE ") => {
+                        line(stream, buf, at)?;
+                        line(stream, buf, at)?;
+                    }
+                    None if reply == b"END" => {
+                        load.missing.fetch_add(1, Relaxed);
+                    }
+                    None => {
+                        load.failed.fetch_add(1, Relaxed);
+                    }
+                }
+                answered += 1;
+            }
+            Ok(())
+        })();
+        if outcome.is_err() {
+            // The node went away mid-batch: the sets not answered are neither
+            // acknowledged nor refused.
+            let unanswered = self.batch[answered..].iter().filter(|s| s.is_some()).count();
+            load.indeterminate.fetch_add(unanswered as u64, Relaxed);
+        }
+        (answered, outcome)
+    }
+}
+
 /// One client: batches of gets of loaded keys and sets of fresh keys until `stop`;
 /// returns the fresh keys acknowledged (thread `t`'s set `n` is key `w<t>-<n>`, value
-/// `n`). A broken connection is reopened to the next live node.
+/// `n`). An any-node client sends everything to one node and reopens a broken
+/// connection to the next live one; a ketama client ([`Load::servers`]) sends each key
+/// to its primary, or, while that node cannot be reached, to the next owner on the ring.
 fn client(load: &Load, t: usize, keys: usize, pipeline: usize) -> Vec<u64> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1));
     let mut acked = Vec::new();
@@ -318,83 +429,78 @@ fn client(load: &Load, t: usize, keys: usize, pipeline: usize) -> Vec<u64> {
     let mut which = t;
     let mut spread = load.spread.load(Relaxed);
     'connect: while !load.stop.load(Relaxed) {
-        let port = {
-            let ports = load.ports.lock().unwrap_or_else(|p| p.into_inner());
-            ports[which % ports.len()]
+        let servers = load.servers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let ports: Vec<u16> = match &servers {
+            Some(s) => s.addrs.iter().map(|a| a.port()).collect(),
+            None => {
+                let ports = load.ports.lock().unwrap_or_else(|p| p.into_inner());
+                vec![ports[which % ports.len()]]
+            }
         };
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-            which += 1;
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        let (mut buf, mut at) = (Vec::new(), 0);
+        let mut conns: Vec<Option<Conn>> = ports.iter().map(|&p| Conn::open(p)).collect();
         while !load.stop.load(Relaxed) {
-            if load.spread.load(Relaxed) != spread {
+            if load.spread.load(Relaxed) != spread || conns.iter().all(Option::is_none) {
+                if conns.iter().all(Option::is_none) {
+                    which += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 spread = load.spread.load(Relaxed);
-                which = t;
                 continue 'connect;
             }
-            let mut request = Vec::new();
-            let mut batch: Vec<Option<u64>> = Vec::with_capacity(pipeline);
-            for _ in 0..pipeline {
+            for c in conns.iter_mut().flatten() {
+                c.request.clear();
+                c.batch.clear();
+            }
+            // A ketama client's batch holds `pipeline` requests per node listed (as
+            // `sesa bench kv` does: see `run`).
+            for _ in 0..pipeline * conns.len() {
                 let r = rng.next();
-                if r.is_multiple_of(10) {
-                    push_set(
-                        &mut request,
-                        format!("w{t}-{n}").as_bytes(),
-                        n.to_string().as_bytes(),
-                    );
-                    batch.push(Some(n));
-                    n += 1;
-                } else {
-                    request.extend_from_slice(b"get ");
-                    request.extend_from_slice(&key((r >> 8) as usize % keys, KEY_SIZE));
-                    request.extend_from_slice(b"\r\n");
-                    batch.push(None);
+                let (k, set) = match r.is_multiple_of(10) {
+                    true => (format!("w{t}-{n}").into_bytes(), Some(n)),
+                    false => (key((r >> 8) as usize % keys, KEY_SIZE), None),
+                };
+                let to = match &servers {
+                    Some(s) => s.ring.owners(&k).find(|&i| conns[i].is_some()),
+                    None => Some(0),
+                };
+                let Some(c) = to.and_then(|i| conns[i].as_mut()) else {
+                    continue;
+                };
+                match set {
+                    Some(n) => push_set(&mut c.request, &k, n.to_string().as_bytes()),
+                    None => {
+                        c.request.extend_from_slice(b"get ");
+                        c.request.extend_from_slice(&k);
+                        c.request.extend_from_slice(b"\r\n");
+                    }
+                }
+                c.batch.push(set);
+                n += u64::from(set.is_some());
+            }
+            // Every part out first, then the replies: the nodes work at once.
+            let sent: Vec<bool> = conns
+                .iter_mut()
+                .map(|slot| match slot.as_mut().filter(|c| !c.batch.is_empty()) {
+                    Some(c) => c.stream.write_all(&c.request).is_ok(),
+                    None => false,
+                })
+                .collect();
+            let mut answered = 0;
+            for (slot, sent) in conns.iter_mut().zip(sent) {
+                let Some(c) = slot.as_mut().filter(|c| !c.batch.is_empty()) else {
+                    continue;
+                };
+                let (read, outcome) = c.receive(sent, load, &mut acked);
+                answered += read;
+                if outcome.is_err() {
+                    *slot = None;
                 }
             }
-            let mut answered = 0;
-            let outcome: anyhow::Result<()> = (|| {
-                stream.write_all(&request)?;
-                for set in &batch {
-                    let first = line(&mut stream, &mut buf, &mut at)?;
-                    let reply = buf[first.clone()].to_vec();
-                    match set {
-                        Some(n) if reply == b"STORED" => acked.push(*n),
-                        // Refused after it may have run (its node lost with it, say):
-                        // neither acknowledged nor refused.
-                        Some(_) if reply.starts_with(b"SERVER_ERROR") => {
-                            load.indeterminate.fetch_add(1, Relaxed);
-                        }
-                        Some(_) => {
-                            load.failed.fetch_add(1, Relaxed);
-                        }
-                        None if reply.starts_with(b"VALUE ") => {
-                            line(&mut stream, &mut buf, &mut at)?;
-                            line(&mut stream, &mut buf, &mut at)?;
-                        }
-                        None if reply == b"END" => {
-                            load.missing.fetch_add(1, Relaxed);
-                        }
-                        None => {
-                            load.failed.fetch_add(1, Relaxed);
-                        }
-                    }
-                    answered += 1;
-                }
-                Ok(())
-            })();
             let second = load.started.elapsed().as_secs() as usize;
             if let Some(c) = load.per_second.get(second) {
                 c.fetch_add(answered as u64, Relaxed);
             }
-            if outcome.is_err() {
-                // The node went away mid-batch: the sets not answered are neither
-                // acknowledged nor refused.
-                let unanswered = batch[answered..].iter().filter(|s| s.is_some()).count();
-                load.indeterminate.fetch_add(unanswered as u64, Relaxed);
+            if servers.is_none() && conns[0].is_none() {
                 which += 1;
                 continue 'connect;
             }
@@ -439,6 +545,12 @@ pub fn run(config: &ElasticConfig) -> anyhow::Result<ElasticReport> {
         stop: AtomicBool::new(false),
         per_second: (0..600).map(|_| AtomicU64::new(0)).collect(),
         ports: Mutex::new(nodes.clone()),
+        servers: Mutex::new(match config.clients {
+            Clients::Ketama => Some(Arc::new(crate::bench_kv::servers(
+                ([127, 0, 0, 1], nodes[0]).into(),
+            )?)),
+            Clients::AnyNode => None,
+        }),
         spread: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         missing: AtomicU64::new(0),
@@ -447,7 +559,14 @@ pub fn run(config: &ElasticConfig) -> anyhow::Result<ElasticReport> {
     let frontend_pid = store.frontend.id();
     let mut stopped_at = Duration::ZERO;
     let (acked, scale, kill_at) = std::thread::scope(|s| -> anyhow::Result<_> {
-        let clients: Vec<_> = (0..config.connections)
+        // Ketama clients each hold a connection to every node and send `pipeline`
+        // requests per node a batch: a third as many give every node as many
+        // connections, each as deep, as any-node clients spread over three nodes.
+        let threads = match config.clients {
+            Clients::Ketama => config.connections.div_ceil(3),
+            Clients::AnyNode => config.connections,
+        };
+        let clients: Vec<_> = (0..threads)
             .map(|t| {
                 let load = &load;
                 s.spawn(move || client(load, t, config.keys, config.pipeline))
@@ -466,10 +585,12 @@ pub fn run(config: &ElasticConfig) -> anyhow::Result<ElasticReport> {
             }
             let done = store.wait_for("view 2: 4 of 4 node(s) moved", Duration::from_secs(300))?;
             let finished = load.started.elapsed();
-            if config.cpu_share.is_some() {
-                // Four machines' worth of CPU: the clients spread over the four nodes.
+            if config.cpu_share.is_some() || config.clients == Clients::Ketama {
+                // Four machines' worth of CPU: the clients spread over the four nodes
+                // (ketama clients read the new list).
                 *load.ports.lock().unwrap_or_else(|p| p.into_inner()) =
                     store.ports().values().copied().collect();
+                load.refresh(&store)?;
                 load.spread.fetch_add(1, Relaxed);
             }
             let copies: u64 = done
@@ -495,6 +616,10 @@ pub fn run(config: &ElasticConfig) -> anyhow::Result<ElasticReport> {
                 load.spread.fetch_add(1, Relaxed);
             }
             store.wait_for("view 3:", Duration::from_secs(60))?;
+            if config.clients == Clients::Ketama {
+                load.refresh(&store)?;
+                load.spread.fetch_add(1, Relaxed);
+            }
             std::thread::sleep(settle);
             Ok(((asked, finished, copies), kill_at))
         })();

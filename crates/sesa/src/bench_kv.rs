@@ -756,12 +756,19 @@ impl std::fmt::Display for Clients {
 #[derive(Clone)]
 enum Route {
     One(SocketAddr),
-    Ketama(Arc<(Vec<SocketAddr>, sesa_apps::memcache::cluster::ketama::Ring)>),
+    Ketama(Arc<Servers>),
 }
 
-/// The store's nodes as `config get cluster` through `addr` lists them, and their
-/// ketama ring.
-fn ketama_route(addr: SocketAddr) -> anyhow::Result<Route> {
+/// The store's nodes as `config get cluster` lists them, and their ketama ring.
+pub(crate) struct Servers {
+    /// The nodes' client addresses, in the list's order.
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// The ring over them: places in `addrs`.
+    pub(crate) ring: sesa_apps::memcache::cluster::ketama::Ring,
+}
+
+/// The store's nodes as `config get cluster` through `addr` lists them.
+pub(crate) fn servers(addr: SocketAddr) -> anyhow::Result<Servers> {
     let reply = ask(
         addr,
         b"config get cluster\r\n",
@@ -791,7 +798,10 @@ fn ketama_route(addr: SocketAddr) -> anyhow::Result<Route> {
     let ring = sesa_apps::memcache::cluster::ketama::Ring::new(
         names.iter().map(|(h, p)| (h.as_str(), *p)),
     );
-    Ok(Route::Ketama(Arc::new((servers, ring))))
+    Ok(Servers {
+        addrs: servers,
+        ring,
+    })
 }
 
 /// One connection's replies to its part of a batch (`is_get` in request order), each
@@ -859,7 +869,7 @@ fn client(
 ) -> anyhow::Result<ClientResult> {
     let addrs = match &route {
         Route::One(addr) => vec![*addr],
-        Route::Ketama(nodes) => nodes.0.clone(),
+        Route::Ketama(nodes) => nodes.addrs.clone(),
     };
     let mut conns = Vec::new();
     for addr in addrs {
@@ -890,7 +900,7 @@ fn client(
             let k = key((r >> 8) as usize % config.keys, config.key_size);
             let c = match &route {
                 Route::One(_) => &mut conns[0],
-                Route::Ketama(nodes) => &mut conns[nodes.1.primary(&k).unwrap_or(0)],
+                Route::Ketama(nodes) => &mut conns[nodes.ring.primary(&k).unwrap_or(0)],
             };
             if (r % 100) < u64::from(config.get_percent) {
                 c.request.extend_from_slice(b"get ");
@@ -951,7 +961,9 @@ fn run(server: &Server, config: &KvBenchConfig, pipeline: usize) -> anyhow::Resu
     let stop = Arc::new(AtomicBool::new(false));
     // One node is one memcached: every client talks to it.
     let ketama = match config.clients {
-        Clients::Ketama if server.addrs.len() > 1 => Some(ketama_route(server.addrs[0])?),
+        Clients::Ketama if server.addrs.len() > 1 => {
+            Some(Route::Ketama(Arc::new(servers(server.addrs[0])?)))
+        }
         _ => None,
     };
     // A ketama client holds a connection to each of the `n` nodes: `connections / n`

@@ -203,6 +203,11 @@ struct BenchKvElasticCmd {
     /// to spread over the four nodes once the keys moved, so the growth shows.
     #[arg(long, value_name = "CPUS")]
     cpu_share: Option<f64>,
+    /// How clients pick a node: `any` (the default) or `ketama` (the store places keys
+    /// by ketama; each client sends each key to its primary and reads `config get
+    /// cluster` again after each change).
+    #[arg(long, default_value = "any")]
+    clients: sesa::bench_kv::Clients,
 }
 
 /// The arguments of `Suite::Micro`.
@@ -891,6 +896,7 @@ fn bench_kv_elastic(
         quick,
         keys,
         cpu_share,
+        clients,
     }: BenchKvElasticCmd,
 ) -> anyhow::Result<ExitCode> {
     use sesa::bench_elastic::ElasticConfig;
@@ -907,6 +913,7 @@ fn bench_kv_elastic(
             None => base.connections,
         },
         cpu_share,
+        clients,
         ..base
     };
     let report = sesa::bench_elastic::run(&config)?;

@@ -4,7 +4,12 @@
 //! # Placement
 //! A [`View`] lists the store's nodes under an epoch. Each key has `R` owners (default
 //! 2), the top `R` nodes by rendezvous hashing (xxh3 of the key, seeded by the node id):
-//! the first is the key's **primary**, the others its replicas. Inside a node the key
+//! the first is the key's **primary**, the others its replicas. With
+//! [`Placement::Ketama`] the owners are instead libmemcached's ketama server for the key
+//! over the members' client addresses and the next distinct servers on the ring
+//! ([`ketama`]): every node answers `config get cluster` (ElastiCache's auto-discovery:
+//! the view's epoch and the members' addresses), so a ketama client sends each key
+//! straight to its primary. Inside a node the key
 //! belongs to one core ([`super::server`]'s per-core partitions), so a request for a key
 //! travels to exactly one (node, core) and runs there without locks.
 //!
@@ -63,7 +68,8 @@
 //! `--faults wide`).
 //!
 //! # Where things are
-//! `view` (views and owners: `View`, `Member`, `Layout`), `msg` (the method
+//! `view` (views and owners: `View`, `Member`, `Layout`, `Placement`), `ketama` (the
+//! ring), `msg` (the method
 //! ids, the messages, [`call`]), `node` ([`Node`]: routing to the primary, replication,
 //! the cached layout, the store's service), `rebalance` (installing a view and moving
 //! keys, paced; [`Rebalance`], the frontend's figures) and `coordinator`
