@@ -328,7 +328,9 @@ impl Load {
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
         if servers.is_some() {
             let one = store.ports()[&1];
-            *servers = Some(Arc::new(crate::bench_kv::servers(([127, 0, 0, 1], one).into())?));
+            *servers = Some(Arc::new(crate::bench_kv::servers(
+                ([127, 0, 0, 1], one).into(),
+            )?));
         }
         Ok(())
     }
@@ -410,7 +412,10 @@ impl Conn {
         if outcome.is_err() {
             // The node went away mid-batch: the sets not answered are neither
             // acknowledged nor refused.
-            let unanswered = self.batch[answered..].iter().filter(|s| s.is_some()).count();
+            let unanswered = self.batch[answered..]
+                .iter()
+                .filter(|s| s.is_some())
+                .count();
             load.indeterminate.fetch_add(unanswered as u64, Relaxed);
         }
         (answered, outcome)
@@ -429,7 +434,11 @@ fn client(load: &Load, t: usize, keys: usize, pipeline: usize) -> Vec<u64> {
     let mut which = t;
     let mut spread = load.spread.load(Relaxed);
     'connect: while !load.stop.load(Relaxed) {
-        let servers = load.servers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let servers = load
+            .servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let ports: Vec<u16> = match &servers {
             Some(s) => s.addrs.iter().map(|a| a.port()).collect(),
             None => {

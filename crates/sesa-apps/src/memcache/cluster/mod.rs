@@ -19,7 +19,8 @@
 //! it is the primary itself. The primary applies it, then sends the item's new state to
 //! the key's other owners and, while keys move, to its owners in the settled view that
 //! are still members (they answer reads until they have the new view), and answers only
-//! once every one of them holds it. An owner that does not answer is never skipped: the
+//! once every one of them holds it. A core's copies for one owner go together, one
+//! message for the copies of a turn's writes (`batch`). An owner that does not answer is never skipped: the
 //! write waits for it (its connection back) or for a view without it, at most
 //! `REPLICATE_WAIT` (10 s), and is otherwise refused (`SERVER_ERROR`, its outcome
 //! unknown). Copies carry the primary's cas, and a partition never installs a copy older
@@ -107,6 +108,7 @@ use super::ops::{Op, Reads, owner};
 use super::server::{ClusterLayer, Kv, ReplyFuture};
 use super::store::{Held, Item, Scan};
 
+mod batch;
 mod coordinator;
 pub mod ketama;
 mod msg;

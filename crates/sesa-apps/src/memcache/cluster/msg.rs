@@ -126,18 +126,6 @@ pub enum StoreError {
     },
 }
 
-impl StoreRequest {
-    /// The key a request is about (a put's first copy's); empty for the others.
-    pub(super) fn key(&self) -> &[u8] {
-        match self {
-            StoreRequest::Exec { op, .. } | StoreRequest::Read { op, .. } => op.key(),
-            StoreRequest::Put { copies, .. } => copies.first().map_or(&[], |c| &c.key),
-            StoreRequest::Fetch { key } => key,
-            _ => &[],
-        }
-    }
-}
-
 impl Service for StoreService {
     const NAME: &'static str = "store";
     type Request = StoreRequest;
