@@ -20,10 +20,10 @@
 //! the key's other owners and, while keys move, to its owners in the settled view that
 //! are still members (they answer reads until they have the new view), and answers only
 //! once every one of them holds it. A core's copies for one owner go together, one
-//! message for the copies of a turn's writes (`batch`). An owner that does not answer is never skipped: the
-//! write waits for it (its connection back) or for a view without it, at most
-//! `REPLICATE_WAIT` (10 s), and is otherwise refused (`SERVER_ERROR`, its outcome
-//! unknown). Copies carry the primary's cas, and a partition never installs a copy older
+//! message for the copies of a turn's writes (`batch`). An owner that does not answer
+//! is never skipped: the write waits for it (its connection back) or for a view
+//! without it, at most `REPLICATE_WAIT` (10 s), and is otherwise refused
+//! (`SERVER_ERROR`, its outcome unknown). Copies carry the primary's cas, and a partition never installs a copy older
 //! than the one it holds; a new primary's own writes get higher cas values than every
 //! copy it was sent ([`super::store::Partition::import`]), and higher ones than every
 //! write made under an older view (a view's epoch is the high bits of its writes' cas):
@@ -59,14 +59,15 @@
 //! shipped to never sends it on again after a failure. A node taking a view whose keys
 //! move from a settled view it has not swept yet first drops the keys it owned neither
 //! there nor in its current view (they may be older than the key's last writes, and
-//! would be taken for the key's). A copy made under an older view is
-//! passed on, before it is acknowledged, to the key's owners in the receiver's newer
-//! view. The frontend's [`Coordinator`] sends a view that did not settle again (same
-//! epoch), and the store's frontend (`apps/kv`) removes a node it cannot reach only while
-//! every key keeps a copy, stops it before the view without it goes out (fencing), and
-//! lets a leaving node go only once its keys have moved. The deterministic simulator
-//! found the need for each of these (`sesa sim --workload kv`, `--workload store`,
-//! `--faults wide`).
+//! would be taken for the key's). A copy made under an older view is passed on, before
+//! it is acknowledged, to the key's owners in the receiver's newer view: the
+//! receiver's state of the key, or the copy as it came, never "nothing" (which a node
+//! takes as a removal). The frontend's [`Coordinator`] sends a view that did not
+//! settle again (same epoch), and the store's frontend (`apps/kv`) removes a node it
+//! cannot reach only while every key keeps a copy, stops it before the view without it
+//! goes out (fencing), and lets a leaving node go only once its keys have moved. The
+//! deterministic simulator found the need for each of these (`sesa sim --workload kv`,
+//! `--workload store`, `--faults wide`).
 //!
 //! # Where things are
 //! `view` (views and owners: `View`, `Member`, `Layout`, `Placement`), `ketama` (the
