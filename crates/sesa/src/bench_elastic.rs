@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 
-use crate::bench_kv::{Clients, Rng, key, line, push_set, set_keys};
+use crate::bench_kv::{Clients, Conn, Rng, key, line, push_set, set_keys};
 
 /// The run's sizes.
 #[derive(Clone, Debug)]
@@ -136,9 +136,8 @@ impl ElasticReport {
             true => String::new(),
             false => format!("shares                 {}\n", self.shares),
         };
-        shares
-            + &format!(
-                "keys loaded            {}\n\
+        format!(
+            "{shares}keys loaded            {}\n\
              baseline               {:.0} requests/s\n\
              scale 3 -> 4 nodes     {:.2} s, {} copies moved, worst second {:.0}% of baseline\n\
              after the move         {:.0} requests/s (worst second {:.0}% of it)\n\
@@ -147,21 +146,21 @@ impl ElasticReport {
              failed requests        {}\n\
              loaded keys missing    {}\n\
              requests per second    {:?}\n",
-                self.keys,
-                self.baseline_ops,
-                self.scale_seconds,
-                self.scale_copies,
-                self.scale_worst_second * 100.0,
-                self.after_scale_ops,
-                self.scale_worst_vs_after * 100.0,
-                self.kill_seconds_below_half,
-                self.acked_writes,
-                self.lost_writes,
-                self.indeterminate_writes,
-                self.failed_requests,
-                self.missing_keys,
-                self.per_second,
-            )
+            self.keys,
+            self.baseline_ops,
+            self.scale_seconds,
+            self.scale_copies,
+            self.scale_worst_second * 100.0,
+            self.after_scale_ops,
+            self.scale_worst_vs_after * 100.0,
+            self.kill_seconds_below_half,
+            self.acked_writes,
+            self.lost_writes,
+            self.indeterminate_writes,
+            self.failed_requests,
+            self.missing_keys,
+            self.per_second,
+        )
     }
 }
 
@@ -336,90 +335,65 @@ impl Load {
     }
 }
 
-/// A client's connection to one node: its part of the batch being sent (`None` a get,
-/// `Some(n)` the set of `w<t>-<n>`) and what it has read.
-struct Conn {
-    stream: TcpStream,
-    request: Vec<u8>,
-    batch: Vec<Option<u64>>,
-    buf: Vec<u8>,
-    at: usize,
-}
-
-impl Conn {
-    fn open(port: u16) -> Option<Conn> {
-        let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        Some(Conn {
+/// Reads the replies to a connection's part of the batch (`None` a get, `Some(n)` the
+/// set of `w<t>-<n>`; `sent`: whether it went out), noting acknowledged sets in
+/// `acked`; the replies read (all of them, or those before a failure).
+fn receive(
+    conn: &mut Conn<Option<u64>>,
+    sent: bool,
+    load: &Load,
+    acked: &mut Vec<u64>,
+) -> (usize, anyhow::Result<()>) {
+    let mut answered = 0;
+    let outcome = (|| -> anyhow::Result<()> {
+        let Conn {
             stream,
-            request: Vec::new(),
-            batch: Vec::new(),
-            buf: Vec::new(),
-            at: 0,
-        })
-    }
-
-    /// Reads the replies to its part of the batch (`sent`: whether it went out),
-    /// noting acknowledged sets in `acked`; the replies read (all of them, or those
-    /// before a failure).
-    fn receive(
-        &mut self,
-        sent: bool,
-        load: &Load,
-        acked: &mut Vec<u64>,
-    ) -> (usize, anyhow::Result<()>) {
-        let mut answered = 0;
-        let outcome = (|| -> anyhow::Result<()> {
-            let Conn {
-                stream,
-                batch,
-                buf,
-                at,
-                ..
-            } = self;
-            if !sent {
-                bail!("the batch could not be sent");
-            }
-            for set in batch.iter() {
-                let first = line(stream, buf, at)?;
-                let reply = buf[first.clone()].to_vec();
-                match set {
-                    Some(n) if reply == b"STORED" => acked.push(*n),
-                    // Refused after it may have run (its node lost with it, say):
-                    // neither acknowledged nor refused.
-                    Some(_) if reply.starts_with(b"SERVER_ERROR") => {
-                        load.indeterminate.fetch_add(1, Relaxed);
-                    }
-                    Some(_) => {
-                        load.failed.fetch_add(1, Relaxed);
-                    }
-                    None if reply.starts_with(b"VALUE ") => {
-                        line(stream, buf, at)?;
-                        line(stream, buf, at)?;
-                    }
-                    None if reply == b"END" => {
-                        load.missing.fetch_add(1, Relaxed);
-                    }
-                    None => {
-                        load.failed.fetch_add(1, Relaxed);
-                    }
-                }
-                answered += 1;
-            }
-            Ok(())
-        })();
-        if outcome.is_err() {
-            // The node went away mid-batch: the sets not answered are neither
-            // acknowledged nor refused.
-            let unanswered = self.batch[answered..]
-                .iter()
-                .filter(|s| s.is_some())
-                .count();
-            load.indeterminate.fetch_add(unanswered as u64, Relaxed);
+            batch,
+            buf,
+            at,
+            ..
+        } = &mut *conn;
+        if !sent {
+            bail!("the batch could not be sent");
         }
-        (answered, outcome)
+        for set in batch.iter() {
+            let first = line(stream, buf, at)?;
+            let reply = buf[first.clone()].to_vec();
+            match set {
+                Some(n) if reply == b"STORED" => acked.push(*n),
+                // Refused after it may have run (its node lost with it, say):
+                // neither acknowledged nor refused.
+                Some(_) if reply.starts_with(b"SERVER_ERROR") => {
+                    load.indeterminate.fetch_add(1, Relaxed);
+                }
+                Some(_) => {
+                    load.failed.fetch_add(1, Relaxed);
+                }
+                None if reply.starts_with(b"VALUE ") => {
+                    line(stream, buf, at)?;
+                    line(stream, buf, at)?;
+                }
+                None if reply == b"END" => {
+                    load.missing.fetch_add(1, Relaxed);
+                }
+                None => {
+                    load.failed.fetch_add(1, Relaxed);
+                }
+            }
+            answered += 1;
+        }
+        Ok(())
+    })();
+    if outcome.is_err() {
+        // The node went away mid-batch: the sets not answered are neither
+        // acknowledged nor refused.
+        let unanswered = conn.batch[answered..]
+            .iter()
+            .filter(|s| s.is_some())
+            .count();
+        load.indeterminate.fetch_add(unanswered as u64, Relaxed);
     }
+    (answered, outcome)
 }
 
 /// One client: batches of gets of loaded keys and sets of fresh keys until `stop`;
@@ -446,7 +420,10 @@ fn client(load: &Load, t: usize, keys: usize, pipeline: usize) -> Vec<u64> {
                 vec![ports[which % ports.len()]]
             }
         };
-        let mut conns: Vec<Option<Conn>> = ports.iter().map(|&p| Conn::open(p)).collect();
+        let mut conns: Vec<Option<Conn<Option<u64>>>> = ports
+            .iter()
+            .map(|&p| Conn::open(([127, 0, 0, 1], p).into()).ok())
+            .collect();
         while !load.stop.load(Relaxed) {
             if load.spread.load(Relaxed) != spread || conns.iter().all(Option::is_none) {
                 if conns.iter().all(Option::is_none) {
@@ -457,8 +434,7 @@ fn client(load: &Load, t: usize, keys: usize, pipeline: usize) -> Vec<u64> {
                 continue 'connect;
             }
             for c in conns.iter_mut().flatten() {
-                c.request.clear();
-                c.batch.clear();
+                c.clear();
             }
             // A ketama client's batch holds `pipeline` requests per node listed (as
             // `sesa bench kv` does: see `run`).
@@ -499,7 +475,7 @@ fn client(load: &Load, t: usize, keys: usize, pipeline: usize) -> Vec<u64> {
                 let Some(c) = slot.as_mut().filter(|c| !c.batch.is_empty()) else {
                     continue;
                 };
-                let (read, outcome) = c.receive(sent, load, &mut acked);
+                let (read, outcome) = receive(c, sent, load, &mut acked);
                 answered += read;
                 if outcome.is_err() {
                     *slot = None;

@@ -791,30 +791,27 @@ pub(crate) fn servers(addr: SocketAddr) -> anyhow::Result<Servers> {
         };
         servers.push(SocketAddr::new(ip.parse()?, port.parse()?));
     }
-    let names: Vec<(String, u16)> = servers
-        .iter()
-        .map(|a| (a.ip().to_string(), a.port()))
-        .collect();
-    let ring = sesa_apps::memcache::cluster::ketama::Ring::new(
-        names.iter().map(|(h, p)| (h.as_str(), *p)),
-    );
     Ok(Servers {
+        ring: sesa_apps::memcache::cluster::ketama::Ring::of_addrs(&servers),
         addrs: servers,
-        ring,
     })
 }
 
-/// One connection's replies to its part of a batch (`is_get` in request order), each
-/// one's latency from `sent` into `result`.
-fn read_replies(conn: &mut Conn, sent: Instant, result: &mut ClientResult) -> anyhow::Result<()> {
+/// One connection's replies to its part of a batch (`batch`: whether each request is
+/// a get, in request order), each one's latency from `sent` into `result`.
+fn read_replies(
+    conn: &mut Conn<bool>,
+    sent: Instant,
+    result: &mut ClientResult,
+) -> anyhow::Result<()> {
     let Conn {
         stream,
         buf,
         at,
-        is_get,
+        batch,
         ..
     } = conn;
-    for &get in is_get.iter() {
+    for &get in batch.iter() {
         if get {
             // VALUE <key> <flags> <bytes>, the data, END; or END alone on a miss.
             let first = line(stream, buf, at)?;
@@ -848,14 +845,37 @@ fn read_replies(conn: &mut Conn, sent: Instant, result: &mut ClientResult) -> an
     Ok(())
 }
 
-/// A client's connection to one node: its part of the batch being sent, and what it
-/// has read.
-struct Conn {
-    stream: TcpStream,
-    request: Vec<u8>,
-    is_get: Vec<bool>,
-    buf: Vec<u8>,
-    at: usize,
+/// A load client's connection to one node: its part of the batch being sent (`batch`:
+/// what each request's reply is to be read as, in request order), and what it has
+/// read (`buf` from `at`, for [`line`]).
+pub(crate) struct Conn<T> {
+    pub(crate) stream: TcpStream,
+    pub(crate) request: Vec<u8>,
+    pub(crate) batch: Vec<T>,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) at: usize,
+}
+
+impl<T> Conn<T> {
+    /// A connection to `addr`, without Nagle's delay, reads waiting at most 10 s.
+    pub(crate) fn open(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Conn {
+            stream,
+            request: Vec::new(),
+            batch: Vec::new(),
+            buf: Vec::new(),
+            at: 0,
+        })
+    }
+
+    /// Empties the batch for the next one.
+    pub(crate) fn clear(&mut self) {
+        self.request.clear();
+        self.batch.clear();
+    }
 }
 
 /// One client's load loop until `stop`: batches of `pipeline` requests, each sent
@@ -873,16 +893,7 @@ fn client(
     };
     let mut conns = Vec::new();
     for addr in addrs {
-        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        conns.push(Conn {
-            stream,
-            request: Vec::new(),
-            is_get: Vec::with_capacity(pipeline),
-            buf: Vec::new(),
-            at: 0,
-        });
+        conns.push(Conn::open(addr).with_context(|| format!("connecting to {addr}"))?);
     }
     let value = vec![b'v'; config.value_size];
     let mut rng = Rng(seed | 1);
@@ -892,8 +903,7 @@ fn client(
     };
     while !stop.load(Relaxed) {
         for c in &mut conns {
-            c.request.clear();
-            c.is_get.clear();
+            c.clear();
         }
         for _ in 0..pipeline {
             let r = rng.next();
@@ -906,10 +916,10 @@ fn client(
                 c.request.extend_from_slice(b"get ");
                 c.request.extend_from_slice(&k);
                 c.request.extend_from_slice(b"\r\n");
-                c.is_get.push(true);
+                c.batch.push(true);
             } else {
                 push_set(&mut c.request, &k, &value);
-                c.is_get.push(false);
+                c.batch.push(false);
             }
         }
         let sent = Instant::now();

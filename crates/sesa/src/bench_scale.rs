@@ -86,8 +86,14 @@ pub fn kv_scale(
     if per_node.native.is_some() || per_node.against.is_some() {
         bail!("kv-scale measures hosted sesa nodes against themselves");
     }
-    let mut clients = clients.to_vec();
-    clients.dedup();
+    // Each kind once, in the order given.
+    let mut unique: Vec<Clients> = Vec::new();
+    for c in clients {
+        if !unique.contains(c) {
+            unique.push(*c);
+        }
+    }
+    let clients = unique;
     // (clients, nodes) in the order measured in each round.
     let mut cases = vec![(clients[0], 1)];
     for nodes in 2..=max_nodes {

@@ -18,18 +18,20 @@
 use super::*;
 
 use core::future::Future;
-use core::pin::Pin;
-use core::task::{Context, Poll, Waker};
+use sesa_event::Completer;
 
 /// Where one outbox sends: the owner, its core, and the view the copies were made
 /// under.
 type Destination = (NodeId, usize, u64);
 
-/// The copies waiting to go to one destination, and their writers' slots.
+/// A writer's share of a batch: the answer to the batch that carried its copy.
+type Writer = Completer<Result<(), String>>;
+
+/// The copies waiting to go to one destination, and their writers.
 #[derive(Default)]
 pub(super) struct Outbox {
     copies: Vec<KeyCopy>,
-    slots: Vec<Arc<Slot>>,
+    writers: Vec<Writer>,
     /// Whether a sender task is running for this destination (it takes what is here
     /// when its batch in flight is answered).
     sending: bool,
@@ -38,38 +40,6 @@ pub(super) struct Outbox {
 /// Each core's outboxes (used on that core only: the primary runs on the key's core
 /// and its sender task too).
 pub(super) type Outboxes = Vec<Mutex<BTreeMap<Destination, Outbox>>>;
-
-/// A writer's share of a batch: the outcome, once its batch is answered.
-#[derive(Default)]
-struct Slot {
-    outcome: Mutex<Option<Result<(), String>>>,
-    waker: Mutex<Option<Waker>>,
-}
-
-impl Slot {
-    fn fill(&self, outcome: Result<(), String>) {
-        *self.outcome.lock() = Some(outcome);
-        if let Some(waker) = self.waker.lock().take() {
-            waker.wake();
-        }
-    }
-}
-
-/// Waits for a slot's outcome.
-struct Answer(Arc<Slot>);
-
-impl Future for Answer {
-    type Output = Result<(), String>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // The waker first: a fill between the two looks would otherwise be missed.
-        *self.0.waker.lock() = Some(cx.waker().clone());
-        match self.0.outcome.lock().take() {
-            Some(outcome) => Poll::Ready(outcome),
-            None => Poll::Pending,
-        }
-    }
-}
 
 impl Node {
     /// One outbox map per core.
@@ -81,7 +51,8 @@ impl Node {
 
     /// Sends `copy` to `owner`'s core `core` under view `epoch`, with the other copies
     /// this core has for it now; resolves with the answer to the batch that carried it
-    /// (`Err`: why the call failed; the copy may or may not have been taken).
+    /// (`Err`: why the call failed, or the sender was dropped with the core; the copy
+    /// may or may not have been taken).
     pub(super) fn send_copy(
         &'static self,
         owner: Member,
@@ -89,28 +60,32 @@ impl Node {
         epoch: u64,
         copy: KeyCopy,
     ) -> impl Future<Output = Result<(), String>> + 'static {
-        let slot = Arc::new(Slot::default());
-        let here = sesa_event::current_core().index();
+        let here = sesa_event::current_core();
+        // Completed by the sender task, on this same core: a local wake.
+        let (writer, answer) = sesa_event::completion(here);
         let destination = (owner.node, core.index(), epoch);
-        let start = match self.outboxes.get(here) {
+        let start = match self.outboxes.get(here.index()) {
             Some(outboxes) => {
                 let mut outboxes = outboxes.lock();
                 let outbox = outboxes.entry(destination).or_default();
                 outbox.copies.push(copy);
-                outbox.slots.push(slot.clone());
+                outbox.writers.push(writer);
                 !core::mem::replace(&mut outbox.sending, true)
             }
             None => {
-                slot.fill(Err("not on a core of this node".into()));
+                writer.complete(Ok(Err("not on a core of this node".into())));
                 false
             }
         };
         if start {
-            drop(sesa_event::spawn_local(
-                self.send_batches(here, owner, core, epoch),
-            ));
+            drop(sesa_event::spawn_local(self.send_batches(
+                here.index(),
+                owner,
+                core,
+                epoch,
+            )));
         }
-        Answer(slot)
+        async move { answer.await.unwrap_or_else(|e| Err(e.to_string())) }
     }
 
     /// Sends what the outbox for (`owner`, `core`, `epoch`) on core `here` holds, batch
@@ -123,7 +98,7 @@ impl Node {
         loop {
             // The other commands of this turn add their copies first.
             sesa_event::yield_now().await;
-            let (copies, slots) = {
+            let (copies, writers) = {
                 let mut outboxes = outboxes.lock();
                 let Some(outbox) = outboxes.get_mut(&destination) else {
                     return;
@@ -134,7 +109,7 @@ impl Node {
                 }
                 (
                     core::mem::take(&mut outbox.copies),
-                    core::mem::take(&mut outbox.slots),
+                    core::mem::take(&mut outbox.writers),
                 )
             };
             let put = StoreRequest::Put { epoch, copies };
@@ -142,8 +117,8 @@ impl Node {
                 Ok(_) => Ok(()),
                 Err(e) => Err(e.to_string()),
             };
-            for slot in slots {
-                slot.fill(outcome.clone());
+            for writer in writers {
+                writer.complete(Ok(outcome.clone()));
             }
         }
     }

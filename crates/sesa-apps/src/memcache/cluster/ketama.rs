@@ -18,7 +18,7 @@
 //! point (libmemcached itself has no such notion: a client in ketama mode only ever
 //! needs the primary).
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use md5::{Digest, Md5};
@@ -89,6 +89,16 @@ impl Ring {
         }
         points.sort_unstable();
         Ring { points, servers: n }
+    }
+
+    /// The ring of servers named by their addresses (the host an IP address in text),
+    /// in the client's list order: what a client of `config get cluster`'s list makes.
+    pub fn of_addrs(addrs: &[core::net::SocketAddr]) -> Ring {
+        let names: Vec<(String, u16)> = addrs
+            .iter()
+            .map(|a| (a.ip().to_string(), a.port()))
+            .collect();
+        Ring::new(names.iter().map(|(h, p)| (h.as_str(), *p)))
     }
 
     /// The place in the list of the server that owns `key` (`None` on an empty ring).

@@ -184,18 +184,11 @@ impl View {
     /// member that has a clients' address, in the view's order (the order a ketama
     /// client must keep), separated by spaces.
     pub fn cluster_config(&self) -> String {
-        let mut out = format!("{}\n", self.epoch);
-        let mut first = true;
-        for addr in self.members.iter().filter_map(|m| m.addr) {
-            if !first {
-                out.push(' ');
-            }
-            first = false;
-            let ip = addr.ip();
-            out += &format!("{ip}|{ip}|{}", addr.port());
-        }
-        out.push('\n');
-        out
+        let nodes: Vec<String> = (self.members.iter())
+            .filter_map(|m| m.addr)
+            .map(|a| format!("{ip}|{ip}|{port}", ip = a.ip(), port = a.port()))
+            .collect();
+        format!("{}\n{}\n", self.epoch, nodes.join(" "))
     }
 
     /// Whether `node` is in this view.
