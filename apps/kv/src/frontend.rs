@@ -233,6 +233,20 @@ async fn frontend(
                         .copied()
                         .collect();
                     let (view, leaving) = pick(&members, &ids, &leaving);
+                    // No member to hand the keys to (the last one was lost while the
+                    // others were leaving, and its replacements are not up yet): the
+                    // nodes leaving keep them, out of any view, until one is (the roster
+                    // sends the next view then). A view without members would settle at
+                    // once and let them go with every key (`sesa sim --workload store
+                    // --faults wide --seed 19804`).
+                    if view.is_empty() && !leaving.is_empty() {
+                        cx.report(Event::Note(format!(
+                            "no member to take the keys of the {} node(s) leaving: they \
+                             keep them until a node joins",
+                            leaving.len()
+                        )));
+                        continue;
+                    }
                     let next = Some((&view, leaving.as_slice()));
                     let settled =
                         change_view(cx, &status, &mut coordinator, next, &settings).await?;

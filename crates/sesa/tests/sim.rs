@@ -241,9 +241,12 @@ fn the_seeds_that_found_bugs_pass() {
     // the other left with every key), and, once writes' copies went batched per owner,
     // a batch of older-view copies passed on by a replica, one copy's key dropped there
     // while an earlier one's passing waited, passed on as "nothing", which removed a
-    // newer acknowledged write on the new owner (3819).
+    // newer acknowledged write on the new owner (3819), and a scale down to one node
+    // whose staying member was lost after the view went out, the view after it without
+    // members, which settled at once and let the leaving node go with every key (9480,
+    // 19804: the nodes leaving now keep the keys until a member joins).
     for seed in [
-        1092, 2250, 2264, 3286, 3965, 509, 743, 2780, 9118, 9269, 1993, 4165, 3819,
+        1092, 2250, 2264, 3286, 3965, 509, 743, 2780, 9118, 9269, 1993, 4165, 3819, 9480, 19804,
     ] {
         let o = run(&Options {
             profile: Profile::Wide,
