@@ -34,40 +34,57 @@ fn reply(input: &[u8]) -> (&'static str, usize, usize, bool) {
     }
 }
 
+/// A retrieval's keys, whether it asks for cas values, and its new expiry (`gat`).
+fn retrieval(c: Command<'_>) -> (Vec<&[u8]>, bool, Option<i64>) {
+    match c {
+        Command::Get { keys, cas } => (keys.iter().collect(), cas, None),
+        Command::Gat { exptime, keys, cas } => (keys.iter().collect(), cas, Some(exptime)),
+        other => panic!("not a retrieval: {other:?}"),
+    }
+}
+
 #[test]
 fn retrieval_commands() {
+    let (a, bb, ccc) = (b"a".as_slice(), b"bb".as_slice(), b"ccc".as_slice());
     assert_eq!(
-        command(b"get a bb ccc\r\n"),
-        Command::Get {
-            keys: vec![b"a".as_slice(), b"bb", b"ccc"],
-            cas: false
-        }
+        retrieval(command(b"get a bb ccc\r\n")),
+        (vec![a, bb, ccc], false, None)
     );
     assert_eq!(
-        command(b"gets k\r\n"),
-        Command::Get {
-            keys: vec![b"k".as_slice()],
-            cas: true
-        }
+        retrieval(command(b"gets k\r\n")),
+        (vec![b"k".as_slice()], true, None)
     );
     assert_eq!(
-        command(b"gat 100 k1 k2\r\n"),
-        Command::Gat {
-            exptime: 100,
-            keys: vec![b"k1".as_slice(), b"k2"],
-            cas: false
-        }
+        retrieval(command(b"gat 100 k1 k2\r\n")),
+        (vec![b"k1".as_slice(), b"k2"], false, Some(100))
     );
-    assert!(matches!(
-        command(b"gats -1 k\r\n"),
-        Command::Gat {
-            exptime: -1,
-            cas: true,
-            ..
-        }
-    ));
+    assert_eq!(
+        retrieval(command(b"gats -1 k\r\n")),
+        (vec![b"k".as_slice()], true, Some(-1))
+    );
     // A bare newline ends a line too, as memcached accepts.
     assert!(matches!(command(b"get k\n"), Command::Get { .. }));
+    // Words are split at spaces, however many; a tab is part of a word.
+    assert_eq!(
+        retrieval(command(b"  get   a  bb\tccc \r\n")),
+        (vec![a, b"bb\tccc".as_slice()], false, None)
+    );
+    assert_eq!(
+        retrieval(command(b"gat  5   a bb\r\n")),
+        (vec![a, bb], false, Some(5))
+    );
+    // More words than are read without an allocation (24): every key, in order.
+    let keys: Vec<String> = (0..100).map(|i| format!("key{i}")).collect();
+    let line = format!("get {}\r\n", keys.join(" "));
+    let (got, _, _) = retrieval(command(line.as_bytes()));
+    assert_eq!(got, keys.iter().map(|k| k.as_bytes()).collect::<Vec<_>>());
+    let line = format!("gats 7 {}\r\n", keys.join(" "));
+    let (got, cas, touch) = retrieval(command(line.as_bytes()));
+    assert_eq!(got.len(), 100);
+    assert_eq!((got[99], cas, touch), (b"key99".as_slice(), true, Some(7)));
+    // A bad key among many is refused.
+    let line = format!("get {} {}\r\n", keys.join(" "), "k".repeat(251));
+    assert!(reply(line.as_bytes()).0.starts_with("CLIENT_ERROR"));
 }
 
 #[test]
@@ -268,13 +285,7 @@ fn memcached_error_replies() {
     assert_eq!(reply(b"delete a\rb\r\n").0, bad);
     for key in [&b"a\x01b"[..], b"\x10\x10k", b"a\tb", b"k\x7f"] {
         let line = [b"get ", key, b"\r\n"].concat();
-        assert_eq!(
-            command(&line),
-            Command::Get {
-                keys: vec![key],
-                cas: false
-            }
-        );
+        assert_eq!(retrieval(command(&line)), (vec![key], false, None));
     }
     // A data block not ended by \r\n.
     let (r, consumed, _, close) = reply(b"set k 0 0 3\r\nabcXY");

@@ -4,9 +4,9 @@
 //! acknowledged write; scaling out and in while a client writes fails no request and
 //! loses no key; under a pause, a kill and new nodes, every read and the final state
 //! are judged against the writes acknowledged before them; a ketama client
-//! (libmemcached) given `config get cluster`'s list sends every key to its primary.
-//! Every process started is
-//! stopped by its pid, also when a test fails.
+//! (libmemcached) given `config get cluster`'s list sends every key to its primary;
+//! commands sent on to another node go in batches, and large values come back whole.
+//! Every process started is stopped by its pid, also when a test fails.
 
 mod common;
 
@@ -594,21 +594,96 @@ fn cluster_config(c: &mut Client) -> (u64, Vec<(String, u16)>) {
 
 /// The clients' commands answered where they arrived and sent on, summed over `nodes`.
 fn routed(store: &Store, nodes: &[u32]) -> (u64, u64) {
-    nodes.iter().fold((0, 0), |(here, sent), n| {
+    let sum = sesa_stats(store, nodes, &["sesa_answered_here", "sesa_sent_on"]);
+    (sum[0], sum[1])
+}
+
+/// The `stats` counters `names`, each summed over `nodes`.
+fn sesa_stats(store: &Store, nodes: &[u32], names: &[&str]) -> Vec<u64> {
+    let mut sum = vec![0; names.len()];
+    for n in nodes {
         let stats = store.client(*n).reply(b"stats\r\n", b"END\r\n").unwrap();
-        let stat = |name: &str| -> u64 {
-            stats
+        for (total, name) in sum.iter_mut().zip(names) {
+            *total += stats
                 .lines()
                 .find_map(|l| l.strip_prefix(&format!("STAT {name} ")[..]))
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        (
-            here + stat("sesa_answered_here"),
-            sent + stat("sesa_sent_on"),
-        )
-    })
+                .unwrap_or_else(|| panic!("no {name} in {stats}"))
+                .trim()
+                .parse::<u64>()
+                .unwrap();
+        }
+    }
+    sum
+}
+
+/// The commands a node sends on to another go together, one batch per node a read of
+/// a connection needs (not a message each); reads whose values do not fit a batch's
+/// answer (8 MiB) are sent again alone, and every reply comes back whole and in order.
+#[test]
+fn commands_sent_on_go_in_batches_and_large_values_come_back_whole() {
+    use std::io::{Read, Write};
+    let store = Store::start(3);
+    let nodes = [1, 2, 3];
+    let names = ["sesa_sent_on", "sesa_sent_on_batches", "sesa_sent_on_alone"];
+    let mut conn = TcpStream::connect(("127.0.0.1", store.ports[&1])).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut exchange = |request: &[u8], want: &[u8], what: &str| {
+        conn.write_all(request).unwrap();
+        let mut got = vec![0; want.len()];
+        conn.read_exact(&mut got).unwrap();
+        assert!(got == want, "{what}: the replies differ");
+    };
+    // 600 small keys written and read back through node 1, in pipelines of 200: about
+    // a third of them live elsewhere (R = 2 of 3 nodes) and go on in batches.
+    let before = sesa_stats(&store, &nodes, &names);
+    for round in 0..3 {
+        let (mut sets, mut stored, mut gets, mut values) = (vec![], vec![], vec![], vec![]);
+        for i in round * 200..(round + 1) * 200 {
+            let (key, value) = (format!("small{i}"), format!("v{i}"));
+            sets.extend_from_slice(
+                format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes(),
+            );
+            stored.extend_from_slice(b"STORED\r\n");
+            gets.extend_from_slice(format!("get {key}\r\n").as_bytes());
+            values.extend_from_slice(
+                format!("VALUE {key} 0 {}\r\n{value}\r\nEND\r\n", value.len()).as_bytes(),
+            );
+        }
+        exchange(&sets, &stored, "sets");
+        exchange(&gets, &values, "gets");
+    }
+    let after = sesa_stats(&store, &nodes, &names);
+    let (sent, batches) = (after[0] - before[0], after[1] - before[1]);
+    assert!(sent >= 200, "only {sent} of 1,200 commands were sent on");
+    assert!(
+        batches * 4 <= sent,
+        "{sent} commands sent on in {batches} batches: not batched"
+    );
+    // 72 values of 1,000,000 bytes, read in one pipeline through node 1: the ~24 that
+    // live elsewhere go to two nodes, about 12 MB to each, more than a batch's answer
+    // holds (8 MiB), so some are sent again alone. Every byte comes back, in order.
+    let value = |i: usize| vec![b'a' + (i % 26) as u8; 1_000_000];
+    let mut want = Vec::new();
+    for i in 0..72 {
+        let key = format!("large{i}");
+        let mut set = format!("set {key} 0 0 1000000\r\n").into_bytes();
+        set.extend_from_slice(&value(i));
+        set.extend_from_slice(b"\r\n");
+        exchange(&set, b"STORED\r\n", "a large set");
+        want.extend_from_slice(format!("VALUE {key} 0 1000000\r\n").as_bytes());
+        want.extend_from_slice(&value(i));
+        want.extend_from_slice(b"\r\nEND\r\n");
+    }
+    let gets: String = (0..72).map(|i| format!("get large{i}\r\n")).collect();
+    let before = sesa_stats(&store, &nodes, &names);
+    exchange(gets.as_bytes(), &want, "large gets");
+    let after = sesa_stats(&store, &nodes, &names);
+    assert!(
+        after[2] > before[2],
+        "no read was sent again alone ({} sent on)",
+        after[0] - before[0]
+    );
 }
 
 /// A ketama client (libmemcached itself) given `config get cluster`'s list sends each

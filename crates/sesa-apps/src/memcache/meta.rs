@@ -16,7 +16,7 @@ use alloc::format;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
-use super::protocol::{Meta, MetaFlags, MetaOp, StoreMode};
+use super::protocol::{self, Meta, MetaFlags, MetaOp, StoreMode};
 use super::store::{ArithError, Item, Partition, Stored};
 
 /// Applies `meta` to `p` at `now`; appends the reply (maybe nothing, under `q`) to `out`.
@@ -181,7 +181,8 @@ impl Reply<'_> {
 
     /// `VA <size>`, the tokens, then the value.
     fn value(&self, out: &mut Vec<u8>, item: &Item) {
-        out.extend_from_slice(format!("VA {}", item.value.len()).as_bytes());
+        out.extend_from_slice(b"VA ");
+        protocol::push_decimal(out, item.value.len() as u64);
         self.tokens(out, "VA", Some(item));
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&item.value);
@@ -199,18 +200,24 @@ impl Reply<'_> {
                     out.extend_from_slice(b" O");
                     out.extend_from_slice(self.flags.opaque.as_deref().unwrap_or_default());
                 }
-                (b'c', Some(item)) => out.extend_from_slice(format!(" c{}", item.cas).as_bytes()),
+                (b'c', Some(item)) => {
+                    out.extend_from_slice(b" c");
+                    protocol::push_decimal(out, item.cas);
+                }
                 // memcached answers a refused `ms` with a zero cas.
                 (b'c', None) if code == "NS" => out.extend_from_slice(b" c0"),
                 (b'f', Some(item)) => {
-                    out.extend_from_slice(format!(" f{}", item.flags).as_bytes());
+                    out.extend_from_slice(b" f");
+                    protocol::push_decimal(out, u64::from(item.flags));
                 }
                 (b's', Some(item)) => {
-                    out.extend_from_slice(format!(" s{}", item.value.len()).as_bytes());
+                    out.extend_from_slice(b" s");
+                    protocol::push_decimal(out, item.value.len() as u64);
                 }
                 (b't', Some(item)) => {
                     let ttl = ttl_left(item, self.now);
-                    out.extend_from_slice(format!(" t{ttl}").as_bytes());
+                    out.extend_from_slice(b" t");
+                    protocol::push_signed(out, ttl);
                 }
                 _ => {}
             }

@@ -2,7 +2,6 @@
 //! which core of a node holds a key ([`owner`]): the bottom of the store, under the
 //! server (which routes commands: [`super::server`]) and the cluster layer.
 
-use alloc::format;
 use alloc::vec::Vec;
 
 use sesa_ebb::CoreId;
@@ -113,7 +112,10 @@ pub fn apply(p: &mut Partition, op: Op, now: u64, out: &mut Vec<u8>) {
             b"NOT_FOUND\r\n"
         }),
         Op::Arith { incr, key, delta } => match p.arith(&key, incr, delta, now) {
-            Ok(v) => out.extend_from_slice(format!("{v}\r\n").as_bytes()),
+            Ok(v) => {
+                protocol::push_decimal(out, v);
+                out.extend_from_slice(b"\r\n");
+            }
             Err(ArithError::NotFound) => out.extend_from_slice(b"NOT_FOUND\r\n"),
             Err(ArithError::NonNumeric) => out.extend_from_slice(
                 b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",

@@ -26,7 +26,6 @@
 //!   multi-gets). A longer line is answered `CLIENT_ERROR line too long`, and the
 //!   connection should be closed (the rest of the stream cannot be trusted).
 
-use alloc::format;
 use alloc::vec::Vec;
 
 /// Bounds on what a client may send.
@@ -67,13 +66,48 @@ pub enum StoreMode {
     Cas(u64),
 }
 
+/// The keys of a retrieval, as they are in its command line (read where they are:
+/// a `get` is parsed without an allocation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keys<'a> {
+    /// The line, from the first word after the command's name.
+    line: &'a [u8],
+    /// Words before the first key (`gat`'s expiry).
+    skip: usize,
+}
+
+impl<'a> Keys<'a> {
+    /// The keys, in request order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        words(self.line).skip(self.skip)
+    }
+
+    /// How many keys.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+}
+
+/// A line's words: split at spaces, as memcached does.
+fn words(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|b| *b == b' ').filter(|t| !t.is_empty())
+}
+
+/// Words of a line read without an allocation; a longer line's are collected.
+const WORDS_INLINE: usize = 24;
+
 /// A parsed command, borrowing keys and data from the input buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command<'a> {
     /// `get`/`gets` (with cas values when `cas`).
     Get {
         /// The keys, in request order.
-        keys: Vec<&'a [u8]>,
+        keys: Keys<'a>,
         /// `gets`: include cas values.
         cas: bool,
     },
@@ -82,7 +116,7 @@ pub enum Command<'a> {
         /// The new expiry.
         exptime: i64,
         /// The keys.
-        keys: Vec<&'a [u8]>,
+        keys: Keys<'a>,
         /// `gats`: include cas values.
         cas: bool,
     },
@@ -300,10 +334,35 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             close: true,
         };
     }
-    let tokens: Vec<&[u8]> = line
-        .split(|b| *b == b' ')
-        .filter(|t| !t.is_empty())
-        .collect();
+    // memcached's own tokenizer holds 24 words; a longer line (a `get` of many keys)
+    // is rare enough to pay for a vector.
+    let mut inline = [&[][..]; WORDS_INLINE];
+    let mut count = 0;
+    let mut spilled: Vec<&[u8]> = Vec::new();
+    for word in words(line) {
+        match inline.get_mut(count) {
+            Some(slot) => *slot = word,
+            None if spilled.is_empty() => {
+                spilled.extend_from_slice(&inline);
+                spilled.push(word);
+            }
+            None => spilled.push(word),
+        }
+        count += 1;
+    }
+    let tokens: &[&[u8]] = match spilled.is_empty() {
+        true => &inline[..count],
+        false => &spilled,
+    };
+    // The line after the command's name (the first word, after any spaces).
+    let after_name = |skip| {
+        let spaces = line.iter().take_while(|b| **b == b' ').count();
+        let name = tokens.first().map_or(0, |name| name.len());
+        Keys {
+            line: line.get(spaces + name..).unwrap_or_default(),
+            skip,
+        }
+    };
     let Some((&name, args)) = tokens.split_first() else {
         return error(ERROR, line_end);
     };
@@ -342,7 +401,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                 return error(BAD_FORMAT, line_end);
             }
             Command::Get {
-                keys: args.to_vec(),
+                keys: after_name(0),
                 cas: name == b"gets",
             }
         }
@@ -356,7 +415,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             }
             Command::Gat {
                 exptime,
-                keys: keys.to_vec(),
+                keys: after_name(1),
                 cas: name == b"gats",
             }
         }
@@ -689,13 +748,41 @@ fn number<T: core::str::FromStr>(token: &[u8]) -> Option<T> {
     core::str::from_utf8(token).ok()?.parse().ok()
 }
 
+/// Appends `n` in decimal (as `format!` would, without making a string: replies are
+/// written without an allocation of their own).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// [`push_decimal`] of a signed number.
+pub fn push_signed(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    push_decimal(out, n.unsigned_abs());
+}
+
 /// Appends a `VALUE` line and its data block for a retrieval reply.
 pub fn write_value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {
     out.extend_from_slice(b"VALUE ");
     out.extend_from_slice(key);
-    out.extend_from_slice(format!(" {flags} {}", data.len()).as_bytes());
+    out.push(b' ');
+    push_decimal(out, u64::from(flags));
+    out.push(b' ');
+    push_decimal(out, data.len() as u64);
     if let Some(cas) = cas {
-        out.extend_from_slice(format!(" {cas}").as_bytes());
+        out.push(b' ');
+        push_decimal(out, cas);
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(data);

@@ -37,7 +37,7 @@ use core::pin::Pin;
 
 use super::ops::get_into;
 pub use super::ops::{Op, Reads, apply, owner};
-use super::protocol::{self, Command, Limits, Parsed};
+use super::protocol::{self, Command, Keys, Limits, Parsed};
 use super::store::{Partition, PartitionStats};
 
 /// How a node's store is set up.
@@ -87,7 +87,7 @@ impl EbbRoot for Partitions {
 #[derive(Clone, Copy)]
 pub struct Kv {
     parts: EbbRef<PartitionRep>,
-    limits: Limits,
+    pub(crate) limits: Limits,
     max_connections: u64,
     pid: u32,
     /// Where its commands go.
@@ -96,6 +96,39 @@ pub struct Kv {
 
 /// A command's reply, to come (from another core or node).
 pub type ReplyFuture = Pin<Box<dyn Future<Output = Vec<u8>>>>;
+
+/// A node's counts of where clients' commands were answered, and of the messages its
+/// commands and writes' copies went in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// Clients' commands answered on this node.
+    pub here: u64,
+    /// Clients' commands sent on to another node.
+    pub sent_on: u64,
+    /// Batches those went in (with the commands other nodes sent here and this node
+    /// sent on again).
+    pub sent_on_batches: u64,
+    /// Reads sent again alone: their batch's answer had no room for their values.
+    pub sent_on_alone: u64,
+    /// Writes' copies sent to the keys' other owners.
+    pub copies: u64,
+    /// Batches those went in.
+    pub copy_batches: u64,
+}
+
+impl Routing {
+    /// As `stats` lines.
+    pub fn lines(&self) -> [(&'static str, u64); 6] {
+        [
+            ("sesa_answered_here", self.here),
+            ("sesa_sent_on", self.sent_on),
+            ("sesa_sent_on_batches", self.sent_on_batches),
+            ("sesa_sent_on_alone", self.sent_on_alone),
+            ("sesa_copies", self.copies),
+            ("sesa_copy_batches", self.copy_batches),
+        ]
+    }
+}
 
 /// The cluster layer as the server sees it: a node's store that is one of many routes
 /// commands through it ([`super::cluster::Node`] implements it).
@@ -108,9 +141,9 @@ pub trait ClusterLayer: Sync {
     fn execute(&'static self, op: Op, reads: Reads) -> ReplyFuture;
     /// `flush_all` on every node; the reply.
     fn flush_all(&'static self, delay: i64) -> ReplyFuture;
-    /// Clients' commands so far answered on this node, and sent on to another (`stats`
-    /// shows them as `sesa_answered_here` and `sesa_sent_on`).
-    fn routed(&self) -> (u64, u64);
+    /// What this node answered and sent so far, for `stats` (`sesa_answered_here`,
+    /// `sesa_sent_on`, ...: see [`Routing::lines`]).
+    fn routed(&self) -> Routing;
     /// The body of the reply to `config get cluster` (ElastiCache's auto-discovery):
     /// a version that changes with the store's nodes, a newline, the nodes' client
     /// addresses (`host|ip|port`, space-separated), a newline.
@@ -160,11 +193,16 @@ impl Kv {
 
     /// Runs `op` on this core's partition; the reply bytes.
     pub(crate) fn apply_here(self, op: Op) -> Vec<u8> {
-        let now = sesa_event::unix_time();
         let mut out = Vec::new();
-        self.parts
-            .with(|rep| apply(&mut rep.0.borrow_mut(), op, now, &mut out));
+        self.apply_into(op, &mut out);
         out
+    }
+
+    /// Runs `op` on this core's partition, its reply appended to `out`.
+    fn apply_into(self, op: Op, out: &mut Vec<u8>) {
+        let now = sesa_event::unix_time();
+        self.parts
+            .with(|rep| apply(&mut rep.0.borrow_mut(), op, now, out));
     }
 
     /// Starts `op` on the core that owns `key`: runs it now if that is this core,
@@ -190,9 +228,11 @@ impl Kv {
         }
         let core = owner(key, sesa_event::cores());
         if core == sesa_event::current_core() {
-            let reply = self.apply_here(op);
-            if keep {
-                replies.tail.extend_from_slice(&reply);
+            // Straight into the reply (no reply of its own to allocate and copy).
+            let mark = replies.tail.len();
+            self.apply_into(op, &mut replies.tail);
+            if !keep {
+                replies.tail.truncate(mark);
             }
         } else {
             replies.ship(spawn_on(core, move || self.apply_here(op)), keep);
@@ -263,8 +303,8 @@ impl Kv {
             replies.settle().await?;
         }
         match command {
-            Command::Get { keys, cas } => self.get(&keys, cas, None, replies),
-            Command::Gat { exptime, keys, cas } => self.get(&keys, cas, Some(exptime), replies),
+            Command::Get { keys, cas } => self.get(keys, cas, None, replies),
+            Command::Gat { exptime, keys, cas } => self.get(keys, cas, Some(exptime), replies),
             Command::Store {
                 mode,
                 key,
@@ -371,9 +411,9 @@ impl Kv {
     }
 
     /// Starts every key's lookup on its core; the values follow in request order.
-    fn get(self, keys: &[&[u8]], cas: bool, touch: Option<i64>, replies: &mut Replies) {
+    fn get(self, keys: Keys<'_>, cas: bool, touch: Option<i64>, replies: &mut Replies) {
         let cores = sesa_event::cores();
-        for key in keys {
+        for key in keys.iter() {
             // A key this core holds (on one node: a key of this core; on many: also one
             // this node holds for sure, and not written earlier in this batch): straight
             // into the reply, with no command to build, no event and no reply to copy.
@@ -381,7 +421,7 @@ impl Kv {
                 Router::Local => owner(key, cores) == sesa_event::current_core(),
                 // Not a touch (a write), nor a read that must see a write of this batch.
                 Router::Cluster(cluster) => {
-                    touch.is_none() && !replies.written.contains(*key) && cluster.reads_here(key)
+                    touch.is_none() && !replies.written.contains(key) && cluster.reads_here(key)
                 }
             };
             if here {
@@ -434,9 +474,9 @@ impl Kv {
         .into_iter()
         .collect();
         if let Router::Cluster(cluster) = self.router {
-            let (here, sent) = cluster.routed();
-            lines.insert("sesa_answered_here", here.to_string());
-            lines.insert("sesa_sent_on", sent.to_string());
+            for (name, count) in cluster.routed().lines() {
+                lines.insert(name, count.to_string());
+            }
         }
         write_stat_lines(out, lines);
         Ok(())

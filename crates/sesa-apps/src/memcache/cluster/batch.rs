@@ -1,4 +1,5 @@
-//! Copies of writes to one owner, sent together.
+//! Messages to one node's core, sent together: writes' copies to an owner, and
+//! clients' commands sent on to the node that answers them.
 //!
 //! Every acknowledged write is on each of its key's owners first (see `replicate`). One
 //! message per write made replication the cost of a store of several nodes: with each
@@ -14,11 +15,27 @@
 //! A batch is all or nothing for its writers: a failed call fails every copy in it, and
 //! each writer then does what it did when its own call failed (waits for the next view
 //! or the connection, and sends again; or refuses the write, its outcome unknown).
+//!
+//! # Commands sent on
+//! A client's command whose key this node does not answer goes to the node that does
+//! (`Node::route`); with clients that do not route keys themselves that is most of
+//! them (a node answers 2/N of the keys at R = 2), and one call per command cost about
+//! as much as the message of a copy. So the commands a core sends on to one node's core
+//! in a turn go as one [`StoreRequest::Batch`]: the receiver runs each as it would run
+//! it alone, in order, and answers them together. Unlike copies, a batch goes at the
+//! end of its turn even while an earlier one is in flight: a command's answer may wait
+//! on a third node (a write on its replicas), and the commands of later turns should
+//! not wait behind it. A batch is bounded in commands and bytes (its answer must fit a
+//! frame: [`FORWARD_REQUEST_BYTES`], [`FORWARD_REPLY_BYTES`]); a read whose reply did not
+//! fit comes back to be sent alone. When the call fails, every command comes back with
+//! why, for `route` to do what it does when a call of its own fails.
 
 use super::*;
 
 use core::future::Future;
 use sesa_event::Completer;
+
+use super::super::protocol;
 
 /// Where one outbox sends: the owner, its core, and the view the copies were made
 /// under.
@@ -112,6 +129,7 @@ impl Node {
                     core::mem::take(&mut outbox.writers),
                 )
             };
+            self.count_batch(false, copies.len());
             let put = StoreRequest::Put { epoch, copies };
             let outcome = match client(self.messenger, owner, core).call_ref(&put).await {
                 Ok(_) => Ok(()),
@@ -122,4 +140,275 @@ impl Node {
             }
         }
     }
+}
+
+/// What a command sent on in a batch comes back as.
+pub(super) enum Forwarded {
+    /// Its reply (`SERVER_ERROR` if the node refused it or the batch).
+    Reply(Vec<u8>),
+    /// The command back, not answered (boxed: this is the rare case).
+    Back(Box<Shipped>, Bounced),
+}
+
+/// Why a command sent on came back.
+pub(super) enum Bounced {
+    /// Its reply did not fit the batch's answer: send it alone.
+    Alone,
+    /// The call failed (`sent`: it may have reached the node, and may have run there).
+    Lost {
+        /// Whether it may have reached the node.
+        sent: bool,
+        /// The failure.
+        why: String,
+    },
+}
+
+/// The commands a core has for one node's core in this turn, and their waiters.
+#[derive(Default)]
+pub(super) struct Forwards {
+    commands: Vec<Shipped>,
+    waiters: Vec<Completer<Forwarded>>,
+    /// What they count against [`FORWARD_REQUEST_BYTES`].
+    bytes: usize,
+}
+
+/// Each core's commands to send on, by destination (node and core).
+pub(super) type Outgoing = Vec<Mutex<BTreeMap<(NodeId, usize), Forwards>>>;
+
+/// What a command counts against [`FORWARD_REQUEST_BYTES`]: its bytes on the wire, and
+/// for a write that returns a value (`gat`, `mg` with a new expiry) the largest value
+/// (the receiver answers writes whatever their size).
+fn cost(op: &Op, item_max: usize) -> usize {
+    let data = match op {
+        Op::Store { data, .. } => data.len(),
+        Op::Meta(meta) => match &meta.op {
+            protocol::MetaOp::Set { data } => data.len(),
+            _ => 0,
+        },
+        _ => 0,
+    };
+    let returned = match op {
+        Op::Get { .. } | Op::Meta(_) if op.writes() => item_max,
+        _ => 0,
+    };
+    64 + 2 * op.key().len() + data + returned
+}
+
+impl Node {
+    /// One outgoing map per core.
+    pub(super) fn outgoing() -> Outgoing {
+        (0..sesa_event::cores())
+            .map(|_| Mutex::new(BTreeMap::new()))
+            .collect()
+    }
+
+    /// Sends `shipped` to `target`'s core `core` with the other commands this core
+    /// sends it in this turn; resolves with its reply, or with the command back.
+    pub(super) fn forward(
+        &'static self,
+        target: Member,
+        core: CoreId,
+        shipped: Shipped,
+    ) -> impl Future<Output = Forwarded> + 'static {
+        let here = sesa_event::current_core();
+        // Completed by the sender task, on this same core: a local wake.
+        let (waiter, answer) = sesa_event::completion(here);
+        let destination = (target.node, core.index());
+        let item_max = self.kv.limits.item_max;
+        let cost = cost(&shipped.op, item_max);
+        let (full, first) = match self.outgoing.get(here.index()) {
+            Some(outgoing) => {
+                let mut outgoing = outgoing.lock();
+                let pending = outgoing.entry(destination).or_default();
+                // A batch as large as it may be goes now; this command starts the next.
+                let full = !pending.commands.is_empty()
+                    && (pending.bytes + cost > FORWARD_REQUEST_BYTES
+                        || pending.commands.len() >= FORWARD_COMMANDS_MAX);
+                let full = full.then(|| core::mem::take(pending));
+                let first = pending.commands.is_empty();
+                pending.commands.push(shipped);
+                pending.waiters.push(waiter);
+                pending.bytes += cost;
+                (full, first)
+            }
+            None => {
+                waiter.complete(Ok(Forwarded::Reply(server_error(
+                    "not on a core of this node",
+                ))));
+                (None, false)
+            }
+        };
+        if let Some(full) = full {
+            drop(sesa_event::spawn_local(
+                self.send_forwards(target, core, full),
+            ));
+        }
+        if first {
+            drop(sesa_event::spawn_local(async move {
+                // The other commands of this turn join it first.
+                sesa_event::yield_now().await;
+                let pending = self
+                    .outgoing
+                    .get(here.index())
+                    .and_then(|outgoing| outgoing.lock().remove(&destination));
+                if let Some(pending) = pending {
+                    self.send_forwards(target, core, pending).await;
+                }
+            }));
+        }
+        async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Forwarded::Reply(server_error("the node is stopping")))
+        }
+    }
+
+    /// Sends one batch of commands and gives each its answer.
+    async fn send_forwards(&'static self, target: Member, core: CoreId, batch: Forwards) {
+        let Forwards {
+            commands, waiters, ..
+        } = batch;
+        self.count_batch(true, commands.len());
+        let request = StoreRequest::Batch(commands);
+        let result = client(self.messenger, target, core)
+            .call_ref(&request)
+            .await;
+        let StoreRequest::Batch(commands) = request else {
+            return;
+        };
+        match result {
+            Ok(StoreReply::Replies(answers)) if answers.len() == commands.len() => {
+                for ((shipped, answer), waiter) in commands.into_iter().zip(answers).zip(waiters) {
+                    waiter.complete(Ok(match answer {
+                        Answer::Reply(reply) => Forwarded::Reply(reply),
+                        Answer::Resend => Forwarded::Back(Box::new(shipped), Bounced::Alone),
+                    }));
+                }
+            }
+            result => {
+                for (shipped, waiter) in commands.into_iter().zip(waiters) {
+                    waiter.complete(Ok(forwarded(target, shipped, &result)));
+                }
+            }
+        }
+    }
+
+    /// Sends `shipped` alone (as [`StoreRequest::Exec`] or [`StoreRequest::Read`]).
+    pub(super) async fn forward_alone(
+        &'static self,
+        target: Member,
+        core: CoreId,
+        shipped: Shipped,
+    ) -> Forwarded {
+        let Shipped {
+            epoch,
+            hops,
+            read,
+            op,
+        } = shipped;
+        let request = match read {
+            true => StoreRequest::Read { epoch, hops, op },
+            false => StoreRequest::Exec { epoch, hops, op },
+        };
+        let result = client(self.messenger, target, core)
+            .call_ref(&request)
+            .await;
+        let (StoreRequest::Read { op, .. } | StoreRequest::Exec { op, .. }) = request else {
+            return Forwarded::Reply(server_error("a command sent as neither Exec nor Read"));
+        };
+        let shipped = Shipped {
+            epoch,
+            hops,
+            read,
+            op,
+        };
+        match result {
+            Ok(StoreReply::Reply(reply)) => Forwarded::Reply(reply),
+            result => forwarded(target, shipped, &result),
+        }
+    }
+
+    /// Runs the commands of a [`StoreRequest::Batch`], each as it would run alone, and
+    /// answers them in order.
+    pub(super) async fn answer_batch(
+        &'static self,
+        commands: Vec<Shipped>,
+    ) -> Result<StoreReply, StoreError> {
+        if commands.len() > FORWARD_COMMANDS_MAX {
+            return Err(StoreError::BatchTooLarge(commands.len()));
+        }
+        // Started in order (a core runs its tasks in the order they came), as the
+        // commands of separate calls were: a read after a write of its key runs after it.
+        let runs: Vec<_> = commands
+            .into_iter()
+            .map(|shipped| {
+                let reads = !shipped.op.writes();
+                let run = sesa_event::spawn_local(self.run_shipped(shipped));
+                (reads, run)
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(runs.len());
+        // Writes' replies always go (their sender bounded them); reads' while they fit.
+        let mut room = FORWARD_REPLY_BYTES;
+        for (reads, run) in runs {
+            let reply = run
+                .await
+                .unwrap_or_else(|_| server_error("the node is stopping"));
+            answers.push(match reads {
+                true if reply.len() > room => Answer::Resend,
+                true => {
+                    room -= reply.len();
+                    Answer::Reply(reply)
+                }
+                false => Answer::Reply(reply),
+            });
+        }
+        Ok(StoreReply::Replies(answers))
+    }
+
+    /// Runs a command sent here by another node, as [`StoreRequest::Exec`] or
+    /// [`StoreRequest::Read`] would.
+    pub(super) async fn run_shipped(&'static self, shipped: Shipped) -> Vec<u8> {
+        let Shipped {
+            epoch,
+            hops,
+            read,
+            op,
+        } = shipped;
+        match read {
+            // The sender's client allowed any holder to answer; this node answers if it
+            // holds the key for sure by its own view, else routes it on.
+            true if op.writes() => server_error(StoreError::WriteAsRead),
+            true => self.route(op, epoch, hops, Reads::Nearest).await,
+            // Shipped here as the key's primary: a copy here (this node may be a
+            // replica in a newer view) may lack a write the sender shipped before.
+            false => self.route(op, epoch, hops, Reads::AtPrimary).await,
+        }
+    }
+}
+
+/// What a failed call, or an unexpected answer, means for one command sent on in it.
+fn forwarded(
+    target: Member,
+    shipped: Shipped,
+    result: &Result<StoreReply, StoreCallError>,
+) -> Forwarded {
+    let reply = match result {
+        Ok(_) => server_error(format_args!(
+            "node {} answered a command with something else",
+            target.node
+        )),
+        Err(ServiceError::Call(CallError::Remote { node, error })) => {
+            server_error(format_args!("node {node}: {error}"))
+        }
+        Err(e @ (ServiceError::Failed(_) | ServiceError::Codec { .. })) => {
+            server_error(format_args!("node {}: {e}", target.node))
+        }
+        Err(ServiceError::Call(e)) => {
+            let sent = !matches!(e, CallError::NotConnected(_));
+            let why = e.to_string();
+            return Forwarded::Back(Box::new(shipped), Bounced::Lost { sent, why });
+        }
+    };
+    Forwarded::Reply(reply)
 }

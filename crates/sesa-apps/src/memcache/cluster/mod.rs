@@ -16,7 +16,8 @@
 //! # Requests
 //! Any node answers any key. The node a client talks to ships the command to the key's
 //! primary (function shipping through the messenger, straight to the key's core), unless
-//! it is the primary itself. The primary applies it, then sends the item's new state to
+//! it is the primary itself; a core's commands for one node's core in a turn go as one
+//! batch, run there in order (`batch`). The primary applies it, then sends the item's new state to
 //! the key's other owners and, while keys move, to its owners in the settled view that
 //! are still members (they answer reads until they have the new view), and answers only
 //! once every one of them holds it. A core's copies for one owner go together, one
@@ -65,7 +66,9 @@
 //! takes as a removal). The frontend's [`Coordinator`] sends a view that did not
 //! settle again (same epoch), and the store's frontend (`apps/kv`) removes a node it
 //! cannot reach only while every key keeps a copy, stops it before the view without it
-//! goes out (fencing), and lets a leaving node go only once its keys have moved. The
+//! goes out (fencing), lets a leaving node go only once its keys have moved, and sends
+//! no view without members while nodes leaving hold keys (they keep them until a node
+//! joins). The
 //! deterministic simulator found the need for each of these (`sesa sim --workload kv`,
 //! `--workload store`, `--faults wide`).
 //!
@@ -106,7 +109,7 @@ use sesa_exec::service::{Client, Service, ServiceError};
 use sesa_exec::{CallError, MessengerRef, placement};
 
 use super::ops::{Op, Reads, owner};
-use super::server::{ClusterLayer, Kv, ReplyFuture};
+use super::server::{ClusterLayer, Kv, ReplyFuture, Routing};
 use super::store::{Held, Item, Scan};
 
 mod batch;
@@ -130,6 +133,18 @@ pub(super) const CAS_EPOCH_SHIFT: u32 = 40;
 
 /// How many times a request may be shipped on (a node with an older view forwards it).
 pub(super) const MAX_HOPS: u8 = 4;
+/// The most commands in one [`StoreRequest::Batch`] (the clients' commands a core sends
+/// on to one node's core in a turn: a sender starts another batch past it, a receiver
+/// refuses more).
+pub const FORWARD_COMMANDS_MAX: usize = 1024;
+/// A sender starts another batch of commands once one holds about this many bytes of
+/// requests (and of values that its writes may return, `gat` say): with the reads'
+/// replies ([`FORWARD_REPLY_BYTES`]) a batch's answer stays within a frame (16 MiB).
+pub const FORWARD_REQUEST_BYTES: usize = 4 << 20;
+/// A receiver answers a batch's reads (their values) up to about this many bytes; the
+/// reads past it are answered [`Answer::Resend`] and sent again alone. Its writes'
+/// replies are always in the answer (the sender bounded them).
+pub const FORWARD_REPLY_BYTES: usize = 8 << 20;
 /// Items per copy message when keys move.
 pub(super) const BATCH: usize = 128;
 /// Keys planned at a time when keys move, between yields of the core.

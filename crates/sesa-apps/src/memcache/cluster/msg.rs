@@ -74,6 +74,36 @@ pub enum StoreRequest {
     /// Connect to every node of a [`View`] (the frontend's first step of a change,
     /// before [`StoreRequest::View`]); answered once connected.
     Connect(View),
+    /// Clients' commands a node sends on to this one, each as [`StoreRequest::Exec`]
+    /// (or [`StoreRequest::Read`]) would send it alone: those a core of the sender had
+    /// for this node's core in one turn (`batch`). Run in order, each as it would be
+    /// alone; answered with one [`Answer`] each, in order, once every one is done. At
+    /// most [`FORWARD_COMMANDS_MAX`] commands.
+    Batch(Vec<Shipped>),
+}
+
+/// A client's command sent on to another node (in a [`StoreRequest::Batch`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Shipped {
+    /// The sender's view.
+    pub epoch: u64,
+    /// How many times it was shipped on, this time included.
+    pub hops: u8,
+    /// Whether any holder of the key may answer (a read, as [`StoreRequest::Read`]);
+    /// else the key's primary ([`StoreRequest::Exec`]).
+    pub read: bool,
+    /// The command.
+    pub op: Op,
+}
+
+/// One command's answer in a batch ([`StoreReply::Replies`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Answer {
+    /// Its reply, as the memcached protocol writes it.
+    Reply(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A read whose reply did not fit the batch's answer (its values over
+    /// [`FORWARD_REPLY_BYTES`]): the sender sends it again alone.
+    Resend,
 }
 
 /// A node's answer.
@@ -87,6 +117,8 @@ pub enum StoreReply {
     Item(Option<WireHeld>),
     /// This node's progress in moving keys.
     Progress(Progress),
+    /// The answers to a [`StoreRequest::Batch`], one per command, in order.
+    Replies(Vec<Answer>),
 }
 
 /// Why a node refused a call.
@@ -115,6 +147,9 @@ pub enum StoreError {
         /// The view.
         epoch: u64,
     },
+    /// A batch of more than [`FORWARD_COMMANDS_MAX`] commands.
+    #[error("a batch of {0} commands (at most {FORWARD_COMMANDS_MAX})")]
+    BatchTooLarge(usize),
     /// A write did not reach every owner of its key within `REPLICATE_WAIT`: it is not
     /// acknowledged, and may be on some owners (its outcome is unknown).
     #[error("not stored on every owner of the key: node {node} did not take it ({why})")]
@@ -145,6 +180,7 @@ impl Service for StoreService {
             StoreRequest::Read { .. } => 9,
             StoreRequest::Connect(_) => 10,
             StoreRequest::Activate { .. } => 11,
+            StoreRequest::Batch(_) => 12,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A node of the store: requests routed to their key's primary, writes replicated to
 //! the key's owners, the cached layout's invalidations, and the store's service.
 
+use super::batch::{Bounced, Forwarded};
 use super::*;
 
 /// Shared (`Arc`) so that a request takes a reference, not a copy of the member list.
@@ -38,16 +39,23 @@ pub struct Node {
     routed: Vec<Routed>,
     /// Per core: writes' copies waiting to go to their owners together (`batch`).
     pub(super) outboxes: super::batch::Outboxes,
+    /// Per core: clients' commands waiting to go on to their nodes together (`batch`).
+    pub(super) outgoing: super::batch::Outgoing,
 }
 
 /// One core's count of the clients' commands it answered on its node and those it
-/// sent to another node. Each core touches only its own, so it sits on a cache line of
-/// its own (no false sharing between cores counting at once).
+/// sent to another node, and of the batches it sent. Each core touches only its own,
+/// so it sits on a cache line of its own (no false sharing between cores counting at
+/// once).
 #[repr(align(64))]
 #[derive(Default)]
 struct Routed {
     here: AtomicU64,
     shipped: AtomicU64,
+    shipped_batches: AtomicU64,
+    shipped_alone: AtomicU64,
+    copies: AtomicU64,
+    copy_batches: AtomicU64,
 }
 
 /// The server routes a node's commands through its cluster layer.
@@ -60,12 +68,17 @@ impl ClusterLayer for Node {
         here
     }
 
-    fn routed(&self) -> (u64, u64) {
-        self.routed.iter().fold((0, 0), |(here, shipped), r| {
-            (
-                here + r.here.load(Ordering::Relaxed),
-                shipped + r.shipped.load(Ordering::Relaxed),
-            )
+    fn routed(&self) -> Routing {
+        self.routed.iter().fold(Routing::default(), |sum, r| {
+            let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            Routing {
+                here: sum.here + get(&r.here),
+                sent_on: sum.sent_on + get(&r.shipped),
+                sent_on_batches: sum.sent_on_batches + get(&r.shipped_batches),
+                sent_on_alone: sum.sent_on_alone + get(&r.shipped_alone),
+                copies: sum.copies + get(&r.copies),
+                copy_batches: sum.copy_batches + get(&r.copy_batches),
+            }
         })
     }
 
@@ -111,6 +124,7 @@ impl Node {
                 .map(|_| Routed::default())
                 .collect(),
             outboxes: Node::outboxes(),
+            outgoing: Node::outgoing(),
         }));
         sesa_exec::service::serve::<StoreService, _, _>(
             messenger,
@@ -180,21 +194,30 @@ impl Node {
         let on_key_core =
             |key: &[u8]| owner(key, sesa_event::cores()) == sesa_event::current_core();
         match request {
-            // Shipped here as the key's primary: a copy here (this node may be a replica
-            // in a newer view) may lack a write the sender shipped before.
             StoreRequest::Exec { epoch, hops, op } => Ok(StoreReply::Reply(
-                self.route(op, epoch, hops, Reads::AtPrimary).await,
+                self.run_shipped(Shipped {
+                    epoch,
+                    hops,
+                    read: false,
+                    op,
+                })
+                .await,
             )),
             StoreRequest::Read { epoch, hops, op } => {
                 if op.writes() {
                     return Err(StoreError::WriteAsRead);
                 }
-                // The sender's client allowed any holder to answer; this node answers
-                // if it holds the key for sure by its own view, else routes it on.
                 Ok(StoreReply::Reply(
-                    self.route(op, epoch, hops, Reads::Nearest).await,
+                    self.run_shipped(Shipped {
+                        epoch,
+                        hops,
+                        read: true,
+                        op,
+                    })
+                    .await,
                 ))
             }
+            StoreRequest::Batch(commands) => self.answer_batch(commands).await,
             StoreRequest::Put { epoch, mut copies } => {
                 if !copies.iter().all(|c| on_key_core(&c.key)) {
                     return Err(StoreError::WrongCore);
@@ -451,65 +474,44 @@ impl Node {
             };
             self.count(&mut uncounted, false);
             let core = owner(op.key(), target.cores as usize);
-            let request = match read {
-                true => StoreRequest::Read {
-                    epoch,
-                    hops: onward,
-                    op,
-                },
-                false => StoreRequest::Exec {
-                    epoch,
-                    hops: onward,
-                    op,
-                },
+            let shipped = Shipped {
+                epoch,
+                hops: onward,
+                read,
+                op,
             };
-            match client(self.messenger, target, core)
-                .call_ref(&request)
-                .await
-            {
-                Ok(StoreReply::Reply(reply)) => return reply,
-                Ok(other) => {
-                    return server_error(format_args!(
-                        "node {} answered {other:?} to a command",
-                        target.node
-                    ));
-                }
-                Err(ServiceError::Call(CallError::Remote { node, error })) => {
-                    return server_error(format_args!("node {node}: {error}"));
-                }
-                Err(e @ (ServiceError::Failed(_) | ServiceError::Codec { .. })) => {
-                    return server_error(format_args!("node {}: {e}", target.node));
-                }
-                Err(ServiceError::Call(e)) => {
-                    // The command, back from the request, to be routed again.
-                    let (StoreRequest::Exec { op: back, .. } | StoreRequest::Read { op: back, .. }) =
-                        request
-                    else {
-                        return server_error("a command sent as neither Exec nor Read");
-                    };
-                    op = back;
-                    // A write sent whose connection was lost before the reply may have run
-                    // there, or may still run (that node may be forwarding it, or waiting
-                    // for a view): sent again, it could run twice, the first time after
-                    // writes acknowledged since. Its outcome is unknown. And a write shipped
-                    // here is not sent on again after a failure: the node that shipped it
-                    // may have given up on it already (its client told the outcome is
-                    // unknown, and writing since).
-                    let sent = !matches!(e, CallError::NotConnected(_));
-                    if op.writes() && (sent || hops > 0) {
-                        return server_error(format_args!(
-                            "the write's outcome is unknown (node {}: {e})",
-                            target.node
-                        ));
-                    }
-                    // Lost or not yet connected: the frontend's next view routes around a
-                    // lost node; a connection being made just needs a moment.
-                    let Some(next) = self.next_view(view.epoch, target.node).await else {
-                        return server_error(format_args!("the key's node is unreachable: {e}"));
-                    };
-                    floor = next.epoch;
-                }
+            let mut outcome = self.forward(target, core, shipped).await;
+            if let Forwarded::Back(shipped, Bounced::Alone) = outcome {
+                self.tally(|r| r.shipped_alone.fetch_add(1, Ordering::Relaxed));
+                outcome = self.forward_alone(target, core, *shipped).await;
             }
+            let (shipped, sent, why) = match outcome {
+                Forwarded::Reply(reply) => return reply,
+                Forwarded::Back(shipped, Bounced::Lost { sent, why }) => (shipped, sent, why),
+                Forwarded::Back(_, Bounced::Alone) => {
+                    return server_error("a command sent alone came back to be sent alone");
+                }
+            };
+            // The command, back from the call, to be routed again.
+            op = shipped.op;
+            // A write sent whose connection was lost before the reply may have run
+            // there, or may still run (that node may be forwarding it, or waiting for a
+            // view): sent again, it could run twice, the first time after writes
+            // acknowledged since. Its outcome is unknown. And a write shipped here is not
+            // sent on again after a failure: the node that shipped it may have given up
+            // on it already (its client told the outcome is unknown, and writing since).
+            if op.writes() && (sent || hops > 0) {
+                return server_error(format_args!(
+                    "the write's outcome is unknown (node {}: {why})",
+                    target.node
+                ));
+            }
+            // Lost or not yet connected: the frontend's next view routes around a lost
+            // node; a connection being made just needs a moment.
+            let Some(next) = self.next_view(view.epoch, target.node).await else {
+                return server_error(format_args!("the key's node is unreachable: {why}"));
+            };
+            floor = next.epoch;
         }
     }
 
@@ -597,6 +599,25 @@ impl Node {
         };
         let counter = if here { &r.here } else { &r.shipped };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a batch of `n` messages sent from this core: commands sent on, or
+    /// copies.
+    pub(super) fn count_batch(&self, commands: bool, n: usize) {
+        self.tally(|r| match commands {
+            true => r.shipped_batches.fetch_add(1, Ordering::Relaxed),
+            false => {
+                r.copies.fetch_add(n as u64, Ordering::Relaxed);
+                r.copy_batches.fetch_add(1, Ordering::Relaxed)
+            }
+        });
+    }
+
+    /// Adds to this core's counts.
+    fn tally<T>(&self, f: impl FnOnce(&Routed) -> T) {
+        if let Some(r) = self.routed.get(sesa_event::current_core().index()) {
+            f(r);
+        }
     }
 
     pub(super) fn invalidated(&self, core: CoreId) -> &AtomicU64 {
