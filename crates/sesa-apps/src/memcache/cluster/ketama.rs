@@ -109,10 +109,15 @@ impl Ring {
     /// The servers that own `key`, as places in the list: the ketama server first, then
     /// every other server in the order the ring meets them from there.
     pub fn owners(&self, key: &[u8]) -> impl Iterator<Item = usize> + '_ {
+        self.owners_of_hash(key_hash(key))
+    }
+
+    /// [`Ring::owners`] of a key whose [`key_hash`] is `hash` (a key looked up on two
+    /// rings, as a move does, is hashed once).
+    pub fn owners_of_hash(&self, hash: u32) -> impl Iterator<Item = usize> + '_ {
         let start = if self.points.is_empty() {
             0
         } else {
-            let hash = key_hash(key);
             // The first point at or after the key's value, wrapping to the first.
             self.points.partition_point(|p| p.0 < hash) % self.points.len()
         };

@@ -368,6 +368,9 @@ mod tests {
             ),
             (View::default(), view(&[1], 2)),
             (ketama(&[1, 2, 3], 2), ketama(&[1, 2, 3, 4], 2)),
+            (ketama(&[1, 2, 3, 4], 2), ketama(&[1, 3, 4], 2)),
+            (ketama(&[1, 2], 2), ketama(&[1, 2, 3, 4, 5], 3)),
+            (ketama(&[4], 1), ketama(&[], 2)),
             (view(&[1, 2, 3], 2), ketama(&[1, 2, 3], 2)),
         ];
         for (old, new) in &changes {

@@ -119,13 +119,26 @@ impl View {
             Placement::Rendezvous => {
                 placement::top(key, self.members.iter().copied(), owners, |m| m.node)
             }
-            Placement::Ketama => self.with_ring(|ring| {
-                ring.owners(key)
-                    .take(owners)
-                    .map(|i| self.members[i])
-                    .collect()
-            }),
+            Placement::Ketama => {
+                let mut found = Vec::with_capacity(owners);
+                self.ketama_owners(ketama::key_hash(key), &mut found);
+                found
+            }
         }
+    }
+
+    /// The owners of the key whose ketama hash is `hash` under ketama placement (a
+    /// partitioned view), primary first, into `out` (emptied first).
+    pub(super) fn ketama_owners(&self, hash: u32, out: &mut Vec<Member>) {
+        out.clear();
+        let owners = self.replicas.max(1) as usize;
+        self.with_ring(|ring| {
+            out.extend(
+                ring.owners_of_hash(hash)
+                    .take(owners)
+                    .map(|i| self.members[i]),
+            );
+        });
     }
 
     /// Whether `node` is one of `key`'s owners: `owners(key)` contains it, found
@@ -281,6 +294,15 @@ impl<'v> OwnersInBoth<'v> {
         let (before, after) = &mut self.members;
         let rendezvous =
             |v: &View| v.layout == Layout::Partitioned && v.placement == Placement::Rendezvous;
+        let ketama = |v: &View| v.layout == Layout::Partitioned && v.placement == Placement::Ketama;
+        if ketama(self.old) && ketama(self.new) {
+            // One hash of the key for both rings (a move looks up every key it holds),
+            // into the lists kept from the last key.
+            let hash = ketama::key_hash(key);
+            self.old.ketama_owners(hash, before);
+            self.new.ketama_owners(hash, after);
+            return (before, after);
+        }
         if !rendezvous(self.old) || !rendezvous(self.new) {
             *before = self.old.owners(key);
             *after = self.new.owners(key);
