@@ -37,35 +37,58 @@ use sesa_event::Completer;
 
 use super::super::protocol;
 
+/// Items waiting to go to one destination together, and who waits on each one's
+/// answer (in the same order).
+pub(super) struct Queue<I, A> {
+    items: Vec<I>,
+    waiters: Vec<Completer<A>>,
+}
+
+impl<I, A> Default for Queue<I, A> {
+    fn default() -> Self {
+        Queue {
+            items: Vec::new(),
+            waiters: Vec::new(),
+        }
+    }
+}
+
+impl<I, A> Queue<I, A> {
+    fn push(&mut self, item: I, waiter: Completer<A>) {
+        self.items.push(item);
+        self.waiters.push(waiter);
+    }
+}
+
+/// One map per core, each used on its core only (a key's commands, and the tasks that
+/// send their batches, run on the key's core).
+pub(super) type PerCore<K, V> = Vec<Mutex<BTreeMap<K, V>>>;
+
+/// A [`PerCore`] of empty maps, one per core of this node.
+pub(super) fn per_core<K: Ord, V>() -> PerCore<K, V> {
+    (0..sesa_event::cores())
+        .map(|_| Mutex::new(BTreeMap::new()))
+        .collect()
+}
+
 /// Where one outbox sends: the owner, its core, and the view the copies were made
 /// under.
 type Destination = (NodeId, usize, u64);
 
-/// A writer's share of a batch: the answer to the batch that carried its copy.
-type Writer = Completer<Result<(), String>>;
-
-/// The copies waiting to go to one destination, and their writers.
+/// The copies waiting to go to one destination, and their writers (each gets the
+/// answer to the batch that carried its copy).
 #[derive(Default)]
 pub(super) struct Outbox {
-    copies: Vec<KeyCopy>,
-    writers: Vec<Writer>,
+    copies: Queue<KeyCopy, Result<(), String>>,
     /// Whether a sender task is running for this destination (it takes what is here
     /// when its batch in flight is answered).
     sending: bool,
 }
 
-/// Each core's outboxes (used on that core only: the primary runs on the key's core
-/// and its sender task too).
-pub(super) type Outboxes = Vec<Mutex<BTreeMap<Destination, Outbox>>>;
+/// Each core's outboxes.
+pub(super) type Outboxes = PerCore<Destination, Outbox>;
 
 impl Node {
-    /// One outbox map per core.
-    pub(super) fn outboxes() -> Outboxes {
-        (0..sesa_event::cores())
-            .map(|_| Mutex::new(BTreeMap::new()))
-            .collect()
-    }
-
     /// Sends `copy` to `owner`'s core `core` under view `epoch`, with the other copies
     /// this core has for it now; resolves with the answer to the batch that carried it
     /// (`Err`: why the call failed, or the sender was dropped with the core; the copy
@@ -85,8 +108,7 @@ impl Node {
             Some(outboxes) => {
                 let mut outboxes = outboxes.lock();
                 let outbox = outboxes.entry(destination).or_default();
-                outbox.copies.push(copy);
-                outbox.writers.push(writer);
+                outbox.copies.push(copy, writer);
                 !core::mem::replace(&mut outbox.sending, true)
             }
             None => {
@@ -115,21 +137,21 @@ impl Node {
         loop {
             // The other commands of this turn add their copies first.
             sesa_event::yield_now().await;
-            let (copies, writers) = {
+            let Queue {
+                items: copies,
+                waiters: writers,
+            } = {
                 let mut outboxes = outboxes.lock();
                 let Some(outbox) = outboxes.get_mut(&destination) else {
                     return;
                 };
-                if outbox.copies.is_empty() {
+                if outbox.copies.items.is_empty() {
                     outboxes.remove(&destination);
                     return;
                 }
-                (
-                    core::mem::take(&mut outbox.copies),
-                    core::mem::take(&mut outbox.writers),
-                )
+                core::mem::take(&mut outbox.copies)
             };
-            self.count_batch(false, copies.len());
+            self.count_copies(copies.len());
             let put = StoreRequest::Put { epoch, copies };
             let outcome = match client(self.messenger, owner, core).call_ref(&put).await {
                 Ok(_) => Ok(()),
@@ -142,38 +164,36 @@ impl Node {
     }
 }
 
-/// What a command sent on in a batch comes back as.
+/// What a command sent on comes back as.
 pub(super) enum Forwarded {
     /// Its reply (`SERVER_ERROR` if the node refused it or the batch).
     Reply(Vec<u8>),
-    /// The command back, not answered (boxed: this is the rare case).
-    Back(Box<Shipped>, Bounced),
-}
-
-/// Why a command sent on came back.
-pub(super) enum Bounced {
-    /// Its reply did not fit the batch's answer: send it alone.
-    Alone,
-    /// The call failed (`sent`: it may have reached the node, and may have run there).
+    /// The call failed: the command back (boxed: this is the rare case), whether it may
+    /// have reached the node (and run there), and why.
     Lost {
-        /// Whether it may have reached the node.
+        shipped: Box<Shipped>,
         sent: bool,
-        /// The failure.
         why: String,
     },
+}
+
+/// A command's answer from its batch: what [`Node::forward`] resolves with, or the
+/// command back to be sent alone (its reply did not fit the batch's answer).
+enum Answered {
+    Done(Forwarded),
+    Resend(Box<Shipped>),
 }
 
 /// The commands a core has for one node's core in this turn, and their waiters.
 #[derive(Default)]
 pub(super) struct Forwards {
-    commands: Vec<Shipped>,
-    waiters: Vec<Completer<Forwarded>>,
+    commands: Queue<Shipped, Answered>,
     /// What they count against [`FORWARD_REQUEST_BYTES`].
     bytes: usize,
 }
 
 /// Each core's commands to send on, by destination (node and core).
-pub(super) type Outgoing = Vec<Mutex<BTreeMap<(NodeId, usize), Forwards>>>;
+pub(super) type Outgoing = PerCore<(NodeId, usize), Forwards>;
 
 /// What a command counts against [`FORWARD_REQUEST_BYTES`]: its bytes on the wire, and
 /// for a write that returns a value (`gat`, `mg` with a new expiry) the largest value
@@ -195,13 +215,6 @@ fn cost(op: &Op, item_max: usize) -> usize {
 }
 
 impl Node {
-    /// One outgoing map per core.
-    pub(super) fn outgoing() -> Outgoing {
-        (0..sesa_event::cores())
-            .map(|_| Mutex::new(BTreeMap::new()))
-            .collect()
-    }
-
     /// Sends `shipped` to `target`'s core `core` with the other commands this core
     /// sends it in this turn; resolves with its reply, or with the command back.
     pub(super) fn forward(
@@ -221,20 +234,19 @@ impl Node {
                 let mut outgoing = outgoing.lock();
                 let pending = outgoing.entry(destination).or_default();
                 // A batch as large as it may be goes now; this command starts the next.
-                let full = !pending.commands.is_empty()
+                let queued = pending.commands.items.len();
+                let full = queued > 0
                     && (pending.bytes + cost > FORWARD_REQUEST_BYTES
-                        || pending.commands.len() >= FORWARD_COMMANDS_MAX);
+                        || queued >= FORWARD_COMMANDS_MAX);
                 let full = full.then(|| core::mem::take(pending));
-                let first = pending.commands.is_empty();
-                pending.commands.push(shipped);
-                pending.waiters.push(waiter);
+                let first = pending.commands.items.is_empty();
+                pending.commands.push(shipped, waiter);
                 pending.bytes += cost;
                 (full, first)
             }
             None => {
-                waiter.complete(Ok(Forwarded::Reply(server_error(
-                    "not on a core of this node",
-                ))));
+                let off_core = Forwarded::Reply(server_error("not on a core of this node"));
+                waiter.complete(Ok(Answered::Done(off_core)));
                 (None, false)
             }
         };
@@ -257,18 +269,24 @@ impl Node {
             }));
         }
         async move {
-            answer
-                .await
-                .unwrap_or_else(|_| Forwarded::Reply(server_error("the node is stopping")))
+            match answer.await {
+                Ok(Answered::Done(forwarded)) => forwarded,
+                Ok(Answered::Resend(shipped)) => {
+                    self.count_sent_alone();
+                    self.forward_alone(target, core, *shipped).await
+                }
+                Err(_) => Forwarded::Reply(server_error("the node is stopping")),
+            }
         }
     }
 
     /// Sends one batch of commands and gives each its answer.
     async fn send_forwards(&'static self, target: Member, core: CoreId, batch: Forwards) {
-        let Forwards {
-            commands, waiters, ..
-        } = batch;
-        self.count_batch(true, commands.len());
+        let Queue {
+            items: commands,
+            waiters,
+        } = batch.commands;
+        self.count_sent_on_batch();
         let request = StoreRequest::Batch(commands);
         let result = client(self.messenger, target, core)
             .call_ref(&request)
@@ -280,21 +298,21 @@ impl Node {
             Ok(StoreReply::Replies(answers)) if answers.len() == commands.len() => {
                 for ((shipped, answer), waiter) in commands.into_iter().zip(answers).zip(waiters) {
                     waiter.complete(Ok(match answer {
-                        Answer::Reply(reply) => Forwarded::Reply(reply),
-                        Answer::Resend => Forwarded::Back(Box::new(shipped), Bounced::Alone),
+                        Answer::Reply(reply) => Answered::Done(Forwarded::Reply(reply)),
+                        Answer::Resend => Answered::Resend(Box::new(shipped)),
                     }));
                 }
             }
             result => {
                 for (shipped, waiter) in commands.into_iter().zip(waiters) {
-                    waiter.complete(Ok(forwarded(target, shipped, &result)));
+                    waiter.complete(Ok(Answered::Done(forwarded(target, shipped, &result))));
                 }
             }
         }
     }
 
     /// Sends `shipped` alone (as [`StoreRequest::Exec`] or [`StoreRequest::Read`]).
-    pub(super) async fn forward_alone(
+    async fn forward_alone(
         &'static self,
         target: Member,
         core: CoreId,
@@ -407,7 +425,11 @@ fn forwarded(
         Err(ServiceError::Call(e)) => {
             let sent = !matches!(e, CallError::NotConnected(_));
             let why = e.to_string();
-            return Forwarded::Back(Box::new(shipped), Bounced::Lost { sent, why });
+            return Forwarded::Lost {
+                shipped: Box::new(shipped),
+                sent,
+                why,
+            };
         }
     };
     Forwarded::Reply(reply)

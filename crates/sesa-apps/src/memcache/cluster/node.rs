@@ -1,7 +1,7 @@
 //! A node of the store: requests routed to their key's primary, writes replicated to
 //! the key's owners, the cached layout's invalidations, and the store's service.
 
-use super::batch::{Bounced, Forwarded};
+use super::batch::{Forwarded, per_core};
 use super::*;
 
 /// Shared (`Arc`) so that a request takes a reference, not a copy of the member list.
@@ -123,8 +123,8 @@ impl Node {
             routed: (0..sesa_event::cores())
                 .map(|_| Routed::default())
                 .collect(),
-            outboxes: Node::outboxes(),
-            outgoing: Node::outgoing(),
+            outboxes: per_core(),
+            outgoing: per_core(),
         }));
         sesa_exec::service::serve::<StoreService, _, _>(
             messenger,
@@ -480,17 +480,9 @@ impl Node {
                 read,
                 op,
             };
-            let mut outcome = self.forward(target, core, shipped).await;
-            if let Forwarded::Back(shipped, Bounced::Alone) = outcome {
-                self.tally(|r| r.shipped_alone.fetch_add(1, Ordering::Relaxed));
-                outcome = self.forward_alone(target, core, *shipped).await;
-            }
-            let (shipped, sent, why) = match outcome {
+            let (shipped, sent, why) = match self.forward(target, core, shipped).await {
                 Forwarded::Reply(reply) => return reply,
-                Forwarded::Back(shipped, Bounced::Lost { sent, why }) => (shipped, sent, why),
-                Forwarded::Back(_, Bounced::Alone) => {
-                    return server_error("a command sent alone came back to be sent alone");
-                }
+                Forwarded::Lost { shipped, sent, why } => (shipped, sent, why),
             };
             // The command, back from the call, to be routed again.
             op = shipped.op;
@@ -594,23 +586,28 @@ impl Node {
         if !core::mem::take(uncounted) {
             return;
         }
-        let Some(r) = self.routed.get(sesa_event::current_core().index()) else {
-            return;
-        };
-        let counter = if here { &r.here } else { &r.shipped };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.tally(|r| match here {
+            true => r.here.fetch_add(1, Ordering::Relaxed),
+            false => r.shipped.fetch_add(1, Ordering::Relaxed),
+        });
     }
 
-    /// Counts a batch of `n` messages sent from this core: commands sent on, or
-    /// copies.
-    pub(super) fn count_batch(&self, commands: bool, n: usize) {
-        self.tally(|r| match commands {
-            true => r.shipped_batches.fetch_add(1, Ordering::Relaxed),
-            false => {
-                r.copies.fetch_add(n as u64, Ordering::Relaxed);
-                r.copy_batches.fetch_add(1, Ordering::Relaxed)
-            }
+    /// Counts a batch of `n` writes' copies sent from this core.
+    pub(super) fn count_copies(&self, n: usize) {
+        self.tally(|r| {
+            r.copies.fetch_add(n as u64, Ordering::Relaxed);
+            r.copy_batches.fetch_add(1, Ordering::Relaxed)
         });
+    }
+
+    /// Counts a batch of commands sent on from this core.
+    pub(super) fn count_sent_on_batch(&self) {
+        self.tally(|r| r.shipped_batches.fetch_add(1, Ordering::Relaxed));
+    }
+
+    /// Counts a command sent again alone (its batch's answer had no room for it).
+    pub(super) fn count_sent_alone(&self) {
+        self.tally(|r| r.shipped_alone.fetch_add(1, Ordering::Relaxed));
     }
 
     /// Adds to this core's counts.

@@ -292,10 +292,12 @@ impl<'v> OwnersInBoth<'v> {
     /// `key`'s owners in the old view and in the new one, primary first.
     pub(super) fn of(&mut self, key: &[u8]) -> (&[Member], &[Member]) {
         let (before, after) = &mut self.members;
-        let rendezvous =
-            |v: &View| v.layout == Layout::Partitioned && v.placement == Placement::Rendezvous;
-        let ketama = |v: &View| v.layout == Layout::Partitioned && v.placement == Placement::Ketama;
-        if ketama(self.old) && ketama(self.new) {
+        let both = |p: Placement| {
+            [self.old, self.new]
+                .iter()
+                .all(|v| v.layout == Layout::Partitioned && v.placement == p)
+        };
+        if both(Placement::Ketama) {
             // One hash of the key for both rings (a move looks up every key it holds),
             // into the lists kept from the last key.
             let hash = ketama::key_hash(key);
@@ -303,7 +305,7 @@ impl<'v> OwnersInBoth<'v> {
             self.new.ketama_owners(hash, after);
             return (before, after);
         }
-        if !rendezvous(self.old) || !rendezvous(self.new) {
+        if !both(Placement::Rendezvous) {
             *before = self.old.owners(key);
             *after = self.new.owners(key);
             return (before, after);
